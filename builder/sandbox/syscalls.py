@@ -1,0 +1,96 @@
+"""Linux system calls Python 3.11 lacks (os.unshare/os.setns arrived in 3.12), through ctypes.
+
+Only the sandbox's freshly exec'd helper processes call the namespace-changing ones; the threaded
+builder process never does (STYLE.md habit 8).
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_REMOUNT = 0x20
+MS_BIND = 0x1000
+MS_MOVE = 0x2000
+MS_REC = 0x4000
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_STRICTATIME = 1 << 24
+
+MNT_DETACH = 0x2
+
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+
+_SYS_PIVOT_ROOT = 155  # x86_64
+_SYS_SETHOSTNAME_NAME = "sethostname"
+
+
+def _check(result: int, what: str) -> int:
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+    return result
+
+
+def unshare(flags: int) -> None:
+    _check(_libc.unshare(ctypes.c_int(flags)), "unshare")
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), "setns")
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None:
+    def enc(s: str | None) -> bytes | None:
+        return None if s is None else os.fsencode(s)
+
+    result = _libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data))
+    _check(result, f"mount {fstype or ''} {source or ''} on {target}")
+
+
+def umount2(target: str, flags: int = 0) -> None:
+    _check(_libc.umount2(os.fsencode(target), ctypes.c_int(flags)), f"umount {target}")
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    result = _libc.syscall(ctypes.c_long(_SYS_PIVOT_ROOT), os.fsencode(new_root), os.fsencode(put_old))
+    _check(result, f"pivot_root {new_root}")
+
+
+def sethostname(name: str) -> None:
+    raw = name.encode()
+    _check(_libc.sethostname(raw, ctypes.c_size_t(len(raw))), "sethostname")
+
+
+def prctl(option: int, arg2: int = 0) -> None:
+    _check(_libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), 0, 0, 0), "prctl")
+
+
+def make_mounts_private() -> None:
+    """Stop mount events propagating back to the host (call right after unshare(CLONE_NEWNS))."""
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+
+
+def overlay_options(lowerdirs: list[str], upperdir: str | None, workdir: str | None) -> str:
+    """The overlay mount data string; lowerdirs top-most first. Colons/commas in paths are escaped."""
+
+    def esc(p: str) -> str:
+        return p.replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
+
+    parts = ["lowerdir=" + ":".join(esc(p) for p in lowerdirs)]
+    if upperdir is not None:
+        parts += [f"upperdir={esc(upperdir)}", f"workdir={esc(workdir or '')}"]
+    return ",".join(parts)

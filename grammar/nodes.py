@@ -1,0 +1,248 @@
+"""The typed Dockerfile AST: frozen dataclasses produced by the parser, consumed by builder/.
+
+Contract (grammar → builder):
+- Values are *raw*: words keep their quotes and escapes and variables are not expanded. The builder
+  expands them with `grammar.shell` where BuildKit does (FROM, COPY/ADD, ENV, LABEL, ARG, EXPOSE,
+  USER, WORKDIR, VOLUME, STOPSIGNAL and some flags), because expansion needs ARG/ENV scoping that only
+  the planner knows.
+- Line continuations are already joined (as BuildKit does: escape char + newline removed, comment
+  lines inside a continuation dropped), so `ShellForm.text` is the command as the shell will get it.
+- Every node carries a `Span` (1-based lines and columns) so later passes can report file:line:col.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """Where something is in the source: 1-based, end inclusive (end_col is the last column)."""
+
+    file: str
+    line: int
+    col: int
+    end_line: int
+    end_col: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """`--name=value` (value None for a bare `--name`). Quotes already removed as BuildKit does."""
+
+    name: str
+    value: str | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class ShellForm:
+    """Shell form: the command text, run as SHELL + [text]."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExecForm:
+    """Exec (JSON array) form: argv as decoded from JSON."""
+
+    argv: tuple[str, ...]
+
+
+Command = Union[ShellForm, ExecForm]
+
+
+@dataclass(frozen=True, slots=True)
+class Heredoc:
+    """A heredoc attached to RUN/COPY/ADD: `<<[-]["']NAME["']` and its body.
+
+    body: the content lines joined with "\\n", ending with "\\n" (as BuildKit keeps it);
+    expand: False when the delimiter was quoted (no variable expansion in the body);
+    chomp: True for `<<-` (leading tabs already stripped from `body`).
+    """
+
+    name: str
+    body: str
+    expand: bool
+    chomp: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Instruction:
+    """Fields common to every instruction.
+
+    keyword: the instruction name as written (case kept); `.name` is the canonical upper-case name.
+    original: the logical line as written (continuations joined), for history and error messages.
+    flags: the leading `--flags`, in order.
+    """
+
+    span: Span
+    keyword: str
+    original: str
+    flags: tuple[Flag, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.keyword.upper()
+
+    def flag(self, name: str, default: str | None = None) -> str | None:
+        """The value of the last `--name` flag (BuildKit keeps the last), or default."""
+        found = default
+        for f in self.flags:
+            if f.name == name:
+                found = f.value if f.value is not None else "true"
+        return found
+
+    def flag_values(self, name: str) -> tuple[str, ...]:
+        """All values of a repeatable flag (`--mount`, `--exclude`), in order."""
+        return tuple(f.value or "" for f in self.flags if f.name == name)
+
+
+@dataclass(frozen=True, slots=True)
+class From(Instruction):
+    image: str = ""  # raw, expanded later with the global ARGs
+    stage_name: str | None = None  # the AS name, lower-cased as BuildKit does
+
+
+@dataclass(frozen=True, slots=True)
+class Run(Instruction):
+    command: Command = ShellForm("")
+    heredocs: tuple[Heredoc, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Copy(Instruction):
+    """COPY: sources (raw words; a heredoc source is `<<NAME`) and the destination."""
+
+    sources: tuple[str, ...] = ()
+    dest: str = ""
+    heredocs: tuple[Heredoc, ...] = ()
+    json_form: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Add(Copy):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Cmd(Instruction):
+    command: Command = ExecForm(())
+
+
+@dataclass(frozen=True, slots=True)
+class Entrypoint(Instruction):
+    command: Command = ExecForm(())
+
+
+@dataclass(frozen=True, slots=True)
+class Shell(Instruction):
+    argv: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Volume(Instruction):
+    paths: tuple[str, ...] = ()  # raw words
+
+
+@dataclass(frozen=True, slots=True)
+class KeyValue:
+    """`key=value` of ENV/LABEL (value raw, quotes kept); legacy `ENV k v` has legacy=True."""
+
+    key: str
+    value: str
+    legacy: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Env(Instruction):
+    pairs: tuple[KeyValue, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Label(Instruction):
+    pairs: tuple[KeyValue, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ArgDecl:
+    """One `NAME[=default]` of an ARG line; default raw (quotes kept), None when absent."""
+
+    name: str
+    default: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Arg(Instruction):
+    args: tuple[ArgDecl, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Expose(Instruction):
+    ports: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class User(Instruction):
+    user: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Workdir(Instruction):
+    path: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StopSignal(Instruction):
+    signal: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Healthcheck(Instruction):
+    """HEALTHCHECK NONE (command None, disabled True) or HEALTHCHECK [flags] CMD command."""
+
+    command: Command | None = None
+    disabled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Onbuild(Instruction):
+    trigger: Instruction | None = None  # the nested instruction, parsed
+    expression: str = ""  # the trigger text as written, stored in the image config
+
+
+@dataclass(frozen=True, slots=True)
+class Maintainer(Instruction):
+    maintainer: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    """A FROM and the instructions up to the next FROM."""
+
+    index: int
+    name: str | None
+    base: From
+    instructions: tuple[Instruction, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Dockerfile:
+    """The whole file: directives, ARGs before the first FROM, stages, and every instruction in order."""
+
+    filename: str
+    directives: tuple[tuple[str, str], ...]  # (lower-cased name, value) in order
+    escape: str
+    meta_args: tuple[Arg, ...]
+    stages: tuple[Stage, ...]
+    instructions: tuple[Instruction, ...] = field(default=())
+
+    def directive(self, name: str) -> str | None:
+        for key, value in self.directives:
+            if key == name:
+                return value
+        return None
