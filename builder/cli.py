@@ -1,0 +1,198 @@
+"""The `pybuild` command line. The only place that maps errors to output and exit codes (STYLE.md habit 5).
+
+    pybuild [build] [-f Dockerfile] [-t name:tag]... [--build-arg K=V]... [--target STAGE] [--no-cache]
+                    [--compression gzip|zstd] [--output type=oci,dest=DIR] [--iidfile F] [--progress MODE] CONTEXT
+    pybuild run [--rm] [--entrypoint CMD] [-e K=V] [-w DIR] [-u USER] [-v HOST:DIR] IMAGE [ARG...]
+    pybuild parse [-f Dockerfile] [--json]
+    pybuild images | history IMAGE | cache ls|du|inspect|prune
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+
+from builder.errors import PybuildError
+
+COMMANDS = ("build", "run", "parse", "images", "history", "cache")
+
+
+def _root_arg(p: argparse.ArgumentParser) -> None:
+    from builder.build import default_root
+
+    p.add_argument("--root", default=default_root(),
+                   help="store directory (default: $PYBUILD_ROOT or /var/lib/pybuild)")
+    p.add_argument("--debug", action="store_true", help="show Python tracebacks for internal errors")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pybuild build", description="Build an OCI image from a Dockerfile.")
+    p.add_argument("context", help="build context directory")
+    p.add_argument("-f", "--file", dest="dockerfile", help="Dockerfile path (default: CONTEXT/Dockerfile; - = stdin)")
+    p.add_argument("-t", "--tag", action="append", default=[], help="name:tag for the image (repeatable)")
+    p.add_argument("--build-arg", action="append", default=[], metavar="K=V", help="set a build-time ARG")
+    p.add_argument("--target", help="build this stage and what it needs")
+    p.add_argument("--no-cache", action="store_true", help="do not use the layer cache")
+    p.add_argument("--compression", choices=("gzip", "zstd"), default="gzip", help="layer compression")
+    p.add_argument("-o", "--output", action="append", default=[], help="also export: type=oci,dest=DIR")
+    p.add_argument("--iidfile", help="write the image id to this file")
+    p.add_argument("--progress", default="auto", choices=("auto", "tty", "plain", "quiet", "rawjson"))
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the image id")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="steps run at once (default: CPUs)")
+    p.add_argument("--explain-cache", action="store_true", help="say why each step hit or missed the cache")
+    _root_arg(p)
+    return p
+
+
+def run_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pybuild run", description="Run a command in a container of a stored image.")
+    p.add_argument("--rm", action="store_true", help="accepted for docker compatibility: containers never persist")
+    p.add_argument("--entrypoint", help="override the image's ENTRYPOINT")
+    p.add_argument("-e", "--env", action="append", default=[], metavar="K=V")
+    p.add_argument("-w", "--workdir")
+    p.add_argument("-u", "--user")
+    p.add_argument("-v", "--volume", action="append", default=[], metavar="HOST:DIR[:ro]")
+    p.add_argument("--network", choices=("none", "host"), default="none")
+    p.add_argument("--hostname")
+    p.add_argument("image")
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    _root_arg(p)
+    return p
+
+
+def cmd_build(argv: list[str]) -> int:
+    from builder.build import BuildOptions, build
+    from builder.progress.display import make_display
+
+    args = build_parser().parse_args(argv)
+    build_args = {}
+    for item in args.build_arg:
+        key, sep, value = item.partition("=")
+        if sep:
+            build_args[key] = value
+        elif key in os.environ:
+            build_args[key] = os.environ[key]
+    mode = "quiet" if args.quiet else args.progress
+    sink = make_display(mode)
+    opts = BuildOptions(context=args.context, dockerfile=args.dockerfile, tags=args.tag, build_args=build_args,
+                        target=args.target, no_cache=args.no_cache, compression=args.compression,
+                        outputs=args.output, iidfile=args.iidfile, root=args.root, jobs=max(1, args.jobs),
+                        explain_cache=args.explain_cache)
+    cancel = threading.Event()
+    result = build(opts, sink, cancel)
+    if mode == "quiet":
+        print(result.image_id)
+    else:
+        print(f"image id: {result.image_id}")
+        print(f"manifest: {result.manifest_digest}")
+        for name in result.names:
+            print(f"tagged:   {name}")
+    return 0
+
+
+def cmd_run(argv: list[str]) -> int:
+    from builder.runcmd import RunOptions, run_image
+
+    args = run_parser().parse_args(argv)
+    opts = RunOptions(image=args.image, args=args.args, entrypoint=args.entrypoint, env=args.env,
+                      workdir=args.workdir, user=args.user, volumes=args.volume, network=args.network,
+                      hostname=args.hostname, root=args.root)
+    return run_image(opts)
+
+
+def cmd_parse(argv: list[str]) -> int:
+    import json
+
+    import grammar
+    from grammar import dump
+
+    p = argparse.ArgumentParser(prog="pybuild parse", description="Print the parsed Dockerfile.")
+    p.add_argument("-f", "--file", dest="dockerfile", default="Dockerfile")
+    p.add_argument("--json", action="store_true", help="JSON for tools (default: BuildKit's AST dump)")
+    p.add_argument("--debug", action="store_true")
+    args = p.parse_args(argv)
+    text = sys.stdin.read() if args.dockerfile == "-" else open(args.dockerfile, encoding="utf-8").read()
+    df = grammar.parse(text, filename=args.dockerfile)
+    if args.json:
+        print(json.dumps(dump.to_json(df), indent=2, ensure_ascii=False))
+    else:
+        sys.stdout.write(dump.dump_buildkit(df))
+    return 0
+
+
+def cmd_store(name: str, argv: list[str]) -> int:
+    from builder import storecmd
+
+    return storecmd.main(name, argv)
+
+
+def render_error(exc: BaseException) -> str:
+    """One screen: what, where (the offending lines), how to fix."""
+    from rich.markup import escape  # noqa: F401  (rich is the renderer for the tty display)
+
+    if isinstance(exc, PybuildError):
+        lines = [f"error: {exc.message}"]
+        if exc.context:
+            lines.append(exc.context)
+        if exc.hint:
+            lines.append(f"hint: {exc.hint}")
+        return "\n".join(lines)
+    render = getattr(exc, "render", None)
+    if callable(render):  # grammar.DockerfileSyntaxError
+        return "error: " + render()
+    return f"error: {exc}"
+
+
+def _known_error_types() -> tuple[type[BaseException], ...]:
+    types: list[type[BaseException]] = [PybuildError]
+    try:
+        from grammar import DockerfileSyntaxError
+        types.append(DockerfileSyntaxError)
+    except ImportError:
+        pass
+    try:
+        from cache.errors import StoreError
+        types.append(StoreError)
+    except ImportError:
+        pass
+    try:
+        from builder.sandbox.runner import SandboxError
+        types.append(SandboxError)
+    except ImportError:
+        pass
+    return tuple(types)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    command = argv[0] if argv and argv[0] in COMMANDS else "build"
+    rest = argv[1:] if argv and argv[0] in COMMANDS else argv
+    try:
+        if command == "build":
+            code = cmd_build(rest)
+        elif command == "run":
+            code = cmd_run(rest)
+        elif command == "parse":
+            code = cmd_parse(rest)
+        else:
+            code = cmd_store(command, rest)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except _known_error_types() as exc:
+        print(render_error(exc), file=sys.stderr)
+        return getattr(exc, "exit_code", 1)
+    except (OSError, ValueError) as exc:
+        if debug:
+            raise
+        print(f"error: {exc}\nhint: run again with --debug for a traceback", file=sys.stderr)
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

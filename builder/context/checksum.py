@@ -1,0 +1,75 @@
+"""Content checksums of COPY/ADD sources, as BuildKit's contenthash: names, types, modes, symlink targets and
+file contents — never mtimes, owners or the context's own location, so `touch` or a fresh checkout of the same
+tree hits the cache.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from typing import Callable
+
+from builder.context.paths import expand_glob, scoped_join
+
+Excluded = Callable[[str], bool]
+_CHUNK = 1 << 20
+
+
+def file_digest(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _entry(h: "hashlib._Hash", name: str, path: str, st: os.stat_result) -> None:
+    mode = st.st_mode
+    if stat.S_ISLNK(mode):
+        h.update(f"L {name} {os.readlink(path)}\0".encode())
+    elif stat.S_ISDIR(mode):
+        h.update(f"D {name} {stat.S_IMODE(mode):o}\0".encode())
+    elif stat.S_ISREG(mode):
+        h.update(f"F {name} {stat.S_IMODE(mode):o} {file_digest(path)}\0".encode())
+    else:
+        h.update(f"S {name} {stat.S_IFMT(mode):o} {stat.S_IMODE(mode):o}\0".encode())
+
+
+def _walk(h: "hashlib._Hash", root_rel: str, host: str, excluded: Excluded | None) -> None:
+    with os.scandir(host) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for entry in entries:
+        rel = f"{root_rel}/{entry.name}" if root_rel else entry.name
+        if excluded is not None and excluded(rel):
+            continue
+        st = entry.stat(follow_symlinks=False)
+        _entry(h, rel, entry.path, st)
+        if stat.S_ISDIR(st.st_mode):
+            _walk(h, rel, entry.path, excluded)
+
+
+def source_checksum(root: str, rel: str, excluded: Excluded | None = None) -> str:
+    """Checksum of one resolved source (a file, symlink-followed path or directory tree) in the context."""
+    h = hashlib.sha256()
+    host = scoped_join(root, rel)
+    st = os.stat(host)
+    _entry(h, ".", host, st)
+    if stat.S_ISDIR(st.st_mode):
+        _walk(h, rel, host, excluded)
+    return h.hexdigest()
+
+
+def checksum_sources(root: str, patterns: list[str], excluded: Excluded | None = None) -> dict[str, str | None]:
+    """pattern → checksum of everything it matches (None when it matches nothing)."""
+    out: dict[str, str | None] = {}
+    for pattern in patterns:
+        matches = [m for m in expand_glob(root, pattern)
+                   if os.path.exists(scoped_join(root, m)) and not (excluded and m and excluded(m))]
+        if not matches:
+            out[pattern] = None
+            continue
+        h = hashlib.sha256()
+        for rel in matches:
+            h.update(f"{rel}\0{source_checksum(root, rel, excluded)}\0".encode())
+        out[pattern] = h.hexdigest()
+    return out

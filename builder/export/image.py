@@ -1,0 +1,68 @@
+"""Assemble a stage's image: layers along its step chain, the OCI config (history, diff_ids) and manifest."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from builder.plan.imageconfig import HistoryEntry, canonical_json
+from builder.plan.steps import StepGraph
+from builder.solve import StepResult, source_date_epoch
+
+MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
+CONFIG_MEDIA_TYPE = "application/vnd.oci.image.config.v1+json"
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltImage:
+    config: bytes
+    manifest: bytes
+    layers: tuple  # cache.Layer
+    config_digest: str
+    manifest_digest: str
+
+
+def _chain(graph: StepGraph, last_step: int | None) -> list[int]:
+    chain: list[int] = []
+    step = last_step
+    while step is not None:
+        chain.append(step)
+        step = graph.steps[step].parent
+    return list(reversed(chain))
+
+
+def assemble(graph: StepGraph, stage_index: int, results: dict[int, StepResult]) -> tuple[bytes, bytes, tuple]:
+    """(config JSON, manifest JSON, layers) — byte-identical for identical inputs and cache records."""
+    stage = graph.stages[stage_index]
+    layers: list = []
+    created = stage.base_created
+    for step_id in _chain(graph, stage.last_step):
+        result = results[step_id]
+        layers.extend(result.layers)
+        if graph.steps[step_id].kind != "source":
+            created = max(created, result.created)
+    epoch = source_date_epoch()
+    history = list(stage.config.history[:stage.base_history_len])
+    last_time = stage.base_created
+    for item in stage.history:
+        if item.step is None:
+            history.append(HistoryEntry(item.created_by, True, epoch or last_time))
+            continue
+        result = results[item.step]
+        last_time = result.created
+        history.append(HistoryEntry(item.created_by + " # buildkit" if graph.steps[item.step].kind == "exec"
+                                    else item.created_by, not result.layers, epoch or result.created))
+    config = replace(stage.config, history=tuple(history), diff_ids=tuple(l.diff_id for l in layers))
+    config_bytes = canonical_json(config.to_oci(epoch or created))
+    return config_bytes, layers_manifest(config_bytes, layers), tuple(layers)
+
+
+def layers_manifest(config_bytes: bytes, layers: list) -> bytes:
+    import hashlib
+
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_MEDIA_TYPE,
+        "config": {"mediaType": CONFIG_MEDIA_TYPE, "digest": "sha256:" + hashlib.sha256(config_bytes).hexdigest(),
+                   "size": len(config_bytes)},
+        "layers": [{"mediaType": l.blob.media_type, "digest": l.blob.digest, "size": l.blob.size} for l in layers],
+    }
+    return canonical_json(manifest)

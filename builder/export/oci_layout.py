@@ -1,0 +1,55 @@
+"""Write an image into an OCI image layout directory (oci-layout, index.json, blobs/sha256/...)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from builder.export.image import MANIFEST_MEDIA_TYPE
+from builder.plan.bases import REF_NAME
+
+IMAGE_NAME = "io.containerd.image.name"
+
+
+def _put(store, dest: Path, digest: str) -> None:
+    algo, _, hexpart = digest.partition(":")
+    target = dest / "blobs" / algo / hexpart
+    if target.exists():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    source = store.blob_path(digest)
+    tmp = target.with_name(f".{hexpart}.tmp{os.getpid()}")
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+
+
+def write_layout(store, dest: str | Path, manifest_digest: str, manifest_size: int, config_digest: str,
+                 layer_digests: list[str], names: list[tuple[str, str]]) -> None:
+    """Add the image to the layout at dest (created if missing); names are (full name, tag) pairs."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for digest in [*layer_digests, config_digest, manifest_digest]:
+        _put(store, dest, digest)
+    layout = dest / "oci-layout"
+    if not layout.exists():
+        layout.write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
+    index_path = dest / "index.json"
+    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": []}
+    if index_path.exists():
+        index = json.loads(index_path.read_text())
+    tags = {tag for _, tag in names}
+    kept = [m for m in index.get("manifests", []) if (m.get("annotations") or {}).get(REF_NAME) not in tags]
+    entries = [{"mediaType": MANIFEST_MEDIA_TYPE, "digest": manifest_digest, "size": manifest_size,
+                "annotations": {REF_NAME: tag, IMAGE_NAME: full}} for full, tag in names]
+    if not names:
+        entries = [{"mediaType": MANIFEST_MEDIA_TYPE, "digest": manifest_digest, "size": manifest_size}]
+    index["manifests"] = kept + entries
+    fd, tmp = tempfile.mkstemp(dir=dest, prefix=".index.json.")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(index, fh, indent=2)
+    os.replace(tmp, index_path)

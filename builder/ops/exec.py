@@ -1,0 +1,64 @@
+"""RUN: execute a command in an isolated build container on top of the parent snapshot."""
+from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import Callable
+
+from builder.errors import BuildCancelled, BuildStepError
+from builder.plan.steps import ExecOp, Step
+from builder.sandbox.runner import SandboxError, run
+from builder.sandbox.spec import ContainerSpec
+
+OUTPUT_TAIL = 20
+
+
+def render_location(step: Step, dockerfile_lines: list[str] | None) -> str:
+    """The instruction's Dockerfile lines with line numbers, for error context."""
+    if step.span is None or not dockerfile_lines:
+        return step.created_by
+    first, last = step.span.line, step.span.end_line
+    shown = []
+    for number in range(first, min(last, len(dockerfile_lines)) + 1):
+        shown.append(f"{number:>5} | {dockerfile_lines[number - 1]}")
+    return "\n".join(shown)
+
+
+def execute(store, step: Step, parent_snapshot, *, compression: str, log: Callable[[str, str], None],
+            cancel: threading.Event | None, dockerfile_lines: list[str] | None, hostname: str):
+    """Run the step; returns (snapshot, layer|None). Raises BuildStepError on a non-zero exit."""
+    op: ExecOp = step.op  # type: ignore[assignment]
+    mutable = store.prepare(parent_snapshot)
+    tail: deque[str] = deque(maxlen=OUTPUT_TAIL)
+    total_lines = [0]
+
+    def sink(stream: str) -> Callable[[bytes], None]:
+        def write(chunk: bytes) -> None:
+            text = chunk.decode("utf-8", errors="replace")
+            for line in text.splitlines():
+                tail.append(line)
+                total_lines[0] += 1
+            log(stream, text)
+        return write
+
+    try:
+        spec = ContainerSpec(argv=op.argv, lowerdirs=tuple(str(p) for p in mutable.lowerdirs),
+                             upperdir=str(mutable.upper), workdir=str(mutable.work), env=op.env, cwd=op.cwd,
+                             user=op.user, hostname=hostname, network=op.network)
+        try:
+            status = run(spec, stdout=sink("stdout"), stderr=sink("stderr"), cancel=cancel)
+        except SandboxError as exc:
+            raise BuildStepError(f"{step.span}: {step.created_by}: {exc}",
+                                 context=render_location(step, dockerfile_lines)) from exc
+        if cancel is not None and cancel.is_set():
+            raise BuildCancelled()
+        if status.code != 0:
+            shown = "\n".join(tail)
+            raise BuildStepError(
+                f"process \"{' '.join(op.argv)}\" did not complete successfully: exit code: {status.code}",
+                context=f"{render_location(step, dockerfile_lines)}\n[{total_lines[0]} lines of output]"
+                        + (f"\n{shown}" if shown else ""),
+                hint=f"the failing instruction is at {step.span}")
+        return store.commit(mutable, compression=compression)
+    finally:
+        store.abort(mutable)

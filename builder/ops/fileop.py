@@ -1,0 +1,287 @@
+"""COPY/ADD/WORKDIR executed in a helper process with its own mount namespace.
+
+Run as `python -m builder.ops.fileop` with a JSON spec on stdin (built by builder/ops/file.py). The helper
+unshares a mount namespace, mounts the step's overlay root (and, for COPY --from, the source stage's root
+read-only), performs the copies and exits: its mounts vanish with it, so a crash or SIGKILL leaks nothing.
+
+Every path on the destination side is resolved with `scoped_join` inside the mounted root, so an image's
+symlinks (`/lib -> /usr/lib`, or a hostile `/x -> /etc`) are followed inside the rootfs and never onto the host.
+Sources are resolved the same way inside the context or the source stage. Failures are reported as one JSON line
+on stdout ({"error": ...}) and exit status 2; the parent turns it into a PybuildError.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import sys
+import tarfile
+from dataclasses import dataclass
+
+from builder.context.paths import clean, expand_glob, scoped_join
+from builder.sandbox import syscalls
+
+
+class FileOpError(Exception):
+    pass
+
+
+@dataclass
+class Owner:
+    uid: int | None  # None: keep the source's
+    gid: int | None
+
+
+def _mount_root(target: str, lowerdirs: list[str], upper: str | None, work: str | None) -> str:
+    if upper is None and len(lowerdirs) == 1:
+        syscalls.mount(lowerdirs[0], target, None, syscalls.MS_BIND | syscalls.MS_REC)
+        syscalls.mount(None, target, None, syscalls.MS_BIND | syscalls.MS_REMOUNT | syscalls.MS_RDONLY)
+        return target
+    data = syscalls.overlay_options(lowerdirs, upper, work)
+    syscalls.mount("overlay", target, "overlay", 0, data)
+    return target
+
+
+def _lookup(root: str, dbfile: str, name: str, field: int) -> int | None:
+    try:
+        with open(scoped_join(root, dbfile), encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                parts = line.rstrip("\n").split(":")
+                if len(parts) > field and parts[0] == name:
+                    return int(parts[field])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def resolve_owner(root: str, spec: str | None) -> Owner:
+    """`--chown=user[:group]` against the destination root's /etc/passwd and /etc/group (as BuildKit)."""
+    if not spec:
+        return Owner(0, 0)
+    user, _, group = spec.partition(":")
+    uid = int(user) if user.isdigit() else _lookup(root, "/etc/passwd", user, 2)
+    if uid is None:
+        raise FileOpError(f"unable to convert uid/gid chown string to host mapping: can't find uid for user {user}: "
+                          "no such user in the image's /etc/passwd")
+    if group:
+        gid = int(group) if group.isdigit() else _lookup(root, "/etc/group", group, 2)
+        if gid is None:
+            raise FileOpError(f"can't find gid for group {group}: no such group in the image's /etc/group")
+    elif user.isdigit():
+        gid = uid
+    else:
+        gid = _lookup(root, "/etc/passwd", user, 3)
+    return Owner(uid, gid if gid is not None else uid)
+
+
+class Copier:
+    """Writes entries under `root` (the mounted step root), resolving parents inside it."""
+
+    def __init__(self, root: str, owner: Owner, chmod: int | None) -> None:
+        self.root = root
+        self.owner = owner
+        self.chmod = chmod
+        self.links: dict[tuple[int, int], str] = {}
+
+    def host(self, image_path: str, follow_last: bool = False) -> str:
+        parent, _, base = clean(image_path).rpartition("/")
+        directory = scoped_join(self.root, parent)
+        if not base:
+            return directory
+        path = os.path.join(directory, base)
+        return scoped_join(self.root, clean(image_path)) if follow_last else path
+
+    def mkdirs(self, image_path: str, mode: int = 0o755) -> str:
+        """mkdir -p inside the root; new directories get the owner; returns the host path."""
+        current = ""
+        for part in [p for p in clean(image_path).split("/") if p]:
+            current = f"{current}/{part}"
+            host = self.host(current, follow_last=True)
+            if os.path.isdir(host):
+                continue
+            if os.path.lexists(host):
+                os.unlink(host)
+            os.mkdir(host, mode)
+            os.chmod(host, mode)
+            self._chown(host, 0, 0)
+        return self.host(image_path, follow_last=True)
+
+    def _chown(self, host: str, src_uid: int, src_gid: int) -> None:
+        uid = src_uid if self.owner.uid is None else self.owner.uid
+        gid = src_gid if self.owner.gid is None else self.owner.gid
+        os.lchown(host, uid, gid)
+
+    def _mode(self, st_mode: int) -> int:
+        return self.chmod if self.chmod is not None else stat.S_IMODE(st_mode)
+
+    def _replace(self, host: str) -> None:
+        if os.path.lexists(host) and not (os.path.isdir(host) and not os.path.islink(host)):
+            os.unlink(host)
+        elif os.path.isdir(host) and not os.path.islink(host):
+            shutil.rmtree(host)
+
+    def copy_tree(self, src: str, image_dest: str) -> None:
+        """Copy src (file, symlink or directory) to image_dest; directories merge into an existing one."""
+        st = os.lstat(src)
+        if stat.S_ISDIR(st.st_mode):
+            host = self.host(image_dest, follow_last=True)
+            if not os.path.isdir(host):
+                self.mkdirs(os.path.dirname(clean(image_dest)))
+                host = self.host(image_dest)
+                if os.path.lexists(host):
+                    os.unlink(host)
+                os.mkdir(host)
+                os.chmod(host, self._mode(st.st_mode))
+                self._chown(host, st.st_uid, st.st_gid)
+            elif self.chmod is not None or clean(image_dest) == "":
+                pass
+            with os.scandir(src) as it:
+                names = sorted(e.name for e in it)
+            for name in names:
+                self.copy_tree(os.path.join(src, name), f"{clean(image_dest)}/{name}")
+            os.utime(host, ns=(st.st_atime_ns, st.st_mtime_ns))
+            return
+        self.mkdirs(os.path.dirname(clean(image_dest)))
+        host = self.host(image_dest)
+        self.copy_leaf(src, st, host)
+
+    def copy_leaf(self, src: str, st: os.stat_result, host: str) -> None:
+        key = (st.st_dev, st.st_ino)
+        if st.st_nlink > 1 and key in self.links and not stat.S_ISDIR(st.st_mode):
+            self._replace(host)
+            os.link(self.links[key], host)
+            return
+        self._replace(host)
+        if stat.S_ISLNK(st.st_mode):
+            os.symlink(os.readlink(src), host)
+        elif stat.S_ISREG(st.st_mode):
+            shutil.copyfile(src, host, follow_symlinks=False)
+            os.chmod(host, self._mode(st.st_mode))
+        elif stat.S_ISFIFO(st.st_mode):
+            os.mkfifo(host, self._mode(st.st_mode))
+        else:
+            return  # sockets and device nodes are not copied (BuildKit skips them too)
+        self._chown(host, st.st_uid, st.st_gid)
+        os.utime(host, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+        if st.st_nlink > 1:
+            self.links[key] = host
+
+    def extract(self, archive: str, image_dest: str) -> None:
+        """ADD of a local tar archive: unpack under image_dest, refusing entries that leave it."""
+        dest = clean(image_dest)
+        self.mkdirs(dest)
+        with tarfile.open(archive, "r:*") as tar:
+            for member in tar:
+                name = clean(member.name)
+                if member.name.startswith("/") or ".." in member.name.split("/") or not name:
+                    if not name:
+                        continue
+                    raise FileOpError(f"archive {os.path.basename(archive)}: entry {member.name!r} "
+                                      "points outside the destination")
+                target = f"{dest}/{name}" if dest else name
+                self.mkdirs(os.path.dirname(target))
+                host = self.host(target)
+                real_parent = os.path.realpath(os.path.dirname(host))
+                if not (real_parent + "/").startswith(os.path.realpath(self.host(dest, True)) + "/") and \
+                        real_parent != os.path.realpath(self.host(dest, True)):
+                    raise FileOpError(f"archive entry {member.name!r} would be written through a symlink "
+                                      "outside the destination")
+                self._extract_member(tar, member, host, target, dest)
+
+    def _extract_member(self, tar: tarfile.TarFile, member: tarfile.TarInfo, host: str, target: str,
+                        dest: str) -> None:
+        mode = self.chmod if self.chmod is not None else member.mode & 0o7777
+        if member.isdir():
+            if not os.path.isdir(host):
+                self._replace(host)
+                os.mkdir(host)
+            os.chmod(host, mode)
+        elif member.isreg():
+            self._replace(host)
+            src = tar.extractfile(member)
+            with open(host, "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+            os.chmod(host, mode)
+        elif member.issym():
+            self._replace(host)
+            os.symlink(member.linkname, host)
+        elif member.islnk():
+            self._replace(host)
+            link_target = clean(member.linkname)
+            os.link(self.host(f"{dest}/{link_target}" if dest else link_target), host)
+            return
+        else:
+            return
+        self._chown(host, member.uid, member.gid)
+        os.utime(host, (member.mtime, member.mtime), follow_symlinks=False)
+
+
+def is_archive(path: str) -> bool:
+    """The magic numbers docker's ADD recognises: tar, gzip, bzip2, xz (zstd too, as BuildKit)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512)
+    except OSError:
+        return False
+    if head[:2] == b"\x1f\x8b" or head[:3] == b"BZh" or head[:6] == b"\xfd7zXZ\x00" or \
+            head[:4] == b"\x28\xb5\x2f\xfd":
+        return True
+    return len(head) >= 262 and head[257:262] == b"ustar"
+
+
+def run_copy(op: dict, dest_root: str, src_root: str) -> None:
+    owner = resolve_owner(dest_root, op.get("chown"))
+    if op.get("kind") == "stage" and not op.get("chown"):
+        owner = Owner(None, None)  # COPY --from keeps the source's ownership unless --chown
+    chmod = int(op["chmod"], 8) if op.get("chmod") else None
+    copier = Copier(dest_root, owner, chmod)
+    dest: str = op["dest"]
+    matches: list[str] = []
+    for pattern in op["sources"]:
+        found = expand_glob(src_root, pattern)
+        found = [m for m in found if os.path.lexists(scoped_join(src_root, m))]
+        if not found:
+            raise FileOpError(f"source {pattern!r} not found in {op.get('source_name', 'the build context')}")
+        matches.extend(found)
+    dest_is_dir = dest.endswith("/") or op.get("force_dir", False) or len(matches) > 1
+    if len(matches) > 1 and not dest.endswith("/"):
+        raise FileOpError("when using COPY with more than one source file, the destination must be a directory "
+                          "and end with a /")
+    for rel in matches:
+        src = scoped_join(src_root, rel)
+        st = os.stat(src)
+        if op.get("extract") and stat.S_ISREG(st.st_mode) and is_archive(src):
+            copier.extract(src, dest)
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            copier.copy_tree(src, dest)
+            continue
+        into_dir = dest_is_dir or os.path.isdir(copier.host(dest, follow_last=True))
+        target = f"{dest.rstrip('/')}/{os.path.basename(rel)}" if into_dir else dest
+        copier.copy_tree(src, target)
+
+
+def main() -> int:
+    spec = json.load(sys.stdin)
+    try:
+        syscalls.unshare(syscalls.CLONE_NEWNS)
+        syscalls.make_mounts_private()
+        root = _mount_root(spec["mountpoints"][0], spec["lowerdirs"], spec["upper"], spec["work"])
+        src_root = spec.get("context") or ""
+        if spec.get("source_lowerdirs"):
+            src_root = _mount_root(spec["mountpoints"][1], spec["source_lowerdirs"], None, None)
+        for op in spec["ops"]:
+            if op["op"] == "mkdir":
+                Copier(root, resolve_owner(root, op.get("chown")), None).mkdirs(op["path"])
+            else:
+                run_copy(op, root, src_root)
+    except (FileOpError, OSError) as exc:
+        message = str(exc) if isinstance(exc, FileOpError) else f"{exc.strerror}: {exc.filename or ''}".strip()
+        json.dump({"error": message}, sys.stdout)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""FROM: bring a base image's layers into the store as snapshots (reused when already there)."""
+from __future__ import annotations
+
+import os
+
+from builder.plan.steps import SourceOp, Step
+
+
+def execute(store, step: Step):
+    """Returns (top snapshot, layers) for the base image."""
+    from cache import Descriptor, Layer
+
+    op: SourceOp = step.op  # type: ignore[assignment]
+    snapshot = None
+    layers = []
+    for ref in op.layers:
+        desc = Descriptor(ref.media_type, ref.digest, ref.size)
+        if not store.has_blob(ref.digest):
+            if op.layout_dir is None:
+                raise FileNotFoundError(f"blob {ref.digest} of {op.ref} is missing from the store")
+            algo, _, hexpart = ref.digest.partition(":")
+            with open(os.path.join(op.layout_dir, "blobs", algo, hexpart), "rb") as fh:
+                store.put_blob_file(fh)
+        snapshot = store.import_layer(snapshot, desc)
+        layers.append(Layer(ref.diff_id, desc))
+    return snapshot, tuple(layers)

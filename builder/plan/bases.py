@@ -1,0 +1,115 @@
+"""Resolve a FROM reference to a base image's config and layers: scratch, the local store, or an OCI layout."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder.errors import ImageNotFoundError, PybuildError
+from builder.plan.imageconfig import ImageConfig, parse_time
+from builder.plan.steps import LayerRef, SourceOp
+
+OCI_LAYOUT_PREFIX = "oci-layout://"
+REF_NAME = "org.opencontainers.image.ref.name"
+
+
+@dataclass(frozen=True, slots=True)
+class BaseImage:
+    config: ImageConfig
+    source: SourceOp | None  # None for scratch
+    created: float = 0.0
+
+
+SCRATCH = BaseImage(ImageConfig(), None)
+
+
+def normalize_name(name: str) -> str:
+    """docker's reference normalisation: `me/app` → `docker.io/me/app:latest`, `app` → `docker.io/library/app`."""
+    name = name.strip()
+    digest = ""
+    if "@" in name:
+        name, digest = name.split("@", 1)
+        digest = "@" + digest
+    first, sep, rest = name.partition("/")
+    if not sep or ("." not in first and ":" not in first and first != "localhost"):
+        repo = name if sep else f"library/{name}"
+        domain = "docker.io"
+    else:
+        domain, repo = first, rest
+    if ":" not in repo.rsplit("/", 1)[-1] and not digest:
+        repo += ":latest"
+    return f"{domain}/{repo}{digest}"
+
+
+def split_tag(name: str) -> tuple[str, str]:
+    """`docker.io/me/app:v1` → (`docker.io/me/app`, `v1`)."""
+    repo, _, tag = name.rpartition(":")
+    if "/" in tag or not repo:
+        return name, "latest"
+    return repo, tag
+
+
+def _layers(manifest: dict, diff_ids: list[str]) -> tuple[LayerRef, ...]:
+    layers = manifest.get("layers") or []
+    if len(layers) != len(diff_ids):
+        raise PybuildError("base image is inconsistent: manifest and config disagree on the number of layers",
+                           reference="bad-base-image")
+    return tuple(LayerRef(l["mediaType"], l["digest"], int(l["size"]), d) for l, d in zip(layers, diff_ids))
+
+
+def _read_blob(layout: Path, digest: str) -> bytes:
+    algo, _, hexpart = digest.partition(":")
+    return (layout / "blobs" / algo / hexpart).read_bytes()
+
+
+def resolve_oci_layout(ref: str) -> BaseImage:
+    body = ref[len(OCI_LAYOUT_PREFIX):]
+    path, tag = body, None
+    if ":" in os.path.basename(body):
+        path, _, tag = body.rpartition(":")
+    layout = Path(path)
+    try:
+        index = json.loads((layout / "index.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ImageNotFoundError(f"cannot read OCI layout {path}: {exc}",
+                                 hint="pass a directory written by `pybuild --output type=oci,dest=DIR`") from exc
+    manifests = index.get("manifests") or []
+    chosen = [m for m in manifests if tag is None or (m.get("annotations") or {}).get(REF_NAME) == tag]
+    if not chosen:
+        raise ImageNotFoundError(f"OCI layout {path} has no image tagged {tag!r}")
+    desc = chosen[0]
+    manifest = json.loads(_read_blob(layout, desc["digest"]))
+    config_doc = json.loads(_read_blob(layout, manifest["config"]["digest"]))
+    config = ImageConfig.from_oci(config_doc)
+    source = SourceOp(ref=ref, manifest_digest=desc["digest"], layers=_layers(manifest, list(config.diff_ids)),
+                      layout_dir=str(layout.resolve()))
+    return BaseImage(config, source, parse_time(config_doc.get("created")))
+
+
+def resolve_local(store, name: str) -> BaseImage | None:
+    record = store.resolve(normalize_name(name))
+    if record is None:
+        return None
+    with store.open_blob(record.manifest.digest) as fh:
+        manifest = json.loads(fh.read())
+    with store.open_blob(record.config.digest) as fh:
+        config_doc = json.loads(fh.read())
+    config = ImageConfig.from_oci(config_doc)
+    source = SourceOp(ref=name, manifest_digest=record.manifest.digest,
+                      layers=_layers(manifest, list(config.diff_ids)))
+    return BaseImage(config, source, parse_time(config_doc.get("created")))
+
+
+def resolve_base(store, ref: str) -> BaseImage:
+    if ref == "scratch":
+        return SCRATCH
+    if ref.startswith(OCI_LAYOUT_PREFIX):
+        return resolve_oci_layout(ref)
+    found = resolve_local(store, ref)
+    if found is None:
+        raise ImageNotFoundError(
+            f"base image {ref!r} is not in the local store ({store.root})",
+            hint="build it first with `pybuild -t NAME`, or use FROM oci-layout://DIR[:tag]; "
+                 "pulling from registries is not supported yet")
+    return found

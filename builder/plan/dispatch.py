@@ -1,0 +1,274 @@
+"""One function per instruction: update the stage's config and add steps (BuildKit's dispatchX functions)."""
+from __future__ import annotations
+
+import json
+import posixpath
+import re
+from dataclasses import replace
+from typing import TYPE_CHECKING, Callable
+
+from builder.errors import PybuildError
+from builder.plan.steps import ExecOp, FileAction, FileOp, HistoryItem
+from grammar import nodes
+
+if TYPE_CHECKING:
+    from builder.plan.planner import Planner, StageState
+
+Handler = Callable[["Planner", "StageState", nodes.Instruction], None]
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000,
+          "h": 3_600_000_000_000}
+
+
+def _expand(p: "Planner", st: "StageState", word: str, inst: nodes.Instruction) -> str:
+    return p.expand(word, st.expand_env(), inst.span)
+
+
+def _meta(st: "StageState", created_by: str) -> None:
+    st.history.append(HistoryItem(created_by, None))
+
+
+def _command(st: "StageState", command: nodes.Command) -> tuple[str, ...]:
+    if isinstance(command, nodes.ExecForm):
+        return command.argv
+    return (*st.config.shell, command.text)
+
+
+def _json(argv: tuple[str, ...]) -> str:
+    return json.dumps(list(argv))
+
+
+def dispatch_env(p: "Planner", st: "StageState", inst: nodes.Env) -> None:
+    parts = []
+    for kv in inst.pairs:
+        key = _expand(p, st, kv.key, inst)
+        value = _expand(p, st, kv.value, inst)
+        st.config = st.config.with_env(key, value)
+        parts.append(f"{key}={value}")
+    _meta(st, "ENV " + " ".join(parts))
+
+
+def dispatch_label(p: "Planner", st: "StageState", inst: nodes.Label) -> None:
+    parts = []
+    for kv in inst.pairs:
+        key, value = _expand(p, st, kv.key, inst), _expand(p, st, kv.value, inst)
+        st.config = st.config.with_label(key, value)
+        parts.append(f"{key}={value}")
+    _meta(st, "LABEL " + " ".join(parts))
+
+
+def dispatch_arg(p: "Planner", st: "StageState", inst: nodes.Arg) -> None:
+    for decl in inst.args:
+        if decl.name in p.build_args:
+            value: str | None = p.build_args[decl.name]
+        elif decl.default is not None:
+            value = _expand(p, st, decl.default, inst)
+        else:
+            value = p.arg_value(decl.name)
+        st.args[decl.name] = value
+    _meta(st, "ARG " + " ".join(d.name + (f"={st.args[d.name]}" if st.args[d.name] is not None else "")
+                                for d in inst.args))
+
+
+def dispatch_cmd(p: "Planner", st: "StageState", inst: nodes.Cmd) -> None:
+    argv = _command(st, inst.command)
+    st.config = replace(st.config, cmd=argv)
+    st.cmd_set = True
+    _meta(st, "CMD " + _json(argv))
+
+
+def dispatch_entrypoint(p: "Planner", st: "StageState", inst: nodes.Entrypoint) -> None:
+    argv = _command(st, inst.command)
+    st.config = replace(st.config, entrypoint=argv, cmd=st.config.cmd if st.cmd_set else None)
+    _meta(st, "ENTRYPOINT " + _json(argv))
+
+
+def dispatch_expose(p: "Planner", st: "StageState", inst: nodes.Expose) -> None:
+    ports = []
+    for raw in inst.ports:
+        for word in p.lex.process_words(raw, st.expand_env()):
+            port, _, proto = word.partition("/")
+            ports.append(f"{port}/{(proto or 'tcp').lower()}")
+    st.config = replace(st.config, exposed_ports=tuple(dict.fromkeys((*st.config.exposed_ports, *ports))))
+    _meta(st, "EXPOSE " + " ".join(ports))
+
+
+def dispatch_user(p: "Planner", st: "StageState", inst: nodes.User) -> None:
+    user = _expand(p, st, inst.user, inst)
+    st.config = replace(st.config, user=user)
+    _meta(st, "USER " + user)
+
+
+def dispatch_workdir(p: "Planner", st: "StageState", inst: nodes.Workdir) -> None:
+    path = _expand(p, st, inst.path, inst)
+    path = posixpath.normpath(posixpath.join(st.config.workdir or "/", path))
+    st.config = replace(st.config, workdir=path)
+    action = FileAction(op="mkdir", dest=path)
+    _file_step(p, st, inst, FileOp((action,)), f"WORKDIR {path}")
+
+
+def dispatch_volume(p: "Planner", st: "StageState", inst: nodes.Volume) -> None:
+    paths = [_expand(p, st, w, inst) for w in inst.paths]
+    if any(not v for v in paths):
+        raise PybuildError(f"{inst.span}: VOLUME specified can not be an empty string", context=inst.original)
+    st.config = replace(st.config, volumes=tuple(dict.fromkeys((*st.config.volumes, *paths))))
+    _meta(st, "VOLUME " + _json(tuple(paths)))
+
+
+def dispatch_shell(p: "Planner", st: "StageState", inst: nodes.Shell) -> None:
+    st.config = replace(st.config, shell=inst.argv)
+    _meta(st, "SHELL " + _json(inst.argv))
+
+
+def dispatch_stopsignal(p: "Planner", st: "StageState", inst: nodes.StopSignal) -> None:
+    sig = _expand(p, st, inst.signal, inst)
+    st.config = replace(st.config, stop_signal=sig)
+    _meta(st, "STOPSIGNAL " + sig)
+
+
+def parse_duration(text: str | None, inst: nodes.Instruction) -> int:
+    if not text:
+        return 0
+    total, pos = 0.0, 0
+    for m in _DURATION.finditer(text):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _UNITS[m.group(2)]
+        pos = m.end()
+    if pos != len(text):
+        raise PybuildError(f"{inst.span}: invalid duration {text!r}", hint="use Go durations such as 30s or 1m30s")
+    return int(total)
+
+
+def dispatch_healthcheck(p: "Planner", st: "StageState", inst: nodes.Healthcheck) -> None:
+    if inst.disabled or inst.command is None:
+        st.config = replace(st.config, healthcheck={"Test": ["NONE"]})
+        _meta(st, "HEALTHCHECK NONE")
+        return
+    if isinstance(inst.command, nodes.ExecForm):
+        test = ["CMD", *inst.command.argv]
+    else:
+        test = ["CMD-SHELL", inst.command.text]
+    check: dict = {"Test": test}
+    for flag, key in (("interval", "Interval"), ("timeout", "Timeout"), ("start-period", "StartPeriod"),
+                      ("start-interval", "StartInterval")):
+        value = parse_duration(inst.flag(flag), inst)
+        if value:
+            check[key] = value
+    retries = inst.flag("retries")
+    if retries:
+        check["Retries"] = int(retries)
+    st.config = replace(st.config, healthcheck=check)
+    _meta(st, "HEALTHCHECK " + json.dumps(check, sort_keys=True))
+
+
+def dispatch_onbuild(p: "Planner", st: "StageState", inst: nodes.Onbuild) -> None:
+    st.config = replace(st.config, onbuild=(*st.config.onbuild, inst.expression))
+    _meta(st, "ONBUILD " + inst.expression)
+
+
+def dispatch_maintainer(p: "Planner", st: "StageState", inst: nodes.Maintainer) -> None:
+    _meta(st, "MAINTAINER " + inst.maintainer)
+
+
+def dispatch_run(p: "Planner", st: "StageState", inst: nodes.Run) -> None:
+    argv = _command(st, inst.command)
+    script = None
+    if inst.heredocs and isinstance(inst.command, nodes.ShellForm):
+        argv, script = _heredoc_run(st, inst)
+    env = dict(st.config.env_dict())
+    for key, value in st.args.items():
+        if value is not None and key not in env:
+            env[key] = value
+    if "PATH" not in env:
+        from builder.plan.imageconfig import DEFAULT_PATH
+        env["PATH"] = DEFAULT_PATH
+    network = inst.flag("network") or "none"
+    if network == "default":
+        network = "none"
+    op = ExecOp(argv=argv, env=tuple(f"{k}={v}" for k, v in env.items()), cwd=st.config.workdir or "/",
+                user=st.config.user, network=network, stdin_script=script)
+    step = p.graph.add(stage=st.index, kind="exec", op=op, parent=st.parent, span=inst.span,
+                       created_by="RUN " + " ".join(argv))
+    st.parent = step.id
+    st.history.append(HistoryItem(step.created_by, step.id))
+
+
+def _heredoc_run(st: "StageState", inst: nodes.Run) -> tuple[tuple[str, ...], str | None]:
+    """`RUN <<EOF` runs the body as the script; otherwise heredocs are inlined into the shell command."""
+    text = inst.command.text.strip()  # type: ignore[union-attr]
+    first = inst.heredocs[0]
+    if re.fullmatch(r"<<-?[\"']?" + re.escape(first.name) + r"[\"']?", text) and len(inst.heredocs) == 1:
+        return (*st.config.shell, first.body), None
+    script = inst.command.text  # type: ignore[union-attr]
+    for doc in inst.heredocs:
+        script += "\n" + doc.body + doc.name
+    return (*st.config.shell, script), None
+
+
+def dispatch_copy(p: "Planner", st: "StageState", inst: nodes.Copy) -> None:
+    env = st.expand_env()
+    sources = tuple(p.expand(s, env, inst.span) for s in inst.sources if not s.startswith("<<"))
+    dest = p.expand(inst.dest, env, inst.span)
+    if not posixpath.isabs(dest):
+        trailing = dest.endswith("/") or dest in (".", "")
+        dest = posixpath.join(st.config.workdir or "/", dest)
+        if trailing and not dest.endswith("/"):
+            dest += "/"
+    chown = inst.flag("chown")
+    chmod = inst.flag("chmod")
+    chown = p.expand(chown, env, inst.span) if chown else None
+    chmod = p.expand(chmod, env, inst.span) if chmod else None
+    if chmod is not None and not re.fullmatch(r"[0-7]{3,4}", chmod):
+        raise PybuildError(f"{inst.span}: invalid --chmod value {chmod!r}", hint="use an octal mode such as 0755",
+                           context=inst.original, reference="invalid-chmod")
+    is_add = isinstance(inst, nodes.Add)
+    actions = []
+    if sources:
+        actions.append(FileAction(op="copy", sources=sources, dest=dest, chown=chown, chmod=chmod, extract=is_add))
+    for doc in inst.heredocs:
+        target = dest if not dest.endswith("/") else dest + doc.name
+        actions.append(FileAction(op="write", dest=target, chown=chown, chmod=chmod, content=doc.body))
+    from_flag = inst.flag("from")
+    op = FileOp(tuple(actions))
+    if from_flag:
+        op = _copy_from(p, st, inst, op, p.expand(from_flag, env, inst.span))
+    name = "ADD" if is_add else "COPY"
+    flags = " ".join(f"--{f.name}={f.value}" for f in inst.flags if f.name in ("chown", "chmod", "from"))
+    shown = " ".join(x for x in (name, flags, *sources, dest) if x)
+    _file_step(p, st, inst, op, shown)
+
+
+def _copy_from(p: "Planner", st: "StageState", inst: nodes.Copy, op: FileOp, source: str) -> FileOp:
+    index = int(source) if source.isdigit() else p._stage_ref(source)
+    if index is None or index >= st.index:
+        raise PybuildError(f"{inst.span}: COPY --from={source}: no such stage before this one",
+                           hint="name a previous stage (FROM ... AS name) or its index",
+                           context=inst.original, reference="copy-from-unknown")
+    src = p.graph.stages[index]
+    return replace(op, from_stage=index, from_step=src.last_step)
+
+
+def _file_step(p: "Planner", st: "StageState", inst: nodes.Instruction, op: FileOp, created_by: str) -> None:
+    deps = (op.from_step,) if op.from_step is not None else ()
+    step = p.graph.add(stage=st.index, kind="file", op=op, parent=st.parent, span=inst.span,
+                       created_by=created_by, deps=deps)
+    st.parent = step.id
+    st.history.append(HistoryItem(created_by, step.id))
+
+
+HANDLERS: dict[type, Handler] = {
+    nodes.Env: dispatch_env, nodes.Label: dispatch_label, nodes.Arg: dispatch_arg, nodes.Cmd: dispatch_cmd,
+    nodes.Entrypoint: dispatch_entrypoint, nodes.Expose: dispatch_expose, nodes.User: dispatch_user,
+    nodes.Workdir: dispatch_workdir, nodes.Volume: dispatch_volume, nodes.Shell: dispatch_shell,
+    nodes.StopSignal: dispatch_stopsignal, nodes.Healthcheck: dispatch_healthcheck,
+    nodes.Onbuild: dispatch_onbuild, nodes.Maintainer: dispatch_maintainer, nodes.Run: dispatch_run,
+    nodes.Copy: dispatch_copy, nodes.Add: dispatch_copy,
+}
+
+
+def dispatch(p: "Planner", st: "StageState", inst: nodes.Instruction) -> None:
+    handler = HANDLERS.get(type(inst))
+    if handler is None:
+        raise PybuildError(f"{inst.span}: {inst.name} is not supported here", context=inst.original)
+    handler(p, st, inst)

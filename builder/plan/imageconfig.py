@@ -1,0 +1,166 @@
+"""The image configuration a stage accumulates, and its OCI JSON form.
+
+`ImageConfig` is frozen and changed only through `dataclasses.replace` (STYLE.md habit 3). Field names follow the
+OCI image spec's `config` object; pybuild-only state (SHELL, ONBUILD, Healthcheck) uses docker's extensions, which
+docker, podman and skopeo all read.
+"""
+from __future__ import annotations
+
+import json
+import platform as _platform
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Any
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+DEFAULT_SHELL = ("/bin/sh", "-c")
+
+
+def host_architecture() -> str:
+    machine = _platform.machine()
+    return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}.get(machine, machine)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    created_by: str
+    empty_layer: bool
+    created: float = 0.0
+    comment: str = "buildkit.dockerfile.v0"
+
+    def to_oci(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"created": format_time(self.created), "created_by": self.created_by,
+                               "comment": self.comment}
+        if self.empty_layer:
+            out["empty_layer"] = True
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class ImageConfig:
+    env: tuple[tuple[str, str], ...] = ()
+    cmd: tuple[str, ...] | None = None
+    entrypoint: tuple[str, ...] | None = None
+    workdir: str = ""
+    user: str = ""
+    shell: tuple[str, ...] = DEFAULT_SHELL
+    labels: tuple[tuple[str, str], ...] = ()
+    exposed_ports: tuple[str, ...] = ()
+    volumes: tuple[str, ...] = ()
+    healthcheck: dict | None = None
+    stop_signal: str = ""
+    onbuild: tuple[str, ...] = ()
+    history: tuple[HistoryEntry, ...] = ()
+    diff_ids: tuple[str, ...] = ()
+    architecture: str = field(default_factory=host_architecture)
+    os: str = "linux"
+
+    # --- environment helpers ---
+    def env_dict(self) -> dict[str, str]:
+        return dict(self.env)
+
+    def with_env(self, key: str, value: str) -> "ImageConfig":
+        items = [(k, v) for k, v in self.env if k != key]
+        if any(k == key for k, _ in self.env):  # keep the original position, as docker does
+            items = [(k, value if k == key else v) for k, v in self.env]
+        else:
+            items.append((key, value))
+        return replace(self, env=tuple(items))
+
+    def with_label(self, key: str, value: str) -> "ImageConfig":
+        items = [(k, v) for k, v in self.labels if k != key] + [(key, value)]
+        return replace(self, labels=tuple(items))
+
+    def env_list(self) -> list[str]:
+        return [f"{k}={v}" for k, v in self.env]
+
+    # --- OCI JSON ---
+    def to_oci(self, created: float) -> dict[str, Any]:
+        cfg: dict[str, Any] = {}
+        if self.user:
+            cfg["User"] = self.user
+        if self.exposed_ports:
+            cfg["ExposedPorts"] = {p: {} for p in sorted(set(self.exposed_ports))}
+        if self.env:
+            cfg["Env"] = self.env_list()
+        if self.entrypoint is not None:
+            cfg["Entrypoint"] = list(self.entrypoint)
+        if self.cmd is not None:
+            cfg["Cmd"] = list(self.cmd)
+        if self.volumes:
+            cfg["Volumes"] = {v: {} for v in sorted(set(self.volumes))}
+        if self.workdir:
+            cfg["WorkingDir"] = self.workdir
+        if self.labels:
+            cfg["Labels"] = dict(sorted(self.labels))
+        if self.stop_signal:
+            cfg["StopSignal"] = self.stop_signal
+        if self.healthcheck is not None:
+            cfg["Healthcheck"] = self.healthcheck
+        if self.onbuild:
+            cfg["OnBuild"] = list(self.onbuild)
+        if self.shell != DEFAULT_SHELL:
+            cfg["Shell"] = list(self.shell)
+        return {
+            "created": format_time(created),
+            "architecture": self.architecture,
+            "os": self.os,
+            "config": cfg,
+            "rootfs": {"type": "layers", "diff_ids": list(self.diff_ids)},
+            "history": [h.to_oci() for h in self.history],
+        }
+
+    @classmethod
+    def from_oci(cls, doc: dict[str, Any]) -> "ImageConfig":
+        cfg = doc.get("config") or {}
+        env = []
+        for item in cfg.get("Env") or []:
+            key, _, value = item.partition("=")
+            env.append((key, value))
+        history = tuple(HistoryEntry(created_by=h.get("created_by", ""), empty_layer=bool(h.get("empty_layer")),
+                                     created=parse_time(h.get("created")), comment=h.get("comment", ""))
+                        for h in doc.get("history") or [])
+        return cls(
+            env=tuple(env),
+            cmd=tuple(cfg["Cmd"]) if cfg.get("Cmd") is not None else None,
+            entrypoint=tuple(cfg["Entrypoint"]) if cfg.get("Entrypoint") is not None else None,
+            workdir=cfg.get("WorkingDir") or "",
+            user=cfg.get("User") or "",
+            shell=tuple(cfg["Shell"]) if cfg.get("Shell") else DEFAULT_SHELL,
+            labels=tuple(sorted((cfg.get("Labels") or {}).items())),
+            exposed_ports=tuple(sorted(cfg.get("ExposedPorts") or {})),
+            volumes=tuple(sorted(cfg.get("Volumes") or {})),
+            healthcheck=cfg.get("Healthcheck"),
+            stop_signal=cfg.get("StopSignal") or "",
+            onbuild=tuple(cfg.get("OnBuild") or ()),
+            history=history,
+            diff_ids=tuple((doc.get("rootfs") or {}).get("diff_ids") or ()),
+            architecture=doc.get("architecture") or host_architecture(),
+            os=doc.get("os") or "linux",
+        )
+
+
+def format_time(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if ts else \
+        "1970-01-01T00:00:00Z"
+
+
+def parse_time(text: str | None) -> float:
+    if not text:
+        return 0.0
+    text = text.rstrip("Z")
+    if "." in text:
+        head, frac = text.split(".", 1)
+        text = f"{head}.{frac[:6]}"
+        fmt = "%Y-%m-%dT%H:%M:%S.%f"
+    else:
+        fmt = "%Y-%m-%dT%H:%M:%S"
+    try:
+        return datetime.strptime(text[:26], fmt).replace(tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def canonical_json(doc: Any) -> bytes:
+    """The one serialisation of configs, manifests and cache keys: sorted keys, compact, UTF-8."""
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()

@@ -1,0 +1,41 @@
+"""Cache keys: sha256 of canonical JSON, chained to the parent step's key (STYLE.md habit 4).
+
+Volatile inputs are left out on purpose: timestamps, the context's location on disk and file mtimes (a `touch`
+must not invalidate a COPY), the hostname and the store path. Each key keeps its `parts` so `cache inspect` and
+`--explain-cache` can say which input changed.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from builder.plan.imageconfig import canonical_json
+from builder.plan.steps import ExecOp, FileOp, SourceOp, Step
+
+KEY_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class CacheKey:
+    digest: str
+    parts: dict[str, Any]
+
+
+def make_key(parts: dict[str, Any]) -> CacheKey:
+    doc = {"v": KEY_VERSION, **parts}
+    return CacheKey("sha256:" + hashlib.sha256(canonical_json(doc)).hexdigest(), doc)
+
+
+def step_key(step: Step, parent_key: str | None, *, sources: dict[str, str] | None = None,
+             from_key: str | None = None) -> CacheKey:
+    """The key of a step given its parent's key and, for file steps, the content checksums of its sources."""
+    op = step.op
+    if isinstance(op, SourceOp):
+        return make_key({"op": "source", "manifest": op.manifest_digest})
+    if isinstance(op, ExecOp):
+        return make_key({"op": "exec", "parent": parent_key, "argv": list(op.argv), "env": list(op.env),
+                         "cwd": op.cwd, "user": op.user, "network": op.network})
+    assert isinstance(op, FileOp)
+    return make_key({"op": "file", "parent": parent_key, "actions": [a.to_json() for a in op.actions],
+                     "sources": sorted((sources or {}).items()), "from": from_key})

@@ -1,0 +1,168 @@
+"""Plan a parsed Dockerfile into a StepGraph: stage order, ARG/ENV scoping, base images, --target pruning.
+
+Expansion follows BuildKit: global ARGs (before the first FROM) are visible in FROM lines only; inside a stage an
+`ARG NAME` re-declaration brings a global value in; `--build-arg` overrides declared ARGs; ENV wins over ARG.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+from builder.errors import PybuildError
+from builder.plan import dispatch
+from builder.plan.bases import BaseImage, resolve_base
+from builder.plan.imageconfig import ImageConfig, host_architecture
+from builder.plan.steps import HistoryItem, StagePlan, StepGraph
+from grammar import nodes
+from grammar.shell import ShellExpansionError, ShellLex
+
+
+def platform_args() -> dict[str, str]:
+    arch = host_architecture()
+    plat = f"linux/{arch}"
+    return {"BUILDPLATFORM": plat, "BUILDOS": "linux", "BUILDARCH": arch, "BUILDVARIANT": "",
+            "TARGETPLATFORM": plat, "TARGETOS": "linux", "TARGETARCH": arch, "TARGETVARIANT": ""}
+
+
+PROXY_ARGS = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy", "NO_PROXY",
+              "no_proxy", "ALL_PROXY", "all_proxy")
+
+
+@dataclass
+class StageState:
+    """Mutable while one stage is dispatched; everything it hands on is frozen."""
+
+    index: int
+    name: str | None
+    config: ImageConfig
+    parent: int | None
+    history: list[HistoryItem]
+    base_history_len: int
+    base_created: float
+    args: dict[str, str | None] = field(default_factory=dict)
+    cmd_set: bool = False
+
+    def expand_env(self) -> dict[str, str]:
+        env = {k: v for k, v in self.args.items() if v is not None}
+        env.update(self.config.env_dict())
+        return env
+
+
+@dataclass
+class Planner:
+    dockerfile: nodes.Dockerfile
+    build_args: dict[str, str]
+    resolve_image: Callable[[str], BaseImage]
+    graph: StepGraph = field(default_factory=StepGraph)
+
+    def __post_init__(self) -> None:
+        self.lex = ShellLex(self.dockerfile.escape)
+        self.global_args: dict[str, str | None] = {}
+
+    def expand(self, word: str, env: dict[str, str], span: nodes.Span) -> str:
+        try:
+            return self.lex.process_word(word, env)
+        except ShellExpansionError as exc:
+            raise PybuildError(f"{span}: {exc}", reference="expansion-failed") from exc
+
+    def plan(self, target: str | None) -> StepGraph:
+        self._plan_meta_args()
+        stages = self.dockerfile.stages
+        index = self._target_index(target) if target else len(stages) - 1
+        needed = self._needed_stages(index)
+        for stage in stages:
+            if stage.index in needed:
+                self.graph.stages.append(self._plan_stage(stage))
+            else:
+                self.graph.stages.append(StagePlan(stage.index, stage.name, ImageConfig(), 0, (), None))
+        self.graph.target = index
+        return self.graph
+
+    def _plan_meta_args(self) -> None:
+        for arg in self.dockerfile.meta_args:
+            for decl in arg.args:
+                env = {**platform_args(), **{k: v for k, v in self.global_args.items() if v is not None}}
+                value = self.expand(decl.default, env, arg.span) if decl.default is not None else None
+                self.global_args[decl.name] = self.build_args.get(decl.name, value)
+
+    def _target_index(self, target: str) -> int:
+        for stage in self.dockerfile.stages:
+            if stage.name == target.lower():
+                return stage.index
+        names = ", ".join(s.name for s in self.dockerfile.stages if s.name) or "none"
+        raise PybuildError(f"target stage {target!r} could not be found", hint=f"stages with a name: {names}",
+                           reference="target-not-found")
+
+    def _stage_ref(self, word: str) -> int | None:
+        for stage in self.dockerfile.stages:
+            if stage.name is not None and stage.name == word.lower():
+                return stage.index
+        return None
+
+    def _needed_stages(self, index: int) -> set[int]:
+        """--target reachability: the target and every stage it uses through FROM or --from."""
+        needed: set[int] = set()
+        todo = [index]
+        while todo:
+            current = todo.pop()
+            if current in needed:
+                continue
+            needed.add(current)
+            stage = self.dockerfile.stages[current]
+            ref = self._stage_ref(self._from_image(stage.base))
+            if ref is not None and ref < current:
+                todo.append(ref)
+            for inst in stage.instructions:
+                src = inst.flag("from") if isinstance(inst, (nodes.Copy, nodes.Run)) else None
+                if src is None:
+                    continue
+                ref = self._stage_ref(src) if not src.isdigit() else int(src)
+                if ref is not None and ref < current:
+                    todo.append(ref)
+        return needed
+
+    def _from_image(self, base: nodes.From) -> str:
+        env = {**platform_args(), **{k: v for k, v in self.global_args.items() if v is not None}}
+        return self.expand(base.image, env, base.span)
+
+    def _plan_stage(self, stage: nodes.Stage) -> StagePlan:
+        image = self._from_image(stage.base)
+        if not image:
+            raise PybuildError(f"{stage.base.span}: FROM names no image after expansion",
+                               context=stage.base.original, reference="empty-base")
+        ref = self._stage_ref(image)
+        if ref is not None and ref < stage.index:
+            base_plan = self.graph.stages[ref]
+            state = StageState(stage.index, stage.name, base_plan.config, base_plan.last_step,
+                               list(base_plan.history), base_plan.base_history_len, base_plan.base_created)
+        else:
+            base = self.resolve_image(image)
+            parent = None
+            if base.source is not None:
+                parent = self.graph.add(stage=stage.index, kind="source", op=base.source, parent=None,
+                                        created_by=f"FROM {image}", span=stage.base.span).id
+            state = StageState(stage.index, stage.name, base.config, parent, [], len(base.config.history),
+                               base.created)
+        for inst in stage.instructions:
+            dispatch.dispatch(self, state, inst)
+        return StagePlan(stage.index, stage.name, state.config, state.base_history_len, tuple(state.history),
+                         state.parent, state.base_created)
+
+    def arg_value(self, name: str) -> str | None:
+        """The value an in-stage `ARG NAME` (no default) gets: --build-arg, else the global one."""
+        if name in self.build_args:
+            return self.build_args[name]
+        if name in self.global_args:
+            return self.global_args[name]
+        if name in platform_args():
+            return platform_args()[name]
+        return None
+
+
+def plan(dockerfile: nodes.Dockerfile, *, build_args: dict[str, str], target: str | None,
+         resolve_image: Callable[[str], BaseImage]) -> StepGraph:
+    """Plan `dockerfile` for `target` (default: the last stage)."""
+    return Planner(dockerfile, build_args, resolve_image).plan(target)
+
+
+__all__ = ["plan", "Planner", "StageState", "PROXY_ARGS", "replace"]

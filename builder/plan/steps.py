@@ -1,0 +1,131 @@
+"""The step graph: what `solve` executes. Built by the planner, never from raw Dockerfile text.
+
+A Step's `parent` is the step whose output filesystem it starts from (None = scratch); `deps` are extra
+inputs (COPY --from stages). Metadata-only instructions make no Step: they change the stage's ImageConfig and add
+a history line (kaniko's MetadataOnly).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+from builder.plan.imageconfig import ImageConfig
+from grammar.nodes import Span
+
+
+@dataclass(frozen=True, slots=True)
+class LayerRef:
+    """One layer of a base image: its compressed blob and uncompressed digest."""
+
+    media_type: str
+    digest: str
+    size: int
+    diff_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SourceOp:
+    """A base image: its layers are imported into snapshots (reused when already present)."""
+
+    ref: str  # as the user wrote it, for display
+    manifest_digest: str
+    layers: tuple[LayerRef, ...]
+    layout_dir: str | None = None  # oci-layout:// bases: where to copy blobs from
+
+
+@dataclass(frozen=True, slots=True)
+class ExecOp:
+    argv: tuple[str, ...]
+    env: tuple[str, ...]
+    cwd: str
+    user: str
+    network: str = "none"
+    stdin_script: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FileAction:
+    """One COPY/ADD/WORKDIR action for builder/ops/fileop.py (serialised as JSON)."""
+
+    op: str  # "copy" | "mkdir" | "write"
+    sources: tuple[str, ...] = ()
+    dest: str = ""
+    chown: str | None = None
+    chmod: str | None = None
+    extract: bool = False  # ADD: unpack local archives
+    content: str | None = None  # "write": heredoc body
+
+    def to_json(self) -> dict:
+        return {"op": self.op, "sources": list(self.sources), "dest": self.dest, "chown": self.chown,
+                "chmod": self.chmod, "extract": self.extract, "content": self.content, "path": self.dest}
+
+
+@dataclass(frozen=True, slots=True)
+class FileOp:
+    actions: tuple[FileAction, ...]
+    from_stage: int | None = None  # COPY --from=<stage>: sources come from that stage's root, else the context
+    from_step: int | None = None  # that stage's last step (None with from_stage set: an empty root)
+
+
+Op = Union[SourceOp, ExecOp, FileOp]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    id: int
+    stage: int
+    kind: str  # "source" | "exec" | "file"
+    op: Op
+    parent: int | None
+    created_by: str  # the history line, e.g. "RUN /bin/sh -c make"
+    span: Span | None = None
+    deps: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryItem:
+    """A history line of the stage's image: metadata only (step None) or the result of a step."""
+
+    created_by: str
+    step: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class StagePlan:
+    index: int
+    name: str | None
+    config: ImageConfig  # final config, diff_ids and history of the *base* only
+    base_history_len: int
+    history: tuple[HistoryItem, ...]
+    last_step: int | None  # the step whose output is the stage's filesystem; None = scratch
+    base_created: float = 0.0
+
+
+@dataclass
+class StepGraph:
+    steps: list[Step] = field(default_factory=list)
+    stages: list[StagePlan] = field(default_factory=list)
+    target: int = -1
+
+    def add(self, **kwargs) -> Step:
+        step = Step(id=len(self.steps), **kwargs)
+        self.steps.append(step)
+        return step
+
+    def needed(self, stage_index: int) -> list[Step]:
+        """Steps needed to build a stage, in execution order (dependencies first)."""
+        seen: set[int] = set()
+        order: list[Step] = []
+
+        def visit(step_id: int | None) -> None:
+            if step_id is None or step_id in seen:
+                return
+            seen.add(step_id)
+            step = self.steps[step_id]
+            visit(step.parent)
+            for dep in step.deps:
+                visit(dep)
+            order.append(step)
+
+        visit(self.stages[stage_index].last_step)
+        return order

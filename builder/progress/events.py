@@ -1,0 +1,73 @@
+"""Build progress as a stream of events (STYLE.md habit 11). `solve` emits them; renderers in display.py."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Union
+
+
+def _now() -> float:
+    return time.time()
+
+
+@dataclass(frozen=True, slots=True)
+class StepStarted:
+    number: int  # 1-based, in plan order
+    title: str  # "[stage 2/5] RUN make"
+    ts: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class StepCached:
+    number: int
+    reason: str = ""
+    ts: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class StepLog:
+    number: int
+    stream: str  # "stdout" | "stderr"
+    text: str
+    ts: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class StepDone:
+    number: int
+    elapsed: float
+    ts: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class StepFailed:
+    number: int
+    elapsed: float
+    error: str
+    ts: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class StepExplain:
+    """--explain-cache: why a step hit or missed."""
+
+    number: int
+    text: str
+    ts: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class BuildDone:
+    image_id: str
+    manifest_digest: str
+    elapsed: float
+    ts: float = field(default_factory=_now)
+
+
+Event = Union[StepStarted, StepCached, StepLog, StepDone, StepFailed, StepExplain, BuildDone]
+Sink = Callable[[Event], None]
+
+
+def to_json(event: Event) -> str:
+    return json.dumps({"type": type(event).__name__, **asdict(event)}, ensure_ascii=False)

@@ -1,0 +1,89 @@
+"""`pybuild run`: start a container from a stored image in the build sandbox (the user's smoke test)."""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+
+from builder.errors import ImageNotFoundError, UsageError
+from builder.plan.bases import resolve_local
+from builder.plan.imageconfig import DEFAULT_PATH
+from builder.plan.steps import Step
+
+
+@dataclass
+class RunOptions:
+    image: str
+    args: list[str] = field(default_factory=list)
+    entrypoint: str | None = None
+    env: list[str] = field(default_factory=list)
+    workdir: str | None = None
+    user: str | None = None
+    volumes: list[str] = field(default_factory=list)
+    network: str = "none"
+    hostname: str | None = None
+    root: str = ""
+
+
+def command_line(entrypoint: tuple[str, ...] | None, cmd: tuple[str, ...] | None, args: list[str],
+                 entrypoint_override: str | None) -> list[str]:
+    """docker's rules: ARGs replace CMD and are appended to ENTRYPOINT; --entrypoint also drops CMD."""
+    if entrypoint_override is not None:
+        entry = [entrypoint_override] if entrypoint_override else []
+        return entry + list(args)
+    return list(entrypoint or ()) + (list(args) if args else list(cmd or ()))
+
+
+def _mounts(volumes: list[str]):
+    from builder.sandbox.spec import Mount
+
+    mounts = []
+    for spec in volumes:
+        parts = spec.split(":")
+        if len(parts) not in (2, 3) or not os.path.isabs(parts[1]):
+            raise UsageError(f"invalid volume {spec!r}", hint="use -v /host/dir:/container/dir[:ro]")
+        mounts.append(Mount(type="bind", source=os.path.abspath(parts[0]), target=parts[1],
+                            readonly=len(parts) == 3 and parts[2] == "ro"))
+    return tuple(mounts)
+
+
+def run_image(opts: RunOptions) -> int:
+    from builder.ops import source as source_op
+    from builder.sandbox.runner import run
+    from builder.sandbox.spec import ContainerSpec
+    from cache import Store
+
+    store = Store.open(opts.root)
+    try:
+        base = resolve_local(store, opts.image)
+        if base is None:
+            raise ImageNotFoundError(f"image {opts.image!r} is not in the local store ({opts.root})",
+                                     hint="build it with `pybuild -t NAME .` first; `pybuild images` lists them")
+        argv = command_line(base.config.entrypoint, base.config.cmd, opts.args, opts.entrypoint)
+        if not argv:
+            raise UsageError("no command specified", hint="the image has no CMD or ENTRYPOINT: pass one")
+        snapshot = None
+        if base.source is not None:
+            step = Step(id=0, stage=0, kind="source", op=base.source, parent=None, created_by="")
+            snapshot, _ = source_op.execute(store, step)
+        env = dict(base.config.env)
+        env.setdefault("PATH", DEFAULT_PATH)
+        for item in opts.env:
+            key, sep, value = item.partition("=")
+            env[key] = value if sep else os.environ.get(key, "")
+        mutable = store.prepare(snapshot)
+        try:
+            spec = ContainerSpec(argv=tuple(argv), lowerdirs=tuple(str(p) for p in mutable.lowerdirs),
+                                 upperdir=str(mutable.upper), workdir=str(mutable.work),
+                                 env=tuple(f"{k}={v}" for k, v in env.items()),
+                                 cwd=opts.workdir or base.config.workdir or "/",
+                                 user=opts.user if opts.user is not None else base.config.user,
+                                 hostname=opts.hostname or base.source.manifest_digest[7:19],
+                                 network=opts.network, mounts=_mounts(opts.volumes))
+            sys.stdout.flush()
+            status = run(spec, stdin=None, stdout=None, stderr=None)
+        finally:
+            store.abort(mutable)
+    finally:
+        store.close()
+    return status.code

@@ -1,0 +1,199 @@
+"""Walk the step graph: key → cache lookup → execute on a miss → record. Emits progress events.
+
+Steps of independent stages run in a thread pool (--jobs); a step starts when its parent and deps are done.
+Each key is computed and executed under the store's per-key lock, so two builds on one store never build the
+same step twice.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+from builder.context.checksum import checksum_sources
+from builder.errors import BuildCancelled, ContextError, PybuildError
+from builder.ops import exec as exec_op
+from builder.ops import file as file_op
+from builder.ops import source as source_op
+from builder.plan.keys import CacheKey, step_key
+from builder.plan.steps import FileOp, Step, StepGraph
+from builder.progress import events as ev
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    key: CacheKey
+    snapshot: Any  # cache.Snapshot | None (scratch)
+    layers: tuple  # cache.Layer, in order
+    created: float
+    cached: bool
+
+
+@dataclass
+class SolveOptions:
+    context_dir: str | None
+    use_cache: bool = True
+    compression: str = "gzip"
+    jobs: int = os.cpu_count() or 1
+    dockerfile_lines: list[str] | None = None
+    ignore_patterns: list[str] | None = None
+    excluded: Any = None  # callable(relpath) -> bool from the .dockerignore matcher
+    explain: bool = False
+    hostname: str = "buildkitsandbox"
+
+
+def source_date_epoch() -> float | None:
+    value = os.environ.get("SOURCE_DATE_EPOCH")
+    return float(value) if value and value.isdigit() else None
+
+
+class Solver:
+    def __init__(self, store, graph: StepGraph, options: SolveOptions, sink: ev.Sink,
+                 cancel: threading.Event | None = None) -> None:
+        self.store = store
+        self.graph = graph
+        self.options = options
+        self.sink = sink
+        self.cancel = cancel or threading.Event()
+        self.results: dict[int, StepResult] = {}
+        self.numbers: dict[int, int] = {}
+
+    def title(self, step: Step) -> str:
+        stage = self.graph.stages[step.stage]
+        label = stage.name or f"stage-{step.stage}"
+        in_stage = [s for s in self.graph.steps if s.stage == step.stage]
+        position = in_stage.index(step) + 1 if step in in_stage else 0
+        return f"[{label} {position}/{len(in_stage)}] {step.created_by}"
+
+    def solve(self, stage_index: int) -> dict[int, StepResult]:
+        order = self.graph.needed(stage_index)
+        self.numbers = {step.id: n for n, step in enumerate(order, 1)}
+        if self.options.jobs <= 1:
+            for step in order:
+                self.results[step.id] = self._run(step)
+            return self.results
+        self._solve_parallel(order)
+        return self.results
+
+    def _solve_parallel(self, order: list[Step]) -> None:
+        futures: dict[int, Future] = {}
+        with ThreadPoolExecutor(max_workers=self.options.jobs, thread_name_prefix="step") as pool:
+            for step in order:  # dependencies come first in `order`, so their futures exist
+                waits = [futures[d] for d in (step.parent, *step.deps) if d is not None and d in futures]
+                futures[step.id] = pool.submit(self._run_after, step, waits)
+            done, _ = wait(list(futures.values()), return_when=FIRST_EXCEPTION)
+            failed = [f for f in done if f.exception() is not None]
+            if failed:
+                self.cancel.set()
+                wait(list(futures.values()))
+                errors = [f.exception() for f in futures.values() if f.exception() is not None]
+                real = [e for e in errors if not isinstance(e, BuildCancelled)]
+                raise (real or errors)[0]  # type: ignore[misc]
+
+    def _run_after(self, step: Step, waits: list[Future]) -> StepResult:
+        for future in waits:
+            future.result()
+        if self.cancel.is_set():
+            raise BuildCancelled()
+        result = self._run(step)
+        self.results[step.id] = result
+        return result
+
+    def _key(self, step: Step) -> CacheKey:
+        parent_key = self.results[step.parent].key.digest if step.parent is not None else None
+        if not isinstance(step.op, FileOp):
+            return step_key(step, parent_key)
+        if step.op.from_stage is not None:
+            from_key = self.results[step.op.from_step].key.digest if step.op.from_step is not None else "scratch"
+            return step_key(step, parent_key, from_key=from_key)
+        patterns = [s for a in step.op.actions for s in a.sources]
+        if patterns and self.options.context_dir is None:
+            raise ContextError(f"{step.span}: {step.created_by}: no build context was given")
+        sums = checksum_sources(self.options.context_dir or "", patterns, self.options.excluded) if patterns else {}
+        missing = [p for p, s in sums.items() if s is None]
+        if missing:
+            raise ContextError(
+                f"{step.span}: {step.created_by}: source {missing[0]!r} not found in the build context",
+                context=exec_op.render_location(step, self.options.dockerfile_lines),
+                hint="paths are relative to the context directory; `..` and symlinks cannot leave it, and "
+                     ".dockerignore may exclude the file")
+        return step_key(step, parent_key, sources={k: v for k, v in sums.items() if v is not None})
+
+    def _run(self, step: Step) -> StepResult:
+        number = self.numbers[step.id]
+        self.sink(ev.StepStarted(number, self.title(step)))
+        started = time.monotonic()
+        try:
+            result = self._lookup_or_build(step, number)
+        except PybuildError as exc:
+            self.sink(ev.StepFailed(number, time.monotonic() - started, exc.message))
+            raise
+        if result.cached:
+            self.sink(ev.StepCached(number))
+        else:
+            self.sink(ev.StepDone(number, time.monotonic() - started))
+        return result
+
+    def _lookup_or_build(self, step: Step, number: int) -> StepResult:
+        key = self._key(step)
+        with self.store.lock(key.digest):
+            if self.options.use_cache or step.kind == "source":
+                hit = self._cached(step, key)
+                if hit is not None:
+                    return hit
+            if self.options.explain:
+                self.sink(ev.StepExplain(number, f"cache miss: key {key.digest[:19]}"))
+            snapshot, layers = self._execute(step, number)
+            created = source_date_epoch() or time.time()
+            parent_key = self.results[step.parent].key.digest if step.parent is not None else None
+            layer = layers[0] if len(layers) == 1 and step.kind != "source" else None
+            self.store.record(key.digest, parent_key=parent_key, snapshot=snapshot, layer=layer,
+                              description=self._describe(step, key))
+            record = self.store.lookup(key.digest)
+            if record is not None:
+                created = record.created
+            return StepResult(key, snapshot, layers, created, False)
+
+    def _describe(self, step: Step, key: CacheKey) -> dict:
+        stage = self.graph.stages[step.stage]
+        return {"instruction": step.created_by, "stage": stage.name or str(step.stage),
+                "location": str(step.span) if step.span else None, "kind": step.kind, "inputs": key.parts}
+
+    def _cached(self, step: Step, key: CacheKey) -> StepResult | None:
+        record = self.store.lookup(key.digest)
+        if record is None:
+            return None
+        if step.kind == "source":  # re-import: cheap, the store reuses existing snapshots and blobs
+            snapshot, layers = source_op.execute(self.store, step)
+            return StepResult(key, snapshot, layers, record.created, True)
+        parent = self.results[step.parent].snapshot if step.parent is not None else None
+        try:
+            snapshot = self.store.snapshot(record.snapshot_id) if record.snapshot_id is not None else parent
+        except Exception:  # the snapshot was pruned: rebuild
+            return None
+        if record.layer is not None and not self.store.has_blob(record.layer.blob.digest):
+            return None
+        layers = (record.layer,) if record.layer is not None else ()
+        return StepResult(key, snapshot, layers, record.created, True)
+
+    def _execute(self, step: Step, number: int):
+        parent = self.results[step.parent].snapshot if step.parent is not None else None
+        if step.kind == "source":
+            return source_op.execute(self.store, step)
+        if step.kind == "exec":
+            def log(stream: str, text: str) -> None:
+                self.sink(ev.StepLog(number, stream, text))
+            snapshot, layer = exec_op.execute(self.store, step, parent, compression=self.options.compression,
+                                              log=log, cancel=self.cancel,
+                                              dockerfile_lines=self.options.dockerfile_lines,
+                                              hostname=self.options.hostname)
+        else:
+            op: FileOp = step.op  # type: ignore[assignment]
+            source = self.results[op.from_step].snapshot if op.from_step is not None else None
+            snapshot, layer = file_op.execute(self.store, step, parent, compression=self.options.compression,
+                                              context_dir=self.options.context_dir, source_snapshot=source,
+                                              ignore_patterns=self.options.ignore_patterns)
+        return snapshot, ((layer,) if layer is not None else ())

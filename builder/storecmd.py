@@ -1,0 +1,213 @@
+"""`pybuild images`, `pybuild history IMAGE` and `pybuild cache ls|du|inspect|prune`: the store made visible."""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+
+from rich.console import Console
+from rich.table import Table
+
+from builder.errors import ImageNotFoundError, UsageError
+from builder.plan.bases import normalize_name
+
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?$", re.I)
+_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024 ** 2, "mb": 1000 ** 2, "mib": 1024 ** 2,
+          "g": 1024 ** 3, "gb": 1000 ** 3, "gib": 1024 ** 3, "t": 1024 ** 4, "tb": 1000 ** 4, "tib": 1024 ** 4}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(s|m|h|d)")
+
+
+def parse_size(text: str) -> int:
+    m = _SIZE.match(text.strip())
+    if not m or (m.group(2) or "").lower() not in _UNITS:
+        raise UsageError(f"invalid size {text!r}", hint="use e.g. 500MB, 2GiB or 1048576")
+    return int(float(m.group(1)) * _UNITS[(m.group(2) or "").lower()])
+
+
+def parse_until(text: str) -> float:
+    total, pos = 0.0, 0
+    for m in _DURATION.finditer(text):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+        pos = m.end()
+    if pos != len(text) or not text:
+        raise UsageError(f"invalid duration {text!r}", hint="use e.g. 24h, 90m or 7d")
+    return total
+
+
+def human(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.1f}{unit}" if unit != "B" else f"{int(value)}B"
+        value /= 1000
+    return f"{n}B"
+
+
+def ago(ts: float) -> str:
+    delta = max(0, time.time() - ts)
+    for unit, seconds in (("d", 86400), ("h", 3600), ("m", 60)):
+        if delta >= seconds:
+            return f"{int(delta // seconds)}{unit} ago"
+    return f"{int(delta)}s ago"
+
+
+def _parser(prog: str) -> argparse.ArgumentParser:
+    from builder.cli import _root_arg
+
+    p = argparse.ArgumentParser(prog=prog)
+    _root_arg(p)
+    return p
+
+
+def _referenced(store) -> set[str]:
+    """Layer blob digests that some tagged image refers to."""
+    used = set()
+    for _, image in store.images():
+        used.update(layer.blob.digest for layer in image.layers)
+    return used
+
+
+def cache_ls(store, fmt: str) -> int:
+    used = _referenced(store)
+    rows = []
+    for rec in store.records():
+        d = rec.description or {}
+        rows.append({"id": rec.key, "instruction": d.get("instruction", ""), "stage": d.get("stage", ""),
+                     "size": rec.size, "created": rec.created, "last_used": rec.last_used, "uses": rec.uses,
+                     "in_use": bool(rec.layer and rec.layer.blob.digest in used)})
+    if fmt == "json":
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = Table(title="pybuild cache")
+    for col in ("ID", "INSTRUCTION", "STAGE", "SIZE", "CREATED", "LAST USED", "USES", "IN USE"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["id"][7:19], r["instruction"][:60], str(r["stage"]), human(r["size"]), ago(r["created"]),
+                      ago(r["last_used"]), str(r["uses"]), "yes" if r["in_use"] else "")
+    Console().print(table)
+    return 0
+
+
+def cache_inspect(store, key: str) -> int:
+    matches = [r for r in store.records() if r.key == key or r.key[7:].startswith(key.removeprefix("sha256:"))]
+    if len(matches) != 1:
+        raise UsageError(f"{'no' if not matches else 'more than one'} cache record matches {key!r}",
+                         hint="use an id from `pybuild cache ls`")
+    rec = matches[0]
+    doc = {"id": rec.key, "parent": rec.parent_key, "snapshot": rec.snapshot_id, "size": rec.size,
+           "layer": rec.layer.blob.digest if rec.layer else None, "created": rec.created,
+           "last_used": rec.last_used, "uses": rec.uses, **(rec.description or {})}
+    print(json.dumps(doc, indent=2))
+    return 0
+
+
+def cache_main(argv: list[str]) -> int:
+    from cache import Store
+
+    if not argv or argv[0] not in ("ls", "du", "inspect", "prune"):
+        raise UsageError("usage: pybuild cache ls|du|inspect ID|prune [--all] [--keep-storage SIZE] "
+                         "[--filter until=DURATION]")
+    sub, rest = argv[0], argv[1:]
+    p = _parser(f"pybuild cache {sub}")
+    if sub == "ls":
+        p.add_argument("--format", choices=("table", "json"), default="table")
+    if sub == "inspect":
+        p.add_argument("id")
+    if sub == "prune":
+        p.add_argument("--all", action="store_true")
+        p.add_argument("--keep-storage")
+        p.add_argument("--filter", action="append", default=[])
+    if sub == "du":
+        p.add_argument("--format", choices=("table", "json"), default="table")
+    args = p.parse_args(rest)
+    store = Store.open(args.root)
+    try:
+        if sub == "ls":
+            return cache_ls(store, args.format)
+        if sub == "inspect":
+            return cache_inspect(store, args.id)
+        if sub == "du":
+            usage = store.usage()
+            print(json.dumps(usage, indent=2) if args.format == "json" else
+                  "\n".join(f"{k}: {human(v) if 'byte' in k or k in ('total', 'reclaimable') else v}"
+                            for k, v in usage.items()))
+            return 0
+        until = None
+        for f in args.filter:
+            key, _, value = f.partition("=")
+            if key != "until":
+                raise UsageError(f"unknown filter {f!r}", hint="supported: --filter until=24h")
+            until = parse_until(value)
+        keep = parse_size(args.keep_storage) if args.keep_storage else None
+        result = store.prune(all=args.all, keep_storage=keep, until=until)
+        print(json.dumps(result, indent=2))
+        return 0
+    finally:
+        store.close()
+
+
+def images_main(argv: list[str]) -> int:
+    from cache import Store
+
+    args = _parser("pybuild images").parse_args(argv)
+    store = Store.open(args.root)
+    try:
+        table = Table(title="pybuild images")
+        for col in ("NAME", "IMAGE ID", "MANIFEST", "LAYERS", "SIZE", "CREATED"):
+            table.add_column(col)
+        for name, image in sorted(store.images(), key=lambda x: x[0]):
+            size = sum(l.blob.size for l in image.layers)
+            table.add_row(name, image.config.digest[7:19], image.manifest.digest[7:19], str(len(image.layers)),
+                          human(size), ago(image.created))
+        Console().print(table)
+        return 0
+    finally:
+        store.close()
+
+
+def history_main(argv: list[str]) -> int:
+    from cache import Store
+
+    p = _parser("pybuild history")
+    p.add_argument("image")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    args = p.parse_args(argv)
+    store = Store.open(args.root)
+    try:
+        image = store.resolve(normalize_name(args.image))
+        if image is None:
+            raise ImageNotFoundError(f"image {args.image!r} is not in the local store")
+        with store.open_blob(image.config.digest) as fh:
+            config = json.loads(fh.read())
+        by_layer = {r.layer.diff_id: r.key for r in store.records() if r.layer is not None}
+        rows, layer_iter = [], iter(image.layers)
+        for h in config.get("history", []):
+            layer = None if h.get("empty_layer") else next(layer_iter, None)
+            rows.append({"created_by": h.get("created_by", ""), "created": h.get("created", ""),
+                         "size": layer.blob.size if layer else 0,
+                         "layer": layer.blob.digest if layer else None,
+                         "cache_id": by_layer.get(layer.diff_id) if layer else None})
+        if args.format == "json":
+            print(json.dumps(rows, indent=2))
+            return 0
+        table = Table(title=f"history of {args.image}")
+        for col in ("CREATED BY", "SIZE", "CREATED", "CACHE ID"):
+            table.add_column(col)
+        for r in reversed(rows):
+            table.add_row(r["created_by"][:70], human(r["size"]), r["created"][:19], (r["cache_id"] or "")[7:19])
+        Console().print(table)
+        return 0
+    finally:
+        store.close()
+
+
+def main(name: str, argv: list[str]) -> int:
+    if name == "cache":
+        return cache_main(argv)
+    if name == "images":
+        return images_main(argv)
+    return history_main(argv)
