@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs everything pybuild and its tests need on a fresh Debian 12 machine (run as root), idempotently:
+#   scripts/setup.sh demo  -> busybox-static + the venv with pybuild
+#   scripts/setup.sh test  -> also the referee tools (skopeo, umoci, runc) and the test registry
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode="${1:-test}"
+
+packages=(busybox-static iproute2)
+if [ "$mode" = test ] || [ "$mode" = bench ]; then
+  packages+=(skopeo umoci runc docker-registry)
+fi
+if [ "$mode" = bench ]; then
+  packages+=(buildah)
+fi
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+extras="test"
+[ "$mode" = demo ] && extras=""
+stamp=".venv/.installed-${extras:-base}"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/pip install -q --disable-pip-version-check -e ".${extras:+[$extras]}"
+  touch "$stamp"
+fi
+
+# The busybox base image is built from the static binary Debian ships.
+cp -f /bin/busybox testdata/busybox/busybox
