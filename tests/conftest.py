@@ -1,0 +1,54 @@
+"""Test layout: tests/unit (pure, no root) and tests/integration (root, namespaces, overlayfs, real tools).
+
+Tests are marked by directory (pip's conftest habit): everything under integration/ gets the `root` mark and is
+skipped with a reason where the machine cannot run it. A unit test may not use the integration fixtures.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+def overlay_available() -> bool:
+    try:
+        return "overlay" in Path("/proc/filesystems").read_text()
+    except OSError:
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    reason = None
+    if os.geteuid() != 0:
+        reason = "needs root (namespaces, overlayfs)"
+    elif not overlay_available():
+        reason = "the kernel has no overlayfs"
+    for item in items:
+        path = Path(str(item.fspath))
+        if "integration" in path.parts:
+            item.add_marker(pytest.mark.root)
+            if reason:
+                item.add_marker(pytest.mark.skip(reason=reason))
+        elif "unit" in path.parts:
+            used = set(getattr(item, "fixturenames", ()))
+            if used & {"pybuild", "busybox_image", "app_image"}:
+                raise pytest.UsageError(f"{item.nodeid}: unit tests may not use integration fixtures")
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip(f"shared data not found at {SHARED} (the repository's sibling directory ../shared)")
+    return SHARED
+
+
+def require_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} is not installed (scripts/setup.sh test installs it)")
+    return path
