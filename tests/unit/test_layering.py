@@ -1,0 +1,45 @@
+"""The dependency rule (STYLE.md §2.3): grammar and cache import nothing of ours but themselves; only builder
+imports grammar and cache; inside builder, sandbox and progress stay independent of the rest; nothing imports cli."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+OURS = {"grammar", "cache", "builder"}
+ALLOWED = {"grammar": {"grammar"}, "cache": {"cache"}, "builder": {"builder", "grammar", "cache"}}
+SANDBOX_ALLOWED = {"builder.sandbox"}
+PROGRESS_ALLOWED = {"builder.progress"}
+
+
+def imports(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.append(node.module)
+    return names
+
+
+def modules() -> list[Path]:
+    return sorted(p for pkg in OURS for p in (REPO / pkg).rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(REPO)))
+def test_imports_follow_the_dependency_rule(path: Path):
+    package = path.relative_to(REPO).parts[0]
+    module = ".".join(path.relative_to(REPO).with_suffix("").parts)
+    for name in imports(path):
+        top = name.split(".")[0]
+        if top in OURS:
+            assert top in ALLOWED[package], f"{module} imports {name}: {package} may not import {top}"
+        if module.startswith("builder.sandbox") and top == "builder":
+            assert any(name.startswith(a) for a in SANDBOX_ALLOWED), f"{module} imports {name}"
+        if module.startswith("builder.progress") and top == "builder":
+            assert any(name.startswith(a) for a in PROGRESS_ALLOWED), f"{module} imports {name}"
+        assert name != "builder.cli" or module in ("builder.__main__", "builder.storecmd"), \
+            f"{module} imports builder.cli"
