@@ -12,17 +12,11 @@ from pathlib import Path
 from builder.errors import PybuildError, UsageError
 from builder.export.image import assemble
 from builder.export.oci_layout import write_layout
+from builder.options import default_root
 from builder.plan.bases import normalize_name, resolve_base, split_tag
 from builder.plan.planner import plan
 from builder.progress import events as ev
 from builder.solve import SolveOptions, Solver
-
-DEFAULT_ROOT = "/var/lib/pybuild"
-
-
-def default_root() -> str:
-    return os.environ.get("PYBUILD_ROOT") or DEFAULT_ROOT
-
 
 @dataclass
 class BuildOptions:

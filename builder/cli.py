@@ -15,16 +15,9 @@ import sys
 import threading
 
 from builder.errors import PybuildError
+from builder.options import add_common as _root_arg
 
 COMMANDS = ("build", "run", "parse", "images", "history", "cache")
-
-
-def _root_arg(p: argparse.ArgumentParser) -> None:
-    from builder.build import default_root
-
-    p.add_argument("--root", default=default_root(),
-                   help="store directory (default: $PYBUILD_ROOT or /var/lib/pybuild)")
-    p.add_argument("--debug", action="store_true", help="show Python tracebacks for internal errors")
 
 
 def build_parser() -> argparse.ArgumentParser:

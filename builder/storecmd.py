@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from builder.errors import ImageNotFoundError, UsageError
+from builder.options import add_common as _root_arg
 from builder.plan.bases import normalize_name
 
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?$", re.I)
@@ -56,8 +57,6 @@ def ago(ts: float) -> str:
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:
-    from builder.cli import _root_arg
-
     p = argparse.ArgumentParser(prog=prog)
     _root_arg(p)
     return p

@@ -41,5 +41,5 @@ def test_imports_follow_the_dependency_rule(path: Path):
             assert any(name.startswith(a) for a in SANDBOX_ALLOWED), f"{module} imports {name}"
         if module.startswith("builder.progress") and top == "builder":
             assert any(name.startswith(a) for a in PROGRESS_ALLOWED), f"{module} imports {name}"
-        assert name != "builder.cli" or module in ("builder.__main__", "builder.storecmd"), \
+        assert name != "builder.cli" or module == "builder.__main__", \
             f"{module} imports builder.cli"
