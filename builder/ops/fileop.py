@@ -78,10 +78,11 @@ def resolve_owner(root: str, spec: str | None) -> Owner:
 class Copier:
     """Writes entries under `root` (the mounted step root), resolving parents inside it."""
 
-    def __init__(self, root: str, owner: Owner, chmod: int | None) -> None:
+    def __init__(self, root: str, owner: Owner, chmod: int | None, excluded=None) -> None:
         self.root = root
         self.owner = owner
         self.chmod = chmod
+        self.excluded = excluded  # .dockerignore matcher for context sources: relpath -> bool
         self.links: dict[tuple[int, int], str] = {}
 
     def host(self, image_path: str, follow_last: bool = False) -> str:
@@ -121,7 +122,17 @@ class Copier:
         elif os.path.isdir(host) and not os.path.islink(host):
             shutil.rmtree(host)
 
-    def copy_tree(self, src: str, image_dest: str) -> None:
+    def write_file(self, image_dest: str, content: str) -> None:
+        """COPY <<EOF: a heredoc body becomes a file (mode 0644 unless --chmod)."""
+        self.mkdirs(os.path.dirname(clean(image_dest)))
+        host = self.host(image_dest)
+        self._replace(host)
+        with open(host, "w", encoding="utf-8") as fh:
+            fh.write(content)
+        os.chmod(host, self.chmod if self.chmod is not None else 0o644)
+        self._chown(host, 0, 0)
+
+    def copy_tree(self, src: str, image_dest: str, rel: str | None = None) -> None:
         """Copy src (file, symlink or directory) to image_dest; directories merge into an existing one."""
         st = os.lstat(src)
         if stat.S_ISDIR(st.st_mode):
@@ -139,7 +150,11 @@ class Copier:
             with os.scandir(src) as it:
                 names = sorted(e.name for e in it)
             for name in names:
-                self.copy_tree(os.path.join(src, name), f"{clean(image_dest)}/{name}")
+                child_rel = f"{rel}/{name}" if rel else name
+                if rel is not None and self.excluded is not None and self.excluded(child_rel):
+                    continue
+                self.copy_tree(os.path.join(src, name), f"{clean(image_dest)}/{name}",
+                               child_rel if rel is not None else None)
             os.utime(host, ns=(st.st_atime_ns, st.st_mtime_ns))
             return
         self.mkdirs(os.path.dirname(clean(image_dest)))
@@ -230,17 +245,21 @@ def is_archive(path: str) -> bool:
     return len(head) >= 262 and head[257:262] == b"ustar"
 
 
-def run_copy(op: dict, dest_root: str, src_root: str) -> None:
+def run_copy(op: dict, dest_root: str, src_root: str, excluded=None) -> None:
     owner = resolve_owner(dest_root, op.get("chown"))
     if op.get("kind") == "stage" and not op.get("chown"):
         owner = Owner(None, None)  # COPY --from keeps the source's ownership unless --chown
     chmod = int(op["chmod"], 8) if op.get("chmod") else None
-    copier = Copier(dest_root, owner, chmod)
+    copier = Copier(dest_root, owner, chmod, excluded)
     dest: str = op["dest"]
+    if op["op"] == "write":
+        copier.write_file(dest, op["content"] or "")
+        return
     matches: list[str] = []
     for pattern in op["sources"]:
         found = expand_glob(src_root, pattern)
-        found = [m for m in found if os.path.lexists(scoped_join(src_root, m))]
+        found = [m for m in found if os.path.lexists(scoped_join(src_root, m))
+                 and not (excluded is not None and m and excluded(m))]
         if not found:
             raise FileOpError(f"source {pattern!r} not found in {op.get('source_name', 'the build context')}")
         matches.extend(found)
@@ -254,12 +273,13 @@ def run_copy(op: dict, dest_root: str, src_root: str) -> None:
         if op.get("extract") and stat.S_ISREG(st.st_mode) and is_archive(src):
             copier.extract(src, dest)
             continue
+        tracked = rel if excluded is not None else None
         if stat.S_ISDIR(st.st_mode):
-            copier.copy_tree(src, dest)
+            copier.copy_tree(src, dest, tracked)
             continue
         into_dir = dest_is_dir or os.path.isdir(copier.host(dest, follow_last=True))
         target = f"{dest.rstrip('/')}/{os.path.basename(rel)}" if into_dir else dest
-        copier.copy_tree(src, target)
+        copier.copy_tree(src, target, tracked)
 
 
 def main() -> int:
@@ -271,11 +291,15 @@ def main() -> int:
         src_root = spec.get("context") or ""
         if spec.get("source_lowerdirs"):
             src_root = _mount_root(spec["mountpoints"][1], spec["source_lowerdirs"], None, None)
+        excluded = None
+        if spec.get("ignore"):
+            from builder.context.dockerignore import PatternMatcher
+            excluded = PatternMatcher(spec["ignore"]).matches
         for op in spec["ops"]:
             if op["op"] == "mkdir":
                 Copier(root, resolve_owner(root, op.get("chown")), None).mkdirs(op["path"])
             else:
-                run_copy(op, root, src_root)
+                run_copy(op, root, src_root, excluded)
     except (FileOpError, OSError) as exc:
         message = str(exc) if isinstance(exc, FileOpError) else f"{exc.strerror}: {exc.filename or ''}".strip()
         json.dump({"error": message}, sys.stdout)
