@@ -1,0 +1,237 @@
+"""pybuild's content-addressed store: blobs, layer snapshots, the cache index, images, GC.
+
+`Store` is a facade over the modules below; several processes may use one root at once.
+On-disk layout of a store root::
+
+    <root>/store.lock              LOCK_SH by every open Store (locks.py)
+    <root>/index.db[-wal,-shm]     sqlite index (schema in index.py)
+    <root>/blobs/sha256/<hex>      blobs (blobs.py); .tmp-* are writes in progress
+    <root>/snapshots/<id>/fs       layer directories used as overlay lowerdirs (snapshots.py)
+    <root>/empty                   the empty lowerdir of `scratch`
+    <root>/tmp/{m,i,d}-*           mutable snapshots, imports and deletions in progress
+    <root>/locks/<aa>/<hash>       per-cache-key build locks
+
+Crash safety: files are written under temp names and renamed; index rows precede the
+directories they name; `Store.open` removes what dead processes left behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from cache import gc, locks, refs
+from cache.blobs import BlobStore
+from cache.errors import BlobNotFound, CorruptBlob, LockTimeout, StoreError
+from cache.index import Index
+from cache.layertar import source_date_epoch as env_source_date_epoch
+from cache.model import (
+    CacheRecord,
+    Descriptor,
+    Digest,
+    ImageRecord,
+    Layer,
+    MutableSnapshot,
+    Snapshot,
+)
+from cache.snapshots import SnapshotStore
+from cache.statcache import StatCache
+
+__all__ = [
+    "BlobNotFound", "CacheRecord", "CorruptBlob", "Descriptor", "Digest", "ImageRecord", "Layer",
+    "LockTimeout", "MutableSnapshot", "Snapshot", "Store", "StoreError",
+]
+
+
+class Store:
+    """A content-addressed store rooted at ``root``; open with `Store.open`, end with `close`."""
+
+    root: Path
+
+    def __init__(self, root: Path) -> None:
+        """Use `Store.open`."""
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self._lock = locks.StoreLock(root / "store.lock")
+        try:
+            self._blobs = BlobStore(root)
+            self._index = Index(root / "index.db")
+            self._snapshots = SnapshotStore(root, self._index, self._blobs)
+            self._stat = StatCache(self._index)
+            self._blobs.clean_temp()
+            self._snapshots.recover()
+        except BaseException:
+            self._lock.close()
+            raise
+
+    @classmethod
+    def open(cls, root: str | Path) -> Store:
+        """Open (creating if needed) the store at ``root``; cleans up after crashed writers."""
+        try:
+            return cls(Path(root).absolute())
+        except OSError as e:
+            raise StoreError(f"open store: {e.strerror or e}", path=root) from e
+
+    def close(self) -> None:
+        """Release the index and locks; idempotent. Open MutableSnapshots stay valid on disk
+        until aborted (or cleaned by the next open once this process is gone)."""
+        if self._lock.fd is not None:
+            self._index.close()
+            self._lock.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- blobs -----------------------------------------------------------------------------
+    def put_blob(self, data: bytes) -> Descriptor:
+        """Store bytes; idempotent. The descriptor's media_type is "" (set it with replace)."""
+        return self._blobs.put(data)
+
+    def put_blob_file(self, src: BinaryIO) -> Descriptor:
+        """Stream ``src`` to EOF into the store, hashing while copying."""
+        return self._blobs.put_stream(src)
+
+    def blob_path(self, digest: str) -> Path:
+        """The read-only file of a blob; raises BlobNotFound."""
+        return self._blobs.path(digest)
+
+    def open_blob(self, digest: str) -> BinaryIO:
+        """A stream that raises CorruptBlob at EOF/close if the content does not match."""
+        return self._blobs.open(digest)  # type: ignore[return-value]
+
+    def has_blob(self, digest: str) -> bool:
+        return self._blobs.has(digest)
+
+    def verify_blob(self, digest: str) -> None:
+        """Re-hash a blob; raises CorruptBlob or BlobNotFound."""
+        self._blobs.verify(digest)
+
+    # --- snapshots -------------------------------------------------------------------------
+    def empty_dir(self) -> Path:
+        """An empty read-only directory: the lowerdir for ``scratch``."""
+        return self._snapshots.empty
+
+    def prepare(self, parent: Snapshot | None) -> MutableSnapshot:
+        """Fresh upper/work dirs over ``parent``; end with exactly one commit() or abort()."""
+        return self._snapshots.prepare(parent)
+
+    def lowerdirs(self, snap: Snapshot | None) -> list[Path]:
+        """The chain of snapshot dirs, top-most first; [empty_dir()] for None."""
+        return self._snapshots.lowerdirs(snap)
+
+    def commit(self, m: MutableSnapshot, *, compression: str = "gzip",
+               source_date_epoch: int | None = None) -> tuple[Snapshot, Layer | None]:
+        """Make ``m`` (unmounted) a layer blob + snapshot; an empty upper gives (parent, None).
+
+        ``compression`` is "gzip", "zstd" or "uncompressed". Mtimes are clamped to
+        ``source_date_epoch`` (default: the SOURCE_DATE_EPOCH environment variable).
+        An identical (parent, diff_id) snapshot already stored is reused.
+        """
+        epoch = source_date_epoch if source_date_epoch is not None else env_source_date_epoch()
+        return self._snapshots.commit(m, compression, epoch)  # type: ignore[return-value]
+
+    def abort(self, m: MutableSnapshot) -> None:
+        """Drop ``m``'s temp dirs (unmount first); idempotent."""
+        self._snapshots.abort(m)
+
+    def import_layer(self, parent: Snapshot | None, blob: Descriptor) -> Snapshot:
+        """Unpack a stored layer blob (gzip/zstd/tar, sniffed) into a snapshot over ``parent``."""
+        return self._snapshots.import_layer(parent, blob)
+
+    def snapshot(self, snap_id: int) -> Snapshot:
+        """A committed snapshot; raises StoreError if missing."""
+        return self._snapshots.get(snap_id)
+
+    def snapshot_layer(self, snap_id: int) -> Layer | None:
+        """The layer blob a snapshot was committed to or imported from (None if unknown)."""
+        return self._snapshots.layer(snap_id)
+
+    # --- cache index -----------------------------------------------------------------------
+    def lookup(self, key: str) -> CacheRecord | None:
+        """The record for ``key`` if it and what it needs still exist; bumps last_used/uses."""
+        record = self._index.get_record(key, touch=True)
+        if record is None:
+            return None
+        intact = record.layer is None or self._blobs.has(record.layer.blob.digest)
+        if record.snapshot_id is not None:
+            try:
+                intact = intact and self._snapshots.get(record.snapshot_id).path.is_dir()
+            except StoreError:
+                intact = False
+        if not intact:  # a half-pruned or damaged entry: a miss, and forget it
+            self._index.delete_records([key])
+            return None
+        return record
+
+    def record(self, key: str, *, parent_key: str | None, snapshot: Snapshot | None,
+               layer: Layer | None, description: dict[str, Any]) -> CacheRecord:
+        """Store (or replace) the result of the step with cache key ``key``."""
+        size = (snapshot.size if snapshot else 0) + (layer.blob.size if layer else 0)
+        return self._index.put_record(key, parent_key, snapshot.id if snapshot else None,
+                                      layer, description, size)
+
+    def records(self) -> list[CacheRecord]:
+        return self._index.records()
+
+    @contextmanager
+    def lock(self, key: str, timeout: float = 600) -> Iterator[None]:
+        """Exclusive per-key lock across processes and threads; raises LockTimeout."""
+        with locks.key_lock(self.root / "locks", key, timeout):
+            yield
+
+    def file_digest(self, path: str | Path) -> Digest:
+        """sha256 of a file's content, memoised by its stat (for context checksums)."""
+        return self._stat.digest(path)
+
+    # --- images and references -------------------------------------------------------------
+    def put_image(self, manifest: bytes, config: bytes, layers: list[Layer]) -> ImageRecord:
+        """Store manifest and config blobs and record the image (layer blobs must exist)."""
+        return refs.put_image(self._index, self._blobs, manifest, config, layers)
+
+    def tag(self, name: str, manifest_digest: str) -> None:
+        """Point ``name`` (already normalised) at a stored image; replaces an older tag."""
+        refs.tag(self._index, name, manifest_digest)
+
+    def resolve(self, name: str) -> ImageRecord | None:
+        return refs.resolve(self._index, name)
+
+    def images(self) -> list[tuple[str, ImageRecord]]:
+        """(name, image) for every tag, sorted by name."""
+        return refs.images(self._index)
+
+    def untag(self, name: str) -> None:
+        """Remove a tag; raises StoreError if ``name`` is not tagged."""
+        refs.untag(self._index, name)
+
+    # --- usage and garbage collection ------------------------------------------------------
+    def usage(self) -> dict[str, int]:
+        """Sizes in bytes and counts; ``reclaimable`` is what prune(all=True) would free now."""
+        blob_bytes = sum(self._blobs.path_for(d).stat().st_size for d in self._blobs.digests())
+        snaps = self._index.snapshots()
+        snap_bytes = sum(s.size for s in snaps)
+        p = gc.plan(self._index, self._blobs, all=True, keep_storage=None, until=None, alone=False)
+        return {"total": blob_bytes + snap_bytes, "reclaimable": p.bytes,
+                "blobs": blob_bytes, "snapshots": snap_bytes, "records": len(self._index.records()),
+                "snapshot_count": len(snaps), "images": len(self._index.tags())}
+
+    def prune(self, *, all: bool = False, keep_storage: int | None = None,
+              until: float | None = None) -> dict[str, int]:
+        """Remove cache records by policy and whatever no tag or remaining record reaches.
+
+        ``until`` is an age in seconds: only records unused for longer are removed.
+        ``keep_storage`` stops removing (least recently used first) once records fit in it.
+        With neither and all=False only unreferenced snapshots/blobs/images go.
+        Returns counts and ``reclaimed`` bytes.
+        """
+        with self._lock.exclusive() as alone:
+            p = gc.plan(self._index, self._blobs, all=all, keep_storage=keep_storage,
+                        until=until, alone=alone)
+            result = gc.sweep(p, self._index, self._blobs, self._snapshots)
+            if alone:
+                self._lock.clean_key_locks(self.root / "locks")
+        return result

@@ -1,0 +1,249 @@
+"""Content-addressed blob files.
+
+Layout (under the store root)::
+
+    blobs/sha256/<64 hex>        immutable blob, mode 0444, named by the sha256 of its bytes
+    blobs/sha256/.tmp-<random>   a blob being written; flock()ed by its writer while open
+
+A put writes into a temp file in the same directory (so the final rename is atomic), hashing
+while copying, then fsyncs the file, renames it over its final name and fsyncs the directory.
+Putting the same content twice is harmless (the second temp file is dropped). Readers get a
+`VerifyingReader`, which re-hashes what it returns and raises `CorruptBlob` at EOF/close.
+A writer killed mid-way leaves only an unlocked ``.tmp-*`` file, which `BlobStore.clean_temp`
+removes (it skips temp files whose writer still holds the lock, or that are very fresh).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import io
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from cache.errors import BlobNotFound, CorruptBlob, StoreError
+from cache.model import Descriptor, Digest
+
+CHUNK = 1 << 20
+TEMP_PREFIX = ".tmp-"
+# A temp file younger than this is never treated as stale: its writer may not have locked it yet.
+TEMP_GRACE_SECONDS = 10.0
+
+
+class TempBlob:
+    """A locked temp file in the blob directory; `finish` renames it to its digest name."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        self.file: BinaryIO = os.fdopen(fd, "w+b", buffering=0)
+        self.hasher = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes | memoryview) -> int:
+        self.hasher.update(data)
+        self.file.write(data)
+        self.size += len(data)
+        return len(data)
+
+    def finish(self, blobs: BlobStore, media_type: str = "") -> Descriptor:
+        """fsync, rename into place (or drop if already present) and describe the result."""
+        digest = Digest.from_hex(self.hasher.hexdigest())
+        final = blobs.path_for(digest)
+        try:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            if final.exists():
+                self.path.unlink()
+            else:
+                os.chmod(self.path, 0o444)
+                os.replace(self.path, final)
+                _fsync_dir(final.parent)
+        except OSError as e:
+            raise StoreError(f"put blob {digest}: {e.strerror}", path=self.path) from e
+        finally:
+            self.file.close()
+        return Descriptor(media_type, digest, self.size)
+
+    def discard(self) -> None:
+        """Drop the temp file; idempotent."""
+        if not self.file.closed:
+            self.file.close()
+        self.path.unlink(missing_ok=True)
+
+
+class BlobStore:
+    """sha256 blobs in ``<root>/blobs/sha256``."""
+
+    def __init__(self, root: Path) -> None:
+        self.dir = root / "blobs" / "sha256"
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def path_for(self, digest: str) -> Path:
+        """Where the blob would live (it may not exist); rejects malformed digests."""
+        try:
+            return self.dir / Digest(digest).hex
+        except ValueError as e:
+            raise StoreError(str(e)) from None
+
+    def temp(self) -> TempBlob:
+        """A new locked temp file; the caller must `finish` or `discard` it."""
+        return TempBlob(self.dir)
+
+    def put(self, data: bytes) -> Descriptor:
+        return self.put_stream(io.BytesIO(data))
+
+    def put_stream(self, src: BinaryIO, on_chunk: Callable[[int], None] | None = None) -> Descriptor:
+        """Copy ``src`` to EOF into the store, hashing while copying; constant memory."""
+        tmp = self.temp()
+        try:
+            while chunk := src.read(CHUNK):
+                tmp.write(chunk)
+                if on_chunk is not None:
+                    on_chunk(len(chunk))
+            return tmp.finish(self)
+        except BaseException:
+            tmp.discard()
+            raise
+
+    def path(self, digest: str) -> Path:
+        p = self.path_for(digest)
+        if not p.is_file():
+            raise BlobNotFound(digest, path=p)
+        return p
+
+    def has(self, digest: str) -> bool:
+        try:
+            return self.path_for(digest).is_file()
+        except StoreError:
+            return False
+
+    def size(self, digest: str) -> int:
+        p = self.path(digest)
+        return p.stat().st_size
+
+    def open(self, digest: str) -> VerifyingReader:
+        p = self.path(digest)
+        try:
+            return VerifyingReader(open(p, "rb"), Digest(digest), p)
+        except FileNotFoundError:
+            raise BlobNotFound(digest, path=p) from None
+
+    def verify(self, digest: str) -> None:
+        """Re-hash a blob; raises CorruptBlob or BlobNotFound."""
+        with self.open(digest) as r:
+            while r.read(CHUNK):
+                pass
+
+    def delete(self, digest: str) -> int:
+        """Remove a blob; returns the bytes freed (0 if it was absent)."""
+        p = self.path_for(digest)
+        try:
+            size = p.stat().st_size
+            p.unlink()
+        except FileNotFoundError:
+            return 0
+        return size
+
+    def digests(self) -> Iterator[Digest]:
+        for entry in os.scandir(self.dir):
+            if not entry.name.startswith(TEMP_PREFIX):
+                try:
+                    yield Digest.from_hex(entry.name)
+                except ValueError:
+                    continue
+
+    def clean_temp(self) -> int:
+        """Remove temp files no live writer holds; returns how many were removed."""
+        return clean_locked_files(self.dir, TEMP_PREFIX)
+
+
+class VerifyingReader(io.RawIOBase):
+    """A read-only stream over a blob that checks its sha256 when the end is reached.
+
+    Raises CorruptBlob from the read that hits EOF, or from close() (which reads whatever the
+    caller left unread, so a partial reader still gets the check).
+    """
+
+    def __init__(self, f: BinaryIO, digest: Digest, path: Path) -> None:
+        super().__init__()
+        self._f = f
+        self._digest = digest
+        self._path = path
+        self._hasher = hashlib.sha256()
+        self._verified = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:  # type: ignore[override]
+        n = self._f.readinto(buf)
+        if n:
+            self._hasher.update(memoryview(buf)[:n])
+        elif not self._verified:
+            self._check()
+        return n or 0
+
+    def _check(self) -> None:
+        self._verified = True
+        actual = "sha256:" + self._hasher.hexdigest()
+        if actual != self._digest:
+            raise CorruptBlob(self._digest, actual, path=self._path)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            if not self._verified:
+                while chunk := self._f.read(CHUNK):
+                    self._hasher.update(chunk)
+                self._check()
+        finally:
+            self._f.close()
+            super().close()
+
+
+def clean_locked_files(directory: Path, prefix: str) -> int:
+    """Remove ``prefix*`` entries (files or dirs holding a ``lock`` file) nobody holds locked."""
+    removed = 0
+    now = time.time()
+    for entry in os.scandir(directory):
+        if not entry.name.startswith(prefix):
+            continue
+        path = Path(entry.path)
+        lockfile = path / "lock" if entry.is_dir(follow_symlinks=False) else path
+        try:
+            if now - os.lstat(path).st_mtime < TEMP_GRACE_SECONDS:
+                continue  # its creator may not have taken the lock yet
+            fd = os.open(lockfile, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            fd = None  # vanished, or a dir killed before its lock file existed
+        try:
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue
+        else:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed += 1
+        finally:
+            if fd is not None:
+                os.close(fd)
+    return removed
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,144 @@
+"""Garbage collection: mark what tags and kept cache records reach, sweep the rest.
+
+Roots are (1) tagged images: their manifest, config and layer blobs, and every snapshot chain
+whose diff_ids match the image's layers from the bottom; (2) cache records that survive the
+prune policy: their snapshot and layer blob; (3) snapshots still being committed ('pending').
+A kept snapshot keeps its parents (they are its lowerdirs) and its own layer blob.
+
+Things with no reference at all (a blob put moments ago by another process that has not yet
+recorded it, an untagged image about to be tagged) are only swept when this process holds the
+store alone (`StoreLock.exclusive`) or when they are older than `GRACE_SECONDS`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from cache.blobs import BlobStore
+from cache.index import Index
+from cache.model import CacheRecord
+from cache.snapshots import SnapshotStore
+
+GRACE_SECONDS = 3600.0
+
+
+@dataclass(slots=True)
+class Plan:
+    """What a prune would remove (record keys, snapshot ids, image manifests, blob digests)."""
+
+    records: list[str] = field(default_factory=list)
+    snapshots: list[int] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)
+    blobs: list[str] = field(default_factory=list)
+    bytes: int = 0
+
+
+def doomed_records(records: list[CacheRecord], *, all: bool, keep_storage: int | None,
+                   until: float | None, now: float) -> list[CacheRecord]:
+    """Records the policy removes: older than ``until`` seconds (or every record with ``all``),
+    least recently used first, stopping once the rest fits in ``keep_storage`` bytes."""
+    candidates = sorted(records, key=lambda r: (r.last_used, r.key))
+    if until is not None:
+        candidates = [r for r in candidates if r.last_used < now - until]
+    elif not all and keep_storage is None:
+        return []
+    if keep_storage is None:
+        return candidates
+    total = sum(r.size for r in records)
+    out = []
+    for r in candidates:
+        if total <= keep_storage:
+            break
+        out.append(r)
+        total -= r.size
+    return out
+
+
+def plan(index: Index, blobs: BlobStore, *, all: bool, keep_storage: int | None,
+         until: float | None, alone: bool, now: float | None = None) -> Plan:
+    """Mark from the roots and list everything unmarked (nothing is deleted here)."""
+    now = time.time() if now is None else now
+    records = index.records()
+    doomed = {r.key for r in doomed_records(records, all=all, keep_storage=keep_storage,
+                                            until=until, now=now)}
+    snaps = {r.id: r for r in index.snapshots()}
+    keep_snaps: set[int] = {r.id for r in snaps.values() if r.state == "pending"}
+    keep_blobs: set[str] = set()
+    for r in records:
+        if r.key not in doomed:
+            if r.snapshot_id is not None:
+                keep_snaps.add(r.snapshot_id)
+            if r.layer is not None:
+                keep_blobs.add(r.layer.blob.digest)
+    tagged = {digest for _, digest in index.tags()}
+    result = Plan(records=sorted(doomed))
+    for image in index.all_images():
+        if image.manifest.digest not in tagged:
+            if alone or now - image.created > GRACE_SECONDS:
+                result.images.append(image.manifest.digest)
+                continue
+        keep_blobs.update({image.manifest.digest, image.config.digest})
+        keep_blobs.update(layer.blob.digest for layer in image.layers)
+        keep_snaps.update(_chains(snaps, [layer.diff_id for layer in image.layers]))
+    stack = list(keep_snaps)
+    while stack:  # parents of kept snapshots are their lowerdirs
+        row = snaps.get(stack.pop())
+        if row is None:
+            continue
+        if row.layer is not None:
+            keep_blobs.add(row.layer.blob.digest)
+        if row.parent is not None and row.parent not in keep_snaps:
+            keep_snaps.add(row.parent)
+            stack.append(row.parent)
+    result.snapshots = sorted(set(snaps) - keep_snaps)
+    result.bytes += sum(snaps[i].size for i in result.snapshots)
+    referenced = _referenced_blobs(index, snaps)
+    for digest in blobs.digests():
+        if digest in keep_blobs:
+            continue
+        path = blobs.path_for(digest)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            continue
+        if digest in referenced or alone or now - st.st_mtime > GRACE_SECONDS:
+            result.blobs.append(digest)
+            result.bytes += st.st_size
+    return result
+
+
+def _chains(snaps: dict, diff_ids: list[str]) -> set[int]:
+    """Snapshot ids on any chain whose diff_ids equal ``diff_ids`` from the bottom."""
+    found: set[int] = set()
+    level: set[int | None] = {None}
+    for diff_id in diff_ids:
+        level = {r.id for r in snaps.values() if r.parent in level and r.diff_id == diff_id}
+        if not level:
+            break
+        found.update(i for i in level if i is not None)
+    return found
+
+
+def _referenced_blobs(index: Index, snaps: dict) -> set[str]:
+    """Blobs some row mentions: removing their last reference makes them fair game at once."""
+    out = {r.layer.blob.digest for r in snaps.values() if r.layer is not None}
+    out.update(r.layer.blob.digest for r in index.records() if r.layer is not None)
+    for image in index.all_images():
+        out.update({image.manifest.digest, image.config.digest})
+        out.update(layer.blob.digest for layer in image.layers)
+    return out
+
+
+def sweep(p: Plan, index: Index, blobs: BlobStore, snapshots: SnapshotStore) -> dict[str, int]:
+    """Delete what ``p`` lists: records, images, then snapshots (children first), then blobs."""
+    index.delete_records(p.records)
+    for digest in p.images:
+        index.delete_image(digest)
+    for snap_id in sorted(p.snapshots, reverse=True):  # a child always has a larger id
+        snapshots.delete(snap_id)
+    freed = 0
+    for digest in p.blobs:
+        freed += blobs.delete(digest)
+    return {"records": len(p.records), "snapshots": len(p.snapshots), "images": len(p.images),
+            "blobs": len(p.blobs), "reclaimed": p.bytes}

@@ -1,0 +1,196 @@
+"""Snapshot directories: one per layer, stacked as overlay lowerdirs.
+
+Layout (paths kept short: overlay mount data is one page, 4096 bytes, for all lowerdirs)::
+
+    <root>/empty                     an empty read-only dir: the lowerdir of `scratch`
+    <root>/snapshots/<id>/fs         the files of snapshot <id> (id = index row, never reused)
+    <root>/tmp/m-<rand>/{lock,upper,work}   a MutableSnapshot being built; lock is flock()ed
+    <root>/tmp/i-<rand>/{lock,fs}           a layer being unpacked by import_layer
+    <root>/tmp/d-<rand>/                    a snapshot being deleted
+
+Commit and import insert the index row ('pending') first, rename the directory to
+``snapshots/<id>/fs`` (same filesystem, no copy), then mark the row 'ready' and drop the temp
+dir. `SnapshotStore.recover` undoes whatever a killed process left half-way (see index.py).
+Snapshots with the same (parent, diff_id) are deduplicated: the existing one is returned.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+from cache import locks
+from cache.blobs import BlobStore, clean_locked_files
+from cache.compress import LayerSink, decompressed
+from cache.errors import StoreError
+from cache.index import Index, SnapshotRow
+from cache.layertar import is_empty_dir, write_layer
+from cache.model import Descriptor, Digest, Layer, MutableSnapshot, Snapshot
+from cache.unpack import unpack_layer
+
+
+class SnapshotStore:
+    """Creates, commits, imports, looks up and deletes snapshot directories."""
+
+    def __init__(self, root: Path, index: Index, blobs: BlobStore) -> None:
+        self.root = root
+        self.index = index
+        self.blobs = blobs
+        self.dir = root / "snapshots"
+        self.tmp = root / "tmp"
+        self.empty = root / "empty"
+        for d in (self.dir, self.tmp):
+            d.mkdir(exist_ok=True)
+        if not self.empty.is_dir():
+            self.empty.mkdir(mode=0o555, exist_ok=True)
+
+    # --- lookups ---------------------------------------------------------------------------
+    def path(self, snap_id: int) -> Path:
+        return self.dir / str(snap_id) / "fs"
+
+    def _to_snapshot(self, row: SnapshotRow) -> Snapshot:
+        return Snapshot(row.id, row.parent, row.diff_id, row.size, self.path(row.id))
+
+    def get(self, snap_id: int) -> Snapshot:
+        row = self.index.snapshot(snap_id)
+        if row is None or row.state != "ready":
+            raise StoreError(f"snapshot {snap_id} does not exist", path=self.path(snap_id))
+        return self._to_snapshot(row)
+
+    def layer(self, snap_id: int) -> Layer | None:
+        row = self.index.snapshot(snap_id)
+        return row.layer if row else None
+
+    def lowerdirs(self, snap: Snapshot | None) -> list[Path]:
+        """The snapshot chain, top-most first; [empty] for None."""
+        if snap is None:
+            return [self.empty]
+        out = []
+        current: int | None = snap.id
+        while current is not None:
+            out.append(self.path(current))
+            row = self.index.snapshot(current)
+            if row is None:
+                raise StoreError(f"snapshot {snap.id}: ancestor {current} is missing")
+            current = row.parent
+        return out
+
+    # --- temp dirs -------------------------------------------------------------------------
+    def _temp_dir(self, kind: str) -> tuple[Path, int]:
+        d = self.tmp / f"{kind}-{secrets.token_hex(6)}"
+        d.mkdir(mode=0o700)
+        fd = locks.acquire(d / "lock", timeout=0, key=d.name)
+        return d, fd
+
+    def prepare(self, parent: Snapshot | None) -> MutableSnapshot:
+        d, fd = self._temp_dir("m")
+        upper, work = d / "upper", d / "work"
+        upper.mkdir(mode=0o755)
+        work.mkdir(mode=0o700)
+        return MutableSnapshot(parent, upper, work, self.lowerdirs(parent), d, fd)
+
+    def abort(self, m: MutableSnapshot) -> None:
+        """Remove the temp dirs of ``m`` (must be unmounted); idempotent."""
+        if m.lock_fd is None:
+            return
+        shutil.rmtree(m.tmpdir, ignore_errors=True)
+        locks.release(m.lock_fd)
+        m.lock_fd = None
+
+    # --- commit and import -----------------------------------------------------------------
+    def commit(self, m: MutableSnapshot, compression: str, epoch: int | None
+               ) -> tuple[Snapshot | None, Layer | None]:
+        if m.lock_fd is None:
+            raise StoreError("commit of a snapshot already committed or aborted", path=m.tmpdir)
+        if is_empty_dir(m.upper):
+            self.abort(m)
+            return m.parent, None
+        sink = LayerSink(self.blobs, compression)
+        try:
+            stats = write_layer(m.upper, sink, epoch=epoch)
+            diff_id, blob = sink.finish()
+        except BaseException:
+            sink.discard()
+            raise
+        layer = Layer(diff_id, blob)
+        parent_id = m.parent.id if m.parent else None
+        existing = self.index.find_snapshot(parent_id, diff_id)
+        if existing is not None:
+            self.abort(m)
+            return self._to_snapshot(existing), layer
+        snap = self._install(m.upper, m.tmpdir, parent_id, layer, stats.size)
+        self.abort(m)
+        return snap, layer
+
+    def _install(self, fs: Path, tmpdir: Path, parent: int | None, layer: Layer, size: int) -> Snapshot:
+        """Row ('pending') → rename into snapshots/<id>/fs → row 'ready'."""
+        snap_id = self.index.insert_pending(parent, layer.diff_id, layer, size, tmpdir.name)
+        target = self.path(snap_id)
+        try:
+            target.parent.mkdir()
+            os.chmod(fs, 0o755)
+            os.rename(fs, target)
+            self.index.mark_ready(snap_id)
+        except BaseException:
+            shutil.rmtree(target.parent, ignore_errors=True)
+            self.index.delete_snapshot(snap_id)
+            raise
+        return Snapshot(snap_id, parent, layer.diff_id, size, target)
+
+    def import_layer(self, parent: Snapshot | None, blob: Descriptor) -> Snapshot:
+        parent_id = parent.id if parent else None
+        known = self.index.diff_id_for(blob.digest)
+        if known is not None and (row := self.index.find_snapshot(parent_id, known)) is not None:
+            return self._to_snapshot(row)
+        d, fd = self._temp_dir("i")
+        try:
+            fs = d / "fs"
+            fs.mkdir(mode=0o755)
+            raw = self.blobs.open(blob.digest)
+            try:
+                stats = unpack_layer(decompressed(raw), fs)
+            finally:
+                raw.close()  # verifies whatever the decompressor left unread
+            layer = Layer(stats.diff_id, replace(blob, digest=Digest(blob.digest)))
+            if (row := self.index.find_snapshot(parent_id, stats.diff_id)) is not None:
+                return self._to_snapshot(row)
+            return self._install(fs, d, parent_id, layer, stats.size)
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+            locks.release(fd)
+
+    # --- deletion and recovery -------------------------------------------------------------
+    def delete(self, snap_id: int) -> None:
+        """Forget a snapshot: row first (a dir without a row is garbage), then the files."""
+        self.index.delete_snapshot(snap_id)
+        src = self.dir / str(snap_id)
+        if src.exists():
+            doomed = self.tmp / f"d-{secrets.token_hex(6)}"
+            os.rename(src, doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
+
+    def recover(self) -> None:
+        """Clean up after killed processes; safe while other processes use the store."""
+        on_disk = [e.name for e in os.scandir(self.dir) if e.name.isdigit()]  # before reading rows
+        rows = {r.id: r for r in self.index.snapshots()}
+        for row in rows.values():
+            if row.state == "pending" and not self._writer_alive(row.tmp):
+                shutil.rmtree(self.dir / str(row.id), ignore_errors=True)
+                self.index.delete_snapshot(row.id)
+        for name in on_disk:
+            if int(name) not in rows:
+                shutil.rmtree(self.dir / name, ignore_errors=True)
+        for prefix in ("m-", "i-", "d-"):
+            clean_locked_files(self.tmp, prefix)
+
+    def _writer_alive(self, tmp_name: str | None) -> bool:
+        if not tmp_name:
+            return False
+        fd = locks.try_lock(self.tmp / tmp_name / "lock")
+        if fd is None:
+            return (self.tmp / tmp_name / "lock").exists()
+        locks.release(fd)
+        return False
