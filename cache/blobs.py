@@ -10,38 +10,31 @@ while copying, then fsyncs the file, renames it over its final name and fsyncs t
 Putting the same content twice is harmless (the second temp file is dropped). Readers get a
 `VerifyingReader`, which re-hashes what it returns and raises `CorruptBlob` at EOF/close.
 A writer killed mid-way leaves only an unlocked ``.tmp-*`` file, which `BlobStore.clean_temp`
-removes (it skips temp files whose writer still holds the lock, or that are very fresh).
+removes (it skips temp files whose writer still holds the lock).
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import io
 import os
-import secrets
-import shutil
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from cache import locks
 from cache.errors import BlobNotFound, CorruptBlob, StoreError
 from cache.model import Descriptor, Digest
 
 CHUNK = 1 << 20
 TEMP_PREFIX = ".tmp-"
-# A temp file younger than this is never treated as stale: its writer may not have locked it yet.
-TEMP_GRACE_SECONDS = 10.0
 
 
 class TempBlob:
     """A locked temp file in the blob directory; `finish` renames it to its digest name."""
 
     def __init__(self, directory: Path) -> None:
-        self.path = directory / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        self.path, fd = locks.create_locked(directory, TEMP_PREFIX)
         self.file: BinaryIO = os.fdopen(fd, "w+b", buffering=0)
         self.hasher = hashlib.sha256()
         self.size = 0
@@ -161,7 +154,7 @@ class BlobStore:
 
     def clean_temp(self) -> int:
         """Remove temp files no live writer holds; returns how many were removed."""
-        return clean_locked_files(self.dir, TEMP_PREFIX)
+        return locks.clean_stale(self.dir, TEMP_PREFIX)
 
 
 class VerifyingReader(io.RawIOBase):
@@ -207,38 +200,6 @@ class VerifyingReader(io.RawIOBase):
         finally:
             self._f.close()
             super().close()
-
-
-def clean_locked_files(directory: Path, prefix: str) -> int:
-    """Remove ``prefix*`` entries (files or dirs holding a ``lock`` file) nobody holds locked."""
-    removed = 0
-    now = time.time()
-    for entry in os.scandir(directory):
-        if not entry.name.startswith(prefix):
-            continue
-        path = Path(entry.path)
-        lockfile = path / "lock" if entry.is_dir(follow_symlinks=False) else path
-        try:
-            if now - os.lstat(path).st_mtime < TEMP_GRACE_SECONDS:
-                continue  # its creator may not have taken the lock yet
-            fd = os.open(lockfile, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            fd = None  # vanished, or a dir killed before its lock file existed
-        try:
-            if fd is not None:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            continue
-        else:
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
-            removed += 1
-        finally:
-            if fd is not None:
-                os.close(fd)
-    return removed
 
 
 def _fsync_dir(path: Path) -> None:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import secrets
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +27,7 @@ from cache.errors import LockTimeout, StoreError
 
 POLL_MIN = 0.01
 POLL_MAX = 0.25
+LOCK_SUFFIX = ".lock"
 
 
 def lock_path(directory: Path, key: str) -> Path:
@@ -98,6 +101,60 @@ def try_lock(path: Path) -> int | None:
         os.close(fd)
         return None
     return fd
+
+
+def create_locked(directory: Path, prefix: str, suffix: str = "") -> tuple[Path, int]:
+    """Create a new uniquely named file, LOCK_EX it and return (path, fd).
+
+    A cleaner may lock and unlink the file between our open() and flock(); we then notice
+    the path no longer names our inode and start again with a new name, so no grace period
+    is needed before stale temp files may be removed.
+    """
+    while True:
+        path = directory / f"{prefix}{secrets.token_hex(8)}{suffix}"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise StoreError(f"create temp file: {e.strerror}", path=path) from e
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if _still_named(fd, path):
+            return path, fd
+        os.close(fd)
+
+
+def clean_stale(directory: Path, prefix: str) -> int:
+    """Remove ``prefix*`` temp entries whose writer is gone; returns how many were removed.
+
+    A temp file is its own lock. A temp dir ``X`` is guarded by the file ``X.lock`` created
+    (and locked) before the dir, so a dir without a lock file, or whose lock file we can lock,
+    belongs to a dead process.
+    """
+    removed = 0
+    for entry in list(os.scandir(directory)):
+        name = entry.name
+        if not name.startswith(prefix):
+            continue
+        path = Path(entry.path)
+        is_dir = entry.is_dir(follow_symlinks=False)
+        lockfile = path.with_name(name + LOCK_SUFFIX) if is_dir else path
+        fd = try_lock(lockfile)
+        if fd is None and lockfile.exists():
+            continue  # held: its writer is alive
+        try:
+            if is_dir:
+                shutil.rmtree(path, ignore_errors=True)
+                lockfile.unlink(missing_ok=True)
+            else:
+                if name.endswith(LOCK_SUFFIX):
+                    shutil.rmtree(path.with_name(name[: -len(LOCK_SUFFIX)]), ignore_errors=True)
+                path.unlink(missing_ok=True)
+            removed += 1
+        finally:
+            if fd is not None:
+                release(fd)
+    return removed
 
 
 class StoreLock:

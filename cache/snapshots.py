@@ -4,9 +4,10 @@ Layout (paths kept short: overlay mount data is one page, 4096 bytes, for all lo
 
     <root>/empty                     an empty read-only dir: the lowerdir of `scratch`
     <root>/snapshots/<id>/fs         the files of snapshot <id> (id = index row, never reused)
-    <root>/tmp/m-<rand>/{lock,upper,work}   a MutableSnapshot being built; lock is flock()ed
-    <root>/tmp/i-<rand>/{lock,fs}           a layer being unpacked by import_layer
-    <root>/tmp/d-<rand>/                    a snapshot being deleted
+    <root>/tmp/m-<rand>/{upper,work}  a MutableSnapshot being built, guarded by the flock()ed
+    <root>/tmp/m-<rand>.lock          file created before it (locks.create_locked)
+    <root>/tmp/i-<rand>/fs (+ .lock)  a layer being unpacked by import_layer
+    <root>/tmp/d-<rand>/              a snapshot being deleted (no lock: anyone may finish it)
 
 Commit and import insert the index row ('pending') first, rename the directory to
 ``snapshots/<id>/fs`` (same filesystem, no copy), then mark the row 'ready' and drop the temp
@@ -23,7 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from cache import locks
-from cache.blobs import BlobStore, clean_locked_files
+from cache.blobs import BlobStore
 from cache.compress import LayerSink, decompressed
 from cache.errors import StoreError
 from cache.index import Index, SnapshotRow
@@ -80,9 +81,9 @@ class SnapshotStore:
 
     # --- temp dirs -------------------------------------------------------------------------
     def _temp_dir(self, kind: str) -> tuple[Path, int]:
-        d = self.tmp / f"{kind}-{secrets.token_hex(6)}"
+        lockfile, fd = locks.create_locked(self.tmp, f"{kind}-", locks.LOCK_SUFFIX)
+        d = lockfile.with_name(lockfile.name[: -len(locks.LOCK_SUFFIX)])
         d.mkdir(mode=0o700)
-        fd = locks.acquire(d / "lock", timeout=0, key=d.name)
         return d, fd
 
     def prepare(self, parent: Snapshot | None) -> MutableSnapshot:
@@ -96,9 +97,13 @@ class SnapshotStore:
         """Remove the temp dirs of ``m`` (must be unmounted); idempotent."""
         if m.lock_fd is None:
             return
-        shutil.rmtree(m.tmpdir, ignore_errors=True)
-        locks.release(m.lock_fd)
+        self._drop_temp(m.tmpdir, m.lock_fd)
         m.lock_fd = None
+
+    def _drop_temp(self, d: Path, fd: int) -> None:
+        shutil.rmtree(d, ignore_errors=True)
+        d.with_name(d.name + locks.LOCK_SUFFIX).unlink(missing_ok=True)
+        locks.release(fd)
 
     # --- commit and import -----------------------------------------------------------------
     def commit(self, m: MutableSnapshot, compression: str, epoch: int | None
@@ -159,8 +164,7 @@ class SnapshotStore:
                 return self._to_snapshot(row)
             return self._install(fs, d, parent_id, layer, stats.size)
         finally:
-            shutil.rmtree(d, ignore_errors=True)
-            locks.release(fd)
+            self._drop_temp(d, fd)
 
     # --- deletion and recovery -------------------------------------------------------------
     def delete(self, snap_id: int) -> None:
@@ -184,13 +188,14 @@ class SnapshotStore:
             if int(name) not in rows:
                 shutil.rmtree(self.dir / name, ignore_errors=True)
         for prefix in ("m-", "i-", "d-"):
-            clean_locked_files(self.tmp, prefix)
+            locks.clean_stale(self.tmp, prefix)
 
     def _writer_alive(self, tmp_name: str | None) -> bool:
         if not tmp_name:
             return False
-        fd = locks.try_lock(self.tmp / tmp_name / "lock")
+        lockfile = self.tmp / (tmp_name + locks.LOCK_SUFFIX)
+        fd = locks.try_lock(lockfile)
         if fd is None:
-            return (self.tmp / tmp_name / "lock").exists()
+            return lockfile.exists()
         locks.release(fd)
         return False
