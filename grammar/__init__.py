@@ -1,0 +1,74 @@
+"""Dockerfile text → typed AST (`grammar.nodes`), BuildKit-compatible.
+
+    df = grammar.parse(text, filename="Dockerfile")
+    for stage in df.stages: ...
+
+Pipeline: prelex.py (directives, continuations, heredocs, source map) → parser.py (lexer +
+lark LALR over dockerfile.lark) → transform.py (nodes, BuildKit's instruction checks) → stages.
+Any rejected input raises DockerfileSyntaxError, and nothing else.
+"""
+from __future__ import annotations
+
+from grammar import nodes
+from grammar.errors import DockerfileSyntaxError
+from grammar.nodes import *  # noqa: F401,F403  (re-exported: grammar.Run, grammar.Span, ...)
+
+__all__ = ["parse", "DockerfileSyntaxError", "nodes"] + [n for n in dir(nodes) if n[:1].isupper()]
+
+
+def parse(text: str, *, filename: str = "Dockerfile", strict: bool = True) -> nodes.Dockerfile:
+    """Parse a Dockerfile.
+
+    strict=True (default) applies BuildKit's instructions.Parse checks as well (unknown
+    instructions, arity, flags, stage names, instructions before the first FROM).
+    strict=False accepts whatever BuildKit's low-level parser accepts (used for the
+    conformance dump); stages are then built on a best-effort basis.
+    """
+    from grammar.parser import run_parser
+    from grammar.prelex import prelex
+    try:
+        prelexed = prelex(text, filename)
+        instructions = tuple(run_parser(prelexed, strict, _transformer()))
+    except DockerfileSyntaxError:
+        raise
+    except RecursionError:
+        raise DockerfileSyntaxError(nodes.Span(filename, 1, 1, 1, 1), "instruction nested too deeply",
+                                    kind="parse") from None
+    return _assemble(prelexed, instructions, strict)
+
+
+def _transformer():
+    from grammar.transform import ToNodes
+    return ToNodes()
+
+
+def _assemble(prelexed, instructions: tuple[nodes.Instruction, ...], strict: bool) -> nodes.Dockerfile:
+    """Split instructions into meta ARGs and stages, as BuildKit's instructions.Parse does."""
+    meta: list[nodes.Arg] = []
+    stages: list[nodes.Stage] = []
+    current: list[nodes.Instruction] = []
+    base: nodes.From | None = None
+
+    def close() -> None:
+        if base is not None:
+            last = current[-1].span if current else base.span
+            span = nodes.Span(base.span.file, base.span.line, base.span.col, last.end_line, last.end_col)
+            stages.append(nodes.Stage(len(stages), base.stage_name, base, tuple(current), span))
+
+    for ins in instructions:
+        if isinstance(ins, nodes.From):
+            close()
+            base, current = ins, []
+        elif base is None and isinstance(ins, nodes.Arg):
+            meta.append(ins)
+        elif base is None:
+            if strict:
+                source = prelexed.physical[ins.span.line - 1]
+                raise DockerfileSyntaxError(
+                    ins.span, f"no build stage in current context ({ins.name} before the first FROM)",
+                    hint="only ARG may come before the first FROM", source_line=source)
+        else:
+            current.append(ins)
+    close()
+    return nodes.Dockerfile(prelexed.filename, prelexed.directives, prelexed.escape, tuple(meta),
+                            tuple(stages), instructions)

@@ -77,12 +77,16 @@ class Instruction:
     keyword: the instruction name as written (case kept); `.name` is the canonical upper-case name.
     original: the logical line as written (continuations joined), for history and error messages.
     flags: the leading `--flags`, in order.
+    raw_args: BuildKit's parser-level arguments (JSON decoded, quotes kept; ENV/LABEL as
+      key, value, separator triples); what `dump.dump_buildkit` prints. Added by the parser.
     """
 
     span: Span
     keyword: str
     original: str
     flags: tuple[Flag, ...] = ()
+    # BuildKit's low-level argument nodes (parser.Node.Next values), for the conformance dump.
+    raw_args: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
