@@ -41,9 +41,15 @@ class PlainDisplay:
         elif isinstance(event, ev.BuildDone):
             w(f"#done image {event.image_id} manifest {event.manifest_digest} in {event.elapsed:.1f}s\n")
 
+    def close(self) -> None:
+        """Nothing to finish: every event is written when it arrives."""
+
 
 class QuietDisplay:
     def __call__(self, event: ev.Event) -> None:
+        return None
+
+    def close(self) -> None:
         return None
 
 
@@ -56,6 +62,9 @@ class RawJsonDisplay:
         with self.lock:
             self.out.write(ev.to_json(event) + "\n")
             self.out.flush()
+
+    def close(self) -> None:
+        return None
 
 
 def make_display(mode: str, out: TextIO | None = None):
