@@ -101,7 +101,8 @@ def snapshot_tree(root: Path) -> dict[str, tuple]:
             if not stat.S_ISLNK(st.st_mode):
                 xattrs = {n: os.getxattr(p, n) for n in sorted(os.listxattr(p))}
             rdev = st.st_rdev if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else 0
-            mtime = st.st_mtime_ns if not stat.S_ISDIR(st.st_mode) else None
+            whiteout = stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+            mtime = None if whiteout else st.st_mtime_ns  # a whiteout's time is not in the tar
             out[rel] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid,
                         content, xattrs, rdev, mtime, st.st_nlink if stat.S_ISREG(st.st_mode) else 0)
     return out
