@@ -70,14 +70,23 @@ class DockerfileLexer(Lexer):
             yield from _line_tokens(line, line.text, 0, prelexed.escape, ctx)
             for heredoc in line.heredocs:
                 yield _tok(line, "HEREDOC", heredoc.name, len(line.text), len(line.text), heredoc)
-            yield _tok(line, "_NL", "\n", len(line.text), len(line.text))
+            if line.text[:7].lower() == "onbuild" and split_command(line.text)[0].lower() == "onbuild":
+                # ONBUILD's trigger is optional: _END keeps `ONBUILD` + next line from merging.
+                yield _tok(line, "_END", "", len(line.text), len(line.text))
 
 
 def _tok(line: LogicalLine, kind: str, value: str, start: int, end: int, data: Any = None) -> Tok:
-    ln, col = line.locate(start)
-    eln, ecol = line.locate(max(end - 1, start))
-    tok = Tok(kind, value, start, ln, col, eln, ecol, end)
-    tok.data = data
+    # Built by hand (not Token.__new__): this is the lexer's hot path.
+    tok = str.__new__(Tok, value)
+    tok.type, tok.value, tok.start_pos, tok.end_pos, tok.data = kind, value, start, end, data
+    pieces = line.pieces
+    if len(pieces) == 1:
+        _, ln, col = pieces[0]
+        tok.line = tok.end_line = ln
+        tok.column, tok.end_column = col + start, col + max(end - 1, start)
+    else:
+        tok.line, tok.column = line.locate(start)
+        tok.end_line, tok.end_column = line.locate(max(end - 1, start))
     return tok
 
 

@@ -128,9 +128,9 @@ class _Scanner:
         self.raw = raw  # lines without "\n" (a CR before it is still there)
         self.lines = [line.rstrip("\r") for line in raw]
         self.escape = "\\"
-        self.continuation = _continuation_regex(self.escape)
         self.directives: list[tuple[str, str]] = []
         self.directives_done = False
+        self.check_lengths = bool(raw) and max(map(len, raw)) * 4 >= MAX_LINE_BYTES
 
     def error(self, line: int, col: int, message: str, end_col: int | None = None,
               hint: str | None = None) -> DockerfileSyntaxError:
@@ -141,35 +141,40 @@ class _Scanner:
 
     def run(self) -> Prelexed:
         out: list[LogicalLine] = []
-        i, n = 0, len(self.lines)
+        lines = self.lines
+        i, n = 0, len(lines)
+        check = self.check_lengths
+        trim = self._trim_continuation
         while i < n:
-            self._check_length(i)
-            line = self.lines[i]
+            if check:
+                self._check_length(i)
+            line = lines[i]
             stripped = line.lstrip(GO_SPACE)
-            indent = len(line) - len(stripped)
             if not self.directives_done:
                 self._directive(stripped, i + 1)
             i += 1
-            content = "" if stripped.startswith("#") else stripped
-            content, more = self._trim_continuation(content)
+            if not stripped or stripped[0] == "#":
+                continue  # blank and comment lines (a comment ending in the escape does not continue)
+            content, more = trim(stripped)
             if not more and not content:
                 continue
             start = i
-            pieces = [(0, start, indent + 1)]
+            pieces = [(0, start, len(line) - len(stripped) + 1)]
             buf = [content]
             length = len(content)
             while more and i < n:
-                self._check_length(i)
-                line = self.lines[i]
+                if check:
+                    self._check_length(i)
+                line = lines[i]
                 i += 1
                 stripped = line.lstrip(GO_SPACE)
-                if not stripped or stripped.startswith("#"):
-                    continue
-                line, more = self._trim_continuation(line)
+                if not stripped or stripped[0] == "#":
+                    continue  # BuildKit skips these inside a continuation (empty ones with a warning)
+                line, more = trim(line)
                 pieces.append((length, i, 1))
                 buf.append(line)
                 length += len(line)
-            logical = self._logical("".join(buf), pieces, start, i)
+            logical = self._logical(buf[0] if len(buf) == 1 else "".join(buf), pieces, start, i)
             if "<<" in logical.text and can_contain_heredoc(logical.text, self.escape):
                 logical, i = self._heredocs(logical, i)
             out.append(logical)
@@ -199,14 +204,17 @@ class _Scanner:
                 raise self.error(number, 1, f"invalid escape token '{value}' does not match ` or \\",
                                  hint="use # escape=\\ or # escape=`")
             self.escape = value
-            self.continuation = _continuation_regex(value)
         self.directives.append((name, value))
 
     def _trim_continuation(self, line: str) -> tuple[str, bool]:
-        m = self.continuation.search(line)
-        if not m:
+        """BuildKit's lineContinuationRegex `([^E])E[ \\t]*$|^E[ \\t]*$`, without the regex."""
+        escape = self.escape
+        body = line.rstrip(" \t") if line[-1:] in (" ", "\t") else line
+        if body[-1:] != escape:
             return line, False
-        return line[:m.start()] + (m.group(1) or ""), True
+        if len(body) > 1 and body[-2] == escape:
+            return line, False
+        return body[:-1], True
 
     def _logical(self, joined: str, pieces: list[tuple[int, int, int]], start: int, end: int) -> LogicalLine:
         text = joined.lstrip(GO_SPACE)
@@ -251,11 +259,6 @@ class _Scanner:
         end_text = self.lines[i - 1]
         return LogicalLine(logical.text, logical.start_line, i, max(len(end_text), 1), logical.pieces,
                            tuple(found)), i
-
-
-def _continuation_regex(escape: str) -> re.Pattern[str]:
-    e = re.escape(escape)
-    return re.compile(rf"([^{e}]){e}[ \t]*\Z|\A{e}[ \t]*\Z", re.DOTALL)
 
 
 def can_contain_heredoc(text: str, escape: str) -> bool:

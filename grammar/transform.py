@@ -50,7 +50,7 @@ def _flag_nodes(ctx: Context, flags: list[Tok]) -> tuple[nodes.Flag, ...]:
 def _common(kw: Tok, flags: list[Tok], name: str | None = None) -> dict[str, Any]:
     """Fields of every instruction; validates the flags when parsing strictly."""
     ctx: Context = kw.data
-    if ctx.strict and name != "":
+    if flags and ctx.strict and name != "":
         try:
             check_flags(name or kw.upper(), [str(f) for f in flags])
         except FlagError as e:
@@ -74,10 +74,20 @@ def _command(toks: list[Tok]) -> nodes.Command | None:
 
 
 def _split(children: list[Any]) -> tuple[Tok, list[Tok], list[Tok], tuple[nodes.Heredoc, ...]]:
-    kw, flags, *rest = children
-    args = [t for t in rest if t.type != "HEREDOC"]
-    heredocs = tuple(t.data for t in rest if t.type == "HEREDOC")
-    return kw, flags, args, heredocs
+    """keyword, FLAG tokens, argument tokens, heredocs of one instruction's children."""
+    kw = children[0]
+    flags: list[Tok] = []
+    args: list[Any] = []
+    heredocs = []
+    for child in children[1:]:
+        kind = getattr(child, "type", "")
+        if kind == "FLAG":
+            flags.append(child)
+        elif kind == "HEREDOC":
+            heredocs.append(child.data)
+        else:
+            args.append(child)
+    return kw, flags, args, tuple(heredocs)
 
 
 def _need(kw: Tok, args: Any, message: str, count: int | None = None) -> None:
@@ -89,9 +99,6 @@ class ToNodes(Transformer):
     """Inline LALR callbacks; stateless (the per-parse context travels on the keyword tokens)."""
 
     def start(self, children: list[nodes.Instruction]) -> list[nodes.Instruction]:
-        return children
-
-    def flags(self, children: list[Tok]) -> list[Tok]:
         return children
 
     def from_(self, children: list[Any]) -> nodes.From:
@@ -240,7 +247,7 @@ class ToNodes(Transformer):
         return nodes.Healthcheck(**common, raw_args=values, command=command)
 
     def onbuild(self, children: list[Any]) -> nodes.Onbuild:
-        kw, flags, *rest = children
+        kw, flags, rest, _ = _split(children)
         trigger: nodes.Instruction | None = rest[0] if rest else None
         ctx: Context = kw.data
         if ctx.strict:
@@ -257,7 +264,7 @@ class ToNodes(Transformer):
         return nodes.Onbuild(**common, trigger=trigger, expression=expression)
 
     def unknown(self, children: list[Any]) -> nodes.Instruction:
-        kw, flags = children
+        kw, flags, _, _ = _split(children)
         if kw.data.strict:
             match = suggest(str(kw), [k.upper() for k in KEYWORDS])
             raise _fail(kw, f"unknown instruction {_q(str(kw))}", kw,

@@ -1,0 +1,91 @@
+"""Mean parse time per file over ../shared/realworld-sample: pybuild's grammar vs two references.
+
+    python bench/parser_bench.py [--rounds N]
+
+Parsers: `grammar.parse` (this project), `dockerfile` (BuildKit's Go parser via cgo) and
+`dockerfile-parse` (pure Python, no BuildKit semantics). Every parser gets the same texts; each
+round times all files once per parser (interleaved, so machine noise hits all alike), and the
+table reports the best and the median round as microseconds per file. Start-up costs (import,
+grammar load from lark's cache, first parse) are reported separately.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / ".." / "shared" / "realworld-sample"
+sys.path.insert(0, str(ROOT))
+
+
+def load_texts() -> list[str]:
+    files = sorted(p for p in SAMPLE.iterdir() if "dockerfile" in p.name.lower())
+    return [p.read_text(encoding="utf-8") for p in files]
+
+
+def parsers() -> dict[str, Callable[[str], object]]:
+    import grammar
+
+    found: dict[str, Callable[[str], object]] = {"pybuild grammar": grammar.parse}
+    try:
+        import dockerfile
+
+        found["dockerfile (Go, BuildKit)"] = dockerfile.parse_string
+    except ImportError:
+        print("dockerfile not installed: skipped", file=sys.stderr)
+    try:
+        from dockerfile_parse import DockerfileParser
+
+        def dfp(text: str) -> object:
+            parser = DockerfileParser(fileobj=None, cache_content=False)
+            parser.content = text  # in memory: no file is written
+            return parser.structure
+
+        found["dockerfile-parse"] = dfp
+    except ImportError:
+        print("dockerfile-parse not installed: skipped", file=sys.stderr)
+    return found
+
+
+def startup_ms() -> float:
+    """A fresh interpreter: import grammar and parse one line (lark tables come from the cache)."""
+    code = "import time; t=time.perf_counter(); import grammar; grammar.parse('FROM x\\n'); " \
+           "print((time.perf_counter()-t)*1e3)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    return float(out.stdout.strip())
+
+
+def main() -> int:
+    args = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    args.add_argument("--rounds", type=int, default=7)
+    opts = args.parse_args()
+    if not SAMPLE.is_dir():
+        print(f"no sample at {SAMPLE}", file=sys.stderr)
+        return 1
+    texts = load_texts()
+    table = parsers()
+    for fn in table.values():  # warm up (first-use costs are not per-file costs)
+        for text in texts:
+            fn(text)
+    rounds: dict[str, list[float]] = {name: [] for name in table}
+    for _ in range(opts.rounds):
+        for name, fn in table.items():
+            start = time.perf_counter()
+            for text in texts:
+                fn(text)
+            rounds[name].append((time.perf_counter() - start) / len(texts) * 1e6)
+    print(f"{len(texts)} files, mean {sum(map(len, texts)) / len(texts):.0f} bytes, {opts.rounds} rounds")
+    print(f"{'parser':<28} {'best µs/file':>13} {'median µs/file':>15}")
+    for name, times in rounds.items():
+        print(f"{name:<28} {min(times):>13.1f} {statistics.median(times):>15.1f}")
+    print(f"start-up (fresh interpreter: import grammar + first parse): {startup_ms():.1f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
