@@ -231,12 +231,14 @@ class TtyDisplay:
     """
 
     def __init__(self, out: TextIO, *, refresh_per_second: float = REFRESH_PER_SECOND,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, force_terminal: bool | None = None) -> None:
         self.out = out
         self.clock = clock
         self.view = BuildView()
         self.lock = threading.Lock()
-        self.console = Console(file=out, highlight=False, emoji=False, markup=False, soft_wrap=False)
+        # force_terminal=None: rich decides from out.isatty() (off a terminal only the last frame is printed)
+        self.console = Console(file=out, highlight=False, emoji=False, markup=False, soft_wrap=False,
+                               force_terminal=force_terminal)
         self.live = Live(_Frame(self), console=self.console, refresh_per_second=refresh_per_second,
                          transient=False, redirect_stdout=False, redirect_stderr=False)
         self.phase = "idle"  # idle → live → finished; guarded by `lock`
@@ -288,7 +290,7 @@ class TtyDisplay:
             with self.lock:
                 wanted = self.phase == "live" and not self.running
             if wanted:
-                self.live.start()
+                self.live.start(refresh=True)
                 self.running = True
 
     def lines(self, width: int, height: int | None) -> list[Text]:
