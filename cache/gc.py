@@ -5,9 +5,12 @@ whose diff_ids match the image's layers from the bottom; (2) cache records that 
 prune policy: their snapshot and layer blob; (3) snapshots still being committed ('pending').
 A kept snapshot keeps its parents (they are its lowerdirs) and its own layer blob.
 
-Things with no reference at all (a blob put moments ago by another process that has not yet
-recorded it, an untagged image about to be tagged) are only swept when this process holds the
-store alone (`StoreLock.exclusive`) or when they are older than `GRACE_SECONDS`.
+Things with no reference at all (a blob put or a snapshot committed moments ago by another
+process that has not yet recorded it, an untagged image about to be tagged) are only swept
+when this process holds the store alone (`StoreLock.exclusive`) or when they are older than
+`GRACE_SECONDS`. FIXME(leases): a blob whose last reference is being dropped while another
+process re-puts it (put is a no-op when the file exists) can still be lost; BuildKit solves
+this with leases, we accept the window until prune and builds share a process-wide lease.
 """
 
 from __future__ import annotations
@@ -64,6 +67,10 @@ def plan(index: Index, blobs: BlobStore, *, all: bool, keep_storage: int | None,
                                             until=until, now=now)}
     snaps = {r.id: r for r in index.snapshots()}
     keep_snaps: set[int] = {r.id for r in snaps.values() if r.state == "pending"}
+    if not alone:  # just committed or imported, maybe about to be recorded by another process
+        mentioned = {r.snapshot_id for r in records} | {r.parent for r in snaps.values()}
+        keep_snaps.update(i for i, r in snaps.items()
+                          if i not in mentioned and now - r.created < GRACE_SECONDS)
     keep_blobs: set[str] = set()
     for r in records:
         if r.key not in doomed:

@@ -79,6 +79,7 @@ class SnapshotRow:
     size: int
     state: str
     tmp: str | None
+    created: float
 
 
 def _layer(diff_id: str | None, blob: str | None, media_type: str | None, size: int | None) -> Layer | None:
@@ -151,12 +152,13 @@ class Index:
         with self.write() as db:
             db.execute("DELETE FROM snapshots WHERE id=?", (snap_id,))
 
-    _SNAP_COLS = "id, parent, diff_id, blob, blob_media_type, blob_size, size, state, tmp"
+    _SNAP_COLS = "id, parent, diff_id, blob, blob_media_type, blob_size, size, state, tmp, created"
 
     @staticmethod
     def _snap(row: tuple[Any, ...]) -> SnapshotRow:
-        sid, parent, diff_id, blob, mt, bsize, size, state, tmp = row
-        return SnapshotRow(sid, parent, diff_id, _layer(diff_id, blob, mt, bsize), size, state, tmp)
+        sid, parent, diff_id, blob, mt, bsize, size, state, tmp, created = row
+        return SnapshotRow(sid, parent, diff_id, _layer(diff_id, blob, mt, bsize), size, state, tmp,
+                           created)
 
     def snapshot(self, snap_id: int) -> SnapshotRow | None:
         rows = self.query(f"SELECT {self._SNAP_COLS} FROM snapshots WHERE id=?", (snap_id,))
