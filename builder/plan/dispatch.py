@@ -209,12 +209,11 @@ def _heredoc_run(st: "StageState", inst: nodes.Run) -> tuple[tuple[str, ...], st
 def dispatch_copy(p: "Planner", st: "StageState", inst: nodes.Copy) -> None:
     env = st.expand_env()
     sources = tuple(p.expand(s, env, inst.span) for s in inst.sources if not s.startswith("<<"))
-    dest = p.expand(inst.dest, env, inst.span)
-    if not posixpath.isabs(dest):
-        trailing = dest.endswith("/") or dest in (".", "")
-        dest = posixpath.join(st.config.workdir or "/", dest)
-        if trailing and not dest.endswith("/"):
-            dest += "/"
+    written = p.expand(inst.dest, env, inst.span)
+    trailing = written.endswith("/") or written in (".", "") or written.endswith("/.")
+    dest = posixpath.normpath(posixpath.join(st.config.workdir or "/", written))
+    if trailing and not dest.endswith("/"):
+        dest += "/"
     chown = inst.flag("chown")
     chmod = inst.flag("chmod")
     chown = p.expand(chown, env, inst.span) if chown else None
@@ -235,7 +234,7 @@ def dispatch_copy(p: "Planner", st: "StageState", inst: nodes.Copy) -> None:
         op = _copy_from(p, st, inst, op, p.expand(from_flag, env, inst.span))
     name = "ADD" if is_add else "COPY"
     flags = " ".join(f"--{f.name}={f.value}" for f in inst.flags if f.name in ("chown", "chmod", "from"))
-    shown = " ".join(x for x in (name, flags, *sources, dest) if x)
+    shown = " ".join(x for x in (name, flags, *sources, written) if x)
     _file_step(p, st, inst, op, shown)
 
 

@@ -1,0 +1,80 @@
+"""Planning: ARG/ENV scoping, config changes, stage pruning — BuildKit's semantics, without running anything."""
+from __future__ import annotations
+
+import pytest
+
+import grammar
+from builder.errors import PybuildError
+from builder.plan.bases import SCRATCH, BaseImage, normalize_name
+from builder.plan.imageconfig import ImageConfig
+from builder.plan.planner import plan
+from builder.plan.steps import ExecOp, FileOp
+
+
+def planned(text: str, build_args=None, target=None, bases=None):
+    bases = bases or {}
+    df = grammar.parse(text, filename="Dockerfile")
+    seen = []
+
+    def resolve(ref):
+        seen.append(ref)
+        return bases.get(ref, SCRATCH)
+
+    return plan(df, build_args=build_args or {}, target=target, resolve_image=resolve), seen
+
+
+def test_global_args_expand_in_from_only():
+    graph, seen = planned("ARG BASE=alpine\nARG TAG\nFROM ${BASE}:${TAG:-3}\nRUN echo $BASE\n",
+                          build_args={"TAG": "3.19"})
+    assert seen == ["alpine:3.19"]
+    run = graph.steps[-1].op
+    assert isinstance(run, ExecOp) and not any(e.startswith("BASE=") for e in run.env)
+
+
+def test_redeclared_arg_brings_the_global_value_and_env_wins():
+    graph, _ = planned("ARG V=global\nFROM scratch\nARG V\nENV W=$V\nARG X=argx\nENV X=envx\nWORKDIR /$X\n")
+    stage = graph.stages[-1]
+    assert dict(stage.config.env) == {"W": "global", "X": "envx"}
+    assert stage.config.workdir == "/envx"
+
+
+def test_entrypoint_resets_an_inherited_cmd():
+    base = BaseImage(ImageConfig(cmd=("sh",)), None)
+    graph, _ = planned("FROM base\nENTRYPOINT [\"/bin/app\"]\n", bases={"base": base})
+    assert graph.stages[-1].config.cmd is None
+    graph, _ = planned("FROM base\nCMD [\"x\"]\nENTRYPOINT /bin/app\n", bases={"base": base})
+    config = graph.stages[-1].config
+    assert config.cmd == ("x",) and config.entrypoint == ("/bin/sh", "-c", "/bin/app")
+
+
+def test_copy_destination_is_relative_to_workdir():
+    graph, _ = planned("FROM scratch\nWORKDIR /app\nCOPY a b/ ./\nCOPY c d\n")
+    copies = [s.op.actions[0] for s in graph.steps if isinstance(s.op, FileOp) and s.op.actions[0].op == "copy"]
+    assert [(a.sources, a.dest) for a in copies] == [(("a", "b/"), "/app/"), (("c",), "/app/d")]
+
+
+def test_target_prunes_unused_stages():
+    text = "FROM scratch AS a\nRUN a\nFROM scratch AS b\nRUN b\nFROM a AS c\nCOPY --from=b /x /x\n"
+    graph, _ = planned(text, target="a")
+    assert graph.target == 0 and [s.stage for s in graph.needed(0)] == [0]
+    graph, _ = planned(text)
+    assert {s.stage for s in graph.needed(2)} == {0, 1, 2}
+
+
+def test_unknown_target_is_a_clear_error():
+    with pytest.raises(PybuildError, match="target stage 'nope' could not be found"):
+        planned("FROM scratch AS a\nRUN x\n", target="nope")
+
+
+def test_expose_and_healthcheck_land_in_the_config():
+    graph, _ = planned("FROM scratch\nEXPOSE 80 53/UDP\nHEALTHCHECK --interval=5s --retries=2 CMD true\n")
+    config = graph.stages[-1].config
+    assert config.exposed_ports == ("80/tcp", "53/udp")
+    assert config.healthcheck == {"Test": ["CMD-SHELL", "true"], "Interval": 5_000_000_000, "Retries": 2}
+
+
+@pytest.mark.parametrize("name,full", [("me/app", "docker.io/me/app:latest"), ("app", "docker.io/library/app:latest"),
+                                       ("localhost:5000/a/b:v1", "localhost:5000/a/b:v1"),
+                                       ("quay.io/x/y", "quay.io/x/y:latest")])
+def test_normalize_name(name, full):
+    assert normalize_name(name) == full
