@@ -244,7 +244,7 @@ def last_frame(raw: str) -> str:
 
 
 def test_tty_display_under_a_pty_shows_live_frames_and_a_final_summary():
-    code, raw = run_in_pty(SUCCESS, delay=0.05)
+    code, raw = run_in_pty(SUCCESS, delay=0.02, rate=20.0)
     assert code == 0, raw
     assert "Traceback" not in raw
     assert "\x1b[?25l" in raw and raw.rstrip().endswith("\x1b[?25h")  # cursor hidden while live, shown at the end
@@ -264,7 +264,7 @@ def test_tty_display_under_a_pty_shows_running_output_dimmed():
     events = [ev.StepStarted(1, "[1/1] RUN make", ts=started)]
     events += [ev.StepLog(1, "stdout", f"compiling unit {i}\n", ts=started) for i in range(10)]
     events += [ev.StepDone(1, 0.5, ts=started + 0.5)]
-    code, raw = run_in_pty(events, delay=0.02, hold=0.3)
+    code, raw = run_in_pty(events, delay=0.01, hold=0.2, rate=20.0)
     assert code == 0, raw
     assert "\x1b[2m => => # compiling unit 9" in raw  # dim (SGR 2), under the running step
     frames = [f for f in screen_text(raw).split("[+] Building") if "compiling unit" in f]
