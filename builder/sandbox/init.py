@@ -1,0 +1,284 @@
+"""`python -m builder.sandbox.init SPEC_FD STATUS_FD BUILDER_PID`: the container's init.
+
+Started by runner.run() as a fresh, single-threaded interpreter (STYLE.md habit 8), so forking and
+unshare() are safe here. Three processes:
+
+  stage 1 (this process)  dies with the builder (PR_SET_PDEATHSIG); unshares the mount, UTS, IPC,
+                          PID (and, for network "none", net) namespaces; brings `lo` up; forks.
+  PID 1                   first process of the new PID namespace: mounts the root filesystem,
+                          pivot_root, resolves USER, forks the command, reaps every zombie,
+                          forwards signals, removes mount stubs, exits with the command's status.
+  the command             drops to USER, looks argv[0] up in the container's PATH, execs.
+
+Every mount lives in the private mount namespace, so all of them vanish when its last process
+dies: nothing leaks, even when the builder is SIGKILLed (stage 1 and PID 1 both die with their
+parent, and the kernel kills a PID namespace with its PID 1).
+
+Status protocol (STATUS_FD, one JSON object per line, read by the runner):
+  {"error": "..."}                 setup failed; the message is one user-facing line
+  {"exit": CODE, "signal": N|null} the command finished (signal set when it was killed by one)
+After pivot_root nothing new can be imported (the host's Python is gone), hence the imports here.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from builder.sandbox import rootfs as rf
+from builder.sandbox import syscalls as sc
+from builder.sandbox.network import setup_network
+from builder.sandbox.spec import ContainerSpec
+from builder.sandbox.stubs import remove_stubs
+from builder.sandbox.users import ExecUser, UserError, lookup_user
+
+EXIT_SETUP = 125  # docker's "the container could not be started"
+EXIT_CANNOT_EXEC = 126
+EXIT_NOT_FOUND = 127
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+                     signal.SIGUSR2, signal.SIGWINCH)
+# Python ignores these; a command must start with the defaults (subprocess' restore_signals).
+RESTORED_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
+
+
+class ExecError(Exception):
+    """argv[0] cannot be executed; the message reads like runc's."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Status:
+    """The status pipe to the runner (see the module docstring)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def send(self, **message: object) -> None:
+        data = (json.dumps(message) + "\n").encode()
+        try:
+            os.write(self.fd, data)
+        except OSError:
+            pass  # the runner is gone; nobody to tell
+
+
+def exit_code(wait_status: int) -> tuple[int, int | None]:
+    """(shell-style exit code, signal or None) from a waitpid status: killed by N → 128+N."""
+    if os.WIFSIGNALED(wait_status):
+        sig = os.WTERMSIG(wait_status)
+        return 128 + sig, sig
+    return os.waitstatus_to_exitcode(wait_status), None
+
+
+def _forward_signals_to(pid: int) -> None:
+    def forward(signum: int, _frame: object) -> None:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    for signum in FORWARDED_SIGNALS:
+        signal.signal(signum, forward)
+
+
+def main(argv: list[str]) -> NoReturn:
+    """Stage 1: namespaces, then fork PID 1 and pass its exit status on."""
+    spec_fd, status_fd, builder_pid = (int(a) for a in argv[:3])
+    os.set_inheritable(status_fd, False)
+    status = Status(status_fd)
+    try:
+        sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != builder_pid:  # the builder died before prctl took effect
+            os._exit(EXIT_SETUP)
+        with os.fdopen(spec_fd, "rb") as handle:
+            spec = ContainerSpec.from_json(handle.read().decode())
+        host_resolv = _read_text("/etc/resolv.conf")
+        flags = sc.CLONE_NEWNS | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC | sc.CLONE_NEWPID
+        if spec.network == "none":
+            flags |= sc.CLONE_NEWNET
+        sc.unshare(flags)
+        sc.make_mounts_private()
+        setup_network(spec.network)
+        life_r, life_w = os.pipe()
+    except Exception as exc:  # noqa: BLE001 - reported, not raised: the runner shows one line
+        status.send(error=f"creating the container: {exc}")
+        os._exit(EXIT_SETUP)
+    pid = os.fork()
+    if pid == 0:
+        os.close(life_w)
+        container_init(spec, status, life_r, host_resolv)
+    os.close(life_r)
+    os.close(status_fd)
+    _forward_signals_to(pid)
+    _, wait_status = os.waitpid(pid, 0)
+    os._exit(exit_code(wait_status)[0])
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
+def _parent_alive(life_r: int) -> bool:
+    """The life pipe's write end belongs to stage 1 alone: EOF means stage 1 is gone."""
+    os.set_blocking(life_r, False)
+    try:
+        return os.read(life_r, 1) != b""
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(life_r)
+
+
+def container_init(spec: ContainerSpec, status: Status, life_r: int, host_resolv: str | None) -> NoReturn:
+    """PID 1 of the container: set up, run the command, reap, clean up, exit with its status."""
+    try:
+        sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
+        if not _parent_alive(life_r):
+            os._exit(EXIT_SETUP)
+        rootfs = setup_container(spec, host_resolv)
+        user = lookup_user(Path("/"), spec.user)
+    except (OSError, UserError, ValueError) as exc:
+        status.send(error=str(exc))
+        os._exit(EXIT_SETUP)
+    env = list(spec.env)
+    if spec.env_value("HOME") is None:
+        env.append(f"HOME={user.home}")  # runc sets HOME from /etc/passwd when the image does not
+    code, sig = run_command(spec, user, env, status)
+    rf.unmount_stub_targets(rootfs)
+    if rootfs.writable:
+        remove_stubs("/", rootfs.stubs)
+    status.send(exit=code, signal=sig)
+    os._exit(code)
+
+
+def setup_container(spec: ContainerSpec, host_resolv: str | None) -> rf.Rootfs:
+    """Mounts, hostname, pivot_root and working directory; raises OSError with the step's name."""
+    host = rf.HostPaths(spec)
+    scratch = rf.mount_scratch()
+    rootfs = rf.mount_overlay(host, scratch)
+    rf.mount_proc_dev_sys(rootfs, sysfs=spec.sysfs)
+    rf.mount_user(rootfs, spec.mounts, host.binds)
+    rf.mount_generated_files(rootfs, spec, scratch, host_resolv)
+    host.close()
+    sc.sethostname(spec.hostname)
+    rf.pivot_into(rootfs.root)
+    # A missing working directory is created and stays in the layer, as docker does for WORKDIR.
+    try:
+        if rootfs.writable:
+            os.makedirs(spec.cwd, mode=0o755, exist_ok=True)
+        os.chdir(spec.cwd)
+    except OSError as exc:
+        raise OSError(exc.errno, f"changing to working directory {spec.cwd}: {exc.strerror}") from exc
+    return rootfs
+
+
+def run_command(spec: ContainerSpec, user: ExecUser, env: list[str], status: Status) -> tuple[int, int | None]:
+    """Fork and exec the command, then reap until it exits; (exit code, signal)."""
+    err_r, err_w = os.pipe()  # close-on-exec: EOF without data means the exec succeeded
+    pid = os.fork()
+    if pid == 0:
+        os.close(err_r)
+        _exec_command(spec, user, env, err_w)
+    os.close(err_w)
+    _forward_signals_to(pid)
+    failure = b""
+    while chunk := os.read(err_r, 4096):
+        failure += chunk
+    os.close(err_r)
+    if failure:
+        status.send(error=failure.decode(errors="replace"))
+    code, sig = _reap(pid)
+    return code, sig
+
+
+def _reap(main_pid: int) -> tuple[int, int | None]:
+    """Reap every child until `main_pid` exits, then kill and reap the rest (docker semantics)."""
+    result: tuple[int, int | None] = (EXIT_SETUP, None)
+    while True:
+        try:
+            pid, wait_status = os.wait()
+        except ChildProcessError:
+            return result
+        if pid == main_pid:
+            result = exit_code(wait_status)
+            break
+    try:
+        os.kill(-1, signal.SIGKILL)  # from PID 1: every other process of this PID namespace
+    except ProcessLookupError:
+        pass
+    while True:
+        try:
+            os.wait()
+        except ChildProcessError:
+            return result
+
+
+def _exec_command(spec: ContainerSpec, user: ExecUser, env: list[str], err_w: int) -> NoReturn:
+    """In the command's process: drop to USER, find argv[0], exec. Never returns."""
+    try:
+        for signum in FORWARDED_SIGNALS + RESTORED_SIGNALS:
+            signal.signal(signum, signal.SIG_DFL)
+        os.setgroups(list(user.groups))
+        os.setgid(user.gid)
+        os.setuid(user.uid)
+        path = find_executable(spec.argv[0], spec.env_value("PATH", DEFAULT_PATH) or "")
+        try:
+            os.execve(path, list(spec.argv), dict(_split_env(env)))
+        except OSError as exc:
+            code = EXIT_NOT_FOUND if exc.errno == 2 else EXIT_CANNOT_EXEC
+            raise ExecError(f"exec {path}: {(exc.strerror or str(exc)).lower()}", code) from exc
+    except ExecError as exc:
+        os.write(err_w, str(exc).encode())
+        os._exit(exc.code)
+    except OSError as exc:
+        os.write(err_w, f"switching to user {spec.user or 'root'}: {exc.strerror}".encode())
+        os._exit(EXIT_SETUP)
+    except BaseException:  # noqa: BLE001 - never return into the copy of PID 1's code
+        os._exit(EXIT_SETUP)
+
+
+def _split_env(env: list[str]) -> list[tuple[str, str]]:
+    pairs = []
+    for item in env:
+        key, _, value = item.partition("=")
+        pairs.append((key, value))
+    return pairs
+
+
+def find_executable(name: str, path_env: str) -> str:
+    """Go's exec.LookPath as runc uses it: a name with "/" is used as is, otherwise search PATH."""
+    if "/" in name:
+        problem = _executable_problem(name)
+        if problem is not None:
+            raise ExecError(f'exec: "{name}": {problem}', EXIT_NOT_FOUND if "no such" in problem
+                            else EXIT_CANNOT_EXEC)
+        return name
+    for directory in path_env.split(":"):
+        candidate = os.path.join(directory or ".", name)
+        if _executable_problem(candidate) is None:
+            return candidate
+    raise ExecError(f'exec: "{name}": executable file not found in $PATH', EXIT_NOT_FOUND)
+
+
+def _executable_problem(path: str) -> str | None:
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        return f"stat {path}: {(exc.strerror or '').lower()}"
+    if stat.S_ISDIR(info.st_mode) or not info.st_mode & 0o111:
+        return f"stat {path}: permission denied" if not stat.S_ISDIR(info.st_mode) else f"{path}: is a directory"
+    return None
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

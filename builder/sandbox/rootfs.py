@@ -1,0 +1,252 @@
+"""The container's root filesystem: overlay, /proc, /dev, /sys, generated /etc files, user mounts.
+
+Runs in the container's PID 1, inside the private mount namespace the init made, before
+pivot_root. Mount details follow runc `libcontainer/rootfs_linux.go` and the OCI default spec
+that BuildKit uses (flags, /dev contents, masked and read-only /proc paths).
+
+Layout inside the private namespace (nothing of it is visible on the host):
+    <scratch>/          a tmpfs mounted over the host's /tmp (in this namespace only)
+        root/           the overlay (the future "/")
+        files/          generated hosts, resolv.conf, hostname: bind-mounted, never in the layer
+        empty/          the lower layer of a scratch image
+Host directories (layers, bind sources) are opened as O_PATH descriptors *before* the scratch
+tmpfs hides /tmp and are mounted through /proc/self/fd/N, so they may live anywhere.
+"""
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass, field
+
+from builder.sandbox import syscalls as sc
+from builder.sandbox.network import hosts_file, resolv_conf
+from builder.sandbox.spec import ContainerSpec, Mount
+from builder.sandbox.stubs import Stub, ensure_path, resolve_in_root
+
+SCRATCH_CANDIDATES = ("/tmp", "/mnt", "/run", "/var/tmp")
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+DEV_SYMLINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx"))
+# The OCI default spec's masked and read-only paths (containerd oci/spec.go, used by BuildKit).
+MASKED_PATHS = ("/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+                "/sys/firmware", "/sys/devices/virtual/powercap")
+READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+FLAG_OPTIONS = {"ro": sc.MS_RDONLY, "nosuid": sc.MS_NOSUID, "nodev": sc.MS_NODEV, "noexec": sc.MS_NOEXEC}
+GENERATED_FILES = ("/etc/hosts", "/etc/resolv.conf", "/etc/hostname")
+
+
+@dataclass
+class Rootfs:
+    """What setup made: the root's path before pivot_root, and stubs to remove afterwards."""
+
+    root: str
+    writable: bool
+    stubs: list[Stub] = field(default_factory=list)
+    stub_mounts: list[str] = field(default_factory=list)  # container paths mounted over stubs
+
+
+class HostPaths:
+    """O_PATH descriptors for the spec's host directories and files, opened before the scratch tmpfs
+    can hide them; each is mounted through its /proc/self/fd/N magic link."""
+
+    def __init__(self, spec: ContainerSpec) -> None:
+        self.fds: list[int] = []
+        self.lowers = [self._open(p, "layer directory") for p in spec.lowerdirs]
+        self.upper = None if spec.upperdir is None else self._open(spec.upperdir, "upper directory")
+        self.work = None if spec.workdir is None else self._open(spec.workdir, "overlay work directory")
+        self.binds = {i: self._open(m.source, "bind mount source")
+                      for i, m in enumerate(spec.mounts) if m.type == "bind"}
+
+    def _open(self, path: str, what: str) -> str:
+        try:
+            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        except OSError as exc:
+            raise OSError(exc.errno, f"opening {what} {path}: {exc.strerror}") from exc
+        self.fds.append(fd)
+        return f"/proc/self/fd/{fd}"
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds.clear()
+
+
+def mount_scratch() -> str:
+    """Mount a private tmpfs for the root mount point and generated files; returns its path."""
+    target = next(p for p in SCRATCH_CANDIDATES if os.path.isdir(p))
+    sc.mount("tmpfs", target, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=700,size=1m")
+    for name in ("root", "files", "empty"):
+        os.mkdir(os.path.join(target, name), 0o755)
+    return target
+
+
+def mount_overlay(host: HostPaths, scratch: str) -> Rootfs:
+    """Mount the container root on <scratch>/root: overlay with upperdir, or a read-only view."""
+    root = os.path.join(scratch, "root")
+    lowers = host.lowers or [os.path.join(scratch, "empty")]
+    if host.upper is not None:
+        sc.mount("overlay", root, "overlay", 0, sc.overlay_options(lowers, host.upper, host.work))
+        return Rootfs(root, writable=True)
+    if len(lowers) == 1:  # overlay wants two lowerdirs without an upperdir: a read-only bind does it
+        sc.mount(lowers[0], root, None, sc.MS_BIND | sc.MS_REC)
+        sc.mount(None, root, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY)
+    else:
+        sc.mount("overlay", root, "overlay", sc.MS_RDONLY, sc.overlay_options(lowers, None, None))
+    return Rootfs(root, writable=False)
+
+
+def _target(rootfs: Rootfs, path: str, *, directory: bool) -> str | None:
+    """Host path of a mount target, creating a recorded stub when missing; None if impossible."""
+    try:
+        host, stub = ensure_path(rootfs.root, path, directory=directory, create=rootfs.writable)
+    except FileNotFoundError:
+        return None
+    if stub is not None:
+        rootfs.stubs.append(stub)
+        rootfs.stub_mounts.append(path)
+    return host
+
+
+def mount_proc_dev_sys(rootfs: Rootfs, *, sysfs: bool) -> None:
+    """/proc (this PID namespace's), a minimal /dev, and optionally a read-only /sys."""
+    proc = _target(rootfs, "/proc", directory=True)
+    if proc is None:
+        raise OSError(2, "the read-only root filesystem has no /proc to mount on")
+    sc.mount("proc", proc, "proc", sc.MS_NOSUID | sc.MS_NOEXEC | sc.MS_NODEV)
+    dev = _target(rootfs, "/dev", directory=True)
+    if dev is None:
+        raise OSError(2, "the read-only root filesystem has no /dev to mount on")
+    _mount_dev(dev)
+    if sysfs:
+        sys_dir = _target(rootfs, "/sys", directory=True)
+        if sys_dir is not None:
+            sc.mount("sysfs", sys_dir, "sysfs", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NOEXEC | sc.MS_NODEV)
+    _mask_paths(rootfs.root, dev)
+
+
+def _mount_dev(dev: str) -> None:
+    sc.mount("tmpfs", dev, "tmpfs", sc.MS_NOSUID | sc.MS_STRICTATIME, "mode=755,size=65536k")
+    for name in DEVICES:
+        node = os.path.join(dev, name)
+        os.close(os.open(node, os.O_CREAT | os.O_WRONLY, 0o666))
+        # Bind the host's node: mknod would need the nodev flag lifted and breaks in user namespaces.
+        sc.mount(f"/dev/{name}", node, None, sc.MS_BIND)
+    for name, flags, data in (("pts", sc.MS_NOSUID | sc.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"),
+                              ("shm", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, "mode=1777,size=65536k"),
+                              ("mqueue", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, None)):
+        os.mkdir(os.path.join(dev, name), 0o755)
+        fstype = {"pts": "devpts", "shm": "tmpfs", "mqueue": "mqueue"}[name]
+        sc.mount(fstype, os.path.join(dev, name), fstype, flags, data)
+    for name, target in DEV_SYMLINKS:
+        os.symlink(target, os.path.join(dev, name))
+
+
+def _mask_paths(root: str, dev: str) -> None:
+    """Hide kernel interfaces a build has no business with, and make others read-only (OCI defaults)."""
+    null = os.path.join(dev, "null")
+    for path in MASKED_PATHS:
+        host = resolve_in_root(root, path)
+        try:
+            info = os.lstat(host)
+        except OSError:
+            continue
+        if stat.S_ISDIR(info.st_mode):
+            sc.mount("tmpfs", host, "tmpfs", sc.MS_RDONLY, "size=0")
+        else:
+            sc.mount(null, host, None, sc.MS_BIND)
+    for path in READONLY_PATHS:
+        host = resolve_in_root(root, path)
+        if not os.path.lexists(host):
+            continue
+        sc.mount(host, host, None, sc.MS_BIND | sc.MS_REC)
+        sc.mount(None, host, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV
+                 | sc.MS_NOEXEC)
+
+
+def mount_generated_files(rootfs: Rootfs, spec: ContainerSpec, scratch: str, host_resolv: str | None) -> None:
+    """/etc/hosts, /etc/resolv.conf and /etc/hostname as bind mounts of generated files."""
+    contents = {
+        "/etc/hosts": hosts_file(spec.hostname, spec.extra_hosts),
+        "/etc/resolv.conf": resolv_conf(spec.network, host_resolv),
+        "/etc/hostname": spec.hostname + "\n",
+    }
+    for path in GENERATED_FILES:
+        source = os.path.join(scratch, "files", os.path.basename(path))
+        with open(source, "w", encoding="utf-8") as handle:
+            handle.write(contents[path])
+        os.chmod(source, 0o644)
+        target = _target(rootfs, path, directory=False)
+        if target is None or os.path.isdir(target):
+            continue  # read-only image without the file: nothing to mount on, as docker --read-only
+        sc.mount(source, target, None, sc.MS_BIND)
+
+
+def mount_user(rootfs: Rootfs, mounts: tuple[Mount, ...], sources: dict[int, str]) -> None:
+    """Bind and tmpfs mounts of the spec, shallowest target first (parents before children)."""
+    order = sorted(range(len(mounts)), key=lambda i: len([p for p in mounts[i].target.split("/") if p]))
+    for index in order:
+        item = mounts[index]
+        flags, data = _parse_options(item.options)
+        if item.readonly:
+            flags |= sc.MS_RDONLY
+        if item.type == "tmpfs":
+            target = _target(rootfs, item.target, directory=True)
+            if target is None:
+                raise OSError(2, f"mount target {item.target} does not exist in the read-only root")
+            sc.mount("tmpfs", target, "tmpfs", flags, ",".join(data) or None)
+            continue
+        source = sources[index]
+        target = _target(rootfs, item.target, directory=os.path.isdir(source))
+        if target is None:
+            raise OSError(2, f"mount target {item.target} does not exist in the read-only root")
+        sc.mount(source, target, None, sc.MS_BIND | sc.MS_REC)
+        if flags:
+            # A bind mount takes its flags only on a remount; keep the source mount's own locks.
+            inherited = _statvfs_flags(target)
+            sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | flags | inherited)
+
+
+def _parse_options(options: tuple[str, ...]) -> tuple[int, list[str]]:
+    flags, data = 0, []
+    for option in options:
+        if option in FLAG_OPTIONS:
+            flags |= FLAG_OPTIONS[option]
+        elif option not in ("rw", "bind", "rbind", "rprivate", "private"):
+            data.append(option)
+    return flags, data
+
+
+def _statvfs_flags(path: str) -> int:
+    result = os.statvfs(path).f_flag
+    return ((sc.MS_NOSUID if result & os.ST_NOSUID else 0) | (sc.MS_NODEV if result & os.ST_NODEV else 0)
+            | (sc.MS_NOEXEC if result & os.ST_NOEXEC else 0) | (sc.MS_RDONLY if result & os.ST_RDONLY else 0))
+
+
+def pivot_into(root: str) -> None:
+    """Make `root` the root of this mount namespace and drop the old one (buildah/runc's sequence)."""
+    old = os.open("/", os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+    new = os.open(root, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        # pivot_root(".", ".") stacks the old root on top of the new one: no put_old directory is
+        # needed in the image, so the layer stays untouched.
+        os.fchdir(new)
+        sc.pivot_root(".", ".")
+        # "." is now the old root (kernel behaviour, not a promise): step onto it by descriptor.
+        os.fchdir(old)
+        # Slave, so the detach below cannot propagate anywhere even if a mount was shared.
+        sc.mount(None, ".", None, sc.MS_SLAVE | sc.MS_REC)
+        sc.umount2(".", sc.MNT_DETACH)
+    finally:
+        os.close(old)
+        os.close(new)
+    os.chdir("/")
+
+
+def unmount_stub_targets(rootfs: Rootfs) -> None:
+    """After the command: detach whatever sits on a stub (deepest first) so the stubs can go."""
+    for path in sorted(rootfs.stub_mounts, key=len, reverse=True):
+        try:
+            sc.umount2(path, sc.MNT_DETACH)
+        except OSError:
+            pass  # the command may have unmounted it itself

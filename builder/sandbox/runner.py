@@ -1,0 +1,169 @@
+"""Run one container: spawn the sandbox init, pump its output, report how the command ended.
+
+The builder is threaded, so it never forks or unshares itself (STYLE.md habit 8): run() starts
+`python -m builder.sandbox.init` with subprocess.Popen (close_fds, no preexec_fn) and hands it the
+spec on a memfd. Several run() calls may proceed at once from different threads.
+
+The init dies with the thread that started it (PR_SET_PDEATHSIG is per thread; run() blocks that
+thread until the container is gone, so the two lifetimes match).
+"""
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Union
+
+from builder.sandbox.spec import ContainerSpec
+
+Output = Union[int, Callable[[bytes], None], None]
+CANCEL_POLL_SECONDS = 0.05
+DRAIN_SECONDS = 1.0
+CHUNK = 65536
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+@dataclass(frozen=True, slots=True)
+class ExitStatus:
+    """How the command ended: code as a shell reports it (killed by N → 128+N) and the signal."""
+
+    code: int
+    signal: int | None = None
+
+
+class SandboxError(Exception):
+    """The container could not be set up or the command not started; the message is one line."""
+
+
+def _init_env() -> dict[str, str]:
+    """The init's own environment (not the container's): enough for Python to find this package."""
+    env = {"PATH": os.defpath, "LANG": "C.UTF-8", "PYTHONPATH": _PACKAGE_ROOT}
+    return env
+
+
+def _spec_memfd(spec: ContainerSpec) -> int:
+    fd = os.memfd_create("pybuild-container-spec")  # close-on-exec unless passed
+    data = spec.to_json().encode()
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+class _Pump:
+    """One thread reading the container's output pipes and the status pipe until EOF on all."""
+
+    def __init__(self, sinks: dict[int, Callable[[bytes], None]]) -> None:
+        self.sinks = sinks
+        self.thread = threading.Thread(target=self._run, name="sandbox-pump", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        with selectors.DefaultSelector() as selector:
+            for fd in self.sinks:
+                selector.register(fd, selectors.EVENT_READ)
+            open_fds = set(self.sinks)
+            while open_fds:
+                for key, _ in selector.select():
+                    chunk = os.read(key.fd, CHUNK)
+                    if chunk:
+                        self.sinks[key.fd](chunk)
+                    else:
+                        selector.unregister(key.fd)
+                        open_fds.discard(key.fd)
+
+    def join(self, timeout: float | None) -> bool:
+        self.thread.join(timeout)
+        return not self.thread.is_alive()
+
+
+def run(spec: ContainerSpec, *, stdin: int | None = None, stdout: Output = None, stderr: Output = None,
+        cancel: threading.Event | None = None) -> ExitStatus:
+    """Run spec.argv in a fresh container and wait for it.
+
+    stdin/stdout/stderr: a file descriptor passed straight through (subprocess.DEVNULL works too),
+    None to inherit the builder's, or (stdout/stderr) a callback receiving output chunks from a
+    pump thread. cancel: once set, the container is SIGKILLed and ExitStatus(137, 9) returned.
+    Raises SandboxError when the container cannot be set up or the command cannot be executed.
+    """
+    spec_fd = _spec_memfd(spec)
+    status_r, status_w = os.pipe()
+    sinks: dict[int, Callable[[bytes], None]] = {}
+    status_chunks: list[bytes] = []
+    pipes: dict[str, tuple[int, int]] = {}
+    try:
+        for name, target in (("stdout", stdout), ("stderr", stderr)):
+            if callable(target):
+                pipes[name] = os.pipe()
+                sinks[pipes[name][0]] = target
+        sinks[status_r] = status_chunks.append
+        args = [sys.executable, "-m", "builder.sandbox.init", str(spec_fd), str(status_w), str(os.getpid())]
+        proc = subprocess.Popen(
+            args, stdin=stdin, close_fds=True, pass_fds=(spec_fd, status_w), env=_init_env(),
+            stdout=pipes["stdout"][1] if "stdout" in pipes else stdout,
+            stderr=pipes["stderr"][1] if "stderr" in pipes else stderr)
+    except BaseException:
+        for fd in [spec_fd, status_r, status_w] + [fd for pair in pipes.values() for fd in pair]:
+            os.close(fd)
+        raise
+    for fd in [spec_fd, status_w] + [pair[1] for pair in pipes.values()]:
+        os.close(fd)
+    pump = _Pump(sinks)
+    try:
+        cancelled = _wait(proc, cancel)
+    finally:
+        if proc.returncode is None:  # interrupted (KeyboardInterrupt, cancel): take it all down
+            proc.kill()
+            proc.wait()
+        drained = pump.join(DRAIN_SECONDS)
+        if drained:
+            for fd in sinks:
+                os.close(fd)
+        # FIXME(leak-on-stuck-pipe): if a process outside the container kept a pipe open, the
+        # pump thread and its descriptors are abandoned rather than closed under its feet.
+    if cancelled:
+        return ExitStatus(137, 9)
+    return _result(proc.returncode, b"".join(status_chunks))
+
+
+def _wait(proc: subprocess.Popen, cancel: threading.Event | None) -> bool:
+    """Wait for the init; True if `cancel` fired first (the init is then killed)."""
+    if cancel is None:
+        proc.wait()
+        return False
+    while True:
+        try:
+            proc.wait(timeout=CANCEL_POLL_SECONDS)
+            return False
+        except subprocess.TimeoutExpired:
+            if cancel.is_set():
+                proc.kill()  # SIGKILL to stage 1: PID 1 follows (PDEATHSIG), then the namespace
+                proc.wait()
+                return True
+
+
+def _result(returncode: int, status: bytes) -> ExitStatus:
+    """Turn the init's status messages (or, failing those, its exit code) into an ExitStatus."""
+    messages = []
+    for line in status.decode(errors="replace").splitlines():
+        try:
+            messages.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    errors = [m["error"] for m in messages if "error" in m]
+    if errors:
+        raise SandboxError(errors[0].splitlines()[0] if errors[0] else "container setup failed")
+    exits = [m for m in messages if "exit" in m]
+    if exits:
+        return ExitStatus(int(exits[-1]["exit"]), exits[-1].get("signal"))
+    if returncode < 0:
+        return ExitStatus(128 - returncode, -returncode)
+    if returncode == 125:
+        raise SandboxError("the sandbox init failed before reporting a reason (exit code 125)")
+    return ExitStatus(returncode, None)

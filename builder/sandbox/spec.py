@@ -1,0 +1,102 @@
+"""What a build container is: the contract between the builder and the sandbox init.
+
+A ContainerSpec travels as JSON from the (threaded) builder to a freshly exec'd
+`python -m builder.sandbox.init` (STYLE.md habit 8), so every field is plain data.
+"""
+from __future__ import annotations
+
+import json
+import posixpath
+from dataclasses import asdict, dataclass
+
+MOUNT_TYPES = ("bind", "tmpfs")
+NETWORK_MODES = ("none", "host")
+SPEC_VERSION = 1
+
+
+class SpecError(ValueError):
+    """A ContainerSpec that cannot describe a container (bad path, unknown mode)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Mount:
+    """An extra mount inside the container; `target` is absolute inside the container."""
+
+    type: str  # "bind" | "tmpfs"
+    source: str
+    target: str
+    readonly: bool = False
+    options: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.type not in MOUNT_TYPES:
+            raise SpecError(f"mount type {self.type!r} is not one of {', '.join(MOUNT_TYPES)}")
+        if not posixpath.isabs(self.target):
+            raise SpecError(f"mount target {self.target!r} is not an absolute path")
+        if posixpath.normpath(self.target) == "/":
+            raise SpecError("a mount cannot replace the container's root directory")
+        if self.type == "bind" and not posixpath.isabs(self.source):
+            raise SpecError(f"bind mount source {self.source!r} is not an absolute path")
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerSpec:
+    """One process to run in a fresh container on an overlay of `lowerdirs` (+ `upperdir`)."""
+
+    argv: tuple[str, ...]
+    lowerdirs: tuple[str, ...]  # overlay lowerdirs, top-most first; () = an empty root (scratch)
+    upperdir: str | None  # None: the root filesystem is read-only
+    workdir: str | None  # overlay workdir, on the upperdir's filesystem
+    env: tuple[str, ...] = ()  # "K=V"
+    cwd: str = "/"
+    user: str = ""  # "" = root; "name", "uid", "uid:gid", "name:group"
+    hostname: str = "pybuild"
+    network: str = "none"  # "none" | "host"
+    mounts: tuple[Mount, ...] = ()
+    extra_hosts: tuple[tuple[str, str], ...] = ()  # (hostname, ip) lines added to /etc/hosts
+    tty: bool = False
+    sysfs: bool = True  # mount a read-only /sys
+
+    def __post_init__(self) -> None:
+        if not self.argv:
+            raise SpecError("no command to run")
+        if self.network not in NETWORK_MODES:
+            raise SpecError(f"network mode {self.network!r} is not one of {', '.join(NETWORK_MODES)}")
+        if (self.upperdir is None) != (self.workdir is None):
+            raise SpecError("upperdir and workdir go together: give both or neither")
+        if not posixpath.isabs(self.cwd):
+            raise SpecError(f"working directory {self.cwd!r} is not an absolute path")
+        for item in self.env:
+            if "=" not in item:
+                raise SpecError(f"environment entry {item!r} is not KEY=VALUE")
+        if not self.hostname or len(self.hostname) > 64:
+            raise SpecError(f"hostname {self.hostname!r} must be 1 to 64 characters")
+
+    def to_json(self) -> str:
+        """Canonical JSON (sorted keys, a version field); from_json reverses it."""
+        data = asdict(self)
+        data["v"] = SPEC_VERSION
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> "ContainerSpec":
+        data = json.loads(text)
+        version = data.pop("v", None)
+        if version != SPEC_VERSION:
+            raise SpecError(f"container spec version {version!r} is not {SPEC_VERSION}")
+        data["argv"] = tuple(data["argv"])
+        data["lowerdirs"] = tuple(data["lowerdirs"])
+        data["env"] = tuple(data.get("env", ()))
+        data["mounts"] = tuple(Mount(**{**m, "options": tuple(m.get("options", ()))})
+                               for m in data.get("mounts", ()))
+        data["extra_hosts"] = tuple((host, ip) for host, ip in data.get("extra_hosts", ()))
+        return cls(**data)
+
+    def env_value(self, key: str, default: str | None = None) -> str | None:
+        """The last value of `key` in env (later entries win, as in execve users' habit)."""
+        value = default
+        for item in self.env:
+            name, _, rest = item.partition("=")
+            if name == key:
+                value = rest
+        return value

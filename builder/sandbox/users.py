@@ -1,0 +1,149 @@
+"""USER → uid, gid and supplementary groups, from the container's own /etc/passwd and /etc/group.
+
+Follows runc/moby `user.GetExecUser` (which BuildKit's RUN uses):
+- "" means root (uid 0, gid 0); a name must exist in /etc/passwd; a number need not.
+- "user:group": the group is a name from /etc/group or a number; an explicit group disables
+  supplementary groups.
+- Without an explicit group, the primary gid comes from the passwd entry and the supplementary
+  groups are the /etc/group entries listing the user's name (only when the user matched by name
+  or uid in /etc/passwd).
+- Error wording is moby's ("unable to find user x: no matching entries in passwd file") because
+  people search for it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+MAX_ID = 2**31 - 1
+NO_PASSWD_ENTRIES = "no matching entries in passwd file"
+NO_GROUP_ENTRIES = "no matching entries in group file"
+
+
+class UserError(Exception):
+    """The USER cannot be resolved in this root filesystem (message is user-facing)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PasswdEntry:
+    name: str
+    uid: int
+    gid: int
+    home: str
+    shell: str
+
+
+@dataclass(frozen=True, slots=True)
+class GroupEntry:
+    name: str
+    gid: int
+    members: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ExecUser:
+    uid: int
+    gid: int
+    groups: tuple[int, ...]  # supplementary groups, in /etc/group order
+    home: str  # "/" when the passwd file does not know the user
+    name: str | None = None
+
+
+def _fields(path: Path, minimum: int) -> list[list[str]]:
+    """Colon-separated records of a passwd/group style file; missing file → no records."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="surrogateescape")
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    records = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or line[0] in "+-":  # NIS compat lines are not users
+            continue
+        parts = line.split(":")
+        if len(parts) >= minimum:
+            records.append(parts)
+    return records
+
+
+def _int_or_none(text: str) -> int | None:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        return None
+    return value if text.strip() == text and not text.startswith("+") else None
+
+
+def parse_passwd(path: Path) -> list[PasswdEntry]:
+    """Entries of an /etc/passwd file; lines with a non-numeric uid or gid are skipped."""
+    entries = []
+    for parts in _fields(path, 4):
+        uid, gid = _int_or_none(parts[2]), _int_or_none(parts[3])
+        if uid is None or gid is None:
+            continue
+        home = parts[5] if len(parts) > 5 else ""
+        shell = parts[6] if len(parts) > 6 else ""
+        entries.append(PasswdEntry(parts[0], uid, gid, home, shell))
+    return entries
+
+
+def parse_group(path: Path) -> list[GroupEntry]:
+    """Entries of an /etc/group file; lines with a non-numeric gid are skipped."""
+    entries = []
+    for parts in _fields(path, 3):
+        gid = _int_or_none(parts[2])
+        if gid is None:
+            continue
+        members = tuple(m.strip() for m in parts[3].split(",") if m.strip()) if len(parts) > 3 else ()
+        entries.append(GroupEntry(parts[0], gid, members))
+    return entries
+
+
+def _checked_id(value: int) -> int:
+    if not 0 <= value <= MAX_ID:
+        raise UserError(f"uids and gids must be in range 0-{MAX_ID}")
+    return value
+
+
+def lookup_user(rootfs: Path, user: str) -> ExecUser:
+    """Resolve a Dockerfile USER value inside `rootfs` (see the module docstring for the rules)."""
+    user_arg, has_group, group_arg = user.partition(":")
+    uid_arg = _int_or_none(user_arg)
+    passwd = parse_passwd(rootfs / "etc" / "passwd")
+    if user_arg == "":
+        match = next((p for p in passwd if p.uid == 0), None)
+    elif uid_arg is not None:
+        match = next((p for p in passwd if p.uid == uid_arg), None)
+    else:
+        match = next((p for p in passwd if p.name == user_arg), None)
+    if match is None and uid_arg is None and user_arg != "":
+        raise UserError(f"unable to find user {user_arg}: {NO_PASSWD_ENTRIES}")
+    if match is not None:
+        uid, gid, home, name = match.uid, match.gid, match.home or "/", match.name
+    else:
+        uid, gid, home, name = (uid_arg or 0), 0, "/", None
+    _checked_id(uid)
+    if has_group and group_arg != "":
+        return ExecUser(uid, _group_id(rootfs, group_arg), (), home, name)
+    groups: tuple[int, ...] = ()
+    if name is not None:
+        groups = tuple(g.gid for g in parse_group(rootfs / "etc" / "group") if name in g.members)
+    return ExecUser(uid, _checked_id(gid), groups, home, name)
+
+
+def _group_id(rootfs: Path, group_arg: str) -> int:
+    gid_arg = _int_or_none(group_arg)
+    groups = parse_group(rootfs / "etc" / "group")
+    if gid_arg is not None:
+        match = next((g for g in groups if g.gid == gid_arg), None)
+        return _checked_id(match.gid if match else gid_arg)
+    match = next((g for g in groups if g.name == group_arg), None)
+    if match is None:
+        raise UserError(f"unable to find group {group_arg}: {NO_GROUP_ENTRIES}")
+    return _checked_id(match.gid)
+
+
+def resolve_user(rootfs: Path, user: str) -> tuple[int, int, list[int]]:
+    """(uid, gid, supplementary gids) for USER `user` in `rootfs`; raises UserError."""
+    found = lookup_user(rootfs, user)
+    return found.uid, found.gid, list(found.groups)
