@@ -7,7 +7,7 @@ On-disk layout of a store root::
     <root>/index.db[-wal,-shm]     sqlite index (schema in index.py)
     <root>/blobs/sha256/<hex>      blobs (blobs.py); .tmp-* are writes in progress
     <root>/snapshots/<id>/fs       layer directories used as overlay lowerdirs (snapshots.py)
-    <root>/empty                   the empty lowerdir of `scratch`
+    <root>/snapshots/empty         the empty lowerdir of `scratch`
     <root>/tmp/{m,i,d}-*           mutable snapshots, imports and deletions in progress
     <root>/locks/<aa>/<hash>       per-cache-key build locks
 
@@ -123,6 +123,11 @@ class Store:
     def lowerdirs(self, snap: Snapshot | None) -> list[Path]:
         """The chain of snapshot dirs, top-most first; [empty_dir()] for None."""
         return self._snapshots.lowerdirs(snap)
+
+    def relative_lowerdirs(self, snap: Snapshot | None) -> tuple[Path, list[str]]:
+        """(base, lowerdirs relative to base), top-most first. Mount overlay with ``base`` as
+        the current directory to fit hundreds of layers into the one-page mount data."""
+        return self._snapshots.relative_lowerdirs(snap)
 
     def commit(self, m: MutableSnapshot, *, compression: str = "gzip",
                source_date_epoch: int | None = None) -> tuple[Snapshot, Layer | None]:

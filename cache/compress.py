@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import os
 import struct
 import zlib
 from collections.abc import Callable
@@ -71,10 +72,15 @@ class GzipCompressor:
 
 
 class ZstdCompressor:
-    """zstd with worker threads (all CPUs); deterministic regardless of the CPU count."""
+    """zstd with worker threads (all CPUs by default).
 
-    def __init__(self, level: int = 3) -> None:
-        cctx = zstandard.ZstdCompressor(level=level, threads=-1)
+    zstd's multi-threaded mode gives the same bytes for any number of workers >= 1 (but not
+    the same as single-threaded mode, threads=0), so at least one worker is always used.
+    """
+
+    def __init__(self, level: int = 3, threads: int | None = None) -> None:
+        workers = max(1, threads if threads is not None else (os.cpu_count() or 1))
+        cctx = zstandard.ZstdCompressor(level=level, threads=workers)
         self._obj = cctx.compressobj()
 
     def compress(self, data: bytes) -> bytes:

@@ -2,7 +2,7 @@
 
 Layout (paths kept short: overlay mount data is one page, 4096 bytes, for all lowerdirs)::
 
-    <root>/empty                     an empty read-only dir: the lowerdir of `scratch`
+    <root>/snapshots/empty           an empty read-only dir: the lowerdir of `scratch`
     <root>/snapshots/<id>/fs         the files of snapshot <id> (id = index row, never reused)
     <root>/tmp/m-<rand>/{upper,work}  a MutableSnapshot being built, guarded by the flock()ed
     <root>/tmp/m-<rand>.lock          file created before it (locks.create_locked)
@@ -42,9 +42,9 @@ class SnapshotStore:
         self.blobs = blobs
         self.dir = root / "snapshots"
         self.tmp = root / "tmp"
-        self.empty = root / "empty"
+        self.empty = self.dir / "empty"  # inside snapshots/ so relative lowerdirs can name it
         for d in (self.dir, self.tmp):
-            d.mkdir(exist_ok=True)
+            d.mkdir(exist_ok=True)  # self.dir before self.empty, which lives inside it
         if not self.empty.is_dir():
             self.empty.mkdir(mode=0o555, exist_ok=True)
 
@@ -78,6 +78,12 @@ class SnapshotStore:
                 raise StoreError(f"snapshot {snap.id}: ancestor {current} is missing")
             current = row.parent
         return out
+
+    def relative_lowerdirs(self, snap: Snapshot | None) -> tuple[Path, list[str]]:
+        """(base dir, lowerdirs relative to it): "12/fs" costs 6 bytes of mount data where an
+        absolute path costs ~60, so ~500 layers fit the 4096-byte limit. Mount with the
+        base dir as the working directory (BuildKit/containerd do the same)."""
+        return self.dir, [os.path.relpath(p, self.dir) for p in self.lowerdirs(snap)]
 
     # --- temp dirs -------------------------------------------------------------------------
     def _temp_dir(self, kind: str) -> tuple[Path, int]:

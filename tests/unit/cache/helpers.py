@@ -106,3 +106,8 @@ def snapshot_tree(root: Path) -> dict[str, tuple]:
             out[rel] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid,
                         content, xattrs, rdev, mtime, st.st_nlink if stat.S_ISREG(st.st_mode) else 0)
     return out
+
+
+def snapshot_dirs(root: Path) -> list[int]:
+    """Ids of the snapshot directories on disk (``snapshots/empty`` is not a snapshot)."""
+    return sorted(int(n) for n in os.listdir(root / "snapshots") if n != "empty")

@@ -21,12 +21,14 @@ import pytest
 
 from cache import Store, StoreError
 
+from .helpers import snapshot_dirs
+
 REPO = Path(__file__).resolve().parents[3]
 
 WRITER = """
 import io, os, sys, time
 sys.path.insert(0, {repo!r})
-from cache import Store, StoreError
+from cache import Store
 store = Store.open({root!r})
 rnd = os.urandom
 i = 0
@@ -68,7 +70,7 @@ def check_store(root: Path) -> Store:
         record_snaps = {r[0] for r in db.execute("SELECT snapshot_id FROM records") if r[0]}
         snap_blobs = {r[0] for r in db.execute("SELECT blob FROM snapshots") if r[0]}
     assert set(rows.values()) <= {"ready"}
-    assert sorted(int(n) for n in os.listdir(root / "snapshots")) == sorted(rows)
+    assert snapshot_dirs(root) == sorted(rows)
     assert record_snaps <= set(rows)
     for digest in snap_blobs:
         assert store.has_blob(digest)
@@ -150,7 +152,7 @@ def test_open_removes_what_dead_writers_left(tmp_path):
         (root / "snapshots" / "78" / "fs").mkdir(parents=True)
         with Store.open(root) as second:
             assert sorted(os.listdir(root / "tmp")) == sorted([alive.tmpdir.name, alive.tmpdir.name + ".lock"])
-            assert os.listdir(root / "snapshots") == []
+            assert snapshot_dirs(root) == []
             assert os.listdir(root / "blobs" / "sha256") == []
             with pytest.raises(StoreError, match="does not exist"):
                 second.snapshot(78)

@@ -12,7 +12,7 @@ import pytest
 from cache import CorruptBlob, StoreError
 from cache.model import MEDIA_TYPE_LAYER_TAR
 
-from .helpers import commit_tree, snapshot_tree
+from .helpers import commit_tree, snapshot_dirs, snapshot_tree
 from .test_layertar import CAP_NET_BIND_SERVICE
 
 TREE = [
@@ -128,7 +128,7 @@ def test_escaping_entries_are_refused(store, tmp_path, entries, message):
         _import(store, _tar(entries, fmt=tarfile.GNU_FORMAT))
     assert (outside / "evil").read_bytes() == b"untouched"
     assert not (tmp_path / "evil").exists() and not (tmp_path / "store" / "evil").exists()
-    assert os.listdir(store.root / "tmp") == [] and os.listdir(store.root / "snapshots") == []
+    assert os.listdir(store.root / "tmp") == [] and snapshot_dirs(store.root) == []
     assert store.records() == []
 
 
@@ -141,7 +141,7 @@ def test_corrupt_blob_is_not_imported(store):
     path.write_bytes(bytes(data))
     with pytest.raises(CorruptBlob):
         store.import_layer(None, desc)
-    assert os.listdir(store.root / "snapshots") == [] and os.listdir(store.root / "tmp") == []
+    assert snapshot_dirs(store.root) == [] and os.listdir(store.root / "tmp") == []
 
 
 def test_truncated_tar_is_a_store_error(store):

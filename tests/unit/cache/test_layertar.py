@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 
 import pytest
 
 from cache import StoreError
+from cache.compress import GzipCompressor, ZstdCompressor
 from cache.model import MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_LAYER_TAR, MEDIA_TYPE_LAYER_ZSTD
 
 from .helpers import EPOCH, build_tree, commit_tree, tar_bytes, tar_entries
@@ -85,7 +87,7 @@ def test_commit_writes_the_expected_entries(store, needs_root, spec, expected):
     entries = tar_entries(data)
     assert [e[:9] for e in entries] == expected
     assert all(e[9] == "" and e[10] == "" for e in entries), "uname/gname must be empty"
-    assert layer.diff_id == "sha256:" + __import__("hashlib").sha256(data).hexdigest()
+    assert layer.diff_id == "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def test_fifo_umask_is_normalised_by_mode(store, needs_root):
@@ -200,3 +202,14 @@ def test_unknown_compression(store):
         store.commit(m, compression="brotli")
     store.abort(m)
     store.abort(m)  # idempotent
+
+
+@pytest.mark.parametrize("factory", [
+    lambda n: ZstdCompressor(threads=n), lambda n: GzipCompressor()], ids=["zstd", "gzip"])
+def test_compressed_bytes_do_not_depend_on_the_worker_count(factory):
+    data = os.urandom(1 << 20) * 2 + bytes(3 << 20)
+    outs = set()
+    for workers in (1, 2, 4):
+        c = factory(workers)
+        outs.add(b"".join(c.compress(data[i:i + 65536]) for i in range(0, len(data), 65536)) + c.flush())
+    assert len(outs) == 1

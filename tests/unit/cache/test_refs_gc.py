@@ -12,7 +12,7 @@ import pytest
 from cache import BlobNotFound, Layer, StoreError
 from cache.model import MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_MANIFEST
 
-from .helpers import commit_tree
+from .helpers import commit_tree, snapshot_dirs
 
 
 def _image(store, layers: list[Layer], name: str | None = None):
@@ -74,7 +74,7 @@ def test_retag_moves_the_name(store):
 
 def _disk_state(store):
     blobs = sorted(os.listdir(store.root / "blobs" / "sha256"))
-    snaps = sorted(int(n) for n in os.listdir(store.root / "snapshots"))
+    snaps = snapshot_dirs(store.root)
     return blobs, snaps
 
 
