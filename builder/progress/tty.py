@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import re
+import sys
 import threading
 import time
 from collections import deque
@@ -36,6 +37,7 @@ LIVE_LOG_LINES = 6  # output lines shown under a running step (buildkit shows a 
 KEPT_LOG_LINES = 20  # kept per step for the failure summary
 REFRESH_PER_SECOND = 8.0
 STATE_WIDTH = 6  # "CACHED"
+MAX_LINE = 1000  # characters kept of one output line; wider than any terminal
 _ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f]")
 
 RUNNING, CACHED, DONE, ERROR = "running", "cached", "done", "error"
@@ -113,11 +115,18 @@ def _advance(step: StepView, event: ev.Event) -> StepView:
 
 
 def _add_output(step: StepView, text: str) -> StepView:
-    """Output arrives in chunks that need not end at a line break (buildkit `logsPartial`)."""
+    """Output arrives in chunks that need not end at a line break (buildkit `logsPartial`).
+
+    A progress bar redraws one line with `\r` and may never end it: the unfinished line keeps only what a
+    terminal would show, so it stays small however long the step runs."""
     pieces = (step.partial + text).split("\n")
-    complete = [clean_line(p) for p in pieces[:-1]]
+    complete = [clean_line(p)[:MAX_LINE] for p in pieces[-KEPT_LOG_LINES - 1:-1]]
     logs = step.logs + tuple(complete) if complete else step.logs
-    return replace(step, logs=logs[-KEPT_LOG_LINES:], partial=pieces[-1])
+    partial = pieces[-1]
+    if "\r" in partial:
+        head, _, tail = partial.rpartition("\r")
+        partial = tail or clean_line(head) + "\r"  # "50%\r": shown until the next redraw arrives
+    return replace(step, logs=logs[-KEPT_LOG_LINES:], partial=partial[-MAX_LINE:])
 
 
 def _seconds(value: float) -> str:
@@ -239,8 +248,10 @@ class TtyDisplay:
         # force_terminal=None: rich decides from out.isatty() (off a terminal only the last frame is printed)
         self.console = Console(file=out, highlight=False, emoji=False, markup=False, soft_wrap=False,
                                force_terminal=force_terminal)
+        # Writes to sys.stderr (warnings, logging) go above the view when the view itself is on sys.stderr;
+        # other streams are left alone: `pybuild build . > out` must not pull stdout onto the terminal.
         self.live = Live(_Frame(self), console=self.console, refresh_per_second=refresh_per_second,
-                         transient=False, redirect_stdout=False, redirect_stderr=False)
+                         transient=False, redirect_stdout=out is sys.stdout, redirect_stderr=out is sys.stderr)
         self.phase = "idle"  # idle → live → finished; guarded by `lock`
         self.final = False
         self.switch = threading.Lock()  # serialises Live start/stop; taken before rich's lock, never inside `lock`

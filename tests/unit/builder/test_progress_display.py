@@ -166,13 +166,16 @@ events = []
 for obj in spec["events"]:
     kind = obj.pop("type")
     events.append(getattr(ev, kind)(**obj))
-display = TtyDisplay(sys.stdout, refresh_per_second=spec.get("rate", 8.0))
+stream = getattr(sys, spec["stream"])
+display = TtyDisplay(stream, refresh_per_second=spec["rate"])
 
 def feed(items):
     for event in items:
         if event is events[-1]:
             time.sleep(spec["hold"])
         display(event)
+        if spec["say"] and event is events[spec["say"][0]]:
+            print(spec["say"][1], file=getattr(sys, spec["stream"]))  # looked up now, as `warnings` does
         time.sleep(spec["delay"])
 
 if spec["threads"] > 1:  # each step's events on its own thread, the build's end after all of them
@@ -193,17 +196,20 @@ if spec["close"]:
 """
 
 
-def run_in_pty(events, *, delay=0.0, hold=0.0, close=True, threads=1, rows=24, cols=100, rate=8.0):
+def run_in_pty(events, *, delay=0.0, hold=0.0, close=True, threads=1, rows=24, cols=100, rate=8.0,
+               stream="stdout", say=None):
     """Run CHILD with its stdout and stderr on a pty of rows x cols; return (exit code, raw output).
 
-    The child feeds `events` to a TtyDisplay, sleeping `delay` after each and `hold` before the last."""
+    The child feeds `events` to a TtyDisplay on sys.<stream>, sleeping `delay` after each and `hold` before the
+    last; say=(index, text) prints text to the same stream after events[index]."""
     import fcntl
     import termios
 
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
     spec = {"events": [json.loads(ev.to_json(e)) for e in events], "delay": delay, "close": close,
-            "threads": threads, "rate": rate, "hold": hold}
+            "threads": threads, "rate": rate, "hold": hold,
+            "stream": stream, "say": say}
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "TERM": "xterm-256color", "PYTHONPATH": str(REPO),
            "LANG": "C.UTF-8"}
     proc = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(spec)], stdin=subprocess.DEVNULL,
@@ -323,3 +329,15 @@ def test_tty_display_under_a_pty_takes_events_from_many_threads():
     assert "(8/8) FINISHED" in final
     for n in range(1, 9):
         assert re.search(rf"=> DONE +\[{n}/8\] RUN job-{n} +0\.3s", final)
+
+
+def test_tty_display_on_stderr_prints_other_stderr_writes_above_the_view():
+    started = time.time()
+    events = [ev.StepStarted(1, "[1/2] RUN make", ts=started), ev.StepLog(1, "stdout", "compiling\n", ts=started),
+              ev.StepDone(1, 0.1, ts=started), ev.StepStarted(2, "[2/2] RUN test", ts=started),
+              ev.StepDone(2, 0.1, ts=started)]
+    code, raw = run_in_pty(events, delay=0.05, stream="stderr", say=(1, "warning: something odd"))
+    assert code == 0, raw
+    # the view is erased, the line printed on its own, and the view redrawn below it
+    assert re.search(r"\x1b\[2Kwarning: something odd\r\n(\x1b\[[0-9;]*m)?\[\+\] Building", raw), raw
+    assert re.search(r"=> DONE +\[2/2\] RUN test", last_frame(raw))

@@ -148,3 +148,14 @@ def test_events_for_a_step_never_started_are_shown_under_its_number():
 ])
 def test_clean_line(raw, shown):
     assert clean_line(raw) == shown
+
+
+def test_a_progress_bar_redrawn_with_carriage_returns_shows_its_latest_state():
+    events = [ev.StepStarted(1, "[1/1] RUN fetch", ts=0.0)]
+    events += [ev.StepLog(1, "stderr", f"\r{i:3d}% [{'#' * (i // 10):<10}]", ts=0.0) for i in range(0, 101)]
+    view = view_of(events)
+    assert len(view.steps[1].partial) < 20  # 101 redraws, one line kept
+    lines = plain(render_lines(view, now=1.0, width=40, height=None, final=False))
+    assert lines[2] == " => => # 100% [##########]"
+    view.apply(ev.StepLog(1, "stderr", "\ndone\n", ts=0.5))
+    assert view.steps[1].logs == ("100% [##########]", "done")
