@@ -316,8 +316,9 @@ class TtyDisplay:
             self.close()
         except Exception:
             pass
-        if self.fallback is None:
-            self.fallback = PlainDisplay(self.out)
+        with self.lock:
+            if self.fallback is None:
+                self.fallback = PlainDisplay(self.out)
         try:
             self.fallback(event)
         except Exception:
