@@ -68,11 +68,6 @@ class DockerfileLexer(Lexer):
         for line in prelexed.lines:
             ctx = Context(prelexed, line, strict)
             yield from _line_tokens(line, line.text, 0, prelexed.escape, ctx)
-            for heredoc in line.heredocs:
-                yield _tok(line, "HEREDOC", heredoc.name, len(line.text), len(line.text), heredoc)
-            if line.text[:7].lower() == "onbuild" and split_command(line.text)[0].lower() == "onbuild":
-                # ONBUILD's trigger is optional: _END keeps `ONBUILD` + next line from merging.
-                yield _tok(line, "_END", "", len(line.text), len(line.text))
 
 
 def _tok(line: LogicalLine, kind: str, value: str, start: int, end: int, data: Any = None) -> Tok:
@@ -102,9 +97,22 @@ def _line_tokens(line: LogicalLine, text: str, base: int, escape: str, ctx: Cont
     stripped = args.lstrip(GO_SPACE)
     off = rest_off + start + len(args) - len(stripped)
     args = stripped.rstrip(GO_SPACE)
-    if not args:
-        return
     family = _FAMILY.get(lower)
+    if family == "nested":
+        if args:
+            yield from _line_tokens(line, args, off, escape, ctx)
+        # ONBUILD's trigger is optional: _END keeps `ONBUILD` + the next line from merging.
+        yield _tok(line, "_END", "", len(line.text), len(line.text))
+        return
+    if args:
+        yield from _arg_tokens(line, family, args, off, escape)
+    if line.heredocs and lower in ("run", "copy", "add"):
+        end = len(line.text)
+        for heredoc in line.heredocs:
+            yield _tok(line, "HEREDOC", heredoc.name, end, end, heredoc)
+
+
+def _arg_tokens(line: LogicalLine, family: str | None, args: str, off: int, escape: str) -> Iterator[Tok]:
     if family == "words":
         yield from _split_tokens(line, args, off, "WORD")
     elif family == "paths":
@@ -120,8 +128,6 @@ def _line_tokens(line: LogicalLine, text: str, base: int, escape: str, ctx: Cont
             yield _tok(line, "WORD", word, off + s, off + e)
     elif family == "health":
         yield from _health_tokens(line, args, off)
-    elif family == "nested":
-        yield from _line_tokens(line, args, off, escape, ctx)
 
 
 def _split_tokens(line: LogicalLine, args: str, off: int, kind: str) -> Iterator[Tok]:

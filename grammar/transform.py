@@ -23,8 +23,12 @@ _GO_SPACE = "\t\n\v\f\r \x85\xa0"
 
 
 def _span(kw: Tok) -> nodes.Span:
+    """From the keyword to the end of the logical line; the start line is BuildKit's StartLine
+    (the first physical line, even when only an escape character stood there)."""
     ctx: Context = kw.data
     line = ctx.line
+    if kw.start_pos == 0 and kw.line != line.start_line:
+        return nodes.Span(ctx.prelexed.filename, line.start_line, 1, line.end_line, line.end_col)
     return nodes.Span(ctx.prelexed.filename, kw.line, kw.column, line.end_line, line.end_col)
 
 
@@ -124,12 +128,12 @@ class ToNodes(Transformer):
     def cmd(self, children: list[Any]) -> nodes.Cmd:
         kw, flags, args, _ = _split(children)
         return nodes.Cmd(**_common(kw, flags), raw_args=_values(args),
-                         command=_command(args) or nodes.ExecForm(()))
+                         command=_command(args) or nodes.ShellForm(""))
 
     def entrypoint(self, children: list[Any]) -> nodes.Entrypoint:
         kw, flags, args, _ = _split(children)
         return nodes.Entrypoint(**_common(kw, flags), raw_args=_values(args),
-                                command=_command(args) or nodes.ExecForm(()))
+                                command=_command(args) or nodes.ShellForm(""))
 
     def shell(self, children: list[Any]) -> nodes.Shell:
         kw, flags, args, _ = _split(children)
