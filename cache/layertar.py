@@ -34,6 +34,7 @@ WHITEOUT_PREFIX = ".wh."
 WHITEOUT_OPAQUE = WHITEOUT_PREFIX + WHITEOUT_PREFIX + ".opq"
 OPAQUE_XATTR = "trusted.overlay.opaque"
 PAX_XATTR_PREFIX = "SCHILY.xattr."
+COPY_BUFFER = 1 << 20
 # Host-specific or overlay-internal attributes that never belong in a layer.
 IGNORED_XATTRS = frozenset({"security.selinux", "system.nfs4_acl"})
 OVERLAY_XATTR_PREFIX = "trusted.overlay."
@@ -124,7 +125,8 @@ class LayerWriter:
 
     def __init__(self, out: BinaryIO, epoch: int | None) -> None:
         self.tar = tarfile.TarFile(fileobj=out, mode="w", format=tarfile.PAX_FORMAT,
-                                   encoding="utf-8", errors="surrogateescape")
+                                   encoding="utf-8", errors="surrogateescape",
+                                   copybufsize=COPY_BUFFER)
         self.epoch = epoch
         self.inodes: dict[tuple[int, int], str] = {}
         self.entries = 0
