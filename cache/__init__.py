@@ -221,8 +221,9 @@ class Store:
         snap_bytes = sum(s.size for s in snaps)
         p = gc.plan(self._index, self._blobs, all=True, keep_storage=None, until=None, alone=False)
         return {"total": blob_bytes + snap_bytes, "reclaimable": p.bytes,
-                "blobs": blob_bytes, "snapshots": snap_bytes, "records": len(self._index.records()),
-                "snapshot_count": len(snaps), "images": len(self._index.tags())}
+                "blob_bytes": blob_bytes, "snapshot_bytes": snap_bytes,
+                "records": len(self._index.records()), "snapshots": len(snaps),
+                "images": len(self._index.tags())}
 
     def prune(self, *, all: bool = False, keep_storage: int | None = None,
               until: float | None = None) -> dict[str, int]:

@@ -141,8 +141,8 @@ def test_prune_until_and_keep_storage_remove_least_recently_used(store):
 def test_usage_reports_reclaimable_bytes(store):
     _, l1 = _build(store, "k1", {"a": bytes(5000)})
     usage = store.usage()
-    assert usage["records"] == 1 and usage["snapshot_count"] == 1
-    assert usage["total"] == usage["blobs"] + usage["snapshots"]
+    assert usage["records"] == 1 and usage["snapshots"] == 1
+    assert usage["total"] == usage["blob_bytes"] + usage["snapshot_bytes"]
     assert usage["reclaimable"] == usage["total"]
     _image(store, [l1], "app:latest")
     usage = store.usage()
