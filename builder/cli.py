@@ -74,7 +74,10 @@ def cmd_build(argv: list[str]) -> int:
                         outputs=args.output, iidfile=args.iidfile, root=args.root, jobs=max(1, args.jobs),
                         explain_cache=args.explain_cache)
     cancel = threading.Event()
-    result = build(opts, sink, cancel)
+    try:
+        result = build(opts, sink, cancel)
+    finally:
+        getattr(sink, "close", lambda: None)()
     if mode == "quiet":
         print(result.image_id)
     else:

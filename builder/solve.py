@@ -124,7 +124,7 @@ class Solver:
 
     def _run(self, step: Step) -> StepResult:
         number = self.numbers[step.id]
-        self.sink(ev.StepStarted(number, self.title(step)))
+        self.sink(ev.StepStarted(number, self.title(step), total=len(self.numbers)))
         started = time.monotonic()
         try:
             result = self._lookup_or_build(step, number)

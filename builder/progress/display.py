@@ -14,6 +14,7 @@ class PlainDisplay:
     def __init__(self, out: TextIO | None = None) -> None:
         self.out = out or sys.stderr
         self.started: dict[int, float] = {}
+        self.partial: dict[int, tuple[str, float]] = {}  # a step's unfinished output line and when it began
         self.lock = threading.Lock()
 
     def __call__(self, event: ev.Event) -> None:
@@ -31,18 +32,38 @@ class PlainDisplay:
         elif isinstance(event, ev.StepExplain):
             w(f"#{event.number} {event.text}\n")
         elif isinstance(event, ev.StepLog):
-            offset = event.ts - self.started.get(event.number, event.ts)
-            for line in event.text.splitlines():
-                w(f"#{event.number} {offset:.3f} {line}\n")
+            self._log(event)
         elif isinstance(event, ev.StepDone):
+            self._flush(event.number)
             w(f"#{event.number} DONE {event.elapsed:.1f}s\n")
         elif isinstance(event, ev.StepFailed):
+            self._flush(event.number)
             w(f"#{event.number} ERROR: {event.error}\n")
         elif isinstance(event, ev.BuildDone):
             w(f"#done image {event.image_id} manifest {event.manifest_digest} in {event.elapsed:.1f}s\n")
 
     def close(self) -> None:
         """Nothing to finish: every event is written when it arrives."""
+
+
+    def _line(self, number: int, text: str, ts: float) -> None:
+        offset = ts - self.started.get(number, ts)
+        self.out.write(f"#{number} {offset:.3f} {text.rstrip(chr(13))}\n")
+
+    def _log(self, event: ev.StepLog) -> None:
+        """Whole lines only: a line split across chunks is joined and stamped with its first chunk's time."""
+        pending, pending_ts = self.partial.pop(event.number, ("", event.ts))
+        lines = (pending + event.text).split("\n")
+        rest = lines.pop()
+        for i, line in enumerate(lines):
+            self._line(event.number, line, pending_ts if i == 0 and pending else event.ts)
+        if rest:
+            self.partial[event.number] = (rest, pending_ts if pending and not lines else event.ts)
+
+    def _flush(self, number: int) -> None:
+        pending = self.partial.pop(number, None)
+        if pending is not None:
+            self._line(number, *pending)
 
 
 class QuietDisplay:
@@ -70,6 +91,7 @@ class RawJsonDisplay:
 def make_display(mode: str, out: TextIO | None = None):
     """auto = plain unless stderr is a terminal (then tty)."""
     out = out or sys.stderr
+    requested = mode
     if mode == "auto":
         mode = "tty" if out.isatty() else "plain"
     if mode == "quiet":
@@ -81,5 +103,5 @@ def make_display(mode: str, out: TextIO | None = None):
             from builder.progress.tty import TtyDisplay
         except ImportError:
             return PlainDisplay(out)
-        return TtyDisplay(out)
+        return TtyDisplay(out, force_terminal=True if requested == "tty" else None)
     return PlainDisplay(out)

@@ -16,6 +16,7 @@ class StepStarted:
     number: int  # 1-based, in plan order
     title: str  # "[stage 2/5] RUN make"
     ts: float = field(default_factory=_now)
+    total: int = 0  # steps in the plan, when known
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ from builder.sandbox import rootfs as rf
 from builder.sandbox import syscalls as sc
 from builder.sandbox.network import setup_network
 from builder.sandbox.spec import ContainerSpec
-from builder.sandbox.stubs import remove_stubs
+from builder.sandbox.stubs import ensure_path, remove_stubs
 from builder.sandbox.users import ExecUser, UserError, lookup_user
 
 EXIT_SETUP = 125  # docker's "the container could not be started"
@@ -68,6 +68,13 @@ class Status:
             pass  # the runner is gone; nobody to tell
 
 
+def describe(exc: BaseException) -> str:
+    """One line for the user: an OSError's text without the "[Errno N]" prefix."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror + (f": {exc.filename}" if exc.filename else "")
+    return str(exc) or type(exc).__name__
+
+
 def exit_code(wait_status: int) -> tuple[int, int | None]:
     """(shell-style exit code, signal or None) from a waitpid status: killed by N → 128+N."""
     if os.WIFSIGNALED(wait_status):
@@ -91,6 +98,7 @@ def main(argv: list[str]) -> NoReturn:
     """Stage 1: namespaces, then fork PID 1 and pass its exit status on."""
     spec_fd, status_fd, builder_pid = (int(a) for a in argv[:3])
     os.set_inheritable(status_fd, False)
+    os.umask(0o022)  # docker's: mount points, the working directory and the command all get it
     status = Status(status_fd)
     try:
         sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -107,7 +115,7 @@ def main(argv: list[str]) -> NoReturn:
         setup_network(spec.network)
         life_r, life_w = os.pipe()
     except Exception as exc:  # noqa: BLE001 - reported, not raised: the runner shows one line
-        status.send(error=f"creating the container: {exc}")
+        status.send(error=f"creating the container: {describe(exc)}")
         os._exit(EXIT_SETUP)
     pid = os.fork()
     if pid == 0:
@@ -148,7 +156,7 @@ def container_init(spec: ContainerSpec, status: Status, life_r: int, host_resolv
         rootfs = setup_container(spec, host_resolv)
         user = lookup_user(Path("/"), spec.user)
     except (OSError, UserError, ValueError) as exc:
-        status.send(error=str(exc))
+        status.send(error=describe(exc))
         os._exit(EXIT_SETUP)
     env = list(spec.env)
     if spec.env_value("HOME") is None:
@@ -156,7 +164,7 @@ def container_init(spec: ContainerSpec, status: Status, life_r: int, host_resolv
     code, sig = run_command(spec, user, env, status)
     rf.unmount_stub_targets(rootfs)
     if rootfs.writable:
-        remove_stubs("/", rootfs.stubs)
+        status.send(restored=remove_stubs("/", rootfs.stubs))
     status.send(exit=code, signal=sig)
     os._exit(code)
 
@@ -170,12 +178,16 @@ def setup_container(spec: ContainerSpec, host_resolv: str | None) -> rf.Rootfs:
     rf.mount_user(rootfs, spec.mounts, host.binds)
     rf.mount_generated_files(rootfs, spec, scratch, host_resolv)
     host.close()
-    sc.sethostname(spec.hostname)
-    rf.pivot_into(rootfs.root)
     # A missing working directory is created and stays in the layer, as docker does for WORKDIR.
     try:
-        if rootfs.writable:
-            os.makedirs(spec.cwd, mode=0o755, exist_ok=True)
+        ensure_path(rootfs.root, spec.cwd, directory=True)
+    except OSError as exc:
+        raise OSError(exc.errno, f"creating working directory {spec.cwd}: {exc.strerror}") from exc
+    if not rootfs.writable:
+        rf.make_read_only(rootfs)
+    sc.sethostname(spec.hostname)
+    rf.pivot_into(rootfs.root)
+    try:
         os.chdir(spec.cwd)
     except OSError as exc:
         raise OSError(exc.errno, f"changing to working directory {spec.cwd}: {exc.strerror}") from exc

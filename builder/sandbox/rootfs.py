@@ -9,6 +9,7 @@ Layout inside the private namespace (nothing of it is visible on the host):
         root/           the overlay (the future "/")
         files/          generated hosts, resolv.conf, hostname: bind-mounted, never in the layer
         empty/          the lower layer of a scratch image
+        upper/ work/    a throw-away overlay upper when the root is read-only
 Host directories (layers, bind sources) are opened as O_PATH descriptors *before* the scratch
 tmpfs hides /tmp and are mounted through /proc/self/fd/N, so they may live anywhere.
 """
@@ -41,7 +42,7 @@ class Rootfs:
     """What setup made: the root's path before pivot_root, and stubs to remove afterwards."""
 
     root: str
-    writable: bool
+    writable: bool  # writes land in the caller's upperdir (else: read-only root, throw-away upper)
     stubs: list[Stub] = field(default_factory=list)
     stub_mounts: list[str] = field(default_factory=list)  # container paths mounted over stubs
 
@@ -75,33 +76,37 @@ class HostPaths:
 def mount_scratch() -> str:
     """Mount a private tmpfs for the root mount point and generated files; returns its path."""
     target = next(p for p in SCRATCH_CANDIDATES if os.path.isdir(p))
-    sc.mount("tmpfs", target, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=700,size=1m")
+    sc.mount("tmpfs", target, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=700,size=16m")
     for name in ("root", "files", "empty"):
         os.mkdir(os.path.join(target, name), 0o755)
     return target
 
 
 def mount_overlay(host: HostPaths, scratch: str) -> Rootfs:
-    """Mount the container root on <scratch>/root: overlay with upperdir, or a read-only view."""
+    """Mount the container root on <scratch>/root, writable for now (see make_read_only).
+
+    Without an upperdir the overlay gets a throw-away upper on the scratch tmpfs: mount points the
+    image lacks can still be created, and make_read_only() then locks the root.
+    """
     root = os.path.join(scratch, "root")
     lowers = host.lowers or [os.path.join(scratch, "empty")]
-    if host.upper is not None:
-        sc.mount("overlay", root, "overlay", 0, sc.overlay_options(lowers, host.upper, host.work))
-        return Rootfs(root, writable=True)
-    if len(lowers) == 1:  # overlay wants two lowerdirs without an upperdir: a read-only bind does it
-        sc.mount(lowers[0], root, None, sc.MS_BIND | sc.MS_REC)
-        sc.mount(None, root, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY)
-    else:
-        sc.mount("overlay", root, "overlay", sc.MS_RDONLY, sc.overlay_options(lowers, None, None))
-    return Rootfs(root, writable=False)
+    upper, work = host.upper, host.work
+    if upper is None:
+        upper, work = os.path.join(scratch, "upper"), os.path.join(scratch, "work")
+        os.mkdir(upper, 0o755)
+        os.mkdir(work, 0o700)
+    sc.mount("overlay", root, "overlay", 0, sc.overlay_options(lowers, upper, work))
+    return Rootfs(root, writable=host.upper is not None)
 
 
-def _target(rootfs: Rootfs, path: str, *, directory: bool) -> str | None:
-    """Host path of a mount target, creating a recorded stub when missing; None if impossible."""
-    try:
-        host, stub = ensure_path(rootfs.root, path, directory=directory, create=rootfs.writable)
-    except FileNotFoundError:
-        return None
+def make_read_only(rootfs: Rootfs) -> None:
+    """Remount the root read-only (the mounts on it keep their own flags)."""
+    sc.mount(None, rootfs.root, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY)
+
+
+def _target(rootfs: Rootfs, path: str, *, directory: bool) -> str:
+    """Host path of a mount target, creating it (recorded as a stub) when the image lacks it."""
+    host, stub = ensure_path(rootfs.root, path, directory=directory)
     if stub is not None:
         rootfs.stubs.append(stub)
         rootfs.stub_mounts.append(path)
@@ -111,17 +116,12 @@ def _target(rootfs: Rootfs, path: str, *, directory: bool) -> str | None:
 def mount_proc_dev_sys(rootfs: Rootfs, *, sysfs: bool) -> None:
     """/proc (this PID namespace's), a minimal /dev, and optionally a read-only /sys."""
     proc = _target(rootfs, "/proc", directory=True)
-    if proc is None:
-        raise OSError(2, "the read-only root filesystem has no /proc to mount on")
     sc.mount("proc", proc, "proc", sc.MS_NOSUID | sc.MS_NOEXEC | sc.MS_NODEV)
     dev = _target(rootfs, "/dev", directory=True)
-    if dev is None:
-        raise OSError(2, "the read-only root filesystem has no /dev to mount on")
     _mount_dev(dev)
     if sysfs:
         sys_dir = _target(rootfs, "/sys", directory=True)
-        if sys_dir is not None:
-            sc.mount("sysfs", sys_dir, "sysfs", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NOEXEC | sc.MS_NODEV)
+        sc.mount("sysfs", sys_dir, "sysfs", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NOEXEC | sc.MS_NODEV)
     _mask_paths(rootfs.root, dev)
 
 
@@ -177,8 +177,8 @@ def mount_generated_files(rootfs: Rootfs, spec: ContainerSpec, scratch: str, hos
             handle.write(contents[path])
         os.chmod(source, 0o644)
         target = _target(rootfs, path, directory=False)
-        if target is None or os.path.isdir(target):
-            continue  # read-only image without the file: nothing to mount on, as docker --read-only
+        if os.path.isdir(target):
+            continue  # the image has a directory there: leave it alone rather than fail the build
         sc.mount(source, target, None, sc.MS_BIND)
 
 
@@ -192,14 +192,10 @@ def mount_user(rootfs: Rootfs, mounts: tuple[Mount, ...], sources: dict[int, str
             flags |= sc.MS_RDONLY
         if item.type == "tmpfs":
             target = _target(rootfs, item.target, directory=True)
-            if target is None:
-                raise OSError(2, f"mount target {item.target} does not exist in the read-only root")
             sc.mount("tmpfs", target, "tmpfs", flags, ",".join(data) or None)
             continue
         source = sources[index]
         target = _target(rootfs, item.target, directory=os.path.isdir(source))
-        if target is None:
-            raise OSError(2, f"mount target {item.target} does not exist in the read-only root")
         sc.mount(source, target, None, sc.MS_BIND | sc.MS_REC)
         if flags:
             # A bind mount takes its flags only on a remount; keep the source mount's own locks.

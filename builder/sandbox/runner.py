@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import selectors
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Union
 
 from builder.sandbox.spec import ContainerSpec
+from builder.sandbox.stubs import prune_noop_copy_ups
 
 Output = Union[int, Callable[[bytes], None], None]
 CANCEL_POLL_SECONDS = 0.05
@@ -129,7 +131,11 @@ def run(spec: ContainerSpec, *, stdin: int | None = None, stdout: Output = None,
         # pump thread and its descriptors are abandoned rather than closed under its feet.
     if cancelled:
         return ExitStatus(137, 9)
-    return _result(proc.returncode, b"".join(status_chunks))
+    messages = _messages(b"".join(status_chunks))
+    if spec.upperdir is not None:
+        restored = [p for m in messages for p in m.get("restored", ())]
+        prune_noop_copy_ups(spec.upperdir, spec.lowerdirs, _with_ancestors(restored))
+    return _result(proc.returncode, messages)
 
 
 def _wait(proc: subprocess.Popen, cancel: threading.Event | None) -> bool:
@@ -148,14 +154,30 @@ def _wait(proc: subprocess.Popen, cancel: threading.Event | None) -> bool:
                 return True
 
 
-def _result(returncode: int, status: bytes) -> ExitStatus:
-    """Turn the init's status messages (or, failing those, its exit code) into an ExitStatus."""
+def _messages(status: bytes) -> list[dict]:
     messages = []
     for line in status.decode(errors="replace").splitlines():
         try:
-            messages.append(json.loads(line))
+            message = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if isinstance(message, dict):
+            messages.append(message)
+    return messages
+
+
+def _with_ancestors(paths: list[str]) -> list[str]:
+    """Each container path and its parents, "/" excluded: a copy-up brings the whole chain up."""
+    result = set()
+    for path in paths:
+        while path not in ("/", ""):
+            result.add(path)
+            path = posixpath.dirname(path)
+    return sorted(result)
+
+
+def _result(returncode: int, messages: list[dict]) -> ExitStatus:
+    """Turn the init's status messages (or, failing those, its exit code) into an ExitStatus."""
     errors = [m["error"] for m in messages if "error" in m]
     if errors:
         raise SandboxError(errors[0].splitlines()[0] if errors[0] else "container setup failed")

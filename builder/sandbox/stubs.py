@@ -59,17 +59,14 @@ class Stub:
     parent_mtime_after: int  # its mtime right after; a different one later means the command wrote there
 
 
-def ensure_path(root: str, path: str, *, directory: bool, create: bool = True) -> tuple[str, Stub | None]:
+def ensure_path(root: str, path: str, *, directory: bool) -> tuple[str, Stub | None]:
     """The host path of container `path`, created (with missing parents) if absent.
 
     Returns (host_path, stub) where stub records what was created, or None if nothing was.
-    With create=False a missing path raises FileNotFoundError instead.
     """
     host = resolve_in_root(root, path)
     if os.path.lexists(host):
         return host, None
-    if not create:
-        raise FileNotFoundError(2, f"{path} does not exist in the container")
     rel = os.path.relpath(host, root)
     components = rel.split(os.sep)
     existing = root
@@ -94,12 +91,14 @@ def ensure_path(root: str, path: str, *, directory: bool, create: bool = True) -
     return host, stub
 
 
-def remove_stubs(root: str, stubs: list[Stub]) -> None:
+def remove_stubs(root: str, stubs: list[Stub]) -> list[str]:
     """Undo ensure_path for every stub (newest first) once nothing is mounted on them any more.
 
     A created path is removed only while it is still empty (the command may have filled a
-    directory); the parent's times are restored only if the command did not touch it.
+    directory); the parent's times are restored only if the command did not touch it. Returns the
+    parents left exactly as they were (candidates for prune_noop_copy_ups).
     """
+    restored = []
     for stub in reversed(stubs):
         parent = os.path.join(root, stub.parent.lstrip("/"))
         try:
@@ -110,8 +109,10 @@ def remove_stubs(root: str, stubs: list[Stub]) -> None:
                 and untouched:
             try:
                 os.utime(parent, ns=stub.parent_times_before)
+                restored.append(stub.parent)
             except OSError:
                 pass
+    return restored
 
 
 def _remove_if_empty(host: str) -> bool:
@@ -127,3 +128,46 @@ def _remove_if_empty(host: str) -> bool:
     except OSError:
         return False  # not empty, or gone: keep what the command made of it
     return True
+
+
+def _xattrs(path: str) -> dict[str, bytes]:
+    """Extended attributes that belong to the file, not to overlayfs' bookkeeping."""
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return {}
+    return {n: os.getxattr(path, n, follow_symlinks=False) for n in names if not n.startswith("trusted.overlay.")}
+
+
+def prune_noop_copy_ups(upperdir: str, lowerdirs: tuple[str, ...], directories: list[str]) -> None:
+    """Remove directories the overlay copied up only because a stub was made (and removed) in them.
+
+    Call after the overlay is unmounted. A directory goes only if in the upperdir it is empty, not
+    opaque, and identical (type, mode, owner, mtime, xattrs) to the top-most lower copy, so the
+    merged view is the same without it. Deepest first, so /a/b goes before /a is considered.
+    """
+    for path in sorted(set(directories), key=lambda p: p.count("/"), reverse=True):
+        rel = path.strip("/")
+        if not rel:
+            continue
+        upper = os.path.join(upperdir, rel)
+        lower = next((os.path.join(d, rel) for d in lowerdirs if os.path.lexists(os.path.join(d, rel))), None)
+        try:
+            upper_info = os.lstat(upper)
+            if lower is None or not stat.S_ISDIR(upper_info.st_mode) or os.listdir(upper):
+                continue
+            lower_info = os.lstat(lower)
+        except OSError:
+            continue
+        same = (stat.S_ISDIR(lower_info.st_mode) and upper_info.st_mode == lower_info.st_mode
+                and (upper_info.st_uid, upper_info.st_gid) == (lower_info.st_uid, lower_info.st_gid)
+                and upper_info.st_mtime_ns == lower_info.st_mtime_ns)
+        if same and _xattrs(upper) == _xattrs(lower) and not _opaque(upper):
+            os.rmdir(upper)
+
+
+def _opaque(path: str) -> bool:
+    try:
+        return os.getxattr(path, "trusted.overlay.opaque", follow_symlinks=False) == b"y"
+    except OSError:
+        return False

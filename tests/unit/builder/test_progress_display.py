@@ -78,8 +78,6 @@ def test_plain_display_prints_stable_text(name):
     assert out.getvalue() == expected
 
 
-@pytest.mark.xfail(reason="PlainDisplay prints each chunk's lines on their own; buildkit joins a line split "
-                          "across chunks (logsPartial). Needs a fix in display.py (not this file's owner)")
 def test_plain_display_joins_a_line_split_across_chunks():
     out = io.StringIO()
     display = PlainDisplay(out)
