@@ -268,23 +268,31 @@ def run_parser(prelexed: Prelexed, strict: bool, transformer: Any) -> Any:
 
 
 def _unexpected(prelexed: Prelexed, e: UnexpectedToken) -> DockerfileSyntaxError:
+    """The only token sequences the grammar rejects are ENV/LABEL pair forms (BuildKit's parseNameVal)."""
     tok = e.token
-    line_no = tok.line or 1
-    source = prelexed.physical[line_no - 1] if line_no <= len(prelexed.physical) else ""
-    if tok.type == "BAREWORD":
-        message = f"Syntax error - can't find = in {_go_quote(str(tok))}. Must be of the form: name=value"
-        hint = "use name=value for every pair (or the legacy form `ENV name value` for one pair)"
-    elif tok.type == "_NL":
+    if "LEGACY_VALUE" in e.expected:
+        key = _last_token(e)
         keyword = _keyword_of(e)
+        tok = key if key is not None else tok
         message = f"{keyword} must have two arguments"
-        hint = f"give the value: {keyword} name=value"
-    else:
+        hint = f"give a value: {keyword} {tok} <value>, or {keyword} {tok}=<value>"
+    elif tok.type == "BAREWORD":
+        message = f"Syntax error - can't find = in {_go_quote(str(tok))}. Must be of the form: name=value"
+        hint = "use name=value for every pair (or the legacy form `ENV name value` for a single pair)"
+    else:  # pragma: no cover - not reachable with DockerfileLexer's tokens
         message, hint = f"unexpected {tok.type.lower()} {str(tok)!r}", None
-    span = nodes.Span(prelexed.filename, line_no, tok.column or 1, tok.end_line or line_no,
-                      tok.end_column or tok.column or 1)
-    if tok.type == "_NL":
-        span = nodes.Span(prelexed.filename, line_no, 1, line_no, max(len(source), 1))
+    line_no = getattr(tok, "line", None) or 1
+    source = prelexed.physical[line_no - 1] if line_no <= len(prelexed.physical) else ""
+    span = nodes.Span(prelexed.filename, line_no, getattr(tok, "column", None) or 1,
+                      getattr(tok, "end_line", None) or line_no,
+                      getattr(tok, "end_column", None) or getattr(tok, "column", None) or 1)
     return DockerfileSyntaxError(span, message, hint=hint, source_line=source, kind="parse")
+
+
+def _last_token(e: UnexpectedToken) -> Token | None:
+    state = e.interactive_parser.parser_state if e.interactive_parser else None
+    stack = state.value_stack if state else []
+    return stack[-1] if stack and isinstance(stack[-1], Token) else None
 
 
 def _keyword_of(e: UnexpectedToken) -> str:
