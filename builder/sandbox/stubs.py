@@ -163,7 +163,10 @@ def prune_noop_copy_ups(upperdir: str, lowerdirs: tuple[str, ...], directories: 
                 and (upper_info.st_uid, upper_info.st_gid) == (lower_info.st_uid, lower_info.st_gid)
                 and upper_info.st_mtime_ns == lower_info.st_mtime_ns)
         if same and _xattrs(upper) == _xattrs(lower) and not _opaque(upper):
+            # rmdir touches the parent's mtime; put it back so the parent can be judged as unchanged.
+            parent = os.stat(os.path.dirname(upper))
             os.rmdir(upper)
+            os.utime(os.path.dirname(upper), ns=(parent.st_atime_ns, parent.st_mtime_ns))
 
 
 def _opaque(path: str) -> bool:

@@ -1,0 +1,98 @@
+"""Container paths resolved inside a root, and mount-point stubs that leave no trace (no root needed)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from builder.sandbox.stubs import ensure_path, prune_noop_copy_ups, remove_stubs, resolve_in_root
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "usr" / "lib").mkdir(parents=True)
+    os.symlink("/usr/lib", tmp_path / "lib")  # absolute: must restart at the root, not the host's /
+    os.symlink("../../..", tmp_path / "usr" / "up")  # climbs above the root: clamped
+    os.symlink("loop2", tmp_path / "loop1")
+    os.symlink("loop1", tmp_path / "loop2")
+    return tmp_path
+
+
+@pytest.mark.parametrize("path, expected", [
+    ("/etc/hosts", "etc/hosts"),
+    ("/lib/x", "usr/lib/x"),
+    ("/usr/up/etc", "etc"),
+    ("/../../etc", "etc"),
+    ("/etc/./../usr//lib", "usr/lib"),
+    ("/missing/deeper", "missing/deeper"),
+    ("/", ""),
+])
+def test_resolve_in_root(root, path, expected):
+    assert resolve_in_root(str(root), path) == os.path.join(str(root), expected) if expected else str(root)
+
+
+def test_symlink_loops_are_an_error(root):
+    with pytest.raises(OSError, match="too many levels of symbolic links"):
+        resolve_in_root(str(root), "/loop1/x")
+
+
+def test_existing_paths_make_no_stub(root):
+    host, stub = ensure_path(str(root), "/etc", directory=True)
+    assert (host, stub) == (str(root / "etc"), None)
+
+
+def test_stubs_are_created_and_removed_with_parent_times_restored(root):
+    etc = root / "etc"
+    os.utime(etc, ns=(1_000_000_000, 2_000_000_000))
+    stubs = []
+    for path, directory in (("/etc/hosts", False), ("/etc/resolv.conf", False), ("/a/b/c", True)):
+        host, stub = ensure_path(str(root), path, directory=directory)
+        assert os.path.lexists(host) and stub is not None
+        stubs.append(stub)
+    assert stubs[2].created == ("/a", "/a/b", "/a/b/c") and stubs[2].parent == "/"
+    restored = remove_stubs(str(root), stubs)
+    assert not (root / "etc" / "hosts").exists() and not (root / "a").exists()
+    assert etc.stat().st_mtime_ns == 2_000_000_000
+    assert sorted(restored) == ["/", "/etc", "/etc"]
+
+
+def test_stubs_the_command_used_are_kept(root):
+    _, file_stub = ensure_path(str(root), "/etc/hosts", directory=False)
+    _, dir_stub = ensure_path(str(root), "/data/mnt", directory=True)
+    (root / "etc" / "hosts").write_text("written by the command\n")
+    (root / "data" / "mnt" / "file").write_text("x")
+    assert remove_stubs(str(root), [file_stub, dir_stub]) == []
+    assert (root / "etc" / "hosts").read_text() == "written by the command\n"
+    assert (root / "data" / "mnt" / "file").exists()
+
+
+def test_parent_touched_by_the_command_keeps_its_new_time(root):
+    os.utime(root / "etc", ns=(5, 5))
+    _, stub = ensure_path(str(root), "/etc/hosts", directory=False)
+    os.utime(root / "etc", ns=(7, 7))  # the command changed /etc meanwhile
+    assert remove_stubs(str(root), [stub]) == []
+    assert not (root / "etc" / "hosts").exists()
+    assert (root / "etc").stat().st_mtime_ns != 5
+
+
+def test_stub_follows_symlinks_inside_the_root(root):
+    host, stub = ensure_path(str(root), "/lib/mountpoint", directory=True)
+    assert host == str(root / "usr" / "lib" / "mountpoint")
+    assert stub.created == ("/usr/lib/mountpoint",)
+
+
+def test_prune_noop_copy_ups(tmp_path):
+    lower, upper = tmp_path / "lower", tmp_path / "upper"
+    for base in (lower, upper):
+        (base / "etc" / "ssl").mkdir(parents=True)
+        (base / "var").mkdir()
+        (base / "opt").mkdir()
+    (upper / "var" / "new").write_text("x")  # not empty: a real change
+    os.chmod(upper / "opt", 0o700)  # metadata differs from the lower copy: a real change
+    for path in ("etc/ssl", "etc", "var", "opt"):
+        times = os.stat(lower / path)
+        os.utime(upper / path, ns=(times.st_atime_ns, times.st_mtime_ns))
+    prune_noop_copy_ups(str(upper), (str(lower),), ["/etc", "/etc/ssl", "/var", "/opt", "/absent"])
+    assert sorted(os.listdir(upper)) == ["opt", "var"]
