@@ -92,7 +92,44 @@ def _excluder(patterns: list[str]):
     return matcher.matches
 
 
+def stdin_context(opts: BuildOptions, workdir: str) -> BuildOptions:
+    """`pybuild -`: stdin is a tar of the context (extracted safely) or, as with docker, just a Dockerfile."""
+    import io
+    import tarfile
+    from dataclasses import replace
+
+    if opts.dockerfile == "-":
+        raise UsageError("the context and the Dockerfile cannot both come from stdin",
+                         hint="use `-f -` with a context directory, or `-` with a tar that holds the Dockerfile")
+    data = sys.stdin.buffer.read()
+    context = os.path.join(workdir, "context")
+    os.mkdir(context)
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
+            tar.extractall(context, filter="data")  # refuses absolute names, `..` and links leaving the context
+    except tarfile.ReadError:
+        Path(context, "Dockerfile").write_bytes(data)  # not a tar: a Dockerfile and an empty context
+        return replace(opts, context=context, dockerfile=os.path.join(context, "Dockerfile"))
+    except (tarfile.TarError, OSError) as exc:
+        raise UsageError(f"cannot unpack the build context from stdin: {exc}") from exc
+    dockerfile = os.path.join(context, opts.dockerfile or "Dockerfile")
+    return replace(opts, context=context, dockerfile=dockerfile)
+
+
 def build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = None) -> BuildResult:
+    import shutil
+    import tempfile
+
+    if opts.context != "-":
+        return _build(opts, sink, cancel)
+    workdir = tempfile.mkdtemp(prefix="pybuild-stdin-")
+    try:
+        return _build(stdin_context(opts, workdir), sink, cancel)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = None) -> BuildResult:
     import grammar
     from cache import Store
 

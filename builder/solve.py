@@ -21,6 +21,7 @@ from builder.ops import source as source_op
 from builder.plan.keys import CacheKey, step_key
 from builder.plan.steps import FileOp, Step, StepGraph
 from builder.progress import events as ev
+from builder.explain import explain_miss
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +113,8 @@ class Solver:
         patterns = [s for a in step.op.actions for s in a.sources]
         if patterns and self.options.context_dir is None:
             raise ContextError(f"{step.span}: {step.created_by}: no build context was given")
-        sums = checksum_sources(self.options.context_dir or "", patterns, self.options.excluded) if patterns else {}
+        sums = checksum_sources(self.options.context_dir or "", patterns, self.options.excluded,
+                                self.store.file_digest) if patterns else {}
         missing = [p for p, s in sums.items() if s is None]
         if missing:
             raise ContextError(
@@ -143,9 +145,12 @@ class Solver:
             if self.options.use_cache or step.kind == "source":
                 hit = self._cached(step, key)
                 if hit is not None:
+                    if self.options.explain:
+                        self.sink(ev.StepExplain(number, f"cache hit: {key.digest[:19]}"))
                     return hit
             if self.options.explain:
-                self.sink(ev.StepExplain(number, f"cache miss: key {key.digest[:19]}"))
+                self.sink(ev.StepExplain(number, "cache miss: " + explain_miss(self.store, step, key,
+                                                                               self._identity(step))))
             snapshot, layers = self._execute(step, number)
             created = source_date_epoch() or time.time()
             parent_key = self.results[step.parent].key.digest if step.parent is not None else None
@@ -157,10 +162,17 @@ class Solver:
                 created = record.created
             return StepResult(key, snapshot, layers, created, False)
 
+    def _identity(self, step: Step) -> str:
+        """Which step this is across builds of a Dockerfile: stage, position in the stage and kind."""
+        in_stage = [s.id for s in self.graph.steps if s.stage == step.stage]
+        stage = self.graph.stages[step.stage]
+        return f"{stage.name or step.stage}/{in_stage.index(step.id)}/{step.kind}"
+
     def _describe(self, step: Step, key: CacheKey) -> dict:
         stage = self.graph.stages[step.stage]
         return {"instruction": step.created_by, "stage": stage.name or str(step.stage),
-                "location": str(step.span) if step.span else None, "kind": step.kind, "inputs": key.parts}
+                "location": str(step.span) if step.span else None, "kind": step.kind, "inputs": key.parts,
+                "identity": self._identity(step)}
 
     def _cached(self, step: Step, key: CacheKey) -> StepResult | None:
         record = self.store.lookup(key.digest)

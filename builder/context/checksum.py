@@ -12,6 +12,7 @@ from typing import Callable
 from builder.context.paths import expand_glob, scoped_join
 
 Excluded = Callable[[str], bool]
+Digester = Callable[[str], str]
 _CHUNK = 1 << 20
 
 
@@ -23,19 +24,19 @@ def file_digest(path: str) -> str:
     return h.hexdigest()
 
 
-def _entry(h: "hashlib._Hash", name: str, path: str, st: os.stat_result) -> None:
+def _entry(h: "hashlib._Hash", name: str, path: str, st: os.stat_result, digest: Digester) -> None:
     mode = st.st_mode
     if stat.S_ISLNK(mode):
         h.update(f"L {name} {os.readlink(path)}\0".encode())
     elif stat.S_ISDIR(mode):
         h.update(f"D {name} {stat.S_IMODE(mode):o}\0".encode())
     elif stat.S_ISREG(mode):
-        h.update(f"F {name} {stat.S_IMODE(mode):o} {file_digest(path)}\0".encode())
+        h.update(f"F {name} {stat.S_IMODE(mode):o} {digest(path)}\0".encode())
     else:
         h.update(f"S {name} {stat.S_IFMT(mode):o} {stat.S_IMODE(mode):o}\0".encode())
 
 
-def _walk(h: "hashlib._Hash", root_rel: str, host: str, excluded: Excluded | None) -> None:
+def _walk(h: "hashlib._Hash", root_rel: str, host: str, excluded: Excluded | None, digest: Digester) -> None:
     with os.scandir(host) as it:
         entries = sorted(it, key=lambda e: e.name)
     for entry in entries:
@@ -43,24 +44,29 @@ def _walk(h: "hashlib._Hash", root_rel: str, host: str, excluded: Excluded | Non
         if excluded is not None and excluded(rel):
             continue
         st = entry.stat(follow_symlinks=False)
-        _entry(h, rel, entry.path, st)
+        _entry(h, rel, entry.path, st, digest)
         if stat.S_ISDIR(st.st_mode):
-            _walk(h, rel, entry.path, excluded)
+            _walk(h, rel, entry.path, excluded, digest)
 
 
-def source_checksum(root: str, rel: str, excluded: Excluded | None = None) -> str:
+def source_checksum(root: str, rel: str, excluded: Excluded | None = None,
+                    digest: Digester = file_digest) -> str:
     """Checksum of one resolved source (a file, symlink-followed path or directory tree) in the context."""
     h = hashlib.sha256()
     host = scoped_join(root, rel)
     st = os.stat(host)
-    _entry(h, ".", host, st)
+    _entry(h, ".", host, st, digest)
     if stat.S_ISDIR(st.st_mode):
-        _walk(h, rel, host, excluded)
+        _walk(h, rel, host, excluded, digest)
     return h.hexdigest()
 
 
-def checksum_sources(root: str, patterns: list[str], excluded: Excluded | None = None) -> dict[str, str | None]:
-    """pattern → checksum of everything it matches (None when it matches nothing)."""
+def checksum_sources(root: str, patterns: list[str], excluded: Excluded | None = None,
+                     digest: Digester = file_digest) -> dict[str, str | None]:
+    """pattern → checksum of everything it matches (None when it matches nothing).
+
+    `digest(path)` hashes one file's content; the solver passes the store's stat cache so an unchanged context
+    is re-checked without reading file contents."""
     out: dict[str, str | None] = {}
     for pattern in patterns:
         matches = [m for m in expand_glob(root, pattern)
@@ -70,6 +76,6 @@ def checksum_sources(root: str, patterns: list[str], excluded: Excluded | None =
             continue
         h = hashlib.sha256()
         for rel in matches:
-            h.update(f"{rel}\0{source_checksum(root, rel, excluded)}\0".encode())
+            h.update(f"{rel}\0{source_checksum(root, rel, excluded, digest)}\0".encode())
         out[pattern] = h.hexdigest()
     return out

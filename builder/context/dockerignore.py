@@ -28,7 +28,9 @@ from pathlib import Path
 _GO_SPACES = ("\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008"
               "\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
 _BOM = "\ufeff"
-_REGEX_ESCAPED = frozenset(".+()|{}$")  # patternmatcher's shouldEscape set
+# patternmatcher's shouldEscape means `.+()|{}$`, but its bitmap sets bit c/8 of a byte, which is
+# lost for c >= 64: only these five are escaped, and `|`, `{`, `}` reach RE2 as syntax.
+_REGEX_ESCAPED = frozenset("$()+.")
 _WILDCARD_CHARS = frozenset("*[]?^\\")  # fsutil: an exception with these may match anywhere
 _MAX_RUNE = 0x10FFFF
 
@@ -140,7 +142,10 @@ class PatternMatcher:
                 if len(text) == 1:
                     raise DockerignoreError('illegal exclusion pattern: "!"')
                 text = text[1:]
-            _check_glob_syntax(text)
+            try:
+                _check_glob_syntax(text)
+            except DockerignoreError:
+                raise DockerignoreError(f"syntax error in pattern {raw!r}") from None
             compiled.append(_compile(text, exclusion))
         self.patterns: tuple[Pattern, ...] = tuple(compiled)
         self.exclusions = any(p.exclusion for p in compiled)
@@ -212,50 +217,103 @@ def _parent_prefixes(dirname: str) -> tuple[str, ...]:
 
 
 def _check_glob_syntax(pattern: str) -> None:
-    """Reject what Go's filepath.Match reports as ErrBadPattern (its chunk and class rules)."""
-    i, n = 0, len(pattern)
-    while i < n:
-        ch = pattern[i]
-        if ch == "\\":
-            if i + 1 >= n:
+    """patternmatcher.New's check: Go's filepath.Match(pattern, ".") must not fail.
+
+    filepath.Match only validates the chunks it gets to, so `x[` fails but `x*[` does not.
+    """
+    name = "."
+    while pattern:
+        star, chunk, pattern = _scan_chunk(pattern)
+        if star and not chunk:
+            return
+        rest = _match_chunk(chunk, name)
+        if rest is not None and (not rest or pattern):
+            name = rest
+            continue
+        if not star:
+            return
+        for i in range(len(name)):
+            if name[i] == "/":
+                return
+            rest = _match_chunk(chunk, name[i + 1:])
+            if rest is not None and (pattern or not rest):
+                name = rest
                 break
-            i += 2
-        elif ch == "[":
-            i = _check_glob_class(pattern, i + 1)
         else:
+            return
+
+
+def _scan_chunk(pattern: str) -> tuple[bool, str, str]:
+    """filepath scanChunk: leading stars, then text up to the next `*` outside brackets."""
+    stripped = pattern.lstrip("*")
+    star = len(stripped) != len(pattern)
+    in_range = False
+    i = 0
+    while i < len(stripped):
+        ch = stripped[i]
+        if ch == "\\" and i + 1 < len(stripped):
             i += 1
-    else:
-        return
-    raise DockerignoreError(f"syntax error in pattern {pattern!r}")
-
-
-def _check_glob_class(pattern: str, i: int) -> int:
-    """filepath.Match's class: `[^...]`, items `c`, `\\c` or `lo-hi`; returns the index after `]`."""
-    bad = DockerignoreError(f"syntax error in pattern {pattern!r}")
-    if pattern.startswith("^", i):
+        elif ch == "[":
+            in_range = True
+        elif ch == "]":
+            in_range = False
+        elif ch == "*" and not in_range:
+            break
         i += 1
-    count = 0
-    while True:
-        if pattern.startswith("]", i) and count:
-            return i + 1
-        i = _glob_class_char(pattern, i, bad)
-        if pattern[i] == "-":
-            i = _glob_class_char(pattern, i + 1, bad)
-        count += 1
+    return star, stripped[:i], stripped[i:]
 
 
-def _glob_class_char(pattern: str, i: int, bad: DockerignoreError) -> int:
-    """filepath getEsc: one class character; it may not be `-` or `]`, and something must follow it."""
-    if i >= len(pattern) or pattern[i] in "-]":
-        raise bad
-    if pattern[i] == "\\":
+def _match_chunk(chunk: str, name: str) -> str | None:
+    """filepath matchChunk: the rest of `name` after `chunk`, None if no match; bad syntax raises."""
+    failed = False
+    i = 0
+    while i < len(chunk):
+        failed = failed or not name
+        ch = chunk[i]
+        if ch == "[":
+            code = -1
+            if not failed:
+                code, name = ord(name[0]), name[1:]
+            i += 1
+            negated = chunk.startswith("^", i)
+            i += negated
+            hit, count = False, 0
+            while not (chunk.startswith("]", i) and count):
+                lo, i = _glob_class_char(chunk, i)
+                hi = lo
+                if chunk[i] == "-":
+                    hi, i = _glob_class_char(chunk, i + 1)
+                hit = hit or lo <= code <= hi
+                count += 1
+            i += 1
+            failed = failed or hit == negated
+            continue
+        if ch == "\\":
+            i += 1
+            if i >= len(chunk):
+                raise DockerignoreError("syntax error in pattern")
+        elif ch == "?":
+            if not failed:
+                failed, name = name[0] == "/", name[1:]
+            i += 1
+            continue
+        if not failed:
+            failed, name = chunk[i] != name[0], name[1:]
         i += 1
-        if i >= len(pattern):
-            raise bad
-    i += 1
-    if i >= len(pattern):
-        raise bad
-    return i
+    return None if failed else name
+
+
+def _glob_class_char(chunk: str, i: int) -> tuple[int, int]:
+    """filepath getEsc: one class character (not `-` or `]`); something must follow it."""
+    if i >= len(chunk) or chunk[i] in "-]":
+        raise DockerignoreError("syntax error in pattern")
+    if chunk[i] == "\\":
+        i += 1
+        if i >= len(chunk):
+            raise DockerignoreError("syntax error in pattern")
+    if i + 1 >= len(chunk):
+        raise DockerignoreError("syntax error in pattern")
+    return ord(chunk[i]), i + 1
 
 
 def _compile(text: str, exclusion: bool) -> Pattern:

@@ -1,0 +1,127 @@
+"""Issue 4 acceptance 2: the cache behaviour table — a rebuild does exactly the work that changed."""
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+DOCKERFILE = """\
+FROM pybuild/busybox
+RUN echo base > /base
+COPY a.txt /a.txt
+RUN cat /a.txt > /a2
+COPY b.txt /b.txt
+ARG LATE=1
+RUN echo $LATE > /late
+COPY . /ctx/
+"""
+TITLES = ["FROM", "RUN /bin/sh -c echo base", "COPY a.txt", "RUN /bin/sh -c cat /a.txt", "COPY b.txt",
+          "RUN /bin/sh -c echo $LATE", "COPY . /ctx/"]
+
+
+def make_context(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "Dockerfile").write_text(DOCKERFILE)
+    (path / "a.txt").write_text("a\n")
+    (path / "b.txt").write_text("b\n")
+    (path / "ignored.txt").write_text("ignored\n")
+    (path / ".dockerignore").write_text("ignored.txt\n")
+    return path
+
+
+def cached_steps(proc) -> dict[str, bool]:
+    """instruction prefix → whether that step was CACHED."""
+    log = proc.stderr.decode()
+    titles = dict(re.findall(r"^#(\d+) \[[^\]]*\] (.*)$", log, re.M))
+    cached = set(re.findall(r"^#(\d+) CACHED$", log, re.M))
+    out = {}
+    for number, title in titles.items():
+        for prefix in TITLES:
+            if title.startswith(prefix):
+                out[prefix] = number in cached
+    assert len(out) == len(TITLES), log
+    return out
+
+
+def expect(result: dict[str, bool], rebuilt_from: str | None) -> None:
+    """Steps before `rebuilt_from` CACHED, it and every later one rebuilt (None: all CACHED)."""
+    index = TITLES.index(rebuilt_from) if rebuilt_from else len(TITLES)
+    wanted = {t: i < index or t == "FROM" for i, t in enumerate(TITLES)}
+    assert result == wanted
+
+
+@pytest.fixture
+def ctx(tmp_path, pybuild, busybox_image):
+    path = make_context(tmp_path / "ctx")
+    pybuild("--progress", "plain", str(path))
+    return path
+
+
+def build(pybuild, path, *extra):
+    return cached_steps(pybuild("--progress", "plain", *extra, str(path)))
+
+
+def test_touch_keeps_everything_cached(pybuild, ctx):
+    os.utime(ctx / "a.txt", (1, 1))
+    os.utime(ctx / "b.txt")
+    expect(build(pybuild, ctx), None)
+
+
+def test_one_byte_change_rebuilds_from_that_copy(pybuild, ctx):
+    (ctx / "b.txt").write_text("B\n")
+    expect(build(pybuild, ctx), "COPY b.txt")
+    (ctx / "a.txt").write_text("A\n")
+    expect(build(pybuild, ctx), "COPY a.txt")
+
+
+def test_ignored_file_change_keeps_everything_cached(pybuild, ctx):
+    (ctx / "ignored.txt").write_text("changed\n")
+    expect(build(pybuild, ctx), None)
+
+
+def test_late_build_arg_keeps_earlier_steps_cached(pybuild, ctx):
+    expect(build(pybuild, ctx, "--build-arg", "LATE=2"), "RUN /bin/sh -c echo $LATE")
+
+
+def test_chmod_rebuilds_the_copy(pybuild, ctx):
+    os.chmod(ctx / "a.txt", 0o600)
+    expect(build(pybuild, ctx), "COPY a.txt")
+
+
+def test_no_cache_rebuilds_everything(pybuild, ctx):
+    result = build(pybuild, ctx, "--no-cache")
+    assert result == {t: t == "FROM" for t in TITLES}
+
+
+def test_equal_content_in_a_new_directory_is_cached(pybuild, ctx, tmp_path):
+    copy = tmp_path / "elsewhere" / "ctx2"
+    shutil.copytree(ctx, copy)
+    expect(build(pybuild, copy), None)
+
+
+def test_tar_context_on_stdin_and_dockerfile_outside(pybuild, ctx, tmp_path):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.add(ctx, arcname=".")
+    proc = pybuild("--progress", "plain", "-", input=buf.getvalue())
+    expect(cached_steps(proc), None)
+    outside = tmp_path / "Dockerfile.outside"
+    outside.write_text(DOCKERFILE)
+    expect(build(pybuild, ctx, "-f", str(outside)), None)
+    proc = pybuild("--progress", "plain", "-f", "-", str(ctx), input=DOCKERFILE.encode())
+    expect(cached_steps(proc), None)
+
+
+def test_explain_cache_names_the_changed_input(pybuild, ctx):
+    (ctx / "a.txt").write_text("changed\n")
+    proc = pybuild("--progress", "plain", "--explain-cache", str(ctx))
+    log = proc.stderr.decode()
+    assert re.search(r"cache miss: source 'a\.txt' changed", log), log
+    assert re.search(r"cache miss: parent step changed", log), log
