@@ -381,54 +381,92 @@ _POSIX = {"alnum": ((48, 57), (65, 90), (97, 122)), "alpha": ((65, 90), (97, 122
           "xdigit": ((48, 57), (65, 70), (97, 102))}
 _C_ESCAPES = {"a": 7, "f": 12, "n": 10, "r": 13, "t": 9, "v": 11}
 _OCTAL = "01234567"
+_RE2_REPEAT = re.compile(r"\{(0|[1-9][0-9]*)(,(0|[1-9][0-9]*)?)?\}")
 _HEX = "0123456789abcdefABCDEF"
 
 
 def _re2_to_python(expr: str) -> str:
-    """Translate the RE2 expression patternmatcher builds into an equivalent Python one."""
+    """Translate the RE2 expression patternmatcher builds into an equivalent Python one.
+
+    `out` holds one entry per atom so a repetition can wrap exactly its operand in `(?:...)`
+    (Python refuses `^{2}` and `a*{2}`, RE2 takes the first and rejects the second).
+    """
     out: list[str] = []
-    i, n = 0, len(expr)
-    while i < n:
+    atom = -1  # where the operand of a repetition starts in `out`; -1 after `(`, `|` or at the start
+    groups: list[int] = []
+    last_repeat = False
+    i = 0
+    while i < len(expr):
         ch = expr[i]
-        if ch == "[":
-            text, i = _re2_class(expr, i + 1)
-            out.append(text)
-        elif ch == "\\":
-            text, i = _re2_escape_top(expr, i)
-            out.append(text)
-        elif ch == "$":
-            out.append(r"\Z")  # RE2 without (?m): end of text, never before a final newline
-            i += 1
-        elif ch == "(":
-            out.append("(?:")
-            i += 1
-        elif ch in ")*?.^":
-            out.append(ch)
-            i += 1
+        repeat = _re2_repeat(expr, i) if ch == "{" else ((ch, i + 1) if ch in "*?" else None)
+        if repeat is not None:
+            if last_repeat:
+                raise _RE2Error("invalid nested repetition operator")
+            if atom < 0:
+                raise _RE2Error("missing argument to repetition operator")
+            text, i = repeat
+            out[atom:] = ["(?:" + "".join(out[atom:]) + ")" + text]
+        elif ch in "|(":
+            if ch == "(":
+                groups.append(len(out))
+            out.append("|" if ch == "|" else "(?:")
+            atom, i = -1, i + 1
+        elif ch == ")":
+            atom, i = groups.pop(), i + 1
+            out.append(")")
         else:
-            out.append(re.escape(ch))
-            i += 1
+            pieces, i = _re2_atom(expr, i)
+            if pieces:
+                atom = len(out) + len(pieces) - 1
+                out.extend(pieces)
+        last_repeat = repeat is not None
     return "".join(out)
 
 
-def _re2_escape_top(expr: str, i: int) -> tuple[str, int]:
+def _re2_repeat(expr: str, i: int) -> tuple[str, int] | None:
+    """RE2 parseRepeat at `{`: `{n}`, `{n,}` or `{n,m}` (no leading zeros), else None: a literal `{`."""
+    found = _RE2_REPEAT.match(expr, i)
+    if found is None:
+        return None
+    low, comma, high = found.group(1), found.group(2), found.group(3)
+    if int(low) > 1000 or (high is not None and (int(high) > 1000 or int(low) > int(high))):
+        raise _RE2Error(f"invalid repeat count: {found.group(0)}")
+    return "{" + low + (comma or "") + "}", found.end()
+
+
+def _re2_atom(expr: str, i: int) -> tuple[list[str], int]:
+    """One RE2 atom (or several literals, for `\\Q...\\E`) as Python text."""
+    ch = expr[i]
+    if ch == "[":
+        text, i = _re2_class(expr, i + 1)
+        return [text], i
+    if ch == "\\":
+        return _re2_escape_top(expr, i)
+    if ch == "^":
+        return ["(?:^)"], i + 1
+    if ch == "$":
+        return [r"(?:\Z)"], i + 1  # RE2 without (?m): end of text, never before a final newline
+    if ch == ".":
+        return ["."], i + 1
+    return [re.escape(ch)], i + 1
+
+
+def _re2_escape_top(expr: str, i: int) -> tuple[list[str], int]:
     """An escape outside a class: assertions, `\\Q...\\E`, Perl classes, or one character."""
     kind = expr[i + 1] if i + 1 < len(expr) else ""
-    if kind in ("A", "b", "B"):
-        return "\\" + kind, i + 2
-    if kind == "z":
-        return r"\Z", i + 2
+    if kind in ("A", "b", "B", "z"):
+        return ["(?:\\" + ("Z" if kind == "z" else kind) + ")"], i + 2
     if kind == "Q":
-        literal, _, _ = expr[i + 2:].partition(r"\E")
         end = expr.find(r"\E", i + 2)
-        return re.escape(literal), (len(expr) if end < 0 else end + 2)
+        literal = expr[i + 2:] if end < 0 else expr[i + 2:end]
+        return [re.escape(c) for c in literal], (len(expr) if end < 0 else end + 2)
     if kind == "C":
         raise _RE2Error(r"invalid escape sequence: \C")
     ranges, j = _re2_perl_or_unicode(expr, i)
     if ranges is not None:
-        return _python_class(ranges, negate=False), j
+        return [_python_class(ranges, negate=False)], j
     code, j = _re2_escape_char(expr, i)
-    return re.escape(chr(code)), j
+    return [re.escape(chr(code))], j
 
 
 def _re2_perl_or_unicode(expr: str, i: int) -> tuple[list[tuple[int, int]] | None, int]:
