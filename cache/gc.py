@@ -19,8 +19,8 @@ import time
 from dataclasses import dataclass, field
 
 from cache.blobs import BlobStore
-from cache.index import Index
-from cache.model import CacheRecord
+from cache.index import Index, SnapshotRow
+from cache.model import CacheRecord, ImageRecord
 from cache.snapshots import SnapshotStore
 
 GRACE_SECONDS = 3600.0
@@ -60,13 +60,49 @@ def doomed_records(records: list[CacheRecord], *, all: bool, keep_storage: int |
 
 def plan(index: Index, blobs: BlobStore, *, all: bool, keep_storage: int | None,
          until: float | None, alone: bool, now: float | None = None) -> Plan:
-    """Mark from the roots and list everything unmarked (nothing is deleted here)."""
+    """Mark from the roots and list everything unmarked (nothing is deleted here).
+
+    All rows are read in one transaction: a record written meanwhile must not be seen
+    without the snapshot it names (that would make its blob look orphaned).
+    """
     now = time.time() if now is None else now
-    records = index.records()
+    with index.read():
+        records = index.records()
+        snaps = {r.id: r for r in index.snapshots()}
+        images = index.all_images()
+        tagged = {digest for _, digest in index.tags()}
     doomed = {r.key for r in doomed_records(records, all=all, keep_storage=keep_storage,
                                             until=until, now=now)}
-    snaps = {r.id: r for r in index.snapshots()}
-    keep_snaps: set[int] = {r.id for r in snaps.values() if r.state == "pending"}
+    result = Plan(records=sorted(doomed))
+    keep_snaps, keep_blobs = _roots(records, doomed, snaps, alone, now)
+    for image in images:
+        if image.manifest.digest not in tagged and (alone or now - image.created > GRACE_SECONDS):
+            result.images.append(image.manifest.digest)
+            continue
+        keep_blobs.update({image.manifest.digest, image.config.digest})
+        keep_blobs.update(layer.blob.digest for layer in image.layers)
+        keep_snaps.update(_chains(snaps, [layer.diff_id for layer in image.layers]))
+    _close_over_parents(snaps, keep_snaps, keep_blobs)
+    result.snapshots = sorted(set(snaps) - keep_snaps)
+    result.bytes += sum(snaps[i].size for i in result.snapshots)
+    referenced = _referenced_blobs(records, snaps, images)
+    for digest in blobs.digests():
+        if digest in keep_blobs:
+            continue
+        try:
+            st = blobs.path_for(digest).stat()
+        except FileNotFoundError:
+            continue
+        if digest in referenced or alone or now - st.st_mtime > GRACE_SECONDS:
+            result.blobs.append(digest)
+            result.bytes += st.st_size
+    return result
+
+
+def _roots(records: list[CacheRecord], doomed: set[str], snaps: dict[int, SnapshotRow],
+           alone: bool, now: float) -> tuple[set[int], set[str]]:
+    """Snapshots and blobs kept directly: by surviving records, in-flight or fresh snapshots."""
+    keep_snaps = {r.id for r in snaps.values() if r.state == "pending"}
     if not alone:  # just committed or imported, maybe about to be recorded by another process
         mentioned = {r.snapshot_id for r in records} | {r.parent for r in snaps.values()}
         keep_snaps.update(i for i, r in snaps.items()
@@ -78,18 +114,13 @@ def plan(index: Index, blobs: BlobStore, *, all: bool, keep_storage: int | None,
                 keep_snaps.add(r.snapshot_id)
             if r.layer is not None:
                 keep_blobs.add(r.layer.blob.digest)
-    tagged = {digest for _, digest in index.tags()}
-    result = Plan(records=sorted(doomed))
-    for image in index.all_images():
-        if image.manifest.digest not in tagged:
-            if alone or now - image.created > GRACE_SECONDS:
-                result.images.append(image.manifest.digest)
-                continue
-        keep_blobs.update({image.manifest.digest, image.config.digest})
-        keep_blobs.update(layer.blob.digest for layer in image.layers)
-        keep_snaps.update(_chains(snaps, [layer.diff_id for layer in image.layers]))
+    return keep_snaps, keep_blobs
+
+
+def _close_over_parents(snaps: dict[int, SnapshotRow], keep_snaps: set[int], keep_blobs: set[str]) -> None:
+    """Parents of kept snapshots are their lowerdirs; kept snapshots keep their layer blobs."""
     stack = list(keep_snaps)
-    while stack:  # parents of kept snapshots are their lowerdirs
+    while stack:
         row = snaps.get(stack.pop())
         if row is None:
             continue
@@ -98,24 +129,9 @@ def plan(index: Index, blobs: BlobStore, *, all: bool, keep_storage: int | None,
         if row.parent is not None and row.parent not in keep_snaps:
             keep_snaps.add(row.parent)
             stack.append(row.parent)
-    result.snapshots = sorted(set(snaps) - keep_snaps)
-    result.bytes += sum(snaps[i].size for i in result.snapshots)
-    referenced = _referenced_blobs(index, snaps)
-    for digest in blobs.digests():
-        if digest in keep_blobs:
-            continue
-        path = blobs.path_for(digest)
-        try:
-            st = path.stat()
-        except FileNotFoundError:
-            continue
-        if digest in referenced or alone or now - st.st_mtime > GRACE_SECONDS:
-            result.blobs.append(digest)
-            result.bytes += st.st_size
-    return result
 
 
-def _chains(snaps: dict, diff_ids: list[str]) -> set[int]:
+def _chains(snaps: dict[int, SnapshotRow], diff_ids: list[str]) -> set[int]:
     """Snapshot ids on any chain whose diff_ids equal ``diff_ids`` from the bottom."""
     found: set[int] = set()
     level: set[int | None] = {None}
@@ -127,11 +143,12 @@ def _chains(snaps: dict, diff_ids: list[str]) -> set[int]:
     return found
 
 
-def _referenced_blobs(index: Index, snaps: dict) -> set[str]:
-    """Blobs some row mentions: removing their last reference makes them fair game at once."""
+def _referenced_blobs(records: list[CacheRecord], snaps: dict[int, SnapshotRow],
+                      images: list[ImageRecord]) -> set[str]:
+    """Blobs some row mentions: once all of those rows go, the blob may go at once."""
     out = {r.layer.blob.digest for r in snaps.values() if r.layer is not None}
-    out.update(r.layer.blob.digest for r in index.records() if r.layer is not None)
-    for image in index.all_images():
+    out.update(r.layer.blob.digest for r in records if r.layer is not None)
+    for image in images:
         out.update({image.manifest.digest, image.config.digest})
         out.update(layer.blob.digest for layer in image.layers)
     return out

@@ -126,6 +126,16 @@ class Index:
                 raise
             self.db.execute("COMMIT")
 
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        """A read transaction: every query inside sees the same database state (WAL snapshot)."""
+        with self._lock:
+            self.db.execute("BEGIN")
+            try:
+                yield
+            finally:
+                self.db.execute("COMMIT")
+
     def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             return self.db.execute(sql, args).fetchall()

@@ -3,8 +3,8 @@
 ``statcache`` rows (see index.py) map a path to (dev, ino, size, mtime_ns, ctime_ns) and the
 sha256 of the content seen then. A file whose stat tuple is unchanged is not re-read; ctime
 catches writes that restore the mtime. Like git's index, a write within the same timestamp
-granularity as the stat could be missed; entries whose mtime is within `RACY_NS` of the time
-they were hashed are therefore not trusted later.
+tick as our stat could go unnoticed, so files changed less than `RACY_NS` before they were
+hashed are not memoised.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from cache.index import Index
 from cache.model import Digest
 
 CHUNK = 1 << 20
-RACY_NS = 2_000_000_000
+RACY_NS = 50_000_000  # well above the kernel's coarse timestamp tick (1-10 ms)
 
 
 def _key(st: os.stat_result) -> tuple[int, int, int, int, int]:

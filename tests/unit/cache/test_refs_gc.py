@@ -147,3 +147,21 @@ def test_usage_reports_reclaimable_bytes(store):
     _image(store, [l1], "app:latest")
     usage = store.usage()
     assert usage["reclaimable"] == 0 and usage["images"] == 1
+
+
+def test_prune_spares_fresh_unreferenced_things_while_others_use_the_store(store):
+    from cache import Store
+
+    with Store.open(store.root) as other:  # another "process" has the store open
+        fresh, layer = commit_tree(other, [("file", "new", b"n")])  # not yet recorded
+        image = _image(other, [layer])  # not yet tagged
+        loose = other.put_blob(b"a layer being pulled")
+        result = store.prune(all=True)
+        assert result["snapshots"] == result["images"] == result["blobs"] == 0
+        assert store.snapshot(fresh.id) == fresh
+        assert store.has_blob(loose.digest) and store.has_blob(image.manifest.digest)
+        other.record("k", parent_key=None, snapshot=fresh, layer=layer, description={})
+        assert store.lookup("k").snapshot_id == fresh.id
+    result = store.prune(all=True)  # alone now: everything unreferenced goes
+    assert result["records"] == 1 and result["snapshots"] == 1 and result["images"] == 1
+    assert os.listdir(store.root / "blobs" / "sha256") == []
