@@ -16,6 +16,8 @@ parent, and the kernel kills a PID namespace with its PID 1).
 
 Status protocol (STATUS_FD, one JSON object per line, read by the runner):
   {"error": "..."}                 setup failed; the message is one user-facing line
+  {"started": true}                the command was executed
+  {"restored": ["/etc", ...]}      directories whose mount stubs were removed (see stubs.py)
   {"exit": CODE, "signal": N|null} the command finished (signal set when it was killed by one)
 After pivot_root nothing new can be imported (the host's Python is gone), hence the imports here.
 """
@@ -158,6 +160,9 @@ def container_init(spec: ContainerSpec, status: Status, life_r: int, host_resolv
     except (OSError, UserError, ValueError) as exc:
         status.send(error=describe(exc))
         os._exit(EXIT_SETUP)
+    except Exception as exc:  # noqa: BLE001 - a bug here must still surface as one line, not exit 1
+        status.send(error=f"sandbox init: {type(exc).__name__}: {exc}")
+        os._exit(EXIT_SETUP)
     env = list(spec.env)
     if spec.env_value("HOME") is None:
         env.append(f"HOME={user.home}")  # runc sets HOME from /etc/passwd when the image does not
@@ -209,6 +214,8 @@ def run_command(spec: ContainerSpec, user: ExecUser, env: list[str], status: Sta
     os.close(err_r)
     if failure:
         status.send(error=failure.decode(errors="replace"))
+    else:
+        status.send(started=True)
     code, sig = _reap(pid)
     return code, sig
 

@@ -187,20 +187,27 @@ def mount_user(rootfs: Rootfs, mounts: tuple[Mount, ...], sources: dict[int, str
     order = sorted(range(len(mounts)), key=lambda i: len([p for p in mounts[i].target.split("/") if p]))
     for index in order:
         item = mounts[index]
-        flags, data = _parse_options(item.options)
-        if item.readonly:
-            flags |= sc.MS_RDONLY
-        if item.type == "tmpfs":
-            target = _target(rootfs, item.target, directory=True)
-            sc.mount("tmpfs", target, "tmpfs", flags, ",".join(data) or None)
-            continue
-        source = sources[index]
-        target = _target(rootfs, item.target, directory=os.path.isdir(source))
-        sc.mount(source, target, None, sc.MS_BIND | sc.MS_REC)
-        if flags:
-            # A bind mount takes its flags only on a remount; keep the source mount's own locks.
-            inherited = _statvfs_flags(target)
-            sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | flags | inherited)
+        try:
+            _mount_one(rootfs, item, sources.get(index))
+        except OSError as exc:
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)  # not the scratch paths
+            raise OSError(exc.errno, f"mounting {item.source} on {item.target}: {reason}") from exc
+
+
+def _mount_one(rootfs: Rootfs, item: Mount, source: str | None) -> None:
+    flags, data = _parse_options(item.options)
+    if item.readonly:
+        flags |= sc.MS_RDONLY
+    if item.type == "tmpfs":
+        target = _target(rootfs, item.target, directory=True)
+        sc.mount("tmpfs", target, "tmpfs", flags, ",".join(data) or None)
+        return
+    assert source is not None
+    target = _target(rootfs, item.target, directory=os.path.isdir(source))
+    sc.mount(source, target, None, sc.MS_BIND | sc.MS_REC)
+    if flags:
+        # A bind mount takes its flags only on a remount; keep the source mount's own locks.
+        sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | flags | _statvfs_flags(target))
 
 
 def _parse_options(options: tuple[str, ...]) -> tuple[int, list[str]]:

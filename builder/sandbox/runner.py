@@ -184,8 +184,10 @@ def _result(returncode: int, messages: list[dict]) -> ExitStatus:
     exits = [m for m in messages if "exit" in m]
     if exits:
         return ExitStatus(int(exits[-1]["exit"]), exits[-1].get("signal"))
+    if not any(m.get("started") for m in messages):
+        how = f"was killed by signal {-returncode}" if returncode < 0 else f"exited with code {returncode}"
+        raise SandboxError(f"the sandbox init {how} before starting the command")
+    # Started, but PID 1 did not report the end: it was killed (e.g. by the OOM killer).
     if returncode < 0:
         return ExitStatus(128 - returncode, -returncode)
-    if returncode == 125:
-        raise SandboxError("the sandbox init failed before reporting a reason (exit code 125)")
-    return ExitStatus(returncode, None)
+    return ExitStatus(returncode, returncode - 128 if returncode > 128 else None)

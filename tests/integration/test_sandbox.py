@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -141,8 +144,9 @@ def no_leaks(tmp_path, lower, lower_snapshot):
         time.sleep(0.05)
     assert leftovers(marker) == []
     changed = before ^ host_mounts()
-    watched = (str(tmp_path), str(lower), "/tmp", "/mnt", "/run", "/var/tmp", "/proc", "/sys", "/dev")
-    assert [m for m in changed if m[0] == "/" or m[0].startswith(watched)] == []
+    # Only what this test could have touched: other work on the machine may mount elsewhere meanwhile.
+    exact = {"/", "/tmp", "/mnt", "/run", "/var/tmp", "/proc", "/sys", "/dev", "/dev/pts", "/dev/shm"}
+    assert [m for m in changed if m[0] in exact or m[0].startswith((str(tmp_path), str(lower)))] == []
     assert tree(lower) == lower_snapshot
 
 
@@ -434,3 +438,72 @@ def test_bind_mount_of_a_file_and_a_tmpfs(box, tmp_path):
                      mounts=mounts)
     assert out.splitlines() == ["cfg", "t", "1777"]
     assert tree(box.upper) == {}
+
+
+def test_bad_mount_is_a_sandbox_error_naming_the_container_path(box, tmp_path):
+    (tmp_path / "dir").mkdir()
+    mounts = (Mount("bind", str(tmp_path / "dir"), "/etc/passwd"),)  # a directory onto a file
+    with pytest.raises(SandboxError, match=r"^mounting .*/dir on /etc/passwd: Not a directory$"):
+        box.run("true", mounts=mounts)
+
+
+# --- signals and the builder's death ---------------------------------------------------------------
+
+def _init_pids() -> list[int]:
+    me = str(os.getpid()).encode()
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"builder.sandbox.init" in args and me in args:
+            pids.append(int(entry))
+    return pids
+
+
+def _parent_pid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[1])
+
+
+def test_sigterm_to_the_init_reaches_the_command(box):
+    result: list[tuple[ExitStatus, str, str]] = []
+    script = "trap 'echo got TERM; exit 7' TERM; echo ready; sleep 30 & wait"
+    thread = threading.Thread(target=lambda: result.append(box.run(script)))
+    thread.start()
+    deadline = time.monotonic() + 5
+    while len(_init_pids()) < 2 and time.monotonic() < deadline:  # stage 1 and PID 1
+        time.sleep(0.05)
+    time.sleep(0.3)  # let the shell install its trap
+    stage1 = next(pid for pid in _init_pids() if _parent_pid(pid) == os.getpid())
+    os.kill(stage1, signal.SIGTERM)
+    thread.join(10)
+    assert result and result[0] == (ExitStatus(7), "ready\ngot TERM\n", "")
+
+
+BUILDER_SCRIPT = """
+import sys
+from builder.sandbox.runner import run
+from builder.sandbox.spec import ContainerSpec
+spec = ContainerSpec.from_json(sys.argv[1])
+def out(chunk):
+    sys.stdout.buffer.write(chunk)
+    sys.stdout.flush()
+run(spec, stdout=out)
+"""
+
+
+def test_sigkill_of_the_builder_takes_the_container_down(box):
+    spec = box.spec("echo ready; sleep 100 & sleep 100")
+    builder = subprocess.Popen([sys.executable, "-c", BUILDER_SCRIPT, spec.to_json()], stdout=subprocess.PIPE)
+    try:
+        assert builder.stdout.readline() == b"ready\n"
+        assert leftovers(box.marker)  # the container is really running
+    finally:
+        builder.kill()
+        builder.wait()
+        builder.stdout.close()
+    deadline = time.monotonic() + 2.0
+    while leftovers(box.marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert leftovers(box.marker) == []  # and no_leaks checks the host's mount table
