@@ -160,3 +160,24 @@ def test_open_removes_what_dead_writers_left(tmp_path):
         snap, _ = live.commit(alive)
         assert (snap.path / "f").read_text() == "still usable"
     check_store(root).close()
+
+
+def test_threads_share_one_store(store):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def build(i: int):
+        parent = None
+        for step in range(3):
+            m = store.prepare(parent)
+            (m.upper / f"t{i}-s{step}").write_bytes(os.urandom(100_000))
+            parent, layer = store.commit(m, compression=["gzip", "zstd"][i % 2])
+            store.record(f"t{i}-s{step}", parent_key=None, snapshot=parent, layer=layer,
+                         description={"thread": i})
+        return parent
+
+    with ThreadPoolExecutor(4) as pool:
+        tops = list(pool.map(build, range(8)))
+    assert len({t.id for t in tops}) == 8 and all(len(store.lowerdirs(t)) == 3 for t in tops)
+    assert len(store.records()) == 24
+    store.close()
+    check_store(store.root).close()

@@ -45,6 +45,9 @@ def test_import_reuses_snapshots_and_chains_parents(store, needs_root):
     assert store.import_layer(base, l2.blob) == top
     assert store.lowerdirs(top) == [top.path, base.path]
     assert store.lowerdirs(None) == [store.empty_dir()]
+    rel_base, rel = store.relative_lowerdirs(top)
+    assert rel == [f"{top.id}/fs", f"{base.id}/fs"] and [rel_base / r for r in rel] == store.lowerdirs(top)
+    assert os.listdir(store.empty_dir()) == [] and store.empty_dir().stat().st_mode & 0o777 == 0o555
     other = store.import_layer(None, l2.blob)  # same layer on another parent: a new snapshot
     assert other.id not in (base.id, top.id) and other.parent is None
 
