@@ -31,7 +31,9 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+from builder.sandbox import capabilities
 from builder.sandbox import rootfs as rf
+from builder.sandbox.capabilities import DEFAULT_CAPABILITIES
 from builder.sandbox import syscalls as sc
 from builder.sandbox.network import setup_network
 from builder.sandbox.spec import ContainerSpec
@@ -109,6 +111,7 @@ def main(argv: list[str]) -> NoReturn:
         with os.fdopen(spec_fd, "rb") as handle:
             spec = ContainerSpec.from_json(handle.read().decode())
         host_resolv = _read_text("/etc/resolv.conf")
+        last_cap = capabilities.last_capability()
         flags = sc.CLONE_NEWNS | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC | sc.CLONE_NEWPID
         if spec.network == "none":
             flags |= sc.CLONE_NEWNET
@@ -122,7 +125,7 @@ def main(argv: list[str]) -> NoReturn:
     pid = os.fork()
     if pid == 0:
         os.close(life_w)
-        container_init(spec, status, life_r, host_resolv)
+        container_init(spec, status, life_r, host_resolv, last_cap)
     os.close(life_r)
     os.close(status_fd)
     _forward_signals_to(pid)
@@ -149,7 +152,8 @@ def _parent_alive(life_r: int) -> bool:
         os.close(life_r)
 
 
-def container_init(spec: ContainerSpec, status: Status, life_r: int, host_resolv: str | None) -> NoReturn:
+def container_init(spec: ContainerSpec, status: Status, life_r: int, host_resolv: str | None,
+                   last_cap: int) -> NoReturn:
     """PID 1 of the container: set up, run the command, reap, clean up, exit with its status."""
     try:
         sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -166,7 +170,7 @@ def container_init(spec: ContainerSpec, status: Status, life_r: int, host_resolv
     env = list(spec.env)
     if spec.env_value("HOME") is None:
         env.append(f"HOME={user.home}")  # runc sets HOME from /etc/passwd when the image does not
-    code, sig = run_command(spec, user, env, status)
+    code, sig = run_command(spec, user, env, status, last_cap)
     rf.unmount_stub_targets(rootfs)
     if rootfs.writable:
         status.send(restored=remove_stubs("/", rootfs.stubs))
@@ -199,13 +203,14 @@ def setup_container(spec: ContainerSpec, host_resolv: str | None) -> rf.Rootfs:
     return rootfs
 
 
-def run_command(spec: ContainerSpec, user: ExecUser, env: list[str], status: Status) -> tuple[int, int | None]:
+def run_command(spec: ContainerSpec, user: ExecUser, env: list[str], status: Status,
+                last_cap: int) -> tuple[int, int | None]:
     """Fork and exec the command, then reap until it exits; (exit code, signal)."""
     err_r, err_w = os.pipe()  # close-on-exec: EOF without data means the exec succeeded
     pid = os.fork()
     if pid == 0:
         os.close(err_r)
-        _exec_command(spec, user, env, err_w)
+        _exec_command(spec, user, env, err_w, last_cap)
     os.close(err_w)
     _forward_signals_to(pid)
     failure = b""
@@ -242,11 +247,13 @@ def _reap(main_pid: int) -> tuple[int, int | None]:
             return result
 
 
-def _exec_command(spec: ContainerSpec, user: ExecUser, env: list[str], err_w: int) -> NoReturn:
-    """In the command's process: drop to USER, find argv[0], exec. Never returns."""
+def _exec_command(spec: ContainerSpec, user: ExecUser, env: list[str], err_w: int, last_cap: int) -> NoReturn:
+    """In the command's process: drop to USER and docker's capabilities, find argv[0], exec."""
     try:
         for signum in FORWARDED_SIGNALS + RESTORED_SIGNALS:
             signal.signal(signum, signal.SIG_DFL)
+        # Bounding set first: dropping needs CAP_SETPCAP, which a non-root uid no longer has.
+        capabilities.restrict_bounding_set(set(DEFAULT_CAPABILITIES.values()), last_cap)
         os.setgroups(list(user.groups))
         os.setgid(user.gid)
         os.setuid(user.uid)

@@ -95,7 +95,8 @@ def mount_overlay(host: HostPaths, scratch: str) -> Rootfs:
         upper, work = os.path.join(scratch, "upper"), os.path.join(scratch, "work")
         os.mkdir(upper, 0o755)
         os.mkdir(work, 0o700)
-    sc.mount("overlay", root, "overlay", 0, sc.overlay_options(lowers, upper, work))
+    # nodev: device nodes a RUN makes (CAP_MKNOD) cannot be opened; /dev's nodes are separate binds.
+    sc.mount("overlay", root, "overlay", sc.MS_NODEV, sc.overlay_options(lowers, upper, work))
     return Rootfs(root, writable=host.upper is not None)
 
 
@@ -126,7 +127,7 @@ def mount_proc_dev_sys(rootfs: Rootfs, *, sysfs: bool) -> None:
 
 
 def _mount_dev(dev: str) -> None:
-    sc.mount("tmpfs", dev, "tmpfs", sc.MS_NOSUID | sc.MS_STRICTATIME, "mode=755,size=65536k")
+    sc.mount("tmpfs", dev, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_STRICTATIME, "mode=755,size=65536k")
     for name in DEVICES:
         node = os.path.join(dev, name)
         os.close(os.open(node, os.O_CREAT | os.O_WRONLY, 0o666))

@@ -32,7 +32,10 @@ MS_STRICTATIME = 1 << 24
 MNT_DETACH = 0x2
 
 PR_SET_PDEATHSIG = 1
+PR_CAPBSET_DROP = 24
 PR_SET_CHILD_SUBREAPER = 36
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
 
 _SYS_PIVOT_ROOT = 155  # x86_64
 _SYS_SETHOSTNAME_NAME = "sethostname"
@@ -94,3 +97,24 @@ def overlay_options(lowerdirs: list[str], upperdir: str | None, workdir: str | N
     if upperdir is not None:
         parts += [f"upperdir={esc(upperdir)}", f"workdir={esc(workdir or '')}"]
     return ",".join(parts)
+
+
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def clear_inheritable_capabilities() -> None:
+    """Empty this thread's inheritable capability set (effective and permitted stay as they are)."""
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    _check(_libc.capget(ctypes.byref(header), data), "capget")
+    for half in data:
+        half.inheritable = 0
+    _check(_libc.capset(ctypes.byref(header), data), "capset")

@@ -507,3 +507,26 @@ def test_sigkill_of_the_builder_takes_the_container_down(box):
     while leftovers(box.marker) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert leftovers(box.marker) == []  # and no_leaks checks the host's mount table
+
+
+# --- privileges ------------------------------------------------------------------------------------
+
+def _caps(box: Box, user: str) -> dict[str, str]:
+    lines = box.output("grep ^Cap /proc/self/status", user=user).splitlines()
+    return {key.rstrip(":"): value for key, value in (line.split() for line in lines)}
+
+
+def test_root_gets_dockers_default_capabilities_only(box):
+    assert _caps(box, "") == {"CapInh": "0000000000000000", "CapPrm": "00000000a80425fb",
+                              "CapEff": "00000000a80425fb", "CapBnd": "00000000a80425fb",
+                              "CapAmb": "0000000000000000"}
+    assert _caps(box, "builder")["CapEff"] == "0000000000000000"
+
+
+def test_no_mounting_and_no_usable_device_nodes(box):
+    status, _, err = box.run("mount -t tmpfs none /bin")
+    assert status.code != 0
+    status, _, err = box.run("mknod /disk b 7 0 && head -c 1 /disk")
+    assert status.code != 0 and "Permission denied" in err
+    status, _, err = box.run("mknod /dev/disk b 7 0 && head -c 1 /dev/disk")
+    assert status.code != 0 and "Permission denied" in err
