@@ -219,7 +219,8 @@ class Store:
         blob_bytes = sum(self._blobs.path_for(d).stat().st_size for d in self._blobs.digests())
         snaps = self._index.snapshots()
         snap_bytes = sum(s.size for s in snaps)
-        p = gc.plan(self._index, self._blobs, all=True, keep_storage=None, until=None, alone=False)
+        with self._lock.exclusive() as alone:  # alone: what prune would free now, grace periods included
+            p = gc.plan(self._index, self._blobs, all=True, keep_storage=None, until=None, alone=alone)
         return {"total": blob_bytes + snap_bytes, "reclaimable": p.bytes,
                 "blob_bytes": blob_bytes, "snapshot_bytes": snap_bytes,
                 "records": len(self._index.records()), "snapshots": len(snaps),
@@ -234,9 +235,14 @@ class Store:
         With neither and all=False only unreferenced snapshots/blobs/images go.
         Returns counts and ``reclaimed`` bytes.
         """
+        total = self.usage()["total"] if keep_storage is not None and not all else 0
         with self._lock.exclusive() as alone:
-            p = gc.plan(self._index, self._blobs, all=all, keep_storage=keep_storage,
-                        until=until, alone=alone)
+            if keep_storage is not None and not all:
+                p = gc.plan_within(self._index, self._blobs, keep_storage=keep_storage, total=total,
+                                   until=until, alone=alone)
+            else:
+                p = gc.plan(self._index, self._blobs, all=all, keep_storage=keep_storage,
+                            until=until, alone=alone)
             result = gc.sweep(p, self._index, self._blobs, self._snapshots)
             if alone:
                 self._lock.clean_key_locks(self.root / "locks")

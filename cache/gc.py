@@ -59,7 +59,8 @@ def doomed_records(records: list[CacheRecord], *, all: bool, keep_storage: int |
 
 
 def plan(index: Index, blobs: BlobStore, *, all: bool, keep_storage: int | None,
-         until: float | None, alone: bool, now: float | None = None) -> Plan:
+         until: float | None, alone: bool, now: float | None = None,
+         doomed_keys: set[str] | None = None) -> Plan:
     """Mark from the roots and list everything unmarked (nothing is deleted here).
 
     All rows are read in one transaction: a record written meanwhile must not be seen
@@ -71,8 +72,8 @@ def plan(index: Index, blobs: BlobStore, *, all: bool, keep_storage: int | None,
         snaps = {r.id: r for r in index.snapshots()}
         images = index.all_images()
         tagged = {digest for _, digest in index.tags()}
-    doomed = {r.key for r in doomed_records(records, all=all, keep_storage=keep_storage,
-                                            until=until, now=now)}
+    doomed = doomed_keys if doomed_keys is not None else \
+        {r.key for r in doomed_records(records, all=all, keep_storage=keep_storage, until=until, now=now)}
     result = Plan(records=sorted(doomed))
     keep_snaps, keep_blobs = _roots(records, doomed, snaps, alone, now)
     for image in images:
@@ -166,3 +167,41 @@ def sweep(p: Plan, index: Index, blobs: BlobStore, snapshots: SnapshotStore) -> 
         freed += blobs.delete(digest)
     return {"records": len(p.records), "snapshots": len(p.snapshots), "images": len(p.images),
             "blobs": len(p.blobs), "reclaimed": p.bytes}
+
+
+def plan_within(index: Index, blobs: BlobStore, *, keep_storage: int, total: int, until: float | None,
+                alone: bool) -> Plan:
+    """The least-recently-used prefix of records whose removal brings the store's whole size (blobs and
+    snapshots, as `usage()` counts it) under ``keep_storage``; everything removable if even that is not enough.
+    Freed bytes grow with the prefix, so a binary search over its length finds the shortest one."""
+    now = time.time()
+    with index.read():
+        tagged = {digest for _, digest in index.tags()}
+        snaps = {r.id: r for r in index.snapshots()}
+        held: set[int] = set()
+        for image in index.all_images():
+            if image.manifest.digest in tagged:
+                held |= _chains(snaps, [layer.diff_id for layer in image.layers])
+        records = index.records()
+    # a record whose snapshot a tagged image holds frees nothing: keep it (and its cache hit) for free
+    candidates = sorted((r for r in records if r.snapshot_id is None or r.snapshot_id not in held),
+                        key=lambda r: (r.last_used, r.key))
+    if until is not None:
+        candidates = [r for r in candidates if r.last_used < now - until]
+
+    def attempt(k: int) -> Plan:
+        return plan(index, blobs, all=False, keep_storage=None, until=None, alone=alone, now=now,
+                    doomed_keys={r.key for r in candidates[:k]})
+
+    lo, hi = 0, len(candidates)
+    best = attempt(hi)
+    if total - best.bytes > keep_storage:
+        return best
+    while lo < hi:
+        mid = (lo + hi) // 2
+        p = attempt(mid)
+        if total - p.bytes <= keep_storage:
+            hi, best = mid, p
+        else:
+            lo = mid + 1
+    return best if hi == len(candidates) else attempt(hi)

@@ -38,9 +38,17 @@ def _with_root(args: list[str], root: Path) -> list[str]:
 
 
 def mountinfo() -> list[str]:
-    """Host mounts without the per-mount ids, to compare before/after."""
+    """Host mounts a build could leak (overlay, tmpfs/proc/devpts, anything under a pytest or pybuild path),
+    without the per-mount ids, to compare before/after. Mounts made by unrelated processes elsewhere on the
+    machine are left out so the comparison speaks only of us."""
     lines = Path("/proc/self/mountinfo").read_text().splitlines()
-    return sorted(" ".join(l.split()[3:]) for l in lines)
+    ours = []
+    for line in lines:
+        fields = line.split()
+        text = " ".join(fields[3:])
+        if " - overlay " in text or "pytest-of" in text or "pybuild" in text or fields[4].startswith("/tmp/pytest"):
+            ours.append(text)
+    return sorted(ours)
 
 
 @pytest.fixture(scope="session")
