@@ -59,10 +59,16 @@ def _spec_memfd(spec: ContainerSpec) -> int:
 
 
 class _Pump:
-    """One thread reading the container's output pipes and the status pipe until EOF on all."""
+    """One thread reading the container's output pipes and the status pipe until EOF on all.
+
+    Callbacks run on this thread, one chunk at a time. A callback that raises is not called again
+    (its output is drained and dropped so the container cannot block on a full pipe); run()
+    re-raises the exception once the container is gone.
+    """
 
     def __init__(self, sinks: dict[int, Callable[[bytes], None]]) -> None:
         self.sinks = sinks
+        self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="sandbox-pump", daemon=True)
         self.thread.start()
 
@@ -74,11 +80,17 @@ class _Pump:
             while open_fds:
                 for key, _ in selector.select():
                     chunk = os.read(key.fd, CHUNK)
-                    if chunk:
-                        self.sinks[key.fd](chunk)
-                    else:
+                    if not chunk:
                         selector.unregister(key.fd)
                         open_fds.discard(key.fd)
+                    elif self.error is None:
+                        self._deliver(key.fd, chunk)
+
+    def _deliver(self, fd: int, chunk: bytes) -> None:
+        try:
+            self.sinks[fd](chunk)
+        except BaseException as exc:  # noqa: BLE001 - handed back to run()'s caller
+            self.error = exc
 
     def join(self, timeout: float | None) -> bool:
         self.thread.join(timeout)
@@ -129,6 +141,8 @@ def run(spec: ContainerSpec, *, stdin: int | None = None, stdout: Output = None,
                 os.close(fd)
         # FIXME(leak-on-stuck-pipe): if a process outside the container kept a pipe open, the
         # pump thread and its descriptors are abandoned rather than closed under its feet.
+    if pump.error is not None:
+        raise pump.error
     if cancelled:
         return ExitStatus(137, 9)
     messages = _messages(b"".join(status_chunks))

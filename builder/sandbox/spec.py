@@ -54,7 +54,7 @@ class ContainerSpec:
     network: str = "none"  # "none" | "host"
     mounts: tuple[Mount, ...] = ()
     extra_hosts: tuple[tuple[str, str], ...] = ()  # (hostname, ip) lines added to /etc/hosts
-    tty: bool = False
+    tty: bool = False  # FIXME(no-pty): recorded only; stdio is passed through, no pty is allocated
     sysfs: bool = True  # mount a read-only /sys
 
     def __post_init__(self) -> None:

@@ -93,7 +93,7 @@ class Box:
         out: list[bytes] = []
         err: list[bytes] = []
         status = run(self.spec(script, **changes), stdout=out.append, stderr=err.append,
-                     stdin=os.open(os.devnull, os.O_RDONLY))
+                     stdin=subprocess.DEVNULL)
         return status, b"".join(out).decode(), b"".join(err).decode()
 
     def output(self, script: str, **changes) -> str:
@@ -530,3 +530,13 @@ def test_no_mounting_and_no_usable_device_nodes(box):
     assert status.code != 0 and "Permission denied" in err
     status, _, err = box.run("mknod /dev/disk b 7 0 && head -c 1 /dev/disk")
     assert status.code != 0 and "Permission denied" in err
+
+
+def test_a_failing_output_callback_does_not_hang_the_container(box):
+    def explode(chunk: bytes) -> None:
+        raise RuntimeError("sink broke")
+
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="sink broke"):
+        run(box.spec("head -c 1000000 /dev/zero; echo done"), stdout=explode)
+    assert time.monotonic() - started < 5
