@@ -44,6 +44,7 @@ class SolveOptions:
     excluded: Any = None  # callable(relpath) -> bool from the .dockerignore matcher
     explain: bool = False
     hostname: str = "buildkitsandbox"
+    secrets: dict[str, str] | None = None  # --secret id → host file holding the value (never in a key)
 
 
 def source_date_epoch() -> float | None:
@@ -106,7 +107,10 @@ class Solver:
     def _key(self, step: Step) -> CacheKey:
         parent_key = self.results[step.parent].key.digest if step.parent is not None else None
         if not isinstance(step.op, FileOp):
-            return step_key(step, parent_key)
+            from builder.ops.mounts import mount_key_parts  # RUN --mount inputs (lead's part)
+            mounts = mount_key_parts(step, self.options.context_dir, self.options.excluded,
+                                     self.store.file_digest, {k: r.key.digest for k, r in self.results.items()})
+            return step_key(step, parent_key, mounts=mounts)
         if step.op.from_stage is not None:
             from_key = self.results[step.op.from_step].key.digest if step.op.from_step is not None else "scratch"
             return step_key(step, parent_key, from_key=from_key)
@@ -191,6 +195,17 @@ class Solver:
         layers = (record.layer,) if record.layer is not None else ()
         return StepResult(key, snapshot, layers, record.created, True)
 
+    def _mount_sources(self, step: Step):
+        """What RUN --mount needs at run time: the context, stage snapshots, secrets and the store."""
+        from builder.ops.mounts import MountSources
+
+        stages = {}
+        for mount in getattr(step.op, "mounts", ()):
+            if mount.from_step is not None:
+                stages[mount.from_step] = self.results[mount.from_step].snapshot
+        return MountSources(store=self.store, context_dir=self.options.context_dir,
+                            secrets=self.options.secrets or {}, snapshots=stages)
+
     def _execute(self, step: Step, number: int):
         parent = self.results[step.parent].snapshot if step.parent is not None else None
         if step.kind == "source":
@@ -201,7 +216,8 @@ class Solver:
             snapshot, layer = exec_op.execute(self.store, step, parent, compression=self.options.compression,
                                               log=log, cancel=self.cancel,
                                               dockerfile_lines=self.options.dockerfile_lines,
-                                              hostname=self.options.hostname)
+                                              hostname=self.options.hostname,
+                                              mounts=self._mount_sources(step))
         else:
             op: FileOp = step.op  # type: ignore[assignment]
             source = self.results[op.from_step].snapshot if op.from_step is not None else None
