@@ -103,6 +103,7 @@ def main(argv: list[str]) -> NoReturn:
     spec_fd, status_fd, builder_pid = (int(a) for a in argv[:3])
     os.set_inheritable(status_fd, False)
     os.umask(0o022)  # docker's: mount points, the working directory and the command all get it
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C: forwarded once PID 1 exists
     status = Status(status_fd)
     try:
         sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -160,22 +161,35 @@ def container_init(spec: ContainerSpec, status: Status, life_r: int, host_resolv
         if not _parent_alive(life_r):
             os._exit(EXIT_SETUP)
         rootfs = setup_container(spec, host_resolv)
+    except Exception as exc:  # noqa: BLE001 - nothing to undo: the namespace takes the mounts along
+        _fail(status, exc)
+    try:
         user = lookup_user(Path("/"), spec.user)
-    except (OSError, UserError, ValueError) as exc:
-        status.send(error=describe(exc))
-        os._exit(EXIT_SETUP)
-    except Exception as exc:  # noqa: BLE001 - a bug here must still surface as one line, not exit 1
-        status.send(error=f"sandbox init: {type(exc).__name__}: {exc}")
-        os._exit(EXIT_SETUP)
+    except Exception as exc:  # noqa: BLE001
+        _clean_up(rootfs, status)
+        _fail(status, exc)
     env = list(spec.env)
     if spec.env_value("HOME") is None:
         env.append(f"HOME={user.home}")  # runc sets HOME from /etc/passwd when the image does not
     code, sig = run_command(spec, user, env, status, last_cap)
+    _clean_up(rootfs, status)
+    status.send(exit=code, signal=sig)
+    os._exit(code)
+
+
+def _fail(status: Status, exc: Exception) -> NoReturn:
+    if isinstance(exc, (OSError, UserError, ValueError)):
+        status.send(error=describe(exc))
+    else:  # a bug here must still surface as one line, not as the command's exit code
+        status.send(error=f"sandbox init: {type(exc).__name__}: {exc}")
+    os._exit(EXIT_SETUP)
+
+
+def _clean_up(rootfs: rf.Rootfs, status: Status) -> None:
+    """Take the mount stubs out of the layer (see stubs.py) and tell the runner which parents to prune."""
     rf.unmount_stub_targets(rootfs)
     if rootfs.writable:
         status.send(restored=remove_stubs("/", rootfs.stubs))
-    status.send(exit=code, signal=sig)
-    os._exit(code)
 
 
 def setup_container(spec: ContainerSpec, host_resolv: str | None) -> rf.Rootfs:

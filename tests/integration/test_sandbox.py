@@ -411,6 +411,7 @@ def test_unknown_user_is_a_sandbox_error(box, user, message):
     with pytest.raises(SandboxError) as caught:
         box.run("true", user=user)
     assert str(caught.value) == message
+    assert tree(box.upper) == {}  # mount stubs are gone even though the command never ran
 
 
 # --- extra mounts ----------------------------------------------------------------------------------
