@@ -541,3 +541,28 @@ def test_a_failing_output_callback_does_not_hang_the_container(box):
     with pytest.raises(RuntimeError, match="sink broke"):
         run(box.spec("head -c 1000000 /dev/zero; echo done"), stdout=explode)
     assert time.monotonic() - started < 5
+
+
+# --- layer stacks ----------------------------------------------------------------------------------
+
+def test_scratch_image_with_files_only_in_the_upperdir(tmp_path, no_leaks, lower):
+    box = Box(lower, tmp_path, no_leaks)
+    shutil.rmtree(box.upper)
+    make_busybox_root(box.upper)  # as if COPY had put busybox into a FROM scratch stage
+    out = box.output("ls /bin/busybox /etc/passwd; echo made > /new", lowerdirs=())
+    assert out.split() == ["/bin/busybox", "/etc/passwd"]
+    assert (box.upper / "new").read_text() == "made\n"
+    assert not (box.upper / "proc").exists() and not (box.upper / "etc" / "hosts").exists()
+
+
+def test_lowerdirs_stack_top_most_first_and_read_only(box, tmp_path):
+    top = tmp_path / "top"
+    (top / "etc").mkdir(parents=True)
+    (top / "etc" / "passwd").write_text("root:x:0:0:top layer:/top:/bin/sh\n")
+    (top / "extra").write_text("from the top layer\n")
+    lowers = (str(top), box.lowers[0])
+    out = box.output("cat /extra; echo $HOME; ls /bin/sh", lowerdirs=lowers, upperdir=None, workdir=None)
+    assert out.splitlines() == ["from the top layer", "/top", "/bin/sh"]
+    status, _, err = box.run("echo x > /extra", lowerdirs=lowers, upperdir=None, workdir=None)
+    assert status.code != 0 and "Read-only file system" in err
+    assert (top / "extra").read_text() == "from the top layer\n"
