@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -32,6 +34,7 @@ class BuildOptions:
     root: str = field(default_factory=default_root)
     jobs: int = os.cpu_count() or 1
     explain_cache: bool = False
+    secrets: list[str] = field(default_factory=list)  # --secret specs
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +84,13 @@ def ignore_patterns(opts: BuildOptions) -> list[str]:
         if path.is_file():
             return read_patterns(path.read_text(encoding="utf-8"))
     return []
+
+
+def _secrets(opts: BuildOptions, workdir: str) -> dict[str, str]:
+    """--secret id → a host file with the value (env secrets are written, 0600, into workdir)."""
+    from builder.ops.mounts import read_secret_flag
+
+    return dict(read_secret_flag(spec, workdir) for spec in opts.secrets)
 
 
 def _excluder(patterns: list[str]):
@@ -141,13 +151,14 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
         raise UsageError(f"build context {opts.context!r} is not a directory")
     patterns = ignore_patterns(opts)
     store = Store.open(opts.root)
+    workdir = tempfile.mkdtemp(prefix="pybuild-secrets-") if opts.secrets else ""
     try:
         graph = plan(dockerfile, build_args=opts.build_args, target=opts.target,
                      resolve_image=lambda ref: resolve_base(store, ref))
         options = SolveOptions(context_dir=os.path.abspath(opts.context), use_cache=not opts.no_cache,
                                compression=opts.compression, jobs=opts.jobs, dockerfile_lines=text.splitlines(),
                                ignore_patterns=patterns, excluded=_excluder(patterns),
-                               explain=opts.explain_cache)
+                               explain=opts.explain_cache, secrets=_secrets(opts, workdir))
         results = Solver(store, graph, options, sink, cancel).solve(graph.target)
         config, manifest, layers = assemble(graph, graph.target, results)
         record = store.put_image(manifest, config, list(layers))
@@ -160,6 +171,8 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
                          record.config.digest, [l.blob.digest for l in layers], tagged)
     finally:
         store.close()
+        if workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
     image_id = "sha256:" + hashlib.sha256(config).hexdigest()
     if opts.iidfile:
         Path(opts.iidfile).write_text(image_id)

@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="print only the image id")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="steps run at once (default: CPUs)")
     p.add_argument("--explain-cache", action="store_true", help="say why each step hit or missed the cache")
+    p.add_argument("--secret", action="append", default=[], metavar="id=ID,src=FILE|env=VAR",
+                   help="a secret for RUN --mount=type=secret (never stored in the image or the cache)")
     _root_arg(p)
     return p
 
@@ -72,7 +74,7 @@ def cmd_build(argv: list[str]) -> int:
     opts = BuildOptions(context=args.context, dockerfile=args.dockerfile, tags=args.tag, build_args=build_args,
                         target=args.target, no_cache=args.no_cache, compression=args.compression,
                         outputs=args.output, iidfile=args.iidfile, root=args.root, jobs=max(1, args.jobs),
-                        explain_cache=args.explain_cache)
+                        explain_cache=args.explain_cache, secrets=args.secret)
     cancel = threading.Event()
     try:
         result = build(opts, sink, cancel)

@@ -1,11 +1,14 @@
 """RUN: execute a command in an isolated build container on top of the parent snapshot."""
 from __future__ import annotations
 
+import subprocess
 import threading
 from collections import deque
+from contextlib import ExitStack
 from typing import Callable
 
 from builder.errors import BuildCancelled, BuildStepError
+from builder.ops.mounts import realise
 from builder.plan.steps import ExecOp, Step
 from builder.sandbox.runner import SandboxError, run
 from builder.sandbox.spec import ContainerSpec
@@ -25,9 +28,18 @@ def render_location(step: Step, dockerfile_lines: list[str] | None) -> str:
 
 
 def execute(store, step: Step, parent_snapshot, *, compression: str, log: Callable[[str, str], None],
-            cancel: threading.Event | None, dockerfile_lines: list[str] | None, hostname: str):
+            cancel: threading.Event | None, dockerfile_lines: list[str] | None, hostname: str,
+            mounts=None):
     """Run the step; returns (snapshot, layer|None). Raises BuildStepError on a non-zero exit."""
     op: ExecOp = step.op  # type: ignore[assignment]
+    with ExitStack() as stack:
+        extra = realise(op, mounts, stack) if op.mounts and mounts is not None else ()
+        return _execute(store, step, op, parent_snapshot, compression=compression, log=log, cancel=cancel,
+                        dockerfile_lines=dockerfile_lines, hostname=hostname, extra_mounts=extra)
+
+
+def _execute(store, step: Step, op: ExecOp, parent_snapshot, *, compression, log, cancel, dockerfile_lines,
+             hostname, extra_mounts):
     mutable = store.prepare(parent_snapshot)
     tail: deque[str] = deque(maxlen=OUTPUT_TAIL)
     total_lines = [0]
@@ -44,9 +56,10 @@ def execute(store, step: Step, parent_snapshot, *, compression: str, log: Callab
     try:
         spec = ContainerSpec(argv=op.argv, lowerdirs=tuple(str(p) for p in mutable.lowerdirs),
                              upperdir=str(mutable.upper), workdir=str(mutable.work), env=op.env, cwd=op.cwd,
-                             user=op.user, hostname=hostname, network=op.network)
+                             user=op.user, hostname=hostname, network=op.network, mounts=extra_mounts)
         try:
-            status = run(spec, stdout=sink("stdout"), stderr=sink("stderr"), cancel=cancel)
+            status = run(spec, stdin=subprocess.DEVNULL, stdout=sink("stdout"), stderr=sink("stderr"),
+                         cancel=cancel)  # a RUN gets no stdin, as in BuildKit
         except SandboxError as exc:
             raise BuildStepError(f"{step.span}: {step.created_by}: {exc}",
                                  context=render_location(step, dockerfile_lines)) from exc

@@ -186,12 +186,42 @@ def dispatch_run(p: "Planner", st: "StageState", inst: nodes.Run) -> None:
     network = inst.flag("network") or "none"
     if network == "default":
         network = "none"
+    if network not in ("none", "host"):
+        raise PybuildError(f"{inst.span}: unsupported --network={network}", hint="use none, host or default",
+                           context=inst.original, reference="invalid-network")
+    mounts = _run_mounts(p, st, inst)
     op = ExecOp(argv=argv, env=tuple(f"{k}={v}" for k, v in env.items()), cwd=st.config.workdir or "/",
-                user=st.config.user, network=network, stdin_script=script)
+                user=st.config.user, network=network, stdin_script=script, mounts=mounts)
+    flags = " ".join(f"--{f.name}={f.value}" for f in inst.flags if f.name in ("mount", "network"))
+    deps = tuple(m.from_step for m in mounts if m.from_step is not None)
     step = p.graph.add(stage=st.index, kind="exec", op=op, parent=st.parent, span=inst.span,
-                       created_by="RUN " + " ".join(argv))
+                       created_by=" ".join(x for x in ("RUN", flags, *argv) if x), deps=deps)
     st.parent = step.id
     st.history.append(HistoryItem(step.created_by, step.id))
+
+
+def _run_mounts(p: "Planner", st: "StageState", inst: nodes.Run) -> tuple:
+    from builder.ops.mounts import make_mount, parse_mount
+
+    def stage(name: str) -> tuple[int, int | None]:
+        index = int(name) if name.isdigit() else p._stage_ref(name)
+        if index is None or index >= st.index:
+            raise PybuildError(f"{inst.span}: --mount from={name}: no such stage before this one",
+                               context=inst.original, reference="invalid-mount")
+        return index, p.graph.stages[index].last_step
+
+    mounts = []
+    for value in inst.flag_values("mount"):
+        try:
+            mount = make_mount(parse_mount(value, lambda w: _expand(p, st, w, inst)), stage)
+            target = posixpath.normpath(posixpath.join(st.config.workdir or "/", mount.target))
+            mounts.append(replace(mount, target=target))
+        except PybuildError as exc:
+            if str(inst.span) in exc.message:
+                raise
+            raise PybuildError(f"{inst.span}: {exc.message}", hint=exc.hint, context=inst.original,
+                               reference=exc.reference) from exc
+    return tuple(mounts)
 
 
 def _heredoc_run(st: "StageState", inst: nodes.Run) -> tuple[tuple[str, ...], str | None]:

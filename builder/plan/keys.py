@@ -28,14 +28,17 @@ def make_key(parts: dict[str, Any]) -> CacheKey:
 
 
 def step_key(step: Step, parent_key: str | None, *, sources: dict[str, str] | None = None,
-             from_key: str | None = None) -> CacheKey:
+             from_key: str | None = None, mounts: list | None = None) -> CacheKey:
     """The key of a step given its parent's key and, for file steps, the content checksums of its sources."""
     op = step.op
     if isinstance(op, SourceOp):
         return make_key({"op": "source", "manifest": op.manifest_digest})
     if isinstance(op, ExecOp):
-        return make_key({"op": "exec", "parent": parent_key, "argv": list(op.argv), "env": list(op.env),
-                         "cwd": op.cwd, "user": op.user, "network": op.network})
+        parts = {"op": "exec", "parent": parent_key, "argv": list(op.argv), "env": list(op.env),
+                 "cwd": op.cwd, "user": op.user, "network": op.network}
+        if mounts:  # cache-mount contents and secret values never enter a key (BuildKit's CacheMap)
+            parts["mounts"] = mounts
+        return make_key(parts)
     assert isinstance(op, FileOp)
     return make_key({"op": "file", "parent": parent_key, "actions": [a.to_json() for a in op.actions],
                      "sources": sorted((sources or {}).items()), "from": from_key})

@@ -113,12 +113,14 @@ class Planner:
             if ref is not None and ref < current:
                 todo.append(ref)
             for inst in stage.instructions:
-                src = inst.flag("from") if isinstance(inst, (nodes.Copy, nodes.Run)) else None
-                if src is None:
-                    continue
-                ref = self._stage_ref(src) if not src.isdigit() else int(src)
-                if ref is not None and ref < current:
-                    todo.append(ref)
+                sources = [inst.flag("from")] if isinstance(inst, nodes.Copy) else []
+                if isinstance(inst, nodes.Run):  # RUN --mount=...,from=<stage>
+                    sources += [f.split("=", 1)[1] for v in inst.flag_values("mount") for f in v.split(",")
+                                if f.strip().startswith("from=")]
+                for src in filter(None, sources):
+                    ref = self._stage_ref(src) if not src.isdigit() else int(src)
+                    if ref is not None and ref < current:
+                        todo.append(ref)
         return needed
 
     def _from_image(self, base: nodes.From) -> str:

@@ -34,6 +34,25 @@ class SourceOp:
 
 
 @dataclass(frozen=True, slots=True)
+class RunMount:
+    """One `RUN --mount=...` (BuildKit's instructions/commands_runmount.go), values expanded."""
+
+    type: str  # "bind" | "cache" | "tmpfs" | "secret"
+    target: str
+    source: str = ""
+    from_stage: int | None = None  # from=<stage>: source inside that stage's root
+    from_step: int | None = None
+    id: str = ""
+    sharing: str = "shared"  # cache: shared | private | locked
+    mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+    readonly: bool = False
+    required: bool = False
+    size: str = ""  # tmpfs size
+
+
+@dataclass(frozen=True, slots=True)
 class ExecOp:
     argv: tuple[str, ...]
     env: tuple[str, ...]
@@ -41,6 +60,7 @@ class ExecOp:
     user: str
     network: str = "none"
     stdin_script: str | None = None
+    mounts: tuple[RunMount, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

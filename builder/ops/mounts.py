@@ -1,0 +1,227 @@
+"""RUN --mount: parse the flag (BuildKit's commands_runmount.go rules), key its inputs, realise it for a run.
+
+- type=cache: a persistent directory in the store (`<root>/cachemounts/<hash of id>`), never in a layer or key;
+  sharing=locked serialises users across builds (fcntl), private gives a busy mount's second user a fresh dir.
+- type=bind: a context path (read-only unless rw; rw writes go to a throw-away copy) — its content checksum
+  enters the key so a change re-runs the step.
+- type=tmpfs: an empty tmpfs.
+- type=secret: `--secret id=X,src=FILE|env=VAR`, bind-mounted read-only at /run/secrets/X (or target); only the
+  id and target enter the key, history never shows the value, and the sandbox removes mount stubs from the layer.
+"""
+from __future__ import annotations
+
+import csv
+import fcntl
+import hashlib
+import os
+import shutil
+import stat
+import tempfile
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from builder.context.checksum import checksum_sources
+from builder.context.paths import clean, scoped_join
+from builder.errors import PybuildError
+from builder.plan.steps import ExecOp, RunMount, Step
+
+MOUNT_TYPES = ("bind", "cache", "tmpfs", "secret", "ssh")
+_BOOL_KEYS = ("readonly", "ro", "rw", "readwrite", "required")
+
+
+@dataclass
+class MountSources:
+    store: Any
+    context_dir: str | None
+    secrets: dict[str, str]
+    snapshots: dict[int, Any] = field(default_factory=dict)
+
+
+def parse_mount(value: str, expand: Callable[[str], str]) -> dict[str, str]:
+    """`type=cache,target=/x,id=y` → dict (csv rules as BuildKit: quoted fields allowed)."""
+    fields: dict[str, str] = {}
+    for item in next(csv.reader([value])):
+        key, sep, val = item.partition("=")
+        key = key.strip().lower()
+        if not sep:
+            if key in _BOOL_KEYS:
+                val = "true"
+            else:
+                raise PybuildError(f"invalid field {item!r} in --mount={value}", hint="fields are key=value",
+                                   reference="invalid-mount")
+        fields[key] = expand(val) if key not in ("type",) else val
+    return fields
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").lower() in ("true", "1", "yes", "")
+
+
+def make_mount(fields: dict[str, str], resolve_stage: Callable[[str], tuple[int, int | None]]) -> RunMount:
+    """Validate fields into a RunMount; resolve_stage(name) → (stage index, its last step)."""
+    kind = fields.get("type", "bind")
+    if kind not in MOUNT_TYPES or kind == "ssh":
+        raise PybuildError(f"unsupported mount type {kind!r}", hint="use bind, cache, tmpfs or secret",
+                           reference="invalid-mount")
+    target = fields.get("target") or fields.get("dst") or fields.get("destination") or ""
+    mount_id = fields.get("id", "")
+    if kind == "secret" and not target:
+        if not mount_id:
+            raise PybuildError("a secret mount needs id= or target=", reference="invalid-mount")
+        target = f"/run/secrets/{mount_id}"
+    if not target:
+        raise PybuildError(f"--mount type={kind} needs target=", reference="invalid-mount")
+    readonly = any(_truthy(fields.get(k)) for k in ("readonly", "ro") if k in fields)
+    if kind == "bind":
+        readonly = not any(_truthy(fields.get(k)) for k in ("rw", "readwrite") if k in fields)
+    from_stage = from_step = None
+    if fields.get("from"):
+        if kind == "cache":
+            raise PybuildError("cache mounts with from= are not supported yet", reference="invalid-mount")
+        from_stage, from_step = resolve_stage(fields["from"])
+    sharing = fields.get("sharing", "shared")
+    if sharing not in ("shared", "private", "locked"):
+        raise PybuildError(f"invalid sharing={sharing}", hint="shared, private or locked", reference="invalid-mount")
+    return RunMount(type=kind, target=target, source=fields.get("source") or fields.get("src") or "",
+                    from_stage=from_stage, from_step=from_step, id=mount_id or (target if kind == "cache" else ""),
+                    sharing=sharing, mode=int(fields["mode"], 8) if fields.get("mode") else None,
+                    uid=int(fields["uid"]) if fields.get("uid") else None,
+                    gid=int(fields["gid"]) if fields.get("gid") else None, readonly=readonly,
+                    required=_truthy(fields.get("required")) if "required" in fields else False,
+                    size=fields.get("size", ""))
+
+
+def mount_key_parts(step: Step, context_dir: str | None, excluded, digest, step_keys: dict[int, str]) -> list:
+    """What of a step's mounts enters its cache key (never cache contents or secret values)."""
+    op = step.op
+    if not isinstance(op, ExecOp) or not op.mounts:
+        return []
+    parts = []
+    for m in op.mounts:
+        entry: dict[str, Any] = {"type": m.type, "target": m.target, "readonly": m.readonly}
+        if m.type == "bind":
+            entry["source"] = clean(m.source)
+            if m.from_stage is not None:
+                entry["from"] = step_keys.get(m.from_step) if m.from_step is not None else "scratch"
+            elif context_dir:
+                entry["content"] = checksum_sources(context_dir, [clean(m.source) or "."], excluded, digest)
+        elif m.type in ("cache", "secret"):
+            entry.update(id=m.id, mode=m.mode, uid=m.uid, gid=m.gid)
+        parts.append(entry)
+    return parts
+
+
+def _cache_dir(store, m: RunMount, stack: ExitStack) -> str:
+    base = os.path.join(str(store.root), "cachemounts")
+    os.makedirs(base, exist_ok=True)
+    name = hashlib.sha256(m.id.encode()).hexdigest()[:24]
+    path = os.path.join(base, name)
+    if not os.path.isdir(path):
+        tmp = tempfile.mkdtemp(dir=base, prefix=".new-")
+        os.chmod(tmp, m.mode if m.mode is not None else 0o755)
+        os.chown(tmp, m.uid or 0, m.gid or 0)
+        try:
+            os.rename(tmp, path)
+        except OSError:  # another build created it first
+            os.rmdir(tmp)
+    with open(os.path.join(base, f"{name}.id"), "w") as fh:
+        fh.write(m.id)  # for `pybuild cache ls`
+    if m.sharing == "shared":
+        return path
+    lock = open(os.path.join(base, f"{name}.lock"), "w")
+    stack.callback(lock.close)
+    if m.sharing == "locked":
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return path
+    try:  # private: the first user gets the shared dir, a concurrent one a fresh throw-away dir
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return path
+    except BlockingIOError:
+        fresh = tempfile.mkdtemp(dir=base, prefix=".private-")
+        stack.callback(shutil.rmtree, fresh, True)
+        return fresh
+
+
+def _bind_source(m: RunMount, sources: MountSources, stack: ExitStack) -> str:
+    if m.from_stage is not None:
+        raise PybuildError("RUN --mount=type=bind,from=<stage> is not supported yet",
+                           hint="COPY --from the stage, then use the files", reference="invalid-mount")
+    if not sources.context_dir:
+        raise PybuildError("a bind mount needs a build context", reference="invalid-mount")
+    host = scoped_join(sources.context_dir, clean(m.source))
+    if not os.path.exists(host):
+        raise PybuildError(f"bind mount source {m.source!r} not found in the build context",
+                           reference="invalid-mount")
+    if m.readonly:
+        return host
+    scratch = tempfile.mkdtemp(prefix="pybuild-rwbind-")  # rw: writes are discarded with this copy
+    stack.callback(shutil.rmtree, scratch, True)
+    copy = os.path.join(scratch, "src")
+    if os.path.isdir(host):
+        shutil.copytree(host, copy, symlinks=True)
+    else:
+        shutil.copy2(host, copy)
+    return copy
+
+
+def _secret_source(m: RunMount, sources: MountSources, stack: ExitStack) -> str | None:
+    path = sources.secrets.get(m.id)
+    if path is None:
+        if m.required:
+            raise PybuildError(f"secret {m.id!r} is required but was not given",
+                               hint=f"pass --secret id={m.id},src=FILE", reference="missing-secret")
+        return None
+    scratch = tempfile.mkdtemp(prefix="pybuild-secret-")
+    stack.callback(shutil.rmtree, scratch, True)
+    copy = os.path.join(scratch, "secret")
+    shutil.copyfile(path, copy)
+    os.chmod(copy, m.mode if m.mode is not None else 0o400)
+    os.chown(copy, m.uid or 0, m.gid or 0)
+    return copy
+
+
+def realise(op: ExecOp, sources: MountSources, stack: ExitStack) -> tuple:
+    """sandbox Mounts for the op's RUN mounts; cleanups (locks, throw-away copies) go on `stack`."""
+    from builder.sandbox.spec import Mount
+
+    out = []
+    for m in op.mounts:
+        if m.type == "tmpfs":
+            out.append(Mount(type="tmpfs", source="tmpfs", target=m.target,
+                             options=(f"size={m.size}",) if m.size else ()))
+        elif m.type == "cache":
+            out.append(Mount(type="bind", source=_cache_dir(sources.store, m, stack), target=m.target,
+                             readonly=m.readonly))
+        elif m.type == "bind":
+            out.append(Mount(type="bind", source=_bind_source(m, sources, stack), target=m.target,
+                             readonly=m.readonly))
+        elif m.type == "secret":
+            path = _secret_source(m, sources, stack)
+            if path is not None:
+                out.append(Mount(type="bind", source=path, target=m.target, readonly=True))
+    return tuple(out)
+
+
+def read_secret_flag(spec: str, workdir: str) -> tuple[str, str]:
+    """`id=X,src=FILE` or `id=X,env=VAR` (docker buildx) → (id, host file holding the value)."""
+    fields = dict(part.partition("=")[::2] for part in spec.split(","))
+    secret_id = fields.get("id") or ""
+    src = fields.get("src") or fields.get("source")
+    env = fields.get("env")
+    if not secret_id:
+        raise PybuildError(f"invalid --secret {spec!r}", hint="use --secret id=NAME,src=FILE or id=NAME,env=VAR",
+                           reference="invalid-secret")
+    if src:
+        if not os.path.isfile(src):
+            raise PybuildError(f"secret file {src!r} not found", reference="invalid-secret")
+        return secret_id, os.path.abspath(src)
+    name = env or secret_id
+    if name not in os.environ:
+        raise PybuildError(f"secret {secret_id!r}: environment variable {name} is not set",
+                           reference="invalid-secret")
+    path = os.path.join(workdir, f"secret-{len(os.listdir(workdir))}")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(os.environ[name])
+    return secret_id, path

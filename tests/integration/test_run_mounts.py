@@ -1,0 +1,101 @@
+"""Issue 5 acceptance 2: cache mounts persist and stay out of layers, secrets leave no trace, bind writes vanish."""
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import subprocess
+import tarfile
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+SECRET = "s3cr3t-value-do-not-leak"
+
+
+def layer_names(pybuild, image: str) -> dict[str, bytes]:
+    """Every file of every layer of the image: path → content."""
+    from cache import Store
+
+    store = Store.open(pybuild.root)
+    try:
+        record = store.resolve(f"docker.io/{image}:latest")
+        files = {}
+        for layer in record.layers:
+            with store.open_blob(layer.blob.digest) as fh:
+                data = fh.read()
+            with tarfile.open(fileobj=io.BytesIO(gzip.decompress(data))) as tar:
+                for member in tar:
+                    files[member.name] = tar.extractfile(member).read() if member.isfile() else b""
+        with store.open_blob(record.config.digest) as fh:
+            config = fh.read()
+        return files, config
+    finally:
+        store.close()
+
+
+def test_cache_mount_persists_across_builds_and_is_never_in_a_layer(pybuild, busybox_image, tmp_path):
+    (tmp_path / "Dockerfile").write_text(
+        "FROM pybuild/busybox\nARG N\n"
+        "RUN --mount=type=cache,target=/cache,id=counter "
+        "echo run-$N >> /cache/log && cp /cache/log /seen\n")
+    pybuild("-t", "mounts/cache", "--build-arg", "N=1", str(tmp_path))
+    pybuild("-t", "mounts/cache", "--build-arg", "N=2", str(tmp_path))
+    seen = pybuild("run", "mounts/cache", "cat", "/seen").stdout.decode()
+    assert seen.splitlines()[-2:] == ["run-1", "run-2"]
+    files, _ = layer_names(pybuild, "mounts/cache")
+    assert not any(name.startswith("cache/") for name in files), sorted(files)
+    listing = pybuild("run", "mounts/cache", "sh", "-c", "ls -A /cache 2>/dev/null; true").stdout.decode()
+    assert listing.strip() == ""  # the mount point stub is not committed either (as BuildKit)
+
+
+def test_secret_is_readable_and_leaves_no_trace(pybuild, busybox_image, tmp_path):
+    secret = tmp_path / "token.txt"
+    secret.write_text(SECRET)
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(
+        "FROM pybuild/busybox\n"
+        "RUN --mount=type=secret,id=token wc -c < /run/secrets/token > /token-length "
+        "&& cat /run/secrets/token | sha256sum > /token-sum\n"
+        "RUN --mount=type=secret,id=env_token,required=true test \"$(cat /run/secrets/env_token)\" = fromenv\n")
+    proc = subprocess.run(
+        [*pybuild_cmd(pybuild), "-t", "mounts/secret", "--secret", f"id=token,src={secret}",
+         "--secret", "id=env_token,env=PYBUILD_TEST_SECRET", str(ctx)],
+        capture_output=True, env={**__import__("os").environ, "PYBUILD_TEST_SECRET": "fromenv"})
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert pybuild("run", "mounts/secret", "cat", "/token-length").stdout.decode().strip() == str(len(SECRET))
+    files, config = layer_names(pybuild, "mounts/secret")
+    assert not any("run/secrets" in name for name in files), sorted(files)
+    assert all(SECRET.encode() not in content for content in files.values())
+    assert SECRET.encode() not in config
+    for record in json.loads(pybuild("cache", "ls", "--format", "json").stdout):
+        assert SECRET not in pybuild("cache", "inspect", record["id"]).stdout.decode()
+    # cached steps need no secret (as in BuildKit), so --no-cache; only the required one is left out
+    missing = pybuild("--no-cache", "--secret", f"id=token,src={secret}", str(ctx), check=False)
+    assert missing.returncode == 1 and "secret 'env_token' is required" in missing.stderr.decode()
+
+
+def test_bind_mount_writes_are_discarded(pybuild, busybox_image, tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "in.txt").write_text("from context\n")
+    (tmp_path / "Dockerfile").write_text(
+        "FROM pybuild/busybox\n"
+        "RUN --mount=type=bind,source=data,target=/mnt cat /mnt/in.txt > /copied && "
+        "! touch /mnt/readonly-by-default 2>/dev/null\n"
+        "RUN --mount=type=bind,source=data,target=/mnt,rw echo scribble > /mnt/in.txt && cat /mnt/in.txt\n"
+        "RUN --mount=type=tmpfs,target=/scratch echo t > /scratch/t && test -f /scratch/t\n")
+    pybuild("-t", "mounts/bind", str(tmp_path))
+    assert (tmp_path / "data" / "in.txt").read_text() == "from context\n"
+    assert pybuild("run", "mounts/bind", "cat", "/copied").stdout.decode() == "from context\n"
+    files, _ = layer_names(pybuild, "mounts/bind")
+    assert not any(name.startswith(("mnt/", "scratch/")) for name in files), sorted(files)
+    (tmp_path / "data" / "in.txt").write_text("changed\n")
+    proc = pybuild("-t", "mounts/bind", "--progress", "plain", str(tmp_path))
+    assert pybuild("run", "mounts/bind", "cat", "/copied").stdout.decode() == "changed\n", proc.stderr.decode()
+
+
+def pybuild_cmd(pybuild) -> list[str]:
+    import sys
+    return [sys.executable, "-m", "builder", "--root", str(pybuild.root)]
