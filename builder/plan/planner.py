@@ -143,12 +143,28 @@ class Planner:
             if base.source is not None:
                 parent = self.graph.add(stage=stage.index, kind="source", op=base.source, parent=None,
                                         created_by=f"FROM {image}", span=stage.base.span).id
-            state = StageState(stage.index, stage.name, base.config, parent, [], len(base.config.history),
-                               base.created)
+            state = StageState(stage.index, stage.name, replace(base.config, onbuild=()), parent, [],
+                               len(base.config.history), base.created)
+            for inst in self._onbuild_triggers(base.config.onbuild, stage):
+                dispatch.dispatch(self, state, inst)
         for inst in stage.instructions:
             dispatch.dispatch(self, state, inst)
         return StagePlan(stage.index, stage.name, state.config, state.base_history_len, tuple(state.history),
                          state.parent, state.base_created)
+
+    def _onbuild_triggers(self, triggers: tuple[str, ...], stage: nodes.Stage) -> list[nodes.Instruction]:
+        """A base image's ONBUILD triggers, parsed; they run first in the stage that uses it (docker)."""
+        import grammar
+
+        out = []
+        for trigger in triggers:
+            try:
+                parsed = grammar.parse(f"FROM scratch\n{trigger}\n", filename=f"ONBUILD trigger of {stage.base.image}")
+            except grammar.DockerfileSyntaxError as exc:
+                raise PybuildError(f"{stage.base.span}: the base image's ONBUILD trigger {trigger!r} is invalid: "
+                                   f"{exc.message}", reference="bad-onbuild-trigger") from exc
+            out.extend(parsed.stages[0].instructions)
+        return out
 
     def arg_value(self, name: str) -> str | None:
         """The value an in-stage `ARG NAME` (no default) gets: --build-arg, else the global one."""

@@ -78,3 +78,20 @@ def test_expose_and_healthcheck_land_in_the_config():
                                        ("quay.io/x/y", "quay.io/x/y:latest")])
 def test_normalize_name(name, full):
     assert normalize_name(name) == full
+
+
+def test_onbuild_triggers_run_first_in_the_child_and_are_not_inherited():
+    base = BaseImage(ImageConfig(onbuild=("RUN echo triggered", "ENV FROM_TRIGGER=1")), None)
+    graph, _ = planned("FROM base\nRUN echo child\n", bases={"base": base})
+    runs = [s.op.argv[-1] for s in graph.steps if isinstance(s.op, ExecOp)]
+    assert runs == ["echo triggered", "echo child"]
+    config = graph.stages[-1].config
+    assert config.onbuild == () and ("FROM_TRIGGER", "1") in config.env
+
+
+def test_onbuild_is_recorded_in_the_image_config():
+    graph, _ = planned("FROM scratch\nONBUILD RUN make\nSTOPSIGNAL SIGKILL\nLABEL a=b\nSHELL [\"/bin/bash\", \"-c\"]\n")
+    config = graph.stages[-1].config
+    assert config.onbuild == ("RUN make",) and config.stop_signal == "SIGKILL"
+    assert config.labels == (("a", "b"),) and config.shell == ("/bin/bash", "-c")
+    assert config.to_oci(0)["config"]["Shell"] == ["/bin/bash", "-c"]
