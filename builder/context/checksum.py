@@ -36,16 +36,26 @@ def _entry(h: "hashlib._Hash", name: str, path: str, st: os.stat_result, digest:
         h.update(f"S {name} {stat.S_IFMT(mode):o} {stat.S_IMODE(mode):o}\0".encode())
 
 
+def visit(excluded: Excluded | None, rel: str, is_dir: bool) -> tuple[bool, bool]:
+    """(include the entry, descend into it) for a .dockerignore'd walk: an excluded directory is still entered
+    when an exception (`!pattern`) could re-include something inside it (fsutil's rule)."""
+    if excluded is None or not excluded(rel):
+        return True, is_dir
+    matcher = getattr(excluded, "__self__", None)
+    could = getattr(matcher, "could_match_inside", None)
+    return False, bool(is_dir and could is not None and could(rel))
+
+
 def _walk(h: "hashlib._Hash", root_rel: str, host: str, excluded: Excluded | None, digest: Digester) -> None:
     with os.scandir(host) as it:
         entries = sorted(it, key=lambda e: e.name)
     for entry in entries:
         rel = f"{root_rel}/{entry.name}" if root_rel else entry.name
-        if excluded is not None and excluded(rel):
-            continue
         st = entry.stat(follow_symlinks=False)
-        _entry(h, rel, entry.path, st, digest)
-        if stat.S_ISDIR(st.st_mode):
+        include, descend = visit(excluded, rel, stat.S_ISDIR(st.st_mode))
+        if include:
+            _entry(h, rel, entry.path, st, digest)
+        if descend:
             _walk(h, rel, entry.path, excluded, digest)
 
 

@@ -19,6 +19,7 @@ import sys
 import tarfile
 from dataclasses import dataclass
 
+from builder.context.checksum import visit
 from builder.context.paths import clean, expand_glob, scoped_join
 from builder.sandbox import syscalls
 
@@ -151,8 +152,14 @@ class Copier:
                 names = sorted(e.name for e in it)
             for name in names:
                 child_rel = f"{rel}/{name}" if rel else name
-                if rel is not None and self.excluded is not None and self.excluded(child_rel):
-                    continue
+                if rel is not None and self.excluded is not None:
+                    child = os.path.join(src, name)
+                    include, descend = visit(self.excluded, child_rel, os.path.isdir(child)
+                                             and not os.path.islink(child))
+                    if not include:
+                        if descend:  # an exception re-includes something below: keep the parents
+                            self.copy_tree(child, f"{clean(image_dest)}/{name}", child_rel)
+                        continue
                 self.copy_tree(os.path.join(src, name), f"{clean(image_dest)}/{name}",
                                child_rel if rel is not None else None)
             os.utime(host, ns=(st.st_atime_ns, st.st_mtime_ns))

@@ -125,3 +125,23 @@ def test_explain_cache_names_the_changed_input(pybuild, ctx):
     log = proc.stderr.decode()
     assert re.search(r"cache miss: source 'a\.txt' changed", log), log
     assert re.search(r"cache miss: parent step changed", log), log
+
+
+def test_dockerignore_exceptions_and_dockerfile_specific_ignore(pybuild, busybox_image, tmp_path):
+    ctx = tmp_path / "ign"
+    (ctx / "docs" / "sub").mkdir(parents=True)
+    (ctx / "docs" / "README.md").write_text("keep\n")
+    (ctx / "docs" / "sub" / "x.md").write_text("drop\n")
+    (ctx / "secret.key").write_text("k\n")
+    (ctx / "app.py").write_text("print()\n")
+    (ctx / ".dockerignore").write_text("docs\n!docs/README.md\n*.key\n")
+    (ctx / "Dockerfile").write_text("FROM pybuild/busybox\nCOPY . /ctx/\nCMD find /ctx -type f\n")
+    pybuild("-t", "ign/app", str(ctx))
+    files = sorted(pybuild("run", "ign/app").stdout.decode().split())
+    assert files == ["/ctx/.dockerignore", "/ctx/Dockerfile", "/ctx/app.py", "/ctx/docs/README.md"]
+    other = tmp_path / "Other.Dockerfile"
+    other.write_text("FROM pybuild/busybox\nCOPY . /ctx/\nCMD find /ctx -type f\n")
+    Path(str(other) + ".dockerignore").write_text("app.py\n")
+    pybuild("-t", "ign/other", "-f", str(other), str(ctx))
+    files = sorted(pybuild("run", "ign/other").stdout.decode().split())
+    assert "/ctx/app.py" not in files and "/ctx/secret.key" in files and "/ctx/docs/sub/x.md" in files
