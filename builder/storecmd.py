@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -78,6 +79,7 @@ def cache_ls(store, fmt: str) -> int:
         rows.append({"id": rec.key, "instruction": d.get("instruction", ""), "stage": d.get("stage", ""),
                      "size": rec.size, "created": rec.created, "last_used": rec.last_used, "uses": rec.uses,
                      "in_use": bool(rec.layer and rec.layer.blob.digest in used)})
+    rows.extend(cache_mounts(store))
     if fmt == "json":
         print(json.dumps(rows, indent=2))
         return 0
@@ -91,7 +93,46 @@ def cache_ls(store, fmt: str) -> int:
     return 0
 
 
+def _tree_size(path: str) -> int:
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in filenames + dirnames:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+            except OSError:
+                pass
+    return total
+
+
+def cache_mounts(store) -> list[dict]:
+    """RUN --mount=type=cache directories: persistent across builds, never in a layer."""
+    base = os.path.join(str(store.root), "cachemounts")
+    rows = []
+    if not os.path.isdir(base):
+        return rows
+    for name in sorted(os.listdir(base)):
+        path = os.path.join(base, name)
+        if not os.path.isdir(path) or name.startswith("."):
+            continue
+        try:
+            with open(path + ".id") as fh:
+                mount_id = fh.read()
+        except OSError:
+            mount_id = name
+        st = os.stat(path)
+        rows.append({"id": "cachemount:" + name, "instruction": f"cache mount id={mount_id}", "stage": "",
+                     "size": _tree_size(path), "created": st.st_ctime, "last_used": st.st_mtime, "uses": 0,
+                     "in_use": False, "type": "cache-mount"})
+    return rows
+
+
 def cache_inspect(store, key: str) -> int:
+    if key.startswith("cachemount:"):
+        rows = [r for r in cache_mounts(store) if r["id"] == key]
+        if not rows:
+            raise UsageError(f"no cache mount {key!r}", hint="use an id from `pybuild cache ls`")
+        print(json.dumps(rows[0], indent=2))
+        return 0
     matches = [r for r in store.records() if r.key == key or r.key[7:].startswith(key.removeprefix("sha256:"))]
     if len(matches) != 1:
         raise UsageError(f"{'no' if not matches else 'more than one'} cache record matches {key!r}",

@@ -44,6 +44,8 @@ def test_cache_mount_persists_across_builds_and_is_never_in_a_layer(pybuild, bus
     pybuild("-t", "mounts/cache", "--build-arg", "N=2", str(tmp_path))
     seen = pybuild("run", "mounts/cache", "cat", "/seen").stdout.decode()
     assert seen.splitlines()[-2:] == ["run-1", "run-2"]
+    listed = json.loads(pybuild("cache", "ls", "--format", "json").stdout)
+    assert any(r["instruction"] == "cache mount id=counter" and r["size"] > 0 for r in listed), listed
     files, _ = layer_names(pybuild, "mounts/cache")
     assert not any(name.startswith("cache/") for name in files), sorted(files)
     listing = pybuild("run", "mounts/cache", "sh", "-c", "ls -A /cache 2>/dev/null; true").stdout.decode()
