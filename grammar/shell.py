@@ -7,8 +7,8 @@ the answers must be BuildKit's (../shared/conformance/README.md §2):
   trailing one is dropped. Inside double quotes it only escapes ``"``, ``$`` and itself.
 * Words of `${VAR#p}`, `${VAR%p}` and `${VAR/p/r}` are read with "raw escapes" (the escape
   character is kept), so the pattern code can see ``\\*``.
-* `${VAR//p/r}` uses Go's ``Regexp.ReplaceAllString``, so ``$0``/``${0}`` in the replacement is the
-  match, other ``$name`` are empty and ``$$`` is ``$``; a single `/` replaces literally.
+* Patterns and replacements are handled in `grammar.shellpattern` (`${VAR//p/r}` follows Go's
+  ``Regexp.ReplaceAllString``: ``\\$0`` in the replacement is the match).
 * process_words: one word buffer is shared by the nested scans of `${...}` (BuildKit's
   ``shellWord.wordsBuffer``), so text buffered just before a `${VAR:-w}`-style modifier is lost:
   ``pre${X:-a}`` splits to ``["a"]``. Only `process_words` is affected.
@@ -18,10 +18,10 @@ Everything here is pure: no builder imports, no I/O.
 """
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from grammar.shellpattern import ShellPatternError, go_quote, replace, trim_prefix, trim_suffix
 
 # text/scanner's EOF, and what Go's string(rune(EOF)) prints in "unsupported modifier" messages.
 _EOF = ""
@@ -32,8 +32,6 @@ _HEREDOC_BLANKS = frozenset("\t\r ")
 # Go's unicode.IsSpace; Python's str.isspace also accepts U+001C..U+001F, Go does not.
 _GO_SPACES = frozenset("\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
                        "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
-# Characters convertShellPatternToRegex escapes before handing the pattern to Go's regexp.
-_PATTERN_META = frozenset("[]{}.+()|^$")
 
 
 class ShellExpansionError(ValueError):
@@ -72,7 +70,7 @@ class ShellLex:
         state = _ShellWord(word, env, self.escape, capture)
         try:
             state.result, state.words = state.process_stop_on(_EOF, raw_escapes=False)
-        except _Fail as exc:
+        except (_Fail, ShellPatternError) as exc:
             raise ShellExpansionError(word, str(exc)) from None
         except RecursionError:
             raise ShellExpansionError(word, "substitutions nested too deeply") from None
@@ -320,7 +318,7 @@ class _ShellWord:
     def _modifier_word(self, stop: str, *, raw_escapes: bool, missing: str) -> str:
         try:
             return self.process_stop_on(stop, raw_escapes=raw_escapes)[0]
-        except _Fail:
+        except (_Fail, ShellPatternError):
             if self.scanner.peek() == _EOF:
                 raise _Fail(missing) from None
             raise
@@ -346,7 +344,7 @@ class _ShellWord:
             greedy = word.startswith(ch)
             if greedy:
                 word = word[1:]
-            return _trim_suffix(word, value, greedy) if ch == "%" else _trim_prefix(word, value, greedy)
+            return trim_suffix(word, value, greedy) if ch == "%" else trim_prefix(word, value, greedy)
         raise _Fail(f"unsupported modifier ({chs}) in substitution")
 
     def _replace(self, name: str) -> str:
@@ -357,145 +355,9 @@ class _ShellWord:
         pattern = self._modifier_word("/", raw_escapes=True, missing="syntax error: missing '/' in ${}")
         replacement = self._modifier_word("}", raw_escapes=True, missing="syntax error: missing '}'")
         value = self._get_env(name)[0]
-        regex = _pattern_regex(pattern, greedy=True, anchored=False)
-        if replace_all:
-            return _go_replace_all(regex, value, replacement)
-        found = regex.search(value)
-        if found is None:
-            return value
-        return value[:found.start()] + replacement + value[found.end():]
+        return replace(pattern, value, replacement, replace_all=replace_all)
 
 
 def _is_digit(ch: str) -> bool:
     # Go's unicode.IsDigit is category Nd; str.isdigit would also accept superscripts.
     return ch.isdecimal()
-
-
-def _pattern_regex(pattern: str, *, greedy: bool, anchored: bool) -> re.Pattern[str]:
-    """lex.go convertShellPatternToRegex: `*` any run, `?` any character, `\\` escapes `*?\\`."""
-    sc = _Scanner(pattern)
-    out = ["^"] if anchored else []
-    star = ".*" if greedy else ".*?"
-    while (tok := sc.next()) != _EOF:
-        if tok == "*":
-            out.append(star)
-        elif tok == "?":
-            out.append(".")
-        elif tok == "\\":
-            if sc.peek() in ("}", "/") and sc.peek():
-                continue  # `\}` and `\/` escape the ${} syntax, not the pattern
-            tok = sc.next()
-            if tok not in ("*", "?", "\\"):
-                raise _Fail(f"invalid pattern ({pattern}) in substitution: "
-                            f"invalid escape '\\{tok or _GO_BAD_RUNE}'")
-            out.append(re.escape(tok))
-        else:
-            out.append(re.escape(tok))
-    return re.compile("".join(out))
-
-
-def _trim_prefix(pattern: str, value: str, greedy: bool) -> str:
-    found = _pattern_regex(pattern, greedy=greedy, anchored=True).search(value)
-    return value[found.end():] if found else value
-
-
-def _reverse_pattern(pattern: str) -> str:
-    """Reverse a pattern but keep each `\\x` pair in order (lex.go reversePattern)."""
-    out = list(pattern)
-    last = len(pattern) - 1
-    i = 0
-    while i <= last:
-        tok = pattern[i]
-        if tok == "\\" and i != last:
-            out[last - i - 1] = tok
-            out[last - i] = pattern[i + 1]
-            i += 2
-        else:
-            out[last - i] = tok
-            i += 1
-    return "".join(out)
-
-
-def _trim_suffix(pattern: str, value: str, greedy: bool) -> str:
-    # a regex cannot find the shortest rightmost match, so reverse both and trim a prefix
-    return _trim_prefix(_reverse_pattern(pattern), value[::-1], greedy)[::-1]
-
-
-def _go_replace_all(regex: re.Pattern[str], value: str, template: str) -> str:
-    """Go's Regexp.ReplaceAllString: its empty-match rule and `$` template expansion."""
-    out: list[str] = []
-    last_end = 0
-    pos = 0
-    while pos <= len(value):
-        found = regex.search(value, pos)
-        if found is None:
-            break
-        start, end = found.span()
-        out.append(value[last_end:start])
-        if end > last_end or start == 0:
-            out.append(_go_expand(template, found.group(0)))
-        last_end = end
-        pos = pos + 1 if pos + 1 > end else end
-    out.append(value[last_end:])
-    return "".join(out)
-
-
-def _go_expand(template: str, match: str) -> str:
-    """Regexp.Expand with one group (0, the match): `$0`/`${0}` is the match, `$$` a `$`."""
-    out: list[str] = []
-    while True:
-        before, dollar, template = template.partition("$")
-        out.append(before)
-        if not dollar:
-            return "".join(out)
-        if template.startswith("$"):
-            out.append("$")
-            template = template[1:]
-            continue
-        parsed = _go_template_name(template)
-        if parsed is None:
-            out.append("$")
-            continue
-        name, template = parsed
-        if name == "0":
-            out.append(match)
-
-
-def _go_template_name(text: str) -> tuple[str, str] | None:
-    """regexp's extract: `name` or `{name}` (letters, digits, `_`); None if malformed."""
-    brace = text.startswith("{")
-    i = 1 if brace else 0
-    start = i
-    while i < len(text) and (text[i].isalpha() or _is_digit(text[i]) or text[i] == "_"):
-        i += 1
-    if i == start:
-        return None
-    name = text[start:i]
-    if brace:
-        if i >= len(text) or text[i] != "}":
-            return None
-        i += 1
-    return name, text[i:]
-
-
-_QUOTE_SHORT = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t",
-                "\v": "\\v", '"': '\\"', "\\": "\\\\"}
-
-
-def go_quote(text: str) -> str:
-    """Go's %q of a string (strconv.Quote), as BuildKit prints the word in its errors."""
-    out = ['"']
-    for ch in text:
-        code = ord(ch)
-        if ch in _QUOTE_SHORT:
-            out.append(_QUOTE_SHORT[ch])
-        elif 0x20 <= code < 0x7F or (code > 0x7F and unicodedata.category(ch)[0] in "LMNPS"):
-            out.append(ch)
-        elif code < 0x20 or code == 0x7F:
-            out.append(f"\\x{code:02x}")
-        elif code <= 0xFFFF:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(f"\\U{code:08x}")
-    out.append('"')
-    return "".join(out)

@@ -61,6 +61,10 @@ FACTS = [
     ('words', '\\', 'a\xa0b\u2003c\x1fd', ['a', 'b', 'c\x1fd']),
     ('words', '`', 'a` b c', ['a b', 'c']),
     ('words', '\\', 'x${S/ /_}y z', ['a_', 'by', 'z']),
+    # an error inside a modifier word becomes "missing '}'" when the outer ${ is also unterminated
+    ('word', '`', '${X+${X%\\}', {'error': 'failed to process "${X+${X%\\\\}": syntax error: missing \'}\''}),
+    ('word', '\\', '${X+${X#\\q}}', {'error': 'failed to process "${X+${X#\\\\q}}": invalid pattern (\\q) in substitution: invalid escape \'\\q\''}),
+    ('word', '\\', '${X+${X#\\q}', {'error': 'failed to process "${X+${X#\\\\q}": syntax error: missing \'}\''}),
 ]
 
 
