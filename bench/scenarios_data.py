@@ -1,0 +1,113 @@
+"""Scenarios 4-6: a large context in one COPY, a RUN writing a large layer exported with gzip and zstd,
+and two independent stages built at once."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from bench.data import big_context, copy_dockerfile, stages_dockerfile, touch_all, write_dockerfile
+from bench.harness import PYBUILD, Bench, Row
+from bench.limits import Limits
+from bench.tools import Tool
+
+COPY_STEP = "COPY . /data/"
+
+
+def context_rows(bench: Bench, limits: Limits, context: Path) -> list[Row]:
+    """(4) cold COPY of the whole context; re-check after `touch` (content hashed again); unchanged re-check."""
+    sizes = bench.sizes
+    label = f"{sizes.context_files} files / {sizes.context_bytes >> 20} MiB"
+    dockerfile = copy_dockerfile(bench.tmp / "Dockerfile.copy")
+    cold = Row("4-context-cold", f"context {label} in one COPY, cold", target="hashing ≥ 50% of sha256")
+    cold = bench.alternate(cold, [(t.name, _cold(t, dockerfile, context)) for t in bench.tools])
+    touched = Row("4-context-touched", f"context {label}, all mtimes touched (content re-hashed)",
+                  target="hashing ≥ 50% of sha256")
+    ready = [t for t in bench.tools if bench.prepare(touched, t, lambda t=t: t.build(dockerfile, context, "big"))]
+
+    def after_touch(tool: Tool):
+        def once(_: int):
+            touch_all(context)
+            return tool.build(dockerfile, context, "big")
+        return once
+
+    touched = bench.alternate(touched, [(t.name, after_touch(t)) for t in ready])
+    if PYBUILD in touched.series and (step := touched.series[PYBUILD].phase_like(COPY_STEP)):
+        rate = sizes.context_bytes / step / 1e6
+        touched.facts |= {"hash_MBps": rate, "hash_fraction_of_sha256": rate / limits.sha256}
+        touched.limit = (f"COPY step {step:.2f} s = {rate:.0f} MB/s = {rate / limits.sha256:.0%} of sha256 "
+                         f"({limits.sha256:.0f} MB/s)")
+    unchanged = Row("4-context-unchanged", f"context {label}, unchanged re-check", target="≤ 0.2 s")
+    unchanged = bench.alternate(unchanged, [(t.name, lambda _, t=t: t.build(dockerfile, context, "big"))
+                                            for t in ready])
+    if PYBUILD in unchanged.series and (step := unchanged.series[PYBUILD].phase_like(COPY_STEP)):
+        unchanged.facts["recheck_s"] = step
+        unchanged.limit = f"COPY step re-check {step:.3f} s"
+    return [cold, touched, unchanged]
+
+
+def _cold(tool: Tool, dockerfile: Path, context: Path):
+    def once(_: int):
+        tool.fresh()
+        return tool.build(dockerfile, context, "big")
+    return once
+
+
+def export_rows(bench: Bench, limits: Limits) -> list[Row]:
+    """(5) RUN writes run_bytes of mixed data; build + OCI layout with gzip, then with zstd layers."""
+    size = bench.sizes.run_bytes
+    dockerfile = write_dockerfile(bench.tmp / "Dockerfile.write", size)
+    context = bench.tmp / "empty-context"
+    context.mkdir(exist_ok=True)
+    rows = []
+    for compression, limit, target in (
+            ("gzip", limits.zlib_gzip6, "export ≥ 1.6 × zlib; peak RSS ≤ 150 MiB"),
+            ("zstd", limits.zstd3_threads, "export ≥ 80% of zstandard; peak RSS ≤ 150 MiB")):
+        row = Row(f"5-export-{compression}", f"RUN writes {size >> 20} MiB, build + {compression} OCI export",
+                  target=target)
+        row = bench.alternate(row, [(t.name, _export(t, dockerfile, context, compression, bench.tmp))
+                                    for t in bench.tools])
+        if PYBUILD in row.series and (export := row.series[PYBUILD].phase("export")):
+            rate = size / export / 1e6
+            row.facts |= {"export_s": export, "export_MBps": rate, "export_fraction_of_limit": rate / limit,
+                          "pybuild_peak_rss_mib": row.series[PYBUILD].peak_rss_mib}
+            name = "zlib level 6, 1 thread" if compression == "gzip" else "zstandard level 3, threaded"
+            row.limit = f"export {export:.2f} s = {rate:.0f} MB/s = {rate / limit:.2f} × {name} ({limit:.0f} MB/s)"
+        rows.append(row)
+    return rows
+
+
+def _export(tool: Tool, dockerfile: Path, context: Path, compression: str, tmp: Path):
+    def once(_: int):
+        tool.fresh()
+        dest = tmp / f"oci-{tool.name}"
+        shutil.rmtree(dest, ignore_errors=True)
+        try:
+            return tool.build_export(dockerfile, context, "big-run", compression, dest)
+        finally:
+            shutil.rmtree(dest, ignore_errors=True)
+    return once
+
+
+def stages_row(bench: Bench) -> Row:
+    """(6) Two independent stages of a few seconds each, then a final stage copying from both."""
+    sizes = bench.sizes
+    dockerfile = stages_dockerfile(bench.tmp / "Dockerfile.stages", sizes)
+    context = bench.tmp / "empty-context"
+    context.mkdir(exist_ok=True)
+    row = Row("6-stages", f"two independent stages (sleep {sizes.stage_sleep:g} s + sha256 of "
+                          f"{sizes.stage_work_bytes >> 20} MiB each), --jobs 2", target="≤ 0.6 × --jobs 1")
+    ready = [t for t in bench.tools if bench.prepare(row, t, t.fresh)]
+    contenders = []
+    for tool in ready:
+        contenders.append((tool.name, lambda _, t=tool: t.build(dockerfile, context, "stages", no_cache=True,
+                                                                   jobs=2)))
+        if tool.name == PYBUILD:
+            contenders.append((f"{PYBUILD} --jobs 1", lambda _, t=tool: t.build(
+                dockerfile, context, "stages", no_cache=True, jobs=1)))
+    row = bench.alternate(row, contenders)
+    serial = row.series.get(f"{PYBUILD} --jobs 1")
+    if PYBUILD in row.series and serial is not None:
+        ratio = row.series[PYBUILD].median / serial.median
+        row.facts["jobs2_over_jobs1"] = ratio
+        row.limit = f"--jobs 2 / --jobs 1 = {ratio:.2f} (--jobs 1 median {serial.median:.2f} s)"
+    return row
