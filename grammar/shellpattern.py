@@ -8,7 +8,6 @@ match right after a match is not replaced. Pure functions, stdlib only.
 from __future__ import annotations
 
 import re
-import unicodedata
 
 
 class ShellPatternError(ValueError):
@@ -137,24 +136,4 @@ def _go_template_name(text: str) -> tuple[str, str] | None:
     return name, text[i:]
 
 
-_QUOTE_SHORT = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t",
-                "\v": "\\v", '"': '\\"', "\\": "\\\\"}
-
-
-def go_quote(text: str) -> str:
-    """Go's %q of a string (strconv.Quote), as BuildKit prints the word in its errors."""
-    out = ['"']
-    for ch in text:
-        code = ord(ch)
-        if ch in _QUOTE_SHORT:
-            out.append(_QUOTE_SHORT[ch])
-        elif 0x20 <= code < 0x7F or (code > 0x7F and unicodedata.category(ch)[0] in "LMNPS"):
-            out.append(ch)
-        elif code < 0x20 or code == 0x7F:
-            out.append(f"\\x{code:02x}")
-        elif code <= 0xFFFF:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(f"\\U{code:08x}")
-    out.append('"')
-    return "".join(out)
+from grammar.dump import go_quote  # noqa: E402,F401  (one Go strconv.Quote for the package)
