@@ -19,7 +19,7 @@ from bench import limits as limits_mod
 from bench import report, scenarios_app, scenarios_data
 from bench.data import Sizes, big_context, busybox_context, sample_from
 from bench.harness import Bench, Row
-from bench.proc import BenchError, mount_table, mounts_under, unmount_all
+from bench.proc import HAVE_TIME, RSS_CAVEAT, BenchError, mount_table, mounts_under, unmount_all
 from bench.tools import Buildah, Docker, Pybuild, Tool, Unavailable
 
 HERE = Path(__file__).resolve().parent
@@ -136,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
             "warmup": args.warmup, "sizes": sizes.__dict__ if hasattr(sizes, "__dict__") else
             {f: getattr(sizes, f) for f in sizes.__slots__}, "peers": peers, "notes": NOTES,
             "problems": problems}
+    if not HAVE_TIME:
+        meta["notes"] = [*NOTES, RSS_CAVEAT]
     report.write(args.out, rows, limits, meta)
     print(f"bench: wrote {args.out / 'RESULTS.md'} and {args.out / 'results.json'}", file=sys.stderr)
     for problem in problems:

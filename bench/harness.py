@@ -99,7 +99,8 @@ class Bench:
                     continue
                 if i >= self.warmup:
                     kept[name].append(sample)
-                self.log(f"{row.key} {name} run {i + 1 - self.warmup:+d}: {sample.wall:.3f}s "
+                which = f"run {i + 1 - self.warmup}" if i >= self.warmup else "warm-up"
+                self.log(f"{row.key} {name} {which}: {sample.wall:.3f}s "
                          f"{sample.rss_kib / 1024:.0f} MiB")
         for name, samples in kept.items():
             if samples and name not in row.missing:

@@ -3,8 +3,8 @@
 Peak RSS is what `/usr/bin/time -f %M` reports: the `wait4` rusage of the tool's process. Linux folds the
 peak of every descendant the tool has waited for into its own (``signal->cmaxrss``), so the figure is the
 largest single process of the tree, not the sum of concurrent ones. `/usr/bin/time` sits in between because
-this process's own rusage is useless here: the forked child inherits the bench's (large) RSS as its
-high-water mark until exec, and exec keeps that mark. Daemons (dockerd) are outside
+our own wait4 rusage is inflated: the forked child inherits the bench's (large) RSS as its high-water
+mark until exec, and exec keeps that mark. Without /usr/bin/time we fall back to it (see RSS_CAVEAT). Daemons (dockerd) are outside
 the tree: their peak is read from /proc/PID/status (VmHWM) after a reset through /proc/PID/clear_refs.
 """
 from __future__ import annotations
@@ -18,6 +18,9 @@ from pathlib import Path
 
 
 TIME = "/usr/bin/time"  # GNU time (Debian package "time")
+HAVE_TIME = os.access(TIME, os.X_OK)
+RSS_CAVEAT = ("/usr/bin/time is missing (Debian package `time`): peak RSS figures are this process's own "
+              "wait4 rusage and include the bench's size at fork, so they are upper bounds")
 
 
 class BenchError(RuntimeError):
@@ -51,15 +54,16 @@ def run(argv: list[str], *, env: dict[str, str] | None = None, cwd: str | None =
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
             tempfile.NamedTemporaryFile("r") as rss:
         started = time.perf_counter()
-        proc = subprocess.Popen([TIME, "-f", "%M", "-o", rss.name, *argv], stdout=out, stderr=err,
+        wrapper = [TIME, "-f", "%M", "-o", rss.name] if HAVE_TIME else []
+        proc = subprocess.Popen([*wrapper, *argv], stdout=out, stderr=err,
                                 stdin=subprocess.DEVNULL, env=merged, cwd=cwd, start_new_session=True)
-        status = _wait(proc, started, timeout, argv)
+        status, own_rss = _wait(proc, started, timeout, argv)
         wall = time.perf_counter() - started
         out.seek(0)
         err.seek(0)
         stdout = out.read().decode("utf-8", "replace")
         stderr = err.read().decode("utf-8", "replace")
-        rss_kib = _last_int(rss.read())
+        rss_kib = _last_int(rss.read()) if HAVE_TIME else own_rss
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         tail = "\n".join((stdout + stderr).splitlines()[-25:])
@@ -73,15 +77,16 @@ def _last_int(text: str) -> int:
     return int(words[-1]) if words and words[-1].isdigit() else 0
 
 
-def _wait(proc: subprocess.Popen, started: float, timeout: float, argv: list[str]) -> int:
+def _wait(proc: subprocess.Popen, started: float, timeout: float, argv: list[str]) -> tuple[int, int]:
+    """(wait status, ru_maxrss in KiB of the direct child)."""
     while True:
-        pid, status = os.waitpid(proc.pid, os.WNOHANG)
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid == proc.pid:
             proc.returncode = os.waitstatus_to_exitcode(status)  # so Popen does not wait again
-            return status
+            return status, usage.ru_maxrss
         if time.perf_counter() - started > timeout:
             os.killpg(proc.pid, 9)
-            os.waitpid(proc.pid, 0)
+            os.wait4(proc.pid, 0)
             proc.returncode = -9
             raise BenchError(f"timed out after {timeout:.0f}s: {' '.join(argv)}")
         time.sleep(0.002)

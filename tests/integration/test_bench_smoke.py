@@ -1,0 +1,54 @@
+"""`python -m bench --quick --no-peers` end to end: every scenario produces positive figures, nothing leaks.
+
+Timings are not asserted (they belong in bench/RESULTS.md, not in tests); this keeps the harness working.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SCENARIO_ROWS = ("1-cold", "2-cached", "3-one-file", "4-context-cold", "4-context-touched",
+                 "4-context-unchanged", "5-export-gzip", "5-export-zstd", "6-stages")
+
+
+def _mounts_below(prefix: str) -> list[str]:
+    lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    return [line.split()[4] for line in lines if line.split()[4].startswith(prefix)]
+
+
+@pytest.mark.slow
+def test_quick_bench_without_peers(tmp_path):
+    if not (shutil.which("busybox") or Path("/bin/busybox").exists()):
+        pytest.skip("busybox-static is not installed (scripts/setup.sh installs it)")
+    out, scratch = tmp_path / "out", tmp_path / "scratch"
+    scratch.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--no-peers", "--out", str(out),
+                           "--tmp", str(scratch)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    results = json.loads((out / "results.json").read_text())
+    assert (out / "RESULTS.md").read_text().count("\n| ") >= len(SCENARIO_ROWS)
+
+    rows = {row["key"]: row for row in results["rows"]}
+    assert sorted(rows) == sorted(SCENARIO_ROWS)
+    for key, row in rows.items():
+        pybuild = row["series"].get("pybuild")
+        assert pybuild is not None, f"{key}: pybuild missing: {row['missing']}"
+        assert pybuild["median_s"] > 0 and pybuild["min_s"] > 0, key
+        assert pybuild["peak_rss_mib"] > 0, key  # (7)
+    assert set(results["peak_rss_mib"]["pybuild"]) == set(SCENARIO_ROWS)
+    assert rows["6-stages"]["series"]["pybuild --jobs 1"]["median_s"] > 0
+    # the phases that the limits are computed from were found in pybuild's rawjson events
+    assert rows["4-context-touched"]["facts"]["hash_MBps"] > 0
+    assert rows["4-context-unchanged"]["facts"]["recheck_s"] > 0
+    for kind in ("gzip", "zstd"):
+        assert rows[f"5-export-{kind}"]["facts"]["export_MBps"] > 0
+    assert all(v > 0 for v in results["limits"]["MBps"].values())
+    assert results["meta"]["problems"] == []
+    assert list(scratch.iterdir()) == [], "the bench left its temp directory behind"
+    assert _mounts_below(str(scratch)) == []
