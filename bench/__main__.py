@@ -77,6 +77,16 @@ def start_tools(tmp: Path, busybox: Path, args: argparse.Namespace) -> tuple[lis
     return tools, peers
 
 
+def commit(src: Path) -> str:
+    """The checkout's HEAD (with "+changes" when the work tree differs), or "" outside git."""
+    head = subprocess.run(["git", "-C", str(src), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0:
+        return ""
+    dirty = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    return head.stdout.strip() + ("+changes" if dirty else "")
+
+
 def version(name: str) -> str:
     argv = {"buildah": ["buildah", "--version"], "docker": ["dockerd", "--version"]}[name]
     text = subprocess.run(argv, capture_output=True, text=True).stdout.strip()
@@ -132,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     grown = [m for m in set(mount_table()) - set(before) if str(tmp) in m]
     if grown:
         problems.append("mount table grew: " + "; ".join(grown))
-    meta = {**report.machine(), "args": " ".join(sys.argv[1:] if argv is None else argv), "runs": args.runs,
+    meta = {**report.machine(), "src": str(args.src), "commit": commit(args.src), "args": " ".join(sys.argv[1:] if argv is None else argv), "runs": args.runs,
             "warmup": args.warmup, "sizes": sizes.__dict__ if hasattr(sizes, "__dict__") else
             {f: getattr(sizes, f) for f in sizes.__slots__}, "peers": peers, "notes": NOTES,
             "problems": problems}

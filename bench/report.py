@@ -42,7 +42,8 @@ def peak_rss(rows: list[Row]) -> dict[str, dict[str, float]]:
 def markdown(rows: list[Row], limits: Limits, meta: dict) -> str:
     lines = [
         "# pybuild benchmarks", "",
-        f"`python -m bench {meta['args']}` on {meta['date']}: {meta['cpus']} CPUs, kernel {meta['kernel']}, "
+        f"`python -m bench {meta['args']}` on {meta['date']} (pybuild {meta['commit'] or meta['src']}): "
+        f"{meta['cpus']} CPUs, kernel {meta['kernel']}, "
         f"{meta['runs']} counted runs after {meta['warmup']} warm-up, contenders alternating (A B A B …). "
         "Medians (and minima) of wall time; ratio = pybuild median / peer median (below 1: pybuild faster).", "",
         "Peers: " + "; ".join(f"**{k}** {v}" for k, v in meta["peers"].items()), "",
