@@ -9,6 +9,7 @@ mount below that directory survived.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import subprocess
 import sys
@@ -143,8 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     if grown:
         problems.append("mount table grew: " + "; ".join(grown))
     meta = {**report.machine(), "src": str(args.src), "commit": commit(args.src), "args": " ".join(sys.argv[1:] if argv is None else argv), "runs": args.runs,
-            "warmup": args.warmup, "sizes": sizes.__dict__ if hasattr(sizes, "__dict__") else
-            {f: getattr(sizes, f) for f in sizes.__slots__}, "peers": peers, "notes": NOTES,
+            "warmup": args.warmup, "sizes": dataclasses.asdict(sizes), "peers": peers, "notes": NOTES,
             "problems": problems}
     if not HAVE_TIME:
         meta["notes"] = [*NOTES, RSS_CAVEAT]
