@@ -59,6 +59,12 @@ class Row:
     missing: dict[str, str] = field(default_factory=dict)
     limit: str = ""
     facts: dict[str, float] = field(default_factory=dict)
+    checks: dict[str, bool] = field(default_factory=dict)  # issue 6 target -> met?
+
+    def check_ratio(self, peer: str, at_most: float) -> None:
+        """Target "pybuild ≤ at_most × peer" (medians), when both were measured."""
+        if (r := self.ratio(peer)) is not None:
+            self.checks[f"≤ {at_most:g} × {peer}"] = r <= at_most
 
     def ratio(self, peer: str) -> float | None:
         if PYBUILD in self.series and peer in self.series:
@@ -68,7 +74,7 @@ class Row:
     def as_dict(self) -> dict:
         return {"key": self.key, "title": self.title, "target": self.target, "limit": self.limit,
                 "series": {k: v.as_dict() for k, v in self.series.items()}, "missing": self.missing,
-                "facts": self.facts}
+                "facts": self.facts, "checks": self.checks}
 
 
 @dataclass

@@ -26,6 +26,13 @@ def _ratio(row: Row, peer: str) -> str:
     return f"{r:.2f}" if r is not None else "—"
 
 
+def _met(row: Row) -> str:
+    if not row.checks:
+        return "—"
+    missed = [label for label, ok in row.checks.items() if not ok]
+    return "✓" if not missed else "✗ " + "; ".join(missed)
+
+
 def _rss(row: Row) -> str:
     return " / ".join(f"{row.series[n].peak_rss_mib:.0f}" if n in row.series else "—" for n in (PYBUILD, *PEERS))
 
@@ -47,16 +54,16 @@ def markdown(rows: list[Row], limits: Limits, meta: dict) -> str:
         f"{meta['runs']} counted runs after {meta['warmup']} warm-up, contenders alternating (A B A B …). "
         "Medians (and minima) of wall time; ratio = pybuild median / peer median (below 1: pybuild faster).", "",
         "Peers: " + "; ".join(f"**{k}** {v}" for k, v in meta["peers"].items()), "",
-        "| scenario | pybuild | buildah | docker | pybuild/buildah | pybuild/docker | target (issue 6) "
+        "| scenario | pybuild | buildah | docker | pybuild/buildah | pybuild/docker | target (issue 6) | met "
         "| limit / measured fraction | peak RSS MiB (pybuild / buildah / docker) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         extra = [f"{n}: {s.median:.3f} s" for n, s in row.series.items() if n not in (PYBUILD, *PEERS)]
         limit = "; ".join([*extra, row.limit] if row.limit else extra)
         lines.append(f"| {row.key} {row.title} | {_cell(row, PYBUILD)} | {_cell(row, 'buildah')} | "
                      f"{_cell(row, 'docker')} | {_ratio(row, 'buildah')} | {_ratio(row, 'docker')} | {row.target} "
-                     f"| {limit} | {_rss(row)} |")
+                     f"| {_met(row)} | {limit} | {_rss(row)} |")
     lines += ["", "## (7) peak RSS", "",
               "Largest single process of each tool's process tree (`/usr/bin/time -f %M`, i.e. `wait4` rusage); "
               "for docker the daemon's VmHWM, reset before each build. Target: pybuild ≤ 150 MiB in scenario 5.",

@@ -26,7 +26,9 @@ def cold(bench: Bench) -> Row:
             return tool.build(dockerfile, context, APP_TAG)
         return once
 
-    return bench.alternate(row, [(t.name, measure(t)) for t in bench.tools])
+    row = bench.alternate(row, [(t.name, measure(t)) for t in bench.tools])
+    row.check_ratio("buildah", 0.5)
+    return row
 
 
 def cached(bench: Bench) -> Row:
@@ -38,6 +40,8 @@ def cached(bench: Bench) -> Row:
     row = bench.alternate(row, [(t.name, lambda _, t=t: t.build(dockerfile, context, APP_TAG)) for t in ready])
     if "pybuild" in row.series:
         row.limit = f"absolute {row.series['pybuild'].median:.3f} s vs 0.25 s"
+        row.checks["≤ 0.25 s"] = row.series["pybuild"].median <= 0.25
+    row.check_ratio("buildah", 0.15)
     return row
 
 
@@ -55,7 +59,9 @@ def one_file(bench: Bench) -> Row:
             return tool.build(dockerfile, context, APP_TAG)
         return once
 
-    return bench.alternate(row, [(t.name, measure(t)) for t in ready])
+    row = bench.alternate(row, [(t.name, measure(t)) for t in ready])
+    row.check_ratio("buildah", 0.5)
+    return row
 
 
 SCENARIOS = (cold, cached, one_file)
