@@ -22,6 +22,8 @@ def _json(ins: nodes.Instruction) -> bool | None:
     command = getattr(ins, "command", None)
     if isinstance(ins, (nodes.Copy, nodes.Add)):
         return ins.json_form
+    if isinstance(ins, nodes.Healthcheck) and ins.disabled:
+        return None  # NONE has no command; Go still flags `HEALTHCHECK NONE []` as JSON, our node does not
     if isinstance(ins, (nodes.Run, nodes.Cmd, nodes.Entrypoint, nodes.Healthcheck)):
         return isinstance(command, nodes.ExecForm)
     return None  # not exposed by our nodes (VOLUME, SHELL) or never JSON

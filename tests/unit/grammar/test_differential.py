@@ -6,13 +6,14 @@ TODAY_WINS and checked explicitly (ours = today, and v0.12 really does differ).
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 
 import grammar
+from grammar.flags import split_flags
+from grammar.prelex import GO_SPACE, prelex, split_command
 from differential import compare, go_dockerfile
 from strategies import dockerfile_text
 
@@ -33,6 +34,12 @@ TODAY_WINS = [
     # the line falls back to shell form.
     ("json-with-trailing-text", 'FROM x\nCMD ["a"] b\n',
      [("FROM", (), ("x",)), ("CMD", (), ('["a"] b',))]),
+    # ... and so does HEALTHCHECK CMD's command (v0.12: "arrays must be comprised of strings only").
+    ("healthcheck-json-with-trailing-text", "FROM x\nHEALTHCHECK CMD [1] x\n",
+     [("FROM", (), ("x",)), ("HEALTHCHECK", (), ("CMD", "[1] x"))]),
+    # A flag word split by a continuation line: today's escape directive still escapes the space after it.
+    ("flag-escape-across-continuation", "# escape=`\nFROM x\nCOPY --chown=a -`\n-chmod=` 1 s /d\n",
+     [("FROM", (), ("x",)), ("COPY", ("--chown=a", "--chmod= 1"), ("s", "/d"))]),
 ]
 
 
@@ -60,12 +67,12 @@ def test_realworld_sample_present() -> None:
 
 def _known_divergence(text: str, ours: object, theirs: object) -> bool:
     """Whether a difference is one of TODAY_WINS' kinds (flag escapes, JSON with trailing text)."""
-    escape = "`" if "# escape=`" in text.split("FROM", 1)[0] else "\\"
-    if escape == "`" and re.search(r"--\S*[\\`]", text) and isinstance(ours, Exception) != isinstance(theirs, Exception):
+    flag_escape = _flags_depend_on_escape(text)  # start lines
+    if flag_escape and isinstance(ours, Exception) != isinstance(theirs, Exception):
         return True  # a flag word swallowed (or not) the arguments: one side has none left
     if isinstance(ours, list) and isinstance(theirs, Exception) and "strings only" in str(theirs):
         # v0.12 decoded the JSON prefix of `[1] text` and failed on the number; today: shell form
-        return any(o[5] and len(o[5]) == 1 and _json_prefix(o[5][0]) for o in ours)
+        return any(_shell_json_prefix(o) for o in ours)
     if not (isinstance(ours, list) and isinstance(theirs, list)) or len(ours) != len(theirs):
         return False
     for mine, go in zip(ours, theirs):
@@ -73,12 +80,35 @@ def _known_divergence(text: str, ours: object, theirs: object) -> bool:
             continue
         if (mine[0], mine[2], mine[3]) != (go[0], go[2], go[3]):
             return False
-        flag_escape = escape == "`" and any("\\" in f or "`" in f for f in go[4] + mine[4])
-        trailing_json = mine[:5] == go[:5] and go[6] is True and mine[6] is False and len(mine[5]) == 1 \
-            and _json_prefix(mine[5][0])
-        if not (flag_escape or trailing_json):
+        trailing_json = mine[:5] == go[:5] and go[6] is True and mine[6] is False and _shell_json_prefix(mine)
+        if not (mine[2] in flag_escape or trailing_json):
             return False
     return True
+
+
+def _flags_depend_on_escape(text: str) -> set[int]:
+    """The start lines of instructions whose flag words split differently with v0.12's backslash."""
+    try:
+        prelexed = prelex(text)
+    except grammar.DockerfileSyntaxError:
+        return set()
+    if prelexed.escape == "\\":
+        return set()
+    lines = set()
+    for line in prelexed.lines:
+        keyword, rest, _ = split_command(line.text)
+        if keyword.lower() == "onbuild":
+            rest = split_command(rest.lstrip(GO_SPACE))[1]  # the trigger's flags
+        today, old = split_flags(rest, prelexed.escape), split_flags(rest, "\\")
+        if [w.text for w in today[0]] != [w.text for w in old[0]] or today[1] != old[1]:
+            lines.add(line.start_line)
+    return lines
+
+
+def _shell_json_prefix(view: tuple) -> bool:
+    """Whether an instruction's shell-form command (the last value) starts with a JSON array."""
+    values = view[5] or ()
+    return len(values) == (2 if view[0] == "HEALTHCHECK" else 1) and _json_prefix(values[-1])
 
 
 def _json_prefix(text: str) -> bool:
@@ -89,7 +119,9 @@ def _json_prefix(text: str) -> bool:
     return isinstance(value, list) and end < len(text)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomize: the fast test runs the same examples every time, so CI cannot go red by chance;
+# the slow test below keeps exploring randomly (new findings go into the parser or TODAY_WINS).
+@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(dockerfile_text())
 def test_generated_dockerfiles_match_buildkit(text: str) -> None:
     verdict, ours, theirs = compare(text)
