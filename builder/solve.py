@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,23 +81,39 @@ class Solver:
         return self.results
 
     def _solve_parallel(self, order: list[Step]) -> None:
-        futures: dict[int, Future] = {}
-        with ThreadPoolExecutor(max_workers=self.options.jobs, thread_name_prefix="step") as pool:
-            for step in order:  # dependencies come first in `order`, so their futures exist
-                waits = [futures[d] for d in (step.parent, *step.deps) if d is not None and d in futures]
-                futures[step.id] = pool.submit(self._run_after, step, waits)
-            done, _ = wait(list(futures.values()), return_when=FIRST_EXCEPTION)
-            failed = [f for f in done if f.exception() is not None]
-            if failed:
-                self.cancel.set()
-                wait(list(futures.values()))
-                errors = [f.exception() for f in futures.values() if f.exception() is not None]
-                real = [e for e in errors if not isinstance(e, BuildCancelled)]
-                raise (real or errors)[0]  # type: ignore[misc]
+        """Run each step as soon as its parent and deps are done, at most `jobs` at once.
 
-    def _run_after(self, step: Step, waits: list[Future]) -> StepResult:
-        for future in waits:
-            future.result()
+        Only ready steps are handed to the pool: a worker never sits blocked on a dependency, so independent
+        stages really overlap. The first failure cancels the rest (running containers are killed through
+        `self.cancel`) and is re-raised once everything has stopped."""
+        pending = [step.id for step in order]
+        needs = {step.id: {d for d in (step.parent, *step.deps) if d is not None and d in set(pending)}
+                 for step in order}
+        finished: set[int] = set()
+        running: dict[Future, int] = {}
+        errors: list[BaseException] = []
+        with ThreadPoolExecutor(max_workers=self.options.jobs, thread_name_prefix="step") as pool:
+            while pending or running:
+                if not errors and not self.cancel.is_set():
+                    ready = [sid for sid in pending if needs[sid] <= finished]
+                    for sid in ready:
+                        pending.remove(sid)
+                        running[pool.submit(self._run_ready, self.graph.steps[sid])] = sid
+                if not running:
+                    break
+                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for future in done:
+                    sid = running.pop(future)
+                    if future.exception() is not None:
+                        errors.append(future.exception())
+                        self.cancel.set()
+                    else:
+                        finished.add(sid)
+        if errors or pending:
+            real = [e for e in errors if not isinstance(e, BuildCancelled)]
+            raise (real or errors or [BuildCancelled()])[0]
+
+    def _run_ready(self, step: Step) -> StepResult:
         if self.cancel.is_set():
             raise BuildCancelled()
         result = self._run(step)
