@@ -15,9 +15,6 @@ from typing import Any
 
 from builder.context.checksum import checksum_sources
 from builder.errors import BuildCancelled, ContextError, PybuildError
-from builder.ops import exec as exec_op
-from builder.ops import file as file_op
-from builder.ops import source as source_op
 from builder.plan.keys import CacheKey, step_key
 from builder.plan.steps import FileOp, Step, StepGraph
 from builder.progress import events as ev
@@ -137,9 +134,11 @@ class Solver:
                                 self.store.file_digest) if patterns else {}
         missing = [p for p, s in sums.items() if s is None]
         if missing:
+            from builder.ops.exec import render_location
+
             raise ContextError(
                 f"{step.span}: {step.created_by}: source {missing[0]!r} not found in the build context",
-                context=exec_op.render_location(step, self.options.dockerfile_lines),
+                context=render_location(step, self.options.dockerfile_lines),
                 hint="paths are relative to the context directory; `..` and symlinks cannot leave it, and "
                      ".dockerignore may exclude the file")
         return step_key(step, parent_key, sources={k: v for k, v in sums.items() if v is not None})
@@ -199,6 +198,8 @@ class Solver:
         if record is None:
             return None
         if step.kind == "source":  # re-import: cheap, the store reuses existing snapshots and blobs
+            from builder.ops import source as source_op
+
             snapshot, layers = source_op.execute(self.store, step)
             return StepResult(key, snapshot, layers, record.created, True)
         parent = self.results[step.parent].snapshot if step.parent is not None else None
@@ -223,6 +224,11 @@ class Solver:
                             secrets=self.options.secrets or {}, snapshots=stages)
 
     def _execute(self, step: Step, number: int):
+        # imported here: a fully cached build never needs the sandbox or the file helper
+        from builder.ops import exec as exec_op
+        from builder.ops import file as file_op
+        from builder.ops import source as source_op
+
         parent = self.results[step.parent].snapshot if step.parent is not None else None
         if step.kind == "source":
             return source_op.execute(self.store, step)
