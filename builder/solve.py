@@ -70,11 +70,17 @@ class Solver:
     def solve(self, stage_index: int) -> dict[int, StepResult]:
         order = self.graph.needed(stage_index)
         self.numbers = {step.id: n for n, step in enumerate(order, 1)}
-        if self.options.jobs <= 1:
-            for step in order:
-                self.results[step.id] = self._run(step)
-            return self.results
-        self._solve_parallel(order)
+        try:
+            if self.options.jobs <= 1:
+                for step in order:
+                    if self.cancel.is_set():
+                        raise BuildCancelled()
+                    self.results[step.id] = self._run(step)
+            else:
+                self._solve_parallel(order)
+        except KeyboardInterrupt:
+            self.cancel.set()  # Ctrl-C: running containers are killed (within 1 s) before we return
+            raise
         return self.results
 
     def _solve_parallel(self, order: list[Step]) -> None:
@@ -90,25 +96,33 @@ class Solver:
         running: dict[Future, int] = {}
         errors: list[BaseException] = []
         with ThreadPoolExecutor(max_workers=self.options.jobs, thread_name_prefix="step") as pool:
-            while pending or running:
-                if not errors and not self.cancel.is_set():
-                    ready = [sid for sid in pending if needs[sid] <= finished]
-                    for sid in ready:
-                        pending.remove(sid)
-                        running[pool.submit(self._run_ready, self.graph.steps[sid])] = sid
-                if not running:
-                    break
-                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
-                for future in done:
-                    sid = running.pop(future)
-                    if future.exception() is not None:
-                        errors.append(future.exception())
-                        self.cancel.set()
-                    else:
-                        finished.add(sid)
+            try:
+                self._schedule(pool, pending, needs, finished, running, errors)
+            except BaseException:  # Ctrl-C in the main thread: stop the containers, then let the pool drain
+                self.cancel.set()
+                raise
         if errors or pending:
             real = [e for e in errors if not isinstance(e, BuildCancelled)]
             raise (real or errors or [BuildCancelled()])[0]
+
+    def _schedule(self, pool: ThreadPoolExecutor, pending: list[int], needs: dict[int, set[int]],
+                  finished: set[int], running: dict[Future, int], errors: list[BaseException]) -> None:
+        while pending or running:
+            if not errors and not self.cancel.is_set():
+                ready = [sid for sid in pending if needs[sid] <= finished]
+                for sid in ready:
+                    pending.remove(sid)
+                    running[pool.submit(self._run_ready, self.graph.steps[sid])] = sid
+            if not running:
+                break
+            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for future in done:
+                sid = running.pop(future)
+                if future.exception() is not None:
+                    errors.append(future.exception())
+                    self.cancel.set()
+                else:
+                    finished.add(sid)
 
     def _run_ready(self, step: Step) -> StepResult:
         if self.cancel.is_set():
@@ -171,7 +185,8 @@ class Solver:
                 self.sink(ev.StepExplain(number, "cache miss: " + explain_miss(self.store, step, key,
                                                                                self._identity(step))))
             snapshot, layers = self._execute(step, number)
-            created = source_date_epoch() or time.time()
+            epoch = source_date_epoch()
+            created = time.time() if epoch is None else epoch
             parent_key = self.results[step.parent].key.digest if step.parent is not None else None
             layer = layers[0] if len(layers) == 1 and step.kind != "source" else None
             self.store.record(key.digest, parent_key=parent_key, snapshot=snapshot, layer=layer,

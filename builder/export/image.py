@@ -44,14 +44,15 @@ def assemble(graph: StepGraph, stage_index: int, results: dict[int, StepResult])
     last_time = stage.base_created
     for item in stage.history:
         if item.step is None:
-            history.append(HistoryEntry(item.created_by, True, epoch or last_time))
+            history.append(HistoryEntry(item.created_by, True, last_time if epoch is None else epoch))
             continue
         result = results[item.step]
         last_time = result.created
         history.append(HistoryEntry(item.created_by + " # buildkit" if graph.steps[item.step].kind == "exec"
-                                    else item.created_by, not result.layers, epoch or result.created))
+                                    else item.created_by, not result.layers,
+                                    result.created if epoch is None else epoch))
     config = replace(stage.config, history=tuple(history), diff_ids=tuple(l.diff_id for l in layers))
-    config_bytes = canonical_json(config.to_oci(epoch or created))
+    config_bytes = canonical_json(config.to_oci(created if epoch is None else epoch))
     return config_bytes, layers_manifest(config_bytes, layers), tuple(layers)
 
 

@@ -141,8 +141,11 @@ class ImageConfig:
 
 
 def format_time(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if ts else \
-        "1970-01-01T00:00:00Z"
+    if not ts:
+        return "1970-01-01T00:00:00Z"
+    if ts == int(ts):
+        return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def parse_time(text: str | None) -> float:

@@ -7,6 +7,7 @@ must not invalidate a COPY), the hostname and the store path. Each key keeps its
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,9 @@ class CacheKey:
 
 
 def make_key(parts: dict[str, Any]) -> CacheKey:
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if epoch and parts.get("op") != "source":  # clamped mtimes make different layer bytes: a different result
+        parts = {**parts, "source_date_epoch": epoch}
     doc = {"v": KEY_VERSION, **parts}
     return CacheKey("sha256:" + hashlib.sha256(canonical_json(doc)).hexdigest(), doc)
 
