@@ -104,7 +104,7 @@ def sandbox_processes() -> list[str]:
                 cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue
-            if "builder.sandbox.init" in cmd or "sleep 6" in cmd or "sleep 3" in cmd:
+            if "sleep 61.37" in cmd or "sleep 31.73" in cmd:  # this module's own, unique sleeps
                 found.append(cmd)
     return found
 
@@ -115,7 +115,7 @@ def netns() -> str:
 
 def test_failure_in_one_stage_cancels_the_other(pybuild, busybox_image, tmp_path):
     (tmp_path / "Dockerfile").write_text(
-        "FROM pybuild/busybox AS slow\nRUN sleep 30\n"
+        "FROM pybuild/busybox AS slow\nRUN sleep 31.73\n"
         "FROM pybuild/busybox AS broken\nRUN echo about to fail && sleep 0.5 && exit 7\n"
         "FROM pybuild/busybox\nCOPY --from=slow /etc/passwd /a\nCOPY --from=broken /etc/passwd /b\n")
     started = time.monotonic()
@@ -130,7 +130,7 @@ def test_failure_in_one_stage_cancels_the_other(pybuild, busybox_image, tmp_path
 
 
 def test_sigint_during_a_long_run_exits_130_within_a_second_leaving_nothing(pybuild, busybox_image, tmp_path):
-    (tmp_path / "Dockerfile").write_text("FROM pybuild/busybox\nRUN echo started && sleep 60\n")
+    (tmp_path / "Dockerfile").write_text("FROM pybuild/busybox\nRUN echo started && sleep 61.37\n")
     before_mounts, before_netns = mountinfo(), netns()
     proc = popen(pybuild.root, "--progress", "plain", "--no-cache", str(tmp_path))
     buf = b""
