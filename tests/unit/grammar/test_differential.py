@@ -6,6 +6,7 @@ TODAY_WINS and checked explicitly (ours = today, and v0.12 really does differ).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,12 @@ TODAY_WINS = [
     # A flag word split by a continuation line: today's escape directive still escapes the space after it.
     ("flag-escape-across-continuation", "# escape=`\nFROM x\nCOPY --chown=a -`\n-chmod=` 1 s /d\n",
      [("FROM", (), ("x",)), ("COPY", ("--chown=a", "--chmod= 1"), ("s", "/d"))]),
+    # heredocsFromLine lexes the whole line and finds no heredoc when the lexer fails. v0.12's lexer
+    # failed on `${a#b}` (no #, %, / modifiers yet) and accepted `${a:#}`; today it is the reverse.
+    ("heredoc-after-trim-modifier", "FROM x\nRUN ${a#b} <<EOF\nhi\nEOF\n",
+     [("FROM", (), ("x",)), ("RUN", (), ("${a#b} <<EOF",))]),
+    ("no-heredoc-after-colon-hash", "FROM x\nRUN ${a:#} <<EOF\nEOF\n",
+     [("FROM", (), ("x",)), ("RUN", (), ("${a:#} <<EOF",)), ("EOF", (), ("",))]),
 ]
 
 
@@ -73,7 +80,11 @@ def _known_divergence(text: str, ours: object, theirs: object) -> bool:
     if isinstance(ours, list) and isinstance(theirs, Exception) and "strings only" in str(theirs):
         # v0.12 decoded the JSON prefix of `[1] text` and failed on the number; today: shell form
         return any(_shell_json_prefix(o) for o in ours)
-    if not (isinstance(ours, list) and isinstance(theirs, list)) or len(ours) != len(theirs):
+    if not (isinstance(ours, list) and isinstance(theirs, list)):
+        return False
+    if _heredoc_modifier_divergence(text, ours, theirs):
+        return True
+    if len(ours) != len(theirs):
         return False
     for mine, go in zip(ours, theirs):
         if mine == go:
@@ -97,12 +108,28 @@ def _flags_depend_on_escape(text: str) -> set[int]:
     lines = set()
     for line in prelexed.lines:
         keyword, rest, _ = split_command(line.text)
+        candidates = [rest]  # the instruction's own flag words (ONBUILD's too: `ONBUILD --x=\` -- RUN`)
         if keyword.lower() == "onbuild":
-            rest = split_command(rest.lstrip(GO_SPACE))[1]  # the trigger's flags
-        today, old = split_flags(rest, prelexed.escape), split_flags(rest, "\\")
-        if [w.text for w in today[0]] != [w.text for w in old[0]] or today[1] != old[1]:
-            lines.add(line.start_line)
+            trigger = rest[split_flags(rest, prelexed.escape)[1]:].lstrip(GO_SPACE)
+            candidates.append(split_command(trigger)[1])  # and the trigger's flags
+        for words in candidates:
+            today, old = split_flags(words, prelexed.escape), split_flags(words, "\\")
+            if [w.text for w in today[0]] != [w.text for w in old[0]] or today[1] != old[1]:
+                lines.add(line.start_line)
     return lines
+
+
+_NEW_MODIFIER = re.compile(r"\$\{(?:[0-9]+|[@*#?$!0-]|\w*):?[#%/]")
+
+
+def _heredoc_modifier_divergence(text: str, ours: list, theirs: list) -> bool:
+    """Whether the first difference is a heredoc found on one side only, on a line whose `${...}`
+    uses a modifier v0.12's lexer handled differently (#, %, /, :#, :%); the rest then shifts."""
+    k = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), None)
+    if k is None or ours[k][:3] != theirs[k][:3] or bool(ours[k][7]) == bool(theirs[k][7]):
+        return False
+    line = next((x.text for x in prelex(text).lines if x.start_line == ours[k][2]), "")
+    return bool(_NEW_MODIFIER.search(line))
 
 
 def _shell_json_prefix(view: tuple) -> bool:
