@@ -19,14 +19,11 @@ from dataclasses import dataclass
 from grammar import nodes
 from grammar.errors import DockerfileSyntaxError
 from grammar.flags import split_flags
+from grammar.heredocs import GO_SPACE, heredocs_from_line
 
-# Go's unicode.IsSpace (Python's str.isspace also accepts \x1c-\x1f, Go does not).
-GO_SPACE = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a" \
-           "\u2028\u2029\u202f\u205f\u3000"
 SEPARATOR = re.compile(r"[\t\v\f\r ]+")  # BuildKit's reWhitespace
 _DIRECTIVE = re.compile(r"([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=[\t\n\f\r ]*(.+?)[\t\n\f\r ]*\Z")
 _KNOWN_DIRECTIVES = ("syntax", "escape", "check")
-_HEREDOC_WORD = re.compile(r"([0-9]*)<<(-?)[\t\n\f\r ]*([^<]*)\Z")
 _HEREDOC_INSTRUCTIONS = ("run", "copy", "add")
 MAX_LINE_BYTES = 64 * 1024  # bufio.Scanner's default token limit, line terminator included
 
@@ -282,115 +279,3 @@ def can_contain_heredoc(text: str, escape: str) -> bool:
         return decode_json_array(args) is None
     except NotStringArray:
         return False
-
-
-def heredocs_from_line(text: str) -> list[tuple[str, bool, bool, int]]:
-    """The heredocs a line opens: (name, expand, chomp, offset of the word) in order.
-
-    BuildKit splits the line into shell words keeping quotes and escapes (its `<<` handling glues
-    `<<` to a following word even across blanks), then matches `[n]<<[-]word` on each word. The
-    name is the word with quotes removed; a quoted name means no expansion. Escape is always `\\`.
-    """
-    found = []
-    for word, offset in raw_shell_words(text):
-        m = _HEREDOC_WORD.match(word)
-        if not m or not m.group(3):
-            continue
-        rest = m.group(3)
-        words = [w for w, _ in raw_shell_words(rest)]
-        if len(words) != 1:
-            continue
-        name = unquote_word(words[0])
-        if not name:
-            continue
-        raw_quotes = words[0].count("'") + words[0].count('"')
-        expand = name.count("'") + name.count('"') == raw_quotes
-        found.append((name, expand, m.group(2) == "-", offset))
-    return found
-
-
-def raw_shell_words(text: str) -> list[tuple[str, int]]:
-    """Words split on unquoted whitespace, quotes and `\\` escapes kept; [] if a quote is open."""
-    words: list[tuple[str, int]] = []
-    buf: list[str] = []
-    start = -1
-    i, n = 0, len(text)
-    while i < n:
-        ch = text[i]
-        if ch in "'\"":
-            close = _closing_quote(text, i)
-            if close < 0:
-                return []
-            start = i if start < 0 else start
-            buf.append(text[i:close + 1])
-            i = close + 1
-            continue
-        if ch == "<" and text.startswith("<<", i):
-            j = i + 2
-            while j < n and text[j] in " \t":
-                j += 1
-            start = i if start < 0 else start
-            buf.append(text[i:j])
-            i = j
-            continue
-        if ch == "\\":
-            start = i if start < 0 else start
-            buf.append(text[i:i + 2])
-            i += 2
-            continue
-        if ch in GO_SPACE:
-            if buf:
-                words.append(("".join(buf), start))
-                buf, start = [], -1
-            i += 1
-            continue
-        start = i if start < 0 else start
-        buf.append(ch)
-        i += 1
-    if buf:
-        words.append(("".join(buf), start))
-    return words
-
-
-def _closing_quote(text: str, i: int) -> int:
-    quote = text[i]
-    j = i + 1
-    while j < len(text):
-        if text[j] == quote:
-            return j
-        if quote == '"' and text[j] == "\\":
-            j += 1
-        j += 1
-    return -1
-
-
-def unquote_word(word: str) -> str | None:
-    """Quote removal and `\\` escapes of one shell word (no expansion); None if a quote is open."""
-    out: list[str] = []
-    i, n = 0, len(word)
-    while i < n:
-        ch = word[i]
-        if ch == "'":
-            j = word.find("'", i + 1)
-            if j < 0:
-                return None
-            out.append(word[i + 1:j])
-            i = j + 1
-        elif ch == '"':
-            j = i + 1
-            while j < n and word[j] != '"':
-                if word[j] == "\\" and j + 1 < n and word[j + 1] in '"$\\':
-                    j += 1
-                out.append(word[j])
-                j += 1
-            if j >= n:
-                return None
-            i = j + 1
-        elif ch == "\\":
-            if i + 1 < n:
-                out.append(word[i + 1])
-            i += 2
-        else:
-            out.append(ch)
-            i += 1
-    return "".join(out)

@@ -282,7 +282,7 @@ setattr(ToNodes, "from", ToNodes.from_)
 
 def heredocs_named(word: str) -> bool:
     """Whether a COPY/ADD argument is a heredoc reference (`<<EOF`, `<<-"EOF"`...)."""
-    from grammar.prelex import heredocs_from_line
+    from grammar.heredocs import heredocs_from_line
     return bool(heredocs_from_line(word))
 
 

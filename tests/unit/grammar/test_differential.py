@@ -43,6 +43,9 @@ TODAY_WINS = [
      [("FROM", (), ("x",)), ("COPY", ("--chown=a", "--chmod= 1"), ("s", "/d"))]),
     # heredocsFromLine lexes the whole line and finds no heredoc when the lexer fails. v0.12's lexer
     # failed on `${a#b}` (no #, %, / modifiers yet) and accepted `${a:#}`; today it is the reverse.
+    # ... and COPY/ADD/VOLUME split the line into words instead of taking the JSON prefix.
+    ("list-json-with-trailing-text", "FROM x\nADD []FROM 0\n",
+     [("FROM", (), ("x",)), ("ADD", (), ("[]FROM", "0"))]),
     ("heredoc-after-trim-modifier", "FROM x\nRUN ${a#b} <<EOF\nhi\nEOF\n",
      [("FROM", (), ("x",)), ("RUN", (), ("${a#b} <<EOF",))]),
     ("no-heredoc-after-colon-hash", "FROM x\nRUN ${a:#} <<EOF\nEOF\n",
@@ -79,7 +82,7 @@ def _known_divergence(text: str, ours: object, theirs: object) -> bool:
         return True  # a flag word swallowed (or not) the arguments: one side has none left
     if isinstance(ours, list) and isinstance(theirs, Exception) and "strings only" in str(theirs):
         # v0.12 decoded the JSON prefix of `[1] text` and failed on the number; today: shell form
-        return any(_shell_json_prefix(o) for o in ours)
+        return any(_shell_json_prefix(o) or _list_json_prefix(o) is not None for o in ours)
     if not (isinstance(ours, list) and isinstance(theirs, list)):
         return False
     if _heredoc_modifier_divergence(text, ours, theirs):
@@ -92,6 +95,9 @@ def _known_divergence(text: str, ours: object, theirs: object) -> bool:
         if (mine[0], mine[2], mine[3]) != (go[0], go[2], go[3]):
             return False
         trailing_json = mine[:5] == go[:5] and go[6] is True and mine[6] is False and _shell_json_prefix(mine)
+        # COPY/ADD/VOLUME: today splits `[]x y` into words; v0.12 took the JSON prefix as the list
+        trailing_json = trailing_json or (mine[:5] == go[:5] and go[6] is not False and mine[6] is not True
+                                          and _list_json_prefix(mine) == tuple(_SPACES.sub(" ", v) for v in go[5]))
         if not (mine[2] in flag_escape or trailing_json):
             return False
     return True
@@ -135,7 +141,19 @@ def _heredoc_modifier_divergence(text: str, ours: list, theirs: list) -> bool:
 def _shell_json_prefix(view: tuple) -> bool:
     """Whether an instruction's shell-form command (the last value) starts with a JSON array."""
     values = view[5] or ()
-    return len(values) == (2 if view[0] == "HEALTHCHECK" else 1) and _json_prefix(values[-1])
+    return len(values) == (2 if (view[1] or view[0]) == "HEALTHCHECK" else 1) and _json_prefix(values[-1])
+
+
+_SPACES = re.compile(r"[\t\v\f\r ]+")  # BuildKit's reWhitespace: the word split forgets which run it was
+
+
+def _list_json_prefix(view: tuple) -> tuple[str, ...] | None:
+    """For a COPY/ADD/VOLUME split into words: the strings of the JSON array its text starts with
+    (whitespace runs inside them read as one space)."""
+    if (view[1] or view[0]) not in ("COPY", "ADD", "VOLUME") or not view[5] or not _json_prefix(" ".join(view[5])):
+        return None
+    value = json.JSONDecoder().raw_decode(" ".join(view[5]))[0]
+    return tuple(_SPACES.sub(" ", v) for v in value) if all(isinstance(v, str) for v in value) else ()
 
 
 def _json_prefix(text: str) -> bool:
