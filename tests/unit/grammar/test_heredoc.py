@@ -15,6 +15,11 @@ import pytest
 import grammar
 from grammar import nodes
 
+try:
+    import dockerfile as go_dockerfile
+except ImportError:  # pragma: no cover - test-only dependency
+    go_dockerfile = None
+
 CASES_ROOT = Path(__file__).resolve().parents[3] / "testdata" / "parser"
 CASES = sorted(CASES_ROOT.glob("heredoc-*"))
 
@@ -78,3 +83,34 @@ def test_heredoc_node_fields() -> None:
 def test_crlf_heredoc_keeps_cr_like_buildkit() -> None:
     run = grammar.parse("FROM x\r\nRUN <<EOF\r\necho\r\nEOF\r\n").instructions[1]
     assert run.heredocs[0].body == "echo\r\n"
+
+
+# BuildKit's heredocsFromLine lexes the whole line (flags included); a lexer error means no heredoc.
+# (line, heredoc names found): checked against today's lex.go processDollar/processStopOn by hand.
+LEXER_CASES = [
+    ("RUN <<EOF", ["EOF"]),
+    ("RUN --mount=${ -- <<EOF", []),  # `${ ` unsupported modifier, even inside a flag
+    ("RUN ${ <<EOF", []),
+    ("RUN ${} <<EOF", []),  # bad substitution
+    ("RUN ${a <<EOF", []),  # unsupported modifier ( )
+    ("RUN ${a:-x <<EOF", []),  # missing '}'
+    ("RUN ${a:} <<EOF", []),  # ':' consumes the '}', so the `}` is missing
+    ("RUN ${a:}} <<EOF", ["EOF"]),
+    ("RUN ${a:#} <<EOF", []),  # `:#` is unsupported today
+    ("RUN ${a#b} <<EOF", ["EOF"]),
+    ("RUN ${a/b} <<EOF", []),  # missing '/'
+    ("RUN ${a/b/c} <<EOF", ["EOF"]),
+    ('RUN ${a:-"}"} <<EOF', ["EOF"]),
+    ("RUN 'x <<EOF", []),  # open quote
+    ('RUN "\\"" <<EOF', ["EOF"]),
+    ("RUN $ <<EOF", ["EOF"]),
+]
+
+
+@pytest.mark.parametrize(("line", "names"), LEXER_CASES, ids=[c[0] for c in LEXER_CASES])
+def test_no_heredoc_when_the_line_does_not_lex(line: str, names: list[str]) -> None:
+    text = f"FROM x\n{line}\nEOF\n"
+    run = grammar.parse(text, strict=False).instructions[1]
+    assert [h.name for h in run.heredocs] == names
+    if go_dockerfile is not None and not re.search(r"\$\{\w*:?[#%/]", line):  # v0.12 lacked #, %, /
+        assert [h.name for h in go_dockerfile.parse_string(text)[1].heredocs] == names
