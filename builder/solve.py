@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from builder.context.checksum import checksum_sources
-from builder.errors import BuildCancelled, ContextError, PybuildError
+from builder.errors import BuildCancelled, BuildStepError, ContextError, PybuildError
 from builder.plan.keys import CacheKey, step_key
 from builder.plan.steps import FileOp, Step, StepGraph
 from builder.progress import events as ev
@@ -68,7 +68,9 @@ class Solver:
         return f"[{label} {position}/{len(in_stage)}] {step.created_by}"
 
     def solve(self, stage_index: int) -> dict[int, StepResult]:
-        order = self.graph.needed(stage_index)
+        # Step ids are given in Dockerfile order and a step can only name earlier ones, so sorting by id keeps
+        # dependencies first and numbers the steps as the Dockerfile reads (buildx does the same).
+        order = sorted(self.graph.needed(stage_index), key=lambda step: step.id)
         self.numbers = {step.id: n for n, step in enumerate(order, 1)}
         try:
             if self.options.jobs <= 1:
@@ -165,6 +167,9 @@ class Solver:
             result = self._lookup_or_build(step, number)
         except PybuildError as exc:
             self.sink(ev.StepFailed(number, time.monotonic() - started, exc.message))
+            if isinstance(exc, BuildStepError):  # name the step: several stages may be running at once
+                raise BuildStepError(exc.message, context=f"failed step: {self.title(step)}"
+                                     + (f"\n{exc.context}" if exc.context else ""), hint=exc.hint) from exc
             raise
         if result.cached:
             self.sink(ev.StepCached(number))
