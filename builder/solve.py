@@ -72,32 +72,26 @@ class Solver:
         # dependencies first and numbers the steps as the Dockerfile reads (buildx does the same).
         order = sorted(self.graph.needed(stage_index), key=lambda step: step.id)
         self.numbers = {step.id: n for n, step in enumerate(order, 1)}
-        try:
-            if self.options.jobs <= 1:
-                for step in order:
-                    if self.cancel.is_set():
-                        raise BuildCancelled()
-                    self.results[step.id] = self._run(step)
-            else:
-                self._solve_parallel(order)
-        except KeyboardInterrupt:
-            self.cancel.set()  # Ctrl-C: running containers are killed (within 1 s) before we return
-            raise
+        self._solve_pooled(order)
         return self.results
 
-    def _solve_parallel(self, order: list[Step]) -> None:
+    def _solve_pooled(self, order: list[Step]) -> None:
         """Run each step as soon as its parent and deps are done, at most `jobs` at once.
 
-        Only ready steps are handed to the pool: a worker never sits blocked on a dependency, so independent
-        stages really overlap. The first failure cancels the rest (running containers are killed through
-        `self.cancel`) and is re-raised once everything has stopped."""
+        Steps run on pool threads even with --jobs 1: the calling (main) thread only waits, so a Ctrl-C
+        (KeyboardInterrupt) lands there and never in the middle of a step's store or sandbox code. It sets
+        `self.cancel`; running containers are killed within 0.05 s and every step unwinds through its own
+        cleanup before this returns. Only ready steps are handed to the pool: a worker never sits blocked on a
+        dependency, so independent stages really overlap. The first failure cancels the rest the same way and
+        is re-raised once everything has stopped; a cancel from outside raises BuildCancelled (exit 130)."""
         pending = [step.id for step in order]
-        needs = {step.id: {d for d in (step.parent, *step.deps) if d is not None and d in set(pending)}
+        planned = set(pending)
+        needs = {step.id: {d for d in (step.parent, *step.deps) if d is not None and d in planned}
                  for step in order}
         finished: set[int] = set()
         running: dict[Future, int] = {}
         errors: list[BaseException] = []
-        with ThreadPoolExecutor(max_workers=self.options.jobs, thread_name_prefix="step") as pool:
+        with ThreadPoolExecutor(max_workers=max(1, self.options.jobs), thread_name_prefix="step") as pool:
             try:
                 self._schedule(pool, pending, needs, finished, running, errors)
             except BaseException:  # Ctrl-C in the main thread: stop the containers, then let the pool drain
@@ -111,7 +105,8 @@ class Solver:
                   finished: set[int], running: dict[Future, int], errors: list[BaseException]) -> None:
         while pending or running:
             if not errors and not self.cancel.is_set():
-                ready = [sid for sid in pending if needs[sid] <= finished]
+                room = max(1, self.options.jobs) - len(running)  # never queue: the lowest ids go first
+                ready = [sid for sid in pending if needs[sid] <= finished][:max(0, room)]
                 for sid in ready:
                     pending.remove(sid)
                     running[pool.submit(self._run_ready, self.graph.steps[sid])] = sid

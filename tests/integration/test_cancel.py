@@ -1,0 +1,193 @@
+"""Issue 5 acceptance 4: a failure cancels the other running stages; Ctrl-C stops a build within a second.
+
+Either way nothing may stay behind: no mount (`mountinfo()`), no sandbox init or command process, no network
+namespace, nothing in the store's tmp/ (cache/__init__.py: mutable snapshots and imports in progress live there).
+Each build sleeps for a length no other test uses, so its processes can be told from those of builds running at
+the same time on this machine.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import random
+import select
+import signal
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import REPO, _with_root, mountinfo
+
+pytestmark = pytest.mark.slow
+
+
+def unique_sleep(seconds: int) -> str:
+    return f"sleep {seconds}.{random.randrange(10**5):05d}"
+
+
+def netns() -> list[str]:
+    proc = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"`ip netns list` does not work here: {proc.stderr.strip()}")
+    return sorted(proc.stdout.splitlines())
+
+
+def processes(builder_pid: int, sleep: str) -> list[str]:
+    """Command lines of the build's sandbox inits (they name the builder's pid) and of its sleeps."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        line = " ".join(argv).strip()
+        if sleep in line or ("builder.sandbox.init" in line and argv[-2:-1] == [str(builder_pid)]):
+            found.append(f"{entry.name}: {line}")
+    return found
+
+
+def store_tmp(root: Path) -> list[str]:
+    tmp = root / "tmp"
+    return sorted(os.listdir(tmp)) if tmp.exists() else []
+
+
+class Watch:
+    """The host state a build must leave as it found it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.mounts, self.netns, self.tmp = mountinfo(), netns(), store_tmp(root)
+
+    def assert_unchanged(self, builder_pid: int, sleep: str) -> None:
+        assert processes(builder_pid, sleep) == []
+        assert mountinfo() == self.mounts
+        assert netns() == self.netns
+        assert store_tmp(self.root) == self.tmp == []
+
+
+def start(root: Path, *args: str, **popen) -> subprocess.Popen:
+    argv = [sys.executable, "-m", "builder", *_with_root(list(args), root)]
+    return subprocess.Popen(argv, cwd=REPO, **popen)
+
+
+def read_until(fd: int, wanted: list[bytes], timeout: float = 60) -> bytes:
+    """Read fd until every wanted string has appeared; returns what was read."""
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while not all(w in buf for w in wanted) and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            buf += chunk
+    assert all(w in buf for w in wanted), buf.decode(errors="replace")
+    return buf
+
+
+def interrupt(proc: subprocess.Popen, send) -> float:
+    """Deliver an interrupt with `send()`; seconds until the process exited."""
+    sent = time.monotonic()
+    send()
+    proc.wait(timeout=30)
+    return time.monotonic() - sent
+
+
+def test_a_failing_stage_cancels_the_other_running_stage(pybuild, busybox_image, tmp_path):
+    sleep = unique_sleep(30)
+    (tmp_path / "Dockerfile").write_text(
+        f"FROM pybuild/busybox AS slow\nRUN echo slow started && {sleep}\n"
+        "FROM pybuild/busybox AS broken\nRUN echo about to fail && sleep 0.5 && \\\n    exit 7\n"
+        "FROM pybuild/busybox\nCOPY --from=slow /etc/passwd /a\nCOPY --from=broken /etc/passwd /b\n")
+    watch = Watch(pybuild.root)
+    began = time.monotonic()
+    proc = start(pybuild.root, "--progress", "plain", "--no-cache", "--jobs", "4", str(tmp_path),
+                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = (b.decode() for b in proc.communicate(timeout=60))
+    elapsed = time.monotonic() - began
+    assert proc.returncode == 1, err
+    assert elapsed < 8, f"the slow stage was not cancelled: the build took {elapsed:.1f} s\n{err}"
+    assert "#2 0." in err and "slow started" in err, err  # the slow stage really was running
+    assert "#2 ERROR: build cancelled" in err, err
+    assert "failed step: [broken 2/2] RUN /bin/sh -c echo about to fail && sleep 0.5 &&     exit 7\n" in err
+    assert "    4 | RUN echo about to fail && sleep 0.5 && \\\n    5 |     exit 7\n" in err, err
+    assert "exit code: 7" in err and "Traceback" not in err and out == ""
+    watch.assert_unchanged(proc.pid, sleep)
+
+
+@pytest.mark.parametrize("jobs", ["1", "4"])
+def test_sigint_during_a_long_run_exits_130_within_a_second(pybuild, busybox_image, tmp_path, jobs):
+    sleep = unique_sleep(60)
+    (tmp_path / "Dockerfile").write_text(f"FROM pybuild/busybox\nRUN echo started && {sleep}\n")
+    watch = Watch(pybuild.root)
+    proc = start(pybuild.root, "--progress", "plain", "--no-cache", "--jobs", jobs, str(tmp_path),
+                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    read_until(proc.stderr.fileno(), [b"started\n"])
+    time.sleep(0.3)  # well inside the sleep
+    running = processes(proc.pid, sleep)
+    assert any("builder.sandbox.init" in p for p in running) and any(sleep in p for p in running), running
+    elapsed = interrupt(proc, lambda: proc.send_signal(signal.SIGINT))
+    err = proc.stderr.read().decode()
+    assert proc.returncode == 130, err
+    assert elapsed <= 1.0, f"{elapsed:.2f} s from SIGINT to exit"
+    assert "error: interrupted" in err and "Traceback" not in err, err
+    watch.assert_unchanged(proc.pid, sleep)
+
+
+def test_sigint_stops_every_running_stage(pybuild, busybox_image, tmp_path):
+    sleep = unique_sleep(60)
+    (tmp_path / "Dockerfile").write_text(
+        f"FROM pybuild/busybox AS one\nRUN echo one started && {sleep}\n"
+        f"FROM pybuild/busybox AS two\nRUN echo two started && {sleep}\n"
+        "FROM pybuild/busybox\nCOPY --from=one /etc/passwd /a\nCOPY --from=two /etc/passwd /b\n")
+    watch = Watch(pybuild.root)
+    proc = start(pybuild.root, "--progress", "plain", "--no-cache", "--jobs", "4", str(tmp_path),
+                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    read_until(proc.stderr.fileno(), [b"one started\n", b"two started\n"])
+    assert len(processes(proc.pid, sleep)) >= 2  # the check below can see them while they run
+    elapsed = interrupt(proc, lambda: proc.send_signal(signal.SIGINT))
+    assert proc.returncode == 130, proc.stderr.read().decode()
+    assert elapsed <= 1.0, f"{elapsed:.2f} s from SIGINT to exit"
+    watch.assert_unchanged(proc.pid, sleep)
+
+
+def _controlling_terminal() -> None:  # runs in the child after setsid (start_new_session)
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def test_ctrl_c_on_a_terminal_stops_the_tty_build(pybuild, busybox_image, tmp_path):
+    """^C typed on the terminal: the whole foreground process group (builder and containers) gets SIGINT."""
+    sleep = unique_sleep(60)
+    (tmp_path / "Dockerfile").write_text(f"FROM pybuild/busybox\nRUN echo started && {sleep}\n")
+    watch = Watch(pybuild.root)
+    master, slave = pty.openpty()
+    proc = start(pybuild.root, "--no-cache", str(tmp_path), stdin=slave, stdout=slave, stderr=slave,
+                 start_new_session=True, preexec_fn=_controlling_terminal)
+    os.close(slave)
+    try:
+        shown = read_until(master, [b"started"])
+        time.sleep(0.3)
+        elapsed = interrupt(proc, lambda: os.write(master, b"\x03"))
+        try:
+            while select.select([master], [], [], 0.2)[0]:
+                shown += os.read(master, 65536)
+        except OSError:  # EIO once the last writer is gone
+            pass
+    finally:
+        os.close(master)
+    text = shown.decode(errors="replace")
+    assert proc.returncode == 130, text
+    assert elapsed <= 1.0, f"{elapsed:.2f} s from ^C to exit"
+    assert "[+] Building" in text and "error: interrupted" in text and "Traceback" not in text, text
+    assert text.rfind("\x1b[?25h") > text.rfind("\x1b[?25l") >= 0  # the cursor is given back
+    watch.assert_unchanged(proc.pid, sleep)
