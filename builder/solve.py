@@ -166,6 +166,9 @@ class Solver:
                 raise BuildStepError(exc.message, context=f"failed step: {self.title(step)}"
                                      + (f"\n{exc.context}" if exc.context else ""), hint=exc.hint) from exc
             raise
+        except Exception as exc:  # StoreError, SandboxError, OSError: the display still shows where it broke
+            self.sink(ev.StepFailed(number, time.monotonic() - started, str(exc) or type(exc).__name__))
+            raise
         if result.cached:
             self.sink(ev.StepCached(number))
         else:

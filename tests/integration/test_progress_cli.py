@@ -10,6 +10,7 @@ import os
 import pty
 import re
 import select
+import shutil
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import REPO, _with_root
+from tests.integration.conftest import REPO, Pybuild, _with_root, busybox_context
 
 pytestmark = pytest.mark.slow
 
@@ -35,6 +36,7 @@ FAILING = "FROM pybuild/busybox\nRUN echo going && \\\n    exit 3\n"
 
 
 def write_context(tmp_path: Path, dockerfile: str) -> Path:
+    tmp_path.mkdir(exist_ok=True)
     (tmp_path / "Dockerfile").write_text(dockerfile)
     (tmp_path / "f").write_text(f"{tmp_path.name}\n")  # unique per test: the COPY step is never cached before
     return tmp_path
@@ -153,6 +155,28 @@ def test_rawjson_reports_the_failed_step(pybuild, busybox_image, tmp_path):
     assert len(failed) == 1 and failed[0]["number"] == 2 and "exit code: 3" in failed[0]["error"], events
     assert "BuildDone" not in {e["type"] for e in events}
     assert lines[len(events)].startswith("error: process")  # the rendered error follows the events
+
+
+def test_a_store_error_inside_a_step_is_shown_as_that_steps_failure(busybox_image, tmp_path):
+    """Not only PybuildError: an OSError from the store must still close the step in the event stream."""
+    if shutil.which("chattr") is None:
+        pytest.skip("chattr (e2fsprogs) is not installed")
+    own = Pybuild(tmp_path / "store")  # a store of its own: its tmp/ is made immutable below
+    own("-q", "-t", "pybuild/busybox", str(busybox_context(tmp_path / "busybox")))
+    ctx = write_context(tmp_path / "ctx", "FROM pybuild/busybox\nRUN true\n")
+    if subprocess.run(["chattr", "+i", str(own.root / "tmp")], capture_output=True).returncode != 0:
+        pytest.skip("this filesystem does not support the immutable attribute")
+    try:
+        proc = own("--progress", "rawjson", str(ctx), check=False)
+    finally:
+        subprocess.run(["chattr", "-i", str(own.root / "tmp")], check=True)
+    assert proc.returncode == 1
+    lines = proc.stderr.decode().splitlines()
+    events = [json.loads(line) for line in lines if line.startswith("{")]
+    kinds = [e["type"] for e in events]
+    assert kinds[0] == kinds[2] == "StepStarted" and kinds[1] in ("StepDone", "StepCached"), events  # FROM
+    assert kinds[3:] == ["StepFailed"] and events[3]["number"] == 2, events
+    assert "Operation not permitted" in events[-1]["error"] and lines[-1].startswith("error: "), lines
 
 
 def test_quiet_prints_only_the_image_id_and_iidfile_writes_it(pybuild, busybox_image, tmp_path):
