@@ -11,6 +11,15 @@ from pathlib import Path
 
 import pytest
 
+try:  # CI (CI=true) replays the same hypothesis examples every run: a red CI is a real regression, never luck
+    from hypothesis import settings as _hypothesis_settings
+
+    _hypothesis_settings.register_profile("ci", derandomize=True, database=None)
+    if os.environ.get("CI"):
+        _hypothesis_settings.load_profile("ci")
+except ImportError:  # pragma: no cover - hypothesis is a test dependency
+    pass
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
