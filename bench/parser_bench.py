@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import subprocess
+import io
 import sys
 import time
 from pathlib import Path
@@ -42,8 +43,9 @@ def parsers() -> dict[str, Callable[[str], object]]:
         from dockerfile_parse import DockerfileParser
 
         def dfp(text: str) -> object:
-            parser = DockerfileParser(fileobj=None, cache_content=False)
-            parser.content = text  # in memory: no file is written
+            # an in-memory file object: without one, setting .content writes ./Dockerfile in the cwd
+            parser = DockerfileParser(fileobj=io.BytesIO(), cache_content=False)
+            parser.content = text
             return parser.structure
 
         found["dockerfile-parse"] = dfp
