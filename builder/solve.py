@@ -263,5 +263,5 @@ class Solver:
             source = self.results[op.from_step].snapshot if op.from_step is not None else None
             snapshot, layer = file_op.execute(self.store, step, parent, compression=self.options.compression,
                                               context_dir=self.options.context_dir, source_snapshot=source,
-                                              ignore_patterns=self.options.ignore_patterns)
+                                              ignore_patterns=self.options.ignore_patterns, cancel=self.cancel)
         return snapshot, ((layer,) if layer is not None else ())

@@ -17,14 +17,14 @@ directories they name; `Store.open` removes what dead processes left behind.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from cache import gc, locks, refs
 from cache.blobs import BlobStore
-from cache.errors import BlobNotFound, CorruptBlob, LockTimeout, StoreError
+from cache.errors import BlobNotFound, CorruptBlob, Interrupted, LockTimeout, StoreError
 from cache.index import Index
 from cache.layertar import source_date_epoch as env_source_date_epoch
 from cache.model import (
@@ -40,7 +40,7 @@ from cache.snapshots import SnapshotStore
 from cache.statcache import StatCache
 
 __all__ = [
-    "BlobNotFound", "CacheRecord", "CorruptBlob", "Descriptor", "Digest", "ImageRecord", "Layer",
+    "BlobNotFound", "CacheRecord", "CorruptBlob", "Descriptor", "Digest", "ImageRecord", "Interrupted", "Layer",
     "LockTimeout", "MutableSnapshot", "Snapshot", "Store", "StoreError",
 ]
 
@@ -129,16 +129,18 @@ class Store:
         the current directory to fit hundreds of layers into the one-page mount data."""
         return self._snapshots.relative_lowerdirs(snap)
 
-    def commit(self, m: MutableSnapshot, *, compression: str = "gzip",
-               source_date_epoch: int | None = None) -> tuple[Snapshot, Layer | None]:
+    def commit(self, m: MutableSnapshot, *, compression: str = "gzip", source_date_epoch: int | None = None,
+               cancelled: Callable[[], bool] | None = None) -> tuple[Snapshot, Layer | None]:
         """Make ``m`` (unmounted) a layer blob + snapshot; an empty upper gives (parent, None).
 
         ``compression`` is "gzip", "zstd" or "uncompressed". Mtimes are clamped to
         ``source_date_epoch`` (default: the SOURCE_DATE_EPOCH environment variable).
-        An identical (parent, diff_id) snapshot already stored is reused.
+        An identical (parent, diff_id) snapshot already stored is reused. ``cancelled`` is polled
+        while the layer is written; once it returns True the commit raises `Interrupted` and keeps
+        nothing (``m`` is left for abort()).
         """
         epoch = source_date_epoch if source_date_epoch is not None else env_source_date_epoch()
-        return self._snapshots.commit(m, compression, epoch)  # type: ignore[return-value]
+        return self._snapshots.commit(m, compression, epoch, cancelled)  # type: ignore[return-value]
 
     def abort(self, m: MutableSnapshot) -> None:
         """Drop ``m``'s temp dirs (unmount first); idempotent."""

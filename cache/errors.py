@@ -6,7 +6,8 @@ Every error carries the store path it is about (``path``) so that `builder.cli` 
     StoreError            any failure of the store (bad layout, unsafe tar, missing snapshot, ...)
     ├── BlobNotFound      a digest the store does not hold
     ├── CorruptBlob       bytes on disk do not hash to their name
-    └── LockTimeout       a key lock could not be taken in time
+    ├── LockTimeout       a key lock could not be taken in time
+    └── Interrupted       the caller asked a long operation (a layer commit) to stop
 """
 
 from __future__ import annotations
@@ -52,3 +53,7 @@ class LockTimeout(StoreError):
         super().__init__(f"timed out after {timeout:g}s waiting for lock on {key!r}", path=path)
         self.key = key
         self.timeout = timeout
+
+
+class Interrupted(StoreError):
+    """A long operation stopped because its caller's ``cancelled()`` returned True; nothing was kept."""

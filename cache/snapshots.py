@@ -17,16 +17,18 @@ Snapshots with the same (parent, diff_id) are deduplicated: the existing one is 
 
 from __future__ import annotations
 
+import io
 import os
 import secrets
 import shutil
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 from cache import locks
 from cache.blobs import BlobStore
 from cache.compress import LayerSink, decompressed
-from cache.errors import StoreError
+from cache.errors import Interrupted, StoreError
 from cache.index import Index, SnapshotRow
 from cache.layertar import is_empty_dir, write_layer
 from cache.model import Descriptor, Digest, Layer, MutableSnapshot, Snapshot
@@ -112,8 +114,8 @@ class SnapshotStore:
         locks.release(fd)
 
     # --- commit and import -----------------------------------------------------------------
-    def commit(self, m: MutableSnapshot, compression: str, epoch: int | None
-               ) -> tuple[Snapshot | None, Layer | None]:
+    def commit(self, m: MutableSnapshot, compression: str, epoch: int | None,
+               cancelled: Callable[[], bool] | None = None) -> tuple[Snapshot | None, Layer | None]:
         if m.lock_fd is None:
             raise StoreError("commit of a snapshot already committed or aborted", path=m.tmpdir)
         if is_empty_dir(m.upper):
@@ -121,7 +123,8 @@ class SnapshotStore:
             return m.parent, None
         sink = LayerSink(self.blobs, compression)
         try:
-            stats = write_layer(m.upper, sink, epoch=epoch)
+            out = sink if cancelled is None else _Stoppable(sink, cancelled)
+            stats = write_layer(m.upper, out, epoch=epoch)
             diff_id, blob = sink.finish()
         except BaseException:
             sink.discard()
@@ -205,3 +208,24 @@ class SnapshotStore:
             return lockfile.exists()
         locks.release(fd)
         return False
+
+
+class _Stoppable(io.RawIOBase):
+    """Passes writes to ``sink`` until ``cancelled()`` says stop: tarfile writes at most 1 MiB at a time,
+    so a commit of any size notices a cancel within one chunk's compression time."""
+
+    def __init__(self, sink: LayerSink, cancelled: Callable[[], bool]) -> None:
+        super().__init__()
+        self._sink = sink
+        self._cancelled = cancelled
+
+    def writable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._sink.tell()
+
+    def write(self, data) -> int:  # type: ignore[override]
+        if self._cancelled():
+            raise Interrupted("layer commit interrupted")
+        return self._sink.write(data)

@@ -12,6 +12,7 @@ from builder.ops.mounts import realise
 from builder.plan.steps import ExecOp, Step
 from builder.sandbox.runner import SandboxError, run
 from builder.sandbox.spec import ContainerSpec
+from cache import Interrupted
 
 OUTPUT_TAIL = 20
 
@@ -72,6 +73,10 @@ def _execute(store, step: Step, op: ExecOp, parent_snapshot, *, compression, log
                 context=f"{render_location(step, dockerfile_lines)}\n[{total_lines[0]} lines of output]"
                         + (f"\n{shown}" if shown else ""),
                 hint=f"the failing instruction is at {step.span}")
-        return store.commit(mutable, compression=compression)
+        try:
+            return store.commit(mutable, compression=compression,
+                                cancelled=cancel.is_set if cancel is not None else None)
+        except Interrupted:
+            raise BuildCancelled() from None
     finally:
         store.abort(mutable)

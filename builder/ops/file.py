@@ -7,14 +7,21 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 
-from builder.errors import BuildStepError
+from builder.errors import BuildCancelled, BuildStepError
 from builder.plan.steps import FileOp, Step
+from cache import Interrupted
+
+CANCEL_POLL_SECONDS = 0.05
 
 
 def execute(store, step: Step, parent_snapshot, *, compression: str, context_dir: str | None,
-            source_snapshot=None, ignore_patterns: list[str] | None = None):
-    """Apply the file actions on top of parent_snapshot; returns (snapshot, layer|None)."""
+            source_snapshot=None, ignore_patterns: list[str] | None = None, cancel: threading.Event | None = None):
+    """Apply the file actions on top of parent_snapshot; returns (snapshot, layer|None).
+
+    `cancel` stops the step within ~0.05 s: the helper is killed (its mounts die with its namespace) and the
+    layer commit stops at its next write; everything temporary is dropped and BuildCancelled raised."""
     op: FileOp = step.op  # type: ignore[assignment]
     mutable = store.prepare(parent_snapshot)
     mountdir = tempfile.mkdtemp(prefix="fileop-", dir=str(mutable.upper.parent))
@@ -33,15 +40,39 @@ def execute(store, step: Step, parent_snapshot, *, compression: str, context_dir
             "ops": [dict(a.to_json(), kind="stage" if op.from_stage is not None else "context")
                     for a in op.actions],
         }
-        proc = subprocess.run([sys.executable, "-m", "builder.ops.fileop"], input=json.dumps(spec).encode(),
-                              capture_output=True, close_fds=True)
-        if proc.returncode != 0:
+        returncode, stdout, stderr = _helper(json.dumps(spec).encode(), cancel)
+        if returncode != 0:
             try:
-                message = json.loads(proc.stdout)["error"]
+                message = json.loads(stdout)["error"]
             except (ValueError, KeyError):
-                message = (proc.stderr.decode(errors="replace").strip().splitlines() or ["helper failed"])[-1]
+                message = (stderr.decode(errors="replace").strip().splitlines() or ["helper failed"])[-1]
             raise BuildStepError(f"{step.span}: {step.created_by}: {message}", reference="file-op-failed")
-        return store.commit(mutable, compression=compression)
+        try:
+            return store.commit(mutable, compression=compression,
+                                cancelled=cancel.is_set if cancel is not None else None)
+        except Interrupted:
+            raise BuildCancelled() from None
     finally:
         shutil.rmtree(mountdir, ignore_errors=True)
         store.abort(mutable)
+
+
+def _helper(spec: bytes, cancel: threading.Event | None) -> tuple[int, bytes, bytes]:
+    """Run the file-op helper on `spec`; kill it and raise BuildCancelled once `cancel` is set."""
+    proc = subprocess.Popen([sys.executable, "-m", "builder.ops.fileop"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=True)
+    with proc:
+        pending: bytes | None = spec  # communicate() takes the input once; a retry goes on sending it
+        while True:
+            try:
+                stdout, stderr = proc.communicate(pending, timeout=CANCEL_POLL_SECONDS)
+                return proc.returncode, stdout, stderr
+            except subprocess.TimeoutExpired:
+                pending = None
+                if cancel is not None and cancel.is_set():
+                    proc.kill()  # the helper's mount namespace, and so its mounts, die with it
+                    proc.communicate()
+                    raise BuildCancelled() from None
+            except BaseException:
+                proc.kill()
+                raise
