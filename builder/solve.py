@@ -160,6 +160,9 @@ class Solver:
         started = time.monotonic()
         try:
             result = self._lookup_or_build(step, number)
+        except BuildCancelled:
+            self.sink(ev.StepCancelled(number, time.monotonic() - started))
+            raise
         except PybuildError as exc:
             self.sink(ev.StepFailed(number, time.monotonic() - started, exc.message))
             if isinstance(exc, BuildStepError):  # name the step: several stages may be running at once

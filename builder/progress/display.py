@@ -39,6 +39,9 @@ class PlainDisplay:
         elif isinstance(event, ev.StepFailed):
             self._flush(event.number)
             w(f"#{event.number} ERROR: {event.error}\n")
+        elif isinstance(event, ev.StepCancelled):
+            self._flush(event.number)
+            w(f"#{event.number} CANCELED\n")
         elif isinstance(event, ev.BuildDone):
             w(f"#done image {event.image_id} manifest {event.manifest_digest} in {event.elapsed:.1f}s\n")
 

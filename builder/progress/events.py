@@ -50,6 +50,15 @@ class StepFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class StepCancelled:
+    """The step was stopped (Ctrl-C, or another step failed) before it finished."""
+
+    number: int
+    elapsed: float
+    ts: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
 class StepExplain:
     """--explain-cache: why a step hit or missed."""
 
@@ -66,7 +75,7 @@ class BuildDone:
     ts: float = field(default_factory=_now)
 
 
-Event = Union[StepStarted, StepCached, StepLog, StepDone, StepFailed, StepExplain, BuildDone]
+Event = Union[StepStarted, StepCached, StepLog, StepDone, StepFailed, StepCancelled, StepExplain, BuildDone]
 Sink = Callable[[Event], None]
 
 

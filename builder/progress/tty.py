@@ -40,7 +40,7 @@ STATE_WIDTH = 6  # "CACHED"
 MAX_LINE = 1000  # characters kept of one output line; wider than any terminal
 _ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f]")
 
-RUNNING, CACHED, DONE, ERROR = "running", "cached", "done", "error"
+RUNNING, CACHED, DONE, ERROR, CANCELED = "running", "cached", "done", "error", "canceled"
 
 
 def clean_line(text: str) -> str:
@@ -78,7 +78,10 @@ class BuildView:
 
     @property
     def finished(self) -> bool:
-        return self.done is not None or self.failed is not None
+        """Built, or failed with no other step still running (those end as CANCELED within ~0.05 s)."""
+        if self.done is not None:
+            return True
+        return self.failed is not None and all(s.state != RUNNING for s in self.steps.values())
 
     def apply(self, event: ev.Event) -> None:
         """Fold one event in; events for steps never started are kept as if they had started then."""
@@ -107,6 +110,8 @@ def _advance(step: StepView, event: ev.Event) -> StepView:
         return replace(step, state=DONE, elapsed=event.elapsed)
     if isinstance(event, ev.StepFailed):
         return replace(step, state=ERROR, elapsed=event.elapsed, error=event.error)
+    if isinstance(event, ev.StepCancelled):
+        return replace(step, state=CANCELED, elapsed=event.elapsed)
     if isinstance(event, ev.StepExplain):
         return replace(step, note=clean_line(event.text))
     if isinstance(event, ev.StepLog):
@@ -167,6 +172,8 @@ def _step_block(step: StepView, now: float, width: int, final: bool) -> list[Tex
         first = step.error.splitlines()[0] if step.error.strip() else ""
         if first:
             lines.append(_dim(" => => ! ", first, width, "red"))
+    elif step.state == CANCELED:
+        lines = [_row("CANCELED", step.title, _seconds(step.elapsed or 0.0), width, "yellow")]
     else:
         label, style = ("CACHED", "blue") if step.state == CACHED else ("DONE", "blue")
         lines = [_row(label, step.title, _seconds(step.elapsed or 0.0), width, style)]
@@ -235,7 +242,8 @@ class TtyDisplay:
     """Progress sink for a terminal: a rich Live view on `out`, refreshed ~8 times a second.
 
     Thread-safe; never raises into the caller (after an internal error it falls back to plain lines). The view
-    is finished (last frame printed, cursor shown) on BuildDone, on the first StepFailed, by `close()`, or at
+    is finished (last frame printed, cursor shown) on BuildDone, once a step failed and none still runs, by
+    `close()`, or at
     interpreter exit; events after that are ignored.
     """
 

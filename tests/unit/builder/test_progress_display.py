@@ -43,6 +43,13 @@ FAILURE = [
     ev.StepLog(2, "stderr", "boom: it broke\n", ts=200.125),
     ev.StepFailed(2, 0.25, 'process "/bin/sh -c false" did not complete successfully: exit code: 1', ts=200.25),
 ]
+# Two stages: one fails, the other's running step is cancelled because of it.
+CANCELLED = [
+    ev.StepStarted(1, "[slow 1/1] RUN sleep 30", ts=300.0),
+    ev.StepStarted(2, "[broken 1/1] RUN exit 7", ts=300.0),
+    ev.StepFailed(2, 0.5, 'process "/bin/sh -c exit 7" did not complete successfully: exit code: 7', ts=300.5),
+    ev.StepCancelled(1, 0.625, ts=300.625),
+]
 PLAIN = {
     "success": (SUCCESS, """\
 #1 [1/3] FROM busybox
@@ -63,6 +70,12 @@ manifest sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb
 #2 [2/2] RUN false
 #2 0.125 boom: it broke
 #2 ERROR: process "/bin/sh -c false" did not complete successfully: exit code: 1
+"""),
+    "cancelled": (CANCELLED, """\
+#1 [slow 1/1] RUN sleep 30
+#2 [broken 1/1] RUN exit 7
+#2 ERROR: process "/bin/sh -c exit 7" did not complete successfully: exit code: 7
+#1 CANCELED
 """),
 }
 
@@ -87,7 +100,7 @@ def test_plain_display_joins_a_line_split_across_chunks():
     assert out.getvalue() == "#1 [1/1] RUN make\n#1 0.500 cc -o app\n"
 
 
-@pytest.mark.parametrize("events", [SUCCESS, FAILURE], ids=["success", "failure"])
+@pytest.mark.parametrize("events", [SUCCESS, FAILURE, CANCELLED], ids=["success", "failure", "cancelled"])
 def test_rawjson_display_writes_one_typed_object_per_line(events):
     out = io.StringIO()
     display = RawJsonDisplay(out)
@@ -125,6 +138,17 @@ def test_tty_display_off_a_terminal_prints_the_final_frame_once():
         assert title in text
     assert re.search(r"=> CACHED +\[1/3\] FROM busybox +0\.0s", text)
     assert re.search(r"=> DONE +\[2/3\] RUN make +0\.6s", text)
+
+
+def test_tty_display_off_a_terminal_shows_a_cancelled_step_as_canceled():
+    out = io.StringIO()
+    display = TtyDisplay(out)
+    for event in CANCELLED:
+        display(event)
+    display.close()
+    text = out.getvalue()
+    assert re.search(r"=> CANCELED +\[slow 1/1\] RUN sleep 30 +0\.6s", text), text
+    assert re.search(r"=> ERROR +\[broken 1/1\] RUN exit 7 +0\.5s", text), text
 
 
 def test_tty_display_never_raises_into_the_solver():
