@@ -1,20 +1,19 @@
 """Path resolution scoped to a root: the build context, or a stage's root filesystem.
 
-`scoped_join` resolves a path as if `root` were `/`: `..` stops at the root and symlinks (absolute or relative)
-are followed inside it, like Go's securejoin that BuildKit and buildah use. A path can therefore never name a file
-outside the root, whatever the symlinks say.
+`scoped_join` (from builder.sandbox.securejoin, the one implementation) resolves a path as if `root` were `/`:
+`..` stops at the root and symlinks are followed inside it, like Go's securejoin that BuildKit and buildah use.
 """
 from __future__ import annotations
 
-import errno
 import fnmatch
 import os
 import posixpath
 import re
-import stat
 from functools import lru_cache
 
-MAX_SYMLINKS = 255
+from builder.sandbox.securejoin import scoped_join
+
+__all__ = ["clean", "expand_glob", "has_glob", "scoped_join"]
 
 
 def clean(path: str) -> str:
@@ -29,40 +28,6 @@ def clean(path: str) -> str:
             continue
         parts.append(part)
     return "/".join(parts)
-
-
-def scoped_join(root: str, path: str, *, follow_last: bool = True) -> str:
-    """The host path of `path` inside `root`, following symlinks within root (final one only if follow_last)."""
-    pending = [p for p in path.split("/") if p not in ("", ".")]
-    pending.reverse()
-    resolved: list[str] = []
-    hops = 0
-    while pending:
-        part = pending.pop()
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = os.path.join(root, *resolved, part)
-        if not pending and not follow_last:
-            resolved.append(part)
-            break
-        try:
-            st = os.lstat(candidate)
-        except OSError:
-            resolved.append(part)
-            continue
-        if not stat.S_ISLNK(st.st_mode):
-            resolved.append(part)
-            continue
-        hops += 1
-        if hops > MAX_SYMLINKS:
-            raise OSError(errno.ELOOP, "too many levels of symbolic links", path)
-        target = os.readlink(candidate)
-        if target.startswith("/"):
-            resolved = []
-        pending.extend(reversed([p for p in target.split("/") if p not in ("", ".")]))
-    return os.path.join(root, *resolved)
 
 
 def has_glob(pattern: str) -> bool:

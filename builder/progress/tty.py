@@ -21,7 +21,6 @@ import re
 import sys
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Callable, TextIO
 

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from builder.sandbox import syscalls as sc
 from builder.sandbox.network import hosts_file, resolv_conf
 from builder.sandbox.spec import ContainerSpec, Mount
-from builder.sandbox.stubs import Stub, ensure_path, resolve_in_root
+from builder.sandbox.securejoin import scoped_join
+from builder.sandbox.stubs import Stub, ensure_path
 
 SCRATCH_CANDIDATES = ("/tmp", "/mnt", "/run", "/var/tmp")
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
@@ -147,7 +148,7 @@ def _mask_paths(root: str, dev: str) -> None:
     """Hide kernel interfaces a build has no business with, and make others read-only (OCI defaults)."""
     null = os.path.join(dev, "null")
     for path in MASKED_PATHS:
-        host = resolve_in_root(root, path)
+        host = scoped_join(root, path)
         try:
             info = os.lstat(host)
         except OSError:
@@ -157,7 +158,7 @@ def _mask_paths(root: str, dev: str) -> None:
         else:
             sc.mount(null, host, None, sc.MS_BIND)
     for path in READONLY_PATHS:
-        host = resolve_in_root(root, path)
+        host = scoped_join(root, path)
         if not os.path.lexists(host):
             continue
         sc.mount(host, host, None, sc.MS_BIND | sc.MS_REC)

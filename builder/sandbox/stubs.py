@@ -12,42 +12,7 @@ import os
 import stat
 from dataclasses import dataclass
 
-MAX_SYMLINKS = 255
-
-
-def resolve_in_root(root: str, path: str) -> str:
-    """`path` (absolute, in the container) as a host path under `root`, following symlinks the way
-    the container would see them: absolute links restart at `root`, ".." stops at `root`.
-
-    Missing components are kept literally. The result never leaves `root`.
-    """
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    resolved: list[str] = []
-    links = 0
-    while parts:
-        name = parts.pop(0)
-        if name == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = os.path.join(root, *resolved, name)
-        try:
-            info = os.lstat(candidate)
-        except (FileNotFoundError, NotADirectoryError):
-            resolved.append(name)
-            continue
-        if not stat.S_ISLNK(info.st_mode):
-            resolved.append(name)
-            continue
-        links += 1
-        if links > MAX_SYMLINKS:
-            raise OSError(40, f"too many levels of symbolic links resolving {path}")
-        target = os.readlink(candidate)
-        if target.startswith("/"):
-            resolved = []
-        parts = [p for p in target.split("/") if p not in ("", ".")] + parts
-    return os.path.join(root, *resolved)
-
+from builder.sandbox.securejoin import scoped_join
 
 @dataclass(frozen=True, slots=True)
 class Stub:
@@ -64,7 +29,7 @@ def ensure_path(root: str, path: str, *, directory: bool) -> tuple[str, Stub | N
 
     Returns (host_path, stub) where stub records what was created, or None if nothing was.
     """
-    host = resolve_in_root(root, path)
+    host = scoped_join(root, path)
     if os.path.lexists(host):
         return host, None
     rel = os.path.relpath(host, root)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.sandbox.stubs import ensure_path, prune_noop_copy_ups, remove_stubs, resolve_in_root
+from builder.sandbox.securejoin import scoped_join as resolve_in_root
+from builder.sandbox.stubs import ensure_path, prune_noop_copy_ups, remove_stubs
 
 
 @pytest.fixture
