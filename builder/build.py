@@ -42,20 +42,105 @@ class BuildResult:
     image_id: str
     manifest_digest: str
     names: tuple[str, ...]
+    stdout_used: bool = False  # an output wrote to stdout: the summary must go elsewhere
 
 
-def parse_output(spec: str) -> dict[str, str]:
-    """`type=oci,dest=DIR` → {"type": "oci", "dest": "DIR"}; a bare path means a local OCI layout."""
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One `--output`: where the built image goes besides the local store.
+
+    type "oci" (directory layout at dest), "docker" (docker-archive file at dest, "-" = stdout), "registry" (push
+    every name) or "image" (only tag in the store). An empty ``names`` means the `-t` names."""
+
+    type: str
+    dest: str = ""
+    names: tuple[str, ...] = ()
+    push: bool = False
+    insecure: bool = False
+
+
+OUTPUT_KEYS = {"oci": {"dest", "name"}, "docker": {"dest", "name"},
+               "registry": {"name", "push", "registry.insecure"}, "image": {"name", "push", "registry.insecure"}}
+OUTPUT_HINT = ("supported: type=oci,dest=DIR | type=docker,dest=FILE.tar|- | type=registry[,name=HOST/REPO:TAG] "
+               "(or --push)")
+
+
+def _flag(spec: str, key: str, value: str) -> bool:
+    if value.lower() not in ("true", "false", "1", "0", ""):
+        raise UsageError(f"invalid --output {spec!r}: {key}={value!r} is not true or false", hint=OUTPUT_HINT)
+    return value.lower() in ("true", "1", "")
+
+
+def parse_output(spec: str) -> Output:
+    """buildx's syntax: CSV `key=value` fields (`"name=a,b"` quotes a list), e.g. `type=docker,dest=app.tar`."""
+    import csv
+
     fields: dict[str, str] = {}
-    for part in spec.split(","):
+    for part in next(csv.reader([spec], skipinitialspace=True), []):
         key, sep, value = part.partition("=")
         if not sep:
-            raise UsageError(f"invalid --output {spec!r}: expected key=value pairs",
-                             hint="use --output type=oci,dest=DIR")
-        fields[key.strip()] = value.strip()
-    if fields.get("type") != "oci" or not fields.get("dest"):
-        raise UsageError(f"unsupported --output {spec!r}", hint="supported: --output type=oci,dest=DIR")
-    return fields
+            raise UsageError(f"invalid --output {spec!r}: expected key=value pairs", hint=OUTPUT_HINT)
+        fields[key.strip().lower()] = value.strip()
+    kind = fields.pop("type", "")
+    if kind not in OUTPUT_KEYS:
+        what = f"type {kind!r} is unsupported" if kind else "type= is missing"
+        raise UsageError(f"invalid --output {spec!r}: {what}", hint=OUTPUT_HINT)
+    unknown = sorted(set(fields) - OUTPUT_KEYS[kind])
+    if unknown:
+        raise UsageError(f"invalid --output {spec!r}: type={kind} does not take {', '.join(unknown)}",
+                         hint=OUTPUT_HINT)
+    names = tuple(n.strip() for n in fields.get("name", "").split(",") if n.strip())
+    push = _flag(spec, "push", fields["push"]) if "push" in fields else kind == "registry"
+    if kind == "registry" and not push:
+        raise UsageError(f"invalid --output {spec!r}: type=registry always pushes (push=false)",
+                         hint="use type=image,push=false to only tag the image in the local store")
+    insecure = _flag(spec, "registry.insecure", fields["registry.insecure"]) if "registry.insecure" in fields \
+        else False
+    if kind in ("oci", "docker") and not fields.get("dest"):
+        raise UsageError(f"invalid --output {spec!r}: type={kind} needs dest=" + ("DIR" if kind == "oci" else "FILE"),
+                         hint="there is no docker daemon to load into: the image is already in pybuild's store; "
+                              "write an archive with dest=FILE.tar (or dest=- for stdout) and `docker load` it"
+                         if kind == "docker" else None)
+    if kind == "image" and push:
+        kind = "registry"
+    return Output(kind, dest=fields.get("dest", ""), names=names, push=push, insecure=insecure)
+
+
+def push_outputs(outputs: list[Output], push: bool) -> list[Output]:
+    """`--push` is `--output type=registry` for the -t names, unless a registry output is already given."""
+    if push and not any(o.type == "registry" for o in outputs):
+        return [*outputs, Output("registry", push=True)]
+    return outputs
+
+
+def export(store, record, out: Output, tags: tuple[str, ...]) -> None:
+    """Send the stored image ``record`` to one --output; ``tags`` are the normalised -t names."""
+    names = tuple(normalize_name(n) for n in out.names) or tags
+    if out.type == "image":
+        for full in names:
+            store.tag(full, record.manifest.digest)
+        return
+    if out.type == "docker" and out.dest == "-":
+        from builder.export.docker_archive import write_archive_to
+
+        if sys.stdout.isatty():
+            raise UsageError("refusing to write a docker archive to a terminal",
+                             hint="redirect stdout (`> image.tar`) or use dest=FILE.tar")
+        write_archive_to(sys.stdout.buffer, store, record, list(names))
+        sys.stdout.buffer.flush()
+        return
+    try:
+        if out.type == "docker":
+            from builder.export.docker_archive import write_archive
+
+            write_archive(store, out.dest, record, list(names))
+        elif out.type == "oci":
+            write_layout(store, out.dest, record.manifest.digest, record.manifest.size, record.config.digest,
+                         [l.blob.digest for l in record.layers], [(full, split_tag(full)[1]) for full in names])
+    except OSError as exc:
+        raise PybuildError(f"cannot write --output type={out.type},dest={out.dest}: {exc.strerror or exc}"
+                           + (f" ({exc.filename})" if getattr(exc, "filename", None) else ""),
+                           reference="export-failed") from exc
 
 
 def read_dockerfile(opts: BuildOptions) -> tuple[str, str]:
@@ -147,6 +232,8 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
     text, name = read_dockerfile(opts)
     dockerfile = grammar.parse(text, filename=name)
     outputs = [parse_output(o) for o in opts.outputs]
+    if sum(o.dest == "-" for o in outputs) > 1:
+        raise UsageError("only one --output can write to stdout (dest=-)")
     if not os.path.isdir(opts.context):
         raise UsageError(f"build context {opts.context!r} is not a directory")
     patterns = ignore_patterns(opts)
@@ -166,9 +253,7 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
         for full in names:
             store.tag(full, record.manifest.digest)
         for out in outputs:
-            tagged = [(full, split_tag(full)[1]) for full in names]
-            write_layout(store, out["dest"], record.manifest.digest, record.manifest.size,
-                         record.config.digest, [l.blob.digest for l in layers], tagged)
+            export(store, record, out, names)
     finally:
         store.close()
         if workdir:
@@ -177,7 +262,8 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
     if opts.iidfile:
         Path(opts.iidfile).write_text(image_id)
     sink(ev.BuildDone(image_id, record.manifest.digest, time.monotonic() - started))
-    return BuildResult(image_id, record.manifest.digest, names)
+    return BuildResult(image_id, record.manifest.digest, names,
+                       stdout_used=any(o.dest == "-" for o in outputs))
 
 
 __all__ = ["BuildOptions", "BuildResult", "build", "PybuildError", "default_root"]

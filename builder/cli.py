@@ -1,7 +1,8 @@
 """The `pybuild` command line. The only place that maps errors to output and exit codes (STYLE.md habit 5).
 
     pybuild [build] [-f Dockerfile] [-t name:tag]... [--build-arg K=V]... [--target STAGE] [--no-cache]
-                    [--compression gzip|zstd] [--output type=oci,dest=DIR] [--iidfile F] [--progress MODE] CONTEXT
+                    [--compression gzip|zstd] [--output type=oci|docker|registry,...] [--push] [--pull]
+                    [--insecure-registry HOST] [--iidfile F] [--progress MODE] CONTEXT
     pybuild run [--rm] [--entrypoint CMD] [-e K=V] [-w DIR] [-u USER] [-v HOST:DIR] IMAGE [ARG...]
     pybuild parse [-f Dockerfile] [--json]
     pybuild images | history IMAGE | cache ls|du|inspect|prune
@@ -29,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", help="build this stage and what it needs")
     p.add_argument("--no-cache", action="store_true", help="do not use the layer cache")
     p.add_argument("--compression", choices=("gzip", "zstd"), default="gzip", help="layer compression")
-    p.add_argument("-o", "--output", action="append", default=[], help="also export: type=oci,dest=DIR")
+    p.add_argument("-o", "--output", action="append", default=[], metavar="type=...,dest=...",
+                   help="also export (repeatable): type=oci,dest=DIR | type=docker,dest=FILE.tar (docker load; "
+                        "- = stdout) | type=registry[,name=HOST/REPO:TAG][,registry.insecure=true]")
     p.add_argument("--iidfile", help="write the image id to this file")
     p.add_argument("--progress", default="auto", choices=("auto", "tty", "plain", "quiet", "rawjson"))
     p.add_argument("-q", "--quiet", action="store_true", help="print only the image id")
@@ -83,13 +86,14 @@ def cmd_build(argv: list[str]) -> int:
         getattr(sink, "close", lambda: None)()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    out = sys.stderr if result.stdout_used else sys.stdout  # stdout may be carrying a docker archive
     if mode == "quiet":
-        print(result.image_id)
+        print(result.image_id, file=out)
     else:
-        print(f"image id: {result.image_id}")
-        print(f"manifest: {result.manifest_digest}")
+        print(f"image id: {result.image_id}", file=out)
+        print(f"manifest: {result.manifest_digest}", file=out)
         for name in result.names:
-            print(f"tagged:   {name}")
+            print(f"tagged:   {name}", file=out)
     return 0
 
 

@@ -1,0 +1,104 @@
+"""Write an image as a `docker save` archive that is also an OCI image layout, as docker >= 25 does.
+
+Contents of the tar (entries in this order, owner 0:0, mtime 0, so the same image gives the same bytes)::
+
+    blobs/sha256/<hex>   the layer blobs as stored (gzip or zstd), then the config, then the OCI manifest
+    index.json           OCI index: one entry per name (ref.name = tag, io.containerd.image.name = full name)
+    manifest.json        docker's index: [{"Config": "blobs/sha256/<config>", "RepoTags": [...],
+                                           "Layers": ["blobs/sha256/<layer>", ...]}]
+    oci-layout           {"imageLayoutVersion": "1.0.0"}
+
+`docker load` reads manifest.json and decompresses each layer itself (moby image/tarexport/load.go), as does
+skopeo's `docker-archive:` (containers/image docker/internal/tarfile/src.go), so layers are not re-encoded and the
+index's manifest is byte for byte the one pybuild built. zstd layers need a docker that reads zstd (>= 23).
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import BinaryIO
+
+from builder.export.image import MANIFEST_MEDIA_TYPE
+from builder.export.oci_layout import IMAGE_NAME
+from builder.plan.bases import REF_NAME, split_tag
+
+DOCKER_HUB = "docker.io/"
+OFFICIAL = "library/"
+
+
+def familiar_name(full: str) -> str:
+    """docker's short form of a normalised name: `docker.io/library/app:1` → `app:1`, `docker.io/me/app` → `me/app`."""
+    if not full.startswith(DOCKER_HUB):
+        return full
+    short = full[len(DOCKER_HUB):]
+    if short.startswith(OFFICIAL) and "/" not in short[len(OFFICIAL):]:
+        short = short[len(OFFICIAL):]
+    return short
+
+
+def _blob_name(digest: str) -> str:
+    algo, _, hexpart = digest.partition(":")
+    return f"blobs/{algo}/{hexpart}"
+
+
+def _info(name: str, size: int = 0, directory: bool = False) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE if directory else tarfile.REGTYPE
+    info.mode = 0o755 if directory else 0o644
+    info.size = size
+    info.mtime = 0
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def _index(record, names: list[str]) -> dict:
+    base = {"mediaType": MANIFEST_MEDIA_TYPE, "digest": record.manifest.digest, "size": record.manifest.size}
+    entries = [dict(base, annotations={IMAGE_NAME: full, REF_NAME: split_tag(full)[1]}) for full in names]
+    return {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": entries or [base]}
+
+
+def write_archive_to(out: BinaryIO, store, record, names: list[str]) -> None:
+    """Stream the archive of ``record`` (a cache.ImageRecord) to ``out``; ``names`` are normalised image names.
+
+    Blobs are read through the store's verifying reader: a damaged blob raises CorruptBlob (a StoreError)."""
+    manifest_entry = [{"Config": _blob_name(record.config.digest),
+                       "RepoTags": [familiar_name(n) for n in names],
+                       "Layers": [_blob_name(l.blob.digest) for l in record.layers]}]
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(_info("blobs", directory=True))
+        tar.addfile(_info("blobs/sha256", directory=True))
+        written: set[str] = set()
+        for desc in [*(l.blob for l in record.layers), record.config, record.manifest]:
+            if desc.digest in written:
+                continue
+            written.add(desc.digest)
+            with store.open_blob(desc.digest) as blob:
+                tar.addfile(_info(_blob_name(desc.digest), desc.size), blob)
+        for name, doc in (("index.json", _index(record, names)), ("manifest.json", manifest_entry),
+                          ("oci-layout", {"imageLayoutVersion": "1.0.0"})):
+            data = json.dumps(doc, indent=2 if name != "oci-layout" else None).encode()
+            tar.addfile(_info(name, len(data)), io.BytesIO(data))
+
+
+def write_archive(store, dest: str | Path, record, names: list[str]) -> None:
+    """Write the archive to the file ``dest`` atomically: a temp file beside it, fsync, rename.
+
+    On any error (or Ctrl-C) the temp file is removed and an existing ``dest`` is left as it was."""
+    dest = Path(dest)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write_archive_to(fh, store, record, names)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
