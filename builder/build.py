@@ -35,6 +35,9 @@ class BuildOptions:
     jobs: int = os.cpu_count() or 1
     explain_cache: bool = False
     secrets: list[str] = field(default_factory=list)  # --secret specs
+    push: bool = False  # --push: push every -t name
+    pull: bool = False  # --pull: resolve FROM images in their registry even when stored locally
+    insecure_registries: list[str] = field(default_factory=list)  # plain-HTTP registries besides loopback
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +46,7 @@ class BuildResult:
     manifest_digest: str
     names: tuple[str, ...]
     stdout_used: bool = False  # an output wrote to stdout: the summary must go elsewhere
+    pushed: tuple = ()  # builder.export.push.PushResult per pushed name
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,12 +117,26 @@ def push_outputs(outputs: list[Output], push: bool) -> list[Output]:
     return outputs
 
 
-def export(store, record, out: Output, tags: tuple[str, ...]) -> None:
-    """Send the stored image ``record`` to one --output; ``tags`` are the normalised -t names."""
+def export(store, record, out: Output, tags: tuple[str, ...], registries=None, pushed: list | None = None) -> None:
+    """Send the stored image ``record`` to one --output; ``tags`` are the normalised -t names.
+
+    Registry pushes append a PushResult to ``pushed``; repositories pushed earlier in the same registry are
+    offered as cross-repository mount sources."""
     names = tuple(normalize_name(n) for n in out.names) or tags
     if out.type == "image":
         for full in names:
             store.tag(full, record.manifest.digest)
+        return
+    if out.type == "registry":
+        from builder.export.push import push_image
+        from builder.export.registry import Reference
+
+        done = pushed if pushed is not None else []
+        for full in names:
+            ref = Reference.parse(full)
+            sources = tuple(dict.fromkeys(Reference.parse(p.name).repository for p in done
+                                          if Reference.parse(p.name).domain == ref.domain))
+            done.append(push_image(store, record, full, registries, insecure=out.insecure, mount_sources=sources))
         return
     if out.type == "docker" and out.dest == "-":
         from builder.export.docker_archive import write_archive_to
@@ -141,6 +159,22 @@ def export(store, record, out: Output, tags: tuple[str, ...]) -> None:
         raise PybuildError(f"cannot write --output type={out.type},dest={out.dest}: {exc.strerror or exc}"
                            + (f" ({exc.filename})" if getattr(exc, "filename", None) else ""),
                            reference="export-failed") from exc
+
+
+def check_outputs(outputs: list[Output], tags: list[str]) -> None:
+    """Fail before building: a push needs a name, names must parse, one stdout."""
+    from builder.export.registry import Reference
+
+    if sum(o.dest == "-" for o in outputs) > 1:
+        raise UsageError("only one --output can write to stdout (dest=-)")
+    for out in outputs:
+        if out.type == "registry" and not (out.names or tags):
+            raise UsageError("nothing to push: the image has no name",
+                             hint="give one with -t HOST/REPO:TAG, or --output type=registry,name=HOST/REPO:TAG")
+        for name in out.names if out.type in ("registry", "image") else ():
+            Reference.parse(name)
+    for tag in tags:
+        Reference.parse(tag)
 
 
 def read_dockerfile(opts: BuildOptions) -> tuple[str, str]:
@@ -231,9 +265,8 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
     started = time.monotonic()
     text, name = read_dockerfile(opts)
     dockerfile = grammar.parse(text, filename=name)
-    outputs = [parse_output(o) for o in opts.outputs]
-    if sum(o.dest == "-" for o in outputs) > 1:
-        raise UsageError("only one --output can write to stdout (dest=-)")
+    outputs = push_outputs([parse_output(o) for o in opts.outputs], opts.push)
+    check_outputs(outputs, opts.tags)
     if not os.path.isdir(opts.context):
         raise UsageError(f"build context {opts.context!r} is not a directory")
     patterns = ignore_patterns(opts)
@@ -252,8 +285,14 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
         names = tuple(normalize_name(t) for t in opts.tags)
         for full in names:
             store.tag(full, record.manifest.digest)
+        registries = None
+        if any(o.type == "registry" for o in outputs):
+            from builder.export.registry import Registries
+
+            registries = Registries(tuple(opts.insecure_registries))
+        pushed: list = []
         for out in outputs:
-            export(store, record, out, names)
+            export(store, record, out, names, registries, pushed)
     finally:
         store.close()
         if workdir:
@@ -263,7 +302,7 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
         Path(opts.iidfile).write_text(image_id)
     sink(ev.BuildDone(image_id, record.manifest.digest, time.monotonic() - started))
     return BuildResult(image_id, record.manifest.digest, names,
-                       stdout_used=any(o.dest == "-" for o in outputs))
+                       stdout_used=any(o.dest == "-" for o in outputs), pushed=tuple(pushed))
 
 
 __all__ = ["BuildOptions", "BuildResult", "build", "PybuildError", "default_root"]

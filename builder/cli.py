@@ -33,6 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", action="append", default=[], metavar="type=...,dest=...",
                    help="also export (repeatable): type=oci,dest=DIR | type=docker,dest=FILE.tar (docker load; "
                         "- = stdout) | type=registry[,name=HOST/REPO:TAG][,registry.insecure=true]")
+    p.add_argument("--push", action="store_true", help="push every -t name (= --output type=registry)")
+    p.add_argument("--pull", action="store_true",
+                   help="resolve FROM images in their registry even when the local store has them")
+    p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
+                   help="speak plain HTTP to this registry (localhost and 127.0.0.0/8 always are; "
+                        "also $PYBUILD_INSECURE_REGISTRIES=h1,h2)")
     p.add_argument("--iidfile", help="write the image id to this file")
     p.add_argument("--progress", default="auto", choices=("auto", "tty", "plain", "quiet", "rawjson"))
     p.add_argument("-q", "--quiet", action="store_true", help="print only the image id")
@@ -77,7 +83,8 @@ def cmd_build(argv: list[str]) -> int:
     opts = BuildOptions(context=args.context, dockerfile=args.dockerfile, tags=args.tag, build_args=build_args,
                         target=args.target, no_cache=args.no_cache, compression=args.compression,
                         outputs=args.output, iidfile=args.iidfile, root=args.root, jobs=max(1, args.jobs),
-                        explain_cache=args.explain_cache, secrets=args.secret)
+                        explain_cache=args.explain_cache, secrets=args.secret, push=args.push, pull=args.pull,
+                        insecure_registries=args.insecure_registry)
     cancel = threading.Event()
     previous = {sig: signal.signal(sig, _interrupt_handler(cancel)) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -94,6 +101,8 @@ def cmd_build(argv: list[str]) -> int:
         print(f"manifest: {result.manifest_digest}", file=out)
         for name in result.names:
             print(f"tagged:   {name}", file=out)
+        for pushed in result.pushed:
+            print(f"pushed:   {pushed.summary()}", file=out)
     return 0
 
 

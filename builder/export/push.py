@@ -1,0 +1,74 @@
+"""Push a stored image to a registry: blobs first (skipped when present, mounted when another repository of the
+same registry pushed in this command has them), then the manifest, whose digest must come back unchanged."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from builder.errors import UsageError
+from builder.export.registry import Reference, Registries, Registry, RegistryError, push_scope
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    name: str
+    digest: str
+    uploaded: int  # blobs sent
+    mounted: int  # blobs mounted from another repository
+    existing: int  # blobs the registry already had
+    bytes: int  # bytes sent
+    seconds: float
+
+    def summary(self) -> str:
+        return (f"{self.name}@{self.digest} ({self.uploaded} blobs uploaded, {self.mounted} mounted, "
+                f"{self.existing} already there; {self.bytes} bytes in {self.seconds:.2f} s)")
+
+
+def _blobs(record) -> list:
+    """Layer blobs (each once, bottom first), then the config: everything the manifest points at."""
+    seen: dict[str, object] = {}
+    for desc in [*(l.blob for l in record.layers), record.config]:
+        seen.setdefault(desc.digest, desc)
+    return list(seen.values())
+
+
+def _push_blob(store, client: Registry, ref: Reference, desc, scope: str, sources: tuple[str, ...]) -> str:
+    """"existing", "mounted" or "uploaded"."""
+    if client.has_blob(ref.repository, desc.digest, scope):
+        return "existing"
+    location = None
+    for source in sources:
+        location = client.mount_blob(ref.repository, desc.digest, source, scope)
+        if location is None:
+            return "mounted"
+    client.upload_blob(ref.repository, desc.digest, store.blob_path(desc.digest), scope, location)
+    return "uploaded"
+
+
+def push_image(store, record, name: str, registries: Registries, *, insecure: bool = False,
+               mount_sources: tuple[str, ...] = ()) -> PushResult:
+    """Push ``record`` (a cache.ImageRecord) as ``name``; ``mount_sources`` are repositories of the same
+    registry that already hold its blobs. Raises RegistryError naming the image on any failure."""
+    ref = Reference.parse(name)
+    if ref.digest and ref.digest != record.manifest.digest:
+        raise UsageError(f"cannot push to {name}: the image's manifest is {record.manifest.digest}")
+    started = time.monotonic()
+    client = registries.client(ref.domain, insecure=insecure)
+    sources = tuple(s for s in mount_sources if s != ref.repository)
+    scope = push_scope(ref.repository, *sources)
+    counts = {"uploaded": 0, "mounted": 0, "existing": 0}
+    sent = 0
+    try:
+        for desc in _blobs(record):
+            outcome = _push_blob(store, client, ref, desc, scope, sources)
+            counts[outcome] += 1
+            sent += desc.size if outcome == "uploaded" else 0
+        with store.open_blob(record.manifest.digest) as fh:  # verified on close
+            manifest = fh.read()
+        returned = client.put_manifest(ref.repository, ref.reference, manifest, record.manifest.media_type, scope)
+    except RegistryError as exc:
+        raise RegistryError(f"push {ref}: {exc.message}", hint=exc.hint) from exc
+    if returned and returned != record.manifest.digest:
+        raise RegistryError(f"push {ref}: the registry stored the manifest as {returned}, "
+                            f"not as the {record.manifest.digest} that was built")
+    return PushResult(str(ref), record.manifest.digest, bytes=sent, seconds=time.monotonic() - started, **counts)

@@ -1,0 +1,80 @@
+"""A throw-away Docker registry (Debian's docker-registry, i.e. distribution 2.8) on a free 127.0.0.1 port.
+
+`start_registry` writes a config YAML and a storage directory under a temporary directory, starts
+`docker-registry serve`, waits for `GET /v2/` to answer and returns a `TestRegistry`; `stop` kills it.
+"""
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.conftest import require_tool
+
+CONFIG = """\
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: {storage}
+  delete:
+    enabled: true
+  maintenance:
+    readonly:
+      enabled: {readonly}
+http:
+  addr: 127.0.0.1:{port}
+  secret: pybuild-tests
+"""
+
+
+@dataclass
+class TestRegistry:
+    __test__ = False  # not a test class
+
+    host: str  # 127.0.0.1:PORT
+    storage: Path
+    process: subprocess.Popen
+    log: Path
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def request_count(self, method: str, fragment: str) -> int:
+        """How often the registry's access log shows a request like `PUT .../blobs/uploads`."""
+        return sum(1 for line in self.log.read_text().splitlines() if f'"{method} ' in line and fragment in line)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_registry(workdir: Path, readonly: bool = False) -> TestRegistry:
+    binary = require_tool("docker-registry")
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    storage = workdir / "storage"
+    config = workdir / "config.yml"
+    config.write_text(CONFIG.format(storage=storage, port=port, readonly=str(readonly).lower()))
+    log = workdir / "registry.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen([binary, "serve", str(config)], stdout=out, stderr=subprocess.STDOUT)
+    registry = TestRegistry(f"127.0.0.1:{port}", storage, process, log)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://{registry.host}/v2/", timeout=1):
+                return registry
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                registry.stop()
+                raise RuntimeError(f"docker-registry did not start:\n{log.read_text()}")
+            time.sleep(0.05)

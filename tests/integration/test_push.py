@@ -1,0 +1,116 @@
+"""`--push` and `--output type=registry`: the OCI distribution API against a real registry (distribution 2.8).
+
+Referees: skopeo inspects what was pushed (the registry's manifest digest must be the one pybuild built) and copies
+it into an OCI layout that umoci unpacks into the Dockerfile's files.
+"""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+import pytest
+
+from tests.conftest import require_tool
+from tests.integration.conftest import TESTDATA
+from tests.integration.registry import free_port, start_registry
+
+pytestmark = pytest.mark.slow
+
+APP = ("-f", str(TESTDATA / "app" / "Dockerfile"), str(TESTDATA / "app"))
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    reg = start_registry(tmp_path_factory.mktemp("registry"))
+    yield reg
+    reg.stop()
+
+
+def manifest_digest(proc) -> str:
+    match = re.search(r"manifest: (sha256:[0-9a-f]{64})", proc.stdout.decode())
+    assert match, proc.stdout.decode() + proc.stderr.decode()
+    return match.group(1)
+
+
+def skopeo(*args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run([require_tool("skopeo"), *args], capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode()
+    return proc
+
+
+def test_push_is_what_was_built(pybuild, app_image, registry, tmp_path):
+    name = f"{registry.host}/me/app:v1"
+    proc = pybuild("-t", name, "--push", *APP)
+    digest = manifest_digest(proc)
+    assert f"pushed:   {name}@{digest}" in proc.stdout.decode()
+    info = json.loads(skopeo("inspect", "--tls-verify=false", f"docker://{name}").stdout)
+    assert info["Digest"] == digest
+    assert "GREETING=hello from pybuild" in info["Env"]
+    raw = skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{name}").stdout
+    assert json.loads(raw)["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+    layout, bundle = tmp_path / "oci", tmp_path / "bundle"
+    skopeo("copy", "--src-tls-verify=false", f"docker://{name}", f"oci:{layout}:v1")
+    subprocess.run([require_tool("umoci"), "unpack", "--image", f"{layout}:v1", str(bundle)], check=True,
+                   capture_output=True)
+    assert (bundle / "rootfs/srv/app/built.txt").read_text() == "built by pybuild\n"
+    assert (bundle / "rootfs/home/app/whoami.txt").read_text() == "app\n"
+    assert json.loads((bundle / "config.json").read_text())["process"]["args"] == \
+        ["/bin/sh", "/srv/app/app.sh", "world"]
+
+
+def test_second_push_uploads_nothing_and_other_repos_mount(pybuild, app_image, registry):
+    first = f"{registry.host}/me/again:1"
+    pybuild("-t", first, "--push", *APP)
+    uploads = registry.request_count("PUT", "/blobs/uploads/")
+    proc = pybuild("--output", f"type=registry,name={first}", *APP)
+    assert registry.request_count("PUT", "/blobs/uploads/") == uploads  # every blob was already there (HEAD)
+    assert re.search(r"pushed:   \S+ \(0 blobs uploaded", proc.stdout.decode()), proc.stdout.decode()
+    # a new repository on the same registry: blobs are mounted from the one just pushed, not uploaded again
+    proc = pybuild("--output", f'type=registry,"name={first},{registry.host}/me/mounted:1"', *APP)
+    assert registry.request_count("PUT", "/blobs/uploads/") == uploads
+    assert re.search(r"pushed:   \S+/me/mounted:1@\S+ \(0 blobs uploaded, \d+ mounted", proc.stdout.decode()), \
+        proc.stdout.decode()
+    info = json.loads(skopeo("inspect", "--tls-verify=false", f"docker://{registry.host}/me/mounted:1").stdout)
+    assert info["Digest"] == manifest_digest(proc)
+
+
+def test_zstd_layers_push(pybuild, busybox_image, registry, tmp_path):
+    (tmp_path / "Dockerfile").write_text("FROM pybuild/busybox\nRUN echo zstd > /z\n")
+    name = f"{registry.host}/me/zstd:1"
+    digest = manifest_digest(pybuild("-t", name, "--compression", "zstd", "--no-cache", "--push", str(tmp_path)))
+    raw = json.loads(skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{name}").stdout)
+    assert raw["layers"][-1]["mediaType"] == "application/vnd.oci.image.layer.v1.tar+zstd"
+    assert json.loads(skopeo("inspect", "--tls-verify=false", f"docker://{name}").stdout)["Digest"] == digest
+
+
+def test_push_without_a_name_is_a_usage_error(pybuild, busybox_image, tmp_path):
+    (tmp_path / "Dockerfile").write_text("FROM pybuild/busybox\n")
+    proc = pybuild("--push", str(tmp_path), check=False)
+    err = proc.stderr.decode()
+    assert proc.returncode == 1 and "Traceback" not in err
+    assert "-t" in err and "name=" in err, err
+
+
+def test_unreachable_registry_is_one_clear_error(pybuild, busybox_image, tmp_path):
+    (tmp_path / "Dockerfile").write_text("FROM pybuild/busybox\n")
+    host = f"127.0.0.1:{free_port()}"  # nothing listens there
+    proc = pybuild("-t", f"{host}/me/x:1", "--push", str(tmp_path), check=False)
+    err = proc.stderr.decode()
+    assert proc.returncode == 1 and "Traceback" not in err
+    assert f"cannot reach registry {host}" in err and "refused" in err.lower(), err
+    assert len(err.splitlines()) <= 6, err
+
+
+def test_registry_errors_show_the_registry_message(pybuild, busybox_image, tmp_path):
+    readonly = start_registry(tmp_path / "ro", readonly=True)
+    try:
+        (tmp_path / "Dockerfile").write_text("FROM pybuild/busybox\n")
+        proc = pybuild("-t", f"{readonly.host}/me/x:1", "--push", str(tmp_path), check=False)
+    finally:
+        readonly.stop()
+    err = proc.stderr.decode()
+    assert proc.returncode == 1 and "Traceback" not in err
+    assert "405 Method Not Allowed" in err and "Method not allowed" in err, err  # read-only mode: no error JSON
+    assert f"{readonly.host}/me/x:1" in err
+    assert len(err.splitlines()) <= 6, err
