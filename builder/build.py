@@ -118,7 +118,8 @@ def push_outputs(outputs: list[Output], push: bool) -> list[Output]:
 
 
 def export(store, record, out: Output, tags: tuple[str, ...], registries=None, pushed: list | None = None) -> None:
-    """Send the stored image ``record`` to one --output; ``tags`` are the normalised -t names.
+    """Send the stored image ``record`` to one --output; ``tags`` are the normalised -t names; ``registries``
+    returns the build's builder.export.registry.Registries.
 
     Registry pushes append a PushResult to ``pushed``; repositories pushed earlier in the same registry are
     offered as cross-repository mount sources."""
@@ -136,7 +137,8 @@ def export(store, record, out: Output, tags: tuple[str, ...], registries=None, p
             ref = Reference.parse(full)
             sources = tuple(dict.fromkeys(Reference.parse(p.name).repository for p in done
                                           if Reference.parse(p.name).domain == ref.domain))
-            done.append(push_image(store, record, full, registries, insecure=out.insecure, mount_sources=sources))
+            done.append(push_image(store, record, full, registries(), insecure=out.insecure,
+                                   mount_sources=sources))
         return
     if out.type == "docker" and out.dest == "-":
         from builder.export.docker_archive import write_archive_to
@@ -175,6 +177,19 @@ def check_outputs(outputs: list[Output], tags: list[str]) -> None:
             Reference.parse(name)
     for tag in tags:
         Reference.parse(tag)
+
+
+def _registries(opts: BuildOptions):
+    """A factory of the build's one Registries (clients share tokens); urllib is imported only when needed."""
+    made: list = []
+
+    def get():
+        if not made:
+            from builder.export.registry import Registries
+
+            made.append(Registries(tuple(opts.insecure_registries)))
+        return made[0]
+    return get
 
 
 def read_dockerfile(opts: BuildOptions) -> tuple[str, str]:
@@ -273,8 +288,9 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
     store = Store.open(opts.root)
     workdir = tempfile.mkdtemp(prefix="pybuild-secrets-") if opts.secrets else ""
     try:
+        registries = _registries(opts)
         graph = plan(dockerfile, build_args=opts.build_args, target=opts.target,
-                     resolve_image=lambda ref: resolve_base(store, ref))
+                     resolve_image=lambda ref: resolve_base(store, ref, pull=opts.pull, registries=registries))
         options = SolveOptions(context_dir=os.path.abspath(opts.context), use_cache=not opts.no_cache,
                                compression=opts.compression, jobs=opts.jobs, dockerfile_lines=text.splitlines(),
                                ignore_patterns=patterns, excluded=_excluder(patterns),
@@ -285,11 +301,6 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
         names = tuple(normalize_name(t) for t in opts.tags)
         for full in names:
             store.tag(full, record.manifest.digest)
-        registries = None
-        if any(o.type == "registry" for o in outputs):
-            from builder.export.registry import Registries
-
-            registries = Registries(tuple(opts.insecure_registries))
         pushed: list = []
         for out in outputs:
             export(store, record, out, names, registries, pushed)

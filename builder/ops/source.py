@@ -6,6 +6,15 @@ import os
 from builder.plan.steps import SourceOp, Step
 
 
+# A base pulled as docker schema2 names its layers with docker's media types; the same bytes are OCI layers, and the
+# manifests pybuild writes are OCI, so its layers take the OCI names (as BuildKit does with oci-mediatypes).
+OCI_LAYER_TYPES = {
+    "application/vnd.docker.image.rootfs.diff.tar.gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
+    "application/vnd.docker.image.rootfs.diff.tar.zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
+    "application/vnd.docker.image.rootfs.diff.tar": "application/vnd.oci.image.layer.v1.tar",
+}
+
+
 def execute(store, step: Step):
     """Returns (top snapshot, layers) for the base image."""
     from cache import Descriptor, Layer
@@ -14,7 +23,7 @@ def execute(store, step: Step):
     snapshot = None
     layers = []
     for ref in op.layers:
-        desc = Descriptor(ref.media_type, ref.digest, ref.size)
+        desc = Descriptor(OCI_LAYER_TYPES.get(ref.media_type, ref.media_type), ref.digest, ref.size)
         if not store.has_blob(ref.digest):
             if op.layout_dir is None:
                 raise FileNotFoundError(f"blob {ref.digest} of {op.ref} is missing from the store")

@@ -1,4 +1,5 @@
-"""Resolve a FROM reference to a base image's config and layers: scratch, the local store, or an OCI layout."""
+"""Resolve a FROM reference to a base image's config and layers: scratch, an OCI layout, the local store, or a
+registry (pulled into the store by builder/export/pull.py)."""
 from __future__ import annotations
 
 import json
@@ -101,15 +102,30 @@ def resolve_local(store, name: str) -> BaseImage | None:
     return BaseImage(config, source, parse_time(config_doc.get("created")))
 
 
-def resolve_base(store, ref: str) -> BaseImage:
+def resolve_base(store, ref: str, *, pull: bool = False, registries=None) -> BaseImage:
+    """scratch, an `oci-layout://` directory, the local store, else (or always with ``pull``) the registry.
+
+    A pulled image is recorded in the store under its normalised name, so the next build resolves it locally.
+    ``registries()`` returns the build's builder.export.registry.Registries (transport, credentials, tokens)."""
     if ref == "scratch":
         return SCRATCH
     if ref.startswith(OCI_LAYOUT_PREFIX):
         return resolve_oci_layout(ref)
+    if not pull:
+        found = resolve_local(store, ref)
+        if found is not None:
+            return found
+    from builder.export.pull import pull_image
+    from builder.export.registry import Registries, RegistryError
+
+    try:
+        pull_image(store, ref, registries() if registries else Registries())
+    except RegistryError as exc:
+        where = f"pulling {ref!r}" if pull else f"{ref!r} is not in the local store ({store.root}) and pulling it"
+        full = normalize_name(ref)
+        raise ImageNotFoundError(f"base image {where}{f' ({full})' if full != ref else ''} failed: {exc.message}",
+                                 hint=exc.hint or "build it first with `pybuild -t NAME`, use FROM oci-layout://DIR, "
+                                                  "or check the name and that its registry is up") from exc
     found = resolve_local(store, ref)
-    if found is None:
-        raise ImageNotFoundError(
-            f"base image {ref!r} is not in the local store ({store.root})",
-            hint="build it first with `pybuild -t NAME`, or use FROM oci-layout://DIR[:tag]; "
-                 "pulling from registries is not supported yet")
+    assert found is not None, ref  # pull_image tagged it
     return found

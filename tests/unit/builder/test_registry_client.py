@@ -137,7 +137,7 @@ class AuthRegistry(BaseHTTPRequestHandler):
 def auth_server(monkeypatch, tmp_path):
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
     server = ThreadingHTTPServer(("127.0.0.1", 0), AuthRegistry)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     AuthRegistry.token_requests.clear()
     yield f"127.0.0.1:{server.server_address[1]}", tmp_path

@@ -1,0 +1,151 @@
+"""Pull an image from a registry into the store, so FROM can use it and later builds need no network.
+
+Manifests: OCI image manifests and docker v2 schema2 manifests; an OCI index or docker manifest list is resolved
+to the entry for linux/<host architecture> (docker schema1 is refused). Every byte is checked: a manifest against
+the digest it was asked by (or the registry's Docker-Content-Digest), config and layers against their
+descriptors while they stream into the store; a mismatch raises before anything is kept (the store drops the
+temp file). Blobs already in the store are not fetched again. The image is recorded and tagged with its
+normalised name (a digest reference is a name too), which is what `resolve_local` finds next time.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import platform
+
+from builder.export.registry import (
+    DOCKER_LIST,
+    DOCKER_MANIFEST,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    Reference,
+    Registries,
+    Registry,
+    RegistryError,
+    pull_scope,
+)
+from builder.plan.bases import normalize_name
+
+MAX_CONFIG = 8 << 20
+ARCHITECTURES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "armv7l": "arm",
+                 "armv6l": "arm", "i386": "386", "i686": "386", "ppc64le": "ppc64le", "s390x": "s390x",
+                 "riscv64": "riscv64"}
+FOREIGN_LAYER = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+
+
+def host_platform() -> tuple[str, str, str | None]:
+    """(os, architecture, variant) in OCI terms for this machine."""
+    machine = platform.machine()
+    variant = {"armv7l": "v7", "armv6l": "v6", "aarch64": "v8", "arm64": "v8"}.get(machine)
+    return "linux", ARCHITECTURES.get(machine, machine), variant
+
+
+def choose_platform(index: dict, want: tuple[str, str, str | None]) -> dict:
+    """The index entry for ``want``; an entry without a variant matches any variant. Raises RegistryError."""
+    os_name, arch, variant = want
+    candidates = [m for m in index.get("manifests") or []
+                  if (m.get("platform") or {}).get("os") == os_name
+                  and (m.get("platform") or {}).get("architecture") == arch]
+    exact = [m for m in candidates if m["platform"].get("variant") in (None, variant)]
+    if exact or candidates:
+        return (exact or candidates)[0]
+    offered = sorted({"/".join(filter(None, (p.get("os"), p.get("architecture"), p.get("variant"))))
+                      for m in index.get("manifests") or [] for p in [m.get("platform") or {}]})
+    raise RegistryError(f"no image for {os_name}/{arch} in the index (it has: {', '.join(offered) or 'none'})")
+
+
+class VerifiedStream(io.RawIOBase):
+    """Reads a response and raises RegistryError at its end unless exactly ``size`` bytes hashed to ``digest``."""
+
+    def __init__(self, response, digest: str, size: int) -> None:
+        super().__init__()
+        self._response = response
+        self._digest = digest
+        self._size = size
+        self._hasher = hashlib.sha256()
+        self._count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        n = self._response.readinto(buffer) or 0
+        self._hasher.update(memoryview(buffer)[:n])
+        self._count += n
+        if self._count > self._size or (n == 0 and self._count != self._size):
+            raise RegistryError(f"blob {self._digest}: expected {self._size} bytes, got {self._count}"
+                                + (" or more" if n else ""))
+        if n == 0 and "sha256:" + self._hasher.hexdigest() != self._digest:
+            raise RegistryError(f"blob {self._digest}: content has digest sha256:{self._hasher.hexdigest()}")
+        return n
+
+
+def _get_manifest(client: Registry, ref: Reference, reference: str) -> tuple[bytes, dict, str]:
+    """(body, document, media type), the body checked against the digest it was asked by or announced."""
+    body, media_type, announced = client.get_manifest(ref.repository, reference, pull_scope(ref.repository))
+    actual = "sha256:" + hashlib.sha256(body).hexdigest()
+    expected = reference if reference.startswith("sha256:") else announced
+    if expected and expected.startswith("sha256:") and expected != actual:
+        raise RegistryError(f"manifest {reference}: content has digest {actual}, not {expected}")
+    try:
+        doc = json.loads(body)
+    except ValueError as exc:
+        raise RegistryError(f"manifest {reference} is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise RegistryError(f"manifest {reference} is not a JSON object")
+    if doc.get("schemaVersion") == 1:
+        raise RegistryError("docker schema1 manifests are not supported",
+                            hint="push the image again with a current docker or skopeo (schema2 or OCI)")
+    kind = doc.get("mediaType") or media_type
+    if kind not in (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST):
+        kind = OCI_INDEX if "manifests" in doc else OCI_MANIFEST
+    return body, doc, kind
+
+
+def _fetch_config(client: Registry, ref: Reference, desc: dict) -> bytes:
+    if int(desc["size"]) > MAX_CONFIG:
+        raise RegistryError(f"config {desc['digest']} is larger than {MAX_CONFIG} bytes")
+    with client.open_blob(ref.repository, desc["digest"], pull_scope(ref.repository)) as resp:
+        stream = VerifiedStream(resp, desc["digest"], int(desc["size"]))
+        return stream.read()
+
+
+def _fetch_layer(store, client: Registry, ref: Reference, desc: dict) -> None:
+    with client.open_blob(ref.repository, desc["digest"], pull_scope(ref.repository)) as resp:
+        stored = store.put_blob_file(VerifiedStream(resp, desc["digest"], int(desc["size"])))
+    if stored.digest != desc["digest"]:  # VerifiedStream already checked; this guards the store's view
+        raise RegistryError(f"blob {desc['digest']} was stored as {stored.digest}")
+
+
+def pull_image(store, name: str, registries: Registries):
+    """Fetch ``name`` into the store and tag it; returns the cache.ImageRecord.
+
+    Raises RegistryError saying what failed (the caller names the image: see plan/bases.py resolve_base)."""
+    from cache import Descriptor, Layer
+
+    ref = Reference.parse(name)
+    client = registries.client(ref.domain)
+    try:
+        body, doc, kind = _get_manifest(client, ref, ref.reference)
+        if kind in (OCI_INDEX, DOCKER_LIST):
+            entry = choose_platform(doc, host_platform())
+            body, doc, kind = _get_manifest(client, ref, entry["digest"])
+            if kind in (OCI_INDEX, DOCKER_LIST):
+                raise RegistryError(f"index entry {entry['digest']} is another index (nested indexes unsupported)")
+        config = _fetch_config(client, ref, doc["config"])
+        diff_ids = (json.loads(config).get("rootfs") or {}).get("diff_ids") or []
+        if len(diff_ids) != len(doc.get("layers") or []):
+            raise RegistryError("manifest and config disagree on the number of layers")
+        layers = []
+        for desc, diff_id in zip(doc.get("layers") or [], diff_ids):
+            if desc.get("mediaType") == FOREIGN_LAYER or desc.get("urls"):
+                raise RegistryError(f"layer {desc['digest']} is a foreign layer (not in the registry): unsupported")
+            if not store.has_blob(desc["digest"]):
+                _fetch_layer(store, client, ref, desc)
+            layers.append(Layer(diff_id, Descriptor(desc.get("mediaType", ""), desc["digest"], int(desc["size"]))))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RegistryError(f"malformed manifest or config: {exc!r}") from exc
+    record = store.put_image(body, config, layers)
+    store.tag(normalize_name(name), record.manifest.digest)
+    return record

@@ -1,0 +1,162 @@
+"""Pulling into a real (temporary) store from an in-process registry that serves a dict of manifests and blobs:
+platform choice, digest and size checks while streaming (a bad blob leaves nothing), schema1 refused."""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import tarfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from builder.export.pull import VerifiedStream, choose_platform, host_platform, pull_image
+from builder.export.registry import Registries, RegistryError
+from cache import Store
+
+
+def digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def layer_tar(name: str, content: bytes) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo(name)
+        info.size = len(content)
+        tar.addfile(info, io.BytesIO(content))
+    return buf.getvalue()
+
+
+class Served(BaseHTTPRequestHandler):
+    manifests: dict[str, tuple[bytes, str]] = {}  # tag or digest → (body, media type)
+    blobs: dict[str, bytes] = {}
+    requests: list[str] = []
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        Served.requests.append(self.path)
+        parts = self.path.split("/")  # /v2/me/app/manifests/<ref> or /v2/me/app/blobs/<digest>
+        if parts[-2] == "manifests" and parts[-1] in self.manifests:
+            body, media_type = self.manifests[parts[-1]]
+            return self.reply(200, body, {"Content-Type": media_type, "Docker-Content-Digest": digest(body)})
+        if parts[-2] == "blobs" and parts[-1] in self.blobs:
+            return self.reply(200, self.blobs[parts[-1]], {"Content-Type": "application/octet-stream"})
+        self.reply(404, json.dumps({"errors": [{"code": "MANIFEST_UNKNOWN", "message": "manifest unknown"}]}).encode())
+
+    def reply(self, code, body, headers=None):
+        self.send_response(code)
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def served():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Served)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    Served.manifests, Served.blobs, Served.requests = {}, {}, []
+    yield f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store.open(tmp_path / "store")
+    yield s
+    s.close()
+
+
+def publish(tag: str, files: dict[str, bytes], media_types=("application/vnd.oci.image.manifest.v1+json",
+                                                            "application/vnd.oci.image.layer.v1.tar+gzip")):
+    tars = [layer_tar(name, content) for name, content in files.items()]
+    blobs = [gzip.compress(t, mtime=0) for t in tars]
+    config = json.dumps({"architecture": host_platform()[1], "os": "linux", "config": {"Env": ["A=1"]},
+                         "rootfs": {"type": "layers", "diff_ids": [digest(t) for t in tars]}}).encode()
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": media_types[0],
+                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                      "digest": digest(config), "size": len(config)},
+                           "layers": [{"mediaType": media_types[1], "digest": digest(b), "size": len(b)}
+                                      for b in blobs]}).encode()
+    Served.blobs.update({digest(b): b for b in [*blobs, config]})
+    Served.manifests[tag] = Served.manifests[digest(manifest)] = (manifest, media_types[0])
+    return manifest, blobs
+
+
+def test_pull_records_and_tags(served, store):
+    manifest, blobs = publish("v1", {"a.txt": b"a", "b.txt": b"b"})
+    record = pull_image(store, f"{served}/me/app:v1", Registries())
+    assert record.manifest.digest == digest(manifest)
+    assert [l.blob.digest for l in record.layers] == [digest(b) for b in blobs]
+    assert store.resolve(f"{served}/me/app:v1").manifest.digest == digest(manifest)
+    before = len(Served.requests)
+    pull_image(store, f"{served}/me/app@{digest(manifest)}", Registries())  # blobs present: manifest + config only
+    assert [p.split("/")[-2] for p in Served.requests[before:]] == ["manifests", "blobs"]
+    assert store.resolve(f"{served}/me/app@{digest(manifest)}") is not None
+
+
+def test_docker_manifest_list_picks_the_host(served, store):
+    manifest, _ = publish("amd", {"x": b"x"}, ("application/vnd.docker.distribution.manifest.v2+json",
+                                               "application/vnd.docker.image.rootfs.diff.tar.gzip"))
+    os_name, arch, _ = host_platform()
+    listing = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json",
+                          "manifests": [
+                              {"digest": "sha256:" + "1" * 64, "size": 1, "platform": {"os": "windows",
+                                                                                        "architecture": arch}},
+                              {"digest": digest(manifest), "size": len(manifest),
+                               "platform": {"os": os_name, "architecture": arch}}]}).encode()
+    Served.manifests["multi"] = (listing, "application/vnd.docker.distribution.manifest.list.v2+json")
+    record = pull_image(store, f"{served}/me/app:multi", Registries())
+    assert record.manifest.digest == digest(manifest)
+    assert record.layers[0].blob.media_type == "application/vnd.docker.image.rootfs.diff.tar.gzip"
+
+
+def test_choose_platform():
+    index = {"manifests": [
+        {"digest": "arm6", "platform": {"os": "linux", "architecture": "arm", "variant": "v6"}},
+        {"digest": "arm7", "platform": {"os": "linux", "architecture": "arm", "variant": "v7"}},
+        {"digest": "amd", "platform": {"os": "linux", "architecture": "amd64"}},
+        {"digest": "att", "platform": {"os": "unknown", "architecture": "unknown"}}]}
+    assert choose_platform(index, ("linux", "arm", "v7"))["digest"] == "arm7"
+    assert choose_platform(index, ("linux", "amd64", None))["digest"] == "amd"
+    with pytest.raises(RegistryError) as err:
+        choose_platform(index, ("linux", "riscv64", None))
+    assert "linux/amd64" in err.value.message and "linux/arm/v7" in err.value.message
+
+
+@pytest.mark.parametrize("damage", ["content", "short", "long"])
+def test_a_bad_blob_leaves_nothing(served, store, damage):
+    _, blobs = publish("v1", {"a.txt": b"a" * 1000})
+    bad = {"content": blobs[0][:-1] + bytes([blobs[0][-1] ^ 1]), "short": blobs[0][:-5],
+           "long": blobs[0] + b"extra"}[damage]
+    Served.blobs[digest(blobs[0])] = bad
+    with pytest.raises(RegistryError) as err:
+        pull_image(store, f"{served}/me/app:v1", Registries())
+    assert digest(blobs[0]) in err.value.message
+    assert not store.has_blob(digest(blobs[0])) and not store.has_blob(digest(bad))
+    assert store.resolve(f"{served}/me/app:v1") is None
+    assert [p.name for p in (store.root / "blobs" / "sha256").iterdir()] == []
+
+
+def test_manifest_digest_is_checked_and_schema1_refused(served, store):
+    manifest, _ = publish("v1", {"a": b"a"})
+    Served.manifests[digest(b"other")] = Served.manifests["v1"]
+    with pytest.raises(RegistryError, match="content has digest"):
+        pull_image(store, f"{served}/me/app@{digest(b'other')}", Registries())
+    Served.manifests["old"] = (json.dumps({"schemaVersion": 1, "fsLayers": []}).encode(),
+                               "application/vnd.docker.distribution.manifest.v1+prettyjws")
+    with pytest.raises(RegistryError, match="schema1"):
+        pull_image(store, f"{served}/me/app:old", Registries())
+
+
+def test_verified_stream_reads_in_chunks():
+    data = b"x" * 3000
+    stream = VerifiedStream(io.BytesIO(data), digest(data), len(data))
+    assert stream.read(1000) + stream.read() == data
