@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,12 @@ storage:
 http:
   addr: 127.0.0.1:{port}
   secret: pybuild-tests
+{auth}"""
+AUTH = """\
+auth:
+  htpasswd:
+    realm: pybuild-tests
+    path: {path}
 """
 
 
@@ -57,13 +64,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_registry(workdir: Path, readonly: bool = False) -> TestRegistry:
+def htpasswd_line(user: str, password: str) -> str:
+    """A bcrypt htpasswd entry (what distribution's htpasswd auth accepts), made with the stdlib crypt module."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt  # deprecated in 3.11, gone in 3.13: the auth test skips then
+    hashed = crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))  # cost 4: fast tests
+    if not hashed or not hashed.startswith("$2"):
+        raise RuntimeError("this libc's crypt() has no bcrypt")
+    return f"{user}:{hashed}\n"
+
+
+def start_registry(workdir: Path, readonly: bool = False, users: dict[str, str] | None = None) -> TestRegistry:
+    """``users`` (name → password) turns on htpasswd (HTTP Basic) authentication."""
     binary = require_tool("docker-registry")
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     storage = workdir / "storage"
     config = workdir / "config.yml"
-    config.write_text(CONFIG.format(storage=storage, port=port, readonly=str(readonly).lower()))
+    auth = ""
+    if users:
+        (workdir / "htpasswd").write_text("".join(htpasswd_line(u, p) for u, p in users.items()))
+        auth = AUTH.format(path=workdir / "htpasswd")
+    config.write_text(CONFIG.format(storage=storage, port=port, readonly=str(readonly).lower(), auth=auth))
     log = workdir / "registry.log"
     with open(log, "wb") as out:
         process = subprocess.Popen([binary, "serve", str(config)], stdout=out, stderr=subprocess.STDOUT)
@@ -73,6 +98,9 @@ def start_registry(workdir: Path, readonly: bool = False) -> TestRegistry:
         try:
             with urllib.request.urlopen(f"http://{registry.host}/v2/", timeout=1):
                 return registry
+        except urllib.error.HTTPError as exc:  # 401: up, and asking for credentials
+            exc.close()
+            return registry
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
                 registry.stop()

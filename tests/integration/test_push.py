@@ -5,6 +5,7 @@ it into an OCI layout that umoci unpacks into the Dockerfile's files.
 """
 from __future__ import annotations
 
+import base64
 import json
 import re
 import subprocess
@@ -12,7 +13,7 @@ import subprocess
 import pytest
 
 from tests.conftest import require_tool
-from tests.integration.conftest import TESTDATA
+from tests.integration.conftest import TESTDATA, Pybuild
 from tests.integration.registry import free_port, start_registry
 
 pytestmark = pytest.mark.slow
@@ -114,3 +115,31 @@ def test_registry_errors_show_the_registry_message(pybuild, busybox_image, tmp_p
     assert "405 Method Not Allowed" in err and "Method not allowed" in err, err  # read-only mode: no error JSON
     assert f"{readonly.host}/me/x:1" in err
     assert len(err.splitlines()) <= 6, err
+
+
+def test_basic_auth_from_docker_config(pybuild, busybox_image, tmp_path, monkeypatch):
+    try:
+        secured = start_registry(tmp_path / "auth", users={"me": "s3cret"})
+    except (ImportError, RuntimeError) as exc:
+        pytest.skip(f"cannot make a bcrypt htpasswd here: {exc}")
+    try:
+        (tmp_path / "Dockerfile").write_text("FROM pybuild/busybox\nRUN echo authed > /authed\n")
+        name = f"{secured.host}/me/private:1"
+        monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))  # inherited by the pybuild processes
+        proc = pybuild("-t", name, "--push", str(tmp_path), check=False)
+        err = proc.stderr.decode()
+        assert proc.returncode == 1 and "Traceback" not in err
+        assert "401 Unauthorized" in err and "docker login" in err, err  # a HEAD answer has no error JSON
+        (tmp_path / "docker").mkdir()
+        auth = base64.b64encode(b"me:s3cret").decode()
+        (tmp_path / "docker" / "config.json").write_text(json.dumps({"auths": {secured.host: {"auth": auth}}}))
+        digest = manifest_digest(pybuild("-t", name, "--push", str(tmp_path)))
+        info = json.loads(skopeo("inspect", "--tls-verify=false", "--creds", "me:s3cret", f"docker://{name}").stdout)
+        assert info["Digest"] == digest
+        fresh = Pybuild(tmp_path / "fresh")
+        (tmp_path / "derived").mkdir()
+        (tmp_path / "derived" / "Dockerfile").write_text(f"FROM {name}\n")
+        fresh("-t", "me/from-private", str(tmp_path / "derived"))
+        assert fresh("run", "--rm", "me/from-private", "cat", "/authed").stdout.decode() == "authed\n"
+    finally:
+        secured.stop()
