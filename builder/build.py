@@ -289,8 +289,13 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
     workdir = tempfile.mkdtemp(prefix="pybuild-secrets-") if opts.secrets else ""
     try:
         registries = _registries(opts)
+
+        def fetch(ref: str) -> None:
+            from builder.export.pull import pull_image
+
+            pull_image(store, ref, registries())
         graph = plan(dockerfile, build_args=opts.build_args, target=opts.target,
-                     resolve_image=lambda ref: resolve_base(store, ref, pull=opts.pull, registries=registries))
+                     resolve_image=lambda ref: resolve_base(store, ref, pull=opts.pull, fetch=fetch))
         options = SolveOptions(context_dir=os.path.abspath(opts.context), use_cache=not opts.no_cache,
                                compression=opts.compression, jobs=opts.jobs, dockerfile_lines=text.splitlines(),
                                ignore_patterns=patterns, excluded=_excluder(patterns),

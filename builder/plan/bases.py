@@ -1,9 +1,10 @@
 """Resolve a FROM reference to a base image's config and layers: scratch, an OCI layout, the local store, or a
-registry (pulled into the store by builder/export/pull.py)."""
+registry (through the ``fetch`` callback: builder/export/pull.py pulls into the store)."""
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,11 +103,12 @@ def resolve_local(store, name: str) -> BaseImage | None:
     return BaseImage(config, source, parse_time(config_doc.get("created")))
 
 
-def resolve_base(store, ref: str, *, pull: bool = False, registries=None) -> BaseImage:
-    """scratch, an `oci-layout://` directory, the local store, else (or always with ``pull``) the registry.
+def resolve_base(store, ref: str, *, pull: bool = False, fetch: Callable[[str], object] | None = None) -> BaseImage:
+    """scratch, an `oci-layout://` directory, the local store, else (or always with ``pull``) ``fetch(ref)``.
 
-    A pulled image is recorded in the store under its normalised name, so the next build resolves it locally.
-    ``registries()`` returns the build's builder.export.registry.Registries (transport, credentials, tokens)."""
+    ``fetch`` brings the image into the store under its normalised name (build.py passes the registry pull,
+    builder/export/pull.py, so plan/ need not import export/); any PybuildError it raises is reported as this
+    base image's. A fetched image is found locally by the next build."""
     if ref == "scratch":
         return SCRATCH
     if ref.startswith(OCI_LAYOUT_PREFIX):
@@ -115,17 +117,18 @@ def resolve_base(store, ref: str, *, pull: bool = False, registries=None) -> Bas
         found = resolve_local(store, ref)
         if found is not None:
             return found
-    from builder.export.pull import pull_image
-    from builder.export.registry import Registries, RegistryError
-
+    if fetch is None:
+        raise ImageNotFoundError(f"base image {ref!r} is not in the local store ({store.root})",
+                                 hint="build it first with `pybuild -t NAME`, or use FROM oci-layout://DIR[:tag]")
     try:
-        pull_image(store, ref, registries() if registries else Registries())
-    except RegistryError as exc:
+        fetch(ref)
+    except PybuildError as exc:
         where = f"pulling {ref!r}" if pull else f"{ref!r} is not in the local store ({store.root}) and pulling it"
         full = normalize_name(ref)
         raise ImageNotFoundError(f"base image {where}{f' ({full})' if full != ref else ''} failed: {exc.message}",
                                  hint=exc.hint or "build it first with `pybuild -t NAME`, use FROM oci-layout://DIR, "
                                                   "or check the name and that its registry is up") from exc
     found = resolve_local(store, ref)
-    assert found is not None, ref  # pull_image tagged it
+    if found is None:
+        raise ImageNotFoundError(f"base image {ref!r} was pulled but is not in the store under that name")
     return found

@@ -160,3 +160,31 @@ def test_verified_stream_reads_in_chunks():
     data = b"x" * 3000
     stream = VerifiedStream(io.BytesIO(data), digest(data), len(data))
     assert stream.read(1000) + stream.read() == data
+
+
+def test_resolve_base_uses_the_store_first_and_fetch_on_a_miss_or_pull(served, store):
+    from builder.errors import ImageNotFoundError
+    from builder.plan.bases import resolve_base
+
+    name = f"{served}/me/app:v1"
+    publish("v1", {"a": b"a"})
+    calls = []
+
+    def fetch(ref):
+        calls.append(ref)
+        pull_image(store, ref, Registries())
+
+    first = resolve_base(store, name, fetch=fetch)
+    assert calls == [name] and first.config.env_dict() == {"A": "1"}
+    assert resolve_base(store, name, fetch=fetch).source == first.source and calls == [name]  # local now
+    resolve_base(store, name, pull=True, fetch=fetch)
+    assert calls == [name, name]
+
+    def down(ref):
+        raise RegistryError("cannot reach registry r.example (https://r.example): refused", hint="is it up?")
+
+    with pytest.raises(ImageNotFoundError) as err:
+        resolve_base(store, "r.example/x:1", fetch=down)
+    assert err.value.message == (f"base image 'r.example/x:1' is not in the local store ({store.root}) and pulling "
+                                 "it failed: cannot reach registry r.example (https://r.example): refused")
+    assert err.value.hint == "is it up?"
