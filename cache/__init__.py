@@ -17,7 +17,8 @@ directories they name; `Store.open` removes what dead processes left behind.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -194,6 +195,11 @@ class Store:
     def file_digest(self, path: str | Path) -> Digest:
         """sha256 of a file's content, memoised by its stat (for context checksums)."""
         return self._stat.digest(path)
+
+    def file_digests(self, items: Sequence[tuple[str | Path, os.stat_result]]) -> list[Digest]:
+        """`file_digest` of many files at once, each given with the stat the caller already took (a context
+        walk): one memo query, misses hashed on a few threads, new memo rows written in one transaction."""
+        return self._stat.digests(items)
 
     # --- images and references -------------------------------------------------------------
     def put_image(self, manifest: bytes, config: bytes, layers: list[Layer]) -> ImageRecord:
