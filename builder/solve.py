@@ -133,7 +133,7 @@ class Solver:
         if not isinstance(step.op, FileOp):
             from builder.ops.mounts import mount_key_parts  # RUN --mount inputs (lead's part)
             mounts = mount_key_parts(step, self.options.context_dir, self.options.excluded,
-                                     self.store.file_digest, {k: r.key.digest for k, r in self.results.items()})
+                                     self.store.file_digests, {k: r.key.digest for k, r in self.results.items()})
             return step_key(step, parent_key, mounts=mounts)
         if step.op.from_stage is not None:
             from_key = self.results[step.op.from_step].key.digest if step.op.from_step is not None else "scratch"
@@ -142,7 +142,7 @@ class Solver:
         if patterns and self.options.context_dir is None:
             raise ContextError(f"{step.span}: {step.created_by}: no build context was given")
         sums = checksum_sources(self.options.context_dir or "", patterns, self.options.excluded,
-                                self.store.file_digest) if patterns else {}
+                                digests=self.store.file_digests) if patterns else {}
         missing = [p for p, s in sums.items() if s is None]
         if missing:
             from builder.ops.exec import render_location

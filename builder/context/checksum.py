@@ -1,18 +1,27 @@
 """Content checksums of COPY/ADD sources, as BuildKit's contenthash: names, types, modes, symlink targets and
 file contents — never mtimes, owners or the context's own location, so `touch` or a fresh checkout of the same
 tree hits the cache.
+
+The walk comes first: each source's entries are listed in canonical order (names sorted per directory), then
+the digests of all regular files are asked for in one bulk call (the store answers unchanged files from its
+stat memo with one query and reads the rest on a few threads), then each listing is hashed in the same order.
+The values are those of a walk that hashed each file as it reached it.
 """
 from __future__ import annotations
 
 import hashlib
 import os
 import stat
-from typing import Callable
+from collections.abc import Callable, Sequence
 
 from builder.context.paths import expand_glob, scoped_join
+from cache.statcache import hash_files
 
 Excluded = Callable[[str], bool]
 Digester = Callable[[str], str]
+BulkDigester = Callable[[Sequence[tuple[str, os.stat_result]]], Sequence[str]]
+# one entry of a listing: its finished text, or (text before the digest, path) for a regular file
+Line = str | tuple[str, str]
 _CHUNK = 1 << 20
 
 
@@ -24,16 +33,24 @@ def file_digest(path: str) -> str:
     return h.hexdigest()
 
 
-def _entry(h: "hashlib._Hash", name: str, path: str, st: os.stat_result, digest: Digester) -> None:
+def file_digests(items: Sequence[tuple[str, os.stat_result]]) -> list[str]:
+    """`file_digest` of each (path, stat), read on a few threads, without a memo."""
+    return [digest.hex for digest, _ in hash_files(items)]
+
+
+def _per_file(digest: Digester) -> BulkDigester:
+    return lambda items: [digest(path) for path, _ in items]
+
+
+def _line(name: str, path: str, st: os.stat_result) -> Line:
     mode = st.st_mode
     if stat.S_ISLNK(mode):
-        h.update(f"L {name} {os.readlink(path)}\0".encode())
-    elif stat.S_ISDIR(mode):
-        h.update(f"D {name} {stat.S_IMODE(mode):o}\0".encode())
-    elif stat.S_ISREG(mode):
-        h.update(f"F {name} {stat.S_IMODE(mode):o} {digest(path)}\0".encode())
-    else:
-        h.update(f"S {name} {stat.S_IFMT(mode):o} {stat.S_IMODE(mode):o}\0".encode())
+        return f"L {name} {os.readlink(path)}\0"
+    if stat.S_ISDIR(mode):
+        return f"D {name} {stat.S_IMODE(mode):o}\0"
+    if stat.S_ISREG(mode):
+        return f"F {name} {stat.S_IMODE(mode):o} ", path
+    return f"S {name} {stat.S_IFMT(mode):o} {stat.S_IMODE(mode):o}\0"
 
 
 def visit(excluded: Excluded | None, rel: str, is_dir: bool) -> tuple[bool, bool]:
@@ -46,7 +63,8 @@ def visit(excluded: Excluded | None, rel: str, is_dir: bool) -> tuple[bool, bool
     return False, bool(is_dir and could is not None and could(rel))
 
 
-def _walk(h: "hashlib._Hash", root_rel: str, host: str, excluded: Excluded | None, digest: Digester) -> None:
+def _walk(lines: list[Line], files: dict[str, os.stat_result], root_rel: str, host: str,
+          excluded: Excluded | None) -> None:
     with os.scandir(host) as it:
         entries = sorted(it, key=lambda e: e.name)
     for entry in entries:
@@ -54,38 +72,65 @@ def _walk(h: "hashlib._Hash", root_rel: str, host: str, excluded: Excluded | Non
         st = entry.stat(follow_symlinks=False)
         include, descend = visit(excluded, rel, stat.S_ISDIR(st.st_mode))
         if include:
-            _entry(h, rel, entry.path, st, digest)
+            lines.append(_line(rel, entry.path, st))
+            if stat.S_ISREG(st.st_mode):
+                files.setdefault(entry.path, st)
         if descend:
-            _walk(h, rel, entry.path, excluded, digest)
+            _walk(lines, files, rel, entry.path, excluded)
 
 
-def source_checksum(root: str, rel: str, excluded: Excluded | None = None,
-                    digest: Digester = file_digest) -> str:
-    """Checksum of one resolved source (a file, symlink-followed path or directory tree) in the context."""
-    h = hashlib.sha256()
+def _listing(root: str, rel: str, excluded: Excluded | None, files: dict[str, os.stat_result]) -> list[Line]:
+    """The entries of one source in checksum order; its regular files are added to `files` (path → stat)."""
     host = scoped_join(root, rel)
     st = os.stat(host)
-    _entry(h, ".", host, st, digest)
-    if stat.S_ISDIR(st.st_mode):
-        _walk(h, rel, host, excluded, digest)
-    return h.hexdigest()
+    lines = [_line(".", host, st)]
+    if stat.S_ISREG(st.st_mode):
+        files.setdefault(host, st)
+    elif stat.S_ISDIR(st.st_mode):
+        _walk(lines, files, rel, host, excluded)
+    return lines
+
+
+def _hash(lines: list[Line], digests: dict[str, str]) -> str:
+    text = "".join(line if isinstance(line, str) else f"{line[0]}{digests[line[1]]}\0" for line in lines)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _bulk(digest: Digester | None, digests: BulkDigester | None) -> BulkDigester:
+    return digests or (_per_file(digest) if digest is not None else file_digests)
+
+
+def source_checksum(root: str, rel: str, excluded: Excluded | None = None, digest: Digester | None = None,
+                    *, digests: BulkDigester | None = None) -> str:
+    """Checksum of one resolved source (a file, symlink-followed path or directory tree) in the context."""
+    files: dict[str, os.stat_result] = {}
+    lines = _listing(root, rel, excluded, files)
+    return _hash(lines, dict(zip(files, _bulk(digest, digests)(list(files.items())))))
 
 
 def checksum_sources(root: str, patterns: list[str], excluded: Excluded | None = None,
-                     digest: Digester = file_digest) -> dict[str, str | None]:
+                     digest: Digester | None = None, *,
+                     digests: BulkDigester | None = None) -> dict[str, str | None]:
     """pattern → checksum of everything it matches (None when it matches nothing).
 
-    `digest(path)` hashes one file's content; the solver passes the store's stat cache so an unchanged context
-    is re-checked without reading file contents."""
-    out: dict[str, str | None] = {}
+    File contents are hashed by `digests(items)`, called once with every regular file (path, lstat) the
+    patterns reach, or else per file by `digest(path)`; the default reads them on a few threads. The solver
+    passes the store's stat-memoised bulk digester, so an unchanged context is re-checked without reading
+    file contents."""
+    files: dict[str, os.stat_result] = {}
+    listings: dict[str, list[tuple[str, list[Line]]]] = {}
     for pattern in patterns:
         matches = [m for m in expand_glob(root, pattern)
                    if os.path.exists(scoped_join(root, m)) and not (excluded and m and excluded(m))]
-        if not matches:
+        listings[pattern] = [(rel, _listing(root, rel, excluded, files)) for rel in matches]
+    sums = dict(zip(files, _bulk(digest, digests)(list(files.items()))))
+    out: dict[str, str | None] = {}
+    for pattern, listing in listings.items():
+        if not listing:
             out[pattern] = None
             continue
         h = hashlib.sha256()
-        for rel in matches:
-            h.update(f"{rel}\0{source_checksum(root, rel, excluded, digest)}\0".encode())
+        for rel, lines in listing:
+            h.update(f"{rel}\0{_hash(lines, sums)}\0".encode())
         out[pattern] = h.hexdigest()
     return out

@@ -92,7 +92,7 @@ def make_mount(fields: dict[str, str], resolve_stage: Callable[[str], tuple[int,
                     size=fields.get("size", ""))
 
 
-def mount_key_parts(step: Step, context_dir: str | None, excluded, digest, step_keys: dict[int, str]) -> list:
+def mount_key_parts(step: Step, context_dir: str | None, excluded, digests, step_keys: dict[int, str]) -> list:
     """What of a step's mounts enters its cache key (never cache contents or secret values)."""
     op = step.op
     if not isinstance(op, ExecOp) or not op.mounts:
@@ -105,7 +105,8 @@ def mount_key_parts(step: Step, context_dir: str | None, excluded, digest, step_
             if m.from_stage is not None:
                 entry["from"] = step_keys.get(m.from_step) if m.from_step is not None else "scratch"
             elif context_dir:
-                entry["content"] = checksum_sources(context_dir, [clean(m.source) or "."], excluded, digest)
+                entry["content"] = checksum_sources(context_dir, [clean(m.source) or "."], excluded,
+                                                    digests=digests)
         elif m.type in ("cache", "secret"):
             entry.update(id=m.id, mode=m.mode, uid=m.uid, gid=m.gid)
         parts.append(entry)
