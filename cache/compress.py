@@ -2,12 +2,16 @@
 
 `LayerSink` is the file object `layertar.write_layer` writes into. Every byte is fed to a sha256
 (the layer's ``diff_id``) and to a `Compressor`, whose output goes into a `TempBlob` that
-hashes it again (the blob digest). Memory use is constant (one buffer of `BUFFER` bytes).
+hashes it again (the blob digest). Memory use is constant in the layer size.
 
-Compressors are looked up by name in `COMPRESSORS`, so a parallel (pigz-style) gzip writer can
-replace `GzipCompressor` without touching callers. Output is deterministic for equal input:
+Both cores are used: the compressors run worker threads (zstd's own, or the pigz-style gzip
+in `cache.pgzip`), and the diff_id is hashed on a thread of its own once a layer is large enough
+to pay for it (hashlib and the compressors release the GIL on large buffers).
+
+Compressors are looked up by name in `COMPRESSORS`. Output is deterministic for equal input:
 gzip gets a fixed header (mtime 0, no file name, OS 255 "unknown", as Go's compress/gzip);
-zstd uses multi-threaded mode, whose output does not depend on the number of workers.
+zstd uses multi-threaded mode with a fixed job size, whose output does not depend on the number
+of workers.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ import gzip
 import hashlib
 import io
 import os
+import queue
 import struct
+import threading
 import zlib
 from collections.abc import Callable
 from typing import BinaryIO, Protocol
@@ -34,6 +40,10 @@ from cache.model import (
 )
 
 BUFFER = 256 * 1024
+ZSTD_JOB_SIZE = 4 << 20  # zstd's default for level 3 is 8 MiB per job and worker: 4 MiB halves peak memory
+SMALL_WRITE = 64 << 10  # writes below this (tar headers, small files) are gathered first
+CHUNK = 1 << 20  # ... into chunks of this size
+HASH_THREAD_AFTER = 4 << 20  # smaller layers are hashed inline: a thread costs more than it saves
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
@@ -75,13 +85,14 @@ class ZstdCompressor:
     """zstd with worker threads (all CPUs by default).
 
     zstd's multi-threaded mode gives the same bytes for any number of workers >= 1 (but not
-    the same as single-threaded mode, threads=0), so at least one worker is always used.
+    the same as single-threaded mode, threads=0), so at least one worker is always used. The job
+    size is pinned (`ZSTD_JOB_SIZE`): the bytes depend on it, and it bounds memory per worker.
     """
 
     def __init__(self, level: int = 3, threads: int | None = None) -> None:
         workers = max(1, threads if threads is not None else (os.cpu_count() or 1))
-        cctx = zstandard.ZstdCompressor(level=level, threads=workers)
-        self._obj = cctx.compressobj()
+        params = zstandard.ZstdCompressionParameters.from_level(level, threads=workers, job_size=ZSTD_JOB_SIZE)
+        self._obj = zstandard.ZstdCompressor(compression_params=params).compressobj()
 
     def compress(self, data: bytes) -> bytes:
         return self._obj.compress(data)
@@ -108,8 +119,51 @@ COMPRESSORS: dict[str, tuple[Callable[[], Compressor], str]] = {
 }
 
 
+class _DiffHasher:
+    """sha256 of the uncompressed stream, moved onto its own thread once `HASH_THREAD_AFTER` bytes
+    have gone by, so hashing overlaps compression instead of adding to it. Chunks must be bytes
+    (immutable: the caller cannot change them while they wait in the queue)."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self._inline = 0
+        self._queue: queue.Queue[bytes | None] | None = None
+        self._thread: threading.Thread | None = None
+
+    def update(self, chunk: bytes) -> None:
+        if self._queue is not None:
+            self._queue.put(chunk)
+            return
+        self._hash.update(chunk)
+        self._inline += len(chunk)
+        if self._inline >= HASH_THREAD_AFTER:
+            self._queue = queue.Queue(maxsize=4)
+            self._thread = threading.Thread(target=self._run, name="pybuild-diff-id", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        assert self._queue is not None
+        while (chunk := self._queue.get()) is not None:
+            self._hash.update(chunk)
+
+    def hexdigest(self) -> str:
+        self.close()
+        return self._hash.hexdigest()
+
+    def close(self) -> None:
+        """Stop the thread (after the queued chunks); idempotent."""
+        if self._thread is not None:
+            assert self._queue is not None
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+
 class LayerSink(io.RawIOBase):
-    """Writable stream: tar bytes → sha256 (diff_id) → compressor → temp blob (blob digest)."""
+    """Writable stream: tar bytes → sha256 (diff_id) → compressor → temp blob (blob digest).
+
+    Small writes are gathered into `CHUNK`-sized pieces; large ones (tarfile copies file data in
+    1 MiB reads) pass through without a copy."""
 
     def __init__(self, blobs: BlobStore, compression: str = "gzip") -> None:
         super().__init__()
@@ -120,8 +174,8 @@ class LayerSink(io.RawIOBase):
                              f"{', '.join(sorted(COMPRESSORS))}") from None
         self._blobs = blobs
         self._compressor = factory()
-        self._diff = hashlib.sha256()
-        self._buf = bytearray()
+        self._diff = _DiffHasher()
+        self._small = bytearray()
         self._tmp: TempBlob | None = blobs.temp()
         self.uncompressed_size = 0
 
@@ -134,30 +188,45 @@ class LayerSink(io.RawIOBase):
 
     def write(self, data) -> int:  # type: ignore[override]
         n = len(data)
-        self._diff.update(data)
-        self._buf += data
         self.uncompressed_size += n
-        if len(self._buf) >= BUFFER:
-            self._drain()
+        if n >= SMALL_WRITE:
+            self._gathered()
+            self._feed(data if type(data) is bytes else bytes(data))
+        elif n:
+            self._small += data
+            if len(self._small) >= CHUNK:
+                self._gathered()
         return n
 
-    def _drain(self) -> None:
-        assert self._tmp is not None, "write after finish"
-        if self._buf:
-            self._tmp.write(self._compressor.compress(bytes(self._buf)))
-            self._buf.clear()
+    def _gathered(self) -> None:
+        if self._small:
+            self._feed(bytes(self._small))
+            self._small.clear()
+
+    def _feed(self, chunk: bytes) -> None:
+        if self._tmp is None:
+            raise StoreError("layer stream written after finish or discard")
+        self._diff.update(chunk)
+        out = self._compressor.compress(chunk)
+        if out:
+            self._tmp.write(out)
 
     def finish(self) -> tuple[Digest, Descriptor]:
         """End the stream and store the blob; returns (diff_id, blob descriptor)."""
-        self._drain()
+        self._gathered()
         assert self._tmp is not None
         self._tmp.write(self._compressor.flush())
+        diff_id = self._diff.hexdigest()
         tmp, self._tmp = self._tmp, None
         desc = tmp.finish(self._blobs, self.media_type)
-        return Digest.from_hex(self._diff.hexdigest()), desc
+        return Digest.from_hex(diff_id), desc
 
     def discard(self) -> None:
-        """Abandon the blob; idempotent."""
+        """Abandon the blob and stop the worker threads; idempotent."""
+        self._diff.close()
+        stop = getattr(self._compressor, "close", None)
+        if stop is not None:
+            stop()
         if self._tmp is not None:
             self._tmp.discard()
             self._tmp = None

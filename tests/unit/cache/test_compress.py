@@ -1,0 +1,110 @@
+"""LayerSink: diff_id and blob stay right however the stream is cut, and discard leaves nothing behind."""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import random
+import threading
+
+import pytest
+import zstandard
+
+from cache.blobs import BlobStore
+from cache.compress import CHUNK, HASH_THREAD_AFTER, SMALL_WRITE, LayerSink, decompressed
+from cache.errors import StoreError
+
+
+def _payload(n: int) -> bytes:
+    half = n // 2
+    return os.urandom(half) + bytes(random.Random(1).choices(b"abcdefgh\n", k=n - half))
+
+
+def _cuts(data: bytes, rng: random.Random):
+    """Pieces of every kind tarfile and other writers hand over: tiny, around the thresholds, large,
+    as bytes, bytearray and memoryview."""
+    i = 0
+    sizes = (1, 511, 512, SMALL_WRITE - 1, SMALL_WRITE, CHUNK - 3, CHUNK, CHUNK + 7, 3 * CHUNK)
+    while i < len(data):
+        n = rng.choice(sizes)
+        piece = data[i:i + n]
+        kind = rng.randrange(3)
+        yield piece if kind == 0 else bytearray(piece) if kind == 1 else memoryview(piece)
+        i += n
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd", "uncompressed"])
+def test_diff_id_and_blob_for_any_cutting(tmp_path, compression):
+    blobs = BlobStore(tmp_path)
+    data = _payload(HASH_THREAD_AFTER + 5 * CHUNK + 12345)  # long enough for the hashing thread
+    sink = LayerSink(blobs, compression)
+    for piece in _cuts(data, random.Random(compression)):
+        assert sink.write(piece) == len(piece)
+        if isinstance(piece, bytearray):
+            piece[:] = b"\0" * len(piece)  # the caller reuses its buffer: the sink must have copied
+    diff_id, desc = sink.finish()
+    assert diff_id == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert sink.uncompressed_size == len(data)
+    raw = blobs.path_for(desc.digest).read_bytes()
+    assert desc.size == len(raw) and desc.digest == "sha256:" + hashlib.sha256(raw).hexdigest()
+    with open(blobs.path_for(desc.digest), "rb") as f:
+        assert decompressed(f).read() == data
+    if compression == "gzip":
+        assert gzip.decompress(raw) == data
+    elif compression == "zstd":
+        assert zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True).read() == data
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_equal_bytes_equal_blob(tmp_path, compression):
+    data = _payload(3 * CHUNK)
+    digests = set()
+    for seed in range(3):
+        sink = LayerSink(BlobStore(tmp_path / str(seed)), compression)
+        for piece in _cuts(data, random.Random(seed)):
+            sink.write(piece)
+        digests.add(sink.finish()[1].digest)
+    assert len(digests) == 1
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_discard_mid_stream_stops_threads_and_leaves_no_file(tmp_path, compression):
+    blobs = BlobStore(tmp_path)
+    before = {t.ident for t in threading.enumerate()}
+    sink = LayerSink(blobs, compression)
+    data = _payload(HASH_THREAD_AFTER + 2 * CHUNK)
+    sink.write(data)
+    assert any(t.name == "pybuild-diff-id" for t in threading.enumerate())
+    sink.discard()
+    sink.discard()  # idempotent
+    assert not [t for t in threading.enumerate() if t.ident not in before and t.name == "pybuild-diff-id"]
+    assert list(blobs.dir.iterdir()) == []
+    with pytest.raises(StoreError, match="after finish or discard"):
+        sink.write(data)
+
+
+class _LazyHasher:
+    """Keeps the chunks it is given and hashes them only at the end, as a lagging thread would."""
+
+    def __init__(self) -> None:
+        self.chunks: list = []
+
+    def update(self, chunk) -> None:
+        self.chunks.append(chunk)
+
+    def hexdigest(self) -> str:
+        return hashlib.sha256(b"".join(self.chunks)).hexdigest()
+
+    def close(self) -> None:
+        pass
+
+
+def test_buffers_reused_by_the_caller_are_copied_before_queueing(tmp_path, monkeypatch):
+    monkeypatch.setattr("cache.compress._DiffHasher", _LazyHasher)
+    data = _payload(4 * CHUNK)
+    sink = LayerSink(BlobStore(tmp_path), "zstd")
+    buf = bytearray(CHUNK)
+    for i in range(0, len(data), CHUNK):
+        buf[:] = data[i:i + CHUNK]
+        sink.write(memoryview(buf) if i % 2 else buf)
+    assert sink.finish()[0] == "sha256:" + hashlib.sha256(data).hexdigest()
