@@ -19,6 +19,7 @@ from builder.plan.keys import CacheKey, step_key
 from builder.plan.steps import FileOp, Step, StepGraph
 from builder.progress import events as ev
 from builder.explain import explain_miss
+from cache import Interrupted
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +231,12 @@ class Solver:
             return None
         if record.layer is not None and not self.store.has_blob(record.layer.blob.digest):
             return None
-        layers = (record.layer,) if record.layer is not None else ()
+        layers = ()
+        if record.layer is not None:  # asked for another --compression: the same layer, re-compressed once
+            try:
+                layers = (self.store.layer_as(record.layer, self.options.compression, cancelled=self.cancel.is_set),)
+            except Interrupted:
+                raise BuildCancelled() from None
         return StepResult(key, snapshot, layers, record.created, True)
 
     def _mount_sources(self, step: Step):

@@ -25,6 +25,7 @@ from typing import Any, BinaryIO
 
 from cache import gc, locks, refs
 from cache.blobs import BlobStore
+from cache.compress import media_type_for, recompress, sniffed_media_type
 from cache.errors import BlobNotFound, CorruptBlob, Interrupted, LockTimeout, StoreError
 from cache.index import Index
 from cache.layertar import source_date_epoch as env_source_date_epoch
@@ -150,6 +151,29 @@ class Store:
     def import_layer(self, parent: Snapshot | None, blob: Descriptor) -> Snapshot:
         """Unpack a stored layer blob (gzip/zstd/tar, sniffed) into a snapshot over ``parent``."""
         return self._snapshots.import_layer(parent, blob)
+
+    def layer_as(self, layer: Layer, compression: str, cancelled: Callable[[], bool] | None = None) -> Layer:
+        """The same layer as a blob in ``compression``: ``layer`` itself if it already is, a variant
+        made earlier, or a new blob re-compressed from it (then remembered). The diff_id never
+        changes; a blob whose content does not match it raises CorruptBlob. ``cancelled`` as in commit()."""
+        media_type = media_type_for(compression)
+        if layer.blob.media_type == media_type:
+            return layer
+        for digest in self._index.blobs_for(layer.diff_id):
+            if digest == layer.blob.digest or not self._blobs.has(digest):
+                continue
+            path = self._blobs.path(digest)
+            with open(path, "rb") as f:
+                if sniffed_media_type(f.read(4)) == media_type:
+                    return Layer(layer.diff_id, Descriptor(media_type, Digest(digest), os.fstat(f.fileno()).st_size))
+        with self.open_blob(layer.blob.digest) as src:
+            diff_id, blob = recompress(self._blobs, src, compression, cancelled)
+        if diff_id != layer.diff_id:
+            raise StoreError(f"layer blob {layer.blob.digest} unpacks to {diff_id}, not {layer.diff_id}",
+                             path=self._blobs.path_for(layer.blob.digest))
+        variant = Layer(diff_id, blob)
+        self._index.add_layer(variant)
+        return variant
 
     def snapshot(self, snap_id: int) -> Snapshot:
         """A committed snapshot; raises StoreError if missing."""

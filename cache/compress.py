@@ -30,7 +30,7 @@ from typing import BinaryIO, Protocol
 import zstandard
 
 from cache.blobs import BlobStore, TempBlob
-from cache.errors import StoreError
+from cache.errors import Interrupted, StoreError
 from cache.model import (
     MEDIA_TYPE_LAYER_GZIP,
     MEDIA_TYPE_LAYER_TAR,
@@ -167,11 +167,8 @@ class LayerSink(io.RawIOBase):
 
     def __init__(self, blobs: BlobStore, compression: str = "gzip") -> None:
         super().__init__()
-        try:
-            factory, self.media_type = COMPRESSORS[compression]
-        except KeyError:
-            raise StoreError(f"unknown compression {compression!r}: want one of "
-                             f"{', '.join(sorted(COMPRESSORS))}") from None
+        self.media_type = media_type_for(compression)
+        factory = COMPRESSORS[compression][0]
         self._blobs = blobs
         self._compressor = factory()
         self._diff = _DiffHasher()
@@ -232,13 +229,49 @@ class LayerSink(io.RawIOBase):
             self._tmp = None
 
 
+def media_type_for(compression: str) -> str:
+    """The layer media type a compression name produces; StoreError for unknown names."""
+    try:
+        return COMPRESSORS[compression][1]
+    except KeyError:
+        raise StoreError(f"unknown compression {compression!r}: want one of "
+                         f"{', '.join(sorted(COMPRESSORS))}") from None
+
+
+def sniffed_media_type(head: bytes) -> str:
+    """The layer media type of a blob, from its first four bytes."""
+    if head.startswith(GZIP_MAGIC):
+        return MEDIA_TYPE_LAYER_GZIP
+    if head.startswith(ZSTD_MAGIC):
+        return MEDIA_TYPE_LAYER_ZSTD
+    return MEDIA_TYPE_LAYER_TAR
+
+
+def recompress(blobs: BlobStore, src: BinaryIO, compression: str,
+               cancelled: Callable[[], bool] | None = None) -> tuple[Digest, Descriptor]:
+    """Stream a stored layer blob (any format) into a new blob in ``compression``; returns
+    (diff_id of the content, new blob). ``cancelled`` is polled per 1 MiB; once it says stop,
+    `Interrupted` is raised and nothing is kept."""
+    sink = LayerSink(blobs, compression)
+    try:
+        tar = decompressed(src)
+        while chunk := tar.read(CHUNK):
+            if cancelled is not None and cancelled():
+                raise Interrupted("layer re-compression interrupted")
+            sink.write(chunk)
+        return sink.finish()
+    except BaseException:
+        sink.discard()
+        raise
+
+
 def decompressed(f: BinaryIO) -> BinaryIO:
     """Wrap a (raw) blob stream so it yields the tar bytes; the format is sniffed from magic."""
     buffered = io.BufferedReader(f, BUFFER) if not hasattr(f, "peek") else f
-    head = buffered.peek(4)[:4]  # type: ignore[attr-defined]
-    if head.startswith(GZIP_MAGIC):
+    kind = sniffed_media_type(buffered.peek(4)[:4])  # type: ignore[attr-defined]
+    if kind == MEDIA_TYPE_LAYER_GZIP:
         return gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[return-value]
-    if head.startswith(ZSTD_MAGIC):
+    if kind == MEDIA_TYPE_LAYER_ZSTD:
         dctx = zstandard.ZstdDecompressor()
         return dctx.stream_reader(buffered, read_across_frames=True, closefd=True)  # type: ignore[return-value]
     return buffered  # type: ignore[return-value]

@@ -183,6 +183,15 @@ class Index:
                           " AND state='ready' ORDER BY id LIMIT 1", (parent, diff_id))
         return self._snap(rows[0]) if rows else None
 
+    def add_layer(self, layer: Layer) -> None:
+        """Remember that ``layer.blob`` holds ``layer.diff_id`` (another compression of a known layer)."""
+        with self.write() as db:
+            db.execute("INSERT OR IGNORE INTO layers VALUES (?, ?)", (layer.blob.digest, layer.diff_id))
+
+    def blobs_for(self, diff_id: str) -> list[str]:
+        """Every blob known to hold this diff_id (in any compression; some may be pruned since)."""
+        return [r[0] for r in self.query("SELECT blob FROM layers WHERE diff_id=? ORDER BY blob", (diff_id,))]
+
     def diff_id_for(self, blob: str) -> str | None:
         rows = self.query("SELECT diff_id FROM layers WHERE blob=?", (blob,))
         return rows[0][0] if rows else None

@@ -1,7 +1,9 @@
 """Issue 4 acceptance 2: the cache behaviour table — a rebuild does exactly the work that changed."""
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
 import re
 import shutil
@@ -9,6 +11,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import zstandard
 
 pytestmark = pytest.mark.slow
 
@@ -117,6 +120,39 @@ def test_tar_context_on_stdin_and_dockerfile_outside(pybuild, ctx, tmp_path):
     expect(build(pybuild, ctx, "-f", str(outside)), None)
     proc = pybuild("--progress", "plain", "-f", "-", str(ctx), input=DOCKERFILE.encode())
     expect(cached_steps(proc), None)
+
+
+def oci_layers(layout: Path) -> tuple[list[dict], list[str]]:
+    """(manifest layers, config diff_ids) of the only image in an OCI layout."""
+    blob = lambda d: layout / "blobs" / "sha256" / d.removeprefix("sha256:")  # noqa: E731
+    [entry] = json.loads((layout / "index.json").read_text())["manifests"]
+    manifest = json.loads(blob(entry["digest"]).read_text())
+    config = json.loads(blob(manifest["config"]["digest"]).read_text())
+    return manifest["layers"], config["rootfs"]["diff_ids"]
+
+
+def test_compression_change_keeps_steps_cached_and_their_layers_follow_it(pybuild, ctx, tmp_path):
+    """A cached step's layer is re-compressed (once) when another --compression is asked for; the base
+    image's layers stay as they are (BuildKit's default, without force-compression)."""
+    out = {name: tmp_path / name for name in ("gz", "zst", "gz2", "zst2")}
+    expect(build(pybuild, ctx, "--output", f"type=oci,dest={out['gz']}"), None)
+    expect(build(pybuild, ctx, "--compression", "zstd", "--output", f"type=oci,dest={out['zst']}"), None)
+    expect(build(pybuild, ctx, "--output", f"type=oci,dest={out['gz2']}"), None)
+    expect(build(pybuild, ctx, "--compression", "zstd", "--output", f"type=oci,dest={out['zst2']}"), None)
+    gz, diff_ids = oci_layers(out["gz"])
+    zst, zst_diff_ids = oci_layers(out["zst"])
+    assert zst_diff_ids == diff_ids
+    steps = 6  # RUN, COPY, RUN, COPY, RUN, COPY (ARG makes no layer)
+    assert {layer["mediaType"] for layer in gz} == {"application/vnd.oci.image.layer.v1.tar+gzip"}
+    assert [layer["mediaType"].rsplit("+", 1)[1] for layer in zst] == ["gzip"] * (len(gz) - steps) + ["zstd"] * steps
+    assert zst[:-steps] == gz[:-steps]
+    for layer, diff_id in zip(zst[-steps:], diff_ids[-steps:]):
+        raw = (out["zst"] / "blobs" / "sha256" / layer["digest"].removeprefix("sha256:")).read_bytes()
+        assert raw.startswith(b"\x28\xb5\x2f\xfd") and layer["size"] == len(raw)
+        tar = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True).read()
+        assert "sha256:" + hashlib.sha256(tar).hexdigest() == diff_id
+    assert oci_layers(out["gz2"])[0] == gz  # the original blobs, not new ones
+    assert oci_layers(out["zst2"])[0] == zst  # the variant made once is reused
 
 
 def test_explain_cache_names_the_changed_input(pybuild, ctx):

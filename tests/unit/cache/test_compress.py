@@ -12,7 +12,8 @@ import zstandard
 
 from cache.blobs import BlobStore
 from cache.compress import CHUNK, HASH_THREAD_AFTER, SMALL_WRITE, LayerSink, decompressed
-from cache.errors import StoreError
+from cache.errors import Interrupted, StoreError
+from cache.model import Digest
 
 
 def _payload(n: int) -> bytes:
@@ -108,3 +109,44 @@ def test_buffers_reused_by_the_caller_are_copied_before_queueing(tmp_path, monke
         buf[:] = data[i:i + CHUNK]
         sink.write(memoryview(buf) if i % 2 else buf)
     assert sink.finish()[0] == "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _big_layer(store):
+    m = store.prepare(None)
+    (m.upper / "data.bin").write_bytes(_payload(3 * CHUNK))
+    (m.upper / "small.txt").write_text("x\n")
+    return store.commit(m, compression="gzip")[1]
+
+
+def test_layer_as_recompresses_once_and_keeps_the_diff_id(store):
+    layer = _big_layer(store)
+    assert store.layer_as(layer, "gzip") is layer
+    zst = store.layer_as(layer, "zstd")
+    assert zst.diff_id == layer.diff_id and zst.blob.media_type.endswith("+zstd")
+    assert zst.blob.digest != layer.blob.digest
+    store.verify_blob(zst.blob.digest)
+    with store.open_blob(zst.blob.digest) as a, store.open_blob(layer.blob.digest) as b:
+        assert decompressed(a).read() == decompressed(b).read()
+    assert store.layer_as(layer, "zstd") == zst  # found again, not made again
+    assert store.layer_as(zst, "gzip") == layer  # and back: the original blob
+    raw = store.layer_as(layer, "uncompressed")
+    assert raw.blob.media_type.endswith(".tar") and raw.blob.size > 3 * CHUNK
+    with pytest.raises(StoreError, match="unknown compression 'lz4'"):
+        store.layer_as(layer, "lz4")
+
+
+def test_layer_as_refuses_a_blob_that_does_not_hold_the_diff_id(store):
+    layer = _big_layer(store)
+    wrong = type(layer)(Digest.from_hex("0" * 64), layer.blob)
+    with pytest.raises(StoreError, match="unpacks to sha256:"):
+        store.layer_as(wrong, "zstd")
+
+
+def test_layer_as_cancelled_keeps_nothing(store):
+    layer = _big_layer(store)
+    before = set(store.blob_path(layer.blob.digest).parent.iterdir())
+    polls = []
+    with pytest.raises(Interrupted):
+        store.layer_as(layer, "zstd", cancelled=lambda: polls.append(1) or len(polls) > 2)
+    assert set(store.blob_path(layer.blob.digest).parent.iterdir()) == before
+    assert store.layer_as(layer, "zstd").blob.media_type.endswith("+zstd")
