@@ -5,10 +5,11 @@
 hashes it again (the blob digest). Memory use is constant in the layer size.
 
 Both cores are used: the compressors run worker threads (zstd's own, or the pigz-style gzip
-in `cache.pgzip`), and the diff_id is hashed on a thread of its own once a layer is large enough
+in `cache.pargzip`), and the diff_id is hashed on a thread of its own once a layer is large enough
 to pay for it (hashlib and the compressors release the GIL on large buffers).
 
-Compressors are looked up by name in `COMPRESSORS`. Output is deterministic for equal input:
+Compressors are looked up by name in `COMPRESSORS`; `GzipCompressor` (one thread) stays as the
+reference the parallel one is tested against. Output is deterministic for equal input:
 gzip gets a fixed header (mtime 0, no file name, OS 255 "unknown", as Go's compress/gzip);
 zstd uses multi-threaded mode with a fixed job size, whose output does not depend on the number
 of workers.
@@ -31,6 +32,7 @@ import zstandard
 
 from cache.blobs import BlobStore, TempBlob
 from cache.errors import Interrupted, StoreError
+from cache.pargzip import ParallelGzipCompressor
 from cache.model import (
     MEDIA_TYPE_LAYER_GZIP,
     MEDIA_TYPE_LAYER_TAR,
@@ -113,7 +115,7 @@ class Identity:
 
 # name -> (factory, blob media type). Swap an entry to change the writer for that format.
 COMPRESSORS: dict[str, tuple[Callable[[], Compressor], str]] = {
-    "gzip": (GzipCompressor, MEDIA_TYPE_LAYER_GZIP),
+    "gzip": (ParallelGzipCompressor, MEDIA_TYPE_LAYER_GZIP),
     "zstd": (ZstdCompressor, MEDIA_TYPE_LAYER_ZSTD),
     "uncompressed": (Identity, MEDIA_TYPE_LAYER_TAR),
 }
