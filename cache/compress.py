@@ -5,7 +5,7 @@
 hashes it again (the blob digest). Memory use is constant in the layer size.
 
 Both cores are used: the compressors run worker threads (zstd's own, or the pigz-style gzip
-in `cache.pargzip`), and the diff_id is hashed on a thread of its own once a layer is large enough
+in `cache.pgzip`), and the diff_id is hashed on a thread of its own once a layer is large enough
 to pay for it (hashlib and the compressors release the GIL on large buffers).
 
 Compressors are looked up by name in `COMPRESSORS`; `GzipCompressor` (one thread) stays as the
@@ -32,7 +32,7 @@ import zstandard
 
 from cache.blobs import BlobStore, TempBlob
 from cache.errors import Interrupted, StoreError
-from cache.pargzip import ParallelGzipCompressor
+from cache.pgzip import ParallelGzipCompressor
 from cache.model import (
     MEDIA_TYPE_LAYER_GZIP,
     MEDIA_TYPE_LAYER_TAR,
