@@ -279,7 +279,7 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
 
     started = time.monotonic()
     text, name = read_dockerfile(opts)
-    dockerfile = grammar.parse(text, filename=name)
+    dockerfile = grammar.parse_memo(text, filename=name)
     outputs = push_outputs([parse_output(o) for o in opts.outputs], opts.push)
     check_outputs(outputs, opts.tags)
     if not os.path.isdir(opts.context):

@@ -3,6 +3,8 @@
     df = grammar.parse(text, filename="Dockerfile")
     for stage in df.stages: ...
 
+`grammar.parse_memo` gives the same AST from an on-disk memo when that exact parse was done before (memo.py).
+
 Pipeline: prelex.py (directives, continuations, heredocs, source map) → parser.py (lexer +
 lark LALR over dockerfile.lark) → transform.py (nodes, BuildKit's instruction checks) → stages.
 Any rejected input raises DockerfileSyntaxError, and nothing else.
@@ -11,9 +13,10 @@ from __future__ import annotations
 
 from grammar import nodes
 from grammar.errors import DockerfileSyntaxError
+from grammar.memo import parse_memo  # noqa: F401  (re-exported)
 from grammar.nodes import *  # noqa: F401,F403  (re-exported: grammar.Run, grammar.Span, ...)
 
-__all__ = ["parse", "DockerfileSyntaxError", "nodes"] + [n for n in dir(nodes) if n[:1].isupper()]
+__all__ = ["parse", "parse_memo", "DockerfileSyntaxError", "nodes"] + [n for n in dir(nodes) if n[:1].isupper()]
 
 
 def parse(text: str, *, filename: str = "Dockerfile", strict: bool = True) -> nodes.Dockerfile:

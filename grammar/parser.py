@@ -235,8 +235,9 @@ _parser: Lark | None = None
 
 def cache_path() -> str:
     """Where lark's analysed grammar is cached (per user, per grammar and lark version)."""
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(root, "pybuild", "grammar-lalr.cache")
+    from grammar.memo import cache_root
+
+    return os.path.join(cache_root(), "grammar-lalr.cache")
 
 
 def get_parser(transformer: Any) -> Lark:

@@ -20,7 +20,6 @@ import os
 import re
 import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,6 +159,8 @@ class Registry:
         self.base = f"{'http' if insecure or is_loopback(host) else 'https'}://{host}"
         self.timeout = timeout
         self._auth: dict[str, str] = {}  # scope ("" for Basic) → Authorization header value
+        import urllib.request  # here, not at the top: ~12 ms (http.client, email, ssl) a local build skips
+
         self._opener = urllib.request.build_opener()
 
     # --- requests ------------------------------------------------------------------------
@@ -169,6 +170,8 @@ class Registry:
 
         ``path`` is /v2/... or an absolute URL (an upload Location). A Path body is streamed from the file.
         Returns None for a 404 when ``missing_ok``; raises RegistryError for any other failure."""
+        import urllib.request
+
         url = urllib.parse.urljoin(self.base + "/", path)
         for attempt in (0, 1):
             req = urllib.request.Request(url, method=method, headers=dict(headers or {}))
@@ -228,6 +231,8 @@ class Registry:
             return False
         query = [("service", params["service"])] if "service" in params else []
         query += [("scope", s) for s in (scope or params.get("scope", "")).split(" ") if s]
+        import urllib.request
+
         req = urllib.request.Request(params["realm"] + ("?" + urllib.parse.urlencode(query) if query else ""))
         if basic:
             req.add_unredirected_header("Authorization", basic)
