@@ -220,6 +220,16 @@ def test_writes_land_in_the_upperdir_only(box):
     assert os.major(whiteout.st_rdev) == 0 and os.minor(whiteout.st_rdev) == 0  # overlay whiteout
 
 
+def test_the_root_overlay_is_volatile_and_its_upper_can_be_used_again(box):
+    """volatile: no sync of the upper at unmount (the store syncs at commit); the kernel marks the work dir
+    so it refuses a second mount, which the sandbox clears for a work dir its own container left."""
+    root = [line for line in box.output("cat /proc/self/mountinfo").splitlines() if line.split()[4] == "/"]
+    assert root and "volatile" in root[0].split(" - ")[1]
+    box.output("echo first > /again")
+    assert box.output("cat /again; echo second >> /again; cat /again") == "first\nfirst\nsecond\n"
+    assert (box.upper / "again").read_text() == "first\nsecond\n"
+
+
 def test_true_leaves_an_empty_layer(box):
     """The image has no /proc, /dev, /sys, /etc/hosts: their mount stubs must not be committed."""
     box.output("true")

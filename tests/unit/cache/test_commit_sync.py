@@ -1,0 +1,53 @@
+"""A committed snapshot is synced to disk before the index calls it ready (cache.snapshots.SyncFs).
+
+Build containers mount their overlay `volatile` (nothing syncs at unmount), so this sync is what makes a
+'ready' snapshot survive a crash; it runs on its own thread from the start of the commit."""
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+
+from cache import StoreError, snapshots
+
+
+def test_the_sync_starts_with_the_commit_and_ends_before_the_row_is_written(store, monkeypatch):
+    events: list[str] = []
+    real_sync, real_insert = snapshots.SyncFs, store._index.insert_pending
+
+    class Recorded(real_sync):
+        def __init__(self, path):
+            events.append(f"sync started on {os.path.basename(path)}")
+            super().__init__(path)
+
+        def wait(self):
+            super().wait()
+            events.append("sync done")
+
+    def insert(*args, **kwargs):
+        events.append("row inserted")
+        return real_insert(*args, **kwargs)
+
+    monkeypatch.setattr(snapshots, "SyncFs", Recorded)
+    monkeypatch.setattr(store._index, "insert_pending", insert)
+    m = store.prepare(None)
+    (m.upper / "f").write_bytes(os.urandom(1 << 20))
+    snap, layer = store.commit(m, compression="gzip")
+    assert events == ["sync started on upper", "sync done", "row inserted"]
+    assert snap.path.joinpath("f").stat().st_size == 1 << 20
+
+
+def test_syncfs_runs_on_its_own_thread_and_succeeds(tmp_path):
+    (tmp_path / "f").write_bytes(b"x" * 4096)
+    before = {t.name for t in threading.enumerate()}
+    sync = snapshots.SyncFs(tmp_path)
+    sync.wait()
+    assert sync.error is None
+    assert "pybuild-syncfs" not in {t.name for t in threading.enumerate()} - before
+
+
+def test_a_sync_that_cannot_open_its_directory_fails_the_wait(tmp_path):
+    sync = snapshots.SyncFs(tmp_path / "missing")
+    with pytest.raises(StoreError, match="cannot write the snapshot to disk"):
+        sync.wait()
