@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -114,8 +115,15 @@ def run_scenarios(bench: Bench, only: set[str], context: Path, limits: limits_mo
     return rows
 
 
+def _terminated(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C: the running build's process group is killed and
+    # the stores, daemons and mounts below the temp directory are removed by the `finally` below.
+    signal.signal(signal.SIGTERM, _terminated)
     sizes = Sizes.quick() if args.quick else Sizes.full()
     before = mount_table()
     tmp = Path(tempfile.mkdtemp(prefix="pybuild-bench-", dir=args.tmp))

@@ -78,18 +78,25 @@ def _last_int(text: str) -> int:
 
 
 def _wait(proc: subprocess.Popen, started: float, timeout: float, argv: list[str]) -> tuple[int, int]:
-    """(wait status, ru_maxrss in KiB of the direct child)."""
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid == proc.pid:
-            proc.returncode = os.waitstatus_to_exitcode(status)  # so Popen does not wait again
-            return status, usage.ru_maxrss
-        if time.perf_counter() - started > timeout:
+    """(wait status, ru_maxrss in KiB of the direct child). Interrupted (Ctrl-C, SIGTERM), or timed out, it
+    kills the child's process group (its own session: a terminal's Ctrl-C does not reach it) and reaps it."""
+    try:
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid == proc.pid:
+                proc.returncode = os.waitstatus_to_exitcode(status)  # so Popen does not wait again
+                return status, usage.ru_maxrss
+            if time.perf_counter() - started > timeout:
+                raise BenchError(f"timed out after {timeout:.0f}s: {' '.join(argv)}")
+            time.sleep(0.002)
+    except BaseException:
+        try:
             os.killpg(proc.pid, 9)
-            os.wait4(proc.pid, 0)
-            proc.returncode = -9
-            raise BenchError(f"timed out after {timeout:.0f}s: {' '.join(argv)}")
-        time.sleep(0.002)
+        except ProcessLookupError:
+            pass
+        os.wait4(proc.pid, 0)
+        proc.returncode = -9
+        raise
 
 
 def daemon_peak_reset(pid: int) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from bench.data import big_context, copy_dockerfile, stages_dockerfile, touch_all, write_dockerfile
+from bench.data import copy_dockerfile, stages_dockerfile, touch_all, write_dockerfile
 from bench.harness import PYBUILD, Bench, Row
 from bench.limits import Limits
 from bench.tools import Tool

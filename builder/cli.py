@@ -156,8 +156,6 @@ def cmd_store(name: str, argv: list[str]) -> int:
 
 def render_error(exc: BaseException) -> str:
     """One screen: what, where (the offending lines), how to fix."""
-    from rich.markup import escape  # noqa: F401  (rich is the renderer for the tty display)
-
     if isinstance(exc, PybuildError):
         lines = [f"error: {exc.message}"]
         if exc.context:

@@ -5,7 +5,6 @@ import argparse
 import json
 import os
 import re
-import sys
 import time
 
 from rich.console import Console

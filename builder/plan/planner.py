@@ -10,7 +10,7 @@ from typing import Callable
 
 from builder.errors import PybuildError
 from builder.plan import dispatch
-from builder.plan.bases import BaseImage, resolve_base
+from builder.plan.bases import BaseImage
 from builder.plan.imageconfig import ImageConfig, host_architecture
 from builder.plan.steps import HistoryItem, StagePlan, StepGraph
 from grammar import nodes
