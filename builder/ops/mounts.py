@@ -144,10 +144,24 @@ def _cache_dir(store, m: RunMount, stack: ExitStack) -> str:
         return fresh
 
 
+def _stage_mount(m: RunMount, sources: MountSources, stack: ExitStack):
+    """`from=<stage or image>`: that root's layers, merged by the sandbox; rw writes go to a throw-away upper."""
+    from builder.sandbox.spec import Mount
+
+    snapshot = sources.snapshots.get(m.from_step) if m.from_step is not None else None
+    lowers = tuple(str(p) for p in sources.store.lowerdirs(snapshot))
+    upper = work = None
+    if not m.readonly:
+        scratch = tempfile.mkdtemp(prefix="pybuild-rwbind-")
+        stack.callback(shutil.rmtree, scratch, True)
+        upper, work = os.path.join(scratch, "upper"), os.path.join(scratch, "work")
+        os.mkdir(upper, 0o755)
+        os.mkdir(work, 0o700)
+    return Mount(type="overlay", source="/" + clean(m.source), target=m.target, readonly=m.readonly,
+                 lowerdirs=lowers, upperdir=upper, workdir=work)
+
+
 def _bind_source(m: RunMount, sources: MountSources, stack: ExitStack) -> str:
-    if m.from_stage is not None:
-        raise PybuildError("RUN --mount=type=bind,from=<stage> is not supported yet",
-                           hint="COPY --from the stage, then use the files", reference="invalid-mount")
     if not sources.context_dir:
         raise PybuildError("a bind mount needs a build context", reference="invalid-mount")
     host = scoped_join(sources.context_dir, clean(m.source))
@@ -194,6 +208,8 @@ def realise(op: ExecOp, sources: MountSources, stack: ExitStack) -> tuple:
         elif m.type == "cache":
             out.append(Mount(type="bind", source=_cache_dir(sources.store, m, stack), target=m.target,
                              readonly=m.readonly))
+        elif m.type == "bind" and m.from_stage is not None:
+            out.append(_stage_mount(m, sources, stack))
         elif m.type == "bind":
             out.append(Mount(type="bind", source=_bind_source(m, sources, stack), target=m.target,
                              readonly=m.readonly))

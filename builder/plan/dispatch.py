@@ -8,7 +8,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Callable
 
 from builder.errors import PybuildError
-from builder.plan.steps import ExecOp, FileAction, FileOp, HistoryItem
+from builder.plan.steps import IMAGE_ROOT, ExecOp, FileAction, FileOp, HistoryItem
 from grammar import nodes
 
 if TYPE_CHECKING:
@@ -205,6 +205,8 @@ def _run_mounts(p: "Planner", st: "StageState", inst: nodes.Run) -> tuple:
 
     def stage(name: str) -> tuple[int, int | None]:
         index = int(name) if name.isdigit() else p._stage_ref(name)
+        if index is None and not name.isdigit():  # as in BuildKit: not a stage, so an image
+            return IMAGE_ROOT, p.image_root(name, st.index, inst.span)
         if index is None or index >= st.index:
             raise PybuildError(f"{inst.span}: --mount from={name}: no such stage before this one",
                                context=inst.original, reference="invalid-mount")
@@ -269,7 +271,16 @@ def dispatch_copy(p: "Planner", st: "StageState", inst: nodes.Copy) -> None:
 
 
 def _copy_from(p: "Planner", st: "StageState", inst: nodes.Copy, op: FileOp, source: str) -> FileOp:
+    """--from=<stage name or index>, else (as in BuildKit) an image reference: its root is the source."""
     index = int(source) if source.isdigit() else p._stage_ref(source)
+    if index is None and not source.isdigit():
+        try:
+            step = p.image_root(source, st.index, inst.span)
+        except PybuildError as exc:
+            raise PybuildError(f"{inst.span}: COPY --from={source}: {exc.message}", hint=exc.hint or
+                               "--from names a previous stage (FROM ... AS name), its index, or an image",
+                               context=inst.original, reference=exc.reference) from exc
+        return replace(op, from_stage=IMAGE_ROOT, from_step=step)
     if index is None or index >= st.index:
         raise PybuildError(f"{inst.span}: COPY --from={source}: no such stage before this one",
                            hint="name a previous stage (FROM ... AS name) or its index",

@@ -58,6 +58,17 @@ class Planner:
     def __post_init__(self) -> None:
         self.lex = ShellLex(self.dockerfile.escape)
         self.global_args: dict[str, str | None] = {}
+        self._image_roots: dict[str, int | None] = {}
+
+    def image_root(self, image: str, stage: int, span: nodes.Span) -> int | None:
+        """The step holding the root of an image named by `COPY --from=` or `RUN --mount=...,from=` (None:
+        scratch), made once per image: BuildKit treats a from that names no stage as an image reference."""
+        if image not in self._image_roots:
+            source = self.resolve_image(image).source
+            step = None if source is None else self.graph.add(stage=stage, kind="source", op=source, parent=None,
+                                                             created_by=f"FROM {image}", span=span).id
+            self._image_roots[image] = step
+        return self._image_roots[image]
 
     def expand(self, word: str, env: dict[str, str], span: nodes.Span) -> str:
         try:

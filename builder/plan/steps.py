@@ -40,7 +40,7 @@ class RunMount:
     type: str  # "bind" | "cache" | "tmpfs" | "secret"
     target: str
     source: str = ""
-    from_stage: int | None = None  # from=<stage>: source inside that stage's root
+    from_stage: int | None = None  # from=<stage>: source inside that stage's root (IMAGE_ROOT: an image)
     from_step: int | None = None
     id: str = ""
     sharing: str = "shared"  # cache: shared | private | locked
@@ -80,10 +80,14 @@ class FileAction:
                 "chmod": self.chmod, "extract": self.extract, "content": self.content, "path": self.dest}
 
 
+IMAGE_ROOT = -1  # from_stage of `COPY --from=<image>` / `--mount=...,from=<image>`: an image, not a stage
+
+
 @dataclass(frozen=True, slots=True)
 class FileOp:
     actions: tuple[FileAction, ...]
     from_stage: int | None = None  # COPY --from=<stage>: sources come from that stage's root, else the context
+    # (IMAGE_ROOT for --from=<image>: from_step is then the image's source step)
     from_step: int | None = None  # that stage's last step (None with from_stage set: an empty root)
 
 

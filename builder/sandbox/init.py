@@ -198,7 +198,7 @@ def setup_container(spec: ContainerSpec, host_resolv: str | None) -> rf.Rootfs:
     scratch = rf.mount_scratch()
     rootfs = rf.mount_overlay(host, scratch)
     rf.mount_proc_dev_sys(rootfs, sysfs=spec.sysfs)
-    rf.mount_user(rootfs, spec.mounts, host.binds)
+    rf.mount_user(rootfs, spec.mounts, host.binds, host.overlays)
     rf.mount_generated_files(rootfs, spec, scratch, host_resolv)
     host.close()
     # A missing working directory is created and stays in the layer, as docker does for WORKDIR.

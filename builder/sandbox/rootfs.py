@@ -19,6 +19,7 @@ import errno
 import os
 import shutil
 import stat
+import tempfile
 from dataclasses import dataclass, field
 
 from builder.sandbox import syscalls as sc
@@ -50,6 +51,15 @@ class Rootfs:
     stub_mounts: list[str] = field(default_factory=list)  # container paths mounted over stubs
 
 
+@dataclass(frozen=True)
+class OverlayPaths:
+    """/proc/self/fd paths of an overlay mount's directories (see HostPaths)."""
+
+    lowers: tuple[str, ...]
+    upper: str | None
+    work: str | None
+
+
 class HostPaths:
     """O_PATH descriptors for the spec's host directories and files, opened before the scratch tmpfs
     can hide them; each is mounted through its /proc/self/fd/N magic link."""
@@ -61,6 +71,10 @@ class HostPaths:
         self.work = None if spec.workdir is None else self._open(spec.workdir, "overlay work directory")
         self.binds = {i: self._open(m.source, "bind mount source")
                       for i, m in enumerate(spec.mounts) if m.type == "bind"}
+        self.overlays = {i: OverlayPaths(tuple(self._open(d, "mounted stage layer") for d in m.lowerdirs),
+                                         None if m.upperdir is None else self._open(m.upperdir, "upper directory"),
+                                         None if m.workdir is None else self._open(m.workdir, "work directory"))
+                         for i, m in enumerate(spec.mounts) if m.type == "overlay"}
 
     def _open(self, path: str, what: str) -> str:
         try:
@@ -199,15 +213,20 @@ def mount_generated_files(rootfs: Rootfs, spec: ContainerSpec, scratch: str, hos
         sc.mount(source, target, None, sc.MS_BIND)
 
 
-def mount_user(rootfs: Rootfs, mounts: tuple[Mount, ...], sources: dict[int, str]) -> None:
-    """Bind and tmpfs mounts of the spec, shallowest target first (parents before children)."""
+def mount_user(rootfs: Rootfs, mounts: tuple[Mount, ...], sources: dict[int, str],
+               overlays: dict[int, OverlayPaths] | None = None) -> None:
+    """Bind, tmpfs and overlay mounts of the spec, shallowest target first (parents before children)."""
     order = sorted(range(len(mounts)), key=lambda i: len([p for p in mounts[i].target.split("/") if p]))
     for index in order:
         item = mounts[index]
         try:
+            if item.type == "overlay":
+                _mount_overlay(rootfs, item, (overlays or {})[index])
+                continue
             _mount_one(rootfs, item, sources.get(index))
         except OSError as exc:
-            reason = os.strerror(exc.errno) if exc.errno else str(exc)  # not the scratch paths
+            # our own messages as they are; a syscall's errno alone (its text names scratch paths)
+            reason = exc.strerror if isinstance(exc, _Missing) else os.strerror(exc.errno) if exc.errno else str(exc)
             raise OSError(exc.errno, f"mounting {item.source} on {item.target}: {reason}") from exc
 
 
@@ -225,6 +244,32 @@ def _mount_one(rootfs: Rootfs, item: Mount, source: str | None) -> None:
     if flags:
         # A bind mount takes its flags only on a remount; keep the source mount's own locks.
         sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | flags | _statvfs_flags(target))
+
+
+class _Missing(FileNotFoundError):
+    """A mount source absent from its stage: the message is meant for the user."""
+
+
+def _mount_overlay(rootfs: Rootfs, item: Mount, paths: OverlayPaths) -> None:
+    """Merge a stage's layers on the scratch tmpfs, bind `item.source` of it (resolved inside the merged tree:
+    its symlinks cannot leave it) onto the target, and detach the merged mount (the bind keeps what it needs)."""
+    scratch = os.path.dirname(rootfs.root)
+    merged = tempfile.mkdtemp(dir=scratch, prefix="stage-")
+    lowers = list(paths.lowers)
+    if paths.upper is None and len(lowers) == 1:
+        lowers.append(os.path.join(scratch, "empty"))  # overlay wants two lowers when it has no upper
+    sc.mount("overlay", merged, "overlay", sc.MS_NODEV | (sc.MS_RDONLY if paths.upper is None else 0),
+             sc.overlay_options(lowers, paths.upper, paths.work))
+    try:
+        source = scoped_join(merged, item.source)
+        if not os.path.lexists(source):
+            raise _Missing(errno.ENOENT, f"{item.source} not found in the mounted stage or image")
+        target = _target(rootfs, item.target, directory=os.path.isdir(source))
+        sc.mount(source, target, None, sc.MS_BIND | sc.MS_REC)
+        if item.readonly:
+            sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | _statvfs_flags(target))
+    finally:
+        sc.umount2(merged, sc.MNT_DETACH)
 
 
 def _parse_options(options: tuple[str, ...]) -> tuple[int, list[str]]:

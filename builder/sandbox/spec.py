@@ -9,7 +9,7 @@ import json
 import posixpath
 from dataclasses import asdict, dataclass
 
-MOUNT_TYPES = ("bind", "tmpfs")
+MOUNT_TYPES = ("bind", "tmpfs", "overlay")
 NETWORK_MODES = ("none", "host")
 SPEC_VERSION = 1
 
@@ -22,11 +22,16 @@ class SpecError(ValueError):
 class Mount:
     """An extra mount inside the container; `target` is absolute inside the container."""
 
-    type: str  # "bind" | "tmpfs"
-    source: str
+    type: str  # "bind" | "tmpfs" | "overlay"
+    source: str  # bind: the host path; overlay: the path inside the overlay that is mounted ("/": all of it)
     target: str
     readonly: bool = False
     options: tuple[str, ...] = ()
+    # overlay (RUN --mount=type=bind,from=<stage>): the stage's snapshot dirs, top-most first, merged inside the
+    # container; with upperdir/workdir (rw) writes land there and are thrown away with them.
+    lowerdirs: tuple[str, ...] = ()
+    upperdir: str | None = None
+    workdir: str | None = None
 
     def __post_init__(self) -> None:
         if self.type not in MOUNT_TYPES:
@@ -35,8 +40,15 @@ class Mount:
             raise SpecError(f"mount target {self.target!r} is not an absolute path")
         if posixpath.normpath(self.target) == "/":
             raise SpecError("a mount cannot replace the container's root directory")
-        if self.type == "bind" and not posixpath.isabs(self.source):
-            raise SpecError(f"bind mount source {self.source!r} is not an absolute path")
+        if self.type in ("bind", "overlay") and not posixpath.isabs(self.source):
+            raise SpecError(f"{self.type} mount source {self.source!r} is not an absolute path")
+        if self.type == "overlay":
+            if not self.lowerdirs or not all(posixpath.isabs(d) for d in self.lowerdirs):
+                raise SpecError("an overlay mount needs absolute lowerdirs")
+            if (self.upperdir is None) != (self.workdir is None):
+                raise SpecError("an overlay mount's upperdir and workdir go together: give both or neither")
+        elif self.lowerdirs or self.upperdir or self.workdir:
+            raise SpecError(f"lowerdirs/upperdir/workdir belong to overlay mounts, not {self.type}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +99,8 @@ class ContainerSpec:
         data["argv"] = tuple(data["argv"])
         data["lowerdirs"] = tuple(data["lowerdirs"])
         data["env"] = tuple(data.get("env", ()))
-        data["mounts"] = tuple(Mount(**{**m, "options": tuple(m.get("options", ()))})
+        data["mounts"] = tuple(Mount(**{**m, "options": tuple(m.get("options", ())),
+                                        "lowerdirs": tuple(m.get("lowerdirs", ()))})
                                for m in data.get("mounts", ()))
         data["extra_hosts"] = tuple((host, ip) for host, ip in data.get("extra_hosts", ()))
         return cls(**data)

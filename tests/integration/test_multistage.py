@@ -108,3 +108,27 @@ def test_parallel_and_serial_builds_give_the_same_image(pybuild, busybox_image, 
     assert image_id(parallel) == image_id(serial)
     manifest = re.compile(r"^manifest: (\S+)$", re.M)
     assert manifest.search(parallel.stdout.decode()).group(1) == manifest.search(serial.stdout.decode()).group(1)
+
+
+def test_copy_from_an_image_copies_out_of_its_root_and_is_cached(pybuild, busybox_image, tmp_path):
+    """BuildKit: a --from that names no stage is an image reference (here a local one)."""
+    ctx = tmp_path / "from-image"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM {busybox_image}\nCOPY --from={busybox_image} /bin/busybox /copied\n"
+                                    "RUN cmp /bin/busybox /copied && echo same > /result\n")
+    first = pybuild("--progress", "plain", "-t", "ms/from-image", str(ctx))
+    assert f"FROM {busybox_image}" in first.stderr.decode()
+    assert pybuild("run", "ms/from-image", "cat", "/result").stdout == b"same\n"
+    again = pybuild("--progress", "plain", "-t", "ms/from-image", str(ctx))
+    assert image_id(again) == image_id(first)
+    assert stages_in(again.stderr.decode()) == {"stage-0": ["CACHED", "CACHED"]}, again.stderr.decode()
+
+
+def test_copy_from_an_unreachable_image_is_one_error_naming_the_line(pybuild, busybox_image, tmp_path):
+    ctx = tmp_path / "from-missing"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM {busybox_image}\nCOPY --from=127.0.0.1:9/none:1 /x /x\n")
+    proc = pybuild(str(ctx), check=False)
+    err = proc.stderr.decode()
+    assert proc.returncode == 1 and "Traceback" not in err
+    assert "Dockerfile:2:1: COPY --from=127.0.0.1:9/none:1:" in err and "127.0.0.1:9" in err

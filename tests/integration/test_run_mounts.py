@@ -98,6 +98,42 @@ def test_bind_mount_writes_are_discarded(pybuild, busybox_image, tmp_path):
     assert pybuild("run", "mounts/bind", "cat", "/copied").stdout.decode() == "changed\n", proc.stderr.decode()
 
 
+def test_bind_mount_from_a_stage_or_image_shows_its_root_and_leaves_no_trace(pybuild, busybox_image, tmp_path):
+    """BuildKit's `RUN --mount=type=bind,from=<stage|image>`: read-only by default, rw writes thrown away, the
+    source resolved inside the stage (a symlink cannot leave it), the stage's content in the step's cache key."""
+    (tmp_path / "Dockerfile").write_text(
+        "FROM pybuild/busybox AS build\nARG V=one\n"
+        "RUN mkdir -p /out && echo $V > /out/v && ln -s /etc /out/escape\n"
+        "FROM pybuild/busybox\n"
+        "RUN --mount=type=bind,from=build,source=/out,target=/in cat /in/v > /seen && "
+        "! touch /in/ro 2>/dev/null\n"
+        # source through an absolute symlink: resolved inside the stage (its /etc), never the host's
+        "RUN --mount=type=bind,from=build,source=/out/escape,target=/st test -e /st/passwd && "
+        "test ! -e /st/debian_version && touch /etc-checked\n"
+        "RUN --mount=type=bind,from=build,source=out,target=/in,rw echo scribble > /in/v && cat /in/v > /rw-seen\n"
+        "RUN --mount=type=bind,from=pybuild/busybox,target=/img cmp /img/bin/busybox /bin/busybox && "
+        "echo same > /image-seen\n")
+    pybuild("-t", "mounts/from", str(tmp_path))
+    out = pybuild("run", "mounts/from", "cat", "/seen", "/rw-seen", "/image-seen", "/etc-checked").stdout.decode()
+    assert out == "one\nscribble\nsame\n"
+    files, _ = layer_names(pybuild, "mounts/from")
+    assert not any(name.startswith(("in/", "img/", "st/", "out/")) for name in files), sorted(files)
+    assert not {"in", "img", "st"} & set(files)  # mount point stubs are not committed
+    # the stage's content is part of the key: a change in `build` re-runs the mounting step
+    pybuild("-t", "mounts/from", "--build-arg", "V=two", str(tmp_path))
+    assert pybuild("run", "mounts/from", "cat", "/seen").stdout.decode() == "two\n"
+
+
+def test_bind_mount_from_a_stage_of_a_missing_path_is_a_step_error(pybuild, busybox_image, tmp_path):
+    (tmp_path / "Dockerfile").write_text(
+        "FROM pybuild/busybox AS build\nRUN true\nFROM pybuild/busybox\n"
+        "RUN --mount=type=bind,from=build,source=/nope,target=/in true\n")
+    proc = pybuild(str(tmp_path), check=False)
+    err = proc.stderr.decode()
+    assert proc.returncode == 1 and "Traceback" not in err and "Dockerfile:4" in err
+    assert "/nope not found in the mounted stage or image" in err, err
+
+
 def pybuild_cmd(pybuild) -> list[str]:
     import sys
     return [sys.executable, "-m", "builder", "--root", str(pybuild.root)]

@@ -95,3 +95,61 @@ def test_onbuild_is_recorded_in_the_image_config():
     assert config.onbuild == ("RUN make",) and config.stop_signal == "SIGKILL"
     assert config.labels == (("a", "b"),) and config.shell == ("/bin/bash", "-c")
     assert config.to_oci(0)["config"]["Shell"] == ["/bin/bash", "-c"]
+
+
+def _image(ref: str) -> BaseImage:
+    from builder.plan.steps import SourceOp
+
+    return BaseImage(ImageConfig(), SourceOp(ref, "sha256:" + "ab" * 32, ()))
+
+
+def test_copy_from_a_name_that_is_no_stage_is_an_image_whose_root_is_the_source():
+    """BuildKit: `COPY --from=<image>` (no stage of that name) copies out of the image, an implicit FROM."""
+    from builder.plan.steps import IMAGE_ROOT, SourceOp
+
+    text = ("FROM scratch AS build\nRUN make\nFROM scratch\nCOPY --from=tools:1 /bin/t /t\n"
+            "COPY --from=build /out /out\nCOPY --from=tools:1 /lib/x /x\n")
+    graph, seen = planned(text, bases={"tools:1": _image("tools:1")})
+    assert seen.count("tools:1") == 1  # resolved once, one source step for both COPYs
+    [source] = [s for s in graph.steps if isinstance(s.op, SourceOp)]
+    assert source.op.ref == "tools:1" and source.created_by == "FROM tools:1" and source.parent is None
+    copies = [s for s in graph.steps if isinstance(s.op, FileOp)]
+    assert [(c.op.from_stage, c.op.from_step) for c in copies] == [
+        (IMAGE_ROOT, source.id), (0, graph.stages[0].last_step), (IMAGE_ROOT, source.id)]
+    assert all(source.id in c.deps for c in (copies[0], copies[2]))
+    assert source in graph.needed(1)
+
+
+def test_copy_from_scratch_is_an_empty_root_and_a_stage_index_is_still_checked():
+    from builder.plan.steps import IMAGE_ROOT
+
+    graph, _ = planned("FROM scratch\nCOPY --from=scratch /x /x\n")
+    [copy] = [s for s in graph.steps if isinstance(s.op, FileOp)]
+    assert (copy.op.from_stage, copy.op.from_step) == (IMAGE_ROOT, None)
+    with pytest.raises(PybuildError, match="COPY --from=1: no such stage before this one"):
+        planned("FROM scratch\nCOPY --from=1 /x /x\n")
+
+
+def test_copy_from_an_image_that_cannot_be_resolved_names_the_instruction():
+    def resolve(ref):
+        if ref == "scratch":
+            return SCRATCH
+        raise PybuildError(f"image {ref!r} not found", reference="image-not-found")
+
+    df = grammar.parse("FROM scratch\nCOPY --from=nope:latest /x /x\n", filename="Dockerfile")
+    with pytest.raises(PybuildError) as err:
+        plan(df, build_args={}, target=None, resolve_image=resolve)
+    assert err.value.message.startswith("Dockerfile:2:1: COPY --from=nope:latest: image 'nope:latest' not found")
+    assert err.value.reference == "image-not-found"
+
+
+def test_run_mount_from_an_image_depends_on_its_source_step():
+    from builder.plan.steps import IMAGE_ROOT, SourceOp
+
+    graph, seen = planned("FROM scratch\nRUN --mount=type=bind,from=tools:1,target=/t /t/run\n",
+                          bases={"tools:1": _image("tools:1")})
+    [source] = [s for s in graph.steps if isinstance(s.op, SourceOp)]
+    [run] = [s for s in graph.steps if isinstance(s.op, ExecOp)]
+    [mount] = run.op.mounts
+    assert (mount.from_stage, mount.from_step, mount.readonly) == (IMAGE_ROOT, source.id, True)
+    assert source.id in run.deps and seen == ["scratch", "tools:1"]

@@ -8,7 +8,9 @@ from builder.sandbox.spec import ContainerSpec, Mount, SpecError
 FULL = ContainerSpec(
     argv=("/bin/sh", "-c", "echo hi"), lowerdirs=("/l/2", "/l/1"), upperdir="/u", workdir="/w",
     env=("PATH=/bin", "A=b=c"), cwd="/src", user="app:staff", hostname="h", network="host",
-    mounts=(Mount("bind", "/host/src", "/src", readonly=True), Mount("tmpfs", "tmpfs", "/tmp", options=("size=1m",))),
+    mounts=(Mount("bind", "/host/src", "/src", readonly=True), Mount("tmpfs", "tmpfs", "/tmp", options=("size=1m",)),
+            Mount("overlay", "/out", "/in", readonly=True, lowerdirs=("/s/2/fs", "/s/1/fs")),
+            Mount("overlay", "/", "/rw", lowerdirs=("/s/1/fs",), upperdir="/t/upper", workdir="/t/work")),
     extra_hosts=(("registry", "10.0.0.2"),), tty=True, sysfs=False)
 
 
@@ -56,3 +58,16 @@ def test_invalid_specs(changes, message):
 def test_invalid_mounts(args, message):
     with pytest.raises(SpecError, match=message):
         Mount(*args)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(type="overlay", source="/", target="/in"), "needs absolute lowerdirs"),
+    (dict(type="overlay", source="/", target="/in", lowerdirs=("rel",)), "needs absolute lowerdirs"),
+    (dict(type="overlay", source="out", target="/in", lowerdirs=("/l",)), "source 'out'"),
+    (dict(type="overlay", source="/", target="/in", lowerdirs=("/l",), upperdir="/u"), "go together"),
+    (dict(type="bind", source="/a", target="/b", lowerdirs=("/l",)), "belong to overlay mounts"),
+])
+def test_invalid_overlay_mounts(kwargs, message):
+    with pytest.raises(SpecError, match=message):
+        Mount(**kwargs)
+
