@@ -7,7 +7,7 @@ from collections import deque
 from contextlib import ExitStack
 from typing import Callable
 
-from builder.errors import BuildCancelled, BuildStepError
+from builder.errors import BuildCancelled, BuildStepError, PybuildError
 from builder.ops.mounts import realise
 from builder.plan.steps import ExecOp, Step
 from builder.sandbox.runner import SandboxError, run
@@ -34,7 +34,13 @@ def execute(store, step: Step, parent_snapshot, *, compression: str, log: Callab
     """Run the step; returns (snapshot, layer|None). Raises BuildStepError on a non-zero exit."""
     op: ExecOp = step.op  # type: ignore[assignment]
     with ExitStack() as stack:
-        extra = realise(op, mounts, stack) if op.mounts and mounts is not None else ()
+        try:
+            extra = realise(op, mounts, stack) if op.mounts and mounts is not None else ()
+        except (BuildStepError, BuildCancelled):
+            raise
+        except PybuildError as exc:  # a mount that cannot be set up: say which instruction asked for it
+            raise BuildStepError(f"{step.span}: {step.created_by}: {exc.message}", hint=exc.hint,
+                                 context=render_location(step, dockerfile_lines), reference=exc.reference) from exc
         return _execute(store, step, op, parent_snapshot, compression=compression, log=log, cancel=cancel,
                         dockerfile_lines=dockerfile_lines, hostname=hostname, extra_mounts=extra)
 

@@ -294,7 +294,11 @@ def main() -> int:
     try:
         syscalls.unshare(syscalls.CLONE_NEWNS)
         syscalls.make_mounts_private()
-        root = _mount_root(spec["mountpoints"][0], spec["lowerdirs"], spec["upper"], spec["work"])
+        if spec.get("root_dir"):  # a plain directory written in place (a cache mount being seeded)
+            root = spec["mountpoints"][0]
+            syscalls.mount(spec["root_dir"], root, None, syscalls.MS_BIND)
+        else:
+            root = _mount_root(spec["mountpoints"][0], spec["lowerdirs"], spec["upper"], spec["work"])
         src_root = spec.get("context") or ""
         if spec.get("source_lowerdirs"):
             src_root = _mount_root(spec["mountpoints"][1], spec["source_lowerdirs"], None, None)

@@ -2,6 +2,8 @@
 
 - type=cache: a persistent directory in the store (`<root>/cachemounts/<hash of id>`), never in a layer or key;
   sharing=locked serialises users across builds (fcntl), private gives a busy mount's second user a fresh dir.
+  With from=<stage|image> (and source=<dir in it>) the directory starts as a copy of that directory and is
+  a cache of its own per (id, from root, source), as BuildKit keys a cache mount by id and base ref.
 - type=bind: a context path (read-only unless rw; rw writes go to a throw-away copy) — its content checksum
   enters the key so a change re-runs the step.
 - type=tmpfs: an empty tmpfs.
@@ -77,8 +79,8 @@ def make_mount(fields: dict[str, str], resolve_stage: Callable[[str], tuple[int,
         readonly = not any(_truthy(fields.get(k)) for k in ("rw", "readwrite") if k in fields)
     from_stage = from_step = None
     if fields.get("from"):
-        if kind == "cache":
-            raise PybuildError("cache mounts with from= are not supported yet", reference="invalid-mount")
+        if kind not in ("bind", "cache"):
+            raise PybuildError(f"from= is for bind and cache mounts, not type={kind}", reference="invalid-mount")
         from_stage, from_step = resolve_stage(fields["from"])
     sharing = fields.get("sharing", "shared")
     if sharing not in ("shared", "private", "locked"):
@@ -109,19 +111,31 @@ def mount_key_parts(step: Step, context_dir: str | None, excluded, digests, step
                                                     digests=digests)
         elif m.type in ("cache", "secret"):
             entry.update(id=m.id, mode=m.mode, uid=m.uid, gid=m.gid)
+            if m.type == "cache" and m.from_stage is not None:  # the base is an input, as in BuildKit's LLB
+                entry.update(source=clean(m.source),
+                             base=step_keys.get(m.from_step) if m.from_step is not None else "scratch")
         parts.append(entry)
     return parts
 
 
-def _cache_dir(store, m: RunMount, stack: ExitStack) -> str:
+def _cache_dir(sources: MountSources, m: RunMount, stack: ExitStack) -> str:
+    store = sources.store
     base = os.path.join(str(store.root), "cachemounts")
     os.makedirs(base, exist_ok=True)
-    name = hashlib.sha256(m.id.encode()).hexdigest()[:24]
+    seed = sources.snapshots.get(m.from_step) if m.from_step is not None else None
+    identity = m.id if seed is None else f"{m.id}\0from snapshot {seed.id}\0{clean(m.source)}"
+    name = hashlib.sha256(identity.encode()).hexdigest()[:24]
     path = os.path.join(base, name)
     if not os.path.isdir(path):
         tmp = tempfile.mkdtemp(dir=base, prefix=".new-")
         os.chmod(tmp, m.mode if m.mode is not None else 0o755)
         os.chown(tmp, m.uid or 0, m.gid or 0)
+        try:
+            if seed is not None:
+                _seed_cache_dir(tmp, [str(p) for p in store.lowerdirs(seed)], m.source)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         try:
             os.rename(tmp, path)
         except OSError:  # another build created it first
@@ -142,6 +156,29 @@ def _cache_dir(store, m: RunMount, stack: ExitStack) -> str:
         fresh = tempfile.mkdtemp(dir=base, prefix=".private-")
         stack.callback(shutil.rmtree, fresh, True)
         return fresh
+
+
+def _seed_cache_dir(dest: str, lowerdirs: list[str], source: str) -> None:
+    """Copy `source` of a stage's root into the new cache directory `dest`, in the file-op helper (its mounts
+    die with its namespace; paths resolve inside the stage root)."""
+    import json
+
+    from builder.ops.file import _helper
+
+    with tempfile.TemporaryDirectory(prefix="cacheseed-", dir=os.path.dirname(dest)) as scratch:
+        mountpoints = [os.path.join(scratch, "root"), os.path.join(scratch, "src")]
+        for point in mountpoints:
+            os.mkdir(point)
+        spec = {"root_dir": dest, "mountpoints": mountpoints, "source_lowerdirs": lowerdirs, "kind": "stage",
+                "ops": [{"op": "copy", "sources": ["/" + clean(source)], "dest": "/", "kind": "stage",
+                         "source_name": "the mount's from= stage or image"}]}
+        returncode, stdout, stderr = _helper(json.dumps(spec).encode(), None)
+    if returncode != 0:
+        try:
+            message = json.loads(stdout)["error"]
+        except (ValueError, KeyError):
+            message = (stderr.decode(errors="replace").strip().splitlines() or ["helper failed"])[-1]
+        raise PybuildError(f"cannot fill the cache mount from its base: {message}", reference="invalid-mount")
 
 
 def _stage_mount(m: RunMount, sources: MountSources, stack: ExitStack):
@@ -206,7 +243,7 @@ def realise(op: ExecOp, sources: MountSources, stack: ExitStack) -> tuple:
             out.append(Mount(type="tmpfs", source="tmpfs", target=m.target,
                              options=(f"size={m.size}",) if m.size else ()))
         elif m.type == "cache":
-            out.append(Mount(type="bind", source=_cache_dir(sources.store, m, stack), target=m.target,
+            out.append(Mount(type="bind", source=_cache_dir(sources, m, stack), target=m.target,
                              readonly=m.readonly))
         elif m.type == "bind" and m.from_stage is not None:
             out.append(_stage_mount(m, sources, stack))

@@ -134,6 +134,38 @@ def test_bind_mount_from_a_stage_of_a_missing_path_is_a_step_error(pybuild, busy
     assert "/nope not found in the mounted stage or image" in err, err
 
 
+def test_cache_mount_from_a_stage_starts_as_its_directory_and_then_persists(pybuild, busybox_image, tmp_path):
+    """BuildKit's `type=cache,from=<stage>,source=<dir>`: the cache starts as a copy of that directory of the
+    stage, keeps what RUNs add across builds, is a cache of its own per base, and never reaches a layer."""
+    (tmp_path / "Dockerfile").write_text(
+        "FROM pybuild/busybox AS seed\nARG S=a\nRUN mkdir -p /deps && echo seed-$S > /deps/first\n"
+        "FROM pybuild/busybox\nARG N\n"
+        "RUN --mount=type=cache,from=seed,source=/deps,target=/c,id=deps "
+        "echo run-$N >> /c/log && cat /c/first /c/log > /seen\n")
+    pybuild("-t", "mounts/cachefrom", "--build-arg", "N=1", str(tmp_path))
+    pybuild("-t", "mounts/cachefrom", "--build-arg", "N=2", str(tmp_path))
+    seen = pybuild("run", "mounts/cachefrom", "cat", "/seen").stdout.decode()
+    assert seen == "seed-a\nrun-1\nrun-2\n"
+    files, _ = layer_names(pybuild, "mounts/cachefrom")
+    assert not any(name.startswith(("c/", "deps/")) for name in files), sorted(files)
+    # another base is another cache (BuildKit keys the cache by id and base), and re-runs the step
+    pybuild("-t", "mounts/cachefrom", "--build-arg", "N=3", "--build-arg", "S=b", str(tmp_path))
+    assert pybuild("run", "mounts/cachefrom", "cat", "/seen").stdout.decode() == "seed-b\nrun-3\n"
+    listed = json.loads(pybuild("cache", "ls", "--format", "json").stdout)
+    assert sum(r["instruction"] == "cache mount id=deps" for r in listed) == 2, listed
+
+
+def test_cache_mount_from_a_missing_directory_is_one_clear_error(pybuild, busybox_image, tmp_path):
+    (tmp_path / "Dockerfile").write_text(
+        "FROM pybuild/busybox AS seed\nRUN true\nFROM pybuild/busybox\n"
+        "RUN --mount=type=cache,from=seed,source=/nope,target=/c true\n")
+    proc = pybuild(str(tmp_path), check=False)
+    err = proc.stderr.decode()
+    assert proc.returncode == 1 and "Traceback" not in err and "Dockerfile:4" in err, err
+    assert "cannot fill the cache mount from its base" in err and "/nope" in err, err
+    assert not [p for p in (pybuild.root / "cachemounts").iterdir() if p.name.startswith(".new-")]
+
+
 def pybuild_cmd(pybuild) -> list[str]:
     import sys
     return [sys.executable, "-m", "builder", "--root", str(pybuild.root)]

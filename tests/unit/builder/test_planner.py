@@ -153,3 +153,14 @@ def test_run_mount_from_an_image_depends_on_its_source_step():
     [mount] = run.op.mounts
     assert (mount.from_stage, mount.from_step, mount.readonly) == (IMAGE_ROOT, source.id, True)
     assert source.id in run.deps and seen == ["scratch", "tools:1"]
+
+
+def test_cache_mount_from_a_stage_depends_on_it_and_from_is_refused_for_other_types():
+    graph, _ = planned("FROM scratch AS seed\nCOPY --from=scratch / /\nFROM scratch\n"
+                       "RUN --mount=type=cache,from=seed,source=/deps,target=/c /x\n")
+    [run] = [s for s in graph.steps if isinstance(s.op, ExecOp)]
+    [mount] = run.op.mounts
+    assert (mount.type, mount.from_stage, mount.source) == ("cache", 0, "/deps")
+    assert mount.from_step is not None and mount.from_step in run.deps
+    with pytest.raises(PybuildError, match="from= is for bind and cache mounts, not type=tmpfs"):
+        planned("FROM scratch AS seed\nFROM scratch\nRUN --mount=type=tmpfs,from=seed,target=/t /x\n")
