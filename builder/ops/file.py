@@ -40,12 +40,8 @@ def execute(store, step: Step, parent_snapshot, *, compression: str, context_dir
             "ops": [dict(a.to_json(), kind="stage" if op.from_stage is not None else "context")
                     for a in op.actions],
         }
-        returncode, stdout, stderr = _helper(json.dumps(spec).encode(), cancel)
-        if returncode != 0:
-            try:
-                message = json.loads(stdout)["error"]
-            except (ValueError, KeyError):
-                message = (stderr.decode(errors="replace").strip().splitlines() or ["helper failed"])[-1]
+        message = run_helper(spec, cancel)
+        if message is not None:
             raise BuildStepError(f"{step.span}: {step.created_by}: {message}", reference="file-op-failed")
         try:
             return store.commit(mutable, compression=compression,
@@ -55,6 +51,17 @@ def execute(store, step: Step, parent_snapshot, *, compression: str, context_dir
     finally:
         shutil.rmtree(mountdir, ignore_errors=True)
         store.abort(mutable)
+
+
+def run_helper(spec: dict, cancel: threading.Event | None) -> str | None:
+    """Run the file-op helper on `spec`; None when it succeeded, else its error message."""
+    returncode, stdout, stderr = _helper(json.dumps(spec).encode(), cancel)
+    if returncode == 0:
+        return None
+    try:
+        return json.loads(stdout)["error"]
+    except (ValueError, KeyError):
+        return (stderr.decode(errors="replace").strip().splitlines() or ["helper failed"])[-1]
 
 
 def _helper(spec: bytes, cancel: threading.Event | None) -> tuple[int, bytes, bytes]:

@@ -161,9 +161,7 @@ def _cache_dir(sources: MountSources, m: RunMount, stack: ExitStack) -> str:
 def _seed_cache_dir(dest: str, lowerdirs: list[str], source: str) -> None:
     """Copy `source` of a stage's root into the new cache directory `dest`, in the file-op helper (its mounts
     die with its namespace; paths resolve inside the stage root)."""
-    import json
-
-    from builder.ops.file import _helper
+    from builder.ops.file import run_helper
 
     with tempfile.TemporaryDirectory(prefix="cacheseed-", dir=os.path.dirname(dest)) as scratch:
         mountpoints = [os.path.join(scratch, "root"), os.path.join(scratch, "src")]
@@ -172,12 +170,8 @@ def _seed_cache_dir(dest: str, lowerdirs: list[str], source: str) -> None:
         spec = {"root_dir": dest, "mountpoints": mountpoints, "source_lowerdirs": lowerdirs, "kind": "stage",
                 "ops": [{"op": "copy", "sources": ["/" + clean(source)], "dest": "/", "kind": "stage",
                          "source_name": "the mount's from= stage or image"}]}
-        returncode, stdout, stderr = _helper(json.dumps(spec).encode(), None)
-    if returncode != 0:
-        try:
-            message = json.loads(stdout)["error"]
-        except (ValueError, KeyError):
-            message = (stderr.decode(errors="replace").strip().splitlines() or ["helper failed"])[-1]
+        message = run_helper(spec, None)
+    if message is not None:
         raise PybuildError(f"cannot fill the cache mount from its base: {message}", reference="invalid-mount")
 
 
