@@ -65,9 +65,12 @@ class StatCache:
         for path, (_, st) in zip(paths, items):
             row = memo.get(path)
             if row is not None and row[0] == _key(st):
-                found[path] = Digest(row[1])
-            else:
-                todo.setdefault(path, st)
+                try:
+                    found[path] = Digest(row[1])
+                    continue
+                except ValueError:  # a damaged memo row: read the file again (and replace the row)
+                    pass
+            todo.setdefault(path, st)
         rows = []
         for (path, st), (digest, stable) in zip(todo.items(), hash_files(list(todo.items()))):
             found[path] = digest

@@ -189,3 +189,32 @@ def test_bulk_memo_is_shared_between_stores_on_one_root(tmp_path):
     finally:
         for s in stores:
             s.close()
+
+
+@pytest.mark.parametrize("spelling", ["{d}/f", "{d}//f", "{d}/./f", "{d}/sub/../f", "{rel}/f", "{d}/sub/../f/"])
+def test_memo_rows_are_keyed_on_the_normalised_absolute_path(store, tmp_path, monkeypatch, spelling):
+    f = tmp_path / "f"
+    f.write_bytes(b"x")
+    (tmp_path / "sub").mkdir()
+    os.utime(f, (1_000_000, 1_000_000))
+    time.sleep(0.1)  # files changed within the last 50 ms are not memoised
+    monkeypatch.chdir(tmp_path.parent)
+    path = spelling.format(d=tmp_path, rel=tmp_path.name)
+    if path.endswith("/"):  # not a spelling a walk produces; still the same file once normalised
+        path = path.rstrip("/")
+    assert store.file_digests([(path, os.stat(path))]) == [Digest.of(b"x")]
+    with sqlite3.connect(store.root / "index.db") as db:
+        assert db.execute("SELECT path FROM statcache").fetchall() == [(str(f),)]
+
+
+def test_a_malformed_digest_in_the_memo_is_not_returned(store, tmp_path):
+    f = tmp_path / "f"
+    f.write_bytes(b"x")
+    os.utime(f, (1_000_000, 1_000_000))
+    time.sleep(0.1)
+    store.file_digests([(str(f), os.stat(f))])
+    with sqlite3.connect(store.root / "index.db") as db:
+        assert db.execute("UPDATE statcache SET digest='sha256:nothex'").rowcount == 1
+    assert store.file_digests([(str(f), os.stat(f))]) == [Digest.of(b"x")]
+    with sqlite3.connect(store.root / "index.db") as db:  # and the row is mended
+        assert db.execute("SELECT digest FROM statcache").fetchall() == [(Digest.of(b"x"),)]
