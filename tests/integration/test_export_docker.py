@@ -150,26 +150,40 @@ def test_bad_output_specs_are_usage_errors(pybuild, busybox_image, tmp_path, spe
     assert message in err, err
 
 
-def docker_daemon() -> str:
-    """The docker CLI when a daemon answers (DOCKER_HOST or the default socket); the test is skipped otherwise."""
-    docker = require_tool("docker")
-    if subprocess.run([docker, "info"], capture_output=True, timeout=30).returncode != 0:
-        pytest.skip("no docker daemon answers (set DOCKER_HOST to run docker load as a referee)")
-    return docker
+@pytest.fixture(scope="module")
+def docker(tmp_path_factory):
+    """A docker client env: $DOCKER_HOST's daemon when one answers there, else a throw-away dockerd."""
+    import os
+
+    from tests.integration.dockerd import CLIENT, DockerdUnavailable, start_dockerd
+
+    if os.environ.get("DOCKER_HOST") and Path(CLIENT).exists() and \
+            subprocess.run([CLIENT, "info"], capture_output=True, timeout=30).returncode == 0:
+        yield lambda *args: subprocess.run([CLIENT, *args], capture_output=True, timeout=120)
+        return
+    try:
+        daemon = start_dockerd(tmp_path_factory.mktemp("dockerd"))
+    except DockerdUnavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        yield daemon.docker
+    finally:
+        daemon.stop()
 
 
-def test_docker_load_runs_the_archive(pybuild, app_image, tmp_path):
-    docker = docker_daemon()
+def test_docker_load_runs_the_archive(pybuild, app_image, tmp_path, docker):
+    """docker 20.10 (Debian's docker.io) is the referee: `docker load` takes the archive, its image id is our
+    config digest, and the image runs."""
     archive = tmp_path / "app.tar"
     tag = f"pybuild-test/app:{tmp_path.name.lower()}"
     image_id, _ = digests(pybuild("-t", tag, *APP, "--output", f"type=docker,dest={archive}"))
     try:
-        loaded = subprocess.run([docker, "load", "-i", str(archive)], capture_output=True, timeout=120)
+        loaded = docker("load", "-i", str(archive))
         assert loaded.returncode == 0, loaded.stderr.decode()
         assert f"Loaded image: {tag}" in loaded.stdout.decode()
-        inspected = subprocess.run([docker, "image", "inspect", "--format", "{{.Id}}", tag], capture_output=True)
+        inspected = docker("image", "inspect", "--format", "{{.Id}}", tag)
         assert inspected.stdout.decode().strip() == image_id  # docker's image id is our config digest
-        ran = subprocess.run([docker, "run", "--rm", "--network", "none", tag], capture_output=True, timeout=120)
+        ran = docker("run", "--rm", "--network", "none", tag)
         assert "hello from pybuild, world!" in ran.stdout.decode(), ran.stderr.decode()
     finally:
-        subprocess.run([docker, "rmi", "-f", tag], capture_output=True)
+        docker("rmi", "-f", tag)
