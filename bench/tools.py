@@ -7,15 +7,13 @@ this machine raises `Unavailable` from its constructor with the reason, which th
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from bench.data import MARKER, REPO
+from bench.dockerd import CLIENT, DockerdUnavailable, start_dockerd
 from bench.proc import BenchError, Sample, daemon_peak_kib, daemon_peak_reset, run, unmount_all
 
 
@@ -165,45 +163,18 @@ class Docker(Tool):
     integrated BuildKit: the classic builder rejects the app's `COPY --chmod` ("requires BuildKit")."""
 
     name = "docker"
-    CLIENT = "/usr/bin/docker"  # the Debian client; a newer one without buildx refuses DOCKER_BUILDKIT=1
+    CLIENT = CLIENT
 
     def __init__(self, work: Path, busybox: Path) -> None:
-        if shutil.which("dockerd") is None:
-            raise Unavailable("dockerd is not installed (apt-get install docker.io)")
-        if not Path(self.CLIENT).exists():
-            raise Unavailable(f"{self.CLIENT} (docker 20.10 client) is missing")
         super().__init__(work, busybox)
-        self.env = {"DOCKER_HOST": f"unix://{work}/docker.sock", "DOCKER_BUILDKIT": "1"}
-        self.daemon = self._start()
-
-    def _start(self) -> subprocess.Popen:
-        log = open(self.work / "dockerd.log", "wb")
-        argv = ["dockerd", "--iptables=false", "--ip-masq=false", "--bridge=none", "--storage-driver=overlay2",
-                f"--data-root={self.work}/data", f"--exec-root={self.work}/exec",
-                f"--pidfile={self.work}/dockerd.pid", f"--host={self.env['DOCKER_HOST']}"]
-        daemon = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if daemon.poll() is not None:
-                break
-            if subprocess.run([self.CLIENT, "version"], env={**os.environ, **self.env},
-                              capture_output=True).returncode == 0:
-                return daemon
-            time.sleep(0.3)
-        self._stop(daemon)
-        tail = (self.work / "dockerd.log").read_text(errors="replace").splitlines()[-3:]
-        unmount_all(self.work)
-        shutil.rmtree(self.work, ignore_errors=True)
-        raise Unavailable("dockerd did not start: " + " | ".join(tail))
-
-    def _stop(self, daemon: subprocess.Popen) -> None:
-        if daemon.poll() is None:
-            daemon.send_signal(signal.SIGTERM)
-            try:
-                daemon.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(daemon.pid, signal.SIGKILL)
-                daemon.wait()
+        try:
+            self.dockerd = start_dockerd(work, wait=30)
+        except DockerdUnavailable as exc:
+            unmount_all(self.work)
+            shutil.rmtree(self.work, ignore_errors=True)
+            raise Unavailable(str(exc)) from None
+        self.daemon = self.dockerd.process
+        self.env = {"DOCKER_HOST": self.dockerd.host, "DOCKER_BUILDKIT": "1"}
 
     def docker(self, *args: str) -> Sample:
         return run([self.CLIENT, *args], env=self.env).sample
@@ -221,7 +192,7 @@ class Docker(Tool):
             self._drop()
         finally:
             self.generation = 0  # the store goes with the data-root below
-            self._stop(self.daemon)
+            self.dockerd.stop()
             super().close()
 
     def build(self, dockerfile, context, tag, *, no_cache=False, jobs=None) -> Sample:

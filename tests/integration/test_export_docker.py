@@ -152,23 +152,29 @@ def test_bad_output_specs_are_usage_errors(pybuild, busybox_image, tmp_path, spe
 
 @pytest.fixture(scope="module")
 def docker(tmp_path_factory):
-    """A docker client env: $DOCKER_HOST's daemon when one answers there, else a throw-away dockerd."""
+    """A docker client: $DOCKER_HOST's daemon when one answers there, else a throw-away dockerd (bench/dockerd.py)."""
     import os
+    import shutil
 
-    from tests.integration.dockerd import CLIENT, DockerdUnavailable, start_dockerd
+    from bench.dockerd import CLIENT, DockerdUnavailable, start_dockerd
+    from bench.proc import unmount_all
 
     if os.environ.get("DOCKER_HOST") and Path(CLIENT).exists() and \
             subprocess.run([CLIENT, "info"], capture_output=True, timeout=30).returncode == 0:
         yield lambda *args: subprocess.run([CLIENT, *args], capture_output=True, timeout=120)
         return
+    work = tmp_path_factory.mktemp("dockerd")
     try:
-        daemon = start_dockerd(tmp_path_factory.mktemp("dockerd"))
+        daemon = start_dockerd(work)
     except DockerdUnavailable as exc:
-        pytest.skip(str(exc))
+        unmount_all(work)
+        pytest.skip(f"{exc} (scripts/setup.sh test installs docker.io)")
     try:
         yield daemon.docker
     finally:
         daemon.stop()
+        unmount_all(work)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def test_docker_load_runs_the_archive(pybuild, app_image, tmp_path, docker):
