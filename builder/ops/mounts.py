@@ -118,11 +118,16 @@ def mount_key_parts(step: Step, context_dir: str | None, excluded, digests, step
     return parts
 
 
+def _from_snapshot(m: RunMount, sources: MountSources):
+    """The snapshot of the mount's from= root (None: no from=, or scratch)."""
+    return sources.snapshots.get(m.from_step) if m.from_step is not None else None
+
+
 def _cache_dir(sources: MountSources, m: RunMount, stack: ExitStack) -> str:
     store = sources.store
     base = os.path.join(str(store.root), "cachemounts")
     os.makedirs(base, exist_ok=True)
-    seed = sources.snapshots.get(m.from_step) if m.from_step is not None else None
+    seed = _from_snapshot(m, sources)
     identity = m.id if seed is None else f"{m.id}\0from snapshot {seed.id}\0{clean(m.source)}"
     name = hashlib.sha256(identity.encode()).hexdigest()[:24]
     path = os.path.join(base, name)
@@ -179,8 +184,7 @@ def _stage_mount(m: RunMount, sources: MountSources, stack: ExitStack):
     """`from=<stage or image>`: that root's layers, merged by the sandbox; rw writes go to a throw-away upper."""
     from builder.sandbox.spec import Mount
 
-    snapshot = sources.snapshots.get(m.from_step) if m.from_step is not None else None
-    lowers = tuple(str(p) for p in sources.store.lowerdirs(snapshot))
+    lowers = tuple(str(p) for p in sources.store.lowerdirs(_from_snapshot(m, sources)))
     upper = work = None
     if not m.readonly:
         scratch = tempfile.mkdtemp(prefix="pybuild-rwbind-")

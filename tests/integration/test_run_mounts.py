@@ -124,13 +124,18 @@ def test_bind_mount_from_a_stage_or_image_shows_its_root_and_leaves_no_trace(pyb
     assert pybuild("run", "mounts/from", "cat", "/seen").stdout.decode() == "two\n"
 
 
-def test_bind_mount_from_a_stage_of_a_missing_path_is_a_step_error(pybuild, busybox_image, tmp_path):
+def mount_from_missing_path_error(pybuild, tmp_path, mount: str) -> str:
+    """stderr of a build whose line 4 mounts /nope of a stage that lacks it; checks it is one step error there."""
     (tmp_path / "Dockerfile").write_text(
-        "FROM pybuild/busybox AS build\nRUN true\nFROM pybuild/busybox\n"
-        "RUN --mount=type=bind,from=build,source=/nope,target=/in true\n")
+        f"FROM pybuild/busybox AS base\nRUN true\nFROM pybuild/busybox\nRUN --mount={mount} true\n")
     proc = pybuild(str(tmp_path), check=False)
     err = proc.stderr.decode()
-    assert proc.returncode == 1 and "Traceback" not in err and "Dockerfile:4" in err
+    assert proc.returncode == 1 and "Traceback" not in err and "Dockerfile:4" in err, err
+    return err
+
+
+def test_bind_mount_from_a_stage_of_a_missing_path_is_a_step_error(pybuild, busybox_image, tmp_path):
+    err = mount_from_missing_path_error(pybuild, tmp_path, "type=bind,from=base,source=/nope,target=/in")
     assert "/nope not found in the mounted stage or image" in err, err
 
 
@@ -156,12 +161,7 @@ def test_cache_mount_from_a_stage_starts_as_its_directory_and_then_persists(pybu
 
 
 def test_cache_mount_from_a_missing_directory_is_one_clear_error(pybuild, busybox_image, tmp_path):
-    (tmp_path / "Dockerfile").write_text(
-        "FROM pybuild/busybox AS seed\nRUN true\nFROM pybuild/busybox\n"
-        "RUN --mount=type=cache,from=seed,source=/nope,target=/c true\n")
-    proc = pybuild(str(tmp_path), check=False)
-    err = proc.stderr.decode()
-    assert proc.returncode == 1 and "Traceback" not in err and "Dockerfile:4" in err, err
+    err = mount_from_missing_path_error(pybuild, tmp_path, "type=cache,from=base,source=/nope,target=/c")
     assert "cannot fill the cache mount from its base" in err and "/nope" in err, err
     assert not [p for p in (pybuild.root / "cachemounts").iterdir() if p.name.startswith(".new-")]
 
