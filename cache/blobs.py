@@ -6,7 +6,8 @@ Layout (under the store root)::
     blobs/sha256/.tmp-<random>   a blob being written; flock()ed by its writer while open
 
 A put writes into a temp file in the same directory (so the final rename is atomic), hashing
-while copying, then fsyncs the file, renames it over its final name and fsyncs the directory.
+while copying (whole blocks with O_DIRECT, see `cache.directio`), then fsyncs the file, renames
+it over its final name and fsyncs the directory.
 Putting the same content twice is harmless (the second temp file is dropped). Readers get a
 `VerifyingReader`, which re-hashes what it returns and raises `CorruptBlob` at EOF/close.
 A writer killed mid-way leaves only an unlocked ``.tmp-*`` file, which `BlobStore.clean_temp`
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from cache import locks
+from cache.directio import DirectWriter
 from cache.errors import BlobNotFound, CorruptBlob, StoreError
 from cache.model import Descriptor, Digest
 
@@ -37,29 +39,36 @@ class TempBlob:
         self.path, fd = locks.create_locked(directory, TEMP_PREFIX)
         self.file: BinaryIO = os.fdopen(fd, "w+b", buffering=0)
         self.hasher = hashlib.sha256()
+        self.writer = DirectWriter(fd, self.hasher)  # hashes what it writes, on its own thread
         self.size = 0
 
     def write(self, data: bytes | memoryview) -> int:
-        self.hasher.update(data)
-        self.file.write(data)
+        try:
+            self.writer.write(data)
+        except OSError as e:  # also a failed background write of an earlier block
+            raise StoreError(f"write blob: {e.strerror}", path=self.path) from e
         self.size += len(data)
         return len(data)
 
     def finish(self, blobs: BlobStore, media_type: str = "") -> Descriptor:
-        """fsync, rename into place (or drop if already present) and describe the result."""
-        digest = Digest.from_hex(self.hasher.hexdigest())
-        final = blobs.path_for(digest)
+        """Write out, fsync, rename into place (or drop if already present) and describe the result."""
         try:
-            self.file.flush()
-            os.fsync(self.file.fileno())
-            if final.exists():
-                self.path.unlink()
-            else:
-                os.chmod(self.path, 0o444)
-                os.replace(self.path, final)
-                _fsync_dir(final.parent)
-        except OSError as e:
-            raise StoreError(f"put blob {digest}: {e.strerror}", path=self.path) from e
+            try:
+                self.writer.close()
+            except OSError as e:
+                raise StoreError(f"write blob: {e.strerror}", path=self.path) from e
+            digest = Digest.from_hex(self.hasher.hexdigest())
+            final = blobs.path_for(digest)
+            try:
+                os.fsync(self.file.fileno())
+                if final.exists():
+                    self.path.unlink()
+                else:
+                    os.chmod(self.path, 0o444)
+                    os.replace(self.path, final)
+                    _fsync_dir(final.parent)
+            except OSError as e:
+                raise StoreError(f"put blob {digest}: {e.strerror}", path=self.path) from e
         finally:
             self.file.close()
         return Descriptor(media_type, digest, self.size)
@@ -67,6 +76,7 @@ class TempBlob:
     def discard(self) -> None:
         """Drop the temp file; idempotent."""
         if not self.file.closed:
+            self.writer.close(keep=False)
             self.file.close()
         self.path.unlink(missing_ok=True)
 

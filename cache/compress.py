@@ -2,7 +2,8 @@
 
 `LayerSink` is the file object `layertar.write_layer` writes into. Every byte is fed to a sha256
 (the layer's ``diff_id``) and to a `Compressor`, whose output goes into a `TempBlob` that
-hashes it again (the blob digest). Memory use is constant in the layer size.
+hashes it again (the blob digest) and writes it around the page cache, both on a thread of its
+own (`cache.directio`). Memory use is constant in the layer size.
 
 Both cores are used: the compressors run worker threads (zstd's own, or the pigz-style gzip
 in `cache.pgzip`), and the diff_id is hashed on a thread of its own once a layer is large enough
