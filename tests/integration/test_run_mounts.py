@@ -35,14 +35,19 @@ def layer_names(pybuild, image: str) -> dict[str, bytes]:
         store.close()
 
 
+def seen_after_two_builds(pybuild, tmp_path, tag: str, dockerfile: str) -> str:
+    """Build ``dockerfile`` as ``tag`` with N=1, then N=2; the image's /seen."""
+    (tmp_path / "Dockerfile").write_text(dockerfile)
+    for n in (1, 2):
+        pybuild("-t", tag, "--build-arg", f"N={n}", str(tmp_path))
+    return pybuild("run", tag, "cat", "/seen").stdout.decode()
+
+
 def test_cache_mount_persists_across_builds_and_is_never_in_a_layer(pybuild, busybox_image, tmp_path):
-    (tmp_path / "Dockerfile").write_text(
-        "FROM pybuild/busybox\nARG N\n"
-        "RUN --mount=type=cache,target=/cache,id=counter "
-        "echo run-$N >> /cache/log && cp /cache/log /seen\n")
-    pybuild("-t", "mounts/cache", "--build-arg", "N=1", str(tmp_path))
-    pybuild("-t", "mounts/cache", "--build-arg", "N=2", str(tmp_path))
-    seen = pybuild("run", "mounts/cache", "cat", "/seen").stdout.decode()
+    seen = seen_after_two_builds(pybuild, tmp_path, "mounts/cache",
+                                 "FROM pybuild/busybox\nARG N\n"
+                                 "RUN --mount=type=cache,target=/cache,id=counter "
+                                 "echo run-$N >> /cache/log && cp /cache/log /seen\n")
     assert seen.splitlines()[-2:] == ["run-1", "run-2"]
     listed = json.loads(pybuild("cache", "ls", "--format", "json").stdout)
     assert any(r["instruction"] == "cache mount id=counter" and r["size"] > 0 for r in listed), listed
@@ -142,14 +147,12 @@ def test_bind_mount_from_a_stage_of_a_missing_path_is_a_step_error(pybuild, busy
 def test_cache_mount_from_a_stage_starts_as_its_directory_and_then_persists(pybuild, busybox_image, tmp_path):
     """BuildKit's `type=cache,from=<stage>,source=<dir>`: the cache starts as a copy of that directory of the
     stage, keeps what RUNs add across builds, is a cache of its own per base, and never reaches a layer."""
-    (tmp_path / "Dockerfile").write_text(
-        "FROM pybuild/busybox AS seed\nARG S=a\nRUN mkdir -p /deps && echo seed-$S > /deps/first\n"
-        "FROM pybuild/busybox\nARG N\n"
-        "RUN --mount=type=cache,from=seed,source=/deps,target=/c,id=deps "
-        "echo run-$N >> /c/log && cat /c/first /c/log > /seen\n")
-    pybuild("-t", "mounts/cachefrom", "--build-arg", "N=1", str(tmp_path))
-    pybuild("-t", "mounts/cachefrom", "--build-arg", "N=2", str(tmp_path))
-    seen = pybuild("run", "mounts/cachefrom", "cat", "/seen").stdout.decode()
+    seen = seen_after_two_builds(pybuild, tmp_path, "mounts/cachefrom",
+                                 "FROM pybuild/busybox AS seed\nARG S=a\n"
+                                 "RUN mkdir -p /deps && echo seed-$S > /deps/first\n"
+                                 "FROM pybuild/busybox\nARG N\n"
+                                 "RUN --mount=type=cache,from=seed,source=/deps,target=/c,id=deps "
+                                 "echo run-$N >> /c/log && cat /c/first /c/log > /seen\n")
     assert seen == "seed-a\nrun-1\nrun-2\n"
     files, _ = layer_names(pybuild, "mounts/cachefrom")
     assert not any(name.startswith(("c/", "deps/")) for name in files), sorted(files)
