@@ -14,10 +14,10 @@ import os
 import stat
 from collections.abc import Callable, Sequence
 
+from builder.context.dockerignore import Excluded, visit
 from builder.context.paths import expand_glob, scoped_join
 from cache.statcache import hash_files
 
-Excluded = Callable[[str], bool]
 Digester = Callable[[str], str]
 BulkDigester = Callable[[Sequence[tuple[str, os.stat_result]]], Sequence[str]]
 # one entry of a listing: its finished text, or (text before the digest, path) for a regular file
@@ -51,16 +51,6 @@ def _line(name: str, path: str, st: os.stat_result) -> Line:
     if stat.S_ISREG(mode):
         return f"F {name} {stat.S_IMODE(mode):o} ", path
     return f"S {name} {stat.S_IFMT(mode):o} {stat.S_IMODE(mode):o}\0"
-
-
-def visit(excluded: Excluded | None, rel: str, is_dir: bool) -> tuple[bool, bool]:
-    """(include the entry, descend into it) for a .dockerignore'd walk: an excluded directory is still entered
-    when an exception (`!pattern`) could re-include something inside it (fsutil's rule)."""
-    if excluded is None or not excluded(rel):
-        return True, is_dir
-    matcher = getattr(excluded, "__self__", None)
-    could = getattr(matcher, "could_match_inside", None)
-    return False, bool(is_dir and could is not None and could(rel))
 
 
 def _walk(lines: list[Line], files: dict[str, os.stat_result], root_rel: str, host: str,

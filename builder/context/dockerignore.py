@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -357,3 +357,16 @@ def _walk_dir(host: str, rel: str, parents: list[_Visited],
         if is_dir:
             node = _Visited(child_rel, info, st, not excluded)
             yield from _walk_dir(child_host, child_rel, [*parents, node], matcher)
+
+
+Excluded = Callable[[str], bool]
+
+
+def visit(excluded: Excluded | None, rel: str, is_dir: bool) -> tuple[bool, bool]:
+    """(include the entry, descend into it) for a .dockerignore'd walk: an excluded directory is still entered
+    when an exception (`!pattern`) could re-include something inside it (fsutil's rule)."""
+    if excluded is None or not excluded(rel):
+        return True, is_dir
+    matcher = getattr(excluded, "__self__", None)
+    could = getattr(matcher, "could_match_inside", None)
+    return False, bool(is_dir and could is not None and could(rel))

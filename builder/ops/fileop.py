@@ -19,7 +19,7 @@ import sys
 import tarfile
 from dataclasses import dataclass
 
-from builder.context.checksum import visit
+from builder.context.dockerignore import PatternMatcher, visit
 from builder.context.paths import clean, expand_glob, scoped_join
 from builder.sandbox import syscalls
 
@@ -304,7 +304,6 @@ def main() -> int:
             src_root = _mount_root(spec["mountpoints"][1], spec["source_lowerdirs"], None, None)
         excluded = None
         if spec.get("ignore"):
-            from builder.context.dockerignore import PatternMatcher
             excluded = PatternMatcher(spec["ignore"]).matches
         for op in spec["ops"]:
             if op["op"] == "mkdir":
