@@ -100,7 +100,8 @@ def version(name: str) -> str:
     return f"{text}, {extra}"
 
 
-def run_scenarios(bench: Bench, only: set[str], context: Path, limits: limits_mod.Limits) -> list[Row]:
+def run_scenarios(bench: Bench, only: set[str], context: Path, limits: limits_mod.Limits,
+                  sample: bytes) -> list[Row]:
     rows: list[Row] = []
     for number, scenario in zip("123", scenarios_app.SCENARIOS):
         if number in only:
@@ -109,9 +110,9 @@ def run_scenarios(bench: Bench, only: set[str], context: Path, limits: limits_mo
     if "4" in only:
         rows += scenarios_data.context_rows(bench, limits, context)
     if "5" in only:
-        rows += scenarios_data.export_rows(bench, limits)
+        rows += scenarios_data.export_rows(bench, limits, sample)
     if "6" in only:
-        rows.append(scenarios_data.stages_row(bench))
+        rows += scenarios_data.stages_rows(bench)
     return rows
 
 
@@ -136,8 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         bench.log(f"generating a context of {sizes.context_files} files / {sizes.context_bytes >> 20} MiB")
         context = big_context(tmp / "big-context", sizes)
         bench.log("measuring limits")
-        limits = limits_mod.measure(sample_from(context, sizes.limit_bytes), tmp)
-        rows = run_scenarios(bench, set(args.only.split(",")), context, limits)
+        sample = sample_from(context, sizes.limit_bytes)
+        limits = limits_mod.measure(sample, tmp)
+        rows = run_scenarios(bench, set(args.only.split(",")), context, limits, sample)
         problems += bench.failures
     finally:
         for tool in tools:

@@ -12,6 +12,7 @@ from bench.proc import BenchError, Sample
 from bench.tools import Tool, Unavailable
 
 PYBUILD = "pybuild"
+LIMIT = "limit: "  # prefix of a series that measures a library in the same rounds, not a tool
 Measure = Callable[[int], Sample]  # run index (warm-ups included) -> one timed sample
 
 

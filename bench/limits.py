@@ -74,6 +74,13 @@ def _zstd(threads: int) -> Callable[[memoryview], None]:
     return compress
 
 
+def library(compression: str) -> tuple[str, Callable[[memoryview], None]]:
+    """(label, one pass) of the library doing what pybuild's exporter does for ``compression``."""
+    if compression == "gzip":
+        return "zlib level 6, 1 thread", _deflate
+    return "zstandard level 3, threaded", _zstd(max(1, os.cpu_count() or 1))
+
+
 def disk_write(directory: Path, data: bytes) -> float:
     """dd-like: write the sample in 1 MiB blocks to a new file, fsync, close; MB/s."""
     path = directory / "disk-write.bin"

@@ -14,7 +14,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SCENARIO_ROWS = ("1-cold", "2-cached", "3-one-file", "4-context-cold", "4-context-touched",
-                 "4-context-unchanged", "5-export-gzip", "5-export-zstd", "6-stages")
+                 "4-context-unchanged", "5-export-gzip", "5-export-zstd", "6-stages", "6-stages-1core")
 
 
 def _mounts_below(prefix: str) -> list[str]:
@@ -42,12 +42,22 @@ def test_quick_bench_without_peers(tmp_path):
         assert pybuild["median_s"] > 0 and pybuild["min_s"] > 0, key
         assert pybuild["peak_rss_mib"] > 0, key  # (7)
     assert set(results["peak_rss_mib"]["pybuild"]) == set(SCENARIO_ROWS)
-    assert rows["6-stages"]["series"]["pybuild --jobs 1"]["median_s"] > 0
+    for key in ("6-stages", "6-stages-1core"):
+        assert rows[key]["series"]["pybuild --jobs 1"]["median_s"] > 0, key
+        assert rows[key]["facts"]["jobs2_over_jobs1"] > 0, key
     # the phases that the limits are computed from were found in pybuild's rawjson events
     assert rows["4-context-touched"]["facts"]["hash_MBps"] > 0
     assert rows["4-context-unchanged"]["facts"]["recheck_s"] > 0
     for kind in ("gzip", "zstd"):
-        assert rows[f"5-export-{kind}"]["facts"]["export_MBps"] > 0
+        row = rows[f"5-export-{kind}"]
+        assert row["facts"]["export_MBps"] > 0
+        # the library's own throughput is measured in the same rounds as the builds (A B A B ...)
+        library = [name for name in row["series"] if name.startswith("limit: ")]
+        assert len(library) == 1, row["series"].keys()
+        assert len(row["series"][library[0]]["runs_s"]) == len(row["series"]["pybuild"]["runs_s"])
+        assert row["facts"]["limit_MBps"] > 0
+        assert row["facts"]["export_fraction_of_limit"] == row["facts"]["export_MBps"] / row["facts"]["limit_MBps"]
+    assert "limit: " not in "".join(results["peak_rss_mib"]), "a library measurement is not a tool"
     assert all(v > 0 for v in results["limits"]["MBps"].values())
     assert results["meta"]["problems"] == []
     assert list(scratch.iterdir()) == [], "the bench left its temp directory behind"
