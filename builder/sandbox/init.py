@@ -28,7 +28,6 @@ import os
 import signal
 import stat
 import sys
-from pathlib import Path
 from typing import NoReturn
 
 from builder.sandbox import capabilities
@@ -164,7 +163,7 @@ def container_init(spec: ContainerSpec, status: Status, life_r: int, host_resolv
     except Exception as exc:  # noqa: BLE001 - nothing to undo: the namespace takes the mounts along
         _fail(status, exc)
     try:
-        user = lookup_user(Path("/"), spec.user)
+        user = lookup_user("/", spec.user)
     except Exception as exc:  # noqa: BLE001
         _clean_up(rootfs, status)
         _fail(status, exc)

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import stat
-import tempfile
 from dataclasses import dataclass, field
 
 from builder.sandbox import syscalls as sc
@@ -117,7 +115,11 @@ def mount_overlay(host: HostPaths, scratch: str) -> Rootfs:
     # A volatile mount leaves work/work/incompat/volatile behind, and the kernel then refuses the work dir
     # (it cannot know that mount ended cleanly). We do: the store drops the temp uppers of a crashed build
     # (SnapshotStore.recover), so a work dir that reaches here was last used by a container that exited.
-    shutil.rmtree(os.path.join(work, "work", "incompat", "volatile"), ignore_errors=True)
+    volatile = os.path.join(work, "work", "incompat", "volatile")
+    if os.path.lexists(volatile):
+        import shutil  # here: the init imports this module on every RUN (see test_helper_imports.py)
+
+        shutil.rmtree(volatile, ignore_errors=True)
     try:
         # volatile (Linux 5.10+): no syncfs of the upper at unmount (0.6 s per GiB written, on the step's
         # clock) and fsync in the RUN is a no-op; the store syncs the snapshot when it commits it
@@ -254,6 +256,8 @@ def _mount_overlay(rootfs: Rootfs, item: Mount, paths: OverlayPaths) -> None:
     """Merge a stage's layers on the scratch tmpfs, bind `item.source` of it (resolved inside the merged tree:
     its symlinks cannot leave it) onto the target, and detach the merged mount (the bind keeps what it needs)."""
     scratch = os.path.dirname(rootfs.root)
+    import tempfile  # only RUN --mount=type=bind,from=<stage> gets here (see shutil above)
+
     merged = tempfile.mkdtemp(dir=scratch, prefix="stage-")
     lowers = list(paths.lowers)
     if paths.upper is None and len(lowers) == 1:

@@ -13,7 +13,7 @@ Follows runc/moby `user.GetExecUser` (which BuildKit's RUN uses):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+import os
 
 MAX_ID = 2**31 - 1
 NO_PASSWD_ENTRIES = "no matching entries in passwd file"
@@ -49,10 +49,11 @@ class ExecUser:
     name: str | None = None
 
 
-def _fields(path: Path, minimum: int) -> list[list[str]]:
+def _fields(path: str | os.PathLike, minimum: int) -> list[list[str]]:
     """Colon-separated records of a passwd/group style file; missing file → no records."""
     try:
-        text = path.read_text(encoding="utf-8", errors="surrogateescape")
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+            text = f.read()
     except (FileNotFoundError, NotADirectoryError):
         return []
     records = []
@@ -74,7 +75,7 @@ def _int_or_none(text: str) -> int | None:
     return value if text.strip() == text and not text.startswith("+") else None
 
 
-def parse_passwd(path: Path) -> list[PasswdEntry]:
+def parse_passwd(path: str | os.PathLike) -> list[PasswdEntry]:
     """Entries of an /etc/passwd file; lines with a non-numeric uid or gid are skipped."""
     entries = []
     for parts in _fields(path, 4):
@@ -87,7 +88,7 @@ def parse_passwd(path: Path) -> list[PasswdEntry]:
     return entries
 
 
-def parse_group(path: Path) -> list[GroupEntry]:
+def parse_group(path: str | os.PathLike) -> list[GroupEntry]:
     """Entries of an /etc/group file; lines with a non-numeric gid are skipped."""
     entries = []
     for parts in _fields(path, 3):
@@ -105,11 +106,11 @@ def _checked_id(value: int) -> int:
     return value
 
 
-def lookup_user(rootfs: Path, user: str) -> ExecUser:
+def lookup_user(rootfs: str | os.PathLike, user: str) -> ExecUser:
     """Resolve a Dockerfile USER value inside `rootfs` (see the module docstring for the rules)."""
     user_arg, has_group, group_arg = user.partition(":")
     uid_arg = _int_or_none(user_arg)
-    passwd = parse_passwd(rootfs / "etc" / "passwd")
+    passwd = parse_passwd(os.path.join(rootfs, "etc", "passwd"))
     if user_arg == "":
         match = next((p for p in passwd if p.uid == 0), None)
     elif uid_arg is not None:
@@ -127,13 +128,13 @@ def lookup_user(rootfs: Path, user: str) -> ExecUser:
         return ExecUser(uid, _group_id(rootfs, group_arg), (), home, name)
     groups: tuple[int, ...] = ()
     if name is not None:
-        groups = tuple(g.gid for g in parse_group(rootfs / "etc" / "group") if name in g.members)
+        groups = tuple(g.gid for g in parse_group(os.path.join(rootfs, "etc", "group")) if name in g.members)
     return ExecUser(uid, _checked_id(gid), groups, home, name)
 
 
-def _group_id(rootfs: Path, group_arg: str) -> int:
+def _group_id(rootfs: str | os.PathLike, group_arg: str) -> int:
     gid_arg = _int_or_none(group_arg)
-    groups = parse_group(rootfs / "etc" / "group")
+    groups = parse_group(os.path.join(rootfs, "etc", "group"))
     if gid_arg is not None:
         match = next((g for g in groups if g.gid == gid_arg), None)
         return _checked_id(match.gid if match else gid_arg)
@@ -143,7 +144,7 @@ def _group_id(rootfs: Path, group_arg: str) -> int:
     return _checked_id(match.gid)
 
 
-def resolve_user(rootfs: Path, user: str) -> tuple[int, int, list[int]]:
+def resolve_user(rootfs: str | os.PathLike, user: str) -> tuple[int, int, list[int]]:
     """(uid, gid, supplementary gids) for USER `user` in `rootfs`; raises UserError."""
     found = lookup_user(rootfs, user)
     return found.uid, found.gid, list(found.groups)

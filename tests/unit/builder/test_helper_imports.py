@@ -1,0 +1,34 @@
+"""Every RUN starts `python -m builder.sandbox.init` and every COPY/ADD/WORKDIR `python -m builder.ops.fileop`
+as fresh processes, so what those modules import is paid once per step (on this machine a bare interpreter
+starts in ~20 ms; the init took ~100 ms and the file-op helper ~90 ms before these budgets).
+
+Measured marginal costs of what they must not load: the store package (cache/: sqlite, zstandard, gc) ~45 ms,
+ctypes.util ~35 ms (find_library imports subprocess and searches the library path), socket ~9 ms (its enums;
+`_socket` does the one ioctl the init needs), shutil ~9 ms and tempfile ~10 ms (needed only on rare paths,
+imported there), pathlib ~8 ms."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+STORE = ("cache", "zstandard", "sqlite3", "pyroute2")
+
+
+def _loaded(module: str, names: tuple[str, ...]) -> list[str]:
+    probe = (f"import sys, json, {module}; names = {list(names)!r}; "
+             "print(json.dumps(sorted(m for m in sys.modules if any(m == n or m.startswith(n + '.') for n in names))))")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)
+
+
+@pytest.mark.parametrize("module, forbidden", [
+    ("builder.ops.fileop", (*STORE, "ctypes.util")),
+    ("builder.sandbox.init", (*STORE, "ctypes.util", "socket", "shutil", "tempfile", "pathlib")),
+])
+def test_step_helpers_import_only_what_they_use(module, forbidden):
+    assert _loaded(module, forbidden) == []
