@@ -5,7 +5,8 @@ starts in ~20 ms; the init took ~100 ms and the file-op helper ~90 ms before the
 Measured marginal costs of what they must not load: the store package (cache/: sqlite, zstandard, gc) ~45 ms,
 ctypes.util ~35 ms (find_library imports subprocess and searches the library path), socket ~9 ms (its enums;
 `_socket` does the one ioctl the init needs), shutil ~9 ms and tempfile ~10 ms (needed only on rare paths,
-imported there), pathlib ~8 ms."""
+imported there), pathlib ~8 ms, dataclasses ~12 ms (the file-op helper loads the .dockerignore matcher, and
+with it dataclasses, only for a context that has a .dockerignore)."""
 from __future__ import annotations
 
 import json
@@ -27,7 +28,7 @@ def _loaded(module: str, names: tuple[str, ...]) -> list[str]:
 
 
 @pytest.mark.parametrize("module, forbidden", [
-    ("builder.ops.fileop", (*STORE, "ctypes.util")),
+    ("builder.ops.fileop", (*STORE, "ctypes.util", "dataclasses", "builder.context.dockerignore")),
     ("builder.sandbox.init", (*STORE, "ctypes.util", "socket", "shutil", "tempfile", "pathlib")),
 ])
 def test_step_helpers_import_only_what_they_use(module, forbidden):
