@@ -108,7 +108,7 @@ def run_scenarios(bench: Bench, only: set[str], context: Path, limits: limits_mo
             bench.log(f"scenario {number}: {scenario.__doc__.splitlines()[0]}")
             rows.append(scenario(bench))
     if "4" in only:
-        rows += scenarios_data.context_rows(bench, limits, context)
+        rows += scenarios_data.context_rows(bench, limits, context, sample)
     if "5" in only:
         rows += scenarios_data.export_rows(bench, limits, sample)
     if "6" in only:

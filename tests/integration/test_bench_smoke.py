@@ -46,7 +46,11 @@ def test_quick_bench_without_peers(tmp_path):
         assert rows[key]["series"]["pybuild --jobs 1"]["median_s"] > 0, key
         assert rows[key]["facts"]["jobs2_over_jobs1"] > 0, key
     # the phases that the limits are computed from were found in pybuild's rawjson events
-    assert rows["4-context-touched"]["facts"]["hash_MBps"] > 0
+    touched = rows["4-context-touched"]
+    assert touched["facts"]["hash_MBps"] > 0
+    # sha256 itself is measured in the same rounds as the builds, as the compressors are in scenario 5
+    assert len(touched["series"]["limit: hashlib sha256"]["runs_s"]) == len(touched["series"]["pybuild"]["runs_s"])
+    assert touched["facts"]["hash_fraction_of_sha256"] == touched["facts"]["hash_MBps"] / touched["facts"]["sha256_MBps"]
     assert rows["4-context-unchanged"]["facts"]["recheck_s"] > 0
     for kind in ("gzip", "zstd"):
         row = rows[f"5-export-{kind}"]
