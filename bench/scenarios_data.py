@@ -38,10 +38,9 @@ def context_rows(bench: Bench, limits: Limits, context: Path, sample: bytes) -> 
     sha256 = f"{LIMIT}hashlib sha256"
     touched = bench.alternate(touched, [*[(t.name, after_touch(t)) for t in ready],
                                         (sha256, _library(sample, hash_pass))])
-    lib = touched.series.get(sha256)
-    if PYBUILD in touched.series and lib is not None and (step := touched.series[PYBUILD].phase_like(COPY_STEP)):
+    limit = _library_rate(touched, sha256, sample)
+    if PYBUILD in touched.series and limit and (step := touched.series[PYBUILD].phase_like(COPY_STEP)):
         rate = sizes.context_bytes / step / 1e6
-        limit = len(sample) / lib.median / 1e6
         touched.facts |= {"hash_MBps": rate, "sha256_MBps": limit, "hash_fraction_of_sha256": rate / limit,
                           "start_sha256_MBps": limits.sha256,
                           "hash_fraction_of_start_sha256": rate / limits.sha256}
@@ -86,10 +85,9 @@ def export_rows(bench: Bench, limits: Limits, sample: bytes) -> list[Row]:
         name, compress = library(compression)
         contenders = [(t.name, _export(t, dockerfile, context, compression, bench.tmp)) for t in bench.tools]
         row = bench.alternate(row, [*contenders, (f"{LIMIT}{name}", _library(sample, compress))])
-        lib = row.series.get(f"{LIMIT}{name}")
-        if PYBUILD in row.series and lib is not None and (export := row.series[PYBUILD].phase("export")):
+        limit = _library_rate(row, f"{LIMIT}{name}", sample)
+        if PYBUILD in row.series and limit and (export := row.series[PYBUILD].phase("export")):
             rate = size / export / 1e6
-            limit = len(sample) / lib.median / 1e6
             row.facts |= {"export_s": export, "export_MBps": rate, "limit_MBps": limit,
                           "export_fraction_of_limit": rate / limit, "start_limit_MBps": start_limit,
                           "export_fraction_of_start_limit": rate / start_limit,
@@ -101,6 +99,12 @@ def export_rows(bench: Bench, limits: Limits, sample: bytes) -> list[Row]:
                          f"{start_limit:.0f} MB/s)")
         rows.append(row)
     return rows
+
+
+def _library_rate(row: Row, name: str, sample: bytes) -> float | None:
+    """MB/s of the library series ``name`` of ``row`` (median pass over ``sample``), None if not measured."""
+    series = row.series.get(name)
+    return len(sample) / series.median / 1e6 if series is not None else None
 
 
 def _library(sample: bytes, compress) -> Measure:

@@ -27,6 +27,8 @@ from pathlib import Path
 
 from builder.context.goglob import BadPattern, check_match_syntax, re2_to_python
 
+Excluded = Callable[[str], bool]  # relative path -> excluded by the patterns
+
 # Go's unicode.IsSpace (strings.TrimSpace); str.strip would also remove U+001C..U+001F.
 _GO_SPACES = ("\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008"
               "\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
@@ -357,9 +359,6 @@ def _walk_dir(host: str, rel: str, parents: list[_Visited],
         if is_dir:
             node = _Visited(child_rel, info, st, not excluded)
             yield from _walk_dir(child_host, child_rel, [*parents, node], matcher)
-
-
-Excluded = Callable[[str], bool]
 
 
 def visit(excluded: Excluded | None, rel: str, is_dir: bool) -> tuple[bool, bool]:

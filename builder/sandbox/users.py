@@ -12,8 +12,8 @@ Follows runc/moby `user.GetExecUser` (which BuildKit's RUN uses):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 import os
+from dataclasses import dataclass
 
 MAX_ID = 2**31 - 1
 NO_PASSWD_ENTRIES = "no matching entries in passwd file"
