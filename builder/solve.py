@@ -60,6 +60,8 @@ class Solver:
         self.cancel = cancel or threading.Event()
         self.results: dict[int, StepResult] = {}
         self.numbers: dict[int, int] = {}
+        self._helpers = None  # the step helpers' fork server, made at the first step that runs one
+        self._helpers_lock = threading.Lock()
 
     def title(self, step: Step) -> str:
         stage = self.graph.stages[step.stage]
@@ -73,8 +75,22 @@ class Solver:
         # dependencies first and numbers the steps as the Dockerfile reads (buildx does the same).
         order = sorted(self.graph.needed(stage_index), key=lambda step: step.id)
         self.numbers = {step.id: n for n, step in enumerate(order, 1)}
-        self._solve_pooled(order)
+        try:
+            self._solve_pooled(order)
+        finally:
+            if self._helpers is not None:  # every step has stopped by now, so none of its children runs
+                self._helpers.close()
         return self.results
+
+    def _launcher(self):
+        """The fork server that starts RUN's init and COPY's file-op helper for this solve (one interpreter start
+        per build instead of one per step; builder/sandbox/forkserver.py)."""
+        with self._helpers_lock:
+            if self._helpers is None:
+                from builder.ops.helpers import fork_server
+
+                self._helpers = fork_server()
+            return self._helpers
 
     def _solve_pooled(self, order: list[Step]) -> None:
         """Run each step as soon as its parent and deps are done, at most `jobs` at once.
@@ -266,11 +282,12 @@ class Solver:
                                               log=log, cancel=self.cancel,
                                               dockerfile_lines=self.options.dockerfile_lines,
                                               hostname=self.options.hostname,
-                                              mounts=self._mount_sources(step))
+                                              mounts=self._mount_sources(step), launcher=self._launcher())
         else:
             op: FileOp = step.op  # type: ignore[assignment]
             source = self.results[op.from_step].snapshot if op.from_step is not None else None
             snapshot, layer = file_op.execute(self.store, step, parent, compression=self.options.compression,
                                               context_dir=self.options.context_dir, source_snapshot=source,
-                                              ignore_patterns=self.options.ignore_patterns, cancel=self.cancel)
+                                              ignore_patterns=self.options.ignore_patterns, cancel=self.cancel,
+                                              launcher=self._launcher())
         return snapshot, ((layer,) if layer is not None else ())

@@ -10,6 +10,7 @@ from typing import Callable
 from builder.errors import BuildCancelled, BuildStepError, PybuildError
 from builder.ops.mounts import realise
 from builder.plan.steps import ExecOp, Step
+from builder.sandbox.forkserver import Launcher
 from builder.sandbox.runner import SandboxError, run
 from builder.sandbox.spec import ContainerSpec
 from cache import Interrupted
@@ -30,8 +31,9 @@ def render_location(step: Step, dockerfile_lines: list[str] | None) -> str:
 
 def execute(store, step: Step, parent_snapshot, *, compression: str, log: Callable[[str, str], None],
             cancel: threading.Event | None, dockerfile_lines: list[str] | None, hostname: str,
-            mounts=None):
-    """Run the step; returns (snapshot, layer|None). Raises BuildStepError on a non-zero exit."""
+            mounts=None, launcher: Launcher | None = None):
+    """Run the step; returns (snapshot, layer|None). Raises BuildStepError on a non-zero exit.
+    `launcher` starts the container's init (the build's fork server); by default a fresh interpreter."""
     op: ExecOp = step.op  # type: ignore[assignment]
     with ExitStack() as stack:
         try:
@@ -42,11 +44,12 @@ def execute(store, step: Step, parent_snapshot, *, compression: str, log: Callab
             raise BuildStepError(f"{step.span}: {step.created_by}: {exc.message}", hint=exc.hint,
                                  context=render_location(step, dockerfile_lines), reference=exc.reference) from exc
         return _execute(store, step, op, parent_snapshot, compression=compression, log=log, cancel=cancel,
-                        dockerfile_lines=dockerfile_lines, hostname=hostname, extra_mounts=extra)
+                        dockerfile_lines=dockerfile_lines, hostname=hostname, extra_mounts=extra,
+                        launcher=launcher)
 
 
 def _execute(store, step: Step, op: ExecOp, parent_snapshot, *, compression, log, cancel, dockerfile_lines,
-             hostname, extra_mounts):
+             hostname, extra_mounts, launcher):
     mutable = store.prepare(parent_snapshot)
     tail: deque[str] = deque(maxlen=OUTPUT_TAIL)
     total_lines = [0]
@@ -66,7 +69,7 @@ def _execute(store, step: Step, op: ExecOp, parent_snapshot, *, compression, log
                              user=op.user, hostname=hostname, network=op.network, mounts=extra_mounts)
         try:
             status = run(spec, stdin=subprocess.DEVNULL, stdout=sink("stdout"), stderr=sink("stderr"),
-                         cancel=cancel)  # a RUN gets no stdin, as in BuildKit
+                         cancel=cancel, launcher=launcher)  # a RUN gets no stdin, as in BuildKit
         except SandboxError as exc:
             raise BuildStepError(f"{step.span}: {step.created_by}: {exc}",
                                  context=render_location(step, dockerfile_lines)) from exc

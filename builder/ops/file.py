@@ -5,23 +5,25 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 
 from builder.errors import BuildCancelled, BuildStepError
 from builder.plan.steps import FileOp, Step
+from builder.sandbox.forkserver import Exec, Launcher
 from cache import Interrupted
 
 CANCEL_POLL_SECONDS = 0.05
 
 
 def execute(store, step: Step, parent_snapshot, *, compression: str, context_dir: str | None,
-            source_snapshot=None, ignore_patterns: list[str] | None = None, cancel: threading.Event | None = None):
+            source_snapshot=None, ignore_patterns: list[str] | None = None, cancel: threading.Event | None = None,
+            launcher: Launcher | None = None):
     """Apply the file actions on top of parent_snapshot; returns (snapshot, layer|None).
 
     `cancel` stops the step within ~0.05 s: the helper is killed (its mounts die with its namespace) and the
-    layer commit stops at its next write; everything temporary is dropped and BuildCancelled raised."""
+    layer commit stops at its next write; everything temporary is dropped and BuildCancelled raised.
+    `launcher` starts the helper (the build's fork server); by default a fresh interpreter."""
     op: FileOp = step.op  # type: ignore[assignment]
     mutable = store.prepare(parent_snapshot)
     mountdir = tempfile.mkdtemp(prefix="fileop-", dir=str(mutable.upper.parent))
@@ -40,7 +42,7 @@ def execute(store, step: Step, parent_snapshot, *, compression: str, context_dir
             "ops": [dict(a.to_json(), kind="stage" if op.from_stage is not None else "context")
                     for a in op.actions],
         }
-        message = run_helper(spec, cancel)
+        message = run_helper(spec, cancel, launcher)
         if message is not None:
             raise BuildStepError(f"{step.span}: {step.created_by}: {message}", reference="file-op-failed")
         try:
@@ -53,9 +55,9 @@ def execute(store, step: Step, parent_snapshot, *, compression: str, context_dir
         store.abort(mutable)
 
 
-def run_helper(spec: dict, cancel: threading.Event | None) -> str | None:
+def run_helper(spec: dict, cancel: threading.Event | None, launcher: Launcher | None = None) -> str | None:
     """Run the file-op helper on `spec`; None when it succeeded, else its error message."""
-    returncode, stdout, stderr = _helper(json.dumps(spec).encode(), cancel)
+    returncode, stdout, stderr = _helper(json.dumps(spec).encode(), cancel, launcher or Exec())
     if returncode == 0:
         return None
     try:
@@ -64,22 +66,46 @@ def run_helper(spec: dict, cancel: threading.Event | None) -> str | None:
         return (stderr.decode(errors="replace").strip().splitlines() or ["helper failed"])[-1]
 
 
-def _helper(spec: bytes, cancel: threading.Event | None) -> tuple[int, bytes, bytes]:
-    """Run the file-op helper on `spec`; kill it and raise BuildCancelled once `cancel` is set."""
-    proc = subprocess.Popen([sys.executable, "-m", "builder.ops.fileop"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=True)
-    with proc:
-        pending: bytes | None = spec  # communicate() takes the input once; a retry goes on sending it
-        while True:
-            try:
-                stdout, stderr = proc.communicate(pending, timeout=CANCEL_POLL_SECONDS)
-                return proc.returncode, stdout, stderr
-            except subprocess.TimeoutExpired:
-                pending = None
-                if cancel is not None and cancel.is_set():
-                    proc.kill()  # the helper's mount namespace, and so its mounts, die with it
-                    proc.communicate()
-                    raise BuildCancelled() from None
-            except BaseException:
+def _helper(spec: bytes, cancel: threading.Event | None, launcher: Launcher) -> tuple[int, bytes, bytes]:
+    """Run the file-op helper on `spec`; kill it and raise BuildCancelled once `cancel` is set.
+
+    Its stdin, stdout and stderr are memfds: the spec is written before it starts and its (small) output
+    read after it ends, so no pipe can fill up and nothing has to be pumped meanwhile."""
+    fds = [os.memfd_create(name) for name in ("pybuild-fileop-spec", "pybuild-fileop-out", "pybuild-fileop-err")]
+    try:
+        _write_all(fds[0], spec)
+        os.lseek(fds[0], 0, os.SEEK_SET)
+        try:
+            proc = launcher.spawn("builder.ops.fileop", [], stdin=fds[0], stdout=fds[1], stderr=fds[2])
+        except OSError as exc:
+            return 1, b"", f"starting the file-op helper: {exc}".encode()
+        try:
+            while True:
+                try:
+                    returncode = proc.wait(timeout=CANCEL_POLL_SECONDS)
+                    break
+                except subprocess.TimeoutExpired:
+                    if cancel is not None and cancel.is_set():
+                        raise BuildCancelled() from None
+        finally:
+            if proc.returncode is None:  # cancelled or interrupted: its mount namespace, and mounts, die with it
                 proc.kill()
-                raise
+                proc.wait()
+        return returncode, _read_all(fds[1]), _read_all(fds[2])
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _read_all(fd: int) -> bytes:
+    os.lseek(fd, 0, os.SEEK_SET)
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,11 +1,13 @@
 """Run one container: spawn the sandbox init, pump its output, report how the command ended.
 
 The builder is threaded, so it never forks or unshares itself (STYLE.md habit 8): run() starts
-`python -m builder.sandbox.init` with subprocess.Popen (close_fds, no preexec_fn) and hands it the
-spec on a memfd. Several run() calls may proceed at once from different threads.
+`python -m builder.sandbox.init` with subprocess.Popen (close_fds, no preexec_fn), or has a build's fork
+server fork one (builder/sandbox/forkserver.py), and hands it the spec on a memfd. Several run() calls may
+proceed at once from different threads.
 
 The init dies with the thread that started it (PR_SET_PDEATHSIG is per thread; run() blocks that
-thread until the container is gone, so the two lifetimes match).
+thread until the container is gone, so the two lifetimes match), or with the fork server, which dies
+with the builder.
 """
 from __future__ import annotations
 
@@ -14,12 +16,12 @@ import os
 import posixpath
 import selectors
 import subprocess
-import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Union
 
+from builder.sandbox.forkserver import Child, Exec, Launcher
 from builder.sandbox.spec import ContainerSpec
 from builder.sandbox.stubs import prune_noop_copy_ups
 
@@ -42,7 +44,7 @@ class SandboxError(Exception):
     """The container could not be set up or the command not started; the message is one line."""
 
 
-def _init_env() -> dict[str, str]:
+def init_env() -> dict[str, str]:
     """The init's own environment (not the container's): enough for Python to find this package."""
     env = {"PATH": os.defpath, "LANG": "C.UTF-8", "PYTHONPATH": _PACKAGE_ROOT}
     return env
@@ -98,12 +100,13 @@ class _Pump:
 
 
 def run(spec: ContainerSpec, *, stdin: int | None = None, stdout: Output = None, stderr: Output = None,
-        cancel: threading.Event | None = None) -> ExitStatus:
+        cancel: threading.Event | None = None, launcher: Launcher | None = None) -> ExitStatus:
     """Run spec.argv in a fresh container and wait for it.
 
     stdin/stdout/stderr: a file descriptor passed straight through (subprocess.DEVNULL works too),
     None to inherit the builder's, or (stdout/stderr) a callback receiving output chunks from a
     pump thread. cancel: once set, the container is SIGKILLed and ExitStatus(137, 9) returned.
+    launcher: how the init is started (a build's `ForkServer`); by default a fresh interpreter.
     Raises SandboxError when the container cannot be set up or the command cannot be executed.
     """
     spec_fd = _spec_memfd(spec)
@@ -117,11 +120,9 @@ def run(spec: ContainerSpec, *, stdin: int | None = None, stdout: Output = None,
                 pipes[name] = os.pipe()
                 sinks[pipes[name][0]] = target
         sinks[status_r] = status_chunks.append
-        args = [sys.executable, "-m", "builder.sandbox.init", str(spec_fd), str(status_w), str(os.getpid())]
-        proc = subprocess.Popen(
-            args, stdin=stdin, close_fds=True, pass_fds=(spec_fd, status_w), env=_init_env(),
-            stdout=pipes["stdout"][1] if "stdout" in pipes else stdout,
-            stderr=pipes["stderr"][1] if "stderr" in pipes else stderr)
+        proc = _start_init(launcher or Exec(init_env()), spec_fd, status_w, stdin,
+                           pipes["stdout"][1] if "stdout" in pipes else stdout,  # type: ignore[arg-type]
+                           pipes["stderr"][1] if "stderr" in pipes else stderr)  # type: ignore[arg-type]
     except BaseException:
         for fd in [spec_fd, status_r, status_w] + [fd for pair in pipes.values() for fd in pair]:
             os.close(fd)
@@ -152,7 +153,18 @@ def run(spec: ContainerSpec, *, stdin: int | None = None, stdout: Output = None,
     return _result(proc.returncode, messages)
 
 
-def _wait(proc: subprocess.Popen, cancel: threading.Event | None) -> bool:
+def _start_init(launcher: Launcher, spec_fd: int, status_w: int, stdin: int | None, stdout: int | None,
+                stderr: int | None) -> Child:
+    """Stage 1 of the init, told whose death to die with; SandboxError when it cannot be started."""
+    try:
+        args = [str(spec_fd), str(status_w), str(launcher.parent_pid)]
+        return launcher.spawn("builder.sandbox.init", args, stdin=stdin, stdout=stdout, stderr=stderr,
+                              pass_fds=(spec_fd, status_w))
+    except OSError as exc:
+        raise SandboxError(f"starting the sandbox init: {exc.strerror or exc}") from exc
+
+
+def _wait(proc: Child, cancel: threading.Event | None) -> bool:
     """Wait for the init; True if `cancel` fired first (the init is then killed)."""
     if cancel is None:
         proc.wait()

@@ -38,18 +38,21 @@ def netns() -> list[str]:
 
 
 def processes(builder_pid: int, sleep: str) -> list[str]:
-    """Command lines of the build's sandbox inits (they name the builder's pid) and of its sleeps."""
+    """Command lines of the build's sandbox inits and step helpers' fork server with its children (they name the
+    builder's pid) and of its sleeps."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            comm = (entry / "comm").read_text().strip()
         except OSError:
             continue
         line = " ".join(argv).strip()
-        if sleep in line or ("builder.sandbox.init" in line and argv[-2:-1] == [str(builder_pid)]):
-            found.append(f"{entry.name}: {line}")
+        helper = "builder.sandbox.init" in line or "builder.ops.helpers" in line
+        if sleep in line or (helper and argv[-2:-1] == [str(builder_pid)]):
+            found.append(f"{entry.name} ({comm}): {line}")
     return found
 
 
@@ -135,7 +138,7 @@ def test_sigint_during_a_long_run_exits_130_within_a_second(pybuild, busybox_ima
     read_until(proc.stderr.fileno(), [b"started\n"])
     time.sleep(0.3)  # well inside the sleep
     running = processes(proc.pid, sleep)
-    assert any("builder.sandbox.init" in p for p in running) and any(sleep in p for p in running), running
+    assert any("(pybuild-init)" in p for p in running) and any(sleep in p for p in running), running
     elapsed = interrupt(proc, lambda: proc.send_signal(signal.SIGINT))
     err = proc.stderr.read().decode()
     assert proc.returncode == 130, err

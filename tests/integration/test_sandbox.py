@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from builder.ops.helpers import fork_server as fork_server_for_a_build
+from builder.sandbox.forkserver import ForkServer
 from builder.sandbox.runner import ExitStatus, SandboxError, run
 from builder.sandbox.spec import ContainerSpec, Mount
 
@@ -72,9 +74,11 @@ def lower_snapshot(lower):
 
 
 class Box:
-    """A container factory bound to one upperdir; collects output through callbacks."""
+    """A container factory bound to one upperdir; collects output through callbacks. `launcher` starts the init:
+    None execs a fresh interpreter per container, a ForkServer forks one (what a build uses)."""
 
-    def __init__(self, lower: Path, tmp: Path, marker: str) -> None:
+    def __init__(self, lower: Path, tmp: Path, marker: str, launcher: ForkServer | None = None) -> None:
+        self.launcher = launcher
         self.lowers = (str(lower),)
         self.upper = tmp / "upper"
         self.work = tmp / "work"
@@ -93,7 +97,7 @@ class Box:
         out: list[bytes] = []
         err: list[bytes] = []
         status = run(self.spec(script, **changes), stdout=out.append, stderr=err.append,
-                     stdin=subprocess.DEVNULL)
+                     stdin=subprocess.DEVNULL, launcher=self.launcher)
         return status, b"".join(out).decode(), b"".join(err).decode()
 
     def output(self, script: str, **changes) -> str:
@@ -125,7 +129,7 @@ def leftovers(marker: str) -> list[str]:
         except OSError:
             continue
         args = cmdline.split(b"\0")
-        if b"builder.sandbox.init" in args and me in args:
+        if _is_init(entry, args) and me in args:
             found.append(f"{entry}: {cmdline!r}")
         elif marker.encode() in environ:
             found.append(f"{entry}: {cmdline!r}")
@@ -150,9 +154,37 @@ def no_leaks(tmp_path, lower, lower_snapshot):
     assert tree(lower) == lower_snapshot
 
 
-@pytest.fixture
-def box(lower, tmp_path, no_leaks) -> Box:
-    return Box(lower, tmp_path, no_leaks)
+@pytest.fixture(scope="module")
+def fork_server():
+    server = fork_server_for_a_build()
+    yield server
+    server.close()
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if _parent_pid(int(entry)) == pid:
+                    found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.fixture(params=["exec", "fork"])
+def box(request, lower, tmp_path, no_leaks) -> Box:
+    """Every test taking `box` runs twice: the init exec'd afresh, and forked by a build's fork server."""
+    if request.param == "exec":
+        yield Box(lower, tmp_path, no_leaks)
+        return
+    server = request.getfixturevalue("fork_server")
+    yield Box(lower, tmp_path, no_leaks, server)
+    deadline = time.monotonic() + 2.0
+    while children_of(server.parent_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert children_of(server.parent_pid) == []
 
 
 # --- isolation -------------------------------------------------------------------------------------
@@ -164,7 +196,10 @@ def test_hostname_is_the_specs(box):
 
 def test_pid_1_is_the_sandbox_init_not_the_hosts(box):
     cmdline = box.output("cat /proc/1/cmdline").split("\0")
-    assert "builder.sandbox.init" in cmdline
+    # a forked init keeps the fork server's command line; its name says what it is
+    assert ("builder.sandbox.init" if box.launcher is None else "builder.ops.helpers") in cmdline
+    if box.launcher is not None:
+        assert box.output("cat /proc/1/comm") == "pybuild-init\n"
     assert Path("/proc/1/cmdline").read_bytes().split(b"\0")[0].decode() not in cmdline
     assert box.output("echo $$") != f"{os.getpid()}\n"
 
@@ -315,7 +350,7 @@ def test_stdin_and_file_descriptor_outputs(box, tmp_path):
     source.write_text("piped input\n")
     target = tmp_path / "out.txt"
     with open(source, "rb") as stdin, open(target, "wb") as stdout:
-        status = run(box.spec("cat"), stdin=stdin.fileno(), stdout=stdout.fileno(), stderr=stdout.fileno())
+        status = run(box.spec("cat"), stdin=stdin.fileno(), stdout=stdout.fileno(), stderr=stdout.fileno(), launcher=box.launcher)
     assert status == ExitStatus(0)
     assert target.read_text() == "piped input\n"
 
@@ -328,7 +363,7 @@ def test_environment_and_home(box):
 def test_cancel_stops_the_container_within_a_second(box):
     cancel = threading.Event()
     result: list[ExitStatus] = []
-    thread = threading.Thread(target=lambda: result.append(run(box.spec("sleep 100"), cancel=cancel)))
+    thread = threading.Thread(target=lambda: result.append(run(box.spec("sleep 100"), cancel=cancel, launcher=box.launcher)))
     thread.start()
     time.sleep(0.5)
     started = time.monotonic()
@@ -359,10 +394,20 @@ def test_parallel_runs_from_threads(lower, tmp_path, no_leaks):
 
 # --- setup failures --------------------------------------------------------------------------------
 
+def test_a_fork_server_that_died_is_a_sandbox_error(lower, tmp_path, no_leaks):
+    server = fork_server_for_a_build()
+    try:
+        os.kill(server.parent_pid, signal.SIGKILL)
+        with pytest.raises(SandboxError, match="^starting the sandbox init: the step helpers' fork server has exited$"):
+            Box(lower, tmp_path, no_leaks, server).run("true")
+    finally:
+        server.close()
+
+
 def test_unknown_executable_is_a_sandbox_error(box):
     spec = box.spec("")
     with pytest.raises(SandboxError, match=r'^exec: "no-such-tool": executable file not found in \$PATH$'):
-        run(ContainerSpec(**{**_fields(spec), "argv": ("no-such-tool",)}))
+        run(ContainerSpec(**{**_fields(spec), "argv": ("no-such-tool",)}), launcher=box.launcher)
 
 
 def test_path_lookup_uses_the_containers_path(box, tmp_path):
@@ -372,15 +417,15 @@ def test_path_lookup_uses_the_containers_path(box, tmp_path):
     box.output("mkdir -p /opt/tools; printf '#!/bin/sh\\necho from-opt\\n' > /opt/tools/hello;"
                " chmod +x /opt/tools/hello")
     out: list[bytes] = []
-    assert run(ContainerSpec(**{**fields, "argv": ("hello",)}), stdout=out.append) == ExitStatus(0)
+    assert run(ContainerSpec(**{**fields, "argv": ("hello",)}), stdout=out.append, launcher=box.launcher) == ExitStatus(0)
     assert b"".join(out) == b"from-opt\n"
     with pytest.raises(SandboxError, match="executable file not found"):
-        run(ContainerSpec(**{**fields, "env": ("PATH=/nowhere",), "argv": ("sh", "-c", "true")}))
+        run(ContainerSpec(**{**fields, "env": ("PATH=/nowhere",), "argv": ("sh", "-c", "true")}), launcher=box.launcher)
 
 
 def test_missing_absolute_command(box):
     with pytest.raises(SandboxError, match=r'^exec: "/bin/nope": stat /bin/nope: no such file or directory$'):
-        run(ContainerSpec(**{**_fields(box.spec("")), "argv": ("/bin/nope",)}))
+        run(ContainerSpec(**{**_fields(box.spec("")), "argv": ("/bin/nope",)}), launcher=box.launcher)
 
 
 def test_missing_layer_directory(box, tmp_path):
@@ -468,9 +513,19 @@ def _init_pids() -> list[int]:
             args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"builder.sandbox.init" in args and me in args:
+        if _is_init(entry, args) and me in args:
             pids.append(int(entry))
     return pids
+
+
+def _is_init(pid: str, args: list[bytes]) -> bool:
+    """An exec'd init names its module; a forked one has the fork server's command line and its own comm."""
+    if b"builder.sandbox.init" in args:
+        return True
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() == "pybuild-init"
+    except OSError:
+        return False
 
 
 def _parent_pid(pid: int) -> int:
@@ -486,7 +541,8 @@ def test_sigterm_to_the_init_reaches_the_command(box):
     while len(_init_pids()) < 2 and time.monotonic() < deadline:  # stage 1 and PID 1
         time.sleep(0.05)
     time.sleep(0.3)  # let the shell install its trap
-    stage1 = next(pid for pid in _init_pids() if _parent_pid(pid) == os.getpid())
+    parent = os.getpid() if box.launcher is None else box.launcher.parent_pid
+    stage1 = next(pid for pid in _init_pids() if _parent_pid(pid) == parent)
     os.kill(stage1, signal.SIGTERM)
     thread.join(10)
     assert result and result[0] == (ExitStatus(7), "ready\ngot TERM\n", "")
@@ -549,7 +605,7 @@ def test_a_failing_output_callback_does_not_hang_the_container(box):
 
     started = time.monotonic()
     with pytest.raises(RuntimeError, match="sink broke"):
-        run(box.spec("head -c 1000000 /dev/zero; echo done"), stdout=explode)
+        run(box.spec("head -c 1000000 /dev/zero; echo done"), stdout=explode, launcher=box.launcher)
     assert time.monotonic() - started < 5
 
 

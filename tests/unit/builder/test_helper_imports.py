@@ -1,6 +1,8 @@
-"""Every RUN starts `python -m builder.sandbox.init` and every COPY/ADD/WORKDIR `python -m builder.ops.fileop`
-as fresh processes, so what those modules import is paid once per step (on this machine a bare interpreter
-starts in ~20 ms; the init took ~100 ms and the file-op helper ~90 ms before these budgets).
+"""A build forks RUN's `builder.sandbox.init` and COPY/ADD/WORKDIR's `builder.ops.fileop` from one fork server
+(builder/sandbox/forkserver.py), which pays these imports once; `pybuild run`, a cache mount's seeding and the
+fork server itself still start fresh interpreters, so what those modules import is paid there per start (on this
+machine a bare interpreter starts in ~20 ms; the init took ~100 ms and the file-op helper ~90 ms before these
+budgets).
 
 Measured marginal costs of what they must not load: the store package (cache/: sqlite, zstandard, gc) ~45 ms,
 ctypes.util ~35 ms (find_library imports subprocess and searches the library path), socket ~9 ms (its enums;

@@ -1,0 +1,28 @@
+"""The step helpers' fork server (builder/sandbox/forkserver.py): `fork_server()` for a build, and its zygote,
+`python -m builder.ops.helpers CONTROL_FD BUILDER_PID`.
+
+The zygote imports both helpers once, then forks a child per RUN (`builder.sandbox.init`) and per
+COPY/ADD/WORKDIR (`builder.ops.fileop`) that runs the same `main` an exec'd `python -m <module>` would.
+"""
+from __future__ import annotations
+
+import sys
+
+from builder.sandbox.forkserver import ForkServer, serve
+from builder.sandbox.runner import init_env
+
+
+def fork_server() -> ForkServer:
+    """A fork server for one build; it starts at its first spawn, and its owner closes it."""
+    return ForkServer("builder.ops.helpers", env=init_env())
+
+
+def main(control_fd: int) -> None:
+    from builder.ops import fileop
+    from builder.sandbox import init
+
+    serve(control_fd, {"builder.sandbox.init": init.main, "builder.ops.fileop": lambda _args: fileop.main()})
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]))

@@ -1,0 +1,332 @@
+"""Starting the step helpers: a fresh interpreter per helper (`Exec`), or forks of one per build (`ForkServer`).
+
+Every RUN runs `builder.sandbox.init` and every COPY/ADD/WORKDIR `builder.ops.fileop` in a process of its own.
+Exec'ing `python -m <module>` for each costs 40-85 ms of interpreter start and imports per step on this
+machine (tests/unit/builder/test_helper_imports.py); a build of ten steps spends most of a second on it.
+
+`ForkServer` pays that once per build: it execs one fresh, single-threaded interpreter (the "zygote", STYLE.md
+habit 8: the threaded builder still never forks) that has imported the helpers' modules and forks a child per
+request. A child is what `Exec` would have started: same module `main`, same arguments, its descriptors at the
+same numbers (0-2 and `pass_fds`), nothing else open, default signal dispositions; the helper code cannot tell
+the difference. The builder gets a pidfd for each child, so killing it cannot hit a reused pid.
+
+Protocol, over a SOCK_SEQPACKET socketpair made by `ForkServer` (the zygote's end is its argv[1]; argv[2], the
+builder's pid, is there for `ps`: the children inherit the command line, their comm says pybuild-<helper>):
+  zygote → builder   b"ready" once its imports are done
+  builder → zygote   one message per child: JSON {"module", "args", "fds"} and, by SCM_RIGHTS, a reply
+                     socket followed by the descriptors to place at the numbers listed in "fds"
+  zygote → reply     JSON {"pid"} with the child's pidfd, or {"error"} when fork failed; later
+                     JSON {"status": waitpid status} once the child is reaped; then the zygote closes it
+Lifetimes: the zygote exits when its control socket reaches EOF, which happens when the builder closes it
+(`ForkServer.close`) or dies, even by SIGKILL; it SIGKILLs the children still running and reaps them first.
+A child dies with the zygote (PR_SET_PDEATHSIG); the init's own stages follow as before, so nothing outlives
+the builder.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import traceback
+from typing import Callable, NoReturn, Protocol
+
+from builder.sandbox import syscalls as sc
+
+MAX_FDS = 16
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 5.0
+
+
+class Child(Protocol):
+    """A started helper, as `subprocess.Popen` presents one."""
+
+    pid: int
+    returncode: int | None
+
+    def wait(self, timeout: float | None = None) -> int:
+        """The exit code (negative: killed by that signal); `subprocess.TimeoutExpired` after `timeout`."""
+
+    def kill(self) -> None:
+        """SIGKILL, unless it has already been reaped; idempotent."""
+
+
+class Launcher(Protocol):
+    """Starts `python -m <module> <args>` equivalents. Descriptors: None inherits the builder's,
+    `subprocess.DEVNULL` is /dev/null; `pass_fds` keep their numbers in the child."""
+
+    parent_pid: int  # the pid a child sees as its parent (a helper dying with its parent checks it)
+
+    def spawn(self, module: str, args: list[str], *, stdin: int | None, stdout: int | None,
+              stderr: int | None, pass_fds: tuple[int, ...] = ()) -> Child: ...
+
+
+class Exec:
+    """A fresh interpreter per helper (the fallback, and what `pybuild run` and direct callers use)."""
+
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        self.env = env
+        self.parent_pid = os.getpid()
+
+    def spawn(self, module: str, args: list[str], *, stdin: int | None, stdout: int | None,
+              stderr: int | None, pass_fds: tuple[int, ...] = ()) -> Child:
+        return subprocess.Popen([sys.executable, "-m", module, *args], stdin=stdin, stdout=stdout, stderr=stderr,
+                                close_fds=True, pass_fds=pass_fds, env=self.env)
+
+
+class ForkServer:
+    """One zygote running `python -m <module> CONTROL_FD BUILDER_PID` (a module calling `serve`), started on the
+    first `spawn`; thread-safe. `close()` stops it (the owner calls it once no child is running)."""
+
+    def __init__(self, module: str, env: dict[str, str] | None = None) -> None:
+        self.module = module
+        self.env = env
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self._control: socket.socket | None = None
+
+    @property
+    def parent_pid(self) -> int:
+        self._start()
+        assert self._proc is not None
+        return self._proc.pid
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._control is not None:
+                return
+            mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            errors = os.memfd_create("pybuild-forkserver-stderr")  # its own stderr: read only if it fails to start
+            try:
+                # The builder's pid is only for people (and tests) reading `ps`: the zygote's children
+                # inherit this command line.
+                try:
+                    proc = subprocess.Popen([sys.executable, "-m", self.module, str(theirs.fileno()),
+                                             str(os.getpid())], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                            stderr=errors, close_fds=True, pass_fds=(theirs.fileno(),), env=self.env)
+                finally:
+                    theirs.close()  # now only the zygote holds its end: its exit is EOF here
+                ready, _, _ = select.select([mine], [], [], START_TIMEOUT)
+                if not ready or mine.recv(16) != b"ready":
+                    proc.kill()
+                    proc.wait()
+                    os.lseek(errors, 0, os.SEEK_SET)
+                    last = (os.read(errors, 65536).decode(errors="replace").strip().splitlines() or ["no output"])[-1]
+                    raise OSError(f"the step helpers' fork server ({self.module}) did not start: {last}")
+            except BaseException:
+                mine.close()
+                raise
+            finally:
+                os.close(errors)
+            self._proc, self._control = proc, mine
+
+    def spawn(self, module: str, args: list[str], *, stdin: int | None, stdout: int | None,
+              stderr: int | None, pass_fds: tuple[int, ...] = ()) -> Child:
+        self._start()
+        assert self._control is not None
+        if 3 + len(pass_fds) > MAX_FDS - 1:
+            raise ValueError(f"at most {MAX_FDS - 4} descriptors can be passed")
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        opened: list[int] = []
+        try:
+            std = [_resolve(target, default, opened) for target, default in ((stdin, 0), (stdout, 1), (stderr, 2))]
+            header = json.dumps({"module": module, "args": args, "fds": [0, 1, 2, *pass_fds]}).encode()
+            with self._lock:
+                try:
+                    socket.send_fds(self._control, [header], [theirs.fileno(), *std, *pass_fds])
+                except (BrokenPipeError, ConnectionError) as exc:
+                    raise OSError(errno.EPIPE, "the step helpers' fork server has exited") from exc
+        except BaseException:
+            mine.close()
+            raise
+        finally:
+            theirs.close()
+            for fd in opened:
+                os.close(fd)
+        try:
+            data, fds, _, _ = socket.recv_fds(mine, 4096, 1)
+            reply = json.loads(data) if data else {"error": "the step helpers' fork server has exited"}
+            if "error" in reply:
+                for fd in fds:
+                    os.close(fd)
+                raise OSError(reply["error"])
+            return Forked(int(reply["pid"]), fds[0], mine)
+        except BaseException:
+            mine.close()
+            raise
+
+    def close(self) -> None:
+        """Stop the zygote (it kills any child still running); idempotent."""
+        with self._lock:
+            control, proc, self._control, self._proc = self._control, self._proc, None, None
+        if control is None or proc is None:
+            return
+        control.close()  # EOF: the zygote reaps what is left and exits
+        try:
+            proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _resolve(target: int | None, default: int, opened: list[int]) -> int:
+    if target is None:
+        return default
+    if target == subprocess.DEVNULL:
+        fd = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        opened.append(fd)
+        return fd
+    return target
+
+
+class Forked:
+    """A child of the zygote: waited for through its reply socket, killed through its pidfd."""
+
+    def __init__(self, pid: int, pidfd: int, reply: socket.socket) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self._pidfd = pidfd
+        self._reply = reply
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is not None:
+            return self.returncode
+        ready, _, _ = select.select([self._reply], [], [], timeout)
+        if not ready:
+            raise subprocess.TimeoutExpired(f"{self.pid}", timeout or 0)
+        data = self._reply.recv(4096)
+        if data:
+            self.returncode = os.waitstatus_to_exitcode(json.loads(data)["status"])
+        else:  # the zygote died; the child died with it (PR_SET_PDEATHSIG)
+            self.returncode = -signal.SIGKILL
+        self._reply.close()
+        os.close(self._pidfd)
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            try:
+                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+            except ProcessLookupError:
+                pass  # exited, not yet reported
+
+
+# --- the zygote --------------------------------------------------------------------------------------
+
+Handler = Callable[[list[str]], object]
+
+
+def serve(control_fd: int, handlers: dict[str, Handler]) -> None:
+    """The zygote's loop: fork a child per request, report its end, stop at EOF (see the module docstring).
+    `handlers` maps a module name to its main (called with the args; returns or raises SystemExit with the
+    exit code)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is the builder's to handle
+    control = socket.socket(fileno=control_fd)
+    control.send(b"ready")
+    children: dict[int, tuple[int, socket.socket]] = {}  # pidfd → (pid, reply socket)
+    while True:
+        readable, _, _ = select.select([control, *children], [], [])
+        for item in readable:
+            if item is control:
+                data, fds, _, _ = socket.recv_fds(control, 65536, MAX_FDS)
+                if not data:
+                    _stop(children)
+                    return
+                _fork(json.loads(data), fds, control, children, handlers)
+            else:
+                pid, reply = children.pop(item)
+                _, status = os.waitpid(pid, 0)
+                os.close(item)
+                try:
+                    reply.send(json.dumps({"status": status}).encode())
+                except OSError:
+                    pass  # the builder stopped waiting (it is going away)
+                reply.close()
+
+
+def _stop(children: dict[int, tuple[int, socket.socket]]) -> None:
+    """The builder is gone or done: SIGKILL the children still running and reap them."""
+    for pidfd, (pid, reply) in children.items():
+        try:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.waitpid(pid, 0)
+        os.close(pidfd)
+        reply.close()
+    children.clear()
+
+
+def _fork(request: dict, fds: list[int], control: socket.socket,
+          children: dict[int, tuple[int, socket.socket]], handlers: dict[str, Handler]) -> None:
+    reply = socket.socket(fileno=fds[0])
+    given = fds[1:]
+    zygote = os.getpid()
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        reply.send(json.dumps({"error": f"starting {request['module']}: {exc.strerror}"}).encode())
+        reply.close()
+        for fd in given:
+            os.close(fd)
+        return
+    if pid == 0:
+        others = [control, reply, *(r for _, r in children.values())]
+        _child(request, given, zygote, others, handlers)
+    for fd in given:
+        os.close(fd)
+    pidfd = os.pidfd_open(pid)
+    try:
+        socket.send_fds(reply, [json.dumps({"pid": pid}).encode()], [pidfd])
+    except OSError:
+        pass  # the builder gave up on this child; it is still reaped below
+    children[pidfd] = (pid, reply)
+
+
+def _child(request: dict, given: list[int], zygote: int, sockets: list[socket.socket],
+           handlers: dict[str, Handler]) -> NoReturn:
+    """In the forked child: become what `python -m module args` would be, run it, exit (never returns)."""
+    code = 1
+    try:
+        sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != zygote:
+            os._exit(1)
+        for sock in sockets:
+            sock.detach()  # closed below by number; the objects must not close a reused number later
+        _place(given, request["fds"])
+        with open("/proc/self/comm", "w") as comm:
+            comm.write("pybuild-" + request["module"].rsplit(".", 1)[-1])
+        for signum in (signal.SIGINT,):
+            signal.signal(signum, signal.default_int_handler)
+        result = handlers[request["module"]](list(request["args"]))
+        code = result if isinstance(result, int) else 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:  # noqa: BLE001 - what an exec'd interpreter would print before exiting 1
+        traceback.print_exc()
+        code = 1
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+
+
+def _place(given: list[int], targets: list[int]) -> None:
+    """Put descriptor given[i] at number targets[i] and close every other descriptor of this process."""
+    open_fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    base = max([*open_fds, *targets, *given]) + 1
+    moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, base) for fd in given]
+    os.closerange(0, base)
+    for fd, target in zip(moved, targets):
+        os.dup2(fd, target, inheritable=True)
+    for fd in moved:
+        os.close(fd)
