@@ -22,6 +22,8 @@ from builder.solve import SolveOptions, Solver
 
 @dataclass
 class BuildOptions:
+    """Everything `pybuild build` was asked for (the CLI's flags, parsed)."""
+
     context: str
     dockerfile: str | None = None
     tags: list[str] = field(default_factory=list)
@@ -42,6 +44,8 @@ class BuildOptions:
 
 @dataclass(frozen=True, slots=True)
 class BuildResult:
+    """What a build produced: the image id, manifest digest and the names it was given."""
+
     image_id: str
     manifest_digest: str
     names: tuple[str, ...]

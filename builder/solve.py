@@ -24,6 +24,8 @@ from cache import Interrupted
 
 @dataclass(frozen=True, slots=True)
 class StepResult:
+    """A solved step: its key, the snapshot it leaves and the layers it added."""
+
     key: CacheKey
     snapshot: Any  # cache.Snapshot | None (scratch)
     layers: tuple  # cache.Layer, in order
@@ -33,6 +35,8 @@ class StepResult:
 
 @dataclass
 class SolveOptions:
+    """How to solve: the context, cache use, compression, parallelism and what RUN may see."""
+
     context_dir: str | None
     use_cache: bool = True
     compression: str = "gzip"

@@ -25,10 +25,8 @@ from typing import Any, BinaryIO
 
 from cache import gc, locks, refs
 from cache.blobs import BlobStore
-from cache.compress import media_type_for, recompress, sniffed_media_type
 from cache.errors import BlobNotFound, CorruptBlob, Interrupted, LockTimeout, StoreError
 from cache.index import Index
-from cache.layertar import source_date_epoch as env_source_date_epoch
 from cache.model import (
     CacheRecord,
     Descriptor,
@@ -141,6 +139,8 @@ class Store:
         while the layer is written; once it returns True the commit raises `Interrupted` and keeps
         nothing (``m`` is left for abort()).
         """
+        from cache.layertar import source_date_epoch as env_source_date_epoch  # see SnapshotStore.commit
+
         epoch = source_date_epoch if source_date_epoch is not None else env_source_date_epoch()
         return self._snapshots.commit(m, compression, epoch, cancelled)  # type: ignore[return-value]
 
@@ -156,6 +156,8 @@ class Store:
         """The same layer as a blob in ``compression``: ``layer`` itself if it already is, a variant
         made earlier, or a new blob re-compressed from it (then remembered). The diff_id never
         changes; a blob whose content does not match it raises CorruptBlob. ``cancelled`` as in commit()."""
+        from cache.compress import media_type_for, recompress, sniffed_media_type  # see SnapshotStore.commit
+
         media_type = media_type_for(compression)
         if layer.blob.media_type == media_type:
             return layer

@@ -72,6 +72,8 @@ CREATE TABLE IF NOT EXISTS statcache (
 
 @dataclass(frozen=True, slots=True)
 class SnapshotRow:
+    """A row of the snapshots table (see the schema above)."""
+
     id: int
     parent: int | None
     diff_id: str | None

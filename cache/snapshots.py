@@ -24,15 +24,16 @@ import shutil
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cache import locks
 from cache.blobs import BlobStore
-from cache.compress import LayerSink, decompressed
 from cache.errors import Interrupted, StoreError
 from cache.index import Index, SnapshotRow
-from cache.layertar import is_empty_dir, write_layer
 from cache.model import Descriptor, Digest, Layer, MutableSnapshot, Snapshot
-from cache.unpack import unpack_layer
+
+if TYPE_CHECKING:
+    from cache.compress import LayerSink
 
 
 class SnapshotStore:
@@ -116,6 +117,11 @@ class SnapshotStore:
     # --- commit and import -----------------------------------------------------------------
     def commit(self, m: MutableSnapshot, compression: str, epoch: int | None,
                cancelled: Callable[[], bool] | None = None) -> tuple[Snapshot | None, Layer | None]:
+        # The layer-writing chain (tarfile, zstandard, the gzip threads: ~9 ms of imports) is loaded where a
+        # layer is written or read, here and in import_layer: a fully cached build needs neither.
+        from cache.compress import LayerSink
+        from cache.layertar import is_empty_dir, write_layer
+
         if m.lock_fd is None:
             raise StoreError("commit of a snapshot already committed or aborted", path=m.tmpdir)
         if is_empty_dir(m.upper):
@@ -165,6 +171,9 @@ class SnapshotStore:
         try:
             fs = d / "fs"
             fs.mkdir(mode=0o755)
+            from cache.compress import decompressed
+            from cache.unpack import unpack_layer
+
             raw = self.blobs.open(blob.digest)
             try:
                 stats = unpack_layer(decompressed(raw), fs)

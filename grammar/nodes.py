@@ -107,12 +107,16 @@ class Instruction:
 
 @dataclass(frozen=True, slots=True)
 class From(Instruction):
+    """FROM image [AS name]; `--platform` is among the flags."""
+
     image: str = ""  # raw, expanded later with the global ARGs
     stage_name: str | None = None  # the AS name, lower-cased as BuildKit does
 
 
 @dataclass(frozen=True, slots=True)
 class Run(Instruction):
+    """RUN in shell or exec form, with its heredocs; `--mount`, `--network` are among the flags."""
+
     command: Command = ShellForm("")
     heredocs: tuple[Heredoc, ...] = ()
 
@@ -129,26 +133,34 @@ class Copy(Instruction):
 
 @dataclass(frozen=True, slots=True)
 class Add(Copy):
-    pass
+    """ADD: as COPY, and a local tar archive source is unpacked into the destination."""
 
 
 @dataclass(frozen=True, slots=True)
 class Cmd(Instruction):
+    """CMD: the default command (or ENTRYPOINT's default arguments)."""
+
     command: Command = ExecForm(())
 
 
 @dataclass(frozen=True, slots=True)
 class Entrypoint(Instruction):
+    """ENTRYPOINT: the command the container runs."""
+
     command: Command = ExecForm(())
 
 
 @dataclass(frozen=True, slots=True)
 class Shell(Instruction):
+    """SHELL ["executable", "parameters"]: the shell the later shell forms run with."""
+
     argv: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class Volume(Instruction):
+    """VOLUME: paths marked as volumes in the image config (JSON array or words)."""
+
     paths: tuple[str, ...] = ()  # raw words
 
 
@@ -163,11 +175,15 @@ class KeyValue:
 
 @dataclass(frozen=True, slots=True)
 class Env(Instruction):
+    """ENV key=value ... (or legacy ENV key value)."""
+
     pairs: tuple[KeyValue, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class Label(Instruction):
+    """LABEL key=value ..."""
+
     pairs: tuple[KeyValue, ...] = ()
 
 
@@ -181,26 +197,36 @@ class ArgDecl:
 
 @dataclass(frozen=True, slots=True)
 class Arg(Instruction):
+    """ARG NAME[=default] ...: build arguments, global before the first FROM."""
+
     args: tuple[ArgDecl, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class Expose(Instruction):
+    """EXPOSE port[/protocol] ..."""
+
     ports: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class User(Instruction):
+    """USER user[:group]."""
+
     user: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class Workdir(Instruction):
+    """WORKDIR path: created when missing, as docker does."""
+
     path: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class StopSignal(Instruction):
+    """STOPSIGNAL signal: the signal that stops the container."""
+
     signal: str = ""
 
 
@@ -214,12 +240,16 @@ class Healthcheck(Instruction):
 
 @dataclass(frozen=True, slots=True)
 class Onbuild(Instruction):
+    """ONBUILD instruction: a trigger stored in the image config for images built FROM this one."""
+
     trigger: Instruction | None = None  # the nested instruction, parsed
     expression: str = ""  # the trigger text as written, stored in the image config
 
 
 @dataclass(frozen=True, slots=True)
 class Maintainer(Instruction):
+    """MAINTAINER name (deprecated): a label-like author field."""
+
     maintainer: str = ""
 
 

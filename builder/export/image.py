@@ -13,6 +13,8 @@ CONFIG_MEDIA_TYPE = "application/vnd.oci.image.config.v1+json"
 
 @dataclass(frozen=True, slots=True)
 class BuiltImage:
+    """A finished image: canonical config and manifest bytes, their digests, and its layers."""
+
     config: bytes
     manifest: bytes
     layers: tuple  # cache.Layer

@@ -18,6 +18,8 @@ REF_NAME = "org.opencontainers.image.ref.name"
 
 @dataclass(frozen=True, slots=True)
 class BaseImage:
+    """A FROM's image: its config, the step that provides its filesystem (None for scratch), and when it was made."""
+
     config: ImageConfig
     source: SourceOp | None  # None for scratch
     created: float = 0.0

@@ -19,6 +19,8 @@ KEY_VERSION = 1
 
 @dataclass(frozen=True, slots=True)
 class CacheKey:
+    """A step's cache key: the digest, and the parts it hashes (shown by --explain-cache and `cache inspect`)."""
+
     digest: str
     parts: dict[str, Any]
 

@@ -50,6 +50,8 @@ class StageState:
 
 @dataclass
 class Planner:
+    """Turns a parsed Dockerfile into the step graph, one stage at a time (builder/plan/dispatch.py per instruction)."""
+
     dockerfile: nodes.Dockerfile
     build_args: dict[str, str]
     resolve_image: Callable[[str], BaseImage]

@@ -54,6 +54,8 @@ class RunMount:
 
 @dataclass(frozen=True, slots=True)
 class ExecOp:
+    """What a RUN step executes: argv, environment, working directory, user, network, mounts."""
+
     argv: tuple[str, ...]
     env: tuple[str, ...]
     cwd: str
@@ -85,6 +87,8 @@ IMAGE_ROOT = -1  # from_stage of `COPY --from=<image>` / `--mount=...,from=<imag
 
 @dataclass(frozen=True, slots=True)
 class FileOp:
+    """What a COPY/ADD/WORKDIR step does: its file actions, and where sources come from."""
+
     actions: tuple[FileAction, ...]
     from_stage: int | None = None  # COPY --from=<stage>: sources come from that stage's root, else the context
     # (IMAGE_ROOT for --from=<image>: from_step is then the image's source step)
@@ -96,6 +100,8 @@ Op = Union[SourceOp, ExecOp, FileOp]
 
 @dataclass(frozen=True, slots=True)
 class Step:
+    """One node of the step graph: a source, an exec or a file operation over its parent's filesystem."""
+
     id: int
     stage: int
     kind: str  # "source" | "exec" | "file"
@@ -116,6 +122,8 @@ class HistoryItem:
 
 @dataclass(frozen=True, slots=True)
 class StagePlan:
+    """A planned stage: its final config and history, and the step that leaves its filesystem."""
+
     index: int
     name: str | None
     config: ImageConfig  # final config, diff_ids and history of the *base* only
@@ -127,6 +135,8 @@ class StagePlan:
 
 @dataclass
 class StepGraph:
+    """Every step of the build in Dockerfile order, the stages, and the target stage's index."""
+
     steps: list[Step] = field(default_factory=list)
     stages: list[StagePlan] = field(default_factory=list)
     target: int = -1

@@ -13,6 +13,8 @@ def _now() -> float:
 
 @dataclass(frozen=True, slots=True)
 class StepStarted:
+    """A step began (or is about to be looked up in the cache)."""
+
     number: int  # 1-based, in plan order
     title: str  # "[stage 2/5] RUN make"
     ts: float = field(default_factory=_now)
@@ -21,6 +23,8 @@ class StepStarted:
 
 @dataclass(frozen=True, slots=True)
 class StepCached:
+    """A step's result came from the cache."""
+
     number: int
     reason: str = ""
     ts: float = field(default_factory=_now)
@@ -28,6 +32,8 @@ class StepCached:
 
 @dataclass(frozen=True, slots=True)
 class StepLog:
+    """Output of a running step, one chunk of one stream."""
+
     number: int
     stream: str  # "stdout" | "stderr"
     text: str
@@ -36,6 +42,8 @@ class StepLog:
 
 @dataclass(frozen=True, slots=True)
 class StepDone:
+    """A step finished."""
+
     number: int
     elapsed: float
     ts: float = field(default_factory=_now)
@@ -43,6 +51,8 @@ class StepDone:
 
 @dataclass(frozen=True, slots=True)
 class StepFailed:
+    """A step failed; `error` is the message for the user."""
+
     number: int
     elapsed: float
     error: str
@@ -69,6 +79,8 @@ class StepExplain:
 
 @dataclass(frozen=True, slots=True)
 class BuildDone:
+    """The build ended: the image's id and manifest digest, and how long it took."""
+
     image_id: str
     manifest_digest: str
     elapsed: float
