@@ -10,7 +10,7 @@ import threading
 
 from builder.errors import BuildCancelled, BuildStepError
 from builder.plan.steps import FileOp, Step
-from builder.sandbox.forkserver import Exec, Launcher
+from builder.sandbox.forkserver import Exec, Launcher, memfd, read_memfd
 from cache import Interrupted
 
 CANCEL_POLL_SECONDS = 0.05
@@ -71,10 +71,8 @@ def _helper(spec: bytes, cancel: threading.Event | None, launcher: Launcher) -> 
 
     Its stdin, stdout and stderr are memfds: the spec is written before it starts and its (small) output
     read after it ends, so no pipe can fill up and nothing has to be pumped meanwhile."""
-    fds = [os.memfd_create(name) for name in ("pybuild-fileop-spec", "pybuild-fileop-out", "pybuild-fileop-err")]
+    fds = [memfd("pybuild-fileop-spec", spec), memfd("pybuild-fileop-out"), memfd("pybuild-fileop-err")]
     try:
-        _write_all(fds[0], spec)
-        os.lseek(fds[0], 0, os.SEEK_SET)
         try:
             proc = launcher.spawn("builder.ops.fileop", [], stdin=fds[0], stdout=fds[1], stderr=fds[2])
         except OSError as exc:
@@ -91,21 +89,7 @@ def _helper(spec: bytes, cancel: threading.Event | None, launcher: Launcher) -> 
             if proc.returncode is None:  # cancelled or interrupted: its mount namespace, and mounts, die with it
                 proc.kill()
                 proc.wait()
-        return returncode, _read_all(fds[1]), _read_all(fds[2])
+        return returncode, read_memfd(fds[1]), read_memfd(fds[2])
     finally:
         for fd in fds:
             os.close(fd)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _read_all(fd: int) -> bytes:
-    os.lseek(fd, 0, os.SEEK_SET)
-    chunks = []
-    while chunk := os.read(fd, 65536):
-        chunks.append(chunk)
-    return b"".join(chunks)

@@ -185,6 +185,25 @@ def _resolve(target: int | None, default: int, opened: list[int]) -> int:
     return target
 
 
+def memfd(name: str, data: bytes = b"") -> int:
+    """An anonymous file holding ``data``, offset 0 (close-on-exec unless passed): a helper's spec or output."""
+    fd = os.memfd_create(name)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def read_memfd(fd: int) -> bytes:
+    """Everything in ``fd`` from its start (what a helper wrote to it)."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 class Forked:
     """A child of the zygote: waited for through its reply socket, killed through its pidfd."""
 
@@ -302,8 +321,7 @@ def _child(request: dict, given: list[int], zygote: int, sockets: list[socket.so
         _place(given, request["fds"])
         with open("/proc/self/comm", "w") as comm:
             comm.write("pybuild-" + request["module"].rsplit(".", 1)[-1])
-        for signum in (signal.SIGINT,):
-            signal.signal(signum, signal.default_int_handler)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # the zygote ignores it; a fresh interpreter does not
         result = handlers[request["module"]](list(request["args"]))
         code = result if isinstance(result, int) else 0
     except SystemExit as exc:

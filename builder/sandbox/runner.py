@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Union
 
-from builder.sandbox.forkserver import Child, Exec, Launcher
+from builder.sandbox.forkserver import Child, Exec, Launcher, memfd
 from builder.sandbox.spec import ContainerSpec
 from builder.sandbox.stubs import prune_noop_copy_ups
 
@@ -48,16 +48,6 @@ def init_env() -> dict[str, str]:
     """The init's own environment (not the container's): enough for Python to find this package."""
     env = {"PATH": os.defpath, "LANG": "C.UTF-8", "PYTHONPATH": _PACKAGE_ROOT}
     return env
-
-
-def _spec_memfd(spec: ContainerSpec) -> int:
-    fd = os.memfd_create("pybuild-container-spec")  # close-on-exec unless passed
-    data = spec.to_json().encode()
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-    os.lseek(fd, 0, os.SEEK_SET)
-    return fd
 
 
 class _Pump:
@@ -109,7 +99,7 @@ def run(spec: ContainerSpec, *, stdin: int | None = None, stdout: Output = None,
     launcher: how the init is started (a build's `ForkServer`); by default a fresh interpreter.
     Raises SandboxError when the container cannot be set up or the command cannot be executed.
     """
-    spec_fd = _spec_memfd(spec)
+    spec_fd = memfd("pybuild-container-spec", spec.to_json().encode())
     status_r, status_w = os.pipe()
     sinks: dict[int, Callable[[bytes], None]] = {}
     status_chunks: list[bytes] = []

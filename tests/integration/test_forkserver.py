@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.sandbox.forkserver import ForkServer
+from builder.sandbox.forkserver import ForkServer, memfd, read_memfd
 from tests.integration.conftest import REPO
 
 ENV = {"PATH": os.defpath, "PYTHONPATH": str(REPO)}
@@ -22,10 +22,7 @@ ENV = {"PATH": os.defpath, "PYTHONPATH": str(REPO)}
 
 def alive(pid: int) -> bool:
     """Running, or a zombie nobody reaped."""
-    try:
-        return Path(f"/proc/{pid}/stat").exists()
-    except OSError:
-        return False
+    return Path(f"/proc/{pid}/stat").exists()
 
 
 def gone(pids: list[int], timeout: float = 2.0) -> bool:
@@ -44,25 +41,14 @@ def server():
     assert gone([zygote])
 
 
-def memfd(data: bytes = b"") -> int:
-    fd = os.memfd_create("forkserver-test")
-    os.write(fd, data)
-    os.lseek(fd, 0, os.SEEK_SET)
-    return fd
-
-
-def read(fd: int) -> bytes:
-    os.lseek(fd, 0, os.SEEK_SET)
-    return os.read(fd, 1 << 20)
-
-
 def test_a_child_gets_its_descriptors_at_the_same_numbers_and_nothing_else(server):
-    stdin, stdout, stderr, extra = memfd(b"the spec"), memfd(), memfd(), memfd()
+    stdin = memfd("forkserver-test", b"the spec")
+    stdout, stderr, extra = (memfd("forkserver-test") for _ in range(3))
     passed = os.dup2(extra, 77, inheritable=False)
     try:
         child = server.spawn("probe", ["report", "77"], stdin=stdin, stdout=stdout, stderr=stderr, pass_fds=(77,))
-        assert child.wait(10) == 0, read(stderr)
-        report = json.loads(read(stdout))
+        assert child.wait(10) == 0, read_memfd(stderr)
+        report = json.loads(read_memfd(stdout))
         assert report["fds"] == [0, 1, 2, 77]  # the zygote's control socket and other children's sockets are not
         assert all(report["inheritable"])
         assert report["ppid"] == server.parent_pid  # the zygote: what a helper dying with its parent checks
@@ -70,7 +56,7 @@ def test_a_child_gets_its_descriptors_at_the_same_numbers_and_nothing_else(serve
         assert report["stdin"] == "the spec"
         assert report["sigint_default"]  # the zygote ignores SIGINT; its children must not
         assert report["comm"] == "pybuild-probe"
-        assert read(passed) == b"written to 77\n"
+        assert read_memfd(passed) == b"written to 77\n"
     finally:
         for fd in (stdin, stdout, stderr, extra, passed):
             os.close(fd)
@@ -79,24 +65,24 @@ def test_a_child_gets_its_descriptors_at_the_same_numbers_and_nothing_else(serve
 @pytest.mark.parametrize("args, code", [(["exit", "3"], 3), (["sys.exit", "4"], 4), (["exit", "0"], 0),
                                         (["raise"], 1)])
 def test_exit_codes_are_those_of_an_exec_d_interpreter(server, args, code):
-    err = memfd()
+    err = memfd("forkserver-test")
     try:
         child = server.spawn("probe", args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
         assert child.wait(10) == code
         assert child.returncode == code
         if args == ["raise"]:
-            assert b"RuntimeError: probe failed on purpose" in read(err)
+            assert b"RuntimeError: probe failed on purpose" in read_memfd(err)
     finally:
         os.close(err)
 
 
 def test_wait_times_out_like_popen_and_kill_uses_the_pidfd(server):
-    out = memfd()
+    out = memfd("forkserver-test")
     try:
         child = server.spawn("probe", ["sleep", "30"], stdin=subprocess.DEVNULL, stdout=out, stderr=None)
         with pytest.raises(subprocess.TimeoutExpired):
             child.wait(0.2)
-        assert alive(child.pid) and read(out) == b"sleeping\n"
+        assert alive(child.pid) and read_memfd(out) == b"sleeping\n"
         started = time.monotonic()
         child.kill()
         assert child.wait(5) == -signal.SIGKILL
@@ -153,7 +139,7 @@ def test_a_zygote_that_cannot_start_says_why():
 
 BUILDER = """
 import subprocess, sys
-from builder.sandbox.forkserver import ForkServer
+from builder.sandbox.forkserver import ForkServer, memfd, read_memfd
 server = ForkServer("tests.integration.forkprobe", env={"PYTHONPATH": sys.argv[1]})
 child = server.spawn("probe", ["sleep", "100"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                      stderr=subprocess.DEVNULL)

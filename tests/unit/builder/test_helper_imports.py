@@ -11,6 +11,7 @@ imported there), pathlib ~8 ms, dataclasses ~12 ms (the file-op helper loads the
 with it dataclasses, only for a context that has a .dockerignore)."""
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -23,7 +24,12 @@ STORE = ("cache", "zstandard", "sqlite3", "pyroute2")
 
 
 def _loaded(module: str, names: tuple[str, ...]) -> list[str]:
-    probe = (f"import sys, json, {module}; names = {list(names)!r}; "
+    return _loaded_after(f"import {module}", names)
+
+
+def _loaded_after(statement: str, names: tuple[str, ...]) -> list[str]:
+    """Which of ``names`` (or their submodules) a fresh interpreter has loaded after ``statement``."""
+    probe = (f"import sys, json; {statement}; names = {list(names)!r}; "
              "print(json.dumps(sorted(m for m in sys.modules if any(m == n or m.startswith(n + '.') for n in names))))")
     done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
     return json.loads(done.stdout)
@@ -39,3 +45,26 @@ def _loaded(module: str, names: tuple[str, ...]) -> list[str]:
 ])
 def test_step_helpers_import_only_what_they_use(module, forbidden):
     assert _loaded(module, forbidden) == []
+
+
+def _imports_inside_functions(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for inner in ast.walk(node):
+                if isinstance(inner, ast.Import):
+                    names.update(alias.name for alias in inner.names)
+                elif isinstance(inner, ast.ImportFrom) and inner.module and inner.level == 0:
+                    names.add(inner.module)
+    return names
+
+
+def test_the_fork_server_preloads_what_the_helpers_import_late():
+    """A build forks its helpers from one zygote: whatever they import inside a function (see above) must already
+    be loaded there, or each forked RUN/COPY pays for it again."""
+    late = set()
+    for path in [REPO / "builder/ops/fileop.py", *sorted((REPO / "builder/sandbox").glob("*.py"))]:
+        if path.name != "forkserver.py":
+            late |= _imports_inside_functions(path)
+    assert "builder.context.dockerignore" in late and "tempfile" in late  # the scan sees them
+    assert _loaded_after("from builder.ops.helpers import preload; preload()", tuple(sorted(late))) == sorted(late)
