@@ -173,9 +173,10 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
-@pytest.fixture(params=["exec", "fork"])
+@pytest.fixture(params=[pytest.param("exec", marks=pytest.mark.slow), "fork"])
 def box(request, lower, tmp_path, no_leaks) -> Box:
-    """Every test taking `box` runs twice: the init exec'd afresh, and forked by a build's fork server."""
+    """Every test taking `box` runs twice: the init exec'd afresh, and forked by a build's fork server (what builds
+    use; the exec'd runs, for `pybuild run` and direct callers, are in the slow set to keep the fast set short)."""
     if request.param == "exec":
         yield Box(lower, tmp_path, no_leaks)
         return

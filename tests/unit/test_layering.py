@@ -15,7 +15,11 @@ PROGRESS_ALLOWED = {"builder.progress"}
 
 
 def imports(path: Path) -> list[str]:
-    tree = ast.parse(path.read_text(), filename=str(path))
+    return imported_names(ast.parse(path.read_text(), filename=str(path)))
+
+
+def imported_names(tree: ast.AST) -> list[str]:
+    """Absolute module names imported anywhere inside ``tree``."""
     names: list[str] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):

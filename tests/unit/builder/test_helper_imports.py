@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.test_layering import imported_names
+
 REPO = Path(__file__).resolve().parents[3]
 STORE = ("cache", "zstandard", "sqlite3", "pyroute2")
 
@@ -48,15 +50,8 @@ def test_step_helpers_import_only_what_they_use(module, forbidden):
 
 
 def _imports_inside_functions(path: Path) -> set[str]:
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            for inner in ast.walk(node):
-                if isinstance(inner, ast.Import):
-                    names.update(alias.name for alias in inner.names)
-                elif isinstance(inner, ast.ImportFrom) and inner.module and inner.level == 0:
-                    names.add(inner.module)
-    return names
+    return {name for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) for name in imported_names(node)}
 
 
 def test_the_fork_server_preloads_what_the_helpers_import_late():
