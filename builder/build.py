@@ -134,7 +134,7 @@ def export(store, record, out: Output, tags: tuple[str, ...], registries=None, p
         return
     if out.type == "registry":
         from builder.export.push import push_image
-        from builder.export.registry import Reference
+        from builder.export.reference import Reference
 
         done = pushed if pushed is not None else []
         for full in names:
@@ -169,7 +169,7 @@ def export(store, record, out: Output, tags: tuple[str, ...], registries=None, p
 
 def check_outputs(outputs: list[Output], tags: list[str]) -> None:
     """Fail before building: a push needs a name, names must parse, one stdout."""
-    from builder.export.registry import Reference
+    from builder.export.reference import Reference
 
     if sum(o.dest == "-" for o in outputs) > 1:
         raise UsageError("only one --output can write to stdout (dest=-)")

@@ -35,6 +35,8 @@ from cache.model import (
     Layer,
     MutableSnapshot,
     Snapshot,
+    media_type_for,
+    sniffed_media_type,
 )
 from cache.snapshots import SnapshotStore
 from cache.statcache import StatCache
@@ -156,8 +158,6 @@ class Store:
         """The same layer as a blob in ``compression``: ``layer`` itself if it already is, a variant
         made earlier, or a new blob re-compressed from it (then remembered). The diff_id never
         changes; a blob whose content does not match it raises CorruptBlob. ``cancelled`` as in commit()."""
-        from cache.compress import media_type_for, recompress, sniffed_media_type  # see SnapshotStore.commit
-
         media_type = media_type_for(compression)
         if layer.blob.media_type == media_type:
             return layer
@@ -168,6 +168,8 @@ class Store:
             with open(path, "rb") as f:
                 if sniffed_media_type(f.read(4)) == media_type:
                     return Layer(layer.diff_id, Descriptor(media_type, Digest(digest), os.fstat(f.fileno()).st_size))
+        from cache.compress import recompress  # see SnapshotStore.commit
+
         with self.open_blob(layer.blob.digest) as src:
             diff_id, blob = recompress(self._blobs, src, compression, cancelled)
         if diff_id != layer.diff_id:

@@ -9,8 +9,8 @@ Both cores are used: the compressors run worker threads (zstd's own, or the pigz
 in `cache.pgzip`), and the diff_id is hashed on a thread of its own once a layer is large enough
 to pay for it (hashlib and the compressors release the GIL on large buffers).
 
-Compressors are looked up by name in `COMPRESSORS`; `GzipCompressor` (one thread) stays as the
-reference the parallel one is tested against. Output is deterministic for equal input:
+Compressors are looked up by name in `COMPRESSORS` (their media types are `cache.model.LAYER_MEDIA_TYPES`);
+`GzipCompressor` (one thread) stays as the reference the parallel one is tested against. Output is deterministic for equal input:
 gzip gets a fixed header (mtime 0, no file name, OS 255 "unknown", as Go's compress/gzip);
 zstd uses multi-threaded mode with a fixed job size, whose output does not depend on the number
 of workers.
@@ -35,11 +35,13 @@ from cache.blobs import BlobStore, TempBlob
 from cache.errors import Interrupted, StoreError
 from cache.pgzip import ParallelGzipCompressor
 from cache.model import (
+    GZIP_MAGIC,
     MEDIA_TYPE_LAYER_GZIP,
-    MEDIA_TYPE_LAYER_TAR,
     MEDIA_TYPE_LAYER_ZSTD,
     Descriptor,
     Digest,
+    media_type_for,
+    sniffed_media_type,
 )
 
 BUFFER = 256 * 1024
@@ -47,8 +49,6 @@ ZSTD_JOB_SIZE = 4 << 20  # zstd's default for level 3 is 8 MiB per job and worke
 SMALL_WRITE = 64 << 10  # writes below this (tar headers, small files) are gathered first
 CHUNK = 1 << 20  # ... into chunks of this size
 HASH_THREAD_AFTER = 4 << 20  # smaller layers are hashed inline: a thread costs more than it saves
-GZIP_MAGIC = b"\x1f\x8b"
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
 class Compressor(Protocol):
@@ -114,11 +114,11 @@ class Identity:
         return b""
 
 
-# name -> (factory, blob media type). Swap an entry to change the writer for that format.
-COMPRESSORS: dict[str, tuple[Callable[[], Compressor], str]] = {
-    "gzip": (ParallelGzipCompressor, MEDIA_TYPE_LAYER_GZIP),
-    "zstd": (ZstdCompressor, MEDIA_TYPE_LAYER_ZSTD),
-    "uncompressed": (Identity, MEDIA_TYPE_LAYER_TAR),
+# name -> factory (the names of LAYER_MEDIA_TYPES). Swap an entry to change the writer for that format.
+COMPRESSORS: dict[str, Callable[[], Compressor]] = {
+    "gzip": ParallelGzipCompressor,
+    "zstd": ZstdCompressor,
+    "uncompressed": Identity,
 }
 
 
@@ -171,7 +171,7 @@ class LayerSink(io.RawIOBase):
     def __init__(self, blobs: BlobStore, compression: str = "gzip") -> None:
         super().__init__()
         self.media_type = media_type_for(compression)
-        factory = COMPRESSORS[compression][0]
+        factory = COMPRESSORS[compression]
         self._blobs = blobs
         self._compressor = factory()
         self._diff = _DiffHasher()
@@ -230,24 +230,6 @@ class LayerSink(io.RawIOBase):
         if self._tmp is not None:
             self._tmp.discard()
             self._tmp = None
-
-
-def media_type_for(compression: str) -> str:
-    """The layer media type a compression name produces; StoreError for unknown names."""
-    try:
-        return COMPRESSORS[compression][1]
-    except KeyError:
-        raise StoreError(f"unknown compression {compression!r}: want one of "
-                         f"{', '.join(sorted(COMPRESSORS))}") from None
-
-
-def sniffed_media_type(head: bytes) -> str:
-    """The layer media type of a blob, from its first four bytes."""
-    if head.startswith(GZIP_MAGIC):
-        return MEDIA_TYPE_LAYER_GZIP
-    if head.startswith(ZSTD_MAGIC):
-        return MEDIA_TYPE_LAYER_ZSTD
-    return MEDIA_TYPE_LAYER_TAR
 
 
 def recompress(blobs: BlobStore, src: BinaryIO, compression: str,

@@ -15,11 +15,36 @@ from typing import Any
 MEDIA_TYPE_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
 MEDIA_TYPE_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 MEDIA_TYPE_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
+# --compression name -> the layer media type it produces (the compressors are in cache.compress, which
+# loads zstandard: telling formats apart must not, a fully cached build does it for every layer)
+LAYER_MEDIA_TYPES = {"gzip": MEDIA_TYPE_LAYER_GZIP, "zstd": MEDIA_TYPE_LAYER_ZSTD, "uncompressed": MEDIA_TYPE_LAYER_TAR}
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 MEDIA_TYPE_DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 MEDIA_TYPE_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MEDIA_TYPE_OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 
 _DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def media_type_for(compression: str) -> str:
+    """The layer media type a compression name produces; StoreError for unknown names."""
+    try:
+        return LAYER_MEDIA_TYPES[compression]
+    except KeyError:
+        from cache.errors import StoreError
+
+        raise StoreError(f"unknown compression {compression!r}: want one of "
+                         f"{', '.join(sorted(LAYER_MEDIA_TYPES))}") from None
+
+
+def sniffed_media_type(head: bytes) -> str:
+    """The layer media type of a blob, from its first four bytes."""
+    if head.startswith(GZIP_MAGIC):
+        return MEDIA_TYPE_LAYER_GZIP
+    if head.startswith(ZSTD_MAGIC):
+        return MEDIA_TYPE_LAYER_ZSTD
+    return MEDIA_TYPE_LAYER_TAR
 
 
 class Digest(str):

@@ -34,8 +34,9 @@ import zlib
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from cache.model import GZIP_MAGIC
+
 DICT = 32 * 1024  # deflate's window
-GZIP_MAGIC = b"\x1f\x8b"
 BLOCK_SIZE = 1 << 20
 _CRC_POLY = 0xEDB88320  # CRC-32 (IEEE 802.3), reflected
 

@@ -14,12 +14,12 @@ import io
 import json
 import platform
 
+from builder.export.reference import Reference
 from builder.export.registry import (
     DOCKER_LIST,
     DOCKER_MANIFEST,
     OCI_INDEX,
     OCI_MANIFEST,
-    Reference,
     Registries,
     Registry,
     RegistryError,

@@ -6,7 +6,8 @@ import time
 from dataclasses import dataclass
 
 from builder.errors import UsageError
-from builder.export.registry import Reference, Registries, Registry, RegistryError, push_scope
+from builder.export.reference import Reference
+from builder.export.registry import Registries, Registry, RegistryError, push_scope
 
 
 @dataclass(frozen=True, slots=True)

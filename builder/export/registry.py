@@ -20,11 +20,9 @@ import os
 import re
 import urllib.error
 import urllib.parse
-from dataclasses import dataclass
 from pathlib import Path
 
-from builder.errors import PybuildError, UsageError
-from builder.plan.bases import normalize_name
+from builder.errors import PybuildError
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -37,10 +35,6 @@ INSECURE_ENV = "PYBUILD_INSECURE_REGISTRIES"
 TIMEOUT = 60.0  # seconds without a byte before a request fails
 MAX_MANIFEST = 4 << 20  # distribution's own limit for manifests
 
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_REPOSITORY = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
-_TAG = re.compile(r"[\w][\w.-]{0,127}")
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _PARAM = re.compile(r'(\w+)="([^"]*)"')
 
 
@@ -48,40 +42,6 @@ class RegistryError(PybuildError):
     """The registry could not be reached or refused a request; the message carries its error JSON."""
 
     reference = "registry-error"
-
-
-@dataclass(frozen=True, slots=True)
-class Reference:
-    """A parsed image name: `127.0.0.1:5000/me/app:v1` or `docker.io/library/busybox@sha256:...`."""
-
-    domain: str
-    repository: str
-    tag: str | None = None
-    digest: str | None = None
-
-    @classmethod
-    def parse(cls, name: str) -> Reference:
-        """docker's normalisation (`busybox` → docker.io/library/busybox:latest), then a syntax check."""
-        full = normalize_name(name)
-        rest, _, digest = full.partition("@")
-        domain, _, path = rest.partition("/")
-        repository, tag = path, None
-        if ":" in path.rsplit("/", 1)[-1]:
-            repository, _, tag = path.rpartition(":")
-        if not _REPOSITORY.fullmatch(repository) or (tag is not None and not _TAG.fullmatch(tag)) \
-                or (digest and not _DIGEST.fullmatch(digest)):
-            raise UsageError(f"invalid image reference {name!r}",
-                             hint="names are [HOST[:PORT]/]path[:tag][@sha256:...], the path in lowercase")
-        return cls(domain, repository, tag, digest or None)
-
-    @property
-    def reference(self) -> str:
-        """What goes after /manifests/: the digest if there is one, else the tag."""
-        return self.digest or self.tag or "latest"
-
-    def __str__(self) -> str:
-        return f"{self.domain}/{self.repository}" + (f":{self.tag}" if self.tag else "") + \
-            (f"@{self.digest}" if self.digest else "")
 
 
 def is_loopback(host: str) -> bool:

@@ -7,11 +7,15 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 import zstandard
+
+from tests.integration.conftest import REPO
 
 pytestmark = pytest.mark.slow
 
@@ -181,3 +185,29 @@ def test_dockerignore_exceptions_and_dockerfile_specific_ignore(pybuild, busybox
     pybuild("-t", "ign/other", "-f", str(other), str(ctx))
     files = sorted(pybuild("run", "ign/other").stdout.decode().split())
     assert "/ctx/app.py" not in files and "/ctx/secret.key" in files and "/ctx/docs/sub/x.md" in files
+
+
+LOADER = """\
+import json, runpy, sys
+out, sys.argv = sys.argv[1], ["pybuild", *sys.argv[2:]]
+try:
+    runpy.run_module("builder", run_name="__main__", alter_sys=True)
+except SystemExit as stop:
+    code = stop.code
+with open(out, "w") as f:
+    json.dump({"code": code, "modules": sorted(sys.modules)}, f)
+"""
+
+
+def test_a_fully_cached_rebuild_loads_no_layer_or_registry_code(pybuild, ctx, tmp_path):
+    """A fully cached rebuild is mostly interpreter start and imports (issue 6: <= 0.25 s): it writes no layer
+    (zstandard and its `platform` ~4 ms) and talks to no registry (~2 ms), so it must not load that code."""
+    seen = tmp_path / "modules.json"
+    cmd = [sys.executable, "-c", LOADER, str(seen), "build", "--root", str(pybuild.root), "--progress", "plain",
+           "-t", "me/cached", str(ctx)]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, timeout=120)
+    loaded = json.loads(seen.read_text())
+    assert loaded["code"] in (0, None), done.stderr.decode()
+    expect(cached_steps(done), None)
+    heavy = ("zstandard", "cache.compress", "cache.pgzip", "builder.export.registry", "tarfile", "platform")
+    assert [m for m in loaded["modules"] if any(m == h or m.startswith(h + ".") for h in heavy)] == []

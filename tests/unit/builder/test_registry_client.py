@@ -10,8 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from builder.errors import UsageError
+from builder.export.reference import Reference
 from builder.export.registry import (
-    Reference,
     Registries,
     Registry,
     RegistryError,

@@ -11,9 +11,9 @@ import pytest
 import zstandard
 
 from cache.blobs import BlobStore
-from cache.compress import CHUNK, HASH_THREAD_AFTER, SMALL_WRITE, LayerSink, decompressed
+from cache.compress import CHUNK, COMPRESSORS, HASH_THREAD_AFTER, SMALL_WRITE, LayerSink, decompressed
 from cache.errors import Interrupted, StoreError
-from cache.model import Digest
+from cache.model import LAYER_MEDIA_TYPES, Digest, media_type_for, sniffed_media_type
 
 
 def _payload(n: int) -> bytes:
@@ -34,6 +34,12 @@ def _cuts(data: bytes, rng: random.Random):
         i += n
 
 
+def test_every_compression_has_a_media_type_and_unknown_names_are_refused():
+    assert COMPRESSORS.keys() == LAYER_MEDIA_TYPES.keys()
+    with pytest.raises(StoreError, match="unknown compression 'lz4': want one of gzip, uncompressed, zstd"):
+        media_type_for("lz4")
+
+
 @pytest.mark.parametrize("compression", ["gzip", "zstd", "uncompressed"])
 def test_diff_id_and_blob_for_any_cutting(tmp_path, compression):
     blobs = BlobStore(tmp_path)
@@ -48,6 +54,7 @@ def test_diff_id_and_blob_for_any_cutting(tmp_path, compression):
     assert sink.uncompressed_size == len(data)
     raw = blobs.path_for(desc.digest).read_bytes()
     assert desc.size == len(raw) and desc.digest == "sha256:" + hashlib.sha256(raw).hexdigest()
+    assert desc.media_type == media_type_for(compression) == sniffed_media_type(raw[:4])
     with open(blobs.path_for(desc.digest), "rb") as f:
         assert decompressed(f).read() == data
     if compression == "gzip":
