@@ -136,21 +136,31 @@ def write_dockerfile(dest: Path, total: int) -> Path:
     return dest
 
 
-def stages_dockerfile(dest: Path, sizes: Sizes, *, single_core: bool = False) -> Path:
-    """Scenario 6: two independent stages (sleep + CPU work each), a final stage copying from both.
+STAGES = ("one", "two")
 
-    The work is sha256 of stage_work_bytes zeros. Piped from busybox `head` (the default) it keeps more
-    than one core busy per stage: busybox head copies in user space and costs ~2/3 of what sha256sum
-    does, so two such stages cannot run side by side on 2 cores at full speed. `single_core` hashes a file
-    written with dd first (one process at a time), as a compile step would keep one core busy."""
-    def work(name: str) -> str:
-        if not single_core:
-            return f"head -c {sizes.stage_work_bytes} /dev/zero | sha256sum > /{name}.txt"
+
+def stage_command(sizes: Sizes, name: str, *, single_core: bool = False, root: str = "/") -> str:
+    """Scenario 6: the RUN command of stage ``name``: sleep, then sha256 of stage_work_bytes zeros written to
+    ``root``/``name``.txt (``root`` other than / when the bench runs the same command on the host).
+
+    Piped from busybox `head` (the default) the work keeps more than one core busy per stage: busybox head
+    copies in user space and costs ~2/3 of what sha256sum does, so two such stages cannot run side by side on
+    2 cores at full speed. `single_core` hashes a file written with dd first (one process at a time), as a
+    compile step would keep one core busy."""
+    out = f"{root.rstrip('/')}/{name}"
+    if not single_core:
+        work = f"head -c {sizes.stage_work_bytes} /dev/zero | sha256sum > {out}.txt"
+    else:
         blocks = max(1, sizes.stage_work_bytes >> 20)
-        return (f"dd if=/dev/zero of=/{name}.bin bs=1M count={blocks} 2>/dev/null"
-                f" && sha256sum /{name}.bin > /{name}.txt && rm /{name}.bin")
-    text = "".join(f"FROM pybuild/busybox AS {name}\nRUN sleep {sizes.stage_sleep:g} && {work(name)}\n"
-                   for name in ("one", "two"))
+        work = (f"dd if=/dev/zero of={out}.bin bs=1M count={blocks} 2>/dev/null"
+                f" && sha256sum {out}.bin > {out}.txt && rm {out}.bin")
+    return f"sleep {sizes.stage_sleep:g} && {work}"
+
+
+def stages_dockerfile(dest: Path, sizes: Sizes, *, single_core: bool = False) -> Path:
+    """Scenario 6: two independent stages (`stage_command` each), a final stage copying from both."""
+    text = "".join(f"FROM pybuild/busybox AS {name}\nRUN {stage_command(sizes, name, single_core=single_core)}\n"
+                   for name in STAGES)
     text += "FROM pybuild/busybox\nCOPY --from=one /one.txt /\nCOPY --from=two /two.txt /\n"
     dest.write_text(text)
     return dest

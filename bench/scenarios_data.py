@@ -3,13 +3,14 @@ and two independent stages built at once."""
 from __future__ import annotations
 
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
-from bench.data import copy_dockerfile, stages_dockerfile, touch_all, write_dockerfile
+from bench.data import STAGES, copy_dockerfile, stage_command, stages_dockerfile, touch_all, write_dockerfile
 from bench.harness import LIMIT, PYBUILD, Bench, Measure, Row
 from bench.limits import Limits, hash_pass, library
-from bench.proc import Sample
+from bench.proc import BenchError, Sample
 from bench.tools import Tool
 
 COPY_STEP = "COPY . /data/"
@@ -147,7 +148,8 @@ def _stages_row(bench: Bench, key: str, work: str, *, single_core: bool) -> Row:
     row = Row(key, f"two independent stages (sleep {sizes.stage_sleep:g} s + {work} each), --jobs 2",
               target="≤ 0.6 × --jobs 1")
     ready = [t for t in bench.tools if bench.prepare(row, t, t.fresh)]
-    contenders = []
+    host = bench.tmp / f"host-{key}"
+    contenders = [(f"{LIMIT}{how}", _host_stages(bench, host, single_core, how)) for how in HOST_STAGES]
     for tool in ready:
         contenders.append((tool.name, lambda _, t=tool: t.build(dockerfile, context, "stages", no_cache=True,
                                                                    jobs=2)))
@@ -161,4 +163,38 @@ def _stages_row(bench: Bench, key: str, work: str, *, single_core: bool) -> Row:
         row.facts["jobs2_over_jobs1"] = ratio
         row.checks["≤ 0.6 × --jobs 1"] = ratio <= 0.6
         row.limit = f"--jobs 2 / --jobs 1 = {ratio:.2f} (--jobs 1 median {serial.median:.2f} s)"
+        together, apart = (row.series.get(f"{LIMIT}{how}") for how in HOST_STAGES)
+        if together is not None and apart is not None:
+            bound = together.median / apart.median
+            row.facts["host_together_over_apart"] = bound
+            row.limit += (f"; the two RUN commands alone on the host, no builder: together {together.median:.2f} s"
+                          f" / one after the other {apart.median:.2f} s = {bound:.2f}, the least any builder"
+                          " can reach with this work")
     return row
+
+
+HOST_STAGES = ("stage commands on the host, together", "stage commands on the host, one after the other")
+
+
+def _host_stages(bench: Bench, work: Path, single_core: bool, how: str) -> Measure:
+    """Both stages' RUN commands run by the image's busybox straight on the host, at once (``&``) or in turn:
+    the best case of --jobs 2 and --jobs 1 without any builder in the way, measured in the same rounds."""
+    links = work / "bin"
+    links.mkdir(parents=True, exist_ok=True)
+    busybox = bench.tools[0].busybox / "busybox"
+    for applet in ("sh", "sleep", "head", "sha256sum", "dd", "rm"):
+        if not (links / applet).exists():
+            (links / applet).symlink_to(busybox)
+    commands = [f"({stage_command(bench.sizes, name, single_core=single_core, root=str(work))})" for name in STAGES]
+    script = " & ".join(commands) + " & wait" if how == HOST_STAGES[0] else " && ".join(commands)
+
+    def once(_: int) -> Sample:
+        started = time.perf_counter()
+        done = subprocess.run([str(links / "sh"), "-c", script], env={"PATH": str(links)}, capture_output=True)
+        wall = time.perf_counter() - started
+        if done.returncode != 0 or not all((work / f"{name}.txt").exists() for name in STAGES):
+            raise BenchError(f"stage commands on the host failed ({done.returncode}): {done.stderr.decode()[-300:]}")
+        for name in STAGES:
+            (work / f"{name}.txt").unlink()
+        return Sample(wall, 0)
+    return once

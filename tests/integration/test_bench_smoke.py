@@ -45,6 +45,11 @@ def test_quick_bench_without_peers(tmp_path):
     for key in ("6-stages", "6-stages-1core"):
         assert rows[key]["series"]["pybuild --jobs 1"]["median_s"] > 0, key
         assert rows[key]["facts"]["jobs2_over_jobs1"] > 0, key
+        # the workload's own bound: both RUN commands on the host, together and one after the other, same rounds
+        together, apart = (rows[key]["series"][f"limit: stage commands on the host, {how}"]
+                           for how in ("together", "one after the other"))
+        assert len(together["runs_s"]) == len(apart["runs_s"]) == len(rows[key]["series"]["pybuild"]["runs_s"])
+        assert rows[key]["facts"]["host_together_over_apart"] == together["median_s"] / apart["median_s"] < 1, key
     # the phases that the limits are computed from were found in pybuild's rawjson events
     touched = rows["4-context-touched"]
     assert touched["facts"]["hash_MBps"] > 0
