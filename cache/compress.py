@@ -9,11 +9,11 @@ Both cores are used: the compressors run worker threads (zstd's own, or the pigz
 in `cache.pgzip`), and the diff_id is hashed on a thread of its own once a layer is large enough
 to pay for it (hashlib and the compressors release the GIL on large buffers).
 
-Compressors are looked up by name in `COMPRESSORS` (their media types are `cache.model.LAYER_MEDIA_TYPES`);
-`GzipCompressor` (one thread) stays as the reference the parallel one is tested against. Output is deterministic for equal input:
-gzip gets a fixed header (mtime 0, no file name, OS 255 "unknown", as Go's compress/gzip);
-zstd uses multi-threaded mode with a fixed job size, whose output does not depend on the number
-of workers.
+Compressors are looked up by name in `COMPRESSORS` (their media types are
+`cache.model.LAYER_MEDIA_TYPES`); `GzipCompressor` (one thread) stays as the reference the parallel
+one is tested against. Output is deterministic for equal input: gzip gets a fixed header (mtime 0,
+no file name, OS 255 "unknown", as Go's compress/gzip); zstd uses multi-threaded mode with a fixed
+job size, whose output does not depend on the number of workers.
 """
 
 from __future__ import annotations

@@ -12,12 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cache.errors import StoreError
+
 MEDIA_TYPE_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
 MEDIA_TYPE_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 MEDIA_TYPE_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
 # --compression name -> the layer media type it produces (the compressors are in cache.compress, which
 # loads zstandard: telling formats apart must not, a fully cached build does it for every layer)
-LAYER_MEDIA_TYPES = {"gzip": MEDIA_TYPE_LAYER_GZIP, "zstd": MEDIA_TYPE_LAYER_ZSTD, "uncompressed": MEDIA_TYPE_LAYER_TAR}
+LAYER_MEDIA_TYPES = {"gzip": MEDIA_TYPE_LAYER_GZIP, "zstd": MEDIA_TYPE_LAYER_ZSTD,
+                     "uncompressed": MEDIA_TYPE_LAYER_TAR}
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 MEDIA_TYPE_DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
@@ -32,8 +35,6 @@ def media_type_for(compression: str) -> str:
     try:
         return LAYER_MEDIA_TYPES[compression]
     except KeyError:
-        from cache.errors import StoreError
-
         raise StoreError(f"unknown compression {compression!r}: want one of "
                          f"{', '.join(sorted(LAYER_MEDIA_TYPES))}") from None
 
