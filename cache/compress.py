@@ -33,9 +33,8 @@ import zstandard
 
 from cache.blobs import BlobStore, TempBlob
 from cache.errors import Interrupted, StoreError
-from cache.pgzip import ParallelGzipCompressor
+from cache.pgzip import ParallelGzipCompressor, gzip_header
 from cache.model import (
-    GZIP_MAGIC,
     MEDIA_TYPE_LAYER_GZIP,
     MEDIA_TYPE_LAYER_ZSTD,
     Descriptor,
@@ -66,9 +65,7 @@ class GzipCompressor:
         self._deflate = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS, 9)
         self._crc = 0
         self._size = 0
-        xfl = 2 if level == 9 else 4 if level == 1 else 0
-        # magic, CM=deflate, FLG=0 (no name/comment/extra), MTIME=0, XFL, OS=255 (unknown)
-        self._header: bytes | None = GZIP_MAGIC + bytes([8, 0, 0, 0, 0, 0, xfl, 255])
+        self._header: bytes | None = gzip_header(level)
 
     def compress(self, data: bytes) -> bytes:
         self._crc = zlib.crc32(data, self._crc)
