@@ -18,18 +18,17 @@ job size, whose output does not depend on the number of workers.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import os
 import queue
 import struct
 import threading
-import zlib
 from collections.abc import Callable
 from typing import BinaryIO, Protocol
 
 import zstandard
+from zlib_ng import gzip_ng, zlib_ng
 
 from cache.blobs import BlobStore, TempBlob
 from cache.errors import Interrupted, StoreError
@@ -59,16 +58,16 @@ class Compressor(Protocol):
 
 
 class GzipCompressor:
-    """Deterministic single-member gzip (RFC 1952) around raw deflate."""
+    """Deterministic single-member gzip (RFC 1952) around raw deflate (zlib-ng's, as `cache.pgzip`)."""
 
     def __init__(self, level: int = 6) -> None:
-        self._deflate = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS, 9)
+        self._deflate = zlib_ng.compressobj(level, zlib_ng.DEFLATED, -zlib_ng.MAX_WBITS, 9)
         self._crc = 0
         self._size = 0
         self._header: bytes | None = gzip_header(level)
 
     def compress(self, data: bytes) -> bytes:
-        self._crc = zlib.crc32(data, self._crc)
+        self._crc = zlib_ng.crc32(data, self._crc)
         self._size += len(data)
         out = self._deflate.compress(data)
         if self._header is not None:
@@ -78,7 +77,7 @@ class GzipCompressor:
     def flush(self) -> bytes:
         head = self.compress(b"")
         trailer = struct.pack("<II", self._crc & 0xFFFFFFFF, self._size & 0xFFFFFFFF)
-        return head + self._deflate.flush(zlib.Z_FINISH) + trailer
+        return head + self._deflate.flush(zlib_ng.Z_FINISH) + trailer
 
 
 class ZstdCompressor:
@@ -247,13 +246,37 @@ def recompress(blobs: BlobStore, src: BinaryIO, compression: str,
         raise
 
 
-def decompressed(f: BinaryIO) -> BinaryIO:
-    """Wrap a (raw) blob stream so it yields the tar bytes; the format is sniffed from magic."""
+def decompressed(f: BinaryIO, name: str = "") -> BinaryIO:
+    """Wrap a (raw) blob stream so it yields the tar bytes; the format is sniffed from magic. A
+    stream that does not decode raises `StoreError` naming the layer (``name``, e.g. its digest)."""
     buffered = io.BufferedReader(f, BUFFER) if not hasattr(f, "peek") else f
     kind = sniffed_media_type(buffered.peek(4)[:4])  # type: ignore[attr-defined]
     if kind == MEDIA_TYPE_LAYER_GZIP:
-        return gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[return-value]
+        reader = gzip_ng.GzipFile(fileobj=buffered, mode="rb")
+        return _Decoding(reader, "gzip", name, (EOFError, zlib_ng.error, gzip_ng.BadGzipFile))  # type: ignore[return-value]
     if kind == MEDIA_TYPE_LAYER_ZSTD:
         dctx = zstandard.ZstdDecompressor()
-        return dctx.stream_reader(buffered, read_across_frames=True, closefd=True)  # type: ignore[return-value]
+        reader = dctx.stream_reader(buffered, read_across_frames=True, closefd=True)
+        return _Decoding(reader, "zstd", name, (zstandard.ZstdError,))  # type: ignore[return-value]
     return buffered  # type: ignore[return-value]
+
+
+class _Decoding:
+    """A decompressing reader whose decoding errors become one `StoreError` naming the layer."""
+
+    def __init__(self, reader, kind: str, name: str, errors: tuple[type[BaseException], ...]) -> None:
+        self._reader = reader
+        self._kind = kind
+        self._name = name
+        self._errors = errors
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            return self._reader.read(n)
+        except self._errors as e:
+            layer = f"{self._kind} layer {self._name}".rstrip()
+            raise StoreError(f"{layer} does not decompress: {e}; the blob is damaged or not {self._kind}: "
+                             "pull or build it again") from e
+
+    def close(self) -> None:
+        self._reader.close()

@@ -176,7 +176,7 @@ class SnapshotStore:
 
             raw = self.blobs.open(blob.digest)
             try:
-                stats = unpack_layer(decompressed(raw), fs)
+                stats = unpack_layer(decompressed(raw, str(blob.digest)), fs)
             finally:
                 raw.close()  # verifies whatever the decompressor left unread
             layer = Layer(stats.diff_id, replace(blob, digest=Digest(blob.digest)))

@@ -153,6 +153,32 @@ def test_truncated_tar_is_a_store_error(store):
         _import(store, data)
 
 
+def _gzip(data: bytes) -> bytes:
+    import gzip
+    return gzip.compress(data, mtime=0)
+
+
+def _zstd(data: bytes) -> bytes:
+    import zstandard
+    return zstandard.ZstdCompressor().compress(data)
+
+
+@pytest.mark.parametrize("kind, blob, message", [
+    ("gzip", lambda tar: _gzip(tar)[:-300], "ended before the end-of-stream"),  # cut short
+    ("gzip", lambda tar: _gzip(tar)[:20] + bytes(range(256)) * 4 + _gzip(tar)[1044:], "invalid|incorrect|too many"),
+    ("gzip", lambda tar: _gzip(tar) + b"not gzip", "not a gzip|ended before|trailing"),
+    ("zstd", lambda tar: _zstd(tar)[:4] + b"\xff" * 64, "corrupt|error|unsupported|reserved"),
+], ids=["gzip-truncated", "gzip-bad-deflate", "gzip-trailing-junk", "zstd-bad-data"])
+def test_a_broken_compressed_blob_is_a_store_error(store, kind, blob, message):
+    """The blob's digest is right (it was stored as given) but its compressed stream is not: a
+    StoreError naming the layer, not a zlib or zstd exception, and nothing left behind."""
+    tar = _tar([("f", tarfile.REGTYPE, os.urandom(3000)), ("g", tarfile.REGTYPE, b"g" * 3000)])
+    data = blob(tar)
+    with pytest.raises(StoreError, match=f"(?i){kind} layer sha256:[0-9a-f]{{64}} does not decompress.*({message})"):
+        _import(store, data)
+    assert snapshot_dirs(store.root) == [] and os.listdir(store.root / "tmp") == []
+
+
 def test_uncompressed_blob_diff_id_is_its_digest(store):
     data = _tar([("f", tarfile.REGTYPE, b"x")])
     desc = store.put_blob(data)
