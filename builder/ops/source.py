@@ -17,12 +17,12 @@ OCI_LAYER_TYPES = {
 
 def execute(store, step: Step):
     """Returns (top snapshot, layers) for the base image."""
-    from cache import Descriptor, Layer
+    from cache import Descriptor, Layer, StoreError
 
     op: SourceOp = step.op  # type: ignore[assignment]
     snapshot = None
     layers = []
-    for ref in op.layers:
+    for number, ref in enumerate(op.layers, 1):
         desc = Descriptor(OCI_LAYER_TYPES.get(ref.media_type, ref.media_type), ref.digest, ref.size)
         if not store.has_blob(ref.digest):
             if op.layout_dir is None:
@@ -31,5 +31,10 @@ def execute(store, step: Step):
             with open(os.path.join(op.layout_dir, "blobs", algo, hexpart), "rb") as fh:
                 store.put_blob_file(fh)
         snapshot = store.import_layer(snapshot, desc)
+        if str(snapshot.diff_id) != ref.diff_id:  # as containerd's unpacker: the config vouches for the content
+            raise StoreError(
+                f"layer {number} of {len(op.layers)} of {op.ref} ({ref.digest}) unpacks to content with diff_id "
+                f"{snapshot.diff_id}, but the image config says {ref.diff_id}: the image is damaged; "
+                f"pull it again (or rebuild it) and report the registry or tool that produced it")
         layers.append(Layer(ref.diff_id, desc))
     return snapshot, tuple(layers)

@@ -1,0 +1,61 @@
+"""FROM's layer import (builder/ops/source.py): each layer's content must hash to the diff_id its image
+config names, as containerd's unpacker checks ("wrong diff id calculated on extraction")."""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import tarfile
+
+import pytest
+
+from builder.ops.source import execute
+from builder.plan.steps import LayerRef, SourceOp
+from cache import Store, StoreError
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _tar(name: str, content: bytes) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo(name)
+        info.size = len(content)
+        tar.addfile(info, io.BytesIO(content))
+    return buf.getvalue()
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store.open(tmp_path / "store")
+    yield s
+    s.close()
+
+
+
+def _source(store, tars: list[bytes], diff_ids: list[str]):
+    refs = []
+    for tar, diff_id in zip(tars, diff_ids):
+        desc = store.put_blob(gzip.compress(tar, mtime=0))
+        refs.append(LayerRef("application/vnd.oci.image.layer.v1.tar+gzip", str(desc.digest), desc.size, diff_id))
+    step = type("S", (), {"op": SourceOp("me/base:1", "sha256:" + "0" * 64, tuple(refs))})()
+    return execute(store, step)
+
+
+def test_layers_whose_content_matches_the_config_are_imported(store):
+    tars = [_tar("a", b"a"), _tar("b", b"b")]
+    snapshot, layers = _source(store, tars, [_digest(t) for t in tars])
+    assert snapshot.diff_id == _digest(tars[1]) and [str(l.diff_id) for l in layers] == [_digest(t) for t in tars]
+    assert (snapshot.path / "b").read_bytes() == b"b"
+
+
+def test_a_layer_whose_content_is_not_the_configs_diff_id_is_refused(store):
+    tars = [_tar("a", b"a"), _tar("b", b"b")]
+    claimed = _digest(_tar("b", b"something else"))
+    with pytest.raises(StoreError) as err:
+        _source(store, tars, [_digest(tars[0]), claimed])
+    message = str(err.value)
+    assert "me/base:1" in message and claimed in message and _digest(tars[1]) in message, message
+    assert "layer 2 of 2" in message and "pull" in message, message
