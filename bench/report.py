@@ -82,7 +82,8 @@ def markdown(rows: list[Row], limits: Limits, meta: dict) -> str:
               "the builds.", "",
               "| sha256 | zlib level 6 (1 thread) | zlib-ng level 6 (1 thread) | zstd level 3, threads "
               "| zstd level 3, 1 thread | disk write + fsync |", "|---|---|---|---|---|---|",
-              f"| {limits.sha256:.0f} | {limits.zlib_gzip6:.0f} | {limits.zlib_ng_gzip6:.0f} | {limits.zstd3_threads:.0f} "
+              f"| {limits.sha256:.0f} | {limits.zlib_gzip6:.0f} | {limits.zlib_ng_gzip6:.0f} "
+              f"| {limits.zstd3_threads:.0f} "
               f"| {limits.zstd3_single:.0f} | {limits.disk_write_fsync:.0f} |", ""]
     lines += ["## Notes", "", *[f"- {note}" for note in meta["notes"]], ""]
     return "\n".join(lines)

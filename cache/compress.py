@@ -253,7 +253,8 @@ def decompressed(f: BinaryIO, name: str = "") -> BinaryIO:
     kind = sniffed_media_type(buffered.peek(4)[:4])  # type: ignore[attr-defined]
     if kind == MEDIA_TYPE_LAYER_GZIP:
         reader = gzip_ng.GzipFile(fileobj=buffered, mode="rb")
-        return _Decoding(reader, "gzip", name, (EOFError, zlib_ng.error, gzip_ng.BadGzipFile))  # type: ignore[return-value]
+        errors = (EOFError, zlib_ng.error, gzip_ng.BadGzipFile)
+        return _Decoding(reader, "gzip", name, errors)  # type: ignore[return-value]
     if kind == MEDIA_TYPE_LAYER_ZSTD:
         dctx = zstandard.ZstdDecompressor()
         reader = dctx.stream_reader(buffered, read_across_frames=True, closefd=True)
