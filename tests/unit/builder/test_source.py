@@ -3,28 +3,13 @@ config names, as containerd's unpacker checks ("wrong diff id calculated on extr
 from __future__ import annotations
 
 import gzip
-import hashlib
-import io
-import tarfile
 
 import pytest
 
 from builder.ops.source import execute
 from builder.plan.steps import LayerRef, SourceOp
 from cache import Store, StoreError
-
-
-def _digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def _tar(name: str, content: bytes) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        info = tarfile.TarInfo(name)
-        info.size = len(content)
-        tar.addfile(info, io.BytesIO(content))
-    return buf.getvalue()
+from tests.unit.builder.test_pull import digest as _digest, layer_tar as _tar
 
 
 @pytest.fixture
