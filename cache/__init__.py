@@ -171,7 +171,7 @@ class Store:
         from cache.compress import recompress  # see SnapshotStore.commit
 
         with self.open_blob(layer.blob.digest) as src:
-            diff_id, blob = recompress(self._blobs, src, compression, cancelled)
+            diff_id, blob = recompress(self._blobs, src, compression, cancelled, str(layer.blob.digest))
         if diff_id != layer.diff_id:
             raise StoreError(f"layer blob {layer.blob.digest} unpacks to {diff_id}, not {layer.diff_id}",
                              path=self._blobs.path_for(layer.blob.digest))

@@ -229,13 +229,13 @@ class LayerSink(io.RawIOBase):
 
 
 def recompress(blobs: BlobStore, src: BinaryIO, compression: str,
-               cancelled: Callable[[], bool] | None = None) -> tuple[Digest, Descriptor]:
-    """Stream a stored layer blob (any format) into a new blob in ``compression``; returns
-    (diff_id of the content, new blob). ``cancelled`` is polled per 1 MiB; once it says stop,
+               cancelled: Callable[[], bool] | None = None, name: str = "") -> tuple[Digest, Descriptor]:
+    """Stream a stored layer blob (any format; ``name`` for errors) into a new blob in ``compression``;
+    returns (diff_id of the content, new blob). ``cancelled`` is polled per 1 MiB; once it says stop,
     `Interrupted` is raised and nothing is kept."""
     sink = LayerSink(blobs, compression)
     try:
-        tar = decompressed(src)
+        tar = decompressed(src, name)
         while chunk := tar.read(CHUNK):
             if cancelled is not None and cancelled():
                 raise Interrupted("layer re-compression interrupted")

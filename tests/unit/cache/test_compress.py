@@ -6,6 +6,7 @@ import hashlib
 import os
 import random
 import threading
+from dataclasses import replace
 
 import pytest
 import zstandard
@@ -147,6 +148,20 @@ def test_layer_as_refuses_a_blob_that_does_not_hold_the_diff_id(store):
     wrong = type(layer)(Digest.from_hex("0" * 64), layer.blob)
     with pytest.raises(StoreError, match="unpacks to sha256:"):
         store.layer_as(wrong, "zstd")
+
+
+def test_layer_as_names_a_blob_that_does_not_decompress(store):
+    """A stored gzip blob cut short (its digest is its own: it was stored so) cannot be re-compressed:
+    the error names it, and no new blob is left."""
+    good = _big_layer(store)
+    with store.open_blob(good.blob.digest) as f:
+        tar = gzip.decompress(f.read())
+    cut = replace(store.put_blob(gzip.compress(tar, mtime=0)[:-100]), media_type=media_type_for("gzip"))
+    before = set(store.blob_path(cut.digest).parent.iterdir())
+    layer = replace(good, blob=cut)
+    with pytest.raises(StoreError, match=f"gzip layer {cut.digest} does not decompress"):
+        store.layer_as(layer, "zstd")
+    assert set(store.blob_path(cut.digest).parent.iterdir()) == before
 
 
 def test_layer_as_cancelled_keeps_nothing(store):
