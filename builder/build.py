@@ -297,7 +297,8 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
         def fetch(ref: str) -> None:
             from builder.export.pull import pull_image
 
-            pull_image(store, ref, registries())
+            pull_image(store, ref, registries(),
+                       progress=lambda layer, current, total: sink(ev.PullProgress(ref, layer, current, total)))
         graph = plan(dockerfile, build_args=opts.build_args, target=opts.target,
                      resolve_image=lambda ref: resolve_base(store, ref, pull=opts.pull, fetch=fetch))
         options = SolveOptions(context_dir=os.path.abspath(opts.context), use_cache=not opts.no_cache,

@@ -4,7 +4,9 @@ Manifests: OCI image manifests and docker v2 schema2 manifests; an OCI index or 
 to the entry for linux/<host architecture> (docker schema1 is refused). Every byte is checked: a manifest against
 the digest it was asked by (or the registry's Docker-Content-Digest), config and layers against their
 descriptors while they stream into the store; a mismatch raises before anything is kept (the store drops the
-temp file). Blobs already in the store are not fetched again. The image is recorded and tagged with its
+temp file). Blobs already in the store are not fetched again; the others are fetched `DOWNLOADS` at a time (as
+containerd's and dockerd's default max-concurrent-downloads), each reporting its bytes to an optional ``progress``
+callback. The first layer that fails stops the others at their next read and is the error raised. The image is recorded and tagged with its
 normalised name (a digest reference is a name too), which is what `resolve_local` finds next time.
 """
 from __future__ import annotations
@@ -13,6 +15,9 @@ import hashlib
 import io
 import json
 import platform
+import threading
+import time
+from collections.abc import Callable
 
 from builder.export.reference import Reference
 from builder.export.registry import (
@@ -32,6 +37,14 @@ ARCHITECTURES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64
                  "armv6l": "arm", "i386": "386", "i686": "386", "ppc64le": "ppc64le", "s390x": "s390x",
                  "riscv64": "riscv64"}
 FOREIGN_LAYER = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+DOWNLOADS = 3  # layers fetched at once
+PROGRESS_EVERY = 0.1  # seconds between two progress reports of one layer (its first and last are always sent)
+
+Progress = Callable[[str, int, int], None]  # (layer digest, bytes so far, size), called from download threads
+
+
+class _Stopped(Exception):
+    """Raised in a download thread at its next read once another layer failed (or the pull was interrupted)."""
 
 
 def host_platform() -> tuple[str, str, str | None]:
@@ -58,18 +71,26 @@ def choose_platform(index: dict, want: tuple[str, str, str | None]) -> dict:
 class VerifiedStream(io.RawIOBase):
     """Reads a response and raises RegistryError at its end unless exactly ``size`` bytes hashed to ``digest``."""
 
-    def __init__(self, response, digest: str, size: int) -> None:
+    def __init__(self, response, digest: str, size: int, *, stop: threading.Event | None = None,
+                 progress: Progress | None = None) -> None:
         super().__init__()
         self._response = response
         self._digest = digest
         self._size = size
         self._hasher = hashlib.sha256()
         self._count = 0
+        self._stop = stop
+        self._progress = progress
+        self._reported = 0.0
+        if progress is not None:
+            progress(digest, 0, size)
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:  # type: ignore[override]
+        if self._stop is not None and self._stop.is_set():
+            raise _Stopped(self._digest)
         n = self._response.readinto(buffer) or 0
         self._hasher.update(memoryview(buffer)[:n])
         self._count += n
@@ -78,6 +99,11 @@ class VerifiedStream(io.RawIOBase):
                                 + (" or more" if n else ""))
         if n == 0 and "sha256:" + self._hasher.hexdigest() != self._digest:
             raise RegistryError(f"blob {self._digest}: content has digest sha256:{self._hasher.hexdigest()}")
+        if self._progress is not None and n:
+            now = time.monotonic()
+            if self._count == self._size or now - self._reported >= PROGRESS_EVERY:
+                self._reported = now
+                self._progress(self._digest, self._count, self._size)
         return n
 
 
@@ -111,15 +137,55 @@ def _fetch_config(client: Registry, ref: Reference, desc: dict) -> bytes:
         return stream.read()
 
 
-def _fetch_layer(store, client: Registry, ref: Reference, desc: dict) -> None:
+def _fetch_layer(store, client: Registry, ref: Reference, desc: dict, stop: threading.Event | None = None,
+                 progress: Progress | None = None) -> None:
     with client.open_blob(ref.repository, desc["digest"], pull_scope(ref.repository)) as resp:
-        stored = store.put_blob_file(VerifiedStream(resp, desc["digest"], int(desc["size"])))
+        stream = VerifiedStream(resp, desc["digest"], int(desc["size"]), stop=stop, progress=progress)
+        stored = store.put_blob_file(stream)
     if stored.digest != desc["digest"]:  # VerifiedStream already checked; this guards the store's view
         raise RegistryError(f"blob {desc['digest']} was stored as {stored.digest}")
 
 
-def pull_image(store, name: str, registries: Registries):
-    """Fetch ``name`` into the store and tag it; returns the cache.ImageRecord.
+def _fetch_layers(store, client: Registry, ref: Reference, descs: list[dict], progress: Progress | None) -> None:
+    """Fetch the layers not yet in the store, `DOWNLOADS` at a time; the first failure (in the order they
+    happen) stops the rest and is raised once every download thread has ended."""
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+    todo = list({d["digest"]: d for d in descs if not store.has_blob(d["digest"])}.values())
+    if len(todo) <= 1:
+        for desc in todo:
+            _fetch_layer(store, client, ref, desc, progress=progress)
+        return
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def fetch(desc: dict) -> None:
+        if stop.is_set():
+            return
+        try:
+            _fetch_layer(store, client, ref, desc, stop, progress)
+        except _Stopped:
+            pass
+        except BaseException as exc:
+            failures.append(exc)  # list.append is atomic; the first one appended happened first
+            stop.set()
+
+    with ThreadPoolExecutor(max_workers=min(DOWNLOADS, len(todo)), thread_name_prefix="pybuild-pull") as pool:
+        futures = [pool.submit(fetch, desc) for desc in todo]
+        try:
+            wait(futures, return_when=FIRST_EXCEPTION)
+        finally:  # Ctrl-C or a failure: the queued ones never start, the running ones end at their next read
+            if failures or not all(f.done() for f in futures):
+                stop.set()
+                for f in futures:
+                    f.cancel()
+    if failures:
+        raise failures[0]
+
+
+def pull_image(store, name: str, registries: Registries, progress: Progress | None = None):
+    """Fetch ``name`` into the store and tag it; returns the cache.ImageRecord. ``progress`` hears each
+    layer's bytes as they arrive (from download threads).
 
     Raises RegistryError saying what failed (the caller names the image: see plan/bases.py resolve_base)."""
     from cache import Descriptor, Layer
@@ -141,9 +207,8 @@ def pull_image(store, name: str, registries: Registries):
         for desc, diff_id in zip(doc.get("layers") or [], diff_ids):
             if desc.get("mediaType") == FOREIGN_LAYER or desc.get("urls"):
                 raise RegistryError(f"layer {desc['digest']} is a foreign layer (not in the registry): unsupported")
-            if not store.has_blob(desc["digest"]):
-                _fetch_layer(store, client, ref, desc)
             layers.append(Layer(diff_id, Descriptor(desc.get("mediaType", ""), desc["digest"], int(desc["size"]))))
+        _fetch_layers(store, client, ref, doc.get("layers") or [], progress)
     except (KeyError, TypeError, ValueError) as exc:
         raise RegistryError(f"malformed manifest or config: {exc!r}") from exc
     record = store.put_image(body, config, layers)

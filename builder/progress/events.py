@@ -78,6 +78,18 @@ class StepExplain:
 
 
 @dataclass(frozen=True, slots=True)
+class PullProgress:
+    """Bytes of one layer of a base image being pulled from a registry (while the build is planned, before
+    any step starts): first with ``current`` 0, then every ~0.1 s, last with ``current == total``."""
+
+    image: str  # the reference as FROM names it
+    layer: str  # the blob's digest
+    current: int
+    total: int
+    ts: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
 class BuildDone:
     """The build ended: the image's id and manifest digest, and how long it took."""
 
@@ -87,8 +99,19 @@ class BuildDone:
     ts: float = field(default_factory=_now)
 
 
-Event = Union[StepStarted, StepCached, StepLog, StepDone, StepFailed, StepCancelled, StepExplain, BuildDone]
+Event = Union[StepStarted, StepCached, StepLog, StepDone, StepFailed, StepCancelled, StepExplain, PullProgress,
+              BuildDone]
 Sink = Callable[[Event], None]
+
+
+def human_size(n: int) -> str:
+    """Bytes as buildkit's progress shows them (go-units HumanSize: decimal units, 4 significant digits)."""
+    value, unit = float(n), "B"
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
+        if value < 1000:
+            break
+        value /= 1000
+    return f"{value:.4g}{unit}"
 
 
 def to_json(event: Event) -> str:

@@ -70,6 +70,7 @@ class BuildView:
     """Every step seen so far, in start order, and how the build ended. Mutated only by `apply`."""
 
     steps: dict[int, StepView] = field(default_factory=dict)
+    pulls: dict[str, StepView] = field(default_factory=dict)  # layers of base images pulled, by digest
     first_ts: float | None = None
     last_ts: float | None = None
     done: ev.BuildDone | None = None
@@ -90,6 +91,9 @@ class BuildView:
         if isinstance(event, ev.BuildDone):
             self.done = event
             return
+        if isinstance(event, ev.PullProgress):
+            self.pulls[event.layer] = _pulled(self.pulls.get(event.layer), event)
+            return
         number = event.number
         step = self.steps.get(number)
         if isinstance(event, ev.StepStarted):
@@ -100,6 +104,15 @@ class BuildView:
         self.steps[number] = _advance(step, event)
         if isinstance(event, ev.StepFailed) and self.failed is None:
             self.failed = number
+
+
+def _pulled(row: StepView | None, event: ev.PullProgress) -> StepView:
+    """A pulled layer shown as a step row: `pull IMAGE sha256:0123456789ab 12.58MB / 31.46MB`."""
+    started = row.started if row is not None else event.ts
+    title = f"pull {event.image} {event.layer[:19]} {ev.human_size(event.current)} / {ev.human_size(event.total)}"
+    if event.current < event.total:
+        return StepView(0, title, started)
+    return StepView(0, title, started, state=DONE, elapsed=event.ts - started)
 
 
 def _advance(step: StepView, event: ev.Event) -> StepView:
@@ -226,7 +239,8 @@ def render_lines(view: BuildView, now: float, width: int, height: int | None, fi
     Live frames fit in `height` lines; the final frame shows every step (it scrolls into the terminal history).
     """
     width = max(20, width)
-    blocks = [(s, _step_block(s, now, width, final)) for s in view.steps.values()]
+    rows = [*view.pulls.values(), *view.steps.values()]
+    blocks = [(s, _step_block(s, now, width, final)) for s in rows]
     if final or height is None:
         body = [line for _, block in blocks for line in block]
     else:

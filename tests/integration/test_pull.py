@@ -63,6 +63,13 @@ def put_manifest(host: str, repo: str, ref: str, doc: dict, media_type: str) -> 
     return "sha256:" + hashlib.sha256(body).hexdigest()
 
 
+def own_manifest(host: str, repo: str, ref: str) -> bytes:
+    req = urllib.request.Request(f"http://{host}/v2/{repo}/manifests/{ref}",
+                                 headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return resp.read()
+
+
 def test_from_registry_on_a_fresh_store_then_offline(pybuild, pushed_app, fresh, tmp_path):
     name, _ = pushed_app
     own = start_registry(tmp_path / "own")  # its own registry, stopped before the second build
@@ -70,8 +77,14 @@ def test_from_registry_on_a_fresh_store_then_offline(pybuild, pushed_app, fresh,
         copy = f"{own.host}/me/app:v1"
         pybuild("--output", f"type=registry,name={copy}", *APP)
         first = derived(fresh, tmp_path, copy)
+        layers = json.loads(own_manifest(own.host, "me/app", "v1"))["layers"]
     finally:
         own.stop()
+    done = re.findall(rf"^#pull {re.escape(copy)} (sha256:[0-9a-f]{{12}}) (\S+) / (\S+)(?: [0-9.]+s)? done$",
+                      first.stderr.decode(), re.M)  # each layer's bytes, then "done", before the first step
+    assert sorted(d for d, _, _ in done) == sorted(l["digest"][:19] for l in layers)
+    assert all(current == total for _, current, total in done)
+    assert first.stderr.decode().index("#pull") < first.stderr.decode().index("#1 ")
     assert "hello from pybuild, world!" in fresh("run", "--rm", "me/derived").stdout.decode()
     assert fresh("run", "--rm", "me/derived", "cat", "/derived.txt", "/srv/app/built.txt").stdout.decode() == \
         "derived\nbuilt by pybuild\n"

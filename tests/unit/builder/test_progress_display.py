@@ -91,6 +91,32 @@ def test_plain_display_prints_stable_text(name):
     assert out.getvalue() == expected
 
 
+def test_plain_display_shows_pulled_layers_once_a_second_and_when_done():
+    out = io.StringIO()
+    display = PlainDisplay(out)
+    a, b = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    for event in [ev.PullProgress("reg:5000/me/app:1", a, 0, 31_457_280, ts=10.0),
+                  ev.PullProgress("reg:5000/me/app:1", b, 0, 3400, ts=10.0),
+                  ev.PullProgress("reg:5000/me/app:1", a, 4_000_000, 31_457_280, ts=10.5),  # within a second
+                  ev.PullProgress("reg:5000/me/app:1", b, 3400, 3400, ts=10.5),
+                  ev.PullProgress("reg:5000/me/app:1", a, 12_582_912, 31_457_280, ts=11.25),
+                  ev.PullProgress("reg:5000/me/app:1", a, 31_457_280, 31_457_280, ts=11.5)]:
+        display(event)
+    assert out.getvalue() == """\
+#pull reg:5000/me/app:1 sha256:aaaaaaaaaaaa 0B / 31.46MB
+#pull reg:5000/me/app:1 sha256:bbbbbbbbbbbb 0B / 3.4kB
+#pull reg:5000/me/app:1 sha256:bbbbbbbbbbbb 3.4kB / 3.4kB 0.5s done
+#pull reg:5000/me/app:1 sha256:aaaaaaaaaaaa 12.58MB / 31.46MB 1.2s
+#pull reg:5000/me/app:1 sha256:aaaaaaaaaaaa 31.46MB / 31.46MB 1.5s done
+"""
+
+
+@pytest.mark.parametrize("size, text", [(0, "0B"), (999, "999B"), (1000, "1kB"), (3400, "3.4kB"),
+                                        (31_457_280, "31.46MB"), (2_500_000_000, "2.5GB")])
+def test_human_size_is_buildkits(size, text):
+    assert ev.human_size(size) == text
+
+
 def test_plain_display_joins_a_line_split_across_chunks():
     out = io.StringIO()
     display = PlainDisplay(out)

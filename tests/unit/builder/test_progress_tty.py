@@ -48,6 +48,25 @@ def test_live_frame_layout():
     assert [line.style for line in lines[3:6]] == ["dim"] * 3
 
 
+def test_pulled_layers_have_a_row_each_above_the_steps():
+    a, b = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    events = [ev.PullProgress("reg/me/app:1", a, 0, 31_457_280, ts=100.0),
+              ev.PullProgress("reg/me/app:1", b, 0, 3400, ts=100.0),
+              ev.PullProgress("reg/me/app:1", b, 3400, 3400, ts=100.25),
+              ev.PullProgress("reg/me/app:1", a, 12_582_912, 31_457_280, ts=101.0)]
+    lines = plain(render_lines(view_of(events), now=101.5, width=72, height=24, final=False))
+    spinner = lines[1][4]
+    assert lines == [
+        "[+] Building 1.5s (0/0)",
+        f" => {spinner}      pull reg/me/app:1 sha256:aaaaaaaaaaaa 12.58MB / 31.46MB  1.5s",
+        " => DONE   pull reg/me/app:1 sha256:bbbbbbbbbbbb 3.4kB / 3.4kB      0.2s",
+    ]
+    assert spinner in "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏" and {cell_len(line) for line in lines[1:]} == {72}
+    view = view_of(events + [ev.StepStarted(1, "[1/1] FROM reg/me/app:1", ts=101.75)])
+    short = plain(render_lines(view, now=102.0, width=72, height=4, final=False))
+    assert [line[11:41].rstrip() for line in short[1:]] == ["pull reg/me/app:1 sha256:aaaaa", "[1/1] FROM reg/me/app:1"]
+
+
 def test_final_frame_after_build_done():
     events = RUNNING_BUILD + [ev.StepDone(2, 1.25, ts=101.75),
                               ev.BuildDone("sha256:aa", "sha256:bb", 1.875, ts=101.875)]

@@ -5,14 +5,16 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import os
 import json
 import tarfile
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from builder.export.pull import VerifiedStream, choose_platform, host_platform, pull_image
+from builder.export.pull import DOWNLOADS, VerifiedStream, choose_platform, host_platform, pull_image
 from builder.export.registry import Registries, RegistryError
 from cache import Store
 
@@ -34,6 +36,10 @@ class Served(BaseHTTPRequestHandler):
     manifests: dict[str, tuple[bytes, str]] = {}  # tag or digest → (body, media type)
     blobs: dict[str, bytes] = {}
     requests: list[str] = []
+    blob_delay = 0.0  # seconds each blob response waits before its body, to let downloads overlap
+    in_flight = 0  # blob responses being served now
+    most_in_flight = 0
+    lock = threading.Lock()
 
     def log_message(self, *args):
         pass
@@ -45,7 +51,15 @@ class Served(BaseHTTPRequestHandler):
             body, media_type = self.manifests[parts[-1]]
             return self.reply(200, body, {"Content-Type": media_type, "Docker-Content-Digest": digest(body)})
         if parts[-2] == "blobs" and parts[-1] in self.blobs:
-            return self.reply(200, self.blobs[parts[-1]], {"Content-Type": "application/octet-stream"})
+            with Served.lock:
+                Served.in_flight += 1
+                Served.most_in_flight = max(Served.most_in_flight, Served.in_flight)
+            try:
+                time.sleep(self.blob_delay)
+                return self.reply(200, self.blobs[parts[-1]], {"Content-Type": "application/octet-stream"})
+            finally:
+                with Served.lock:
+                    Served.in_flight -= 1
         self.reply(404, json.dumps({"errors": [{"code": "MANIFEST_UNKNOWN", "message": "manifest unknown"}]}).encode())
 
     def reply(self, code, body, headers=None):
@@ -62,6 +76,7 @@ def served():
     server = ThreadingHTTPServer(("127.0.0.1", 0), Served)
     threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     Served.manifests, Served.blobs, Served.requests = {}, {}, []
+    Served.blob_delay, Served.in_flight, Served.most_in_flight = 0.0, 0, 0
     yield f"127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
@@ -143,6 +158,32 @@ def test_a_bad_blob_leaves_nothing(served, store, damage):
     assert not store.has_blob(digest(blobs[0])) and not store.has_blob(digest(bad))
     assert store.resolve(f"{served}/me/app:v1") is None
     assert [p.name for p in (store.root / "blobs" / "sha256").iterdir()] == []
+
+
+def test_layers_download_side_by_side_with_progress(served, store):
+    """As containerd and dockerd (max-concurrent-downloads 3): up to DOWNLOADS layers at once, each reported."""
+    files = {f"f{i}": os.urandom(300_000 + i) for i in range(5)}
+    _, blobs = publish("v1", files)
+    Served.blob_delay = 0.3
+    seen = []
+    record = pull_image(store, f"{served}/me/app:v1", Registries(), progress=lambda *a: seen.append(a))
+    assert [l.blob.digest for l in record.layers] == [digest(b) for b in blobs]
+    assert 2 <= Served.most_in_flight <= DOWNLOADS == 3
+    for b in blobs:
+        mine = [(current, total) for layer, current, total in seen if layer == digest(b)]
+        assert mine[0] == (0, len(b)) and mine[-1] == (len(b), len(b))
+        assert [c for c, _ in mine] == sorted(c for c, _ in mine)
+
+
+def test_a_bad_layer_among_several_stops_the_pull(served, store):
+    _, blobs = publish("v1", {f"f{i}": os.urandom(200_000) for i in range(4)})
+    Served.blobs[digest(blobs[1])] = blobs[1][:-1] + bytes([blobs[1][-1] ^ 1])
+    with pytest.raises(RegistryError) as err:
+        pull_image(store, f"{served}/me/app:v1", Registries())
+    assert err.value.message == f"blob {digest(blobs[1])}: content has digest {digest(Served.blobs[digest(blobs[1])])}"
+    assert store.resolve(f"{served}/me/app:v1") is None and not store.has_blob(digest(blobs[1]))
+    assert [p.name for p in (store.root / "blobs" / "sha256").iterdir() if p.name.startswith(".tmp-")] == []
+    assert not [t for t in threading.enumerate() if t.name.startswith("pybuild-pull")]
 
 
 def test_manifest_digest_is_checked_and_schema1_refused(served, store):
