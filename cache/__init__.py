@@ -154,6 +154,11 @@ class Store:
         """Unpack a stored layer blob (gzip/zstd/tar, sniffed) into a snapshot over ``parent``."""
         return self._snapshots.import_layer(parent, blob)
 
+    def import_layers(self, parent: Snapshot | None, blobs: list[Descriptor]) -> list[Snapshot]:
+        """`import_layer` for a chain of blobs (each over the one before): the missing ones are unpacked
+        side by side and installed in order; returns one snapshot per blob."""
+        return self._snapshots.import_layers(parent, blobs)
+
     def layer_as(self, layer: Layer, compression: str, cancelled: Callable[[], bool] | None = None) -> Layer:
         """The same layer as a blob in ``compression``: ``layer`` itself if it already is, a variant
         made earlier, or a new blob re-compressed from it (then remembered). The diff_id never

@@ -6,7 +6,7 @@ Layout (paths kept short: overlay mount data is one page, 4096 bytes, for all lo
     <root>/snapshots/<id>/fs         the files of snapshot <id> (id = index row, never reused)
     <root>/tmp/m-<rand>/{upper,work}  a MutableSnapshot being built, guarded by the flock()ed
     <root>/tmp/m-<rand>.lock          file created before it (locks.create_locked)
-    <root>/tmp/i-<rand>/fs (+ .lock)  a layer being unpacked by import_layer
+    <root>/tmp/i-<rand>/fs (+ .lock)  a layer being unpacked by import_layers
     <root>/tmp/d-<rand>/              a snapshot being deleted (no lock: anyone may finish it)
 
 Commit and import insert the index row ('pending') first, rename the directory to
@@ -34,6 +34,9 @@ from cache.model import Descriptor, Digest, Layer, MutableSnapshot, Snapshot
 
 if TYPE_CHECKING:
     from cache.compress import LayerSink
+    from cache.unpack import UnpackStats
+
+UNPACKERS = max(1, min(4, os.cpu_count() or 1))  # layers unpacked at once by import_layers
 
 
 class SnapshotStore:
@@ -163,28 +166,94 @@ class SnapshotStore:
         return Snapshot(snap_id, parent, layer.diff_id, size, target)
 
     def import_layer(self, parent: Snapshot | None, blob: Descriptor) -> Snapshot:
+        return self.import_layers(parent, [blob])[-1]
+
+    def import_layers(self, parent: Snapshot | None, blobs: list[Descriptor]) -> list[Snapshot]:
+        """Snapshots of ``blobs`` stacked in order over ``parent``, one per blob. Those already in the store
+        (same parent, same diff_id) are reused; the rest are unpacked side by side, `UNPACKERS` at a time
+        (decompression, hashing and file writes release the GIL), then installed in order. If one fails the
+        others stop at their next read, nothing of the batch is kept, and its error is raised."""
+        done: list[Snapshot] = []
         parent_id = parent.id if parent else None
-        known = self.index.diff_id_for(blob.digest)
-        if known is not None and (row := self.index.find_snapshot(parent_id, known)) is not None:
-            return self._to_snapshot(row)
+        for blob in blobs:  # the reused prefix: a layer over a new snapshot cannot be in the store yet
+            known = self.index.diff_id_for(blob.digest)
+            row = self.index.find_snapshot(parent_id, known) if known is not None else None
+            if row is None:
+                break
+            done.append(self._to_snapshot(row))
+            parent_id = row.id
+        todo = blobs[len(done):]
+        if not todo:
+            return done
+        unpacked = self._unpack_all(todo)
+        try:
+            for blob, (d, _, stats) in zip(todo, unpacked):
+                layer = Layer(stats.diff_id, replace(blob, digest=Digest(blob.digest)))
+                row = self.index.find_snapshot(parent_id, stats.diff_id)  # installed meanwhile by another build
+                snap = self._to_snapshot(row) if row is not None else \
+                    self._install(d / "fs", d, parent_id, layer, stats.size)
+                done.append(snap)
+                parent_id = snap.id
+        finally:
+            for d, fd, _ in unpacked:
+                self._drop_temp(d, fd)
+        return done
+
+    def _unpack_all(self, blobs: list[Descriptor]) -> list[tuple[Path, int, UnpackStats]]:
+        """(temp dir holding fs/, its lock fd, stats) per blob, in order; all temp dirs dropped on error."""
+        if len(blobs) == 1:
+            return [self._unpack(blobs[0], None)]
+        import threading
+        from concurrent.futures import ThreadPoolExecutor, wait
+
+        stop = threading.Event()
+
+        def unpack(blob: Descriptor) -> tuple[Path, int, UnpackStats]:
+            if stop.is_set():
+                raise Interrupted("layer import stopped")
+            try:
+                return self._unpack(blob, stop)
+            except BaseException:
+                stop.set()  # the others stop at their next read
+                raise
+
+        pool = ThreadPoolExecutor(max_workers=min(UNPACKERS, len(blobs)), thread_name_prefix="pybuild-unpack")
+        futures = [pool.submit(unpack, blob) for blob in blobs]
+        waited = False
+        try:
+            wait(futures)
+            waited = True
+        finally:  # on Ctrl-C as on an error: every thread ends before the temp dirs go
+            if not waited:
+                stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            good = [f.result() for f in futures if not f.cancelled() and f.exception() is None]
+            if len(good) < len(futures):
+                for d, fd, _ in good:
+                    self._drop_temp(d, fd)
+        errors = [e for f in futures if not f.cancelled() and (e := f.exception()) is not None]
+        if errors:  # the cause, not the layers it stopped
+            raise next((e for e in errors if not isinstance(e, Interrupted)), errors[0])
+        return good
+
+    def _unpack(self, blob: Descriptor, stop) -> tuple[Path, int, UnpackStats]:
+        from cache.compress import decompressed
+        from cache import unpack
+
         d, fd = self._temp_dir("i")
         try:
             fs = d / "fs"
             fs.mkdir(mode=0o755)
-            from cache.compress import decompressed
-            from cache.unpack import unpack_layer
-
             raw = self.blobs.open(blob.digest)
             try:
-                stats = unpack_layer(decompressed(raw, str(blob.digest)), fs)
+                tar = decompressed(raw, str(blob.digest))
+                stats = unpack.unpack_layer(tar if stop is None else _StopReading(tar, stop), fs)
             finally:
                 raw.close()  # verifies whatever the decompressor left unread
-            layer = Layer(stats.diff_id, replace(blob, digest=Digest(blob.digest)))
-            if (row := self.index.find_snapshot(parent_id, stats.diff_id)) is not None:
-                return self._to_snapshot(row)
-            return self._install(fs, d, parent_id, layer, stats.size)
-        finally:
+            return d, fd, stats
+        except BaseException:
             self._drop_temp(d, fd)
+            raise
 
     # --- deletion and recovery -------------------------------------------------------------
     def delete(self, snap_id: int) -> None:
@@ -219,6 +288,19 @@ class SnapshotStore:
             return lockfile.exists()
         locks.release(fd)
         return False
+
+
+class _StopReading:
+    """A layer stream that raises `Interrupted` at its next read once ``stop`` is set."""
+
+    def __init__(self, stream, stop) -> None:
+        self._stream = stream
+        self._stop = stop
+
+    def read(self, n: int = -1) -> bytes:
+        if self._stop.is_set():
+            raise Interrupted("layer import stopped")
+        return self._stream.read(n)
 
 
 class _Stoppable(io.RawIOBase):

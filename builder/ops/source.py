@@ -20,21 +20,21 @@ def execute(store, step: Step):
     from cache import Descriptor, Layer, StoreError
 
     op: SourceOp = step.op  # type: ignore[assignment]
-    snapshot = None
-    layers = []
-    for number, ref in enumerate(op.layers, 1):
-        desc = Descriptor(OCI_LAYER_TYPES.get(ref.media_type, ref.media_type), ref.digest, ref.size)
+    descs = []
+    for ref in op.layers:
         if not store.has_blob(ref.digest):
             if op.layout_dir is None:
                 raise FileNotFoundError(f"blob {ref.digest} of {op.ref} is missing from the store")
             algo, _, hexpart = ref.digest.partition(":")
             with open(os.path.join(op.layout_dir, "blobs", algo, hexpart), "rb") as fh:
                 store.put_blob_file(fh)
-        snapshot = store.import_layer(snapshot, desc)
+        descs.append(Descriptor(OCI_LAYER_TYPES.get(ref.media_type, ref.media_type), ref.digest, ref.size))
+    snapshots = store.import_layers(None, descs)  # unpacked side by side, stacked in order
+    for number, (ref, snapshot) in enumerate(zip(op.layers, snapshots), 1):
         if str(snapshot.diff_id) != ref.diff_id:  # as containerd's unpacker: the config vouches for the content
             raise StoreError(
                 f"layer {number} of {len(op.layers)} of {op.ref} ({ref.digest}) unpacks to content with diff_id "
                 f"{snapshot.diff_id}, but the image config says {ref.diff_id}: the image is damaged; "
                 f"pull it again (or rebuild it) and report the registry or tool that produced it")
-        layers.append(Layer(ref.diff_id, desc))
-    return snapshot, tuple(layers)
+    layers = tuple(Layer(ref.diff_id, desc) for ref, desc in zip(op.layers, descs))
+    return (snapshots[-1] if snapshots else None), layers

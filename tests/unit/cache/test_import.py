@@ -6,6 +6,8 @@ import io
 import os
 import stat
 import tarfile
+import threading
+import time
 
 import pytest
 
@@ -50,6 +52,70 @@ def test_import_reuses_snapshots_and_chains_parents(store, needs_root):
     assert os.listdir(store.empty_dir()) == [] and store.empty_dir().stat().st_mode & 0o777 == 0o555
     other = store.import_layer(None, l2.blob)  # same layer on another parent: a new snapshot
     assert other.id not in (base.id, top.id) and other.parent is None
+
+
+def _chain(store, other_store, n: int):
+    """n layers committed one over the other in ``store``, their blobs copied into ``other_store``."""
+    snaps, blobs, parent = [], [], None
+    for i in range(n):
+        parent, layer = commit_tree(store, [("file", f"f{i}", os.urandom(400_000)), ("whiteout", f"gone{i}")],
+                                    parent=parent)
+        with store.open_blob(layer.blob.digest) as f:
+            other_store.put_blob_file(f)
+        snaps.append(parent)
+        blobs.append(layer.blob)
+    return snaps, blobs
+
+
+@pytest.fixture
+def unpacks(monkeypatch):
+    """Counts the real unpack_layer's calls and the most of them running at once."""
+    import cache.unpack
+
+    real, lock = cache.unpack.unpack_layer, threading.Lock()
+    seen = {"calls": 0, "now": 0, "most": 0}
+
+    def counted(stream, dest):
+        with lock:
+            seen["calls"] += 1
+            seen["now"] += 1
+            seen["most"] = max(seen["most"], seen["now"])
+        try:
+            time.sleep(0.05)  # lets a second unpack start before this one ends, if the caller allows it
+            return real(stream, dest)
+        finally:
+            with lock:
+                seen["now"] -= 1
+
+    monkeypatch.setattr(cache.unpack, "unpack_layer", counted)
+    return seen
+
+
+def test_import_layers_unpacks_side_by_side_and_installs_in_order(store, other_store, needs_root, unpacks):
+    snaps, blobs = _chain(store, other_store, 4)
+    first_two = other_store.import_layers(None, blobs[:2])
+    assert unpacks["calls"] == 2
+    imported = other_store.import_layers(None, blobs)  # the first two are reused, the other two unpacked
+    assert imported[:2] == first_two and unpacks["calls"] == 4 and unpacks["most"] == 2
+    assert [s.parent for s in imported] == [None] + [s.id for s in imported[:-1]]
+    assert [s.diff_id for s in imported] == [s.diff_id for s in snaps]
+    assert [snapshot_tree(s.path) for s in imported] == [snapshot_tree(s.path) for s in snaps]
+    assert other_store.import_layers(None, blobs) == imported and unpacks["calls"] == 4
+    assert os.listdir(other_store.root / "tmp") == []
+
+
+def test_import_layers_keeps_nothing_when_one_layer_is_bad(store, other_store, needs_root, unpacks):
+    _, blobs = _chain(store, other_store, 3)
+    path = other_store.blob_path(blobs[1].digest)
+    os.chmod(path, 0o644)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(StoreError) as err:
+        other_store.import_layers(None, blobs)
+    assert str(blobs[1].digest) in str(err.value)
+    assert snapshot_dirs(other_store.root) == [] and os.listdir(other_store.root / "tmp") == []
+    assert not [t for t in threading.enumerate() if t.name.startswith("pybuild-unpack")]
 
 
 def _tar(entries: list[tuple], fmt=tarfile.PAX_FORMAT) -> bytes:
