@@ -143,3 +143,65 @@ def test_basic_auth_from_docker_config(pybuild, busybox_image, tmp_path, monkeyp
         assert fresh("run", "--rm", "me/from-private", "cat", "/authed").stdout.decode() == "authed\n"
     finally:
         secured.stop()
+
+
+@pytest.fixture
+def pass_helper(tmp_path, monkeypatch):
+    """docker-credential-pass (Debian's golang-docker-credential-helpers) over a throw-away gpg key and `pass`
+    store; yields a function that stores (server, user, secret) in it. The gpg-agent is stopped afterwards."""
+    helper = require_tool("docker-credential-pass")
+    require_tool("pass")
+    gnupg, store = tmp_path / "gnupg", tmp_path / "password-store"
+    gnupg.mkdir(mode=0o700)
+    monkeypatch.setenv("GNUPGHOME", str(gnupg))
+    monkeypatch.setenv("PASSWORD_STORE_DIR", str(store))
+    subprocess.run([require_tool("gpg"), "--batch", "--passphrase", "", "--quick-gen-key",
+                    "pybuild tests <tests@pybuild.invalid>", "default", "default", "never"],
+                   check=True, capture_output=True, timeout=120)
+    listing = subprocess.run(["gpg", "--list-keys", "--with-colons"], check=True, capture_output=True).stdout.decode()
+    key = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
+    subprocess.run(["pass", "init", key], check=True, capture_output=True, timeout=60)
+
+    def store_credentials(server: str, user: str, secret: str) -> None:
+        doc = json.dumps({"ServerURL": server, "Username": user, "Secret": secret}).encode()
+        subprocess.run([helper, "store"], input=doc, check=True, capture_output=True, timeout=60)
+
+    try:
+        yield store_credentials
+    finally:
+        subprocess.run(["gpgconf", "--kill", "gpg-agent"], capture_output=True, timeout=60)
+
+
+def test_credentials_from_a_credential_helper(pybuild, busybox_image, tmp_path, monkeypatch, pass_helper):
+    """As docker: credHelpers[host] first, else credsStore, each a docker-credential-<name> program; the helper's
+    answer replaces `auths`. A helper that is not installed is one clear error."""
+    secured = start_registry(tmp_path / "auth", users={"me": "s3cret"})
+    try:
+        (tmp_path / "Dockerfile").write_text("FROM pybuild/busybox\nRUN echo helped > /helped\n")
+        name = f"{secured.host}/me/helped:1"
+        config = tmp_path / "docker"
+        config.mkdir()
+        monkeypatch.setenv("DOCKER_CONFIG", str(config))
+        wrong = base64.b64encode(b"me:wrong").decode()
+        config.joinpath("config.json").write_text(json.dumps({"credsStore": "pass",
+                                                              "auths": {secured.host: {"auth": wrong}}}))
+        pass_helper(secured.host, "me", "s3cret")
+        digest = manifest_digest(pybuild("-t", name, "--push", str(tmp_path)))
+        info = json.loads(skopeo("inspect", "--tls-verify=false", "--creds", "me:s3cret", f"docker://{name}").stdout)
+        assert info["Digest"] == digest
+
+        config.joinpath("config.json").write_text(json.dumps({"credsStore": "nowhere",
+                                                              "credHelpers": {secured.host: "pass"}}))
+        fresh = Pybuild(tmp_path / "fresh")
+        (tmp_path / "derived").mkdir()
+        (tmp_path / "derived" / "Dockerfile").write_text(f"FROM {name}\n")
+        fresh("-t", "me/from-helped", str(tmp_path / "derived"))
+        assert fresh("run", "--rm", "me/from-helped", "cat", "/helped").stdout.decode() == "helped\n"
+
+        config.joinpath("config.json").write_text(json.dumps({"credsStore": "nowhere"}))
+        proc = Pybuild(tmp_path / "fresh2")("-t", "me/x", str(tmp_path / "derived"), check=False)
+        err = proc.stderr.decode()
+        assert proc.returncode == 1 and "Traceback" not in err
+        assert "docker-credential-nowhere" in err and "credsStore" in err and str(config / "config.json") in err, err
+    finally:
+        secured.stop()
