@@ -57,7 +57,8 @@ class BuildResult:
 class Output:
     """One `--output`: where the built image goes besides the local store.
 
-    type "oci" (directory layout at dest), "docker" (docker-archive file at dest, "-" = stdout), "registry" (push
+    type "oci" (directory layout at dest, or with ``tar`` the layout as one tar file), "docker" (docker-archive
+    file at dest), "-" = stdout for either tar, "registry" (push
     every name) or "image" (only tag in the store). An empty ``names`` means the `-t` names."""
 
     type: str
@@ -65,12 +66,13 @@ class Output:
     names: tuple[str, ...] = ()
     push: bool = False
     insecure: bool = False
+    tar: bool = False  # oci/docker: one tar file (or stdout) rather than a layout directory
 
 
-OUTPUT_KEYS = {"oci": {"dest", "name"}, "docker": {"dest", "name"},
+OUTPUT_KEYS = {"oci": {"dest", "name", "tar"}, "docker": {"dest", "name", "tar"},
                "registry": {"name", "push", "registry.insecure"}, "image": {"name", "push", "registry.insecure"}}
-OUTPUT_HINT = ("supported: type=oci,dest=DIR | type=docker,dest=FILE.tar|- | type=registry[,name=HOST/REPO:TAG] "
-               "(or --push)")
+OUTPUT_HINT = ("supported: type=oci,dest=DIR|FILE.tar|-[,tar=true|false] | type=docker,dest=FILE.tar|- | "
+               "type=registry[,name=HOST/REPO:TAG] (or --push)")
 
 
 def _flag(spec: str, key: str, value: str) -> bool:
@@ -111,7 +113,18 @@ def parse_output(spec: str) -> Output:
                          if kind == "docker" else None)
     if kind == "image" and push:
         kind = "registry"
-    return Output(kind, dest=fields.get("dest", ""), names=names, push=push, insecure=insecure)
+    dest = fields.get("dest", "")
+    # buildx writes oci/docker outputs as a tar unless tar=false; pybuild's type=oci,dest=DIR (issue 2) stays a
+    # layout directory, so without tar= a tar is written for dest=- and dest=*.tar only.
+    tar = _flag(spec, "tar", fields["tar"]) if "tar" in fields else kind == "docker" or dest == "-" \
+        or dest.endswith(".tar")
+    if kind == "docker" and not tar:
+        raise UsageError(f"invalid --output {spec!r}: type=docker is always a tar (docker load's format)",
+                         hint="for a directory use type=oci,tar=false,dest=DIR")
+    if dest == "-" and not tar:
+        raise UsageError(f"invalid --output {spec!r}: a layout directory cannot go to stdout",
+                         hint="drop tar=false to stream the layout as a tar, or give dest=DIR")
+    return Output(kind, dest=dest, names=names, push=push, insecure=insecure, tar=tar and kind in ("oci", "docker"))
 
 
 def push_outputs(outputs: list[Output], push: bool) -> list[Output]:
@@ -144,20 +157,21 @@ def export(store, record, out: Output, tags: tuple[str, ...], registries=None, p
             done.append(push_image(store, record, full, registries(), insecure=out.insecure,
                                    mount_sources=sources))
         return
-    if out.type == "docker" and out.dest == "-":
+    docker = out.type == "docker"  # the archive docker load reads: the OCI layout tar plus manifest.json
+    if out.tar and out.dest == "-":
         from builder.export.docker_archive import write_archive_to
 
         if sys.stdout.isatty():
-            raise UsageError("refusing to write a docker archive to a terminal",
-                             hint="redirect stdout (`> image.tar`) or use dest=FILE.tar")
-        write_archive_to(sys.stdout.buffer, store, record, list(names))
+            raise UsageError(f"refusing to write {'a docker archive' if docker else 'an OCI layout tar'} to a "
+                             "terminal", hint="redirect stdout (`> image.tar`) or use dest=FILE.tar")
+        write_archive_to(sys.stdout.buffer, store, record, list(names), docker_manifest=docker)
         sys.stdout.buffer.flush()
         return
     try:
-        if out.type == "docker":
+        if out.tar:
             from builder.export.docker_archive import write_archive
 
-            write_archive(store, out.dest, record, list(names))
+            write_archive(store, out.dest, record, list(names), docker_manifest=docker)
         elif out.type == "oci":
             write_layout(store, out.dest, record.manifest.digest, record.manifest.size, record.config.digest,
                          [l.blob.digest for l in record.layers], [(full, split_tag(full)[1]) for full in names])

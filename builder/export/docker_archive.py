@@ -8,6 +8,8 @@ Contents of the tar (entries in this order, owner 0:0, mtime 0, so the same imag
                                            "Layers": ["blobs/sha256/<layer>", ...]}]
     oci-layout           {"imageLayoutVersion": "1.0.0"}
 
+Without manifest.json the same tar is buildx's `type=oci` tarball (`--output type=oci,dest=FILE.tar`).
+
 `docker load` reads manifest.json and decompresses each layer itself (moby image/tarexport/load.go), as does
 skopeo's `docker-archive:` (containers/image docker/internal/tarfile/src.go), so layers are not re-encoded and the
 index's manifest is byte for byte the one pybuild built. zstd layers need a docker that reads zstd (>= 23).
@@ -63,8 +65,9 @@ def _index(record, names: list[str]) -> dict:
             "manifests": entries or [base]}
 
 
-def write_archive_to(out: BinaryIO, store, record, names: list[str]) -> None:
+def write_archive_to(out: BinaryIO, store, record, names: list[str], docker_manifest: bool = True) -> None:
     """Stream the archive of ``record`` (a cache.ImageRecord) to ``out``; ``names`` are normalised image names.
+    Without ``docker_manifest`` it is the plain OCI layout tar (buildx's type=oci tarball: no manifest.json).
 
     Blobs are read through the store's verifying reader: a damaged blob raises CorruptBlob (a StoreError)."""
     manifest_entry = [{"Config": _blob_name(record.config.digest),
@@ -82,11 +85,13 @@ def write_archive_to(out: BinaryIO, store, record, names: list[str]) -> None:
                 tar.addfile(_info(_blob_name(desc.digest), desc.size), blob)
         for name, doc in (("index.json", _index(record, names)), ("manifest.json", manifest_entry),
                           ("oci-layout", {"imageLayoutVersion": "1.0.0"})):
+            if name == "manifest.json" and not docker_manifest:
+                continue
             data = json.dumps(doc, indent=2 if name != "oci-layout" else None).encode()
             tar.addfile(_info(name, len(data)), io.BytesIO(data))
 
 
-def write_archive(store, dest: str | Path, record, names: list[str]) -> None:
+def write_archive(store, dest: str | Path, record, names: list[str], docker_manifest: bool = True) -> None:
     """Write the archive to the file ``dest`` atomically: a temp file beside it, fsync, rename.
 
     On any error (or Ctrl-C) the temp file is removed and an existing ``dest`` is left as it was."""
@@ -94,7 +99,7 @@ def write_archive(store, dest: str | Path, record, names: list[str]) -> None:
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            write_archive_to(fh, store, record, names)
+            write_archive_to(fh, store, record, names, docker_manifest)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)

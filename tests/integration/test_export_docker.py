@@ -110,6 +110,26 @@ def test_archive_to_stdout(pybuild, app_image, tmp_path):
     assert skopeo_json("inspect", f"docker-archive:{archive}")["Env"]
 
 
+def test_oci_output_as_a_tarball_as_buildx(pybuild, app_image, tmp_path):
+    """buildx's oci exporter writes a tar (tar=true); pybuild does for dest=FILE.tar, dest=- or tar=true, and keeps
+    a layout directory for any other dest or tar=false. The tar is the layout: no docker manifest.json."""
+    archive, named, layout = tmp_path / "app-oci.tar", tmp_path / "app-oci", tmp_path / "dir.tar"
+    _, manifest_digest = digests(pybuild("-t", "me/app:v1", *APP, "--output", f"type=oci,dest={archive}",
+                                         "--output", f"type=oci,tar=true,dest={named}",
+                                         "--output", f"type=oci,tar=false,dest={layout}"))
+    for tarball in (archive, named):
+        files = members(tarball)
+        assert "manifest.json" not in files and json.loads(files["oci-layout"]) == {"imageLayoutVersion": "1.0.0"}
+        assert [m["digest"] for m in json.loads(files["index.json"])["manifests"]] == [manifest_digest]
+        assert skopeo_json("inspect", f"oci-archive:{tarball}:v1")["Digest"] == manifest_digest
+    assert layout.is_dir() and skopeo_json("inspect", f"oci:{layout}:v1")["Digest"] == manifest_digest
+    proc = pybuild("-t", "me/app:v1", *APP, "--output", "type=oci,dest=-", "--progress", "plain")
+    streamed = tmp_path / "stdout-oci.tar"
+    streamed.write_bytes(proc.stdout)
+    assert streamed.read_bytes() == archive.read_bytes()  # same image, same bytes
+    assert skopeo_json("inspect", "--config", f"oci-archive:{streamed}")["config"]["User"] == "app"
+
+
 def test_name_option_overrides_tags_and_untagged_has_none(pybuild, app_image, tmp_path):
     named, untagged = tmp_path / "named.tar", tmp_path / "untagged.tar"
     pybuild(*APP, "--output", f"type=docker,dest={named},name=me/other:x")

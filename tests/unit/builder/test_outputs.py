@@ -9,17 +9,23 @@ from builder.errors import UsageError
 
 @pytest.mark.parametrize("spec, expected", [
     ("type=oci,dest=out", Output("oci", dest="out")),
-    ("type=docker,dest=app.tar", Output("docker", dest="app.tar")),
-    ("type=docker,dest=-", Output("docker", dest="-")),
-    ("type=docker,dest=a.tar,name=me/app:1", Output("docker", dest="a.tar", names=("me/app:1",))),
-    ('type=docker,dest=a.tar,"name=me/a:1,me/b:2"', Output("docker", dest="a.tar", names=("me/a:1", "me/b:2"))),
+    ("type=oci,dest=out.tar", Output("oci", dest="out.tar", tar=True)),
+    ("type=oci,dest=-", Output("oci", dest="-", tar=True)),
+    ("type=oci,dest=out,tar=true", Output("oci", dest="out", tar=True)),
+    ("type=oci,dest=out.tar,tar=false", Output("oci", dest="out.tar")),
+    ("type=docker,dest=app.tar,tar=true", Output("docker", dest="app.tar", tar=True)),
+    ("type=docker,dest=app.tar", Output("docker", dest="app.tar", tar=True)),
+    ("type=docker,dest=-", Output("docker", dest="-", tar=True)),
+    ("type=docker,dest=a.tar,name=me/app:1", Output("docker", dest="a.tar", names=("me/app:1",), tar=True)),
+    ('type=docker,dest=a.tar,"name=me/a:1,me/b:2"',
+     Output("docker", dest="a.tar", names=("me/a:1", "me/b:2"), tar=True)),
     ("type=registry,name=127.0.0.1:5000/x:1", Output("registry", names=("127.0.0.1:5000/x:1",), push=True)),
     ("type=registry", Output("registry", push=True)),
     ("type=registry,name=r.example/x,registry.insecure=true",
      Output("registry", names=("r.example/x",), push=True, insecure=True)),
     ("type=image,name=r.example/x,push=true", Output("registry", names=("r.example/x",), push=True)),
     ("type=image,name=me/x", Output("image", names=("me/x",))),
-    (" type = docker , dest = a.tar ", Output("docker", dest="a.tar")),
+    (" type = docker , dest = a.tar ", Output("docker", dest="a.tar", tar=True)),
 ])
 def test_specs(spec, expected):
     assert parse_output(spec) == expected
@@ -36,6 +42,9 @@ def test_specs(spec, expected):
     ("type=registry,push=false", "push"),
     ("out-dir", "key=value"),
     ("type=registry,registry.insecure=maybe", "registry.insecure"),
+    ("type=oci,dest=x,tar=maybe", "tar"),
+    ("type=docker,dest=x,tar=false", "type=oci,tar=false"),
+    ("type=oci,dest=-,tar=false", "stdout"),
 ])
 def test_bad_specs(spec, words):
     with pytest.raises(UsageError) as err:
@@ -48,5 +57,5 @@ def test_push_flag_adds_one_registry_output_unless_one_is_given():
     assert push_outputs([], push=False) == []
     given = [Output("registry", names=("h:1/x",), push=True)]
     assert push_outputs(given, push=True) == given
-    docker = Output("docker", dest="a.tar")
+    docker = Output("docker", dest="a.tar", tar=True)
     assert push_outputs([docker], push=True) == [docker, Output("registry", push=True)]
