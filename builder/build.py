@@ -37,6 +37,7 @@ class BuildOptions:
     jobs: int = os.cpu_count() or 1
     explain_cache: bool = False
     secrets: list[str] = field(default_factory=list)  # --secret specs
+    ssh: list[str] = field(default_factory=list)  # --ssh specs
     push: bool = False  # --push: push every -t name
     pull: bool = False  # --pull: resolve FROM images in their registry even when stored locally
     insecure_registries: list[str] = field(default_factory=list)  # plain-HTTP registries besides loopback
@@ -305,7 +306,12 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
     patterns = ignore_patterns(opts)
     store = Store.open(opts.root)
     workdir = tempfile.mkdtemp(prefix="pybuild-secrets-") if opts.secrets else ""
+    agents = None
     try:
+        if opts.ssh:  # before planning: a bad --ssh fails at once
+            from builder.ops.sshagent import Agents
+
+            agents = Agents(opts.ssh)
         registries = _registries(opts)
 
         def fetch(ref: str) -> None:
@@ -318,7 +324,8 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
         options = SolveOptions(context_dir=os.path.abspath(opts.context), use_cache=not opts.no_cache,
                                compression=opts.compression, jobs=opts.jobs, dockerfile_lines=text.splitlines(),
                                ignore_patterns=patterns, excluded=_excluder(patterns),
-                               explain=opts.explain_cache, secrets=_secrets(opts, workdir))
+                               explain=opts.explain_cache, secrets=_secrets(opts, workdir),
+                               ssh=agents.sockets if agents is not None else None)
         results = Solver(store, graph, options, sink, cancel).solve(graph.target)
         config, manifest, layers = assemble(graph, graph.target, results)
         record = store.put_image(manifest, config, list(layers))
@@ -330,6 +337,8 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
             export(store, record, out, names, registries, pushed)
     finally:
         store.close()
+        if agents is not None:
+            agents.close()
         if workdir:
             shutil.rmtree(workdir, ignore_errors=True)
     image_id = "sha256:" + hashlib.sha256(config).hexdigest()

@@ -47,6 +47,7 @@ class SolveOptions:
     explain: bool = False
     hostname: str = "buildkitsandbox"
     secrets: dict[str, str] | None = None  # --secret id → host file holding the value (never in a key)
+    ssh: dict[str, str] | None = None  # --ssh id → agent socket (never in a key)
 
 
 def source_date_epoch() -> float | None:
@@ -268,7 +269,7 @@ class Solver:
             if mount.from_step is not None:
                 stages[mount.from_step] = self.results[mount.from_step].snapshot
         return MountSources(store=self.store, context_dir=self.options.context_dir,
-                            secrets=self.options.secrets or {}, snapshots=stages)
+                            secrets=self.options.secrets or {}, snapshots=stages, ssh=self.options.ssh or {})
 
     def _execute(self, step: Step, number: int):
         # imported here: a fully cached build never needs the sandbox or the file helper

@@ -2,14 +2,15 @@
 # Installs everything pybuild and its tests need on a fresh Debian 12 machine (run as root), idempotently:
 #   scripts/setup.sh demo  -> busybox-static + the venv with pybuild
 #   scripts/setup.sh test  -> also the referee tools (skopeo, umoci, runc, docker.io for `docker load`),
-#                             the test registry and a real credential helper (docker-credential-pass over pass)
+#                             the test registry, a real credential helper (docker-credential-pass over pass)
+#                             and OpenSSH's agent (RUN --mount=type=ssh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-test}"
 
 packages=(busybox-static iproute2)
 if [ "$mode" = test ] || [ "$mode" = bench ]; then
-  packages+=(skopeo umoci runc docker-registry docker.io golang-docker-credential-helpers pass)
+  packages+=(skopeo umoci runc docker-registry docker.io golang-docker-credential-helpers pass openssh-client)
 fi
 if [ "$mode" = bench ]; then
   packages+=(buildah time)

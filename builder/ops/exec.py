@@ -8,7 +8,7 @@ from contextlib import ExitStack
 from typing import Callable
 
 from builder.errors import BuildCancelled, BuildStepError, PybuildError
-from builder.ops.mounts import realise
+from builder.ops.mounts import realise, ssh_env
 from builder.plan.steps import ExecOp, Step
 from builder.sandbox.forkserver import Launcher
 from builder.sandbox.runner import SandboxError, run
@@ -45,11 +45,11 @@ def execute(store, step: Step, parent_snapshot, *, compression: str, log: Callab
                                  context=render_location(step, dockerfile_lines), reference=exc.reference) from exc
         return _execute(store, step, op, parent_snapshot, compression=compression, log=log, cancel=cancel,
                         dockerfile_lines=dockerfile_lines, hostname=hostname, extra_mounts=extra,
-                        launcher=launcher)
+                        env=ssh_env(op, mounts) if op.mounts else op.env, launcher=launcher)
 
 
 def _execute(store, step: Step, op: ExecOp, parent_snapshot, *, compression, log, cancel, dockerfile_lines,
-             hostname, extra_mounts, launcher):
+             hostname, extra_mounts, env, launcher):
     mutable = store.prepare(parent_snapshot)
     tail: deque[str] = deque(maxlen=OUTPUT_TAIL)
     total_lines = [0]
@@ -65,7 +65,7 @@ def _execute(store, step: Step, op: ExecOp, parent_snapshot, *, compression, log
 
     try:
         spec = ContainerSpec(argv=op.argv, lowerdirs=tuple(str(p) for p in mutable.lowerdirs),
-                             upperdir=str(mutable.upper), workdir=str(mutable.work), env=op.env, cwd=op.cwd,
+                             upperdir=str(mutable.upper), workdir=str(mutable.work), env=env, cwd=op.cwd,
                              user=op.user, hostname=hostname, network=op.network, mounts=extra_mounts)
         try:
             status = run(spec, stdin=subprocess.DEVNULL, stdout=sink("stdout"), stderr=sink("stderr"),

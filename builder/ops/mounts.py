@@ -9,6 +9,10 @@
 - type=tmpfs: an empty tmpfs.
 - type=secret: `--secret id=X,src=FILE|env=VAR`, bind-mounted read-only at /run/secrets/X (or target); only the
   id and target enter the key, history never shows the value, and the sandbox removes mount stubs from the layer.
+- type=ssh: the agent `--ssh X` names (id default "default"), served at /run/buildkit/ssh_agent.N (the N-th ssh
+  mount of the RUN, or target) by a proxy socket (see sshagent.py); the first one is $SSH_AUTH_SOCK unless the
+  RUN's environment sets it. Only id and target enter the key; a missing agent is an error when required,
+  else the mount is left out (as BuildKit).
 """
 from __future__ import annotations
 
@@ -38,6 +42,7 @@ class MountSources:
     context_dir: str | None
     secrets: dict[str, str]
     snapshots: dict[int, Any] = field(default_factory=dict)
+    ssh: dict[str, str] = field(default_factory=dict)  # --ssh id → agent socket
 
 
 def parse_mount(value: str, expand: Callable[[str], str]) -> dict[str, str]:
@@ -60,14 +65,19 @@ def _truthy(value: str | None) -> bool:
     return (value or "").lower() in ("true", "1", "yes", "")
 
 
-def make_mount(fields: dict[str, str], resolve_stage: Callable[[str], tuple[int, int | None]]) -> RunMount:
-    """Validate fields into a RunMount; resolve_stage(name) → (stage index, its last step)."""
+def make_mount(fields: dict[str, str], resolve_stage: Callable[[str], tuple[int, int | None]],
+               ssh_index: int = 0) -> RunMount:
+    """Validate fields into a RunMount; resolve_stage(name) → (stage index, its last step); ``ssh_index``: how
+    many ssh mounts the RUN has before this one."""
     kind = fields.get("type", "bind")
-    if kind not in MOUNT_TYPES or kind == "ssh":
-        raise PybuildError(f"unsupported mount type {kind!r}", hint="use bind, cache, tmpfs or secret",
+    if kind not in MOUNT_TYPES:
+        raise PybuildError(f"unsupported mount type {kind!r}", hint="use bind, cache, tmpfs, secret or ssh",
                            reference="invalid-mount")
     target = fields.get("target") or fields.get("dst") or fields.get("destination") or ""
     mount_id = fields.get("id", "")
+    if kind == "ssh":
+        mount_id = mount_id or "default"
+        target = target or f"/run/buildkit/ssh_agent.{ssh_index}"
     if kind == "secret" and not target:
         if not mount_id:
             raise PybuildError("a secret mount needs id= or target=", reference="invalid-mount")
@@ -109,7 +119,7 @@ def mount_key_parts(step: Step, context_dir: str | None, excluded, digests, step
             elif context_dir:
                 entry["content"] = checksum_sources(context_dir, [clean(m.source) or "."], excluded,
                                                     digests=digests)
-        elif m.type in ("cache", "secret"):
+        elif m.type in ("cache", "secret", "ssh"):
             entry.update(id=m.id, mode=m.mode, uid=m.uid, gid=m.gid)
             if m.type == "cache" and m.from_stage is not None:  # the base is an input, as in BuildKit's LLB
                 entry.update(source=clean(m.source),
@@ -231,6 +241,33 @@ def _secret_source(m: RunMount, sources: MountSources, stack: ExitStack) -> str 
     return copy
 
 
+def _ssh_socket(m: RunMount, sources: MountSources, stack: ExitStack) -> str | None:
+    """A proxy socket for the agent of the mount's id (closed with ``stack``); None when not given and optional."""
+    from builder.ops.sshagent import SSH_HINT, AgentProxy
+
+    upstream = sources.ssh.get(m.id)
+    if upstream is None:
+        if m.required:
+            raise PybuildError(f"ssh agent {m.id!r} is required but was not given",
+                               hint=f"pass {SSH_HINT.replace('default', m.id, 1) if m.id != 'default' else SSH_HINT}",
+                               reference="missing-ssh")
+        return None
+    scratch = tempfile.mkdtemp(prefix="pybuild-ssh-")
+    stack.callback(shutil.rmtree, scratch, True)
+    proxy = AgentProxy(upstream, os.path.join(scratch, "agent.sock"),
+                       mode=m.mode if m.mode is not None else 0o600, uid=m.uid or 0, gid=m.gid or 0)
+    stack.callback(proxy.close)
+    return proxy.path
+
+
+def ssh_env(op: ExecOp, sources: MountSources | None) -> tuple[str, ...]:
+    """The RUN's environment with SSH_AUTH_SOCK at its first forwarded ssh mount, unless it sets one itself."""
+    if sources is None or any(e.startswith("SSH_AUTH_SOCK=") for e in op.env):
+        return op.env
+    first = next((m.target for m in op.mounts if m.type == "ssh" and m.id in sources.ssh), None)
+    return op.env if first is None else (*op.env, f"SSH_AUTH_SOCK={first}")
+
+
 def realise(op: ExecOp, sources: MountSources, stack: ExitStack) -> tuple:
     """sandbox Mounts for the op's RUN mounts; cleanups (locks, throw-away copies) go on `stack`."""
     from builder.sandbox.spec import Mount
@@ -252,6 +289,10 @@ def realise(op: ExecOp, sources: MountSources, stack: ExitStack) -> tuple:
             path = _secret_source(m, sources, stack)
             if path is not None:
                 out.append(Mount(type="bind", source=path, target=m.target, readonly=True))
+        elif m.type == "ssh":
+            path = _ssh_socket(m, sources, stack)
+            if path is not None:
+                out.append(Mount(type="bind", source=path, target=m.target))
     return tuple(out)
 
 

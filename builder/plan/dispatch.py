@@ -215,7 +215,8 @@ def _run_mounts(p: "Planner", st: "StageState", inst: nodes.Run) -> tuple:
     mounts = []
     for value in inst.flag_values("mount"):
         try:
-            mount = make_mount(parse_mount(value, lambda w: _expand(p, st, w, inst)), stage)
+            mount = make_mount(parse_mount(value, lambda w: _expand(p, st, w, inst)), stage,
+                               ssh_index=sum(m.type == "ssh" for m in mounts))
             target = posixpath.normpath(posixpath.join(st.config.workdir or "/", mount.target))
             mounts.append(replace(mount, target=target))
         except PybuildError as exc:

@@ -37,7 +37,7 @@ class SourceOp:
 class RunMount:
     """One `RUN --mount=...` (BuildKit's instructions/commands_runmount.go), values expanded."""
 
-    type: str  # "bind" | "cache" | "tmpfs" | "secret"
+    type: str  # "bind" | "cache" | "tmpfs" | "secret" | "ssh"
     target: str
     source: str = ""
     from_stage: int | None = None  # from=<stage>: source inside that stage's root (IMAGE_ROOT: an image)

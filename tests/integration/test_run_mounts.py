@@ -6,6 +6,8 @@ import io
 import json
 import subprocess
 import tarfile
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -172,3 +174,81 @@ def test_cache_mount_from_a_missing_directory_is_one_clear_error(pybuild, busybo
 def pybuild_cmd(pybuild) -> list[str]:
     import sys
     return [sys.executable, "-m", "builder", "--root", str(pybuild.root)]
+
+
+def ssh_add_tree(dest) -> None:
+    """The host's ssh-add and the shared libraries it loads, laid out as in its root (for COPY into busybox)."""
+    import os
+    import shutil
+
+    from tests.conftest import require_tool
+
+    binary = require_tool("ssh-add")
+    libs = subprocess.run(["ldd", binary], capture_output=True, check=True).stdout.decode()
+    paths = [binary] + [word for line in libs.splitlines() for word in line.split() if word.startswith("/")]
+    for path in paths:
+        copy = dest / path.lstrip("/")
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(os.path.realpath(path), copy)
+
+
+@pytest.fixture
+def ssh_agent(tmp_path):
+    """A real ssh-agent on a socket in tmp_path holding a fresh ed25519 key; yields (socket, `ssh-add -l` line)."""
+    from tests.conftest import require_tool
+
+    sock, key = tmp_path / "agent.sock", tmp_path / "id_ed25519"
+    agent = subprocess.Popen([require_tool("ssh-agent"), "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        subprocess.run([require_tool("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-C", "pybuild-test",
+                        "-f", str(key)], check=True, timeout=60)
+        env = {"SSH_AUTH_SOCK": str(sock), "PATH": "/usr/bin:/bin"}
+        for _ in range(100):
+            if sock.exists():
+                break
+            __import__("time").sleep(0.05)
+        subprocess.run(["ssh-add", str(key)], check=True, capture_output=True, env=env, timeout=60)
+        listed = subprocess.run(["ssh-add", "-l"], check=True, capture_output=True, env=env).stdout.decode()
+        yield sock, key, listed.strip()
+    finally:
+        agent.kill()
+        agent.wait(timeout=10)
+
+
+def test_ssh_mount_forwards_an_agent_and_leaves_no_trace(pybuild, busybox_image, tmp_path, ssh_agent,
+                                                         monkeypatch):
+    """`--ssh default` (buildx): $SSH_AUTH_SOCK reaches RUN --mount=type=ssh at /run/buildkit/ssh_agent.0 with
+    SSH_AUTH_SOCK set; `--ssh ID=KEYFILE` loads the key into an agent of the build's own; the socket is never in a
+    layer; a required agent that was not given is one clear error."""
+    sock, key, listed = ssh_agent
+    ctx = tmp_path / "ctx"
+    ssh_add_tree(ctx / "sshbin")
+    (ctx / "Dockerfile").write_text(
+        "FROM pybuild/busybox\nCOPY sshbin/ /\n"
+        "RUN --mount=type=ssh ssh-add -l > /default-keys && echo $SSH_AUTH_SOCK > /sock\n"
+        "RUN --mount=type=ssh,id=keyed,target=/tmp/agent,uid=1000,mode=0660 "
+        "ssh-add -l > /keyed-keys && stat -c '%a %u' /tmp/agent > /agent-stat\n"
+        "RUN --mount=type=ssh,id=absent (test -S /run/buildkit/ssh_agent.0 && echo yes || echo no) > /absent\n")
+    monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+    leftovers = lambda: (set(Path(tempfile.gettempdir()).glob("pybuild-ssh-*")),  # noqa: E731
+                         subprocess.run(["pgrep", "-x", "ssh-agent"], capture_output=True).stdout.split())
+    before = leftovers()
+    pybuild("-t", "mounts/ssh", "--ssh", "default", "--ssh", f"keyed={key}", str(ctx))
+    assert leftovers() == before  # the proxies' sockets and the build's own agent are gone
+    read = lambda path: pybuild("run", "mounts/ssh", "cat", path).stdout.decode().strip()  # noqa: E731
+    assert read("/default-keys") == listed and "pybuild-test (ED25519)" in listed
+    assert read("/keyed-keys") == listed  # the same key, served by the build's own agent
+    assert read("/sock") == "/run/buildkit/ssh_agent.0"
+    assert read("/agent-stat") == "660 1000"
+    assert read("/absent") == "no"  # not required and not given: no socket
+    files, _ = layer_names(pybuild, "mounts/ssh")
+    assert not any(name.startswith(("run/buildkit", "tmp/agent")) for name in files), sorted(files)
+
+    (ctx / "Dockerfile").write_text("FROM pybuild/busybox\nRUN --mount=type=ssh,required=true true\n")
+    monkeypatch.delenv("SSH_AUTH_SOCK")
+    missing = pybuild("--no-cache", str(ctx), check=False)
+    err = missing.stderr.decode()
+    assert missing.returncode == 1 and "Traceback" not in err
+    assert "ssh agent 'default' is required" in err and "--ssh default" in err and "Dockerfile:2" in err, err
+    unset = pybuild("--ssh", "default", str(ctx), check=False)
+    assert unset.returncode == 1 and "SSH_AUTH_SOCK is not set" in unset.stderr.decode()

@@ -164,3 +164,24 @@ def test_cache_mount_from_a_stage_depends_on_it_and_from_is_refused_for_other_ty
     assert mount.from_step is not None and mount.from_step in run.deps
     with pytest.raises(PybuildError, match="from= is for bind and cache mounts, not type=tmpfs"):
         planned("FROM scratch AS seed\nFROM scratch\nRUN --mount=type=tmpfs,from=seed,target=/t /x\n")
+
+
+def test_ssh_mounts_default_to_buildkits_id_and_numbered_sockets():
+    graph, _ = planned("FROM scratch\nRUN --mount=type=ssh --mount=type=tmpfs,target=/t "
+                       "--mount=type=ssh,id=deploy,required --mount=type=ssh,id=x,target=/a.sock,mode=0660 /x\n")
+    [run] = [s for s in graph.steps if isinstance(s.op, ExecOp)]
+    ssh = [(m.id, m.target, m.required, m.mode) for m in run.op.mounts if m.type == "ssh"]
+    assert ssh == [("default", "/run/buildkit/ssh_agent.0", False, None),
+                   ("deploy", "/run/buildkit/ssh_agent.1", True, None), ("x", "/a.sock", False, 0o660)]
+
+
+def test_ssh_env_points_at_the_first_forwarded_agent_unless_the_run_sets_it():
+    from builder.ops.mounts import MountSources, ssh_env
+
+    graph, _ = planned("FROM scratch\nRUN --mount=type=ssh,id=gone --mount=type=ssh,id=here /x\n"
+                       "ENV SSH_AUTH_SOCK=/mine\nRUN --mount=type=ssh,id=here /y\n")
+    first, second = [s.op for s in graph.steps if isinstance(s.op, ExecOp)]
+    sources = MountSources(store=None, context_dir=None, secrets={}, ssh={"here": "/host.sock"})
+    assert ssh_env(first, sources)[-1] == "SSH_AUTH_SOCK=/run/buildkit/ssh_agent.1"
+    assert ssh_env(second, sources) == second.env and "SSH_AUTH_SOCK=/mine" in second.env
+    assert ssh_env(first, MountSources(store=None, context_dir=None, secrets={})) == first.env
