@@ -38,6 +38,8 @@ class BuildOptions:
     explain_cache: bool = False
     secrets: list[str] = field(default_factory=list)  # --secret specs
     ssh: list[str] = field(default_factory=list)  # --ssh specs
+    labels: dict[str, str] = field(default_factory=dict)  # --label: on the image's config over LABEL
+    network: str = "none"  # --network: RUN's default (none or host)
     push: bool = False  # --push: push every -t name
     pull: bool = False  # --pull: resolve FROM images in their registry even when stored locally
     insecure_registries: list[str] = field(default_factory=list)  # plain-HTTP registries besides loopback
@@ -319,7 +321,8 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
 
             pull_image(store, ref, registries(),
                        progress=lambda layer, current, total: sink(ev.PullProgress(ref, layer, current, total)))
-        graph = plan(dockerfile, build_args=opts.build_args, target=opts.target,
+        graph = plan(dockerfile, build_args=opts.build_args, target=opts.target, network=opts.network,
+                     labels=opts.labels,
                      resolve_image=lambda ref: resolve_base(store, ref, pull=opts.pull, fetch=fetch))
         options = SolveOptions(context_dir=os.path.abspath(opts.context), use_cache=not opts.no_cache,
                                compression=opts.compression, jobs=opts.jobs, dockerfile_lines=text.splitlines(),

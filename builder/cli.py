@@ -47,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--explain-cache", action="store_true", help="say why each step hit or missed the cache")
     p.add_argument("--secret", action="append", default=[], metavar="id=ID,src=FILE|env=VAR",
                    help="a secret for RUN --mount=type=secret (never stored in the image or the cache)")
+    p.add_argument("--label", action="append", default=[], metavar="K=V",
+                   help="set a label on the image (over the Dockerfile's LABEL)")
+    p.add_argument("--network", choices=("default", "none", "host"), default="default",
+                   help="network of RUN instructions that do not set --network (default: none, an isolated "
+                        "namespace with only loopback)")
     p.add_argument("--ssh", action="append", default=[], metavar="default|ID[=SOCKET|KEY[,KEY]]",
                    help="an SSH agent for RUN --mount=type=ssh: ID alone forwards $SSH_AUTH_SOCK")
     _root_arg(p)
@@ -81,14 +86,15 @@ def cmd_build(argv: list[str]) -> int:
             build_args[key] = value
         elif key in os.environ:
             build_args[key] = os.environ[key]
+    labels = dict(item.partition("=")[::2] for item in args.label)  # docker: "k" alone is k=""
     mode = "quiet" if args.quiet else args.progress
     sink = make_display(mode)
     opts = BuildOptions(context=args.context, dockerfile=args.dockerfile, tags=args.tag, build_args=build_args,
                         target=args.target, no_cache=args.no_cache, compression=args.compression,
                         outputs=args.output, iidfile=args.iidfile, root=args.root, jobs=max(1, args.jobs),
                         explain_cache=args.explain_cache, secrets=args.secret, ssh=args.ssh, push=args.push,
-                        pull=args.pull,
-                        insecure_registries=args.insecure_registry)
+                        pull=args.pull, insecure_registries=args.insecure_registry, labels=labels,
+                        network="none" if args.network == "default" else args.network)
     cancel = threading.Event()
     previous = {sig: signal.signal(sig, _interrupt_handler(cancel)) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -183,9 +183,9 @@ def dispatch_run(p: "Planner", st: "StageState", inst: nodes.Run) -> None:
     if "PATH" not in env:
         from builder.plan.imageconfig import DEFAULT_PATH
         env["PATH"] = DEFAULT_PATH
-    network = inst.flag("network") or "none"
+    network = inst.flag("network") or "default"
     if network == "default":
-        network = "none"
+        network = p.network
     if network not in ("none", "host"):
         raise PybuildError(f"{inst.span}: unsupported --network={network}", hint="use none, host or default",
                            context=inst.original, reference="invalid-network")

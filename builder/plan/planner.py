@@ -56,6 +56,8 @@ class Planner:
     build_args: dict[str, str]
     resolve_image: Callable[[str], BaseImage]
     graph: StepGraph = field(default_factory=StepGraph)
+    network: str = "none"  # the build's --network: what RUN gets without --network or with --network=default
+    labels: dict[str, str] = field(default_factory=dict)  # the build's --label: set on the target's config last
 
     def __post_init__(self) -> None:
         self.lex = ShellLex(self.dockerfile.escape)
@@ -89,6 +91,12 @@ class Planner:
             else:
                 self.graph.stages.append(StagePlan(stage.index, stage.name, ImageConfig(), 0, (), None))
         self.graph.target = index
+        if self.labels:  # as BuildKit's dockerfile2llb: the build's labels go on the target image last
+            target_plan = self.graph.stages[index]
+            config = target_plan.config
+            for key, value in self.labels.items():
+                config = config.with_label(key, value)
+            self.graph.stages[index] = replace(target_plan, config=config)
         return self.graph
 
     def _plan_meta_args(self) -> None:
@@ -191,9 +199,11 @@ class Planner:
 
 
 def plan(dockerfile: nodes.Dockerfile, *, build_args: dict[str, str], target: str | None,
-         resolve_image: Callable[[str], BaseImage]) -> StepGraph:
-    """Plan `dockerfile` for `target` (default: the last stage)."""
-    return Planner(dockerfile, build_args, resolve_image).plan(target)
+         resolve_image: Callable[[str], BaseImage], network: str = "none",
+         labels: dict[str, str] | None = None) -> StepGraph:
+    """Plan `dockerfile` for `target` (default: the last stage); ``network`` is the RUN default (none or host),
+    ``labels`` are set on the target image's config over the Dockerfile's."""
+    return Planner(dockerfile, build_args, resolve_image, network=network, labels=labels or {}).plan(target)
 
 
 __all__ = ["plan", "Planner", "StageState", "PROXY_ARGS", "replace"]

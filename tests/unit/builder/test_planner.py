@@ -185,3 +185,22 @@ def test_ssh_env_points_at_the_first_forwarded_agent_unless_the_run_sets_it():
     assert ssh_env(first, sources)[-1] == "SSH_AUTH_SOCK=/run/buildkit/ssh_agent.1"
     assert ssh_env(second, sources) == second.env and "SSH_AUTH_SOCK=/mine" in second.env
     assert ssh_env(first, MountSources(store=None, context_dir=None, secrets={})) == first.env
+
+
+def test_build_network_is_the_default_of_every_run():
+    """docker build --network: RUN without --network (or with --network=default) uses it; RUN's own flag wins."""
+    df = grammar.parse("FROM scratch\nRUN /a\nRUN --network=default /b\nRUN --network=none /c\n", filename="Dockerfile")
+    for build_network, expected in [("none", ["none", "none", "none"]), ("host", ["host", "host", "none"])]:
+        graph = plan(df, build_args={}, target=None, resolve_image=lambda ref: SCRATCH, network=build_network)
+        assert [s.op.network for s in graph.steps if isinstance(s.op, ExecOp)] == expected
+
+
+def test_build_labels_land_on_the_target_stage_over_the_dockerfiles():
+    df = grammar.parse("FROM scratch AS one\nLABEL a=1 b=2\nFROM one\nLABEL c=3\n", filename="Dockerfile")
+    graph = plan(df, build_args={}, target=None, resolve_image=lambda ref: SCRATCH,
+                 labels={"b": "cli", "org.opencontainers.image.revision": "abc123"})
+    assert dict(graph.stages[1].config.labels) == {"a": "1", "b": "cli", "c": "3",
+                                                   "org.opencontainers.image.revision": "abc123"}
+    assert dict(graph.stages[0].config.labels) == {"a": "1", "b": "2"}  # only the stage that is built
+    graph = plan(df, build_args={}, target="one", resolve_image=lambda ref: SCRATCH, labels={"b": "cli"})
+    assert dict(graph.stages[0].config.labels) == {"a": "1", "b": "cli"}
