@@ -40,6 +40,9 @@ class BuildOptions:
     ssh: list[str] = field(default_factory=list)  # --ssh specs
     labels: dict[str, str] = field(default_factory=dict)  # --label: on the image's config over LABEL
     network: str = "none"  # --network: RUN's default (none or host)
+    platform: str = ""  # --platform: must be this machine's
+    metadata_file: str | None = None  # --metadata-file
+    no_cache_filter: list[str] = field(default_factory=list)  # stage names built without the cache
     push: bool = False  # --push: push every -t name
     pull: bool = False  # --pull: resolve FROM images in their registry even when stored locally
     insecure_registries: list[str] = field(default_factory=list)  # plain-HTTP registries besides loopback
@@ -184,6 +187,50 @@ def export(store, record, out: Output, tags: tuple[str, ...], registries=None, p
                            reference="export-failed") from exc
 
 
+def check_platform(value: str) -> None:
+    """--platform: one platform, this machine's (pybuild neither emulates nor pulls for others)."""
+    from builder.plan.planner import PLATFORM_HINT, host_platform, normalize_platform
+
+    if not value:
+        return
+    if "," in value:
+        raise UsageError(f"--platform {value}: multi-platform builds are not supported", hint=PLATFORM_HINT)
+    if normalize_platform(value) != host_platform():
+        raise UsageError(f"--platform {value}: this build runs on {host_platform()}", hint=PLATFORM_HINT)
+
+
+def _stage_indices(graph, names: list[str]) -> frozenset[int]:
+    """--no-cache-filter names → stage indices (stage names are case-insensitive, as in FROM ... AS)."""
+    by_name = {s.name: s.index for s in graph.stages if s.name}
+    unknown = [n for n in names if n.lower() not in by_name]
+    if unknown:
+        raise UsageError(f"--no-cache-filter: no stage named {unknown[0]!r}",
+                         hint=f"stages with a name: {', '.join(by_name) or 'none'}")
+    return frozenset(by_name[n.lower()] for n in names)
+
+
+def write_metadata(path: str, image_id: str, manifest, names: tuple[str, ...]) -> None:
+    """--metadata-file: buildx's keys for an image build, written to a temp file and renamed."""
+    import json
+
+    doc = {"containerimage.config.digest": image_id, "containerimage.digest": manifest.digest,
+           "containerimage.descriptor": {"mediaType": manifest.media_type, "digest": manifest.digest,
+                                         "size": manifest.size}}
+    if names:
+        doc["image.name"] = ",".join(names)
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".", prefix=f".{target.name}.")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(doc, fh, indent=2)
+            fh.write("\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def check_outputs(outputs: list[Output], tags: list[str]) -> None:
     """Fail before building: a push needs a name, names must parse, one stdout."""
     from builder.export.reference import Reference
@@ -305,6 +352,7 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
     check_outputs(outputs, opts.tags)
     if not os.path.isdir(opts.context):
         raise UsageError(f"build context {opts.context!r} is not a directory")
+    check_platform(opts.platform)
     patterns = ignore_patterns(opts)
     store = Store.open(opts.root)
     workdir = tempfile.mkdtemp(prefix="pybuild-secrets-") if opts.secrets else ""
@@ -325,6 +373,7 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
                      labels=opts.labels,
                      resolve_image=lambda ref: resolve_base(store, ref, pull=opts.pull, fetch=fetch))
         options = SolveOptions(context_dir=os.path.abspath(opts.context), use_cache=not opts.no_cache,
+                               no_cache_stages=_stage_indices(graph, opts.no_cache_filter),
                                compression=opts.compression, jobs=opts.jobs, dockerfile_lines=text.splitlines(),
                                ignore_patterns=patterns, excluded=_excluder(patterns),
                                explain=opts.explain_cache, secrets=_secrets(opts, workdir),
@@ -347,6 +396,8 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
     image_id = "sha256:" + hashlib.sha256(config).hexdigest()
     if opts.iidfile:
         Path(opts.iidfile).write_text(image_id)
+    if opts.metadata_file:
+        write_metadata(opts.metadata_file, image_id, record.manifest, names)
     sink(ev.BuildDone(image_id, record.manifest.digest, time.monotonic() - started))
     return BuildResult(image_id, record.manifest.digest, names,
                        stdout_used=any(o.dest == "-" for o in outputs), pushed=tuple(pushed))

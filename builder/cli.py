@@ -47,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--explain-cache", action="store_true", help="say why each step hit or missed the cache")
     p.add_argument("--secret", action="append", default=[], metavar="id=ID,src=FILE|env=VAR",
                    help="a secret for RUN --mount=type=secret (never stored in the image or the cache)")
+    p.add_argument("--platform", default="", metavar="OS/ARCH",
+                   help="accepted when it is this machine's platform (pybuild does not emulate others)")
+    p.add_argument("--metadata-file", help="write the image's digests and names as JSON (buildx's keys)")
+    p.add_argument("--no-cache-filter", action="append", default=[], metavar="STAGE[,STAGE]",
+                   help="do not use the cache for the steps of these stages")
     p.add_argument("--label", action="append", default=[], metavar="K=V",
                    help="set a label on the image (over the Dockerfile's LABEL)")
     p.add_argument("--network", choices=("default", "none", "host"), default="default",
@@ -94,6 +99,8 @@ def cmd_build(argv: list[str]) -> int:
                         outputs=args.output, iidfile=args.iidfile, root=args.root, jobs=max(1, args.jobs),
                         explain_cache=args.explain_cache, secrets=args.secret, ssh=args.ssh, push=args.push,
                         pull=args.pull, insecure_registries=args.insecure_registry, labels=labels,
+                        platform=args.platform, metadata_file=args.metadata_file,
+                        no_cache_filter=[s.strip() for v in args.no_cache_filter for s in v.split(",") if s.strip()],
                         network="none" if args.network == "default" else args.network)
     cancel = threading.Event()
     previous = {sig: signal.signal(sig, _interrupt_handler(cancel)) for sig in (signal.SIGINT, signal.SIGTERM)}

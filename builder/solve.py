@@ -39,6 +39,7 @@ class SolveOptions:
 
     context_dir: str | None
     use_cache: bool = True
+    no_cache_stages: frozenset[int] = frozenset()  # --no-cache-filter: stages built without the cache
     compression: str = "gzip"
     jobs: int = os.cpu_count() or 1
     dockerfile_lines: list[str] | None = None
@@ -203,7 +204,7 @@ class Solver:
     def _lookup_or_build(self, step: Step, number: int) -> StepResult:
         key = self._key(step)
         with self.store.lock(key.digest):
-            if self.options.use_cache or step.kind == "source":
+            if (self.options.use_cache and step.stage not in self.options.no_cache_stages) or step.kind == "source":
                 hit = self._cached(step, key)
                 if hit is not None:
                     if self.options.explain:

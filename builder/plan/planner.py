@@ -24,6 +24,34 @@ def platform_args() -> dict[str, str]:
             "TARGETPLATFORM": plat, "TARGETOS": "linux", "TARGETARCH": arch, "TARGETVARIANT": ""}
 
 
+_ARCH_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "armhf": "arm/v7", "armel": "arm/v6",
+                 "i386": "386", "i686": "386"}
+_OSES = ("linux", "windows", "darwin", "freebsd")
+
+
+def normalize_platform(text: str) -> str:
+    """os/arch[/variant] as containerd's platforms.Parse + Normalize: lower case, an OS alone gets the host's
+    architecture, an architecture alone the OS linux, arch aliases mapped (x86_64 → amd64, aarch64 → arm64),
+    and arm64's default variant v8 dropped."""
+    parts = [p for p in text.strip().lower().split("/") if p]
+    if len(parts) == 1:
+        parts = [parts[0], host_architecture()] if parts[0] in _OSES else ["linux", parts[0]]
+    os_name, arch, *variant = parts
+    arch, _, alias_variant = _ARCH_ALIASES.get(arch, arch).partition("/")
+    variant = variant or ([alias_variant] if alias_variant else [])
+    if arch == "arm64" and variant == ["v8"]:
+        variant = []
+    return "/".join([os_name, arch, *variant[:1]])
+
+
+def host_platform() -> str:
+    return f"linux/{host_architecture()}"
+
+
+PLATFORM_HINT = ("pybuild runs and pulls images of the build machine's own platform only (no emulation); build on a "
+                 "machine of that platform, or drop --platform")
+
+
 PROXY_ARGS = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy", "NO_PROXY",
               "no_proxy", "ALL_PROXY", "all_proxy")
 
@@ -150,6 +178,15 @@ class Planner:
 
     def _plan_stage(self, stage: nodes.Stage) -> StagePlan:
         image = self._from_image(stage.base)
+        wanted = stage.base.flag("platform")
+        if wanted:
+            env = {**platform_args(), **{k: v for k, v in self.global_args.items() if v is not None}}
+            value = self.expand(wanted, env, stage.base.span)
+            if normalize_platform(value) != host_platform():
+                raise PybuildError(f"{stage.base.span}: FROM --platform={value}: this build runs on "
+                                   f"{host_platform()}, and an image of another platform would neither be pulled "
+                                   "nor run", context=stage.base.original, hint=PLATFORM_HINT,
+                                   reference="unsupported-platform")
         if not image:
             raise PybuildError(f"{stage.base.span}: FROM names no image after expansion",
                                context=stage.base.original, reference="empty-base")

@@ -56,3 +56,45 @@ def test_build_labels_override_the_dockerfiles(pybuild, busybox_image, tmp_path)
     assert proc.returncode == 0, proc.stderr.decode()
     assert json.loads(proc.stdout)["config"]["Labels"] == {
         "team": "core", "stage": "release", "org.opencontainers.image.revision": "abc", "flag": ""}
+
+
+def test_platform_flag_takes_the_build_machines_and_refuses_others(pybuild, busybox_image, tmp_path):
+    from builder.plan.imageconfig import host_architecture
+
+    (tmp_path / "Dockerfile").write_text("FROM pybuild/busybox\nARG TARGETPLATFORM\nRUN echo $TARGETPLATFORM > /p\n")
+    pybuild("-t", "flags/plat", "--platform", host_architecture(), str(tmp_path))  # "amd64" means linux/amd64
+    assert pybuild("run", "flags/plat", "cat", "/p").stdout.decode() == f"linux/{host_architecture()}\n"
+    other = "linux/s390x" if host_architecture() != "s390x" else "linux/amd64"
+    for value, words in [(other, f"--platform {other}: this build runs on linux/{host_architecture()}"),
+                         (f"linux/{host_architecture()},{other}", "multi-platform")]:
+        proc = pybuild("--platform", value, str(tmp_path), check=False)
+        err = proc.stderr.decode()
+        assert proc.returncode == 1 and "Traceback" not in err and words in err, err
+
+
+def test_metadata_file_has_buildx_keys(pybuild, busybox_image, tmp_path):
+    (tmp_path / "Dockerfile").write_text("FROM pybuild/busybox\nLABEL m=1\n")
+    meta = tmp_path / "meta.json"
+    out = pybuild("-t", "flags/meta:1", "-t", "reg.example:5000/x/meta", "--metadata-file", str(meta),
+                  str(tmp_path)).stdout.decode()
+    doc = json.loads(meta.read_text())
+    assert f"image id: {doc['containerimage.config.digest']}" in out
+    assert f"manifest: {doc['containerimage.digest']}" in out
+    assert doc["containerimage.descriptor"]["digest"] == doc["containerimage.digest"]
+    assert doc["containerimage.descriptor"]["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+    assert doc["image.name"] == "docker.io/flags/meta:1,reg.example:5000/x/meta:latest"
+
+
+def test_no_cache_filter_rebuilds_only_the_named_stages(pybuild, busybox_image, tmp_path):
+    (tmp_path / "Dockerfile").write_text(
+        "FROM pybuild/busybox AS deps\nRUN date +%s%N > /deps\n"
+        "FROM pybuild/busybox AS app\nCOPY --from=deps /deps /deps\nRUN date +%s%N > /app\n")
+    pybuild("-t", "flags/ncf", str(tmp_path))
+    again = pybuild("-t", "flags/ncf", "--progress", "plain", "--no-cache-filter", "app", str(tmp_path))
+    log = again.stderr.decode()
+    cached = {line.split()[0] for line in log.splitlines() if line.endswith(" CACHED")}
+    titles = {line.split()[0]: line for line in log.splitlines() if "] RUN " in line or "] COPY " in line}
+    assert {titles[n].split("] ")[1] for n in cached if n in titles} == {"RUN /bin/sh -c date +%s%N > /deps"}
+    proc = pybuild("--no-cache-filter", "nope", str(tmp_path), check=False)
+    assert proc.returncode == 1 and "no stage named 'nope'" in proc.stderr.decode() and "deps, app" in \
+        proc.stderr.decode()

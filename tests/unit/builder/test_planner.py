@@ -204,3 +204,28 @@ def test_build_labels_land_on_the_target_stage_over_the_dockerfiles():
     assert dict(graph.stages[0].config.labels) == {"a": "1", "b": "2"}  # only the stage that is built
     graph = plan(df, build_args={}, target="one", resolve_image=lambda ref: SCRATCH, labels={"b": "cli"})
     assert dict(graph.stages[0].config.labels) == {"a": "1", "b": "cli"}
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("linux/amd64", "linux/amd64"), ("amd64", "linux/amd64"), ("linux/x86_64", "linux/amd64"),
+    ("Linux/AMD64", "linux/amd64"), ("linux/arm64/v8", "linux/arm64"), ("aarch64", "linux/arm64"),
+    ("linux/arm/v7", "linux/arm/v7"), ("armhf", "linux/arm/v7"), ("i386", "linux/386"),
+    ("windows/amd64", "windows/amd64")])
+def test_platforms_normalise_as_containerd(text, expected):
+    from builder.plan.planner import normalize_platform
+
+    assert normalize_platform(text) == expected
+
+
+def test_from_platform_must_be_the_build_machines():
+    from builder.plan.imageconfig import host_architecture
+
+    host = f"linux/{host_architecture()}"
+    graph, seen = planned(f"FROM --platform=$BUILDPLATFORM scratch AS a\nFROM --platform={host} scratch\n"
+                          "COPY --from=a / /\n")
+    assert seen == ["scratch", "scratch"]
+    other = "linux/s390x" if host != "linux/s390x" else "linux/amd64"
+    with pytest.raises(PybuildError) as err:
+        planned(f"ARG P={other}\nFROM --platform=$P scratch\n")
+    assert err.value.message.startswith(f"Dockerfile:2:1: FROM --platform={other}: ")
+    assert host in err.value.message and "emulat" in err.value.hint
