@@ -140,9 +140,10 @@ def push_outputs(outputs: list[Output], push: bool) -> list[Output]:
     return outputs
 
 
-def export(store, record, out: Output, tags: tuple[str, ...], registries=None, pushed: list | None = None) -> None:
+def export(store, record, out: Output, tags: tuple[str, ...], registries=None, pushed: list | None = None,
+           sink: ev.Sink | None = None) -> None:
     """Send the stored image ``record`` to one --output; ``tags`` are the normalised -t names; ``registries``
-    returns the build's builder.export.registry.Registries.
+    returns the build's builder.export.registry.Registries; ``sink`` hears the pushed blobs' progress.
 
     Registry pushes append a PushResult to ``pushed``; repositories pushed earlier in the same registry are
     offered as cross-repository mount sources."""
@@ -160,8 +161,11 @@ def export(store, record, out: Output, tags: tuple[str, ...], registries=None, p
             ref = Reference.parse(full)
             sources = tuple(dict.fromkeys(Reference.parse(p.name).repository for p in done
                                           if Reference.parse(p.name).domain == ref.domain))
+            progress = None if sink is None else \
+                (lambda digest, current, total, image=full: sink(ev.TransferProgress("push", image, digest, current,
+                                                                                       total)))
             done.append(push_image(store, record, full, registries(), insecure=out.insecure,
-                                   mount_sources=sources))
+                                   mount_sources=sources, progress=progress))
         return
     docker = out.type == "docker"  # the archive docker load reads: the OCI layout tar plus manifest.json
     if out.tar and out.dest == "-":
@@ -368,7 +372,8 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
             from builder.export.pull import pull_image
 
             pull_image(store, ref, registries(),
-                       progress=lambda layer, current, total: sink(ev.PullProgress(ref, layer, current, total)))
+                       progress=lambda layer, current, total: sink(ev.TransferProgress("pull", ref, layer, current,
+                                                                                         total)))
         graph = plan(dockerfile, build_args=opts.build_args, target=opts.target, network=opts.network,
                      labels=opts.labels,
                      resolve_image=lambda ref: resolve_base(store, ref, pull=opts.pull, fetch=fetch))
@@ -386,7 +391,7 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
             store.tag(full, record.manifest.digest)
         pushed: list = []
         for out in outputs:
-            export(store, record, out, names, registries, pushed)
+            export(store, record, out, names, registries, pushed, sink)
     finally:
         store.close()
         if agents is not None:

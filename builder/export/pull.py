@@ -6,8 +6,8 @@ the digest it was asked by (or the registry's Docker-Content-Digest), config and
 descriptors while they stream into the store; a mismatch raises before anything is kept (the store drops the
 temp file). Blobs already in the store are not fetched again; the others are fetched `DOWNLOADS` at a time (as
 containerd's and dockerd's default max-concurrent-downloads), each reporting its bytes to an optional ``progress``
-callback. The first layer that fails stops the others at their next read and is the error raised. The image is recorded and tagged with its
-normalised name (a digest reference is a name too), which is what `resolve_local` finds next time.
+callback; the first layer that fails stops the others at their next read and is the error raised. The image is
+recorded and tagged with its normalised name (a digest reference is a name too), which `resolve_local` finds.
 """
 from __future__ import annotations
 
@@ -16,9 +16,8 @@ import io
 import json
 import platform
 import threading
-import time
-from collections.abc import Callable
 
+from builder.export.parallel import Meter, Progress, each
 from builder.export.reference import Reference
 from builder.export.registry import (
     DOCKER_LIST,
@@ -38,13 +37,6 @@ ARCHITECTURES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64
                  "riscv64": "riscv64"}
 FOREIGN_LAYER = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
 DOWNLOADS = 3  # layers fetched at once
-PROGRESS_EVERY = 0.1  # seconds between two progress reports of one layer (its first and last are always sent)
-
-Progress = Callable[[str, int, int], None]  # (layer digest, bytes so far, size), called from download threads
-
-
-class _Stopped(Exception):
-    """Raised in a download thread at its next read once another layer failed (or the pull was interrupted)."""
 
 
 def host_platform() -> tuple[str, str, str | None]:
@@ -69,7 +61,8 @@ def choose_platform(index: dict, want: tuple[str, str, str | None]) -> dict:
 
 
 class VerifiedStream(io.RawIOBase):
-    """Reads a response and raises RegistryError at its end unless exactly ``size`` bytes hashed to ``digest``."""
+    """Reads a response and raises RegistryError at its end unless exactly ``size`` bytes hashed to ``digest``;
+    ``stop`` and ``progress`` as `parallel.Meter`'s."""
 
     def __init__(self, response, digest: str, size: int, *, stop: threading.Event | None = None,
                  progress: Progress | None = None) -> None:
@@ -78,32 +71,22 @@ class VerifiedStream(io.RawIOBase):
         self._digest = digest
         self._size = size
         self._hasher = hashlib.sha256()
-        self._count = 0
-        self._stop = stop
-        self._progress = progress
-        self._reported = 0.0
-        if progress is not None:
-            progress(digest, 0, size)
+        self._meter = Meter(progress, digest, size, stop)
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:  # type: ignore[override]
-        if self._stop is not None and self._stop.is_set():
-            raise _Stopped(self._digest)
+        self._meter.check()
         n = self._response.readinto(buffer) or 0
         self._hasher.update(memoryview(buffer)[:n])
-        self._count += n
-        if self._count > self._size or (n == 0 and self._count != self._size):
-            raise RegistryError(f"blob {self._digest}: expected {self._size} bytes, got {self._count}"
+        count = self._meter.count + n
+        if count > self._size or (n == 0 and count != self._size):
+            raise RegistryError(f"blob {self._digest}: expected {self._size} bytes, got {count}"
                                 + (" or more" if n else ""))
         if n == 0 and "sha256:" + self._hasher.hexdigest() != self._digest:
             raise RegistryError(f"blob {self._digest}: content has digest sha256:{self._hasher.hexdigest()}")
-        if self._progress is not None and n:
-            now = time.monotonic()
-            if self._count == self._size or now - self._reported >= PROGRESS_EVERY:
-                self._reported = now
-                self._progress(self._digest, self._count, self._size)
+        self._meter.add(n)
         return n
 
 
@@ -147,40 +130,10 @@ def _fetch_layer(store, client: Registry, ref: Reference, desc: dict, stop: thre
 
 
 def _fetch_layers(store, client: Registry, ref: Reference, descs: list[dict], progress: Progress | None) -> None:
-    """Fetch the layers not yet in the store, `DOWNLOADS` at a time; the first failure (in the order they
-    happen) stops the rest and is raised once every download thread has ended."""
-    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-
+    """Fetch the layers not yet in the store, `DOWNLOADS` at a time (see `parallel.each`)."""
     todo = list({d["digest"]: d for d in descs if not store.has_blob(d["digest"])}.values())
-    if len(todo) <= 1:
-        for desc in todo:
-            _fetch_layer(store, client, ref, desc, progress=progress)
-        return
-    stop = threading.Event()
-    failures: list[BaseException] = []
-
-    def fetch(desc: dict) -> None:
-        if stop.is_set():
-            return
-        try:
-            _fetch_layer(store, client, ref, desc, stop, progress)
-        except _Stopped:
-            pass
-        except BaseException as exc:
-            failures.append(exc)  # list.append is atomic; the first one appended happened first
-            stop.set()
-
-    with ThreadPoolExecutor(max_workers=min(DOWNLOADS, len(todo)), thread_name_prefix="pybuild-pull") as pool:
-        futures = [pool.submit(fetch, desc) for desc in todo]
-        try:
-            wait(futures, return_when=FIRST_EXCEPTION)
-        finally:  # Ctrl-C or a failure: the queued ones never start, the running ones end at their next read
-            if failures or not all(f.done() for f in futures):
-                stop.set()
-                for f in futures:
-                    f.cancel()
-    if failures:
-        raise failures[0]
+    each(todo, lambda desc, stop: _fetch_layer(store, client, ref, desc, stop, progress), workers=DOWNLOADS,
+         name="pybuild-pull")
 
 
 def pull_image(store, name: str, registries: Registries, progress: Progress | None = None):

@@ -1,13 +1,19 @@
-"""Push a stored image to a registry: blobs first (skipped when present, mounted when another repository of the
-same registry pushed in this command has them), then the manifest, whose digest must come back unchanged."""
+"""Push a stored image to a registry: blobs first, `UPLOADS` at a time (skipped when present, mounted when another
+repository of the same registry pushed in this command has them; each upload reports its bytes to an optional
+``progress``), then the manifest, whose digest must come back unchanged. The first blob that fails stops the
+others at their next read and is the error raised."""
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 
 from builder.errors import UsageError
+from builder.export.parallel import Meter, Progress, each
 from builder.export.reference import Reference
 from builder.export.registry import Registries, Registry, RegistryError, push_scope
+
+
+UPLOADS = 3  # blobs sent at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +39,8 @@ def _blobs(record) -> list:
     return list(seen.values())
 
 
-def _push_blob(store, client: Registry, ref: Reference, desc, scope: str, sources: tuple[str, ...]) -> str:
+def _push_blob(store, client: Registry, ref: Reference, desc, scope: str, sources: tuple[str, ...],
+               stop=None, progress: Progress | None = None) -> str:
     """"existing", "mounted" or "uploaded"."""
     if client.has_blob(ref.repository, desc.digest, scope):
         return "existing"
@@ -42,14 +49,16 @@ def _push_blob(store, client: Registry, ref: Reference, desc, scope: str, source
         location = client.mount_blob(ref.repository, desc.digest, source, scope)
         if location is None:
             return "mounted"
-    client.upload_blob(ref.repository, desc.digest, store.blob_path(desc.digest), scope, location)
+    meter = Meter(progress, desc.digest, desc.size, stop)
+    client.upload_blob(ref.repository, desc.digest, store.blob_path(desc.digest), scope, location, meter=meter)
     return "uploaded"
 
 
 def push_image(store, record, name: str, registries: Registries, *, insecure: bool = False,
-               mount_sources: tuple[str, ...] = ()) -> PushResult:
+               mount_sources: tuple[str, ...] = (), progress: Progress | None = None) -> PushResult:
     """Push ``record`` (a cache.ImageRecord) as ``name``; ``mount_sources`` are repositories of the same
-    registry that already hold its blobs. Raises RegistryError naming the image on any failure."""
+    registry that already hold its blobs; ``progress`` hears each upload's bytes (from upload threads).
+    Raises RegistryError naming the image on any failure."""
     ref = Reference.parse(name)
     if ref.digest and ref.digest != record.manifest.digest:
         raise UsageError(f"cannot push to {name}: the image's manifest is {record.manifest.digest}")
@@ -60,8 +69,10 @@ def push_image(store, record, name: str, registries: Registries, *, insecure: bo
     counts = {"uploaded": 0, "mounted": 0, "existing": 0}
     sent = 0
     try:
-        for desc in _blobs(record):
-            outcome = _push_blob(store, client, ref, desc, scope, sources)
+        blobs = _blobs(record)
+        outcomes = each(blobs, lambda desc, stop: _push_blob(store, client, ref, desc, scope, sources, stop, progress),
+                        workers=UPLOADS, name="pybuild-push")
+        for desc, outcome in zip(blobs, outcomes):
             counts[outcome] += 1
             sent += desc.size if outcome == "uploaded" else 0
         with store.open_blob(record.manifest.digest) as fh:  # verified on close

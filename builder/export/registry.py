@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 import urllib.error
 import urllib.parse
 from pathlib import Path
@@ -166,17 +167,19 @@ class Registry:
         self.base = f"{'http' if insecure or is_loopback(host) else 'https'}://{host}"
         self.timeout = timeout
         self._auth: dict[str, str] = {}  # scope ("" for Basic) → Authorization header value
+        self._auth_lock = threading.Lock()
         import urllib.request  # here, not at the top: ~12 ms (http.client, email, ssl) a local build skips
 
         self._opener = urllib.request.build_opener()
 
     # --- requests ------------------------------------------------------------------------
     def request(self, method: str, path: str, *, scope: str, headers: dict[str, str] | None = None,
-                body: bytes | Path | None = None, missing_ok: bool = False):
+                body: bytes | Path | None = None, missing_ok: bool = False, meter=None):
         """Send a request (retried once after a 401 with credentials) and return the open response.
 
-        ``path`` is /v2/... or an absolute URL (an upload Location). A Path body is streamed from the file.
-        Returns None for a 404 when ``missing_ok``; raises RegistryError for any other failure."""
+        ``path`` is /v2/... or an absolute URL (an upload Location). A Path body is streamed from the file,
+        counted by ``meter`` (a `parallel.Meter`) when given. Returns None for a 404 when ``missing_ok``;
+        raises RegistryError for any other failure."""
         import urllib.request
 
         url = urllib.parse.urljoin(self.base + "/", path)
@@ -188,7 +191,7 @@ class Registry:
             stream = None
             if isinstance(body, Path):
                 stream = open(body, "rb")
-                req.data = stream
+                req.data = stream if meter is None else _Metered(stream, meter)
                 req.add_header("Content-Length", str(os.fstat(stream.fileno()).st_size))
             elif body is not None:
                 req.data = body
@@ -196,7 +199,7 @@ class Registry:
                 return self._opener.open(req, timeout=self.timeout)
             except urllib.error.HTTPError as exc:
                 with exc:
-                    if exc.code == 401 and attempt == 0 and self._authenticate(exc.headers, scope):
+                    if exc.code == 401 and attempt == 0 and self._reauthenticate(exc.headers, scope, auth):
                         continue
                     if exc.code == 404 and missing_ok:
                         return None
@@ -223,6 +226,15 @@ class Registry:
             hint = "the credentials lack the permission for this repository"
         return RegistryError(f"registry {self.domain} answered {exc.code} {exc.reason} to {method} {path}"
                              + (f": {text}" if text else ""), hint=hint)
+
+    def _reauthenticate(self, headers, scope: str, sent: str | None) -> bool:
+        """After a 401 to a request sent with ``sent``: True to retry. Blobs move on several threads, so the
+        first thread to get the 401 answers the challenge and the others retry with what it got."""
+        with self._auth_lock:
+            current = self._auth.get(scope) or self._auth.get("")
+            if current is not None and current != sent:
+                return True
+            return self._authenticate(headers, scope)
 
     def _authenticate(self, headers, scope: str) -> bool:
         """Answer a 401 challenge; True if a retry may succeed."""
@@ -278,8 +290,10 @@ class Registry:
         with self.request("POST", f"/v2/{repository}/blobs/uploads/?{query}", scope=scope) as resp:
             return None if resp.status == 201 else resp.headers["Location"]
 
-    def upload_blob(self, repository: str, digest: str, path: Path, scope: str, location: str | None = None) -> None:
-        """POST to start an upload (unless ``location`` is one), then one PUT of the whole file."""
+    def upload_blob(self, repository: str, digest: str, path: Path, scope: str, location: str | None = None,
+                    meter=None) -> None:
+        """POST to start an upload (unless ``location`` is one), then one PUT of the whole file (read through
+        ``meter``, a `parallel.Meter`, when given)."""
         if location is None:
             with self.request("POST", f"/v2/{repository}/blobs/uploads/", scope=scope,
                               headers={"Content-Length": "0"}) as resp:
@@ -288,7 +302,7 @@ class Registry:
             raise RegistryError(f"registry {self.domain} started an upload without a Location header")
         url = urllib.parse.urljoin(self.base + f"/v2/{repository}/blobs/uploads/", location)
         url += ("&" if urllib.parse.urlsplit(url).query else "?") + urllib.parse.urlencode({"digest": digest})
-        with self.request("PUT", url, scope=scope, body=path,
+        with self.request("PUT", url, scope=scope, body=path, meter=meter,
                           headers={"Content-Type": "application/octet-stream"}):
             pass
 
@@ -308,6 +322,20 @@ class Registry:
         with self.request("PUT", f"/v2/{repository}/manifests/{reference}", scope=scope, body=body,
                           headers={"Content-Type": media_type}) as resp:
             return resp.headers.get("Docker-Content-Digest")
+
+
+class _Metered:
+    """A file read by http.client while it sends a body: each read is counted (and may stop the upload)."""
+
+    def __init__(self, f, meter) -> None:
+        self._f = f
+        self._meter = meter
+
+    def read(self, n: int = -1) -> bytes:
+        self._meter.check()
+        data = self._f.read(n)
+        self._meter.add(len(data))
+        return data
 
 
 class Registries:

@@ -8,17 +8,18 @@ from typing import TextIO
 from builder.progress import events as ev
 
 
-PULL_LINE_EVERY = 1.0  # seconds between two plain lines of one pulled layer (its first and last always shown)
+TRANSFER_LINE_EVERY = 1.0  # seconds between two plain lines of one blob in transit (first and last always shown)
 
 
 class PlainDisplay:
     """buildx-like plain output: `#N title`, `#N 0.123 log line`, `#N CACHED`, `#N DONE 0.5s`; layers of a base
-    image being pulled as `#pull IMAGE sha256:0123456789ab 12.58MB / 31.46MB 1.2s` (`done` at the end)."""
+    image being pulled (or of the image being pushed) as `#pull IMAGE sha256:0123456789ab 12.58MB / 31.46MB 1.2s`
+    (`#push ...`; `done` at the end)."""
 
     def __init__(self, out: TextIO | None = None) -> None:
         self.out = out or sys.stderr
         self.started: dict[int, float] = {}
-        self.pulls: dict[str, tuple[float, float]] = {}  # layer → (first event's ts, last printed line's ts)
+        self.transfers: dict[tuple[str, str, str], tuple[float, float]] = {}  # → (first ts, last printed line's ts)
         self.partial: dict[int, tuple[str, float]] = {}  # a step's unfinished output line and when it began
         self.lock = threading.Lock()
 
@@ -47,8 +48,8 @@ class PlainDisplay:
         elif isinstance(event, ev.StepCancelled):
             self._flush(event.number)
             w(f"#{event.number} CANCELED\n")
-        elif isinstance(event, ev.PullProgress):
-            self._pull(event)
+        elif isinstance(event, ev.TransferProgress):
+            self._transfer(event)
         elif isinstance(event, ev.BuildDone):
             w(f"#done image {event.image_id} manifest {event.manifest_digest} in {event.elapsed:.1f}s\n")
 
@@ -56,15 +57,16 @@ class PlainDisplay:
         """Nothing to finish: every event is written when it arrives."""
 
 
-    def _pull(self, event: ev.PullProgress) -> None:
-        first, printed = self.pulls.get(event.layer, (event.ts, None))
+    def _transfer(self, event: ev.TransferProgress) -> None:
+        which = (event.action, event.image, event.layer)
+        first, printed = self.transfers.get(which, (event.ts, None))
         done = event.current == event.total
-        if printed is not None and not done and event.ts - printed < PULL_LINE_EVERY:
+        if printed is not None and not done and event.ts - printed < TRANSFER_LINE_EVERY:
             return
-        self.pulls[event.layer] = (first, event.ts)
+        self.transfers[which] = (first, event.ts)
         sizes = f"{ev.human_size(event.current)} / {ev.human_size(event.total)}"
         elapsed = f" {event.ts - first:.1f}s" if printed is not None else ""
-        self.out.write(f"#pull {event.image} {event.layer[:19]} {sizes}{elapsed}{' done' if done else ''}\n")
+        self.out.write(f"#{event.action} {event.image} {event.layer[:19]} {sizes}{elapsed}{' done' if done else ''}\n")
 
     def _line(self, number: int, text: str, ts: float) -> None:
         offset = ts - self.started.get(number, ts)

@@ -78,11 +78,13 @@ class StepExplain:
 
 
 @dataclass(frozen=True, slots=True)
-class PullProgress:
-    """Bytes of one layer of a base image being pulled from a registry (while the build is planned, before
-    any step starts): first with ``current`` 0, then every ~0.1 s, last with ``current == total``."""
+class TransferProgress:
+    """Bytes of one blob moving to or from a registry: a base image's layer pulled while the build is planned
+    (before any step starts), or the built image's blobs pushed after it. First with ``current`` 0, then every
+    ~0.1 s, last with ``current == total``."""
 
-    image: str  # the reference as FROM names it
+    action: str  # "pull" | "push"
+    image: str  # the reference as FROM or -t/name= gives it
     layer: str  # the blob's digest
     current: int
     total: int
@@ -99,7 +101,7 @@ class BuildDone:
     ts: float = field(default_factory=_now)
 
 
-Event = Union[StepStarted, StepCached, StepLog, StepDone, StepFailed, StepCancelled, StepExplain, PullProgress,
+Event = Union[StepStarted, StepCached, StepLog, StepDone, StepFailed, StepCancelled, StepExplain, TransferProgress,
               BuildDone]
 Sink = Callable[[Event], None]
 

@@ -70,7 +70,8 @@ class BuildView:
     """Every step seen so far, in start order, and how the build ended. Mutated only by `apply`."""
 
     steps: dict[int, StepView] = field(default_factory=dict)
-    pulls: dict[str, StepView] = field(default_factory=dict)  # layers of base images pulled, by digest
+    pulls: dict[tuple[str, str], StepView] = field(default_factory=dict)  # base image layers pulled (image, digest)
+    pushes: dict[tuple[str, str], StepView] = field(default_factory=dict)  # blobs of the built image pushed
     first_ts: float | None = None
     last_ts: float | None = None
     done: ev.BuildDone | None = None
@@ -91,8 +92,9 @@ class BuildView:
         if isinstance(event, ev.BuildDone):
             self.done = event
             return
-        if isinstance(event, ev.PullProgress):
-            self.pulls[event.layer] = _pulled(self.pulls.get(event.layer), event)
+        if isinstance(event, ev.TransferProgress):
+            rows = self.pulls if event.action == "pull" else self.pushes
+            rows[(event.image, event.layer)] = _transfer_row(rows.get((event.image, event.layer)), event)
             return
         number = event.number
         step = self.steps.get(number)
@@ -106,10 +108,10 @@ class BuildView:
             self.failed = number
 
 
-def _pulled(row: StepView | None, event: ev.PullProgress) -> StepView:
-    """A pulled layer shown as a step row: `pull IMAGE sha256:0123456789ab 12.58MB / 31.46MB`."""
+def _transfer_row(row: StepView | None, event: ev.TransferProgress) -> StepView:
+    """A blob pulled or pushed shown as a step row: `pull IMAGE sha256:0123456789ab 12.58MB / 31.46MB`."""
     started = row.started if row is not None else event.ts
-    title = f"pull {event.image} {event.layer[:19]} {ev.human_size(event.current)} / {ev.human_size(event.total)}"
+    title = f"{event.action} {event.image} {event.layer[:19]} {ev.human_size(event.current)} / {ev.human_size(event.total)}"
     if event.current < event.total:
         return StepView(0, title, started)
     return StepView(0, title, started, state=DONE, elapsed=event.ts - started)
@@ -239,7 +241,7 @@ def render_lines(view: BuildView, now: float, width: int, height: int | None, fi
     Live frames fit in `height` lines; the final frame shows every step (it scrolls into the terminal history).
     """
     width = max(20, width)
-    rows = [*view.pulls.values(), *view.steps.values()]
+    rows = [*view.pulls.values(), *view.steps.values(), *view.pushes.values()]
     blocks = [(s, _step_block(s, now, width, final)) for s in rows]
     if final or height is None:
         body = [line for _, block in blocks for line in block]

@@ -3,35 +3,24 @@ from __future__ import annotations
 
 import json
 import subprocess
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from tests.conftest import require_tool
+from tests.httpserve import Handler, serving
 
 pytestmark = pytest.mark.slow
 
 
-class Hello(BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
+class Hello(Handler):
     def do_GET(self):
-        body = b"hello from the host\n"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self.reply(200, b"hello from the host\n")
 
 
 @pytest.fixture
 def host_server():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hello)
-    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
+    with serving(Hello) as host:
+        yield int(host.rsplit(":", 1)[1])
 
 
 def test_build_network_host_is_the_default_of_runs(pybuild, busybox_image, tmp_path, host_server):

@@ -42,9 +42,14 @@ def skopeo(*args: str) -> subprocess.CompletedProcess:
 
 def test_push_is_what_was_built(pybuild, app_image, registry, tmp_path):
     name = f"{registry.host}/me/app:v1"
-    proc = pybuild("-t", name, "--push", *APP)
+    proc = pybuild("-t", name, "--push", "--progress", "plain", *APP)
     digest = manifest_digest(proc)
     assert f"pushed:   {name}@{digest}" in proc.stdout.decode()
+    done = re.findall(rf"^#push {re.escape(name)} (sha256:[0-9a-f]{{12}}) (\S+) / (\S+)(?: [0-9.]+s)? done$",
+                      proc.stderr.decode(), re.M)  # every blob sent: layers and config, each with its size
+    manifest = json.loads(skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{name}").stdout)
+    blobs = {d["digest"][:19] for d in [*manifest["layers"], manifest["config"]]}
+    assert {d for d, _, _ in done} == blobs and all(current == total for _, current, total in done)
     info = json.loads(skopeo("inspect", "--tls-verify=false", f"docker://{name}").stdout)
     assert info["Digest"] == digest
     assert "GREETING=hello from pybuild" in info["Env"]

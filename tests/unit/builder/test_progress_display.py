@@ -95,12 +95,12 @@ def test_plain_display_shows_pulled_layers_once_a_second_and_when_done():
     out = io.StringIO()
     display = PlainDisplay(out)
     a, b = "sha256:" + "a" * 64, "sha256:" + "b" * 64
-    for event in [ev.PullProgress("reg:5000/me/app:1", a, 0, 31_457_280, ts=10.0),
-                  ev.PullProgress("reg:5000/me/app:1", b, 0, 3400, ts=10.0),
-                  ev.PullProgress("reg:5000/me/app:1", a, 4_000_000, 31_457_280, ts=10.5),  # within a second
-                  ev.PullProgress("reg:5000/me/app:1", b, 3400, 3400, ts=10.5),
-                  ev.PullProgress("reg:5000/me/app:1", a, 12_582_912, 31_457_280, ts=11.25),
-                  ev.PullProgress("reg:5000/me/app:1", a, 31_457_280, 31_457_280, ts=11.5)]:
+    for event in [ev.TransferProgress("pull", "reg:5000/me/app:1", a, 0, 31_457_280, ts=10.0),
+                  ev.TransferProgress("pull", "reg:5000/me/app:1", b, 0, 3400, ts=10.0),
+                  ev.TransferProgress("pull", "reg:5000/me/app:1", a, 4_000_000, 31_457_280, ts=10.5),  # within a second
+                  ev.TransferProgress("pull", "reg:5000/me/app:1", b, 3400, 3400, ts=10.5),
+                  ev.TransferProgress("pull", "reg:5000/me/app:1", a, 12_582_912, 31_457_280, ts=11.25),
+                  ev.TransferProgress("pull", "reg:5000/me/app:1", a, 31_457_280, 31_457_280, ts=11.5)]:
         display(event)
     assert out.getvalue() == """\
 #pull reg:5000/me/app:1 sha256:aaaaaaaaaaaa 0B / 31.46MB

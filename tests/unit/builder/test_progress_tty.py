@@ -50,10 +50,10 @@ def test_live_frame_layout():
 
 def test_pulled_layers_have_a_row_each_above_the_steps():
     a, b = "sha256:" + "a" * 64, "sha256:" + "b" * 64
-    events = [ev.PullProgress("reg/me/app:1", a, 0, 31_457_280, ts=100.0),
-              ev.PullProgress("reg/me/app:1", b, 0, 3400, ts=100.0),
-              ev.PullProgress("reg/me/app:1", b, 3400, 3400, ts=100.25),
-              ev.PullProgress("reg/me/app:1", a, 12_582_912, 31_457_280, ts=101.0)]
+    events = [ev.TransferProgress("pull", "reg/me/app:1", a, 0, 31_457_280, ts=100.0),
+              ev.TransferProgress("pull", "reg/me/app:1", b, 0, 3400, ts=100.0),
+              ev.TransferProgress("pull", "reg/me/app:1", b, 3400, 3400, ts=100.25),
+              ev.TransferProgress("pull", "reg/me/app:1", a, 12_582_912, 31_457_280, ts=101.0)]
     lines = plain(render_lines(view_of(events), now=101.5, width=72, height=24, final=False))
     spinner = lines[1][4]
     assert lines == [

@@ -10,13 +10,13 @@ import json
 import tarfile
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from builder.export.pull import DOWNLOADS, VerifiedStream, choose_platform, host_platform, pull_image
 from builder.export.registry import Registries, RegistryError
 from cache import Store
+from tests.httpserve import Handler, serving
 
 
 def digest(data: bytes) -> str:
@@ -32,7 +32,7 @@ def layer_tar(name: str, content: bytes) -> bytes:
     return buf.getvalue()
 
 
-class Served(BaseHTTPRequestHandler):
+class Served(Handler):
     manifests: dict[str, tuple[bytes, str]] = {}  # tag or digest → (body, media type)
     blobs: dict[str, bytes] = {}
     requests: list[str] = []
@@ -40,9 +40,6 @@ class Served(BaseHTTPRequestHandler):
     in_flight = 0  # blob responses being served now
     most_in_flight = 0
     lock = threading.Lock()
-
-    def log_message(self, *args):
-        pass
 
     def do_GET(self):
         Served.requests.append(self.path)
@@ -62,24 +59,13 @@ class Served(BaseHTTPRequestHandler):
                     Served.in_flight -= 1
         self.reply(404, json.dumps({"errors": [{"code": "MANIFEST_UNKNOWN", "message": "manifest unknown"}]}).encode())
 
-    def reply(self, code, body, headers=None):
-        self.send_response(code)
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
 
 @pytest.fixture
 def served():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Served)
-    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     Served.manifests, Served.blobs, Served.requests = {}, {}, []
     Served.blob_delay, Served.in_flight, Served.most_in_flight = 0.0, 0, 0
-    yield f"127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(Served) as host:
+        yield host
 
 
 @pytest.fixture

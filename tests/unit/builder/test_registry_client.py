@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -21,6 +19,7 @@ from builder.export.registry import (
     parse_challenge,
     push_scope,
 )
+from tests.httpserve import Handler, serving
 
 
 @pytest.mark.parametrize("name, expected", [
@@ -91,58 +90,45 @@ def test_error_json_is_one_line():
     assert error_text(b"<html>bad gateway</html>") == "<html>bad gateway</html>"
 
 
-class AuthRegistry(BaseHTTPRequestHandler):
+class AuthRegistry(Handler):
     """/v2/tok/... wants `Bearer good-token` (from /token, given Basic me:pw); /v2/basic/... wants Basic me:pw."""
 
     token_requests: list[str] = []
-
-    def log_message(self, *args):  # quiet
-        pass
 
     def do_GET(self):
         auth = self.headers.get("Authorization", "")
         basic = "Basic " + base64.b64encode(b"me:pw").decode()
         if self.path.startswith("/token"):
             AuthRegistry.token_requests.append(self.path)
-            return self.reply(200 if auth == basic else 401, {"token": "good-token"})
+            return self.answer(200 if auth == basic else 401, {"token": "good-token"})
         if self.path.startswith("/v2/tok/"):
             if auth != "Bearer good-token":
                 realm = f"http://{self.headers['Host']}/token"
-                return self.reply(401, {"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]},
-                                  {"WWW-Authenticate": f'Bearer realm="{realm}",service="test"'})
-            return self.reply(200, {"schemaVersion": 2}, {"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+                return self.answer(401, {"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]},
+                                   {"WWW-Authenticate": f'Bearer realm="{realm}",service="test"'})
+            return self.answer(200, {"schemaVersion": 2}, {"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
         if self.path.startswith("/v2/basic/"):
             if auth != basic:
-                return self.reply(401, {"errors": [{"code": "UNAUTHORIZED", "message": "no"}]},
-                                  {"WWW-Authenticate": 'Basic realm="r"'})
-            return self.reply(200, {"schemaVersion": 2}, {"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
-        return self.reply(404, {"errors": [{"code": "NAME_UNKNOWN", "message": "repository name not known"}]})
+                return self.answer(401, {"errors": [{"code": "UNAUTHORIZED", "message": "no"}]},
+                                   {"WWW-Authenticate": 'Basic realm="r"'})
+            return self.answer(200, {"schemaVersion": 2}, {"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+        return self.answer(404, {"errors": [{"code": "NAME_UNKNOWN", "message": "repository name not known"}]})
 
     def do_HEAD(self):
         self.send_response(404)
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    def reply(self, code, doc, headers=None):
-        body = json.dumps(doc).encode()
-        self.send_response(code)
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+    def answer(self, code, doc, headers=None):
+        self.reply(code, json.dumps(doc).encode(), headers)
 
 
 @pytest.fixture
 def auth_server(monkeypatch, tmp_path):
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), AuthRegistry)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
     AuthRegistry.token_requests.clear()
-    yield f"127.0.0.1:{server.server_address[1]}", tmp_path
-    server.shutdown()
-    server.server_close()
+    with serving(AuthRegistry) as host:
+        yield host, tmp_path
 
 
 def test_bearer_and_basic_auth(auth_server):
