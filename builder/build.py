@@ -274,6 +274,9 @@ def read_dockerfile(opts: BuildOptions) -> tuple[str, str]:
     except FileNotFoundError as exc:
         raise UsageError(f"cannot read Dockerfile {path}: no such file",
                          hint="pass -f PATH or put a Dockerfile in the context directory") from exc
+    except IsADirectoryError as exc:
+        raise UsageError(f"cannot read Dockerfile {path}: it is a directory",
+                         hint="-f takes the Dockerfile's path; the context directory is the last argument") from exc
     except UnicodeDecodeError as exc:
         raise UsageError(f"Dockerfile {path} is not UTF-8 text") from exc
 
@@ -350,12 +353,13 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
     from cache import Store
 
     started = time.monotonic()
+    if not os.path.isdir(opts.context):
+        raise UsageError(f"build context {opts.context!r} is not a directory",
+                         hint="the last argument is the context directory (or - for a tar on stdin)")
     text, name = read_dockerfile(opts)
     dockerfile = grammar.parse_memo(text, filename=name)
     outputs = push_outputs([parse_output(o) for o in opts.outputs], opts.push)
     check_outputs(outputs, opts.tags)
-    if not os.path.isdir(opts.context):
-        raise UsageError(f"build context {opts.context!r} is not a directory")
     check_platform(opts.platform)
     patterns = ignore_patterns(opts)
     store = Store.open(opts.root)
@@ -399,10 +403,16 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
         if workdir:
             shutil.rmtree(workdir, ignore_errors=True)
     image_id = "sha256:" + hashlib.sha256(config).hexdigest()
-    if opts.iidfile:
-        Path(opts.iidfile).write_text(image_id)
-    if opts.metadata_file:
-        write_metadata(opts.metadata_file, image_id, record.manifest, names)
+    try:
+        if opts.iidfile:
+            what = f"--iidfile {opts.iidfile}"
+            Path(opts.iidfile).write_text(image_id)
+        if opts.metadata_file:
+            what = f"--metadata-file {opts.metadata_file}"
+            write_metadata(opts.metadata_file, image_id, record.manifest, names)
+    except OSError as exc:
+        raise UsageError(f"cannot write {what}: {exc.strerror or exc}",
+                         hint=f"the image was built and stored (image id {image_id})") from None
     sink(ev.BuildDone(image_id, record.manifest.digest, time.monotonic() - started))
     return BuildResult(image_id, record.manifest.digest, names,
                        stdout_used=any(o.dest == "-" for o in outputs), pushed=tuple(pushed))

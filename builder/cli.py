@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 
-from builder.errors import PybuildError
+from builder.errors import PybuildError, UsageError
 from builder.options import add_common as _root_arg
 
 COMMANDS = ("build", "run", "parse", "images", "history", "cache")
@@ -92,6 +92,9 @@ def cmd_build(argv: list[str]) -> int:
         elif key in os.environ:
             build_args[key] = os.environ[key]
     labels = dict(item.partition("=")[::2] for item in args.label)  # docker: "k" alone is k=""
+    if "" in labels:
+        empty = next(item for item in args.label if not item.partition("=")[0])
+        raise UsageError(f"--label {empty!r}: the key is empty", hint="use --label KEY=VALUE")
     mode = "quiet" if args.quiet else args.progress
     sink = make_display(mode)
     opts = BuildOptions(context=args.context, dockerfile=args.dockerfile, tags=args.tag, build_args=build_args,

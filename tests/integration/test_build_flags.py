@@ -87,3 +87,19 @@ def test_no_cache_filter_rebuilds_only_the_named_stages(pybuild, busybox_image, 
     proc = pybuild("--no-cache-filter", "nope", str(tmp_path), check=False)
     assert proc.returncode == 1 and "no stage named 'nope'" in proc.stderr.decode() and "deps, app" in \
         proc.stderr.decode()
+
+
+@pytest.mark.parametrize("args, words", [
+    (("-f", "{tmp}",), "cannot read Dockerfile {tmp}: it is a directory"),
+    (("{tmp}/Dockerfile",), "build context '{tmp}/Dockerfile' is not a directory"),
+    (("--label", "=x"), "--label '=x': the key is empty"),
+    (("--iidfile", "/proc/none/id"), "cannot write --iidfile /proc/none/id: No such file or directory"),
+    (("--metadata-file", "/proc/none/m.json"), "cannot write --metadata-file /proc/none/m.json: No such file"),
+])
+def test_bad_build_arguments_are_one_clear_error(pybuild, busybox_image, tmp_path, args, words):
+    (tmp_path / "Dockerfile").write_text("FROM pybuild/busybox\n")
+    args = [a.format(tmp=tmp_path) for a in args]
+    proc = pybuild(*args, *([] if args[-1].endswith("Dockerfile") else [str(tmp_path)]), check=False)
+    err = proc.stderr.decode()
+    assert proc.returncode == 1 and "Traceback" not in err and "Errno" not in err, err
+    assert words.format(tmp=tmp_path) in err, err
