@@ -65,6 +65,21 @@ def _truthy(value: str | None) -> bool:
     return (value or "").lower() in ("true", "1", "yes", "")
 
 
+def _number(fields: dict[str, str], key: str, base: int) -> int | None:
+    """uid/gid (decimal) or mode (octal, as BuildKit's strconv.ParseUint(v, 8, 32)); None when absent."""
+    value = fields.get(key)
+    if not value:
+        return None
+    try:
+        number = int(value, base)
+        if number < 0 or (base == 8 and number > 0o7777):
+            raise ValueError
+        return number
+    except ValueError:
+        what = "an octal mode such as 0600" if base == 8 else "a number"
+        raise PybuildError(f"--mount {key}={value!r} is not {what}", reference="invalid-mount") from None
+
+
 def make_mount(fields: dict[str, str], resolve_stage: Callable[[str], tuple[int, int | None]],
                ssh_index: int = 0) -> RunMount:
     """Validate fields into a RunMount; resolve_stage(name) → (stage index, its last step); ``ssh_index``: how
@@ -97,9 +112,8 @@ def make_mount(fields: dict[str, str], resolve_stage: Callable[[str], tuple[int,
         raise PybuildError(f"invalid sharing={sharing}", hint="shared, private or locked", reference="invalid-mount")
     return RunMount(type=kind, target=target, source=fields.get("source") or fields.get("src") or "",
                     from_stage=from_stage, from_step=from_step, id=mount_id or (target if kind == "cache" else ""),
-                    sharing=sharing, mode=int(fields["mode"], 8) if fields.get("mode") else None,
-                    uid=int(fields["uid"]) if fields.get("uid") else None,
-                    gid=int(fields["gid"]) if fields.get("gid") else None, readonly=readonly,
+                    sharing=sharing, mode=_number(fields, "mode", 8), uid=_number(fields, "uid", 10),
+                    gid=_number(fields, "gid", 10), readonly=readonly,
                     required=_truthy(fields.get("required")) if "required" in fields else False,
                     size=fields.get("size", ""))
 

@@ -83,12 +83,48 @@ def dispatch_entrypoint(p: "Planner", st: "StageState", inst: nodes.Entrypoint) 
     _meta(st, "ENTRYPOINT " + _json(argv))
 
 
+PORT_PROTOCOLS = ("tcp", "udp", "sctp")
+
+
+def _exposed(word: str, inst: nodes.Instruction) -> list[str]:
+    """One EXPOSE word as moby's nat.ParsePortSpec reads it: [ip:][hostport:]port[-end][/proto] → port/proto each."""
+    spec, _, proto = word.partition("/")
+    proto = (proto or "tcp").lower()
+    if proto not in PORT_PROTOCOLS:
+        raise PybuildError(f"{inst.span}: EXPOSE {word}: invalid proto {proto!r}", context=inst.original,
+                           hint="a port is NUMBER[-NUMBER][/tcp|udp|sctp]", reference="invalid-port")
+    first, _, last = spec.rsplit(":", 1)[-1].partition("-")
+    try:
+        start, end = int(first), int(last or first)
+        if not (0 <= start <= end <= 65535):
+            raise ValueError
+    except ValueError:
+        raise PybuildError(f"{inst.span}: EXPOSE {word}: invalid port {spec.rsplit(':', 1)[-1]!r}",
+                           context=inst.original, hint="a port is NUMBER[-NUMBER][/tcp|udp|sctp] in 0-65535",
+                           reference="invalid-port") from None
+    return [f"{port}/{proto}" for port in range(start, end + 1)]
+
+
+def _valid_signal(value: str) -> bool:
+    """moby's signal.ParseSignal on Linux: a number 1-64, or a name with or without SIG (RTMIN+n, RTMAX-n too)."""
+    import re
+    import signal
+
+    if value.isdigit():
+        return 1 <= int(value) <= 64
+    name = value.upper().removeprefix("SIG")
+    offset = re.fullmatch(r"RT(MIN|MAX)([+-]\d+)?", name)
+    if offset:
+        n = (signal.SIGRTMIN if offset.group(1) == "MIN" else signal.SIGRTMAX) + int(offset.group(2) or 0)
+        return signal.SIGRTMIN <= n <= signal.SIGRTMAX
+    return f"SIG{name}" in signal.Signals.__members__
+
+
 def dispatch_expose(p: "Planner", st: "StageState", inst: nodes.Expose) -> None:
     ports = []
     for raw in inst.ports:
         for word in p.lex.process_words(raw, st.expand_env()):
-            port, _, proto = word.partition("/")
-            ports.append(f"{port}/{(proto or 'tcp').lower()}")
+            ports.extend(_exposed(word, inst))
     st.config = replace(st.config, exposed_ports=tuple(dict.fromkeys((*st.config.exposed_ports, *ports))))
     _meta(st, "EXPOSE " + " ".join(ports))
 
@@ -122,6 +158,9 @@ def dispatch_shell(p: "Planner", st: "StageState", inst: nodes.Shell) -> None:
 
 def dispatch_stopsignal(p: "Planner", st: "StageState", inst: nodes.StopSignal) -> None:
     sig = _expand(p, st, inst.signal, inst)
+    if not _valid_signal(sig):
+        raise PybuildError(f"{inst.span}: STOPSIGNAL {sig}: invalid signal", context=inst.original,
+                           hint="a signal name (SIGTERM, TERM, SIGRTMIN+3) or number", reference="invalid-signal")
     st.config = replace(st.config, stop_signal=sig)
     _meta(st, "STOPSIGNAL " + sig)
 

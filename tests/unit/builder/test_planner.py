@@ -229,3 +229,29 @@ def test_from_platform_must_be_the_build_machines():
         planned(f"ARG P={other}\nFROM --platform=$P scratch\n")
     assert err.value.message.startswith(f"Dockerfile:2:1: FROM --platform={other}: ")
     assert host in err.value.message and "emulat" in err.value.hint
+
+
+@pytest.mark.parametrize("line, words", [
+    ("RUN --mount=type=cache,target=/c,uid=abc true", "uid='abc' is not a number"),
+    ("RUN --mount=type=ssh,mode=999 true", "mode='999' is not an octal mode"),
+    ("RUN --mount=type=secret,id=x,mode=0x4 true", "mode='0x4' is not an octal mode"),
+    ("EXPOSE 80/xyz", "EXPOSE 80/xyz: invalid proto 'xyz'"),
+    ("EXPOSE 99999", "EXPOSE 99999: invalid port '99999'"),
+    ("STOPSIGNAL SIGFOO", "STOPSIGNAL SIGFOO: invalid signal"),
+])
+def test_bad_values_are_errors_at_their_line(line, words):
+    with pytest.raises(PybuildError) as err:
+        planned(f"FROM scratch\n{line}\n")
+    assert err.value.message.startswith("Dockerfile:2:1: ") and words in err.value.message, err.value.message
+
+
+def test_expose_ranges_and_protocols_as_docker():
+    graph, _ = planned("FROM scratch\nEXPOSE 80 8000-8002/udp 53/UDP 9/sctp 127.0.0.1:8080:81\n")
+    assert graph.stages[0].config.exposed_ports == ("80/tcp", "8000/udp", "8001/udp", "8002/udp", "53/udp",
+                                                    "9/sctp", "81/tcp")
+
+
+@pytest.mark.parametrize("value", ["SIGTERM", "TERM", "sigkill", "9", "SIGRTMIN+3", "RTMAX-1"])
+def test_stopsignal_takes_names_and_numbers(value):
+    graph, _ = planned(f"FROM scratch\nSTOPSIGNAL {value}\n")
+    assert graph.stages[0].config.stop_signal == value
