@@ -7,6 +7,8 @@ same step twice.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -68,6 +70,9 @@ class Solver:
         self.numbers: dict[int, int] = {}
         self._helpers = None  # the step helpers' fork server, made at the first step that runs one
         self._helpers_lock = threading.Lock()
+        self.fetched: dict = {}  # ADD <url> → builder.context.remote.Fetched, downloaded once per build
+        self._fetch_lock = threading.Lock()
+        self._download_dir: str | None = None
 
     def title(self, step: Step) -> str:
         stage = self.graph.stages[step.stage]
@@ -86,6 +91,8 @@ class Solver:
         finally:
             if self._helpers is not None:  # every step has stopped by now, so none of its children runs
                 self._helpers.close()
+            if self._download_dir is not None:
+                shutil.rmtree(self._download_dir, ignore_errors=True)
         return self.results
 
     def _launcher(self):
@@ -161,6 +168,7 @@ class Solver:
         if step.op.from_stage is not None:
             from_key = self.results[step.op.from_step].key.digest if step.op.from_step is not None else "scratch"
             return step_key(step, parent_key, from_key=from_key)
+        fetched = {a.url: self._fetch(step, a) for a in step.op.actions if a.op == "fetch"}
         patterns = [s for a in step.op.actions for s in a.sources]
         if patterns and self.options.context_dir is None:
             raise ContextError(f"{step.span}: {step.created_by}: no build context was given")
@@ -175,7 +183,30 @@ class Solver:
                 context=render_location(step, self.options.dockerfile_lines),
                 hint="paths are relative to the context directory; `..` and symlinks cannot leave it, and "
                      ".dockerignore may exclude the file")
+        sums.update((url, f"{f.digest} {f.mtime}") for url, f in fetched.items())  # the bytes, not the URL alone
         return step_key(step, parent_key, sources={k: v for k, v in sums.items() if v is not None})
+
+    def _fetch(self, step: Step, action):
+        """ADD <url>: download once per build (the key needs the bytes' digest); errors name the step."""
+        from builder.context.remote import fetch
+
+        with self._fetch_lock:
+            if action.url not in self.fetched:
+                if self._download_dir is None:
+                    self._download_dir = tempfile.mkdtemp(prefix="pybuild-add-")
+                try:
+                    self.fetched[action.url] = fetch(action.url, self._download_dir, action.checksum)
+                except PybuildError as exc:
+                    from builder.ops.exec import render_location
+
+                    raise PybuildError(f"{step.span}: {step.created_by}: {exc.message}", hint=exc.hint,
+                                       context=render_location(step, self.options.dockerfile_lines),
+                                       reference=exc.reference) from None
+            found = self.fetched[action.url]
+        if action.checksum and action.checksum != found.digest:  # the same URL fetched for another ADD
+            raise PybuildError(f"{step.span}: {step.created_by}: {action.url} has content {found.digest}, but "
+                               f"--checksum says {action.checksum}", reference="checksum-mismatch")
+        return found
 
     def _run(self, step: Step) -> StepResult:
         number = self.numbers[step.id]
@@ -295,5 +326,5 @@ class Solver:
             snapshot, layer = file_op.execute(self.store, step, parent, compression=self.options.compression,
                                               context_dir=self.options.context_dir, source_snapshot=source,
                                               ignore_patterns=self.options.ignore_patterns, cancel=self.cancel,
-                                              launcher=self._launcher())
+                                              launcher=self._launcher(), fetched=self.fetched)
         return snapshot, ((layer,) if layer is not None else ())

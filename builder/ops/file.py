@@ -18,12 +18,13 @@ CANCEL_POLL_SECONDS = 0.05
 
 def execute(store, step: Step, parent_snapshot, *, compression: str, context_dir: str | None,
             source_snapshot=None, ignore_patterns: list[str] | None = None, cancel: threading.Event | None = None,
-            launcher: Launcher | None = None):
+            launcher: Launcher | None = None, fetched: dict | None = None):
     """Apply the file actions on top of parent_snapshot; returns (snapshot, layer|None).
 
     `cancel` stops the step within ~0.05 s: the helper is killed (its mounts die with its namespace) and the
     layer commit stops at its next write; everything temporary is dropped and BuildCancelled raised.
-    `launcher` starts the helper (the build's fork server); by default a fresh interpreter."""
+    `launcher` starts the helper (the build's fork server); by default a fresh interpreter. `fetched` maps the
+    URLs of ADD <url> actions to their downloaded files (builder.context.remote.Fetched)."""
     op: FileOp = step.op  # type: ignore[assignment]
     mutable = store.prepare(parent_snapshot)
     mountdir = tempfile.mkdtemp(prefix="fileop-", dir=str(mutable.upper.parent))
@@ -39,7 +40,8 @@ def execute(store, step: Step, parent_snapshot, *, compression: str, context_dir
                                  if op.from_stage is not None else None),
             "ignore": ignore_patterns if op.from_stage is None else None,
             "kind": "stage" if op.from_stage is not None else "context",
-            "ops": [dict(a.to_json(), kind="stage" if op.from_stage is not None else "context")
+            "ops": [dict(a.to_json(), kind="stage" if op.from_stage is not None else "context",
+                         **({"file": fetched[a.url].path} if a.op == "fetch" and fetched else {}))
                     for a in op.actions],
         }
         message = run_helper(spec, cancel, launcher)

@@ -269,6 +269,10 @@ def run_copy(op: dict, dest_root: str, src_root: str, excluded=None) -> None:
     if op["op"] == "write":
         copier.write_file(dest, op["content"] or "")
         return
+    if op["op"] == "fetch":  # ADD <url>: the builder's download, as a file (never unpacked)
+        into_dir = dest.endswith("/") or os.path.isdir(copier.host(dest, follow_last=True))
+        copier.copy_tree(op["file"], f"{dest.rstrip('/')}/{op['name']}" if into_dir else dest)
+        return
     matches: list[str] = []
     for pattern in op["sources"]:
         found = expand_glob(src_root, pattern)

@@ -7,6 +7,7 @@ import re
 from dataclasses import replace
 from typing import TYPE_CHECKING, Callable
 
+from builder.context.remote import is_git, is_url
 from builder.errors import PybuildError
 from builder.plan.steps import IMAGE_ROOT, ExecOp, FileAction, FileOp, HistoryItem
 from grammar import nodes
@@ -294,9 +295,13 @@ def dispatch_copy(p: "Planner", st: "StageState", inst: nodes.Copy) -> None:
         raise PybuildError(f"{inst.span}: invalid --chmod value {chmod!r}", hint="use an octal mode such as 0755",
                            context=inst.original, reference="invalid-chmod")
     is_add = isinstance(inst, nodes.Add)
-    actions = []
-    if sources:
-        actions.append(FileAction(op="copy", sources=sources, dest=dest, chown=chown, chmod=chmod, extract=is_add))
+    actions = _fetches(p, st, inst, sources, dest, chown, chmod) if is_add else []
+    local = tuple(s for s in sources if not is_url(s))
+    if not is_add and len(local) < len(sources):
+        raise PybuildError(f"{inst.span}: COPY does not take URLs ({next(s for s in sources if is_url(s))})",
+                           hint="use ADD to download a file", context=inst.original, reference="copy-url")
+    if local:
+        actions.append(FileAction(op="copy", sources=local, dest=dest, chown=chown, chmod=chmod, extract=is_add))
     for doc in inst.heredocs:
         target = dest if not dest.endswith("/") else dest + doc.name
         actions.append(FileAction(op="write", dest=target, chown=chown, chmod=chmod, content=doc.body))
@@ -308,6 +313,35 @@ def dispatch_copy(p: "Planner", st: "StageState", inst: nodes.Copy) -> None:
     flags = " ".join(f"--{f.name}={f.value}" for f in inst.flags if f.name in ("chown", "chmod", "from"))
     shown = " ".join(x for x in (name, flags, *sources, written) if x)
     _file_step(p, st, inst, op, shown)
+
+
+def _fetches(p: "Planner", st: "StageState", inst: nodes.Copy, sources, dest: str, chown, chmod) -> list:
+    """ADD <url>: one fetch per URL, saved (not unpacked) as dest, or under dest/ as the URL's last path segment
+    (BuildKit's dockerfile2llb; "__unnamed__" when there is none)."""
+    import urllib.parse
+
+    urls = [s for s in sources if is_url(s) or is_git(s)]
+    checksum = inst.flag("checksum")
+    checksum = p.expand(checksum, st.expand_env(), inst.span) if checksum else ""
+    if checksum and (len(urls) != 1 or len(sources) != 1):
+        raise PybuildError(f"{inst.span}: ADD --checksum needs exactly one http(s) source", context=inst.original,
+                           reference="invalid-checksum")
+    if checksum and not re.fullmatch(r"sha256:[0-9a-f]{64}", checksum):
+        raise PybuildError(f"{inst.span}: ADD --checksum={checksum}: expected sha256:<64 hex digits>",
+                           context=inst.original, reference="invalid-checksum")
+    if len(sources) > 1 and urls and not dest.endswith("/"):
+        raise PybuildError(f"{inst.span}: when using ADD with more than one source file, the destination must be "
+                           "a directory and end with a /", context=inst.original, reference="invalid-dest")
+    actions = []
+    for url in urls:
+        if is_git(url):
+            raise PybuildError(f"{inst.span}: ADD {url}: git sources are not supported", context=inst.original,
+                               hint="clone in a RUN (with --mount=type=ssh for private repositories)",
+                               reference="git-source")
+        base = posixpath.basename(urllib.parse.urlsplit(url).path)
+        actions.append(FileAction(op="fetch", url=url, name=base if base not in ("", ".", "/") else "__unnamed__",
+                                  dest=dest, chown=chown, chmod=chmod, checksum=checksum))
+    return actions
 
 
 def _copy_from(p: "Planner", st: "StageState", inst: nodes.Copy, op: FileOp, source: str) -> FileOp:

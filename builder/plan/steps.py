@@ -69,17 +69,23 @@ class ExecOp:
 class FileAction:
     """One COPY/ADD/WORKDIR action for builder/ops/fileop.py (serialised as JSON)."""
 
-    op: str  # "copy" | "mkdir" | "write"
+    op: str  # "copy" | "mkdir" | "write" | "fetch"
     sources: tuple[str, ...] = ()
     dest: str = ""
     chown: str | None = None
     chmod: str | None = None
     extract: bool = False  # ADD: unpack local archives
     content: str | None = None  # "write": heredoc body
+    url: str = ""  # "fetch" (ADD <url>): what to download, saved as `name` under dest/ or as dest
+    name: str = ""
+    checksum: str = ""  # ADD --checksum=sha256:...
 
     def to_json(self) -> dict:
-        return {"op": self.op, "sources": list(self.sources), "dest": self.dest, "chown": self.chown,
-                "chmod": self.chmod, "extract": self.extract, "content": self.content, "path": self.dest}
+        doc = {"op": self.op, "sources": list(self.sources), "dest": self.dest, "chown": self.chown,
+               "chmod": self.chmod, "extract": self.extract, "content": self.content, "path": self.dest}
+        if self.op == "fetch":  # only here: the keys of other actions stay as they were
+            doc.update(url=self.url, name=self.name, checksum=self.checksum)
+        return doc
 
 
 IMAGE_ROOT = -1  # from_stage of `COPY --from=<image>` / `--mount=...,from=<image>`: an image, not a stage

@@ -103,3 +103,54 @@ def test_bad_build_arguments_are_one_clear_error(pybuild, busybox_image, tmp_pat
     err = proc.stderr.decode()
     assert proc.returncode == 1 and "Traceback" not in err and "Errno" not in err, err
     assert words.format(tmp=tmp_path) in err, err
+
+
+class Files(Handler):
+    """GET /<name>: Files.content[name] with a fixed Last-Modified; anything else 404."""
+
+    content: dict[str, bytes] = {}
+    gets: list[str] = []
+
+    def do_GET(self):
+        Files.gets.append(self.path)
+        name = self.path.lstrip("/")
+        if name not in self.content:
+            return self.reply(404, b"no such file\n")
+        self.reply(200, self.content[name], {"Last-Modified": "Wed, 21 Oct 2015 07:28:00 GMT"})
+
+
+def test_add_from_a_url_as_buildkit(pybuild, busybox_image, tmp_path):
+    """ADD <url>: fetched by the builder (not unpacked, even an archive), mode 0600 unless --chmod, mtime from
+    Last-Modified, named after the URL's last path segment under a dest/ directory; cached by content; a
+    --checksum mismatch, an HTTP error and a URL in COPY are errors at their line."""
+    import gzip
+    import hashlib
+
+    archive = gzip.compress(b"not unpacked", mtime=0)
+    Files.content, Files.gets = {"tool.tar.gz": archive, "run.sh": b"#!/bin/sh\necho run v1\n"}, []
+    with serving(Files) as host:
+        base = f"http://{host}"
+        (tmp_path / "Dockerfile").write_text(
+            "FROM pybuild/busybox\n"
+            f"ADD {base}/tool.tar.gz /opt/\n"
+            f"ADD --chmod=755 {base}/run.sh /usr/local/bin/run\n"
+            f"ADD --checksum=sha256:{hashlib.sha256(archive).hexdigest()} {base}/tool.tar.gz /checked\n")
+        pybuild("-t", "flags/add-url", str(tmp_path))
+        stat = pybuild("run", "flags/add-url", "stat", "-c", "%a %s %Y %n", "/opt/tool.tar.gz", "/usr/local/bin/run",
+                       "/checked").stdout.decode().splitlines()
+        assert stat == [f"600 {len(archive)} 1445412480 /opt/tool.tar.gz", "755 22 1445412480 /usr/local/bin/run",
+                        f"600 {len(archive)} 1445412480 /checked"]
+        assert pybuild("run", "flags/add-url", "run").stdout.decode() == "run v1\n"
+        again = pybuild("-t", "flags/add-url", "--progress", "plain", str(tmp_path)).stderr.decode()
+        assert again.count(" CACHED") == 4  # FROM and the three ADDs: the same bytes came back
+        Files.content["run.sh"] = b"#!/bin/sh\necho run v2\n"
+        pybuild("-t", "flags/add-url", str(tmp_path))
+        assert pybuild("run", "flags/add-url", "run").stdout.decode() == "run v2\n"
+
+        for line, words in [(f"ADD --checksum=sha256:{'0' * 64} {base}/run.sh /x", "--checksum says sha256:000"),
+                            (f"ADD {base}/missing.txt /x", "404 Not Found"),
+                            (f"COPY {base}/run.sh /x", "COPY does not take URLs")]:
+            (tmp_path / "Dockerfile").write_text(f"FROM pybuild/busybox\n{line}\n")
+            proc = pybuild(str(tmp_path), check=False)
+            err = proc.stderr.decode()
+            assert proc.returncode == 1 and "Traceback" not in err and "Dockerfile:2" in err and words in err, err
