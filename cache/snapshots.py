@@ -324,14 +324,24 @@ class _Stoppable(io.RawIOBase):
         return self._sink.write(data)
 
 
+FEW_ENTRIES = 64  # a snapshot of at most this many entries is synced file by file, a larger one with syncfs
+
+
 class SyncFs:
-    """syncfs(2) of the filesystem holding ``path``, on its own thread from construction on.
+    """Puts the snapshot tree ``path`` on disk, on its own thread from construction on.
 
     A committed snapshot must be on disk before the index calls it ready (a crash must not leave a
     'ready' snapshot with empty files). Build containers mount their overlay `volatile`, so nothing
     syncs at unmount; this sync starts when the commit does, so the writeback overlaps the layer's
     tar and compression instead of adding to the step, and `wait` (before the index row) is then
-    nearly free. Unsupported (no syncfs in libc) means no extra durability, as before."""
+    nearly free.
+
+    A tree of at most `FEW_ENTRIES` entries (a RUN that wrote a few big files) gets fsync(2) on each
+    regular file and directory, deepest first (symlinks, device nodes and fifos are in their directory's
+    journal entry): only its own bytes are written. A larger tree gets one syncfs(2) of the filesystem:
+    10,000 fsyncs cost ~5x one syncfs here (3.6 vs 0.7 s), but syncfs also writes whatever other
+    programs left dirty on that filesystem (another builder's layers: +0.6 s on a 1 GiB commit measured
+    with 768 MiB of such data). Unsupported (no syncfs in libc) means no extra durability, as before."""
 
     def __init__(self, path: Path) -> None:
         import threading
@@ -345,6 +355,11 @@ class SyncFs:
         import ctypes
 
         try:
+            few = _few_entries(str(self.path))
+            if few is not None:
+                for path, directory in few:
+                    _fsync(path, directory)
+                return
             fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
             self.error = exc
@@ -362,3 +377,35 @@ class SyncFs:
         self._thread.join()
         if self.error is not None:
             raise StoreError(f"cannot write the snapshot to disk: {self.error.strerror}", path=self.path)
+
+
+def _few_entries(root: str) -> list[tuple[str, bool]] | None:
+    """(path, is a directory) of the regular files and directories under ``root``, deepest first, root last;
+    None once the tree has more than `FEW_ENTRIES` entries."""
+    found: list[tuple[str, bool]] = []
+    count = 0
+
+    def visit(directory: str) -> bool:
+        nonlocal count
+        with os.scandir(directory) as it:
+            for entry in it:
+                count += 1
+                if count > FEW_ENTRIES:
+                    return False
+                if entry.is_dir(follow_symlinks=False):
+                    if not visit(entry.path):
+                        return False
+                elif entry.is_file(follow_symlinks=False):
+                    found.append((entry.path, False))
+        found.append((directory, True))
+        return True
+
+    return found if visit(root) else None
+
+
+def _fsync(path: str, directory: bool) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
