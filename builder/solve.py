@@ -195,7 +195,10 @@ class Solver:
                 if self._download_dir is None:
                     self._download_dir = tempfile.mkdtemp(prefix="pybuild-add-")
                 try:
-                    self.fetched[action.url] = fetch(action.url, self._download_dir, action.checksum)
+                    self.fetched[action.url] = fetch(action.url, self._download_dir, action.checksum,
+                                                     cancelled=self.cancel.is_set)
+                except BuildCancelled:
+                    raise
                 except PybuildError as exc:
                     from builder.ops.exec import render_location
 

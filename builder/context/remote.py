@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from builder.errors import PybuildError
+from builder.errors import BuildCancelled, PybuildError
 
 TIMEOUT = 60.0  # seconds without a byte before a fetch fails
 CHUNK = 1 << 20
@@ -33,8 +34,9 @@ def is_git(source: str) -> bool:
     return source.startswith(("git@", "git://")) or (is_url(source) and source.split("#")[0].endswith(".git"))
 
 
-def fetch(url: str, directory: str, checksum: str = "") -> Fetched:
-    """Download ``url`` into ``directory``; raises PybuildError saying what failed (the caller adds where)."""
+def fetch(url: str, directory: str, checksum: str = "", cancelled: Callable[[], bool] | None = None) -> Fetched:
+    """Download ``url`` into ``directory``; raises PybuildError saying what failed (the caller adds where),
+    BuildCancelled once ``cancelled()`` says so (polled per 1 MiB)."""
     import email.utils
     import urllib.error
     import urllib.request
@@ -47,6 +49,8 @@ def fetch(url: str, directory: str, checksum: str = "") -> Fetched:
             with urllib.request.urlopen(request, timeout=TIMEOUT) as resp:
                 modified = resp.headers.get("Last-Modified")
                 while chunk := resp.read(CHUNK):
+                    if cancelled is not None and cancelled():
+                        raise BuildCancelled()
                     hasher.update(chunk)
                     out.write(chunk)
         digest = "sha256:" + hasher.hexdigest()

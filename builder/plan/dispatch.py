@@ -21,6 +21,12 @@ _UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_00
           "h": 3_600_000_000_000}
 
 
+
+def shown(inst: nodes.Instruction) -> str:
+    """The instruction as error context: its first line's number in the gutter, as step errors show it
+    (builder/ops/exec.py render_location), with continuation lines joined."""
+    return f"{inst.span.line:>5} | {inst.original}"
+
 def _expand(p: "Planner", st: "StageState", word: str, inst: nodes.Instruction) -> str:
     return p.expand(word, st.expand_env(), inst.span)
 
@@ -92,7 +98,7 @@ def _exposed(word: str, inst: nodes.Instruction) -> list[str]:
     spec, _, proto = word.partition("/")
     proto = (proto or "tcp").lower()
     if proto not in PORT_PROTOCOLS:
-        raise PybuildError(f"{inst.span}: EXPOSE {word}: invalid proto {proto!r}", context=inst.original,
+        raise PybuildError(f"{inst.span}: EXPOSE {word}: invalid proto {proto!r}", context=shown(inst),
                            hint="a port is NUMBER[-NUMBER][/tcp|udp|sctp]", reference="invalid-port")
     first, _, last = spec.rsplit(":", 1)[-1].partition("-")
     try:
@@ -101,7 +107,7 @@ def _exposed(word: str, inst: nodes.Instruction) -> list[str]:
             raise ValueError
     except ValueError:
         raise PybuildError(f"{inst.span}: EXPOSE {word}: invalid port {spec.rsplit(':', 1)[-1]!r}",
-                           context=inst.original, hint="a port is NUMBER[-NUMBER][/tcp|udp|sctp] in 0-65535",
+                           context=shown(inst), hint="a port is NUMBER[-NUMBER][/tcp|udp|sctp] in 0-65535",
                            reference="invalid-port") from None
     return [f"{port}/{proto}" for port in range(start, end + 1)]
 
@@ -147,7 +153,7 @@ def dispatch_workdir(p: "Planner", st: "StageState", inst: nodes.Workdir) -> Non
 def dispatch_volume(p: "Planner", st: "StageState", inst: nodes.Volume) -> None:
     paths = [_expand(p, st, w, inst) for w in inst.paths]
     if any(not v for v in paths):
-        raise PybuildError(f"{inst.span}: VOLUME specified can not be an empty string", context=inst.original)
+        raise PybuildError(f"{inst.span}: VOLUME specified can not be an empty string", context=shown(inst))
     st.config = replace(st.config, volumes=tuple(dict.fromkeys((*st.config.volumes, *paths))))
     _meta(st, "VOLUME " + _json(tuple(paths)))
 
@@ -160,7 +166,7 @@ def dispatch_shell(p: "Planner", st: "StageState", inst: nodes.Shell) -> None:
 def dispatch_stopsignal(p: "Planner", st: "StageState", inst: nodes.StopSignal) -> None:
     sig = _expand(p, st, inst.signal, inst)
     if not _valid_signal(sig):
-        raise PybuildError(f"{inst.span}: STOPSIGNAL {sig}: invalid signal", context=inst.original,
+        raise PybuildError(f"{inst.span}: STOPSIGNAL {sig}: invalid signal", context=shown(inst),
                            hint="a signal name (SIGTERM, TERM, SIGRTMIN+3) or number", reference="invalid-signal")
     st.config = replace(st.config, stop_signal=sig)
     _meta(st, "STOPSIGNAL " + sig)
@@ -228,7 +234,7 @@ def dispatch_run(p: "Planner", st: "StageState", inst: nodes.Run) -> None:
         network = p.network
     if network not in ("none", "host"):
         raise PybuildError(f"{inst.span}: unsupported --network={network}", hint="use none, host or default",
-                           context=inst.original, reference="invalid-network")
+                           context=shown(inst), reference="invalid-network")
     mounts = _run_mounts(p, st, inst)
     op = ExecOp(argv=argv, env=tuple(f"{k}={v}" for k, v in env.items()), cwd=st.config.workdir or "/",
                 user=st.config.user, network=network, stdin_script=script, mounts=mounts)
@@ -249,7 +255,7 @@ def _run_mounts(p: "Planner", st: "StageState", inst: nodes.Run) -> tuple:
             return IMAGE_ROOT, p.image_root(name, st.index, inst.span)
         if index is None or index >= st.index:
             raise PybuildError(f"{inst.span}: --mount from={name}: no such stage before this one",
-                               context=inst.original, reference="invalid-mount")
+                               context=shown(inst), reference="invalid-mount")
         return index, p.graph.stages[index].last_step
 
     mounts = []
@@ -262,7 +268,7 @@ def _run_mounts(p: "Planner", st: "StageState", inst: nodes.Run) -> tuple:
         except PybuildError as exc:
             if str(inst.span) in exc.message:
                 raise
-            raise PybuildError(f"{inst.span}: {exc.message}", hint=exc.hint, context=inst.original,
+            raise PybuildError(f"{inst.span}: {exc.message}", hint=exc.hint, context=shown(inst),
                                reference=exc.reference) from exc
     return tuple(mounts)
 
@@ -293,13 +299,13 @@ def dispatch_copy(p: "Planner", st: "StageState", inst: nodes.Copy) -> None:
     chmod = p.expand(chmod, env, inst.span) if chmod else None
     if chmod is not None and not re.fullmatch(r"[0-7]{3,4}", chmod):
         raise PybuildError(f"{inst.span}: invalid --chmod value {chmod!r}", hint="use an octal mode such as 0755",
-                           context=inst.original, reference="invalid-chmod")
+                           context=shown(inst), reference="invalid-chmod")
     is_add = isinstance(inst, nodes.Add)
     actions = _fetches(p, st, inst, sources, dest, chown, chmod) if is_add else []
     local = tuple(s for s in sources if not is_url(s))
     if not is_add and len(local) < len(sources):
         raise PybuildError(f"{inst.span}: COPY does not take URLs ({next(s for s in sources if is_url(s))})",
-                           hint="use ADD to download a file", context=inst.original, reference="copy-url")
+                           hint="use ADD to download a file", context=shown(inst), reference="copy-url")
     if local:
         actions.append(FileAction(op="copy", sources=local, dest=dest, chown=chown, chmod=chmod, extract=is_add))
     for doc in inst.heredocs:
@@ -311,8 +317,8 @@ def dispatch_copy(p: "Planner", st: "StageState", inst: nodes.Copy) -> None:
         op = _copy_from(p, st, inst, op, p.expand(from_flag, env, inst.span))
     name = "ADD" if is_add else "COPY"
     flags = " ".join(f"--{f.name}={f.value}" for f in inst.flags if f.name in ("chown", "chmod", "from"))
-    shown = " ".join(x for x in (name, flags, *sources, written) if x)
-    _file_step(p, st, inst, op, shown)
+    created_by = " ".join(x for x in (name, flags, *sources, written) if x)
+    _file_step(p, st, inst, op, created_by)
 
 
 def _fetches(p: "Planner", st: "StageState", inst: nodes.Copy, sources, dest: str, chown, chmod) -> list:
@@ -324,18 +330,18 @@ def _fetches(p: "Planner", st: "StageState", inst: nodes.Copy, sources, dest: st
     checksum = inst.flag("checksum")
     checksum = p.expand(checksum, st.expand_env(), inst.span) if checksum else ""
     if checksum and (len(urls) != 1 or len(sources) != 1):
-        raise PybuildError(f"{inst.span}: ADD --checksum needs exactly one http(s) source", context=inst.original,
+        raise PybuildError(f"{inst.span}: ADD --checksum needs exactly one http(s) source", context=shown(inst),
                            reference="invalid-checksum")
     if checksum and not re.fullmatch(r"sha256:[0-9a-f]{64}", checksum):
         raise PybuildError(f"{inst.span}: ADD --checksum={checksum}: expected sha256:<64 hex digits>",
-                           context=inst.original, reference="invalid-checksum")
+                           context=shown(inst), reference="invalid-checksum")
     if len(sources) > 1 and urls and not dest.endswith("/"):
         raise PybuildError(f"{inst.span}: when using ADD with more than one source file, the destination must be "
-                           "a directory and end with a /", context=inst.original, reference="invalid-dest")
+                           "a directory and end with a /", context=shown(inst), reference="invalid-dest")
     actions = []
     for url in urls:
         if is_git(url):
-            raise PybuildError(f"{inst.span}: ADD {url}: git sources are not supported", context=inst.original,
+            raise PybuildError(f"{inst.span}: ADD {url}: git sources are not supported", context=shown(inst),
                                hint="clone in a RUN (with --mount=type=ssh for private repositories)",
                                reference="git-source")
         base = posixpath.basename(urllib.parse.urlsplit(url).path)
@@ -353,12 +359,12 @@ def _copy_from(p: "Planner", st: "StageState", inst: nodes.Copy, op: FileOp, sou
         except PybuildError as exc:
             raise PybuildError(f"{inst.span}: COPY --from={source}: {exc.message}", hint=exc.hint or
                                "--from names a previous stage (FROM ... AS name), its index, or an image",
-                               context=inst.original, reference=exc.reference) from exc
+                               context=shown(inst), reference=exc.reference) from exc
         return replace(op, from_stage=IMAGE_ROOT, from_step=step)
     if index is None or index >= st.index:
         raise PybuildError(f"{inst.span}: COPY --from={source}: no such stage before this one",
                            hint="name a previous stage (FROM ... AS name) or its index",
-                           context=inst.original, reference="copy-from-unknown")
+                           context=shown(inst), reference="copy-from-unknown")
     src = p.graph.stages[index]
     return replace(op, from_stage=index, from_step=src.last_step)
 
@@ -384,5 +390,5 @@ HANDLERS: dict[type, Handler] = {
 def dispatch(p: "Planner", st: "StageState", inst: nodes.Instruction) -> None:
     handler = HANDLERS.get(type(inst))
     if handler is None:
-        raise PybuildError(f"{inst.span}: {inst.name} is not supported here", context=inst.original)
+        raise PybuildError(f"{inst.span}: {inst.name} is not supported here", context=shown(inst))
     handler(p, st, inst)

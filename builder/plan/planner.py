@@ -185,11 +185,11 @@ class Planner:
             if normalize_platform(value) != host_platform():
                 raise PybuildError(f"{stage.base.span}: FROM --platform={value}: this build runs on "
                                    f"{host_platform()}, and an image of another platform would neither be pulled "
-                                   "nor run", context=stage.base.original, hint=PLATFORM_HINT,
+                                   "nor run", context=dispatch.shown(stage.base), hint=PLATFORM_HINT,
                                    reference="unsupported-platform")
         if not image:
             raise PybuildError(f"{stage.base.span}: FROM names no image after expansion",
-                               context=stage.base.original, reference="empty-base")
+                               context=dispatch.shown(stage.base), reference="empty-base")
         ref = self._stage_ref(image)
         if ref is not None and ref < stage.index:
             base_plan = self.graph.stages[ref]

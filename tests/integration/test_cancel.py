@@ -210,3 +210,36 @@ def test_sigint_during_a_large_copy_exits_within_a_second(pybuild, busybox_image
     watch.assert_unchanged(proc.pid, "no sleep in this build")  # clean even now; only the delay is missing
     assert proc.returncode == 130
     assert elapsed <= 1.0, f"{elapsed:.2f} s from SIGINT to exit"
+
+
+def test_sigint_during_an_add_download_exits_within_a_second(pybuild, busybox_image, tmp_path):
+    """ADD <url> downloads before the step's key is known: Ctrl-C stops that download too, and its file goes."""
+    import tempfile
+
+    from tests.httpserve import Handler, serving
+
+    class Endless(Handler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(1 << 40))
+            self.end_headers()
+            try:
+                while True:
+                    self.wfile.write(b"x" * 65536)
+                    time.sleep(0.01)
+            except OSError:
+                pass
+
+    before = set(Path(tempfile.gettempdir()).glob("pybuild-add-*"))
+    with serving(Endless) as host:
+        (tmp_path / "Dockerfile").write_text(f"FROM pybuild/busybox\nADD http://{host}/huge.bin /huge.bin\n")
+        watch = Watch(pybuild.root)
+        proc = start(pybuild.root, "--progress", "plain", str(tmp_path), stdout=subprocess.PIPE,
+                     stderr=subprocess.PIPE)
+        read_until(proc.stderr.fileno(), [b"] ADD http://"])
+        time.sleep(0.5)
+        elapsed = interrupt(proc, lambda: proc.send_signal(signal.SIGINT))
+    watch.assert_unchanged(proc.pid, "no sleep in this build")
+    assert proc.returncode == 130
+    assert elapsed <= 1.0, f"{elapsed:.2f} s from SIGINT to exit"
+    assert set(Path(tempfile.gettempdir()).glob("pybuild-add-*")) == before

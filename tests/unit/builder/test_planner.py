@@ -243,6 +243,7 @@ def test_bad_values_are_errors_at_their_line(line, words):
     with pytest.raises(PybuildError) as err:
         planned(f"FROM scratch\n{line}\n")
     assert err.value.message.startswith("Dockerfile:2:1: ") and words in err.value.message, err.value.message
+    assert err.value.context == f"    2 | {line}"  # the line with its number, as a failed step shows it
 
 
 def test_expose_ranges_and_protocols_as_docker():
