@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from builder.build import Output, parse_output, push_outputs
+from builder.outputs import Output, parse_output, push_outputs
 from builder.errors import UsageError
 
 

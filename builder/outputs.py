@@ -1,0 +1,184 @@
+"""What happens to a built image besides the store: `--output` specs (buildx's CSV syntax) parsed into `Output`,
+checked before the build, and sent after it (OCI layout directory or tar, docker archive, registry push, tags);
+and `--metadata-file`."""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder.errors import PybuildError, UsageError
+from builder.export.oci_layout import write_layout
+from builder.plan.bases import normalize_name, split_tag
+from builder.progress import events as ev
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One `--output`: where the built image goes besides the local store.
+
+    type "oci" (directory layout at dest, or with ``tar`` the layout as one tar file), "docker" (docker-archive
+    file at dest), "-" = stdout for either tar, "registry" (push
+    every name) or "image" (only tag in the store). An empty ``names`` means the `-t` names."""
+
+    type: str
+    dest: str = ""
+    names: tuple[str, ...] = ()
+    push: bool = False
+    insecure: bool = False
+    tar: bool = False  # oci/docker: one tar file (or stdout) rather than a layout directory
+
+
+OUTPUT_KEYS = {"oci": {"dest", "name", "tar"}, "docker": {"dest", "name", "tar"},
+               "registry": {"name", "push", "registry.insecure"}, "image": {"name", "push", "registry.insecure"}}
+OUTPUT_HINT = ("supported: type=oci,dest=DIR|FILE.tar|-[,tar=true|false] | type=docker,dest=FILE.tar|- | "
+               "type=registry[,name=HOST/REPO:TAG] (or --push)")
+
+
+def _flag(spec: str, key: str, value: str) -> bool:
+    if value.lower() not in ("true", "false", "1", "0", ""):
+        raise UsageError(f"invalid --output {spec!r}: {key}={value!r} is not true or false", hint=OUTPUT_HINT)
+    return value.lower() in ("true", "1", "")
+
+
+def parse_output(spec: str) -> Output:
+    """buildx's syntax: CSV `key=value` fields (`"name=a,b"` quotes a list), e.g. `type=docker,dest=app.tar`."""
+    import csv
+
+    fields: dict[str, str] = {}
+    for part in next(csv.reader([spec], skipinitialspace=True), []):
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise UsageError(f"invalid --output {spec!r}: expected key=value pairs", hint=OUTPUT_HINT)
+        fields[key.strip().lower()] = value.strip()
+    kind = fields.pop("type", "")
+    if kind not in OUTPUT_KEYS:
+        what = f"type {kind!r} is unsupported" if kind else "type= is missing"
+        raise UsageError(f"invalid --output {spec!r}: {what}", hint=OUTPUT_HINT)
+    unknown = sorted(set(fields) - OUTPUT_KEYS[kind])
+    if unknown:
+        raise UsageError(f"invalid --output {spec!r}: type={kind} does not take {', '.join(unknown)}",
+                         hint=OUTPUT_HINT)
+    names = tuple(n.strip() for n in fields.get("name", "").split(",") if n.strip())
+    push = _flag(spec, "push", fields["push"]) if "push" in fields else kind == "registry"
+    if kind == "registry" and not push:
+        raise UsageError(f"invalid --output {spec!r}: type=registry always pushes (push=false)",
+                         hint="use type=image,push=false to only tag the image in the local store")
+    insecure = _flag(spec, "registry.insecure", fields["registry.insecure"]) if "registry.insecure" in fields \
+        else False
+    if kind in ("oci", "docker") and not fields.get("dest"):
+        raise UsageError(f"invalid --output {spec!r}: type={kind} needs dest=" + ("DIR" if kind == "oci" else "FILE"),
+                         hint="there is no docker daemon to load into: the image is already in pybuild's store; "
+                              "write an archive with dest=FILE.tar (or dest=- for stdout) and `docker load` it"
+                         if kind == "docker" else None)
+    if kind == "image" and push:
+        kind = "registry"
+    dest = fields.get("dest", "")
+    # buildx writes oci/docker outputs as a tar unless tar=false; pybuild's type=oci,dest=DIR (issue 2) stays a
+    # layout directory, so without tar= a tar is written for dest=- and dest=*.tar only.
+    tar = _flag(spec, "tar", fields["tar"]) if "tar" in fields else kind == "docker" or dest == "-" \
+        or dest.endswith(".tar")
+    if kind == "docker" and not tar:
+        raise UsageError(f"invalid --output {spec!r}: type=docker is always a tar (docker load's format)",
+                         hint="for a directory use type=oci,tar=false,dest=DIR")
+    if dest == "-" and not tar:
+        raise UsageError(f"invalid --output {spec!r}: a layout directory cannot go to stdout",
+                         hint="drop tar=false to stream the layout as a tar, or give dest=DIR")
+    return Output(kind, dest=dest, names=names, push=push, insecure=insecure, tar=tar and kind in ("oci", "docker"))
+
+
+def push_outputs(outputs: list[Output], push: bool) -> list[Output]:
+    """`--push` is `--output type=registry` for the -t names, unless a registry output is already given."""
+    if push and not any(o.type == "registry" for o in outputs):
+        return [*outputs, Output("registry", push=True)]
+    return outputs
+
+
+def export(store, record, out: Output, tags: tuple[str, ...], registries=None, pushed: list | None = None,
+           sink: ev.Sink | None = None) -> None:
+    """Send the stored image ``record`` to one --output; ``tags`` are the normalised -t names; ``registries``
+    returns the build's builder.export.registry.Registries; ``sink`` hears the pushed blobs' progress.
+
+    Registry pushes append a PushResult to ``pushed``; repositories pushed earlier in the same registry are
+    offered as cross-repository mount sources."""
+    names = tuple(normalize_name(n) for n in out.names) or tags
+    if out.type == "image":
+        for full in names:
+            store.tag(full, record.manifest.digest)
+        return
+    if out.type == "registry":
+        from builder.export.push import push_image
+        from builder.export.reference import Reference
+
+        done = pushed if pushed is not None else []
+        for full in names:
+            ref = Reference.parse(full)
+            sources = tuple(dict.fromkeys(Reference.parse(p.name).repository for p in done
+                                          if Reference.parse(p.name).domain == ref.domain))
+            progress = None if sink is None else \
+                (lambda digest, current, total, image=full: sink(ev.TransferProgress("push", image, digest, current,
+                                                                                       total)))
+            done.append(push_image(store, record, full, registries(), insecure=out.insecure,
+                                   mount_sources=sources, progress=progress))
+        return
+    docker = out.type == "docker"  # the archive docker load reads: the OCI layout tar plus manifest.json
+    if out.tar and out.dest == "-":
+        from builder.export.docker_archive import write_archive_to
+
+        if sys.stdout.isatty():
+            raise UsageError(f"refusing to write {'a docker archive' if docker else 'an OCI layout tar'} to a "
+                             "terminal", hint="redirect stdout (`> image.tar`) or use dest=FILE.tar")
+        write_archive_to(sys.stdout.buffer, store, record, list(names), docker_manifest=docker)
+        sys.stdout.buffer.flush()
+        return
+    try:
+        if out.tar:
+            from builder.export.docker_archive import write_archive
+
+            write_archive(store, out.dest, record, list(names), docker_manifest=docker)
+        elif out.type == "oci":
+            write_layout(store, out.dest, record.manifest.digest, record.manifest.size, record.config.digest,
+                         [l.blob.digest for l in record.layers], [(full, split_tag(full)[1]) for full in names])
+    except OSError as exc:
+        raise PybuildError(f"cannot write --output type={out.type},dest={out.dest}: {exc.strerror or exc}"
+                           + (f" ({exc.filename})" if getattr(exc, "filename", None) else ""),
+                           reference="export-failed") from exc
+
+
+def write_metadata(path: str, image_id: str, manifest, names: tuple[str, ...]) -> None:
+    """--metadata-file: buildx's keys for an image build, written to a temp file and renamed."""
+    import json
+
+    doc = {"containerimage.config.digest": image_id, "containerimage.digest": manifest.digest,
+           "containerimage.descriptor": {"mediaType": manifest.media_type, "digest": manifest.digest,
+                                         "size": manifest.size}}
+    if names:
+        doc["image.name"] = ",".join(names)
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".", prefix=f".{target.name}.")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(doc, fh, indent=2)
+            fh.write("\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def check_outputs(outputs: list[Output], tags: list[str]) -> None:
+    """Fail before building: a push needs a name, names must parse, one stdout."""
+    from builder.export.reference import Reference
+
+    if sum(o.dest == "-" for o in outputs) > 1:
+        raise UsageError("only one --output can write to stdout (dest=-)")
+    for out in outputs:
+        if out.type == "registry" and not (out.names or tags):
+            raise UsageError("nothing to push: the image has no name",
+                             hint="give one with -t HOST/REPO:TAG, or --output type=registry,name=HOST/REPO:TAG")
+        for name in out.names if out.type in ("registry", "image") else ():
+            Reference.parse(name)
+    for tag in tags:
+        Reference.parse(tag)
