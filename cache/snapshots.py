@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from cache import locks
 from cache.blobs import BlobStore
+from cache.durable import SyncFs
 from cache.errors import Interrupted, StoreError
 from cache.index import Index, SnapshotRow
 from cache.model import Descriptor, Digest, Layer, MutableSnapshot, Snapshot
@@ -201,40 +202,10 @@ class SnapshotStore:
 
     def _unpack_all(self, blobs: list[Descriptor]) -> list[tuple[Path, int, UnpackStats]]:
         """(temp dir holding fs/, its lock fd, stats) per blob, in order; all temp dirs dropped on error."""
-        if len(blobs) == 1:
-            return [self._unpack(blobs[0], None)]
-        import threading
-        from concurrent.futures import ThreadPoolExecutor, wait
+        from cache.tasks import each
 
-        stop = threading.Event()
-
-        def unpack(blob: Descriptor) -> tuple[Path, int, UnpackStats]:
-            if stop.is_set():
-                raise Interrupted("layer import stopped")
-            try:
-                return self._unpack(blob, stop)
-            except BaseException:
-                stop.set()  # the others stop at their next read
-                raise
-
-        pool = ThreadPoolExecutor(max_workers=min(UNPACKERS, len(blobs)), thread_name_prefix="pybuild-unpack")
-        futures = [pool.submit(unpack, blob) for blob in blobs]
-        waited = False
-        try:
-            wait(futures)
-            waited = True
-        finally:  # on Ctrl-C as on an error: every thread ends before the temp dirs go
-            if not waited:
-                stop.set()
-            pool.shutdown(wait=True, cancel_futures=True)
-            good = [f.result() for f in futures if not f.cancelled() and f.exception() is None]
-            if len(good) < len(futures):
-                for d, fd, _ in good:
-                    self._drop_temp(d, fd)
-        errors = [e for f in futures if not f.cancelled() and (e := f.exception()) is not None]
-        if errors:  # the cause, not the layers it stopped
-            raise next((e for e in errors if not isinstance(e, Interrupted)), errors[0])
-        return good
+        return each(blobs, self._unpack, workers=UNPACKERS, name="pybuild-unpack",
+                    undo=lambda made: self._drop_temp(made[0], made[1]))
 
     def _unpack(self, blob: Descriptor, stop) -> tuple[Path, int, UnpackStats]:
         from cache.compress import decompressed
@@ -247,7 +218,7 @@ class SnapshotStore:
             raw = self.blobs.open(blob.digest)
             try:
                 tar = decompressed(raw, str(blob.digest))
-                stats = unpack.unpack_layer(tar if stop is None else _StopReading(tar, stop), fs)
+                stats = unpack.unpack_layer(_StopReading(tar, stop), fs)
             finally:
                 raw.close()  # verifies whatever the decompressor left unread
             return d, fd, stats
@@ -291,7 +262,7 @@ class SnapshotStore:
 
 
 class _StopReading:
-    """A layer stream that raises `Interrupted` at its next read once ``stop`` is set."""
+    """A layer stream that raises `cache.tasks.Stopped` at its next read once ``stop`` is set."""
 
     def __init__(self, stream, stop) -> None:
         self._stream = stream
@@ -299,7 +270,9 @@ class _StopReading:
 
     def read(self, n: int = -1) -> bytes:
         if self._stop.is_set():
-            raise Interrupted("layer import stopped")
+            from cache.tasks import Stopped
+
+            raise Stopped("layer import stopped")
         return self._stream.read(n)
 
 
@@ -322,90 +295,3 @@ class _Stoppable(io.RawIOBase):
         if self._cancelled():
             raise Interrupted("layer commit interrupted")
         return self._sink.write(data)
-
-
-FEW_ENTRIES = 64  # a snapshot of at most this many entries is synced file by file, a larger one with syncfs
-
-
-class SyncFs:
-    """Puts the snapshot tree ``path`` on disk, on its own thread from construction on.
-
-    A committed snapshot must be on disk before the index calls it ready (a crash must not leave a
-    'ready' snapshot with empty files). Build containers mount their overlay `volatile`, so nothing
-    syncs at unmount; this sync starts when the commit does, so the writeback overlaps the layer's
-    tar and compression instead of adding to the step, and `wait` (before the index row) is then
-    nearly free.
-
-    A tree of at most `FEW_ENTRIES` entries (a RUN that wrote a few big files) gets fsync(2) on each
-    regular file and directory, deepest first (symlinks, device nodes and fifos are in their directory's
-    journal entry): only its own bytes are written. A larger tree gets one syncfs(2) of the filesystem:
-    10,000 fsyncs cost ~5x one syncfs here (3.6 vs 0.7 s), but syncfs also writes whatever other
-    programs left dirty on that filesystem (another builder's layers: +0.6 s on a 1 GiB commit measured
-    with 768 MiB of such data). Unsupported (no syncfs in libc) means no extra durability, as before."""
-
-    def __init__(self, path: Path) -> None:
-        import threading
-
-        self.path = path
-        self.error: OSError | None = None
-        self._thread = threading.Thread(target=self._run, name="pybuild-syncfs", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        import ctypes
-
-        try:
-            few = _few_entries(str(self.path))
-            if few is not None:
-                for path, directory in few:
-                    _fsync(path, directory)
-                return
-            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError as exc:
-            self.error = exc
-            return
-        try:
-            syncfs = getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)
-            if syncfs is not None and syncfs(fd) != 0:
-                err = ctypes.get_errno()
-                self.error = OSError(err, os.strerror(err), str(self.path))
-        finally:
-            os.close(fd)
-
-    def wait(self) -> None:
-        """Block until the sync is done; StoreError if the kernel reported a write error."""
-        self._thread.join()
-        if self.error is not None:
-            raise StoreError(f"cannot write the snapshot to disk: {self.error.strerror}", path=self.path)
-
-
-def _few_entries(root: str) -> list[tuple[str, bool]] | None:
-    """(path, is a directory) of the regular files and directories under ``root``, deepest first, root last;
-    None once the tree has more than `FEW_ENTRIES` entries."""
-    found: list[tuple[str, bool]] = []
-    count = 0
-
-    def visit(directory: str) -> bool:
-        nonlocal count
-        with os.scandir(directory) as it:
-            for entry in it:
-                count += 1
-                if count > FEW_ENTRIES:
-                    return False
-                if entry.is_dir(follow_symlinks=False):
-                    if not visit(entry.path):
-                        return False
-                elif entry.is_file(follow_symlinks=False):
-                    found.append((entry.path, False))
-        found.append((directory, True))
-        return True
-
-    return found if visit(root) else None
-
-
-def _fsync(path: str, directory: bool) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_DIRECTORY if directory else 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

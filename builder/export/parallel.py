@@ -1,21 +1,17 @@
-"""Blob transfers side by side: `each` runs one function per item on a few threads, stops the rest at the first
-failure, and raises that failure once every thread has ended (pulls and pushes, builder/export/pull.py, push.py)."""
+"""Blob transfers side by side (pulls and pushes, builder/export/pull.py, push.py): `cache.tasks.each` runs them,
+`Meter` counts each one's bytes for the progress view and stops it once another failed."""
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections.abc import Callable
 
-T = TypeVar("T")
-R = TypeVar("R")
+from cache.tasks import Stopped, each
+
+__all__ = ["Meter", "Progress", "Stopped", "each"]
 PROGRESS_EVERY = 0.1  # seconds between two progress reports of one blob (its first and last are always sent)
 
 Progress = Callable[[str, int, int], None]  # (blob digest, bytes so far, size), called from transfer threads
-
-
-class Stopped(Exception):
-    """Raised by a transfer at its next read once another one failed (or the command was interrupted)."""
 
 
 class Meter:
@@ -41,40 +37,3 @@ class Meter:
             if self.count == self.total or now - self._reported >= PROGRESS_EVERY:
                 self._reported = now
                 self.progress(self.digest, self.count, self.total)
-
-
-def each(items: Sequence[T], work: Callable[[T, threading.Event], R], *, workers: int, name: str) -> list[R]:
-    """``work(item, stop)`` for every item, at most ``workers`` at once; the results in the items' order. The
-    first exception (other than `Stopped`) sets ``stop``, keeps the queued items from starting, and is raised
-    when every thread has ended; Ctrl-C in the caller does the same."""
-    from concurrent.futures import ThreadPoolExecutor, wait
-
-    stop = threading.Event()
-    if len(items) <= 1:
-        return [work(item, stop) for item in items]
-    failures: list[BaseException] = []
-
-    def run(item: T):
-        if stop.is_set():
-            return None
-        try:
-            return work(item, stop)
-        except Stopped:
-            return None
-        except BaseException as exc:
-            failures.append(exc)  # list.append is atomic: the first one appended happened first
-            stop.set()
-            return None
-
-    with ThreadPoolExecutor(max_workers=min(workers, len(items)), thread_name_prefix=name) as pool:
-        futures = [pool.submit(run, item) for item in items]
-        try:
-            wait(futures)
-        finally:  # Ctrl-C: the queued ones never start, the running ones end at their next read
-            if not all(f.done() for f in futures):
-                stop.set()
-                for f in futures:
-                    f.cancel()
-    if failures:
-        raise failures[0]
-    return [f.result() for f in futures]

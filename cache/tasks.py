@@ -1,0 +1,59 @@
+"""Work side by side: `each` runs one function per item on a few threads, stops the rest at the first failure,
+and raises that failure once every thread has ended (layer imports here, blob transfers in builder/export)."""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Stopped(Exception):
+    """Raised by a piece of work at its next check once another one failed (or the caller was interrupted)."""
+
+
+def each(items: Sequence[T], work: Callable[[T, threading.Event], R], *, workers: int, name: str,
+         undo: Callable[[R], None] | None = None) -> list[R]:
+    """``work(item, stop)`` for every item, at most ``workers`` threads at once (named ``name``-N); the results
+    in the items' order. The first exception (other than `Stopped`) sets ``stop``, keeps the queued items from
+    starting, and is raised when every thread has ended; Ctrl-C in the caller does the same. Then ``undo`` gets
+    each result that was made, so nothing of a batch that failed is kept."""
+    from concurrent.futures import ThreadPoolExecutor, wait
+
+    stop = threading.Event()
+    if len(items) <= 1:
+        return [work(item, stop) for item in items]
+    failures: list[BaseException] = []
+    skipped = object()
+
+    def run(item: T):
+        if stop.is_set():
+            return skipped
+        try:
+            return work(item, stop)
+        except Stopped:
+            return skipped
+        except BaseException as exc:
+            failures.append(exc)  # list.append is atomic: the first one appended happened first
+            stop.set()
+            return skipped
+
+    pool = ThreadPoolExecutor(max_workers=min(workers, len(items)), thread_name_prefix=name)
+    futures = [pool.submit(run, item) for item in items]
+    waited = False
+    try:
+        wait(futures)
+        waited = True
+    finally:  # Ctrl-C: the queued ones never start, the running ones end at their next check
+        if not waited:
+            stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        made = [r for f in futures if not f.cancelled() and (r := f.result()) is not skipped]
+        if undo is not None and (not waited or failures):
+            for result in made:
+                undo(result)
+    if failures:
+        raise failures[0]
+    return made
