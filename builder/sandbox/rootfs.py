@@ -123,7 +123,7 @@ def mount_overlay(host: HostPaths, scratch: str) -> Rootfs:
     try:
         # volatile (Linux 5.10+): no syncfs of the upper at unmount (0.6 s per GiB written, on the step's
         # clock) and fsync in the RUN is a no-op; the store syncs the snapshot when it commits it
-        # (cache.snapshots.SyncFs), overlapped with the layer's compression.
+        # (cache.durable.SyncFs), overlapped with the layer's compression.
         sc.mount("overlay", root, "overlay", sc.MS_NODEV, options + ",volatile")
     except OSError as exc:
         if exc.errno != errno.EINVAL:

@@ -1,4 +1,4 @@
-"""A committed snapshot is synced to disk before the index calls it ready (cache.snapshots.SyncFs).
+"""A committed snapshot is synced to disk before the index calls it ready (cache.durable.SyncFs).
 
 Build containers mount their overlay `volatile` (nothing syncs at unmount), so this sync is what makes a
 'ready' snapshot survive a crash; it runs on its own thread from the start of the commit."""
@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from cache import StoreError, snapshots
+from cache import StoreError, durable, snapshots
 
 
 def test_the_sync_starts_with_the_commit_and_ends_before_the_row_is_written(store, monkeypatch):
@@ -41,14 +41,14 @@ def test_the_sync_starts_with_the_commit_and_ends_before_the_row_is_written(stor
 def test_syncfs_runs_on_its_own_thread_and_succeeds(tmp_path):
     (tmp_path / "f").write_bytes(b"x" * 4096)
     before = {t.name for t in threading.enumerate()}
-    sync = snapshots.SyncFs(tmp_path)
+    sync = durable.SyncFs(tmp_path)
     sync.wait()
     assert sync.error is None
     assert "pybuild-syncfs" not in {t.name for t in threading.enumerate()} - before
 
 
 def test_a_sync_that_cannot_open_its_directory_fails_the_wait(tmp_path):
-    sync = snapshots.SyncFs(tmp_path / "missing")
+    sync = durable.SyncFs(tmp_path / "missing")
     with pytest.raises(StoreError, match="cannot write the snapshot to disk"):
         sync.wait()
 
@@ -63,13 +63,13 @@ def test_a_small_tree_is_synced_file_by_file_and_a_large_one_with_syncfs(tmp_pat
         synced.append(os.readlink(f"/proc/self/fd/{fd}"))
         return real_fsync(fd)
 
-    monkeypatch.setattr(snapshots.os, "fsync", recorded)
+    monkeypatch.setattr(durable.os, "fsync", recorded)
     small = tmp_path / "small"
     (small / "dir").mkdir(parents=True)
     (small / "dir" / "big.bin").write_bytes(os.urandom(1 << 20))
     (small / "top.txt").write_text("t")
     os.symlink("top.txt", small / "link")
-    sync = snapshots.SyncFs(small)
+    sync = durable.SyncFs(small)
     sync.wait()
     assert sync.error is None
     assert sorted(synced[:-1]) == sorted([str(small / "dir" / "big.bin"), str(small / "dir"), str(small / "top.txt")])
@@ -78,8 +78,8 @@ def test_a_small_tree_is_synced_file_by_file_and_a_large_one_with_syncfs(tmp_pat
     synced.clear()
     large = tmp_path / "large"
     large.mkdir()
-    for i in range(snapshots.FEW_ENTRIES + 1):
+    for i in range(durable.FEW_ENTRIES + 1):
         (large / f"f{i}").write_text(str(i))
-    sync = snapshots.SyncFs(large)
+    sync = durable.SyncFs(large)
     sync.wait()
     assert sync.error is None and synced == []  # syncfs(2), not one fsync per file
