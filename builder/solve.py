@@ -195,8 +195,7 @@ class Solver:
                 if self._download_dir is None:
                     self._download_dir = tempfile.mkdtemp(prefix="pybuild-add-")
                 try:
-                    self.fetched[action.url] = fetch(action.url, self._download_dir, action.checksum,
-                                                     cancelled=self.cancel.is_set)
+                    self.fetched[action.url] = fetch(action.url, self._download_dir, cancelled=self.cancel.is_set)
                 except BuildCancelled:
                     raise
                 except PybuildError as exc:
@@ -206,9 +205,10 @@ class Solver:
                                        context=render_location(step, self.options.dockerfile_lines),
                                        reference=exc.reference) from None
             found = self.fetched[action.url]
-        if action.checksum and action.checksum != found.digest:  # the same URL fetched for another ADD
+        if action.checksum and action.checksum != found.digest:
             raise PybuildError(f"{step.span}: {step.created_by}: {action.url} has content {found.digest}, but "
-                               f"--checksum says {action.checksum}", reference="checksum-mismatch")
+                               f"--checksum says {action.checksum}", reference="checksum-mismatch",
+                               hint="the file changed on the server, or the checksum is wrong")
         return found
 
     def _run(self, step: Step) -> StepResult:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import platform
+import os
 import threading
 
 from builder.export.parallel import Meter, Progress, each
@@ -30,20 +30,18 @@ from builder.export.registry import (
     pull_scope,
 )
 from builder.plan.bases import normalize_name
+from builder.plan.imageconfig import host_architecture
 
 MAX_CONFIG = 8 << 20
-ARCHITECTURES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "armv7l": "arm",
-                 "armv6l": "arm", "i386": "386", "i686": "386", "ppc64le": "ppc64le", "s390x": "s390x",
-                 "riscv64": "riscv64"}
 FOREIGN_LAYER = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
 DOWNLOADS = 3  # layers fetched at once
 
 
 def host_platform() -> tuple[str, str, str | None]:
     """(os, architecture, variant) in OCI terms for this machine."""
-    machine = platform.machine()
+    machine = os.uname().machine
     variant = {"armv7l": "v7", "armv6l": "v6", "aarch64": "v8", "arm64": "v8"}.get(machine)
-    return "linux", ARCHITECTURES.get(machine, machine), variant
+    return "linux", host_architecture(), variant
 
 
 def choose_platform(index: dict, want: tuple[str, str, str | None]) -> dict:

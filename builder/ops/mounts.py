@@ -257,13 +257,13 @@ def _secret_source(m: RunMount, sources: MountSources, stack: ExitStack) -> str 
 
 def _ssh_socket(m: RunMount, sources: MountSources, stack: ExitStack) -> str | None:
     """A proxy socket for the agent of the mount's id (closed with ``stack``); None when not given and optional."""
-    from builder.ops.sshagent import SSH_HINT, AgentProxy
+    from builder.ops.sshagent import AgentProxy
 
     upstream = sources.ssh.get(m.id)
     if upstream is None:
         if m.required:
             raise PybuildError(f"ssh agent {m.id!r} is required but was not given",
-                               hint=f"pass {SSH_HINT.replace('default', m.id, 1) if m.id != 'default' else SSH_HINT}",
+                               hint=f"pass --ssh {m.id} (forwards $SSH_AUTH_SOCK) or --ssh {m.id}=SOCKET|KEYFILE",
                                reference="missing-ssh")
         return None
     scratch = tempfile.mkdtemp(prefix="pybuild-ssh-")

@@ -114,7 +114,6 @@ def _exposed(word: str, inst: nodes.Instruction) -> list[str]:
 
 def _valid_signal(value: str) -> bool:
     """moby's signal.ParseSignal on Linux: a number 1-64, or a name with or without SIG (RTMIN+n, RTMAX-n too)."""
-    import re
     import signal
 
     if value.isdigit():

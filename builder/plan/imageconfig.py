@@ -16,9 +16,15 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_SHELL = ("/bin/sh", "-c")
 
 
+# uname's machine → OCI architecture
+ARCHITECTURES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "armv7l": "arm",
+                 "armv6l": "arm", "i386": "386", "i686": "386", "ppc64le": "ppc64le", "s390x": "s390x",
+                 "riscv64": "riscv64"}
+
+
 def host_architecture() -> str:
     machine = os.uname().machine  # what platform.machine() returns, without importing platform (~2 ms)
-    return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}.get(machine, machine)
+    return ARCHITECTURES.get(machine, machine)
 
 
 @dataclass(frozen=True, slots=True)

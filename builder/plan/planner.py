@@ -11,7 +11,7 @@ from typing import Callable
 from builder.errors import PybuildError
 from builder.plan import dispatch
 from builder.plan.bases import BaseImage
-from builder.plan.imageconfig import ImageConfig, host_architecture
+from builder.plan.imageconfig import ARCHITECTURES, ImageConfig, host_architecture
 from builder.plan.steps import HistoryItem, StagePlan, StepGraph
 from grammar import nodes
 from grammar.shell import ShellExpansionError, ShellLex
@@ -24,8 +24,7 @@ def platform_args() -> dict[str, str]:
             "TARGETPLATFORM": plat, "TARGETOS": "linux", "TARGETARCH": arch, "TARGETVARIANT": ""}
 
 
-_ARCH_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "armhf": "arm/v7", "armel": "arm/v6",
-                 "i386": "386", "i686": "386"}
+_ARCH_ALIASES = {**ARCHITECTURES, "x86-64": "amd64", "armhf": "arm/v7", "armel": "arm/v6"}
 _OSES = ("linux", "windows", "darwin", "freebsd")
 
 
