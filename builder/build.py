@@ -178,6 +178,20 @@ def build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = No
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _write_id_files(opts: BuildOptions, image_id: str, manifest, names: tuple[str, ...]) -> None:
+    """--iidfile and --metadata-file, once the image is stored; a path that cannot be written is a usage error."""
+    try:
+        if opts.iidfile:
+            what = f"--iidfile {opts.iidfile}"
+            Path(opts.iidfile).write_text(image_id)
+        if opts.metadata_file:
+            what = f"--metadata-file {opts.metadata_file}"
+            write_metadata(opts.metadata_file, image_id, manifest, names)
+    except OSError as exc:
+        raise UsageError(f"cannot write {what}: {exc.strerror or exc}",
+                         hint=f"the image was built and stored (image id {image_id})") from None
+
+
 def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = None) -> BuildResult:
     import grammar
     from cache import Store
@@ -233,16 +247,7 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
         if workdir:
             shutil.rmtree(workdir, ignore_errors=True)
     image_id = "sha256:" + hashlib.sha256(config).hexdigest()
-    try:
-        if opts.iidfile:
-            what = f"--iidfile {opts.iidfile}"
-            Path(opts.iidfile).write_text(image_id)
-        if opts.metadata_file:
-            what = f"--metadata-file {opts.metadata_file}"
-            write_metadata(opts.metadata_file, image_id, record.manifest, names)
-    except OSError as exc:
-        raise UsageError(f"cannot write {what}: {exc.strerror or exc}",
-                         hint=f"the image was built and stored (image id {image_id})") from None
+    _write_id_files(opts, image_id, record.manifest, names)
     sink(ev.BuildDone(image_id, record.manifest.digest, time.monotonic() - started))
     return BuildResult(image_id, record.manifest.digest, names,
                        stdout_used=any(o.dest == "-" for o in outputs), pushed=tuple(pushed))
