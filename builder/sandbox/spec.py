@@ -68,6 +68,9 @@ class ContainerSpec:
     extra_hosts: tuple[tuple[str, str], ...] = ()  # (hostname, ip) lines added to /etc/hosts
     tty: bool = False  # FIXME(no-pty): recorded only; stdio is passed through, no pty is allocated
     sysfs: bool = True  # mount a read-only /sys
+    # RUN --security=insecure (with the operator's --allow security.insecure): every capability, no seccomp
+    # filter, no no_new_privs, as BuildKit's insecure mode.
+    insecure: bool = False
 
     def __post_init__(self) -> None:
         if not self.argv:
