@@ -1,7 +1,13 @@
 """A real HTTP server on 127.0.0.1 (stdlib http.server on a thread) for tests that need one to talk to:
-`Handler` answers with `reply`, `serving` runs a handler class and yields its "127.0.0.1:PORT"."""
+`Handler` answers with `reply`, `serving` runs a handler class and yields its "127.0.0.1:PORT".
+
+An exception in a handler (an `assert` about what the client sent, say) is not lost in the server's thread:
+`serving` re-raises the first one in the test's thread when the block ends, so the test fails. (Handler
+threads stay daemons, so a hostile handler that never ends cannot hang a test: an error raised after the block
+has ended is not seen, which is why handlers should assert while the client is still talking to them.)"""
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,12 +27,27 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+class _Server(ThreadingHTTPServer):
+    """Keeps what a handler raised (a client hanging up is not the handler's failure) for `serving`."""
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.errors: list[BaseException] = []
+
+    def handle_error(self, request, client_address) -> None:
+        error = sys.exc_info()[1]
+        if error is not None and not isinstance(error, ConnectionError):
+            self.errors.append(error)
+
+
 @contextmanager
 def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = _Server(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     try:
         yield f"127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
+    if server.errors:
+        raise AssertionError(f"the test server's handler failed: {server.errors[0]!r}") from server.errors[0]

@@ -37,16 +37,18 @@ def _with_root(args: list[str], root: Path) -> list[str]:
     return ["--root", str(root), *args]
 
 
-def mountinfo() -> list[str]:
-    """Host mounts a build could leak (overlay, tmpfs/proc/devpts, anything under a pytest or pybuild path),
-    without the per-mount ids, to compare before/after. Mounts made by unrelated processes elsewhere on the
-    machine are left out so the comparison speaks only of us."""
-    lines = Path("/proc/self/mountinfo").read_text().splitlines()
+def mountinfo(*scopes: Path | str) -> list[str]:
+    """Host mounts that this test's own builds could leak, without the per-mount ids, to compare before/after.
+
+    Only mounts that name one of `scopes` (the test's store root, its tmp_path) in their mount point, source or
+    options count, plus overlays over /proc/self/fd paths (how pybuild's sandbox and file helper name layer
+    directories; no other builder does). Mounts of docker, buildah or another pybuild test run on the same
+    machine name none of these, so the comparison speaks only of us."""
+    wanted = [str(scope) for scope in scopes]
     ours = []
-    for line in lines:
-        fields = line.split()
-        text = " ".join(fields[3:])
-        if " - overlay " in text or "pytest-of" in text or "pybuild" in text or fields[4].startswith("/tmp/pytest"):
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        text = " ".join(line.split()[3:])
+        if any(scope in text for scope in wanted) or (" - overlay " in text and "/proc/self/fd/" in text):
             ours.append(text)
     return sorted(ours)
 

@@ -96,7 +96,7 @@ def test_oci_layout_is_accepted_by_skopeo_umoci_and_runc(pybuild, app_image, tmp
 def test_failing_run_reports_line_and_leaves_nothing(pybuild, busybox_image, tmp_path):
     (tmp_path / "Dockerfile").write_text("FROM pybuild/busybox\nRUN echo start\nRUN echo failing >&2 && \\\n"
                                          "    exit 3\nRUN echo never\n")
-    before = mountinfo()
+    before = mountinfo(pybuild.root, tmp_path)
     images_before = re.findall(r"docker\.io/\S+", pybuild("images").stdout.decode())
     proc = pybuild("-t", "me/broken", "--progress", "plain", str(tmp_path), check=False)
     err = proc.stderr.decode()
@@ -106,7 +106,7 @@ def test_failing_run_reports_line_and_leaves_nothing(pybuild, busybox_image, tmp
     assert re.search(r"Dockerfile:3", err), err
     assert "    3 | RUN echo failing" in err and "    4 |     exit 3" in err
     assert "failing" in err
-    assert mountinfo() == before
+    assert mountinfo(pybuild.root, tmp_path) == before
     assert re.findall(r"docker\.io/\S+", pybuild("images").stdout.decode()) == images_before
     assert "me/broken" not in " ".join(images_before)
     tmp_dir = pybuild.root / "tmp"

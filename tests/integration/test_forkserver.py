@@ -83,10 +83,8 @@ def test_wait_times_out_like_popen_and_kill_uses_the_pidfd(server):
         with pytest.raises(subprocess.TimeoutExpired):
             child.wait(0.2)
         assert alive(child.pid) and read_memfd(out) == b"sleeping\n"
-        started = time.monotonic()
         child.kill()
-        assert child.wait(5) == -signal.SIGKILL
-        assert time.monotonic() - started < 1.0
+        assert child.wait(30) == -signal.SIGKILL  # the child sleeps 30 s: only the kill ends it this soon
         assert gone([child.pid])
         child.kill()  # idempotent once reaped
     finally:

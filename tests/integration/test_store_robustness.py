@@ -43,7 +43,7 @@ def popen(root: Path, *args: str) -> subprocess.Popen:
 def test_sigkill_at_random_moments_leaves_a_usable_store(pybuild, busybox_image, tmp_path):
     ctx = context(tmp_path)
     rng = random.Random(4)
-    before = mountinfo()
+    before = mountinfo(pybuild.root, tmp_path)
     trials = 20
     for trial in range(trials):
         proc = popen(pybuild.root, "--progress", "plain", "--build-arg", f"N={trial}", "-t", f"kill/t{trial}",
@@ -55,9 +55,9 @@ def test_sigkill_at_random_moments_leaves_a_usable_store(pybuild, busybox_image,
         out = pybuild("run", f"kill/t{trial}").stdout.decode()
         assert out == f"trial {trial}\ndone\npayload\n"
     deadline = time.time() + 5  # killed builders' sandbox children die with them (PDEATHSIG)
-    while mountinfo() != before and time.time() < deadline:
+    while mountinfo(pybuild.root, tmp_path) != before and time.time() < deadline:
         time.sleep(0.1)
-    assert mountinfo() == before
+    assert mountinfo(pybuild.root, tmp_path) == before
 
 
 def test_two_concurrent_builds_share_one_set_of_layers(pybuild, busybox_image, tmp_path):
