@@ -79,7 +79,17 @@ class Solver:
         label = stage.name or f"stage-{step.stage}"
         in_stage = [s for s in self.graph.steps if s.stage == step.stage]
         position = in_stage.index(step) + 1 if step in in_stage else 0
-        return f"[{label} {position}/{len(in_stage)}] {step.created_by}"
+        return f"[{label} {position}/{len(in_stage)}] {self._one_line(step)}"
+
+    def _one_line(self, step: Step) -> str:
+        """The instruction for a title, on one line: a heredoc as BuildKit names it, `RUN <<EOF (first line...)`."""
+        text = step.created_by
+        if "\n" not in text:
+            return text
+        lines = self.options.dockerfile_lines
+        if step.span is not None and lines and step.span.line < len(lines):
+            return f"{lines[step.span.line - 1].strip()} ({lines[step.span.line].strip()}...)"
+        return text.split("\n", 1)[0] + " ..."
 
     def solve(self, stage_index: int) -> dict[int, StepResult]:
         # Step ids are given in Dockerfile order and a step can only name earlier ones, so sorting by id keeps

@@ -1,6 +1,7 @@
 """RUN: execute a command in an isolated build container on top of the parent snapshot."""
 from __future__ import annotations
 
+import codecs
 import subprocess
 import threading
 from collections import deque
@@ -16,6 +17,32 @@ from builder.sandbox.spec import ContainerSpec
 from cache import Interrupted
 
 OUTPUT_TAIL = 20
+LONGEST_LINE = 65536  # a longer unfinished line (a progress bar redrawn with \r forever) is passed on as it is
+
+
+class Lines:
+    """One output stream cut into whole lines, whatever chunks the pipe delivers: an unfinished line (or UTF-8
+    character) waits for its end, or for close() at the end of the step (buildkit's logs are per stream too)."""
+
+    def __init__(self, emit: Callable[[str], None]) -> None:
+        self.emit = emit
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.partial = ""
+
+    def feed(self, chunk: bytes) -> None:
+        text = self.partial + self.decoder.decode(chunk)
+        end = text.rfind("\n") + 1
+        if end == 0 and len(text) > LONGEST_LINE:
+            end = len(text)
+        self.partial = text[end:]
+        if end:
+            self.emit(text[:end])
+
+    def close(self) -> None:
+        text = self.partial + self.decoder.decode(b"", final=True)
+        self.partial = ""
+        if text:
+            self.emit(text)
 
 
 def render_location(step: Step, dockerfile_lines: list[str] | None) -> str:
@@ -54,22 +81,24 @@ def _execute(store, step: Step, op: ExecOp, parent_snapshot, *, compression, log
     tail: deque[str] = deque(maxlen=OUTPUT_TAIL)
     total_lines = [0]
 
-    def sink(stream: str) -> Callable[[bytes], None]:
-        def write(chunk: bytes) -> None:
-            text = chunk.decode("utf-8", errors="replace")
-            for line in text.splitlines():
-                tail.append(line)
-                total_lines[0] += 1
-            log(stream, text)
-        return write
+    def emit(stream: str, text: str) -> None:
+        for line in text.splitlines():
+            tail.append(line)
+            total_lines[0] += 1
+        log(stream, text)
+
+    streams = {name: Lines(lambda text, name=name: emit(name, text)) for name in ("stdout", "stderr")}
 
     try:
         spec = ContainerSpec(argv=op.argv, lowerdirs=tuple(str(p) for p in mutable.lowerdirs),
                              upperdir=str(mutable.upper), workdir=str(mutable.work), env=env, cwd=op.cwd,
                              user=op.user, hostname=hostname, network=op.network, mounts=extra_mounts)
         try:
-            status = run(spec, stdin=subprocess.DEVNULL, stdout=sink("stdout"), stderr=sink("stderr"),
-                         cancel=cancel, launcher=launcher)  # a RUN gets no stdin, as in BuildKit
+            status = run(spec, stdin=subprocess.DEVNULL, stdout=streams["stdout"].feed,
+                         stderr=streams["stderr"].feed, cancel=cancel,
+                         launcher=launcher)  # a RUN gets no stdin, as in BuildKit
+            for lines in streams.values():
+                lines.close()
         except SandboxError as exc:
             raise BuildStepError(f"{step.span}: {step.created_by}: {exc}",
                                  context=render_location(step, dockerfile_lines)) from exc

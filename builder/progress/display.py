@@ -20,7 +20,7 @@ class PlainDisplay:
         self.out = out or sys.stderr
         self.started: dict[int, float] = {}
         self.transfers: dict[tuple[str, str, str], tuple[float, float]] = {}  # → (first ts, last printed line's ts)
-        self.partial: dict[int, tuple[str, float]] = {}  # a step's unfinished output line and when it began
+        self.partial: dict[tuple[int, str], tuple[str, float]] = {}  # (step, stream) → unfinished line, its start
         self.lock = threading.Lock()
 
     def __call__(self, event: ev.Event) -> None:
@@ -73,19 +73,22 @@ class PlainDisplay:
         self.out.write(f"#{number} {offset:.3f} {text.rstrip(chr(13))}\n")
 
     def _log(self, event: ev.StepLog) -> None:
-        """Whole lines only: a line split across chunks is joined and stamped with its first chunk's time."""
-        pending, pending_ts = self.partial.pop(event.number, ("", event.ts))
+        """Whole lines only, per stream: a line split across chunks is joined and stamped with its first chunk's
+        time."""
+        key = (event.number, event.stream)
+        pending, pending_ts = self.partial.pop(key, ("", event.ts))
         lines = (pending + event.text).split("\n")
         rest = lines.pop()
         for i, line in enumerate(lines):
             self._line(event.number, line, pending_ts if i == 0 and pending else event.ts)
         if rest:
-            self.partial[event.number] = (rest, pending_ts if pending and not lines else event.ts)
+            self.partial[key] = (rest, pending_ts if pending and not lines else event.ts)
 
     def _flush(self, number: int) -> None:
-        pending = self.partial.pop(number, None)
-        if pending is not None:
-            self._line(number, *pending)
+        for stream in ("stdout", "stderr"):
+            pending = self.partial.pop((number, stream), None)
+            if pending is not None:
+                self._line(number, *pending)
 
 
 class QuietDisplay:
