@@ -18,7 +18,7 @@ import threading
 from builder.errors import PybuildError, UsageError
 from builder.options import add_common as _root_arg
 
-COMMANDS = ("build", "run", "parse", "images", "history", "cache")
+COMMANDS = ("build", "run", "parse", "images", "history", "cache", "layers")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -222,6 +222,10 @@ def main(argv: list[str] | None = None) -> int:
             code = cmd_run(rest)
         elif command == "parse":
             code = cmd_parse(rest)
+        elif command == "layers":
+            from builder import layers
+
+            code = layers.main(rest)
         else:
             code = cmd_store(command, rest)
     except KeyboardInterrupt:

@@ -32,7 +32,7 @@ def _with_root(args: list[str], root: Path) -> list[str]:
         return args
     if args and args[0] == "cache" and len(args) > 1:
         return [args[0], args[1], "--root", str(root), *args[2:]]
-    if args and args[0] in ("run", "images", "history", "build", "parse"):
+    if args and args[0] in ("run", "images", "history", "build", "parse", "layers"):
         return [args[0], "--root", str(root), *args[1:]]
     return ["--root", str(root), *args]
 
