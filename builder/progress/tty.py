@@ -35,7 +35,7 @@ SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 LIVE_LOG_LINES = 6  # output lines shown under a running step (buildkit shows a 6-line vt100 window)
 KEPT_LOG_LINES = 20  # kept per step for the failure summary
 REFRESH_PER_SECOND = 8.0
-STATE_WIDTH = 6  # "CACHED"
+STATE_WIDTH = 8  # "CANCELED"
 MAX_LINE = 1000  # characters kept of one output line; wider than any terminal
 _ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f]")
 
@@ -76,6 +76,7 @@ class BuildView:
     last_ts: float | None = None
     done: ev.BuildDone | None = None
     failed: int | None = None  # number of the first failed step
+    total: int = 0  # steps in the plan (StepStarted.total), known before they have all started
 
     @property
     def finished(self) -> bool:
@@ -100,6 +101,7 @@ class BuildView:
         step = self.steps.get(number)
         if isinstance(event, ev.StepStarted):
             self.steps[number] = StepView(number, event.title, event.ts)
+            self.total = max(self.total, event.total)
             return
         if step is None:
             step = self.steps[number] = StepView(number, f"#{number}", event.ts)
@@ -203,7 +205,8 @@ def _header(view: BuildView, now: float, width: int) -> Text:
         end = view.last_ts if view.failed is not None and view.last_ts is not None else now
         elapsed, suffix = end - (view.first_ts if view.first_ts is not None else now), ""
     completed = sum(1 for s in view.steps.values() if s.state != RUNNING)
-    line = Text(f"[+] Building {_seconds(elapsed)} ({completed}/{len(view.steps)}){suffix}", style="bold",
+    total = max(view.total, len(view.steps))
+    line = Text(f"[+] Building {_seconds(elapsed)} ({completed}/{total}){suffix}", style="bold",
                 no_wrap=True)
     line.truncate(max(1, width))
     return line

@@ -36,13 +36,13 @@ def test_live_frame_layout():
     spinner = plain(lines)[2][4]
     assert plain(lines) == [
         "[+] Building 2.0s (2/3)",
-        " => CACHED [1/3] FROM busybox                 0.0s",
-        f" => {spinner}      [2/3] RUN make                     1.5s",
+        " => CACHED   [1/3] FROM busybox               0.0s",
+        f" => {spinner}        [2/3] RUN make                   1.5s",
         " => => # cc -c main.c",
         " => => # cc -o app main.o",  # a line split across two chunks is joined
         " => => # linking",  # the unterminated last line is shown while the step runs
         " => => cache miss: key sha256:0123",
-        " => DONE   [3/3] COPY app /app                0.2s",
+        " => DONE     [3/3] COPY app /app              0.2s",
     ]
     assert spinner in "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
     assert [line.style for line in lines[3:6]] == ["dim"] * 3
@@ -54,17 +54,25 @@ def test_pulled_layers_have_a_row_each_above_the_steps():
               ev.TransferProgress("pull", "reg/me/app:1", b, 0, 3400, ts=100.0),
               ev.TransferProgress("pull", "reg/me/app:1", b, 3400, 3400, ts=100.25),
               ev.TransferProgress("pull", "reg/me/app:1", a, 12_582_912, 31_457_280, ts=101.0)]
-    lines = plain(render_lines(view_of(events), now=101.5, width=72, height=24, final=False))
+    lines = plain(render_lines(view_of(events), now=101.5, width=74, height=24, final=False))
     spinner = lines[1][4]
     assert lines == [
         "[+] Building 1.5s (0/0)",
-        f" => {spinner}      pull reg/me/app:1 sha256:aaaaaaaaaaaa 12.58MB / 31.46MB  1.5s",
-        " => DONE   pull reg/me/app:1 sha256:bbbbbbbbbbbb 3.4kB / 3.4kB      0.2s",
+        f" => {spinner}        pull reg/me/app:1 sha256:aaaaaaaaaaaa 12.58MB / 31.46MB  1.5s",
+        " => DONE     pull reg/me/app:1 sha256:bbbbbbbbbbbb 3.4kB / 3.4kB      0.2s",
     ]
-    assert spinner in "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏" and {cell_len(line) for line in lines[1:]} == {72}
+    assert spinner in "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏" and {cell_len(line) for line in lines[1:]} == {74}
     view = view_of(events + [ev.StepStarted(1, "[1/1] FROM reg/me/app:1", ts=101.75)])
     short = plain(render_lines(view, now=102.0, width=72, height=4, final=False))
-    assert [line[11:41].rstrip() for line in short[1:]] == ["pull reg/me/app:1 sha256:aaaaa", "[1/1] FROM reg/me/app:1"]
+    assert [line[13:43].rstrip() for line in short[1:]] == ["pull reg/me/app:1 sha256:aaaaa", "[1/1] FROM reg/me/app:1"]
+
+
+def test_the_header_counts_every_planned_step_and_canceled_fits_its_column():
+    events = [ev.StepStarted(1, "[1/3] FROM busybox", ts=0.0, total=3), ev.StepCached(1, ts=0.0),
+              ev.StepStarted(2, "[2/3] RUN sleep 9", ts=0.0, total=3), ev.StepCancelled(2, 0.5, ts=0.5)]
+    lines = plain(render_lines(view_of(events), now=1.0, width=40, height=None, final=True))
+    assert lines[0].startswith("[+] Building 1.0s (2/3)")
+    assert lines[1].startswith(" => CACHED   [1/3]") and lines[2].startswith(" => CANCELED [2/3]")
 
 
 def test_final_frame_after_build_done():
@@ -74,10 +82,10 @@ def test_final_frame_after_build_done():
     assert view.finished
     assert plain(render_lines(view, now=500.0, width=50, height=5, final=True)) == [
         "[+] Building 1.9s (3/3) FINISHED",
-        " => CACHED [1/3] FROM busybox                 0.0s",
-        " => DONE   [2/3] RUN make                     1.2s",
+        " => CACHED   [1/3] FROM busybox               0.0s",
+        " => DONE     [2/3] RUN make                   1.2s",
         " => => cache miss: key sha256:0123",
-        " => DONE   [3/3] COPY app /app                0.2s",
+        " => DONE     [3/3] COPY app /app              0.2s",
     ]
 
 
@@ -88,11 +96,11 @@ def test_final_frame_after_a_failure_has_the_step_output_between_rulers():
     assert view.failed == 2 and view.finished
     assert plain(render_lines(view, now=500.0, width=50, height=None, final=True)) == [
         "[+] Building 2.0s (3/3)",  # the clock stops at the failure
-        " => CACHED [1/3] FROM busybox                 0.0s",
-        " => ERROR  [2/3] RUN make                     1.5s",
+        " => CACHED   [1/3] FROM busybox               0.0s",
+        " => ERROR    [2/3] RUN make                   1.5s",
         " => => ! process \"make\" did not complete successf…",
         " => => cache miss: key sha256:0123",
-        " => DONE   [3/3] COPY app /app                0.2s",
+        " => DONE     [3/3] COPY app /app              0.2s",
         "------",
         " > [2/3] RUN make:",
         "cc -c main.c",
@@ -108,7 +116,7 @@ def test_only_the_last_lines_of_a_running_step_are_shown():
     lines = plain(render_lines(view_of(events), now=1.0, width=40, height=None, final=False))
     assert lines[2:] == [f" => => # {i}" for i in range(40 - LIVE_LOG_LINES, 40)]
     final = plain(render_lines(view_of(events), now=1.0, width=40, height=None, final=True))
-    assert final[1].startswith(" => …      [1/1] RUN seq 40") and len(final) == 2
+    assert final[1].startswith(" => …        [1/1] RUN seq 40") and len(final) == 2
 
 
 @pytest.mark.parametrize("width", [20, 33, 80, 200])
@@ -151,7 +159,7 @@ def test_events_for_a_step_never_started_are_shown_under_its_number():
     view = view_of([ev.StepCached(7, ts=3.0)])
     assert plain(render_lines(view, now=3.0, width=30, height=None, final=False)) == [
         "[+] Building 0.0s (1/1)",
-        " => CACHED #7             0.0s",
+        " => CACHED   #7           0.0s",
     ]
 
 
