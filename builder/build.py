@@ -46,6 +46,7 @@ class BuildOptions:
     push: bool = False  # --push: push every -t name
     pull: bool = False  # --pull: resolve FROM images in their registry even when stored locally
     insecure_registries: list[str] = field(default_factory=list)  # plain-HTTP registries besides loopback
+    check: bool = False  # --check: plan and run the build checks only
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,7 @@ class BuildResult:
     names: tuple[str, ...]
     stdout_used: bool = False  # an output wrote to stdout: the summary must go elsewhere
     pushed: tuple = ()  # builder.export.push.PushResult per pushed name
+    warnings: tuple = ()  # builder.checks.Warning found by the build checks
 
 
 def check_platform(value: str) -> None:
@@ -222,9 +224,13 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
             pull_image(store, ref, registries(),
                        progress=lambda layer, current, total: sink(ev.TransferProgress("pull", ref, layer, current,
                                                                                          total)))
+        unmatched: list = []
         graph = plan(dockerfile, build_args=opts.build_args, target=opts.target, network=opts.network,
-                     labels=opts.labels,
+                     labels=opts.labels, unmatched=unmatched,
                      resolve_image=lambda ref: resolve_base(store, ref, pull=opts.pull, fetch=fetch))
+        warnings = _checks(opts, dockerfile, text, tuple(unmatched), patterns, sink)
+        if opts.check:
+            return BuildResult("", "", (), warnings=tuple(warnings))
         options = SolveOptions(context_dir=os.path.abspath(opts.context), use_cache=not opts.no_cache,
                                no_cache_stages=_stage_indices(graph, opts.no_cache_filter),
                                compression=opts.compression, jobs=opts.jobs, dockerfile_lines=text.splitlines(),
@@ -250,7 +256,19 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
     _write_id_files(opts, image_id, record.manifest, names)
     sink(ev.BuildDone(image_id, record.manifest.digest, time.monotonic() - started))
     return BuildResult(image_id, record.manifest.digest, names,
-                       stdout_used=any(o.dest == "-" for o in outputs), pushed=tuple(pushed))
+                       stdout_used=any(o.dest == "-" for o in outputs), pushed=tuple(pushed), warnings=tuple(warnings))
+
+
+def _checks(opts: BuildOptions, dockerfile, text: str, unmatched: tuple, patterns: list[str], sink: ev.Sink) -> list:
+    """The build checks (builder/checks.py); with `# check=error=true` a warning fails the build before it runs."""
+    from builder import checks
+
+    warnings, config = checks.for_build(dockerfile, text, opts.build_args, unmatched, patterns)
+    for w in warnings:
+        sink(ev.BuildWarning(w.rule, w.message, w.url, w.span.file, w.span.line))
+    if warnings and config.error and not opts.check:
+        raise checks.failure(warnings)
+    return warnings
 
 
 __all__ = ["BuildOptions", "BuildResult", "build", "PybuildError", "default_root"]

@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "namespace with only loopback)")
     p.add_argument("--ssh", action="append", default=[], metavar="default|ID[=SOCKET|KEY[,KEY]]",
                    help="an SSH agent for RUN --mount=type=ssh: ID alone forwards $SSH_AUTH_SOCK")
+    p.add_argument("--check", action="store_true",
+                   help="run only the build checks (BuildKit's lint rules); exit 1 when one finds something")
     _root_arg(p)
     return p
 
@@ -104,7 +106,7 @@ def cmd_build(argv: list[str]) -> int:
                         pull=args.pull, insecure_registries=args.insecure_registry, labels=labels,
                         platform=args.platform, metadata_file=args.metadata_file,
                         no_cache_filter=[s.strip() for v in args.no_cache_filter for s in v.split(",") if s.strip()],
-                        network="none" if args.network == "default" else args.network)
+                        network="none" if args.network == "default" else args.network, check=args.check)
     cancel = threading.Event()
     previous = {sig: signal.signal(sig, _interrupt_handler(cancel)) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -113,6 +115,12 @@ def cmd_build(argv: list[str]) -> int:
         getattr(sink, "close", lambda: None)()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if args.check:
+        return _report_checks(result.warnings, opts)
+    if result.warnings and mode != "rawjson":  # rawjson carried them as BuildWarning events
+        from builder.checks import summary
+
+        print(summary(list(result.warnings)), file=sys.stderr)
     out = sys.stderr if result.stdout_used else sys.stdout  # stdout may be carrying a docker archive
     if mode == "quiet":
         print(result.image_id, file=out)
@@ -124,6 +132,21 @@ def cmd_build(argv: list[str]) -> int:
         for pushed in result.pushed:
             print(f"pushed:   {pushed.summary()}", file=out)
     return 0
+
+
+def _report_checks(warnings, opts) -> int:
+    """`build --check`, as buildx prints it: each warning with its lines, then the count; 1 when any."""
+    from builder.build import read_dockerfile
+    from builder.checks import render
+
+    if not warnings:
+        print("Check complete, no warnings found.", file=sys.stderr)
+        return 0
+    lines = read_dockerfile(opts)[0].splitlines() if opts.context != "-" else None
+    print(render(list(warnings), lines), file=sys.stderr)
+    count = f"{len(warnings)} warning{'s have' if len(warnings) != 1 else ' has'}"
+    print(f"\nCheck complete, {count} been found!", file=sys.stderr)
+    return 1
 
 
 def _interrupt_handler(cancel: threading.Event):

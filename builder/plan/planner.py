@@ -55,6 +55,16 @@ PROXY_ARGS = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PRO
               "no_proxy", "ALL_PROXY", "all_proxy")
 
 
+@dataclass(frozen=True)
+class Unmatched:
+    """A variable an expansion could not match (the build checks' UndefinedVar / UndefinedArgInFrom)."""
+
+    span: nodes.Span
+    name: str
+    in_from: bool  # a FROM line (global ARGs) rather than an instruction of a stage
+    options: tuple[str, ...]  # the names that were defined there, for "did you mean"
+
+
 @dataclass
 class StageState:
     """Mutable while one stage is dispatched; everything it hands on is frozen."""
@@ -90,6 +100,8 @@ class Planner:
         self.lex = ShellLex(self.dockerfile.escape)
         self.global_args: dict[str, str | None] = {}
         self._image_roots: dict[str, int | None] = {}
+        self.unmatched: list[Unmatched] = []
+        self._scope: StageState | str = "meta"  # where expansions happen: "meta", "from" or the stage's state
 
     def image_root(self, image: str, stage: int, span: nodes.Span) -> int | None:
         """The step holding the root of an image named by `COPY --from=` or `RUN --mount=...,from=` (None:
@@ -103,9 +115,22 @@ class Planner:
 
     def expand(self, word: str, env: dict[str, str], span: nodes.Span) -> str:
         try:
-            return self.lex.process_word(word, env)
+            result, _, unmatched = self.lex.process_word_with_matches(word, env)
         except ShellExpansionError as exc:
             raise PybuildError(f"{span}: {exc}", reference="expansion-failed") from exc
+        if unmatched and self._scope != "meta":
+            self._record_unmatched(unmatched, env, span)
+        return result
+
+    def _record_unmatched(self, names: set[str], env: dict[str, str], span: nodes.Span) -> None:
+        """BuildKit's reportUnmatchedVariables / reportUnusedFromArgs: declared ARGs without a value are fine."""
+        if isinstance(self._scope, StageState):
+            declared, options, in_from = set(self._scope.args), tuple(env), False
+        else:
+            declared = set(self.global_args) | set(platform_args())
+            options, in_from = tuple(declared), True
+        for name in sorted(names - declared):
+            self.unmatched.append(Unmatched(span, name, in_from, options))
 
     def plan(self, target: str | None) -> StepGraph:
         self._plan_meta_args()
@@ -173,6 +198,7 @@ class Planner:
 
     def _from_image(self, base: nodes.From) -> str:
         env = {**platform_args(), **{k: v for k, v in self.global_args.items() if v is not None}}
+        self._scope = "from"
         return self.expand(base.image, env, base.span)
 
     def _plan_stage(self, stage: nodes.Stage) -> StagePlan:
@@ -202,8 +228,10 @@ class Planner:
                                         created_by=f"FROM {image}", span=stage.base.span).id
             state = StageState(stage.index, stage.name, replace(base.config, onbuild=()), parent, [],
                                len(base.config.history), base.created)
+            self._scope = state
             for inst in self._onbuild_triggers(base.config.onbuild, stage):
                 dispatch.dispatch(self, state, inst)
+        self._scope = state
         for inst in stage.instructions:
             dispatch.dispatch(self, state, inst)
         return StagePlan(stage.index, stage.name, state.config, state.base_history_len, tuple(state.history),
@@ -236,10 +264,15 @@ class Planner:
 
 def plan(dockerfile: nodes.Dockerfile, *, build_args: dict[str, str], target: str | None,
          resolve_image: Callable[[str], BaseImage], network: str = "none",
-         labels: dict[str, str] | None = None) -> StepGraph:
+         labels: dict[str, str] | None = None, unmatched: list[Unmatched] | None = None) -> StepGraph:
     """Plan `dockerfile` for `target` (default: the last stage); ``network`` is the RUN default (none or host),
-    ``labels`` are set on the target image's config over the Dockerfile's."""
-    return Planner(dockerfile, build_args, resolve_image, network=network, labels=labels or {}).plan(target)
+    ``labels`` are set on the target image's config over the Dockerfile's; the variables that expansions could not
+    match are appended to ``unmatched`` (for the build checks)."""
+    planner = Planner(dockerfile, build_args, resolve_image, network=network, labels=labels or {})
+    graph = planner.plan(target)
+    if unmatched is not None:
+        unmatched.extend(planner.unmatched)
+    return graph
 
 
-__all__ = ["plan", "Planner", "StageState", "PROXY_ARGS", "replace"]
+__all__ = ["plan", "Planner", "StageState", "Unmatched", "PROXY_ARGS", "replace"]

@@ -92,6 +92,18 @@ class TransferProgress:
 
 
 @dataclass(frozen=True, slots=True)
+class BuildWarning:
+    """A build check (builder/checks.py) found a rule violation: BuildKit's lint warning, with its location."""
+
+    rule: str
+    message: str
+    url: str
+    file: str
+    line: int
+    ts: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
 class BuildDone:
     """The build ended: the image's id and manifest digest, and how long it took."""
 
@@ -102,7 +114,7 @@ class BuildDone:
 
 
 Event = Union[StepStarted, StepCached, StepLog, StepDone, StepFailed, StepCancelled, StepExplain, TransferProgress,
-              BuildDone]
+              BuildWarning, BuildDone]
 Sink = Callable[[Event], None]
 
 

@@ -93,6 +93,8 @@ class BuildView:
         if isinstance(event, ev.BuildDone):
             self.done = event
             return
+        if isinstance(event, ev.BuildWarning):
+            return  # listed after the build by the CLI
         if isinstance(event, ev.TransferProgress):
             rows = self.pulls if event.action == "pull" else self.pushes
             rows[(event.image, event.layer)] = _transfer_row(rows.get((event.image, event.layer)), event)
