@@ -307,8 +307,6 @@ class Solver:
         record = self.store.lookup(key.digest)
         if record is None:
             return None
-        if self.options.explain:
-            self.sink(ev.StepExplain(number, explain_hit(key, record.source)))
         if step.kind == "source":  # re-import: cheap, the store reuses existing snapshots and blobs
             from builder.ops import source as source_op
 

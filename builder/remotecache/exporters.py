@@ -67,13 +67,29 @@ def _ensure_local(store, remote, layer) -> None:
         raise PybuildError(f"layer {layer.blob.digest} is neither in the store nor in a readable --cache-from")
 
 
+def compressed(spec: CacheSpec, store, remote, records: list[tuple]) -> list[tuple]:
+    """``records`` with their layers in ``spec.compression`` (re-compressed once, as the store keeps variants)."""
+    from cache.model import media_type_for
+
+    if not spec.compression:
+        return records
+    wanted = media_type_for(spec.compression)
+    out = []
+    for key, parent, layer, created, description in records:
+        if layer is not None and layer.blob.media_type != wanted:
+            _ensure_local(store, remote, layer)
+            layer = store.layer_as(layer, spec.compression)
+        out.append((key, parent, layer, created, description))
+    return out
+
+
 def export_registry(spec: CacheSpec, store, records: list[tuple], remote, registries) -> ExportResult:
     """Push the records as an OCI artifact to ``spec.ref``; raises RegistryError/PybuildError."""
     from builder.export.reference import Reference
     from builder.export.registry import push_scope
 
     ref = Reference.parse(spec.ref)
-    doc, layers = encode(records, spec.mode)
+    doc, layers = encode(compressed(spec, store, remote, records), spec.mode)
     config, manifest = artifact(doc, layers)
     digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
     sources = [s for s in (remote.sources if remote else []) if getattr(s, "domain", None) == ref.domain]
@@ -130,7 +146,7 @@ def export_local(spec: CacheSpec, store, records: list[tuple], remote) -> Export
     root = Path(spec.path)
     blobs = root / "blobs" / "sha256"
     blobs.mkdir(parents=True, exist_ok=True)
-    doc, layers = encode(records, spec.mode)
+    doc, layers = encode(compressed(spec, store, remote, records), spec.mode)
     config, manifest = artifact(doc, layers)
     digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
     items = [(layer.blob.digest, layer, None) for layer in layers] + \

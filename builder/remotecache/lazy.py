@@ -131,3 +131,15 @@ def fetch_layers(solver, step_ids: list[int]) -> None:
     for sid in lazy:
         if sid in solver.lazy and solver.lazy[sid].layer.blob.digest in failed:  # (maybe unpacked meanwhile)
             solver.snapshot_of(sid)  # unpacks what is below and rebuilds this step
+
+
+def keep_local(solver) -> None:
+    """Unpack and record the lazy hits whose blobs are in the store by now (no download), so the next build on
+    this store hits its own cache."""
+    for sid in sorted(solver.lazy, reverse=True):
+        if sid not in solver.lazy:
+            continue
+        chain, _ = _lazy_chain(solver, sid)
+        if all(solver.lazy[s].layer is None or solver.store.has_blob(solver.lazy[s].layer.blob.digest)
+               for s in chain):
+            solver.snapshot_of(sid)

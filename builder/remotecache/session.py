@@ -73,12 +73,18 @@ class CacheSession:
         """Record the image in the store; when its layers stayed in the cache's registry (push-only builds), only
         its manifest and config are kept and the record is not tagged (the layers are mounted at push)."""
         if all(store.has_blob(layer.blob.digest) for layer in layers):
+            if solver.lazy:
+                from builder.remotecache.lazy import keep_local
+
+                keep_local(solver)
             return store.put_image(manifest, config, layers)
         from cache import ImageRecord
         from cache.model import MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_MANIFEST
         from dataclasses import replace
 
         self.stored = False
+        self.warn(f"the image is pushed but not stored locally: {sum(not store.has_blob(l.blob.digest) for l in layers)}"
+                  " of its layers stay in the registry cache (add --output type=image to keep it here)")
         config_desc = replace(store.put_blob(config), media_type=MEDIA_TYPE_OCI_CONFIG)
         manifest_desc = replace(store.put_blob(manifest), media_type=MEDIA_TYPE_OCI_MANIFEST)
         return ImageRecord(manifest_desc, config_desc, tuple(layers), time.time())

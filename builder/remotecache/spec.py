@@ -10,11 +10,10 @@ CACHE_HINT = ("supported: type=registry,ref=HOST/REPO:TAG[,mode=min|max][,compre
               "[,ignore-error=true] | type=local,dest=DIR (--cache-to) / src=DIR (--cache-from) | type=inline "
               "(--cache-to; read back with --cache-from IMAGE)")
 # the keys each type takes, per direction (buildx ignores unknown keys; pybuild refuses them, as --output does)
-CACHE_TO_KEYS = {"registry": {"ref", "mode", "compression", "ignore-error", "registry.insecure", "oci-mediatypes",
-                              "image-manifest"},
+CACHE_TO_KEYS = {"registry": {"ref", "mode", "compression", "ignore-error", "registry.insecure"},
                  "local": {"dest", "mode", "compression", "ignore-error"},
                  "inline": {"ignore-error"}}
-CACHE_FROM_KEYS = {"registry": {"ref", "registry.insecure"}, "local": {"src", "digest", "tag"}}
+CACHE_FROM_KEYS = {"registry": {"ref", "registry.insecure"}, "local": {"src"}}
 
 
 @dataclass(frozen=True, slots=True)

@@ -110,9 +110,15 @@ def test_two_runners_share_a_registry_cache_mode_max(runner_a, registry, bbctx, 
     two_a = digest_of(runner_a("-t", "me/two", "--cache-to", f"type=registry,ref={ref_two},mode=max", str(ctx)))
 
     b = fresh_runner(tmp_path, "runner-b", registry, bbctx)
-    proc = b("-t", "me/app", "--progress", "plain", "--cache-from", f"type=registry,ref={ref_app}", *APP)
+    proc = b("-t", "me/app", "--progress", "plain", "--explain-cache", "--cache-from",
+             f"type=registry,ref={ref_app}", *APP)
     assert set(steps(proc).values()) == {"CACHED"}, steps(proc)
     assert digest_of(proc) == app_a
+    hits = re.findall(r"^#\d+ cache hit: sha256:[0-9a-f]{12} \((.*)\)$", proc.stderr.decode(), re.M)
+    assert hits and set(hits) == {f"remote cache type=registry,ref={ref_app}"}, proc.stderr.decode()
+    again = b("-t", "me/app", "--progress", "plain", "--explain-cache", *APP)  # now B's own cache has them
+    assert set(re.findall(r"cache hit: \S+ \((.*)\)", again.stderr.decode())) == {"local cache"}
+    assert digest_of(again) == app_a
     proc = b("-t", "me/two", "--progress", "plain", "--cache-from", f"type=registry,ref={ref_two}", str(ctx))
     assert set(steps(proc).values()) == {"CACHED"}, steps(proc)
     assert digest_of(proc) == two_a
@@ -167,10 +173,17 @@ def test_push_after_full_remote_hit_downloads_no_layer(runner_a, registry, bbctx
     assert set(steps(proc).values()) == {"CACHED"}, steps(proc)
     assert digest_of(proc) == app_a
     assert blob_gets(registry, layers) == gets  # zero layer bytes came down: mounted into me/pushed
+    assert not any((b.root / "blobs" / "sha256" / d[7:]).exists() for d in layers)
+    # uploaded: the config and busybox's 3 layers (B's own base image, not in the app's cache); the app's layers
+    # were mounted from the cache repository before the push looked for them
+    assert re.search(rf"pushed:   {re.escape(name)}@{app_a} \(4 blobs uploaded", proc.stdout.decode()), \
+        proc.stdout.decode()
+    assert "not stored locally" in proc.stderr.decode()
     pushed = manifest(registry, "me/pushed", "1")
-    assert hashlib.sha256(json.dumps(pushed).encode()).hexdigest() and \
-        {d["digest"] for d in pushed["layers"]} >= set(layers) - {None}
-    assert re.search(r"pushed:   \S+ \(0 blobs uploaded", proc.stdout.decode()) or "mounted" in proc.stdout.decode()
+    assert set(layers) <= {d["digest"] for d in pushed["layers"]}
+    for digest in layers:  # every layer is really in the pushed repository
+        assert registry.request_count("HEAD", f"/me/pushed/blobs/{digest}") >= 1
+        assert hashlib.sha256(blob(registry, "me/pushed", digest)).hexdigest() == digest[7:]
 
 
 def test_tampered_blob_and_forged_record_are_rebuilt(runner_a, registry, bbctx, tmp_path):
