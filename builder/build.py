@@ -47,6 +47,8 @@ class BuildOptions:
     pull: bool = False  # --pull: resolve FROM images in their registry even when stored locally
     insecure_registries: list[str] = field(default_factory=list)  # plain-HTTP registries besides loopback
     check: bool = False  # --check: plan and run the build checks only
+    cache_from: list[str] = field(default_factory=list)  # --cache-from specs (builder/remotecache)
+    cache_to: list[str] = field(default_factory=list)  # --cache-to specs
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,7 @@ class BuildResult:
     stdout_used: bool = False  # an output wrote to stdout: the summary must go elsewhere
     pushed: tuple = ()  # builder.export.push.PushResult per pushed name
     warnings: tuple = ()  # builder.checks.Warning found by the build checks
+    cache_exports: tuple = ()  # builder.remotecache.exporters.ExportResult per --cache-to
 
 
 def check_platform(value: str) -> None:
@@ -196,6 +199,7 @@ def _write_id_files(opts: BuildOptions, image_id: str, manifest, names: tuple[st
 
 def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = None) -> BuildResult:
     import grammar
+    from builder.remotecache.session import CacheSession
     from cache import Store
 
     started = time.monotonic()
@@ -208,6 +212,7 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
     check_outputs(outputs, opts.tags)
     check_platform(opts.platform)
     patterns = ignore_patterns(opts)
+    cache = CacheSession(opts.cache_from, opts.cache_to)  # bad specs fail here, before building
     store = Store.open(opts.root)
     workdir = tempfile.mkdtemp(prefix="pybuild-secrets-") if opts.secrets else ""
     agents = None
@@ -236,16 +241,21 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
                                compression=opts.compression, jobs=opts.jobs, dockerfile_lines=text.splitlines(),
                                ignore_patterns=patterns, excluded=_excluder(patterns),
                                explain=opts.explain_cache, secrets=_secrets(opts, workdir),
-                               ssh=agents.sockets if agents is not None else None)
-        results = Solver(store, graph, options, sink, cancel).solve(graph.target)
-        config, manifest, layers = assemble(graph, graph.target, results)
-        record = store.put_image(manifest, config, list(layers))
+                               ssh=agents.sockets if agents is not None else None, remote=cache.remote(registries))
+        solver = Solver(store, graph, options, sink, cancel)
+        results = solver.solve(graph.target)
         names = tuple(normalize_name(t) for t in opts.tags)
-        for full in names:
+        cache.image(solver, graph.target, outputs, names)
+        config, manifest, layers = cache.inline(solver, graph.target, assemble(graph, graph.target, results))
+        record = cache.put_image(store, solver, config, manifest, list(layers), names)
+        for full in names if cache.stored else ():
             store.tag(full, record.manifest.digest)
+        if not cache.stored:
+            cache.premount(record, tuple(n for o in outputs for n in (o.names or names)), registries)
         pushed: list = []
         for out in outputs:
-            export(store, record, out, names, registries, pushed, sink)
+            export(cache.store_view(store), record, out, names, registries, pushed, sink)
+        cache.export(store, solver, graph.target, registries)
     finally:
         store.close()
         if agents is not None:
@@ -255,8 +265,9 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
     image_id = "sha256:" + hashlib.sha256(config).hexdigest()
     _write_id_files(opts, image_id, record.manifest, names)
     sink(ev.BuildDone(image_id, record.manifest.digest, time.monotonic() - started))
-    return BuildResult(image_id, record.manifest.digest, names,
-                       stdout_used=any(o.dest == "-" for o in outputs), pushed=tuple(pushed), warnings=tuple(warnings))
+    return BuildResult(image_id, record.manifest.digest, names if cache.stored else (),
+                       stdout_used=any(o.dest == "-" for o in outputs), pushed=tuple(pushed),
+                       cache_exports=tuple(cache.results), warnings=tuple(warnings))
 
 
 def _checks(opts: BuildOptions, dockerfile, text: str, unmatched: tuple, patterns: list[str], sink: ev.Sink) -> list:

@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an SSH agent for RUN --mount=type=ssh: ID alone forwards $SSH_AUTH_SOCK")
     p.add_argument("--check", action="store_true",
                    help="run only the build checks (BuildKit's lint rules); exit 1 when one finds something")
+    p.add_argument("--cache-from", action="append", default=[], metavar="type=registry,ref=HOST/REPO:TAG",
+                   help="also look steps up in this cache (repeatable): type=registry,ref=... (a cache, or an image "
+                        "with an inline cache) | type=local,src=DIR; an unreadable cache is a warning")
+    p.add_argument("--cache-to", action="append", default=[], metavar="type=registry,ref=HOST/REPO:TAG",
+                   help="write the build's cache (repeatable): type=registry,ref=...[,mode=min|max]"
+                        "[,ignore-error=true] | type=local,dest=DIR | type=inline")
     _root_arg(p)
     return p
 
@@ -106,7 +112,8 @@ def cmd_build(argv: list[str]) -> int:
                         pull=args.pull, insecure_registries=args.insecure_registry, labels=labels,
                         platform=args.platform, metadata_file=args.metadata_file,
                         no_cache_filter=[s.strip() for v in args.no_cache_filter for s in v.split(",") if s.strip()],
-                        network="none" if args.network == "default" else args.network, check=args.check)
+                        network="none" if args.network == "default" else args.network,
+                        cache_from=args.cache_from, cache_to=args.cache_to, check=args.check)
     cancel = threading.Event()
     previous = {sig: signal.signal(sig, _interrupt_handler(cancel)) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -131,6 +138,8 @@ def cmd_build(argv: list[str]) -> int:
             print(f"tagged:   {name}", file=out)
         for pushed in result.pushed:
             print(f"pushed:   {pushed.summary()}", file=out)
+        for written in result.cache_exports:
+            print(f"cache:    {written.summary()}", file=out)
     return 0
 
 

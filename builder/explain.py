@@ -56,3 +56,8 @@ def explain_miss(store, step: Step, key: CacheKey, identity: str) -> str:
     if previous.get("inputs") == new:
         return "the earlier result was pruned or --no-cache was given"
     return "inputs changed"
+
+
+def explain_hit(key: CacheKey, remote: str | None) -> str:
+    """`cache hit: sha256:… (local cache)` or `… (remote cache type=registry,ref=…)`."""
+    return f"cache hit: {key.digest[:19]} ({'remote cache ' + remote if remote else 'local cache'})"

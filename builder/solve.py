@@ -20,7 +20,7 @@ from builder.errors import BuildCancelled, BuildStepError, ContextError, Pybuild
 from builder.plan.keys import CacheKey, step_key
 from builder.plan.steps import FileOp, Step, StepGraph
 from builder.progress import events as ev
-from builder.explain import explain_miss
+from builder.explain import explain_hit, explain_miss
 from cache import Interrupted
 
 
@@ -51,6 +51,7 @@ class SolveOptions:
     hostname: str = "buildkitsandbox"
     secrets: dict[str, str] | None = None  # --secret id → host file holding the value (never in a key)
     ssh: dict[str, str] | None = None  # --ssh id → agent socket (never in a key)
+    remote: Any = None  # builder.remotecache.lazy.RemoteCache: --cache-from records, looked up after a local miss
 
 
 def source_date_epoch() -> float | None:
@@ -73,6 +74,8 @@ class Solver:
         self.fetched: dict = {}  # ADD <url> → builder.context.remote.Fetched, downloaded once per build
         self._fetch_lock = threading.Lock()
         self._download_dir: str | None = None
+        self.lazy: dict = {}  # step id → remote cache record whose layer is not unpacked yet (builder/remotecache)
+        self._lazy_lock = threading.RLock()
 
     def title(self, step: Step) -> str:
         stage = self.graph.stages[step.stage]
@@ -168,6 +171,31 @@ class Solver:
         self.results[step.id] = result
         return result
 
+    def snapshot_of(self, step_id: int):
+        """The snapshot a step left; a remote cache hit (and the hits below it) is fetched and unpacked first."""
+        if step_id in self.lazy:
+            from builder.remotecache.lazy import materialize
+
+            with self._lazy_lock:
+                if step_id in self.lazy:
+                    materialize(self, step_id)
+        return self.results[step_id].snapshot
+
+    def _remote_hit(self, step: Step, key: CacheKey, number: int) -> StepResult | None:
+        """A --cache-from record for ``key``: a hit whose layer is fetched only when something needs it."""
+        record = self.options.remote.lookup(key.digest)
+        if record is None:
+            return None
+        if self.options.explain:
+            self.sink(ev.StepExplain(number, explain_hit(key, record.source)))
+        if step.kind == "source":  # the base image is in the store (planning resolved it): import it
+            snapshot, layers = self._execute(step, number)
+            self.store.record_imported(key.digest, parent_key=None, snapshot=snapshot, layer=None,
+                                       description=record.description, created=record.created)
+            return StepResult(key, snapshot, layers, record.created, True)
+        self.lazy[step.id] = record
+        return StepResult(key, None, (record.layer,) if record.layer is not None else (), record.created, True)
+
     def _key(self, step: Step) -> CacheKey:
         parent_key = self.results[step.parent].key.digest if step.parent is not None else None
         if not isinstance(step.op, FileOp):
@@ -252,18 +280,21 @@ class Solver:
                 hit = self._cached(step, key)
                 if hit is not None:
                     if self.options.explain:
-                        self.sink(ev.StepExplain(number, f"cache hit: {key.digest[:19]}"))
+                        self.sink(ev.StepExplain(number, explain_hit(key, None)))
+                    return hit
+                if self.options.remote is not None and (hit := self._remote_hit(step, key, number)) is not None:
                     return hit
             if self.options.explain:
                 self.sink(ev.StepExplain(number, "cache miss: " + explain_miss(self.store, step, key,
-                                                                               self._identity(step))))
+                                                                               self._identity(step))
+                                         + (" (nor in the remote caches)" if self.options.remote else "")))
             snapshot, layers = self._execute(step, number)
             epoch = source_date_epoch()
             created = time.time() if epoch is None else epoch
             parent_key = self.results[step.parent].key.digest if step.parent is not None else None
             layer = layers[0] if len(layers) == 1 and step.kind != "source" else None
             self.store.record(key.digest, parent_key=parent_key, snapshot=snapshot, layer=layer,
-                              description=self._describe(step, key))
+                              description=self.describe(step, key))
             record = self.store.lookup(key.digest)
             if record is not None:
                 created = record.created
@@ -275,7 +306,8 @@ class Solver:
         stage = self.graph.stages[step.stage]
         return f"{stage.name or step.stage}/{in_stage.index(step.id)}/{step.kind}"
 
-    def _describe(self, step: Step, key: CacheKey) -> dict:
+    def describe(self, step: Step, key: CacheKey) -> dict:
+        """What the cache index (and a remote cache record) keeps about a step besides its key."""
         stage = self.graph.stages[step.stage]
         return {"instruction": step.created_by, "stage": stage.name or str(step.stage),
                 "location": str(step.span) if step.span else None, "kind": step.kind, "inputs": key.parts,
@@ -290,7 +322,7 @@ class Solver:
 
             snapshot, layers = source_op.execute(self.store, step)
             return StepResult(key, snapshot, layers, record.created, True)
-        parent = self.results[step.parent].snapshot if step.parent is not None else None
+        parent = self.snapshot_of(step.parent) if step.parent is not None and record.snapshot_id is None else None
         try:
             snapshot = self.store.snapshot(record.snapshot_id) if record.snapshot_id is not None else parent
         except Exception:  # the snapshot was pruned: rebuild
@@ -312,7 +344,7 @@ class Solver:
         stages = {}
         for mount in getattr(step.op, "mounts", ()):
             if mount.from_step is not None:
-                stages[mount.from_step] = self.results[mount.from_step].snapshot
+                stages[mount.from_step] = self.snapshot_of(mount.from_step)
         return MountSources(store=self.store, context_dir=self.options.context_dir,
                             secrets=self.options.secrets or {}, snapshots=stages, ssh=self.options.ssh or {})
 
@@ -322,7 +354,7 @@ class Solver:
         from builder.ops import file as file_op
         from builder.ops import source as source_op
 
-        parent = self.results[step.parent].snapshot if step.parent is not None else None
+        parent = self.snapshot_of(step.parent) if step.parent is not None else None
         if step.kind == "source":
             return source_op.execute(self.store, step)
         if step.kind == "exec":
@@ -335,7 +367,7 @@ class Solver:
                                               mounts=self._mount_sources(step), launcher=self._launcher())
         else:
             op: FileOp = step.op  # type: ignore[assignment]
-            source = self.results[op.from_step].snapshot if op.from_step is not None else None
+            source = self.snapshot_of(op.from_step) if op.from_step is not None else None
             snapshot, layer = file_op.execute(self.store, step, parent, compression=self.options.compression,
                                               context_dir=self.options.context_dir, source_snapshot=source,
                                               ignore_patterns=self.options.ignore_patterns, cancel=self.cancel,

@@ -216,6 +216,14 @@ class Store:
         return self._index.put_record(key, parent_key, snapshot.id if snapshot else None,
                                       layer, description, size)
 
+    def record_imported(self, key: str, *, parent_key: str | None, snapshot: Snapshot | None, layer: Layer | None,
+                        description: dict[str, Any], created: float) -> CacheRecord:
+        """`record` a step result that came from another store (a remote cache), keeping its creation time, which
+        the image's history and config carry."""
+        self.record(key, parent_key=parent_key, snapshot=snapshot, layer=layer, description=description)
+        self._index.set_record_created(key, created)
+        return self._index.get_record(key, touch=False)  # type: ignore[return-value]
+
     def records(self) -> list[CacheRecord]:
         return self._index.records()
 

@@ -236,6 +236,11 @@ class Index:
         assert record is not None
         return record
 
+    def set_record_created(self, key: str, created: float) -> None:
+        """Keep the creation time a record had elsewhere (a remote cache's record unpacked here)."""
+        with self.write() as db:
+            db.execute("UPDATE records SET created=? WHERE key=?", (created, key))
+
     def records(self) -> list[CacheRecord]:
         return [self._record(r) for r in self.query(f"SELECT {self._REC_COLS} FROM records ORDER BY created, key")]
 

@@ -1,0 +1,158 @@
+"""One build's remote caches, from the flags to the last upload: `CacheSession` is what build.py talks to.
+
+Before the solve it reads the --cache-from caches (`remote`); after it, it makes the image's layers local unless
+the image only goes to a registry that can mount them from the cache (`image`), adds an inline cache to the
+image's config (`inline`), and writes every --cache-to (`export`): a failure there fails the build unless
+`ignore-error=true`, as buildx; a --cache-from failure is only ever a warning.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+from builder.errors import PybuildError
+from builder.remotecache.format import INLINE_KEY, encode
+from builder.remotecache.spec import CacheSpec, parse_cache_spec
+from builder.remotecache.sources import default_warn, open_sources
+
+
+class CacheSession:
+    """--cache-from / --cache-to of one build (specs checked at construction: a bad one fails before building)."""
+
+    def __init__(self, cache_from: list[str], cache_to: list[str], warn=default_warn) -> None:
+        self.cache_from = [parse_cache_spec(s, export=False) for s in cache_from]
+        self.cache_to = [parse_cache_spec(s, export=True) for s in cache_to]
+        self.warn = warn
+        self.lazy_remote = None  # the RemoteCache, once opened
+        self.stored = True  # False: the image went only to registries, its layers never downloaded
+        self.results: list = []  # ExportResult per --cache-to written
+
+    def remote(self, registries):
+        """The RemoteCache of the readable --cache-from caches (None without any)."""
+        if not self.cache_from:
+            return None
+        from builder.remotecache.lazy import RemoteCache
+
+        self.lazy_remote = RemoteCache(open_sources(self.cache_from, registries, self.warn), self.warn)
+        return self.lazy_remote
+
+    def inline(self, solver, target: int, built: tuple) -> tuple:
+        """(config, manifest, layers) with the image's step records in its config for --cache-to type=inline."""
+        if not any(s.type == "inline" for s in self.cache_to):
+            return built
+        from builder.export.image import layers_manifest
+        from builder.plan.imageconfig import canonical_json
+        from builder.remotecache.exporters import entries
+
+        config, _, layers = built
+        digests = {layer.blob.digest for layer in layers}
+        records = [e for e in entries(solver, "min", target) if e[2] is None or e[2].blob.digest in digests]
+        doc, _ = encode(records, "min", list(layers))
+        config = canonical_json({**json.loads(config), INLINE_KEY: doc})
+        return config, layers_manifest(config, list(layers)), layers
+
+    def image(self, solver, target: int, outputs: list, tags: tuple) -> None:
+        """Fetch the image's lazily hit layers, unless every output is a push to a registry holding them."""
+        if not solver.lazy:
+            return
+        from builder.export.reference import Reference
+        from builder.remotecache.lazy import fetch_layers
+
+        chain, sid = [], solver.graph.stages[target].last_step
+        while sid is not None:
+            chain.append(sid)
+            sid = solver.graph.steps[sid].parent
+        domains = {s.domain for s in self.lazy_remote.sources if getattr(s, "domain", None)}
+        names = [n for o in outputs for n in (o.names or tags)]
+        push_only = bool(outputs) and all(o.type == "registry" for o in outputs) and bool(names) and all(
+            Reference.parse(n).domain in domains for n in names)
+        if not push_only:
+            fetch_layers(solver, chain)
+
+    def put_image(self, store, solver, config: bytes, manifest: bytes, layers: list, names: tuple):
+        """Record the image in the store; when its layers stayed in the cache's registry (push-only builds), only
+        its manifest and config are kept and the record is not tagged (the layers are mounted at push)."""
+        if all(store.has_blob(layer.blob.digest) for layer in layers):
+            if solver.lazy:
+                from builder.remotecache.lazy import keep_local
+
+                keep_local(solver)
+            return store.put_image(manifest, config, layers)
+        from cache import ImageRecord
+        from cache.model import MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_MANIFEST
+        from dataclasses import replace
+
+        self.stored = False
+        self.warn(f"the image is pushed but not stored locally: {sum(not store.has_blob(l.blob.digest) for l in layers)}"
+                  " of its layers stay in the registry cache (add --output type=image to keep it here)")
+        config_desc = replace(store.put_blob(config), media_type=MEDIA_TYPE_OCI_CONFIG)
+        manifest_desc = replace(store.put_blob(manifest), media_type=MEDIA_TYPE_OCI_MANIFEST)
+        return ImageRecord(manifest_desc, config_desc, tuple(layers), time.time())
+
+    def premount(self, record, names: tuple, registries) -> None:
+        """Mount the image's missing layers into each pushed repository from the cache repository listing them
+        (so push finds them there and nothing is downloaded)."""
+        from builder.export.parallel import each
+        from builder.export.reference import Reference
+        from builder.export.registry import push_scope
+
+        remote = self.lazy_remote
+        for name in names:
+            ref = Reference.parse(name)
+            todo = [(l, remote.owner[l.blob.digest]) for l in record.layers if l.blob.digest in remote.owner
+                    and getattr(remote.owner[l.blob.digest], "domain", None) == ref.domain]
+            client = registries().client(ref.domain)
+            scope = push_scope(ref.repository, *{s.repository for _, s in todo})
+
+            def mount(item, stop) -> None:
+                layer, source = item
+                if source.repository != ref.repository:
+                    client.mount_blob(ref.repository, layer.blob.digest, source.repository, scope)
+            each(todo, mount, workers=3, name="pybuild-cache-mount")
+
+    def store_view(self, store):
+        """The store as push/export read it: a blob still in a remote cache is fetched when it is read."""
+        if self.lazy_remote is None:
+            return store
+        return _FetchingStore(store, self.lazy_remote)
+
+    def export(self, store, solver, target: int, registries) -> None:
+        """Write every --cache-to but inline (done by `inline`); failures raise unless ignore-error=true."""
+        from builder.remotecache.exporters import entries, export_local, export_registry
+
+        for spec in self.cache_to:
+            if spec.type == "inline":
+                continue
+            try:
+                records = entries(solver, spec.mode, target)
+                if spec.type == "local":
+                    self.results.append(export_local(spec, store, records, self.lazy_remote))
+                else:
+                    self.results.append(export_registry(spec, store, records, self.lazy_remote, registries))
+            except (PybuildError, OSError) as exc:
+                message = getattr(exc, "message", None) or str(exc)
+                if not spec.ignore_error:
+                    raise PybuildError(f"--cache-to {spec.describe()}: {message}", reference="cache-export-failed",
+                                       hint="add ignore-error=true to the --cache-to to build anyway") from exc
+                self.warn(f"--cache-to {spec.describe()} failed (ignore-error=true): {message}")
+
+
+class _FetchingStore:
+    """A store whose `blob_path` first fetches a blob that only a remote cache has (checked against its digest)."""
+
+    def __init__(self, store, remote) -> None:
+        self._store = store
+        self._remote = remote
+
+    def __getattr__(self, name: str):
+        return getattr(self._store, name)
+
+    def blob_path(self, digest: str):
+        source_layer = next((r.layer for r, _ in self._remote.by_key.values()
+                             if r.layer is not None and r.layer.blob.digest == digest), None)
+        if not self._store.has_blob(digest) and source_layer is not None:
+            self._remote.fetch(self._store, source_layer)
+        return self._store.blob_path(digest)
+
+
+__all__ = ["CacheSession", "CacheSpec"]
