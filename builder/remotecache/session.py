@@ -11,18 +11,26 @@ import json
 import time
 
 from builder.errors import PybuildError
-from builder.remotecache.format import INLINE_KEY, encode
-from builder.remotecache.spec import CacheSpec, parse_cache_spec
-from builder.remotecache.sources import default_warn, open_sources
+
+# The cache's format, specs and sources are imported where a --cache-from/--cache-to needs them: every build makes
+# a CacheSession, and a fully cached one without remote caches should not pay for them (~12 ms, -X importtime).
+
+
+def _default_warn(text: str) -> None:
+    from builder.remotecache.sources import default_warn
+
+    default_warn(text)
 
 
 class CacheSession:
     """--cache-from / --cache-to of one build (specs checked at construction: a bad one fails before building)."""
 
-    def __init__(self, cache_from: list[str], cache_to: list[str], warn=default_warn) -> None:
+    def __init__(self, cache_from: list[str], cache_to: list[str], warn=None) -> None:
+        if cache_from or cache_to:
+            from builder.remotecache.spec import parse_cache_spec
         self.cache_from = [parse_cache_spec(s, export=False) for s in cache_from]
         self.cache_to = [parse_cache_spec(s, export=True) for s in cache_to]
-        self.warn = warn
+        self.warn = warn or _default_warn
         self.lazy_remote = None  # the RemoteCache, once opened
         self.stored = True  # False: the image went only to registries, its layers never downloaded
         self.results: list = []  # ExportResult per --cache-to written
@@ -32,6 +40,7 @@ class CacheSession:
         if not self.cache_from:
             return None
         from builder.remotecache.lazy import RemoteCache
+        from builder.remotecache.sources import open_sources
 
         self.lazy_remote = RemoteCache(open_sources(self.cache_from, registries, self.warn), self.warn)
         return self.lazy_remote
@@ -43,6 +52,7 @@ class CacheSession:
         from builder.export.image import layers_manifest
         from builder.plan.imageconfig import canonical_json
         from builder.remotecache.exporters import entries
+        from builder.remotecache.format import INLINE_KEY, encode
 
         config, _, layers = built
         digests = {layer.blob.digest for layer in layers}
@@ -118,6 +128,8 @@ class CacheSession:
 
     def export(self, store, solver, target: int, registries) -> None:
         """Write every --cache-to but inline (done by `inline`); failures raise unless ignore-error=true."""
+        if not any(spec.type != "inline" for spec in self.cache_to):
+            return
         from builder.remotecache.exporters import entries, export_local, export_registry
 
         for spec in self.cache_to:
@@ -155,4 +167,4 @@ class _FetchingStore:
         return self._store.blob_path(digest)
 
 
-__all__ = ["CacheSession", "CacheSpec"]
+__all__ = ["CacheSession"]
