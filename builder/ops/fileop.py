@@ -140,7 +140,7 @@ class Copier:
     def write_file(self, image_dest: str, content: str) -> None:
         """COPY <<EOF: a heredoc body becomes a file (mode 0644 unless --chmod)."""
         self.mkdirs(os.path.dirname(clean(image_dest)))
-        host = self.host(image_dest)
+        host = self.host(image_dest, follow_last=True)  # through a symlink, as fs.RootPath
         self._replace(host)
         with open(host, "w", encoding="utf-8") as fh:
             fh.write(content)
@@ -181,7 +181,7 @@ class Copier:
             os.utime(host, ns=(st.st_atime_ns, st.st_mtime_ns))
             return
         self.mkdirs(os.path.dirname(clean(image_dest)))
-        host = self.host(image_dest)
+        host = self.host(image_dest, follow_last=top)  # the top destination through a symlink
         self.copy_leaf(src, st, host)
 
     def copy_leaf(self, src: str, st: os.stat_result, host: str) -> None:

@@ -43,6 +43,9 @@ ALLOWED: list[tuple[str, str, str]] = [
      "them; pybuild's sandbox removes the stubs it made (builder/sandbox/stubs.py)"),
     ("*", r"^layer \d+ /(dev|proc|sys|etc) only in buildkit$",
      "the same mount points, and /etc whose mtime changed when /etc/hosts and /etc/resolv.conf stubs came and went"),
+    ("dir-modes", r"^file   pybuild: /srv/private(/conf)? dir 0750 0:0\n\s+buildkit: /srv/private(/conf)? dir 0755 0:0$",
+     "COPY --chmod: since fsutil 183e7fb (2025-02, 'fix custom chmod for parent directories') the destination and "
+     "the parents COPY creates get the --chmod mode; BuildKit v0.8 made them 0755"),
     ("xattrs", r"xattr:(user|security)\.",
      "docker 20.10 keeps no xattr of a context file; current fsutil sends them (stat_unix.go loadXattr) and its "
      "copy sets them after the chown (copy.go copyXAttrs), as pybuild does"),
