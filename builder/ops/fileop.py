@@ -151,18 +151,19 @@ class Copier:
         """Copy src (file, symlink or directory) to image_dest; directories merge into an existing one.
 
         As BuildKit (fsutil copy): a directory source's own destination, when new, is made like a created parent
-        (0755 or the --chmod mode, the owner) and only its times come from the source; directories below it keep
-        the source's mode and xattrs."""
+        (0755 or the --chmod mode, the owner) and only its times come from the source; directories below it, new
+        or existing, get the source's owner, mode and xattrs (overwriteTargetMetadata)."""
         st = os.lstat(src)
         if stat.S_ISDIR(st.st_mode):
             host = self.host(image_dest, follow_last=True)
             if top and not os.path.isdir(host):
                 host = self.mkdirs(image_dest)
-            elif not os.path.isdir(host):
-                host = self.host(image_dest)
-                if os.path.lexists(host):
-                    os.unlink(host)
-                os.mkdir(host, 0o700)
+            elif not top:  # below the top, an existing directory takes the source's owner, mode and xattrs too
+                if not os.path.isdir(host):
+                    host = self.host(image_dest)
+                    if os.path.lexists(host):
+                        os.unlink(host)
+                    os.mkdir(host, 0o700)
                 self._attributes(src, st, host)
             with os.scandir(src) as it:
                 names = sorted(e.name for e in it)
