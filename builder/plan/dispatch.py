@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING, Callable
 
 from builder.context.remote import is_git, is_url
 from builder.errors import PybuildError
-from builder.plan.steps import IMAGE_ROOT, ExecOp, FileAction, FileOp, HistoryItem, RunMount
+from builder.plan.heredocs import copy_body, run_argv
+from builder.plan.steps import IMAGE_ROOT, ExecOp, FileAction, FileOp, HistoryItem
 from grammar import nodes
 
 if TYPE_CHECKING:
     from builder.plan.planner import Planner, StageState
 
-HEREDOC_DIR = "/dev/pipes"  # where BuildKit mounts the script of a `RUN <<EOF` that starts with #!
 Handler = Callable[["Planner", "StageState", nodes.Instruction], None]
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000,
@@ -224,7 +224,7 @@ def dispatch_run(p: "Planner", st: "StageState", inst: nodes.Run) -> None:
     argv = _command(st, inst.command)
     script = None  # RUN <<EOF with a shebang: the mount of its script file
     if inst.heredocs and isinstance(inst.command, nodes.ShellForm):
-        argv, script = _heredoc_run(st, inst)
+        argv, script = run_argv(st.config.shell, inst)
     env = dict(st.config.env_dict())
     for key, value in st.args.items():
         if value is not None and key not in env:
@@ -276,37 +276,6 @@ def _run_mounts(p: "Planner", st: "StageState", inst: nodes.Run) -> tuple:
     return tuple(mounts)
 
 
-def _heredoc_run(st: "StageState", inst: nodes.Run) -> tuple[tuple[str, ...], RunMount | None]:
-    """`RUN <<EOF` runs the body as the script (a body starting with #! as a file of its own, as BuildKit);
-    otherwise heredocs are inlined into the shell command."""
-    text = inst.command.text.strip()  # type: ignore[union-attr]
-    first = inst.heredocs[0]
-    if re.fullmatch(r"<<-?[\"']?" + re.escape(first.name) + r"[\"']?", text) and len(inst.heredocs) == 1:
-        if first.body.startswith("#!"):  # a read-only file /dev/pipes/<name> (0755), run by its interpreter
-            mount = RunMount(type="heredoc", target=HEREDOC_DIR, id=first.name, source=first.body, readonly=True)
-            return (*st.config.shell, f"{HEREDOC_DIR}/{first.name}"), mount
-        return (*st.config.shell, first.body), None
-    script = inst.command.text  # type: ignore[union-attr]
-    for doc in inst.heredocs:
-        script += "\n" + doc.body + doc.name
-    return (*st.config.shell, script), None
-
-
-def _heredoc_body(p: "Planner", doc: nodes.Heredoc, env: dict[str, str], inst: nodes.Copy) -> str:
-    """A COPY heredoc's content: expanded unless its delimiter was quoted (BuildKit's ExpandRaw)."""
-    from grammar.heredocs import expand_body
-    from grammar.shell import ShellExpansionError
-
-    if not doc.expand:
-        return doc.body
-    try:
-        return expand_body(doc.body, env)
-    except ShellExpansionError as exc:
-        raise PybuildError(f"{inst.span}: heredoc <<{doc.name}: {exc}", context=shown(inst),
-                           hint="escape a literal $ as \\$, or quote the delimiter (<<'EOF') to copy the body as is",
-                           reference="expansion-failed") from exc
-
-
 def dispatch_copy(p: "Planner", st: "StageState", inst: nodes.Copy) -> None:
     env = st.expand_env()
     sources = tuple(p.expand(s, env, inst.span) for s in inst.sources if not s.startswith("<<"))
@@ -333,7 +302,7 @@ def dispatch_copy(p: "Planner", st: "StageState", inst: nodes.Copy) -> None:
     for doc in inst.heredocs:
         target = dest if not dest.endswith("/") else dest + doc.name
         actions.append(FileAction(op="write", dest=target, chown=chown, chmod=chmod,
-                                  content=_heredoc_body(p, doc, env, inst)))
+                                  content=copy_body(doc, env, inst, shown(inst))))
     from_flag = inst.flag("from")
     op = FileOp(tuple(actions))
     if from_flag:
