@@ -222,3 +222,11 @@ def _name(text: str, i: int) -> int:
     while i < n and (text[i].isalpha() or text[i].isnumeric() or text[i] == "_"):
         i += 1
     return i
+
+
+def expand_body(body: str, env) -> str:
+    """A COPY/ADD heredoc body as BuildKit expands it when its delimiter is unquoted (ExpandRaw): variables
+    expanded, `\\` escapes applied (escape always `\\`), quotes kept as written (SkipProcessQuotes)."""
+    from grammar.shell import ShellLex
+
+    return ShellLex("\\", skip_quotes=True).process_word(body, env)

@@ -52,6 +52,7 @@ class ShellLex:
     """BuildKit's shell.Lex with its default options (quotes processed, unset variables expand to '')."""
 
     escape: str = "\\"
+    skip_quotes: bool = False  # lex.go SkipProcessQuotes: quotes are plain characters (COPY heredoc bodies)
 
     def process_word(self, word: str, env: Mapping[str, str]) -> str:
         """Expand `word` and remove quotes; whitespace is kept, the result is one string."""
@@ -68,6 +69,7 @@ class ShellLex:
 
     def _run(self, word: str, env: Mapping[str, str], *, capture: bool) -> "_ShellWord":
         state = _ShellWord(word, env, self.escape, capture)
+        state.specials = "$<" if self.skip_quotes else "$<'\""
         try:
             state.result, state.words = state.process_stop_on(_EOF, raw_escapes=False)
         except (_Fail, ShellPatternError) as exc:
@@ -166,6 +168,7 @@ class _ShellWord:
         self.unmatched: set[str] = set()
         self.result = ""
         self.words: list[str] = []
+        self.specials = "$<'\""  # what _special handles; "$<" with skip_quotes
 
     def process_stop_on(self, stop: str, *, raw_escapes: bool) -> tuple[str, list[str]]:
         """Scan up to `stop` (consumed) or the end; returns the text and its words."""
@@ -184,7 +187,7 @@ class _ShellWord:
             if stop and ch == stop:
                 sc.next()
                 return "".join(result), words.get_words()
-            if ch in "$<'\"":
+            if ch in self.specials:
                 text = self._special(ch)
                 result.append(text)
                 if ch == "$":

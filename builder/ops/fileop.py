@@ -59,24 +59,29 @@ def _lookup(root: str, dbfile: str, name: str, field: int) -> int | None:
     return None
 
 
-def resolve_owner(root: str, spec: str | None) -> Owner:
-    """`--chown=user[:group]` against the destination root's /etc/passwd and /etc/group (as BuildKit)."""
+def resolve_owner(root: str, spec: str | None, strict: bool = True) -> Owner:
+    """`--chown=user[:group]` against the destination root's /etc/passwd and /etc/group (as BuildKit).
+
+    Not strict (WORKDIR's owner, the image's USER): a name the image does not know counts as 0, as BuildKit's
+    readUser does for a mkdir."""
     if not spec:
         return Owner(0, 0)
     user, _, group = spec.partition(":")
     uid = int(user) if user.isdigit() else _lookup(root, "/etc/passwd", user, 2)
-    if uid is None:
+    if uid is None and strict:
         raise FileOpError(f"unable to convert uid/gid chown string to host mapping: can't find uid for user {user}: "
                           "no such user in the image's /etc/passwd")
     if group:
         gid = int(group) if group.isdigit() else _lookup(root, "/etc/group", group, 2)
-        if gid is None:
+        if gid is None and strict:
             raise FileOpError(f"can't find gid for group {group}: no such group in the image's /etc/group")
     elif user.isdigit():
         gid = uid
     else:
         gid = _lookup(root, "/etc/passwd", user, 3)
-    return Owner(uid, gid if gid is not None else uid)
+    if not strict and gid is None and group and not group.isdigit():
+        gid = _lookup(root, "/etc/passwd", user, 3)
+    return Owner(uid or 0, gid if gid is not None else (uid or 0))
 
 
 class Copier:
@@ -101,8 +106,10 @@ class Copier:
         path = os.path.join(directory, base)
         return scoped_join(self.root, clean(image_path)) if follow_last else path
 
-    def mkdirs(self, image_path: str, mode: int = 0o755) -> str:
-        """mkdir -p inside the root; new directories get the owner; returns the host path."""
+    def mkdirs(self, image_path: str) -> str:
+        """mkdir -p inside the root; new directories get the owner and 0755 (the --chmod mode when given, as
+        fsutil's Copy since 2025); returns the host path."""
+        mode = self.chmod if self.chmod is not None else 0o755
         current = ""
         for part in [p for p in clean(image_path).split("/") if p]:
             current = f"{current}/{part}"
@@ -111,9 +118,9 @@ class Copier:
                 continue
             if os.path.lexists(host):
                 os.unlink(host)
-            os.mkdir(host, mode)
-            os.chmod(host, mode)
+            os.mkdir(host, 0o700)
             self._chown(host, 0, 0)
+            os.chmod(host, mode)  # after the chown, which clears set-id bits
         return self.host(image_path, follow_last=True)
 
     def _chown(self, host: str, src_uid: int, src_gid: int) -> None:
@@ -133,28 +140,31 @@ class Copier:
     def write_file(self, image_dest: str, content: str) -> None:
         """COPY <<EOF: a heredoc body becomes a file (mode 0644 unless --chmod)."""
         self.mkdirs(os.path.dirname(clean(image_dest)))
-        host = self.host(image_dest)
+        host = self.host(image_dest, follow_last=True)  # through a symlink, as fs.RootPath
         self._replace(host)
         with open(host, "w", encoding="utf-8") as fh:
             fh.write(content)
-        os.chmod(host, self.chmod if self.chmod is not None else 0o644)
         self._chown(host, 0, 0)
+        os.chmod(host, self.chmod if self.chmod is not None else 0o644)
 
-    def copy_tree(self, src: str, image_dest: str, rel: str | None = None) -> None:
-        """Copy src (file, symlink or directory) to image_dest; directories merge into an existing one."""
+    def copy_tree(self, src: str, image_dest: str, rel: str | None = None, top: bool = True) -> None:
+        """Copy src (file, symlink or directory) to image_dest; directories merge into an existing one.
+
+        As BuildKit (fsutil copy): a directory source's own destination, when new, is made like a created parent
+        (0755 or the --chmod mode, the owner) and only its times come from the source; directories below it, new
+        or existing, get the source's owner, mode and xattrs (overwriteTargetMetadata)."""
         st = os.lstat(src)
         if stat.S_ISDIR(st.st_mode):
             host = self.host(image_dest, follow_last=True)
-            if not os.path.isdir(host):
-                self.mkdirs(os.path.dirname(clean(image_dest)))
-                host = self.host(image_dest)
-                if os.path.lexists(host):
-                    os.unlink(host)
-                os.mkdir(host)
-                os.chmod(host, self._mode(st.st_mode))
-                self._chown(host, st.st_uid, st.st_gid)
-            elif self.chmod is not None or clean(image_dest) == "":
-                pass
+            if top and not os.path.isdir(host):
+                host = self.mkdirs(image_dest)
+            elif not top:  # below the top, an existing directory takes the source's owner, mode and xattrs too
+                if not os.path.isdir(host):
+                    host = self.host(image_dest)
+                    if os.path.lexists(host):
+                        os.unlink(host)
+                    os.mkdir(host, 0o700)
+                self._attributes(src, st, host)
             with os.scandir(src) as it:
                 names = sorted(e.name for e in it)
             for name in names:
@@ -165,19 +175,20 @@ class Copier:
                                                    and not os.path.islink(child))
                     if not include:
                         if descend:  # an exception re-includes something below: keep the parents
-                            self.copy_tree(child, f"{clean(image_dest)}/{name}", child_rel)
+                            self.copy_tree(child, f"{clean(image_dest)}/{name}", child_rel, False)
                         continue
                 self.copy_tree(os.path.join(src, name), f"{clean(image_dest)}/{name}",
-                               child_rel if rel is not None else None)
+                               child_rel if rel is not None else None, False)
             os.utime(host, ns=(st.st_atime_ns, st.st_mtime_ns))
             return
         self.mkdirs(os.path.dirname(clean(image_dest)))
-        host = self.host(image_dest)
+        host = self.host(image_dest, follow_last=top)  # the top destination through a symlink
         self.copy_leaf(src, st, host)
 
     def copy_leaf(self, src: str, st: os.stat_result, host: str) -> None:
+        """One non-directory; a file hard-linked to one this copy already wrote becomes a link to it."""
         key = (st.st_dev, st.st_ino)
-        if st.st_nlink > 1 and key in self.links and not stat.S_ISDIR(st.st_mode):
+        if st.st_nlink > 1 and key in self.links:
             self._replace(host)
             os.link(self.links[key], host)
             return
@@ -186,15 +197,22 @@ class Copier:
             os.symlink(os.readlink(src), host)
         elif stat.S_ISREG(st.st_mode):
             shutil.copyfile(src, host, follow_symlinks=False)
-            os.chmod(host, self._mode(st.st_mode))
-        elif stat.S_ISFIFO(st.st_mode):
-            os.mkfifo(host, self._mode(st.st_mode))
-        else:
-            return  # sockets and device nodes are not copied (BuildKit skips them too)
-        self._chown(host, st.st_uid, st.st_gid)
-        os.utime(host, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+        elif stat.S_ISSOCK(st.st_mode):  # fsutil's copyDevice: a socket becomes an empty stub file
+            os.mknod(host, stat.S_IFREG | 0o600)
+        else:  # fifos and device nodes, as fsutil's copyDevice
+            os.mknod(host, stat.S_IFMT(st.st_mode) | 0o600, st.st_rdev)
+        self._attributes(src, st, host)
         if st.st_nlink > 1:
             self.links[key] = host
+
+    def _attributes(self, src: str, st: os.stat_result, host: str) -> None:
+        """fsutil's copyFileInfo then copyXAttrs: owner, then mode (the chown clears set-id bits), xattrs
+        (a file capability, security.capability, is dropped by the chown too), times."""
+        self._chown(host, st.st_uid, st.st_gid)
+        if not stat.S_ISLNK(st.st_mode):
+            os.chmod(host, self._mode(st.st_mode))
+        copy_xattrs(src, host)
+        os.utime(host, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
 
     def extract(self, archive: str, image_dest: str) -> None:
         """ADD of a local tar archive: unpack under image_dest, refusing entries that leave it."""
@@ -246,6 +264,20 @@ class Copier:
         os.utime(host, (member.mtime, member.mtime), follow_symlinks=False)
 
 
+def copy_xattrs(src: str, dest: str) -> None:
+    """Every xattr of src onto dest (not following symlinks); one that cannot be read or set is skipped, as
+    BuildKit's copy does (it logs and goes on)."""
+    try:
+        names = os.listxattr(src, follow_symlinks=False)
+    except OSError:
+        return
+    for name in names:
+        try:
+            os.setxattr(dest, name, os.getxattr(src, name, follow_symlinks=False), follow_symlinks=False)
+        except OSError:
+            continue
+
+
 def is_archive(path: str) -> bool:
     """The magic numbers docker's ADD recognises: tar, gzip, bzip2, xz (zstd too, as BuildKit)."""
     try:
@@ -286,6 +318,7 @@ def run_copy(op: dict, dest_root: str, src_root: str, excluded=None) -> None:
         raise FileOpError("when using COPY with more than one source file, the destination must be a directory "
                           "and end with a /")
     for rel in matches:
+        copier.links = {}  # hard links are kept within one source, not across sources (one fsutil Copy each)
         src = scoped_join(src_root, rel)
         st = os.stat(src)
         if op.get("extract") and stat.S_ISREG(st.st_mode) and is_archive(src):
@@ -320,7 +353,7 @@ def main() -> int:
             excluded = PatternMatcher(spec["ignore"]).matches
         for op in spec["ops"]:
             if op["op"] == "mkdir":
-                Copier(root, resolve_owner(root, op.get("chown")), None).mkdirs(op["path"])
+                Copier(root, resolve_owner(root, op.get("chown"), strict=False), None).mkdirs(op["path"])
             else:
                 run_copy(op, root, src_root, excluded)
     except (FileOpError, OSError) as exc:

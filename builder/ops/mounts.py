@@ -133,6 +133,8 @@ def mount_key_parts(step: Step, context_dir: str | None, excluded, digests, step
             elif context_dir:
                 entry["content"] = checksum_sources(context_dir, [clean(m.source) or "."], excluded,
                                                     digests=digests)
+        elif m.type == "heredoc":  # RUN <<EOF with a shebang: the script is an input (dispatch._heredoc_run)
+            entry.update(id=m.id, content=m.source)
         elif m.type in ("cache", "secret", "ssh"):
             entry.update(id=m.id, mode=m.mode, uid=m.uid, gid=m.gid)
             if m.type == "cache" and m.from_stage is not None:  # the base is an input, as in BuildKit's LLB
@@ -255,6 +257,17 @@ def _secret_source(m: RunMount, sources: MountSources, stack: ExitStack) -> str 
     return copy
 
 
+def _heredoc_dir(m: RunMount, stack: ExitStack) -> str:
+    """A directory holding the heredoc script `m.id` (0755), as BuildKit's scratch mount at /dev/pipes/."""
+    scratch = tempfile.mkdtemp(prefix="pybuild-heredoc-")
+    stack.callback(shutil.rmtree, scratch, True)
+    with open(os.path.join(scratch, m.id), "w", encoding="utf-8") as fh:
+        fh.write(m.source)
+    os.chmod(os.path.join(scratch, m.id), 0o755)
+    os.chmod(scratch, 0o755)
+    return scratch
+
+
 def _ssh_socket(m: RunMount, sources: MountSources, stack: ExitStack) -> str | None:
     """A proxy socket for the agent of the mount's id (closed with ``stack``); None when not given and optional."""
     from builder.ops.sshagent import AgentProxy
@@ -303,6 +316,8 @@ def realise(op: ExecOp, sources: MountSources, stack: ExitStack) -> tuple:
             path = _secret_source(m, sources, stack)
             if path is not None:
                 out.append(Mount(type="bind", source=path, target=m.target, readonly=True))
+        elif m.type == "heredoc":
+            out.append(Mount(type="bind", source=_heredoc_dir(m, stack), target=m.target, readonly=True))
         elif m.type == "ssh":
             path = _ssh_socket(m, sources, stack)
             if path is not None:

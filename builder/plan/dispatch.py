@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Callable
 
 from builder.context.remote import is_git, is_url
 from builder.errors import PybuildError
+from builder.plan.heredocs import copy_body, run_argv
 from builder.plan.steps import IMAGE_ROOT, ExecOp, FileAction, FileOp, HistoryItem
 from grammar import nodes
 
@@ -145,7 +146,11 @@ def dispatch_workdir(p: "Planner", st: "StageState", inst: nodes.Workdir) -> Non
     path = _expand(p, st, inst.path, inst)
     path = posixpath.normpath(posixpath.join(st.config.workdir or "/", path))
     st.config = replace(st.config, workdir=path)
-    action = FileAction(op="mkdir", dest=path)
+    if path == "/":  # as BuildKit: nothing to create, no layer
+        _meta(st, "WORKDIR /")
+        return
+    # created (with parents, 0755) owned by the image's USER, as BuildKit's Mkdir WithUser
+    action = FileAction(op="mkdir", dest=path, chown=st.config.user or None)
     _file_step(p, st, inst, FileOp((action,)), f"WORKDIR {path}")
 
 
@@ -208,8 +213,7 @@ def dispatch_healthcheck(p: "Planner", st: "StageState", inst: nodes.Healthcheck
 
 
 def dispatch_onbuild(p: "Planner", st: "StageState", inst: nodes.Onbuild) -> None:
-    st.config = replace(st.config, onbuild=(*st.config.onbuild, inst.expression))
-    _meta(st, "ONBUILD " + inst.expression)
+    st.config = replace(st.config, onbuild=(*st.config.onbuild, inst.expression))  # no history line, as BuildKit
 
 
 def dispatch_maintainer(p: "Planner", st: "StageState", inst: nodes.Maintainer) -> None:
@@ -218,9 +222,9 @@ def dispatch_maintainer(p: "Planner", st: "StageState", inst: nodes.Maintainer) 
 
 def dispatch_run(p: "Planner", st: "StageState", inst: nodes.Run) -> None:
     argv = _command(st, inst.command)
-    script = None
+    script = None  # RUN <<EOF with a shebang: the mount of its script file
     if inst.heredocs and isinstance(inst.command, nodes.ShellForm):
-        argv, script = _heredoc_run(st, inst)
+        argv, script = run_argv(st.config.shell, inst)
     env = dict(st.config.env_dict())
     for key, value in st.args.items():
         if value is not None and key not in env:
@@ -234,9 +238,9 @@ def dispatch_run(p: "Planner", st: "StageState", inst: nodes.Run) -> None:
     if network not in ("none", "host"):
         raise PybuildError(f"{inst.span}: unsupported --network={network}", hint="use none, host or default",
                            context=shown(inst), reference="invalid-network")
-    mounts = _run_mounts(p, st, inst)
+    mounts = _run_mounts(p, st, inst) + ((script,) if script is not None else ())
     op = ExecOp(argv=argv, env=tuple(f"{k}={v}" for k, v in env.items()), cwd=st.config.workdir or "/",
-                user=st.config.user, network=network, stdin_script=script, mounts=mounts)
+                user=st.config.user, network=network, mounts=mounts)
     flags = " ".join(f"--{f.name}={f.value}" for f in inst.flags if f.name in ("mount", "network"))
     deps = tuple(m.from_step for m in mounts if m.from_step is not None)
     step = p.graph.add(stage=st.index, kind="exec", op=op, parent=st.parent, span=inst.span,
@@ -272,18 +276,6 @@ def _run_mounts(p: "Planner", st: "StageState", inst: nodes.Run) -> tuple:
     return tuple(mounts)
 
 
-def _heredoc_run(st: "StageState", inst: nodes.Run) -> tuple[tuple[str, ...], str | None]:
-    """`RUN <<EOF` runs the body as the script; otherwise heredocs are inlined into the shell command."""
-    text = inst.command.text.strip()  # type: ignore[union-attr]
-    first = inst.heredocs[0]
-    if re.fullmatch(r"<<-?[\"']?" + re.escape(first.name) + r"[\"']?", text) and len(inst.heredocs) == 1:
-        return (*st.config.shell, first.body), None
-    script = inst.command.text  # type: ignore[union-attr]
-    for doc in inst.heredocs:
-        script += "\n" + doc.body + doc.name
-    return (*st.config.shell, script), None
-
-
 def dispatch_copy(p: "Planner", st: "StageState", inst: nodes.Copy) -> None:
     env = st.expand_env()
     sources = tuple(p.expand(s, env, inst.span) for s in inst.sources if not s.startswith("<<"))
@@ -309,7 +301,8 @@ def dispatch_copy(p: "Planner", st: "StageState", inst: nodes.Copy) -> None:
         actions.append(FileAction(op="copy", sources=local, dest=dest, chown=chown, chmod=chmod, extract=is_add))
     for doc in inst.heredocs:
         target = dest if not dest.endswith("/") else dest + doc.name
-        actions.append(FileAction(op="write", dest=target, chown=chown, chmod=chmod, content=doc.body))
+        actions.append(FileAction(op="write", dest=target, chown=chown, chmod=chmod,
+                                  content=copy_body(doc, env, inst, shown(inst))))
     from_flag = inst.flag("from")
     op = FileOp(tuple(actions))
     if from_flag:
