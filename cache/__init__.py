@@ -3,6 +3,8 @@
 `Store` is a facade over the modules below; several processes may use one root at once.
 On-disk layout of a store root::
 
+    <root>/                        0700, owned by the user of the store (root: as /var/lib/docker), so image
+                                   content (setuid binaries, device nodes) is never reachable by other users
     <root>/store.lock              LOCK_SH by every open Store (locks.py)
     <root>/index.db[-wal,-shm]     sqlite index (schema in index.py)
     <root>/blobs/sha256/<hex>      blobs (blobs.py); .tmp-* are writes in progress
@@ -18,6 +20,7 @@ directories they name; `Store.open` removes what dead processes left behind.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,7 +58,7 @@ class Store:
     def __init__(self, root: Path) -> None:
         """Use `Store.open`."""
         self.root = root
-        root.mkdir(parents=True, exist_ok=True)
+        _make_private(root)
         self._lock = locks.StoreLock(root / "store.lock")
         try:
             self._blobs = BlobStore(root)
@@ -288,3 +291,24 @@ class Store:
             if alone:
                 self._lock.clean_key_locks(self.root / "locks")
         return result
+
+
+def _make_private(root: Path) -> None:
+    """Create ``root`` mode 0700, or make an existing one 0700 and ours (stores made before this rule were 0755)."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid():
+            if os.geteuid() != 0:
+                raise StoreError(f"the store belongs to uid {st.st_uid}, not to this user; use a store of "
+                                 "your own (--root DIR)", path=root)
+            os.fchown(fd, 0, 0)
+        if stat.S_IMODE(st.st_mode) != 0o700:
+            os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)
