@@ -24,7 +24,7 @@ import stat
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from cache import gc, locks, refs
 from cache.blobs import BlobStore
@@ -44,6 +44,9 @@ from cache.model import (
 from cache.snapshots import SnapshotStore
 from cache.statcache import StatCache
 
+if TYPE_CHECKING:
+    from cache.unpack import UnpackLimits  # loaded where layers are unpacked (see SnapshotStore.commit)
+
 __all__ = [
     "BlobNotFound", "CacheRecord", "CorruptBlob", "Descriptor", "Digest", "ImageRecord", "Interrupted", "Layer",
     "LockTimeout", "MutableSnapshot", "Snapshot", "Store", "StoreError",
@@ -55,7 +58,7 @@ class Store:
 
     root: Path
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, unpack_limits: UnpackLimits | None = None) -> None:
         """Use `Store.open`."""
         self.root = root
         _make_private(root)
@@ -63,7 +66,7 @@ class Store:
         try:
             self._blobs = BlobStore(root)
             self._index = Index(root / "index.db")
-            self._snapshots = SnapshotStore(root, self._index, self._blobs)
+            self._snapshots = SnapshotStore(root, self._index, self._blobs, unpack_limits)
             self._stat = StatCache(self._index)
             self._blobs.clean_temp()
             self._snapshots.recover()
@@ -72,10 +75,11 @@ class Store:
             raise
 
     @classmethod
-    def open(cls, root: str | Path) -> Store:
-        """Open (creating if needed) the store at ``root``; cleans up after crashed writers."""
+    def open(cls, root: str | Path, *, unpack_limits: UnpackLimits | None = None) -> Store:
+        """Open (creating if needed) the store at ``root``; cleans up after crashed writers. ``unpack_limits``
+        bounds what one imported layer may unpack to (None: `cache.unpack.UnpackLimits`' defaults)."""
         try:
-            return cls(Path(root).absolute())
+            return cls(Path(root).absolute(), unpack_limits)
         except OSError as e:
             raise StoreError(f"open store: {e.strerror or e}", path=root) from e
 
