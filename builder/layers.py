@@ -85,7 +85,6 @@ class Analysis:
 
     def add_layer(self, report: LayerReport, tar: tarfile.TarFile) -> None:
         """Apply one layer's entries (a tar opened in stream mode) to the merged tree."""
-        index = len(self.layers)
         self.layers.append(report)
         entries: dict[str, tuple[str, int]] = {}  # path → (kind, size): this layer's own tree
         for member in tar:

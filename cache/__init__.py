@@ -3,6 +3,8 @@
 `Store` is a facade over the modules below; several processes may use one root at once.
 On-disk layout of a store root::
 
+    <root>/                        0700, owned by the user of the store (root: as /var/lib/docker), so image
+                                   content (setuid binaries, device nodes) is never reachable by other users
     <root>/store.lock              LOCK_SH by every open Store (locks.py)
     <root>/index.db[-wal,-shm]     sqlite index (schema in index.py)
     <root>/blobs/sha256/<hex>      blobs (blobs.py); .tmp-* are writes in progress
@@ -18,10 +20,11 @@ directories they name; `Store.open` removes what dead processes left behind.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from cache import gc, locks, refs
 from cache.blobs import BlobStore
@@ -41,6 +44,9 @@ from cache.model import (
 from cache.snapshots import SnapshotStore
 from cache.statcache import StatCache
 
+if TYPE_CHECKING:
+    from cache.unpack import UnpackLimits  # loaded where layers are unpacked (see SnapshotStore.commit)
+
 __all__ = [
     "BlobNotFound", "CacheRecord", "CorruptBlob", "Descriptor", "Digest", "ImageRecord", "Interrupted", "Layer",
     "LockTimeout", "MutableSnapshot", "Snapshot", "Store", "StoreError",
@@ -52,15 +58,15 @@ class Store:
 
     root: Path
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, unpack_limits: UnpackLimits | None = None) -> None:
         """Use `Store.open`."""
         self.root = root
-        root.mkdir(parents=True, exist_ok=True)
+        _make_private(root)
         self._lock = locks.StoreLock(root / "store.lock")
         try:
             self._blobs = BlobStore(root)
             self._index = Index(root / "index.db")
-            self._snapshots = SnapshotStore(root, self._index, self._blobs)
+            self._snapshots = SnapshotStore(root, self._index, self._blobs, unpack_limits)
             self._stat = StatCache(self._index)
             self._blobs.clean_temp()
             self._snapshots.recover()
@@ -69,10 +75,11 @@ class Store:
             raise
 
     @classmethod
-    def open(cls, root: str | Path) -> Store:
-        """Open (creating if needed) the store at ``root``; cleans up after crashed writers."""
+    def open(cls, root: str | Path, *, unpack_limits: UnpackLimits | None = None) -> Store:
+        """Open (creating if needed) the store at ``root``; cleans up after crashed writers. ``unpack_limits``
+        bounds what one imported layer may unpack to (None: `cache.unpack.UnpackLimits`' defaults)."""
         try:
-            return cls(Path(root).absolute())
+            return cls(Path(root).absolute(), unpack_limits)
         except OSError as e:
             raise StoreError(f"open store: {e.strerror or e}", path=root) from e
 
@@ -296,3 +303,24 @@ class Store:
             if alone:
                 self._lock.clean_key_locks(self.root / "locks")
         return result
+
+
+def _make_private(root: Path) -> None:
+    """Create ``root`` mode 0700, or make an existing one 0700 and ours (stores made before this rule were 0755)."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid():
+            if os.geteuid() != 0:
+                raise StoreError(f"the store belongs to uid {st.st_uid}, not to this user; use a store of "
+                                 "your own (--root DIR)", path=root)
+            os.fchown(fd, 0, 0)
+        if stat.S_IMODE(st.st_mode) != 0o700:
+            os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)

@@ -9,7 +9,8 @@ A put writes into a temp file in the same directory (so the final rename is atom
 while copying (whole blocks with O_DIRECT, see `cache.directio`), then fsyncs the file, renames
 it over its final name and fsyncs the directory.
 Putting the same content twice is harmless (the second temp file is dropped). Readers get a
-`VerifyingReader`, which re-hashes what it returns and raises `CorruptBlob` at EOF/close.
+`VerifyingReader`, which re-hashes what it returns and raises `CorruptBlob` at EOF/close; a blob found corrupt
+is unlinked, so that the next build or pull puts the right bytes back (a put keeps an existing file).
 A writer killed mid-way leaves only an unlocked ``.tmp-*`` file, which `BlobStore.clean_temp`
 removes (it skips temp files whose writer still holds the lock).
 """
@@ -139,10 +140,16 @@ class BlobStore:
             raise BlobNotFound(digest, path=p) from None
 
     def verify(self, digest: str) -> None:
-        """Re-hash a blob; raises CorruptBlob or BlobNotFound."""
-        with self.open(digest) as r:
-            while r.read(CHUNK):
-                pass
+        """Re-hash a blob; raises CorruptBlob (and unlinks it) or BlobNotFound."""
+        p = self.path(digest)
+        try:
+            with open(p, "rb") as f:
+                actual = "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()  # ~2x a read() loop's speed
+        except FileNotFoundError:
+            raise BlobNotFound(digest, path=p) from None
+        if actual != digest:
+            _drop_corrupt(p)
+            raise CorruptBlob(digest, actual, path=p)
 
     def delete(self, digest: str) -> int:
         """Remove a blob; returns the bytes freed (0 if it was absent)."""
@@ -197,6 +204,7 @@ class VerifyingReader(io.RawIOBase):
         self._verified = True
         actual = "sha256:" + self._hasher.hexdigest()
         if actual != self._digest:
+            _drop_corrupt(self._path)
             raise CorruptBlob(self._digest, actual, path=self._path)
 
     def close(self) -> None:
@@ -210,6 +218,14 @@ class VerifyingReader(io.RawIOBase):
         finally:
             self._f.close()
             super().close()
+
+
+def _drop_corrupt(path: Path) -> None:
+    """Unlink a blob found corrupt: no reader can use it, and a put of the right bytes would keep it otherwise."""
+    try:
+        path.unlink()
+    except OSError:
+        pass
 
 
 def _fsync_dir(path: Path) -> None:

@@ -41,7 +41,9 @@ class CorruptBlob(StoreError):
     """A blob's content does not match its digest (or its recorded size)."""
 
     def __init__(self, digest: str, actual: str, *, path: str | Path | None = None) -> None:
-        super().__init__(f"corrupt blob {digest}: content hashes to {actual}", path=path)
+        super().__init__(f"corrupt blob {digest}: content hashes to {actual}; it was removed from the store: "
+                         "build again to make it anew (a base image's layer: pull it again with --pull), or run "
+                         "`pybuild cache prune` to drop what refers to it", path=path)
         self.digest = digest
         self.actual = actual
 

@@ -35,7 +35,7 @@ from cache.model import Descriptor, Digest, Layer, MutableSnapshot, Snapshot
 
 if TYPE_CHECKING:
     from cache.compress import LayerSink
-    from cache.unpack import UnpackStats
+    from cache.unpack import UnpackLimits, UnpackStats
 
 UNPACKERS = max(1, min(4, os.cpu_count() or 1))  # layers unpacked at once by import_layers
 
@@ -43,8 +43,9 @@ UNPACKERS = max(1, min(4, os.cpu_count() or 1))  # layers unpacked at once by im
 class SnapshotStore:
     """Creates, commits, imports, looks up and deletes snapshot directories."""
 
-    def __init__(self, root: Path, index: Index, blobs: BlobStore) -> None:
+    def __init__(self, root: Path, index: Index, blobs: BlobStore, limits: UnpackLimits | None = None) -> None:
         self.root = root
+        self.limits = limits  # None: cache.unpack's defaults
         self.index = index
         self.blobs = blobs
         self.dir = root / "snapshots"
@@ -218,10 +219,15 @@ class SnapshotStore:
             raw = self.blobs.open(blob.digest)
             try:
                 tar = decompressed(raw, str(blob.digest))
-                stats = unpack.unpack_layer(_StopReading(tar, stop), fs)
+                stats = unpack.unpack_layer(_StopReading(tar, stop), fs, self.limits, self.blobs.size(blob.digest))
             finally:
                 raw.close()  # verifies whatever the decompressor left unread
             return d, fd, stats
+        except StoreError as e:
+            self._drop_temp(d, fd)
+            if type(e) is not StoreError or str(blob.digest) in e.message:
+                raise
+            raise StoreError(f"layer {blob.digest}: {e.message}", path=e.path) from e
         except BaseException:
             self._drop_temp(d, fd)
             raise

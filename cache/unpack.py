@@ -1,15 +1,21 @@
 """Unpacking a layer tar into a fresh snapshot directory, safely.
 
-The destination is a new private directory, so every path that exists in it was created by
-this tar; checking each parent component with lstat() is therefore enough to refuse writes
-through symlinks (no other writer can race us). Refused with StoreError: absolute names,
-``..`` components, a parent that is a symlink or not a directory, hard links to outside or to
-directories, and unknown entry types.
+Every entry is reached from a directory file descriptor of the layer root, one component at a time with
+O_NOFOLLOW (as umoci's and containerd's unpackers resolve inside the root): a symlink an earlier entry made is
+never followed, not even to set metadata. Owners, modes, times and xattrs are set through a descriptor of the
+entry itself (an O_PATH one for symlinks and devices), so the metadata of a directory, set last, cannot land on
+whatever a later entry put at its name. Refused with StoreError: absolute names, ``..`` components, a parent
+that is a symlink or not a directory, hard links to outside, to directories or through symlinks, malformed
+whiteouts (``.wh.`` alone, ``.wh..``, ``.wh...``, a ``.wh..wh..opq`` that is not a leaf) and unknown types.
 
 OCI whiteouts are turned into overlay ones so the directory works as an overlay lowerdir:
 ``.wh.<name>`` → character device 0/0 ``<name>``; ``.wh..wh..opq`` → the xattr
 ``trusted.overlay.opaque=y`` on its directory (both need CAP_MKNOD / CAP_SYS_ADMIN). Overlay
-xattrs carried by the tar itself are dropped: only whiteout entries may create them.
+xattrs carried by the tar itself are dropped: only whiteout entries may create them. Other
+``.wh..wh.*`` names are aufs bookkeeping and skipped, as containerd does.
+
+`UnpackLimits` bounds what one layer may unpack to (tar bytes, and their ratio to the blob's size), so a
+decompression bomb fails with an error naming the limit instead of filling the disk.
 """
 
 from __future__ import annotations
@@ -34,6 +40,27 @@ from cache.layertar import (
 from cache.model import Digest
 
 CHUNK = 1 << 20
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@dataclass(frozen=True, slots=True)
+class UnpackLimits:
+    """Bounds on one layer's uncompressed tar bytes: at most ``max_bytes``, and, past ``ratio_floor`` bytes, at
+    most ``max_ratio`` times the blob's size (0: no ratio bound). deflate cannot exceed ~1032:1, so the default
+    ratio only stops zstd bombs and never a gzip layer; raise the bounds through `Store.open(unpack_limits=)`."""
+
+    max_bytes: int = 64 << 30
+    max_ratio: int = 10_000
+    ratio_floor: int = 1 << 30
+
+    def bound(self, compressed: int | None) -> tuple[int, str]:
+        """The byte bound for a blob of ``compressed`` bytes, and which limit it is."""
+        if self.max_ratio and compressed is not None and \
+                max(self.ratio_floor, self.max_ratio * compressed) < self.max_bytes:
+            return max(self.ratio_floor, self.max_ratio * compressed), \
+                f"the decompression ratio limit ({self.max_ratio}:1 past {self.ratio_floor} bytes)"
+        return self.max_bytes, f"the size limit ({self.max_bytes} bytes)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,14 +72,20 @@ class UnpackStats:
 
 
 class _HashingReader:
-    """Feeds every byte read through sha256 (tarfile stream mode reads sequentially)."""
+    """Feeds every byte read through sha256 (tarfile stream mode reads sequentially), within a byte bound."""
 
-    def __init__(self, f: BinaryIO) -> None:
+    def __init__(self, f: BinaryIO, bound: tuple[int, str] = (-1, "")) -> None:
         self.f = f
         self.hasher = hashlib.sha256()
+        self.total = 0
+        self.bound, self.limit = bound
 
     def read(self, n: int = -1) -> bytes:
         data = self.f.read(n)
+        self.total += len(data)
+        if 0 <= self.bound < self.total:
+            raise StoreError(f"the layer unpacks to more than {self.bound} bytes, over {self.limit}: "
+                             "refused as a decompression bomb; if the image is genuine, raise the limit")
         self.hasher.update(data)
         return data
 
@@ -72,158 +105,226 @@ def split_name(name: str) -> list[str]:
     return parts
 
 
+def check_whiteout(parts: list[str], name: str) -> None:
+    """Refuse whiteouts that name no sibling: ``.wh.`` alone, ``.wh..``, ``.wh...``, ``.wh..wh..opq/x``."""
+    hidden = parts[-1][len(WHITEOUT_PREFIX):]
+    if hidden in ("", ".", "..") or any(p.startswith(WHITEOUT_PREFIX) for p in parts[:-1]):
+        raise StoreError(f"layer entry {name!r} is not a valid whiteout (it must hide one sibling entry)")
+
+
 class Unpacker:
-    """Applies tar members to ``dest`` one by one; directory metadata is fixed up at the end."""
+    """Applies tar members below the directory ``dest`` one by one; directory metadata is fixed up at the end."""
 
     def __init__(self, dest: Path) -> None:
-        self.dest = dest
-        self.dirs: list[tuple[str, tarfile.TarInfo]] = []
+        self.root = os.open(dest, DIR_FLAGS)
+        self.dirs: list[tuple[list[str], tarfile.TarInfo]] = []
         self.size = 0
+        self._parent: tuple[tuple[str, ...], int] | None = None  # the last parent reached (entries are grouped)
 
-    def parent_of(self, parts: list[str], name: str) -> str:
-        """The checked parent directory of an entry, creating missing ones (mode 0755)."""
-        current = os.fspath(self.dest)
-        for part in parts[:-1]:
-            current = os.path.join(current, part)
-            try:
-                st = os.lstat(current)
-            except FileNotFoundError:
-                os.mkdir(current, 0o755)
-                continue
-            if stat.S_ISLNK(st.st_mode):
-                raise StoreError(f"layer entry {name!r} would be written through a symlink",
-                                 path=current)
-            if not stat.S_ISDIR(st.st_mode):
-                raise StoreError(f"layer entry {name!r} is below a non-directory", path=current)
-        return current
+    def close(self) -> None:
+        self._forget_parent()
+        os.close(self.root)
+
+    def _forget_parent(self) -> None:
+        if self._parent is not None and self._parent[1] != self.root:
+            os.close(self._parent[1])
+        self._parent = None
+
+    def walk(self, dirs: list[str], name: str, create: bool) -> int:
+        """A new descriptor of the directory ``dirs`` below the root, never through a symlink (missing ones are
+        made, mode 0755, if ``create``); the caller closes it."""
+        fd = os.dup(self.root)
+        try:
+            for depth, part in enumerate(dirs, 1):
+                try:
+                    child = os.open(part, DIR_FLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    if not create:
+                        raise StoreError(f"layer entry {name!r}: {'/'.join(dirs)} does not exist") from None
+                    os.mkdir(part, 0o755, dir_fd=fd)
+                    child = os.open(part, DIR_FLAGS, dir_fd=fd)
+                except OSError:
+                    how = "would be written through a symlink" if stat.S_ISLNK(os.lstat(part, dir_fd=fd).st_mode) \
+                        else "is below a non-directory"
+                    raise StoreError(f"layer entry {name!r} {how} ({'/'.join(dirs[:depth])})") \
+                        from None
+                os.close(fd)
+                fd = child
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def parent_of(self, parts: list[str], name: str) -> int:
+        """The (cached) descriptor of an entry's parent directory; owned by the Unpacker."""
+        key = tuple(parts[:-1])
+        if self._parent is None or self._parent[0] != key:
+            fd = self.walk(parts[:-1], name, create=True) if key else self.root
+            self._forget_parent()
+            self._parent = (key, fd)
+        return self._parent[1]
 
     def apply(self, member: tarfile.TarInfo, tar: tarfile.TarFile) -> None:
         parts = split_name(member.name)
         if not parts:
             return  # the layer root itself: the snapshot root keeps its own attributes
-        parent = self.parent_of(parts, member.name)
         base = parts[-1]
-        target = os.path.join(parent, base)
-        if base.startswith(WHITEOUT_PREFIX):
-            self.whiteout(parent, base, member.name)
+        if base.startswith(WHITEOUT_PREFIX) or any(p.startswith(WHITEOUT_PREFIX) for p in parts[:-1]):
+            if base != WHITEOUT_OPAQUE or any(p.startswith(WHITEOUT_PREFIX) for p in parts[:-1]):
+                check_whiteout(parts, member.name)
+            self.whiteout(self.parent_of(parts, member.name), base, member.name)
             return
-        if not (member.isdir() and os.path.isdir(target) and not os.path.islink(target)):
-            remove(target)
         try:
-            self.create(member, tar, target)
+            parent = self.parent_of(parts, member.name)
+            existing = _lstat(base, parent)
+            if not (member.isdir() and existing is not None and stat.S_ISDIR(existing.st_mode)):
+                self.remove(parent, base, existing)
+            self.create(member, tar, parent, base, parts)
         except OSError as e:
-            raise StoreError(f"unpack layer entry {member.name!r}: {e.strerror or e}",
-                             path=target) from e
+            raise StoreError(f"unpack layer entry {member.name!r}: {e.strerror or e}") from e
 
-    def whiteout(self, parent: str, base: str, name: str) -> None:
+    def remove(self, parent: int, base: str, st: os.stat_result | None) -> None:
+        """Remove what is at ``base`` (an lstat of it given), never following symlinks."""
+        if st is None:
+            return
+        if stat.S_ISDIR(st.st_mode):  # a child of the cached parent: that descriptor stays valid
+            shutil.rmtree(base, dir_fd=parent)
+        else:
+            os.unlink(base, dir_fd=parent)
+
+    def whiteout(self, parent: int, base: str, name: str) -> None:
         try:
             if base == WHITEOUT_OPAQUE:
-                os.setxattr(parent, OPAQUE_XATTR, b"y", follow_symlinks=False)
+                os.setxattr(parent, OPAQUE_XATTR, b"y")
                 return
             hidden = base[len(WHITEOUT_PREFIX):]
             if hidden.startswith(WHITEOUT_PREFIX):
                 return  # aufs bookkeeping (.wh..wh.plnk, ...): meaningless here, as in Docker
-            target = os.path.join(parent, hidden)
-            remove(target)
-            os.mknod(target, stat.S_IFCHR | 0o000, os.makedev(0, 0))
+            self.remove(parent, hidden, _lstat(hidden, parent))
+            os.mknod(hidden, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=parent)
         except OSError as e:
-            raise StoreError(f"convert whiteout {name!r}: {e.strerror}", path=parent) from e
+            raise StoreError(f"convert whiteout {name!r}: {e.strerror}") from e
 
-    def create(self, m: tarfile.TarInfo, tar: tarfile.TarFile, target: str) -> None:
+    def create(self, m: tarfile.TarInfo, tar: tarfile.TarFile, parent: int, base: str, parts: list[str]) -> None:
         if m.isdir():
-            if not os.path.isdir(target):
-                os.mkdir(target, 0o700)
-            self.dirs.append((target, m))
+            if _lstat(base, parent) is None:
+                os.mkdir(base, 0o700, dir_fd=parent)
+            self.dirs.append((parts, m))
             return
         if m.isreg():
-            self.write_file(m, tar, target)
-        elif m.issym():
-            os.symlink(m.linkname, target)
+            self.write_file(m, tar, parent, base)
+            return
+        if m.issym():
+            os.symlink(m.linkname, base, dir_fd=parent)
         elif m.islnk():
-            source = self.link_source(m)
-            os.link(source, target, follow_symlinks=False)
+            self.link(m, parent, base)
             return  # the inode already has its metadata
         elif m.ischr() or m.isblk() or m.isfifo():
             kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK if m.isblk() else stat.S_IFIFO
-            os.mknod(target, kind | 0o600, os.makedev(m.devmajor, m.devminor))
+            os.mknod(base, kind | 0o600, os.makedev(m.devmajor, m.devminor), dir_fd=parent)
         else:
             raise StoreError(f"layer entry {m.name!r} has unsupported type {m.type!r}")
-        self.set_metadata(target, m)
+        fd = os.open(base, PATH_FLAGS, dir_fd=parent)
+        try:
+            set_metadata(f"/proc/self/fd/{fd}", m)
+        finally:
+            os.close(fd)
 
-    def write_file(self, m: tarfile.TarInfo, tar: tarfile.TarFile, target: str) -> None:
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o600)
+    def write_file(self, m: tarfile.TarInfo, tar: tarfile.TarFile, parent: int, base: str) -> None:
+        fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                     dir_fd=parent)
         src = tar.extractfile(m)
         with os.fdopen(fd, "wb") as out:
             if src is not None:
                 shutil.copyfileobj(src, out, CHUNK)
+            out.flush()
+            set_metadata(fd, m)
         self.size += m.size
 
-    def link_source(self, m: tarfile.TarInfo) -> str:
+    def link(self, m: tarfile.TarInfo, parent: int, base: str) -> None:
+        """A hard link to a non-directory unpacked earlier in this layer, reached without following symlinks."""
         parts = split_name(m.linkname)
         if not parts:
             raise StoreError(f"hard link {m.name!r} points at the layer root")
-        source = os.path.join(self.parent_of(parts, m.name), parts[-1])
-        st = os.lstat(source) if os.path.lexists(source) else None
-        if st is None or stat.S_ISDIR(st.st_mode):
-            raise StoreError(f"hard link {m.name!r} → {m.linkname!r}: target is not a file "
-                             "unpacked earlier in this layer")
-        return source
-
-    def set_xattrs(self, target: str, m: tarfile.TarInfo) -> None:
-        for key, value in sorted(m.pax_headers.items()):
-            if not key.startswith(PAX_XATTR_PREFIX):
-                continue
-            name = key[len(PAX_XATTR_PREFIX):]
-            if name.startswith(OVERLAY_XATTR_PREFIX):
-                continue
-            try:
-                os.setxattr(target, name, value.encode("utf-8", "surrogateescape"),
-                            follow_symlinks=False)
-            except OSError as e:
-                if not (m.issym() and e.errno in (1, 95)):  # EPERM/EOPNOTSUPP on symlinks
-                    raise
-
-    def set_metadata(self, target: str, m: tarfile.TarInfo) -> None:
-        """Owner, xattrs, mode (after chown, which clears set-id bits) and mtime."""
-        os.chown(target, m.uid, m.gid, follow_symlinks=False)
-        self.set_xattrs(target, m)
-        if not m.issym():
-            os.chmod(target, m.mode & 0o7777)
-        ns = int(m.mtime * 1_000_000_000)
-        os.utime(target, ns=(ns, ns), follow_symlinks=False)
+        source_dir = self.walk(parts[:-1], m.name, create=False)
+        try:
+            st = _lstat(parts[-1], source_dir)
+            if st is None or stat.S_ISDIR(st.st_mode):
+                raise StoreError(f"hard link {m.name!r} → {m.linkname!r}: target is not a file "
+                                 "unpacked earlier in this layer")
+            os.link(parts[-1], base, src_dir_fd=source_dir, dst_dir_fd=parent, follow_symlinks=False)
+        finally:
+            os.close(source_dir)
 
     def finish(self) -> None:
-        """Directory owners/modes/mtimes last, deepest first (children changed their mtimes)."""
-        for target, m in reversed(self.dirs):
+        """Directory owners/modes/mtimes last, deepest first (children changed their mtimes); a directory a
+        later entry replaced (by a symlink, say) is skipped, never followed."""
+        self._forget_parent()
+        for parts, m in reversed(self.dirs):
             try:
-                self.set_metadata(target, m)
+                parent = self.walk(parts[:-1], m.name, create=False)
+            except StoreError:
+                continue  # an ancestor was replaced
+            try:
+                fd = os.open(parts[-1], DIR_FLAGS, dir_fd=parent)
+            except OSError:
+                continue  # replaced by something that is not a directory
+            finally:
+                os.close(parent)
+            try:
+                set_metadata(fd, m)
             except OSError as e:
-                raise StoreError(f"set directory metadata: {e.strerror}", path=target) from e
+                raise StoreError(f"set metadata of directory {m.name!r}: {e.strerror}") from e
+            finally:
+                os.close(fd)
 
 
-def remove(path: str) -> None:
-    """Remove whatever is at ``path`` (not following symlinks); absent is fine."""
+def _lstat(name: str, dir_fd: int) -> os.stat_result | None:
     try:
-        st = os.lstat(path)
+        return os.lstat(name, dir_fd=dir_fd)
     except FileNotFoundError:
-        return
-    if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(path)
-    else:
-        os.unlink(path)
+        return None
 
 
-def unpack_layer(tar_stream: BinaryIO, dest: Path) -> UnpackStats:
-    """Unpack an uncompressed layer tar stream into the empty directory ``dest``."""
-    reader = _HashingReader(tar_stream)
+def set_xattrs(target: int | str, m: tarfile.TarInfo) -> None:
+    for key, value in sorted(m.pax_headers.items()):
+        if not key.startswith(PAX_XATTR_PREFIX):
+            continue
+        name = key[len(PAX_XATTR_PREFIX):]
+        if name.startswith(OVERLAY_XATTR_PREFIX):
+            continue
+        try:
+            os.setxattr(target, name, value.encode("utf-8", "surrogateescape"))
+        except OSError as e:
+            if not (m.issym() and e.errno in (1, 95)):  # EPERM/EOPNOTSUPP on symlinks
+                raise
+
+
+def set_metadata(target: int | str, m: tarfile.TarInfo) -> None:
+    """Owner, xattrs, mode (after chown, which clears set-id bits) and mtime of the entry itself: ``target`` is
+    its open descriptor or the /proc/self/fd path of an O_PATH one (which names the inode, never a link's target)."""
+    os.chown(target, m.uid, m.gid)
+    set_xattrs(target, m)
+    if not m.issym():
+        os.chmod(target, m.mode & 0o7777)
+    ns = int(m.mtime * 1_000_000_000)
+    os.utime(target, ns=(ns, ns))
+
+
+def unpack_layer(tar_stream: BinaryIO, dest: Path, limits: UnpackLimits | None = None,
+                 compressed: int | None = None) -> UnpackStats:
+    """Unpack an uncompressed layer tar stream into the empty directory ``dest``, within ``limits`` (the
+    defaults if None; ``compressed`` is the blob's size, for the ratio bound)."""
+    reader = _HashingReader(tar_stream, (limits or UnpackLimits()).bound(compressed))
     unpacker = Unpacker(dest)
     try:
         with tarfile.open(fileobj=reader, mode="r|", encoding="utf-8",  # type: ignore[call-overload]
                           errors="surrogateescape") as tar:
             for member in tar:
                 unpacker.apply(member, tar)
+        unpacker.finish()
     except (tarfile.TarError, EOFError) as e:
         raise StoreError(f"read layer tar: {e}", path=dest) from e
-    unpacker.finish()
+    finally:
+        unpacker.close()
     return UnpackStats(reader.drain(), unpacker.size)

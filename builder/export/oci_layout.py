@@ -14,11 +14,14 @@ IMAGE_NAME = "io.containerd.image.name"
 
 
 def _put(store, dest: Path, digest: str) -> None:
+    """Hard-link (or copy) a blob into the layout once it is verified: a blob whose bytes no longer match its digest
+    raises CorruptBlob instead of being exported, as BuildKit's content writer checks each blob it commits."""
     algo, _, hexpart = digest.partition(":")
     target = dest / "blobs" / algo / hexpart
     if target.exists():
         return
     target.parent.mkdir(parents=True, exist_ok=True)
+    store.verify_blob(digest)  # sha256 of what is handed out: ~1 GiB/s here, where the link takes 0.1 ms
     source = store.blob_path(digest)
     tmp = target.with_name(f".{hexpart}.tmp{os.getpid()}")
     try:

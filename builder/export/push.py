@@ -49,6 +49,7 @@ def _push_blob(store, client: Registry, ref: Reference, desc, scope: str, source
         location = client.mount_blob(ref.repository, desc.digest, source, scope)
         if location is None:
             return "mounted"
+    store.verify_blob(desc.digest)  # CorruptBlob rather than a damaged blob the registry may keep (or refuse)
     meter = Meter(progress, desc.digest, desc.size, stop)
     client.upload_blob(ref.repository, desc.digest, store.blob_path(desc.digest), scope, location, meter=meter)
     return "uploaded"

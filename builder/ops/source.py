@@ -27,7 +27,10 @@ def execute(store, step: Step):
                 raise FileNotFoundError(f"blob {ref.digest} of {op.ref} is missing from the store")
             algo, _, hexpart = ref.digest.partition(":")
             with open(os.path.join(op.layout_dir, "blobs", algo, hexpart), "rb") as fh:
-                store.put_blob_file(fh)
+                put = store.put_blob_file(fh)
+            if put.digest != ref.digest:  # stored under what it hashes to: check before anything refers to it
+                raise StoreError(f"layer blob {ref.digest} of {op.ref} in {op.layout_dir} hashes to {put.digest}: "
+                                 "the layout is damaged; export it again")
         descs.append(Descriptor(OCI_LAYER_TYPES.get(ref.media_type, ref.media_type), ref.digest, ref.size))
     snapshots = store.import_layers(None, descs)  # unpacked side by side, stacked in order
     for number, (ref, snapshot) in enumerate(zip(op.layers, snapshots), 1):

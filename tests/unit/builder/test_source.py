@@ -44,3 +44,17 @@ def test_a_layer_whose_content_is_not_the_configs_diff_id_is_refused(store):
     message = str(err.value)
     assert "me/base:1" in message and claimed in message and _digest(tars[1]) in message, message
     assert "layer 2 of 2" in message and "pull" in message, message
+
+
+def test_a_tampered_layer_blob_of_an_oci_layout_is_refused(store, tmp_path):
+    """A layout's blob whose bytes do not hash to its name must not enter the store under another digest."""
+    tar = _tar("a", b"a")
+    blob = gzip.compress(tar, mtime=0)
+    name = _digest(blob)
+    (tmp_path / "layout/blobs/sha256").mkdir(parents=True)
+    (tmp_path / "layout/blobs/sha256" / name.split(":")[1]).write_bytes(blob[:-8] + b"tampered")
+    ref = LayerRef("application/vnd.oci.image.layer.v1.tar+gzip", name, len(blob), _digest(tar))
+    step = type("S", (), {"op": SourceOp("oci-layout://x", "sha256:" + "0" * 64, (ref,), str(tmp_path / "layout"))})()
+    with pytest.raises(StoreError) as err:
+        execute(store, step)
+    assert name in str(err.value) and "damaged" in str(err.value), err.value

@@ -75,14 +75,14 @@ def unpacks(monkeypatch):
     real, lock = cache.unpack.unpack_layer, threading.Lock()
     seen = {"calls": 0, "now": 0, "most": 0}
 
-    def counted(stream, dest):
+    def counted(stream, dest, *limits):
         with lock:
             seen["calls"] += 1
             seen["now"] += 1
             seen["most"] = max(seen["most"], seen["now"])
         try:
             time.sleep(0.05)  # lets a second unpack start before this one ends, if the caller allows it
-            return real(stream, dest)
+            return real(stream, dest, *limits)
         finally:
             with lock:
                 seen["now"] -= 1
