@@ -8,7 +8,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from builder.errors import PybuildError, UsageError
@@ -46,6 +46,8 @@ class BuildOptions:
     push: bool = False  # --push: push every -t name
     pull: bool = False  # --pull: resolve FROM images in their registry even when stored locally
     insecure_registries: list[str] = field(default_factory=list)  # plain-HTTP registries besides loopback
+    registry_deadline: float | None = None  # --registry-deadline: seconds one registry request may take
+    registry_min_rate: int | None = None  # --registry-min-rate: bytes/s a registry request must average
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +90,14 @@ def _registries(opts: BuildOptions):
     def get():
         if not made:
             from builder.export.registry import Registries
+            from builder.export.transfer import TransferLimits
 
-            made.append(Registries(tuple(opts.insecure_registries)))
+            limits = TransferLimits()
+            if opts.registry_deadline is not None:
+                limits = replace(limits, deadline=opts.registry_deadline)
+            if opts.registry_min_rate is not None:
+                limits = replace(limits, min_rate=opts.registry_min_rate)
+            made.append(Registries(tuple(opts.insecure_registries), limits))
         return made[0]
     return get
 

@@ -40,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
                    help="speak plain HTTP to this registry (localhost and 127.0.0.0/8 always are; "
                         "also $PYBUILD_INSECURE_REGISTRIES=h1,h2)")
+    p.add_argument("--registry-deadline", type=_positive_float, metavar="SECONDS",
+                   help="seconds one registry request may take, its body included (default: 3600)")
+    p.add_argument("--registry-min-rate", type=int, metavar="BYTES",
+                   help="bytes a second a registry request must average over each minute (default: 1024; 0: none)")
     p.add_argument("--iidfile", help="write the image id to this file")
     p.add_argument("--progress", default="auto", choices=("auto", "tty", "plain", "quiet", "rawjson"))
     p.add_argument("-q", "--quiet", action="store_true", help="print only the image id")
@@ -61,6 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an SSH agent for RUN --mount=type=ssh: ID alone forwards $SSH_AUTH_SOCK")
     _root_arg(p)
     return p
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
 
 
 def run_parser() -> argparse.ArgumentParser:
@@ -102,6 +116,7 @@ def cmd_build(argv: list[str]) -> int:
                         outputs=args.output, iidfile=args.iidfile, root=args.root, jobs=max(1, args.jobs),
                         explain_cache=args.explain_cache, secrets=args.secret, ssh=args.ssh, push=args.push,
                         pull=args.pull, insecure_registries=args.insecure_registry, labels=labels,
+                        registry_deadline=args.registry_deadline, registry_min_rate=args.registry_min_rate,
                         platform=args.platform, metadata_file=args.metadata_file,
                         no_cache_filter=[s.strip() for v in args.no_cache_filter for s in v.split(",") if s.strip()],
                         network="none" if args.network == "default" else args.network)
