@@ -174,7 +174,11 @@ def cmd_parse(argv: list[str]) -> int:
     p.add_argument("--json", action="store_true", help="JSON for tools (default: BuildKit's AST dump)")
     p.add_argument("--debug", action="store_true")
     args = p.parse_args(argv)
-    text = sys.stdin.read() if args.dockerfile == "-" else open(args.dockerfile, encoding="utf-8").read()
+    from builder.context.inputs import MAX_DOCKERFILE, decode, read_bounded_stream, read_confined
+
+    data = read_bounded_stream(sys.stdin.buffer, what="the Dockerfile", limit=MAX_DOCKERFILE) \
+        if args.dockerfile == "-" else read_confined(args.dockerfile, what="Dockerfile", limit=MAX_DOCKERFILE)
+    text = decode(data, f"Dockerfile {args.dockerfile}")
     df = grammar.parse(text, filename=args.dockerfile)
     if args.json:
         print(json.dumps(dump.to_json(df), indent=2, ensure_ascii=False))

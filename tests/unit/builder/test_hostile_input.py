@@ -1,0 +1,82 @@
+"""Hostile build inputs: the Dockerfile and .dockerignore are regular files of bounded size read inside their own
+directory (symlinks resolved there, as BuildKit's "dockerfile" local), so a fifo, /dev/zero or a link to a host
+file gives one clear error and never the host file's content."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from builder.build import BuildOptions, ignore_patterns, read_dockerfile
+from builder.context import inputs
+from builder.errors import UsageError
+
+SECRET = "SECRET-FIRST-LINE do not show"
+
+
+@pytest.fixture
+def dirs(tmp_path):
+    """(context, outside): a context directory and a host directory beside it holding a secret file."""
+    context, outside = tmp_path / "ctx", tmp_path / "host"
+    context.mkdir()
+    outside.mkdir()
+    (outside / "secret").write_text(SECRET + "\n")
+    return context, outside
+
+
+def read(context, dockerfile=None):
+    return read_dockerfile(BuildOptions(context=str(context), dockerfile=dockerfile))
+
+
+@pytest.mark.parametrize("target", ["absolute", "relative", "through-dir"])
+def test_a_symlinked_dockerfile_cannot_read_a_host_file(dirs, target):
+    context, outside = dirs
+    if target == "through-dir":
+        (context / "d").symlink_to(outside)
+        os.symlink("d/secret", context / "Dockerfile")
+    else:
+        os.symlink(outside / "secret" if target == "absolute" else "../host/secret", context / "Dockerfile")
+    for dockerfile in (None, str(context / "Dockerfile")):
+        with pytest.raises(UsageError) as err:
+            read(context, dockerfile)
+        assert "no such file" in err.value.message and SECRET not in err.value.message
+
+
+def test_a_symlink_inside_the_directory_is_followed(dirs):
+    context, _ = dirs
+    (context / "sub").mkdir()
+    (context / "sub" / "real").write_text("FROM scratch\n")
+    os.symlink("/sub/real", context / "Dockerfile")  # absolute: resolved inside the context
+    assert read(context)[0] == "FROM scratch\n"
+
+
+def test_a_fifo_or_device_is_refused(dirs):
+    context, _ = dirs
+    os.mkfifo(context / "Dockerfile")
+    with pytest.raises(UsageError) as err:
+        read(context)  # before: open() blocked until a writer came
+    assert "is not a regular file (a fifo)" in err.value.message
+    with pytest.raises(UsageError) as err:
+        read(context, "/dev/zero")  # before: MemoryError
+    assert "is not a regular file (a character device)" in err.value.message
+
+
+def test_an_oversized_dockerfile_is_refused(dirs):
+    context, _ = dirs
+    with open(context / "Dockerfile", "wb") as fh:
+        fh.truncate(inputs.MAX_DOCKERFILE + 1)
+    with pytest.raises(UsageError) as err:
+        read(context)
+    assert "over the 16 MiB limit" in err.value.message
+
+
+def test_dockerignore_files_are_read_inside_their_directory(dirs):
+    context, outside = dirs
+    (outside / "ignore").write_text("*\n")
+    os.symlink(outside / "ignore", context / ".dockerignore")
+    assert ignore_patterns(BuildOptions(context=str(context))) == []
+    os.remove(context / ".dockerignore")
+    os.mkfifo(context / ".dockerignore")
+    with pytest.raises(UsageError) as err:
+        ignore_patterns(BuildOptions(context=str(context)))
+    assert "is not a regular file (a fifo)" in err.value.message
