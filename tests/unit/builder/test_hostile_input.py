@@ -105,3 +105,12 @@ def _front_end_seconds(lines: int) -> float:
 def test_planning_time_grows_linearly():
     small, large = _front_end_seconds(2000), _front_end_seconds(20000)
     assert large < 40 * small, (small, large)  # linear is 10x; the quadratic LABEL copy was ~500x
+
+
+def test_every_error_is_bounded():
+    from builder.cli import render_error
+    from builder.errors import PybuildError
+
+    huge = "Dockerfile:3: " + "x" * 100000
+    shown = render_error(PybuildError(huge, context="\n".join(["    3 | " + "y" * 100000] * 3), hint="z" * 100000))
+    assert len(shown) < 3000 and shown.count("…") == 5
