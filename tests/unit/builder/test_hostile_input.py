@@ -114,3 +114,60 @@ def test_every_error_is_bounded():
     huge = "Dockerfile:3: " + "x" * 100000
     shown = render_error(PybuildError(huge, context="\n".join(["    3 | " + "y" * 100000] * 3), hint="z" * 100000))
     assert len(shown) < 3000 and shown.count("…") == 5
+
+
+def _layout(root, index=None, manifest=None, config=None):
+    """An OCI layout with one image; each document may be replaced (bytes) or changed (a function of the dict)."""
+    import hashlib
+    import json
+
+    def put(doc) -> tuple[str, int]:
+        body = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
+        digest = hashlib.sha256(body).hexdigest()
+        (root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+        (root / "blobs" / "sha256" / digest).write_bytes(body)
+        return "sha256:" + digest, len(body)
+
+    cfg = {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}, "config": {}}
+    cfg = config(cfg) if callable(config) else (config or cfg)
+    digest, size = put(cfg)
+    man = {"schemaVersion": 2, "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                          "digest": digest, "size": size}, "layers": []}
+    man = manifest(man) if callable(manifest) else (manifest or man)
+    digest, size = put(man)
+    idx = {"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                                             "digest": digest, "size": size}]}
+    idx = index(idx) if callable(index) else (index or idx)
+    (root / "index.json").write_bytes(idx if isinstance(idx, bytes) else __import__("json").dumps(idx).encode())
+    return root
+
+
+@pytest.mark.parametrize("damage", [
+    {"index": b"not json"}, {"index": b"[]"}, {"index": lambda d: dict(d, manifests="x")},
+    {"index": lambda d: dict(d, manifests=[{"digest": "sha256:../../../../etc/passwd", "size": 1}])},
+    {"manifest": b"{"}, {"manifest": lambda d: dict(d, config=None)},
+    {"manifest": lambda d: dict(d, layers=[{"digest": 5}])},
+    {"config": b"[]"}, {"config": lambda d: dict(d, rootfs={"diff_ids": "x"})},
+    {"config": lambda d: dict(d, config={"Env": "A=1"})},
+])
+def test_a_malformed_oci_layout_is_one_clear_error(tmp_path, damage):
+    from builder.errors import PybuildError
+    from builder.plan.bases import resolve_oci_layout
+
+    layout = _layout(tmp_path / "layout", **damage)
+    with pytest.raises(PybuildError) as err:
+        resolve_oci_layout(f"oci-layout://{layout}")
+    assert str(layout) in err.value.message and len(err.value.message) < 400
+
+
+def test_a_fifo_blob_in_a_layout_is_refused(tmp_path):
+    from builder.plan.bases import resolve_oci_layout
+
+    layout = _layout(tmp_path / "layout")
+    index = __import__("json").loads((layout / "index.json").read_text())
+    blob = layout / "blobs" / "sha256" / index["manifests"][0]["digest"][7:]
+    blob.unlink()
+    os.mkfifo(blob)
+    with pytest.raises(UsageError) as err:
+        resolve_oci_layout(f"oci-layout://{layout}")  # before: open() waited for a writer forever
+    assert "not a regular file (a fifo)" in err.value.message
