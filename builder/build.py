@@ -8,7 +8,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from builder.errors import PybuildError, UsageError
@@ -49,6 +49,8 @@ class BuildOptions:
     check: bool = False  # --check: plan and run the build checks only
     cache_from: list[str] = field(default_factory=list)  # --cache-from specs (builder/remotecache)
     cache_to: list[str] = field(default_factory=list)  # --cache-to specs
+    registry_deadline: float | None = None  # --registry-deadline: seconds one registry request may take
+    registry_min_rate: int | None = None  # --registry-min-rate: bytes/s a registry request must average
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,40 +95,44 @@ def _registries(opts: BuildOptions):
     def get():
         if not made:
             from builder.export.registry import Registries
+            from builder.export.transfer import TransferLimits
 
-            made.append(Registries(tuple(opts.insecure_registries)))
+            limits = TransferLimits()
+            if opts.registry_deadline is not None:
+                limits = replace(limits, deadline=opts.registry_deadline)
+            if opts.registry_min_rate is not None:
+                limits = replace(limits, min_rate=opts.registry_min_rate)
+            made.append(Registries(tuple(opts.insecure_registries), limits))
         return made[0]
     return get
 
 
 def read_dockerfile(opts: BuildOptions) -> tuple[str, str]:
-    """(text, name shown in errors)."""
+    """(text, name shown in errors): a regular file of at most MAX_DOCKERFILE bytes, its symlinks resolved
+    inside its own directory as BuildKit's "dockerfile" local does (builder/context/inputs.py)."""
+    from builder.context.inputs import MAX_DOCKERFILE, decode, read_bounded_stream, read_confined
+
     if opts.dockerfile == "-":
-        return sys.stdin.read(), "Dockerfile"
-    path = Path(opts.dockerfile) if opts.dockerfile else Path(opts.context) / "Dockerfile"
-    try:
-        return path.read_text(encoding="utf-8"), str(path)
-    except FileNotFoundError as exc:
-        raise UsageError(f"cannot read Dockerfile {path}: no such file",
-                         hint="pass -f PATH or put a Dockerfile in the context directory") from exc
-    except IsADirectoryError as exc:
-        raise UsageError(f"cannot read Dockerfile {path}: it is a directory",
-                         hint="-f takes the Dockerfile's path; the context directory is the last argument") from exc
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"Dockerfile {path} is not UTF-8 text") from exc
+        return decode(read_bounded_stream(sys.stdin.buffer, what="the Dockerfile", limit=MAX_DOCKERFILE),
+                      "the Dockerfile from stdin"), "Dockerfile"
+    path = opts.dockerfile if opts.dockerfile else os.path.join(opts.context, "Dockerfile")
+    return decode(read_confined(path, what="Dockerfile", limit=MAX_DOCKERFILE), f"Dockerfile {path}"), path
 
 
 def ignore_patterns(opts: BuildOptions) -> list[str]:
-    """Dockerfile-specific `<name>.dockerignore` wins over the context's `.dockerignore` (BuildKit)."""
+    """Dockerfile-specific `<name>.dockerignore` wins over the context's `.dockerignore` (BuildKit); each is
+    read like the Dockerfile (a regular file, symlinks resolved inside its directory, bounded)."""
     from builder.context.dockerignore import read_patterns
+    from builder.context.inputs import MAX_IGNORE, decode, read_confined
 
     candidates = []
     if opts.dockerfile and opts.dockerfile != "-":
-        candidates.append(Path(opts.dockerfile + ".dockerignore"))
-    candidates.append(Path(opts.context) / ".dockerignore")
+        candidates.append(opts.dockerfile + ".dockerignore")
+    candidates.append(os.path.join(opts.context, ".dockerignore"))
     for path in candidates:
-        if path.is_file():
-            return read_patterns(path.read_text(encoding="utf-8"))
+        data = read_confined(path, what="ignore file", limit=MAX_IGNORE, missing_ok=True)
+        if data is not None:
+            return read_patterns(decode(data, f"ignore file {path}"))
     return []
 
 

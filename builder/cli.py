@@ -40,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
                    help="speak plain HTTP to this registry (localhost and 127.0.0.0/8 always are; "
                         "also $PYBUILD_INSECURE_REGISTRIES=h1,h2)")
+    p.add_argument("--registry-deadline", type=_positive_float, metavar="SECONDS",
+                   help="seconds one registry request may take, its body included (default: 3600)")
+    p.add_argument("--registry-min-rate", type=int, metavar="BYTES",
+                   help="bytes a second a registry request must average over each minute (default: 1024; 0: none)")
     p.add_argument("--iidfile", help="write the image id to this file")
     p.add_argument("--progress", default="auto", choices=("auto", "tty", "plain", "quiet", "rawjson"))
     p.add_argument("-q", "--quiet", action="store_true", help="print only the image id")
@@ -69,6 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "[,ignore-error=true] | type=local,dest=DIR | type=inline")
     _root_arg(p)
     return p
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
 
 
 def run_parser() -> argparse.ArgumentParser:
@@ -110,6 +124,7 @@ def cmd_build(argv: list[str]) -> int:
                         outputs=args.output, iidfile=args.iidfile, root=args.root, jobs=max(1, args.jobs),
                         explain_cache=args.explain_cache, secrets=args.secret, ssh=args.ssh, push=args.push,
                         pull=args.pull, insecure_registries=args.insecure_registry, labels=labels,
+                        registry_deadline=args.registry_deadline, registry_min_rate=args.registry_min_rate,
                         platform=args.platform, metadata_file=args.metadata_file,
                         no_cache_filter=[s.strip() for v in args.no_cache_filter for s in v.split(",") if s.strip()],
                         network="none" if args.network == "default" else args.network,
@@ -191,7 +206,11 @@ def cmd_parse(argv: list[str]) -> int:
     p.add_argument("--json", action="store_true", help="JSON for tools (default: BuildKit's AST dump)")
     p.add_argument("--debug", action="store_true")
     args = p.parse_args(argv)
-    text = sys.stdin.read() if args.dockerfile == "-" else open(args.dockerfile, encoding="utf-8").read()
+    from builder.context.inputs import MAX_DOCKERFILE, decode, read_bounded_stream, read_confined
+
+    data = read_bounded_stream(sys.stdin.buffer, what="the Dockerfile", limit=MAX_DOCKERFILE) \
+        if args.dockerfile == "-" else read_confined(args.dockerfile, what="Dockerfile", limit=MAX_DOCKERFILE)
+    text = decode(data, f"Dockerfile {args.dockerfile}")
     df = grammar.parse(text, filename=args.dockerfile)
     if args.json:
         print(json.dumps(dump.to_json(df), indent=2, ensure_ascii=False))
@@ -209,11 +228,13 @@ def cmd_store(name: str, argv: list[str]) -> int:
 def render_error(exc: BaseException) -> str:
     """One screen: what, where (the offending lines), how to fix."""
     if isinstance(exc, PybuildError):
-        lines = [f"error: {exc.message}"]
+        from grammar.errors import MAX_LINE, MAX_MESSAGE, shorten
+
+        lines = [f"error: {shorten(exc.message, MAX_MESSAGE)}"]  # bounded: an input may be huge
         if exc.context:
-            lines.append(exc.context)
+            lines.extend(shorten(line, 2 * MAX_LINE) for line in exc.context.splitlines()[-200:])
         if exc.hint:
-            lines.append(f"hint: {exc.hint}")
+            lines.append(f"hint: {shorten(exc.hint, MAX_MESSAGE)}")
         return "\n".join(lines)
     render = getattr(exc, "render", None)
     if callable(render):  # grammar.DockerfileSyntaxError

@@ -346,7 +346,8 @@ class Solver:
             if mount.from_step is not None:
                 stages[mount.from_step] = self.snapshot_of(mount.from_step)
         return MountSources(store=self.store, context_dir=self.options.context_dir,
-                            secrets=self.options.secrets or {}, snapshots=stages, ssh=self.options.ssh or {})
+                            secrets=self.options.secrets or {}, snapshots=stages, ssh=self.options.ssh or {},
+                            excluded=self.options.excluded)
 
     def _execute(self, step: Step, number: int):
         # imported here: a fully cached build never needs the sandbox or the file helper

@@ -10,6 +10,28 @@ from grammar import nodes
 
 # BuildKit's util/suggest accepts a candidate whose Levenshtein distance is below 3.
 _MAX_DISTANCE = 3
+MAX_MESSAGE = 500  # characters of an error message
+MAX_LINE = 160  # characters of a Dockerfile line shown under a message
+ELLIPSIS = "…"
+
+
+def shorten(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, ending in "…" when cut."""
+    return text if len(text) <= limit else text[:max(limit - 1, 0)] + ELLIPSIS
+
+
+def _window(line: str, start: int, width: int) -> tuple[str, int, int]:
+    """At most MAX_LINE characters of ``line`` around the span (1-based ``start``, ``width``), cut with "…";
+    returns (text, start, width) for the text shown."""
+    if len(line) <= MAX_LINE:
+        return line, start, width
+    first = max(0, min(start - 1 - MAX_LINE // 4, len(line) - MAX_LINE))
+    shown = line[first:first + MAX_LINE]
+    prefix = ELLIPSIS if first else ""
+    suffix = ELLIPSIS if first + MAX_LINE < len(line) else ""
+    start = start - first + len(prefix)
+    width = max(min(width, len(prefix) + len(shown) - start + 1), 1)
+    return prefix + shown + suffix, start, width
 
 
 class DockerfileSyntaxError(Exception):
@@ -30,20 +52,21 @@ class DockerfileSyntaxError(Exception):
 
     def render(self) -> str:
         """A one-screen message: location, message, the source line with carets, the hint."""
-        out = [f"{self.span}: {self.message}"]
+        out = [f"{self.span}: {shorten(self.message, MAX_MESSAGE)}"]
         if self.source_line:
             num = str(self.span.line)
             pad = " " * len(num)
             text = self.source_line.expandtabs(1)
-            out.append(f"   {num} | {text}")
             start = max(self.span.col, 1)
             if self.span.end_line == self.span.line:
                 width = max(self.span.end_col - start + 1, 1)
             else:
                 width = max(len(text) - start + 1, 1)
+            text, start, width = _window(text, start, width)
+            out.append(f"   {num} | {text}")
             out.append(f"   {pad} | {' ' * (start - 1)}{'^' * width}")
         if self.hint:
-            out.append(f"hint: {self.hint}")
+            out.append(f"hint: {shorten(self.hint, MAX_MESSAGE)}")
         return "\n".join(out)
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from grammar.errors import shorten
 from grammar.shellpattern import ShellPatternError, go_quote, replace, trim_prefix, trim_suffix
 
 # text/scanner's EOF, and what Go's string(rune(EOF)) prints in "unsupported modifier" messages.
@@ -29,6 +30,8 @@ _GO_BAD_RUNE = "\ufffd"
 _BOM = "\ufeff"
 _SPECIAL_PARAMS = frozenset("@*#?-$!0")
 _HEREDOC_BLANKS = frozenset("\t\r ")
+MAX_NESTING = 100  # `${a:-${b:-...}}` levels; BuildKit has no bound but Go's stack, Python's recursion is shallower
+_SHOWN = 120  # characters of the word an error quotes
 # Go's unicode.IsSpace; Python's str.isspace also accepts U+001C..U+001F, Go does not.
 _GO_SPACES = frozenset("\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
                        "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
@@ -38,7 +41,7 @@ class ShellExpansionError(ValueError):
     """A word BuildKit refuses to expand; `reason` is BuildKit's message, `word` the input."""
 
     def __init__(self, word: str, reason: str) -> None:
-        super().__init__(f"failed to process {go_quote(word)}: {reason}")
+        super().__init__(f"failed to process {go_quote(shorten(word, _SHOWN))}: {shorten(reason, _SHOWN)}")
         self.word = word
         self.reason = reason
 
@@ -74,7 +77,7 @@ class ShellLex:
             state.result, state.words = state.process_stop_on(_EOF, raw_escapes=False)
         except (_Fail, ShellPatternError) as exc:
             raise ShellExpansionError(word, str(exc)) from None
-        except RecursionError:
+        except RecursionError:  # not reached with MAX_NESTING: kept as a last guard
             raise ShellExpansionError(word, "substitutions nested too deeply") from None
         return state
 
@@ -169,14 +172,19 @@ class _ShellWord:
         self.result = ""
         self.words: list[str] = []
         self.specials = "$<'\""  # what _special handles; "$<" with skip_quotes
+        self.depth = 0
 
     def process_stop_on(self, stop: str, *, raw_escapes: bool) -> tuple[str, list[str]]:
         """Scan up to `stop` (consumed) or the end; returns the text and its words."""
+        if self.depth >= MAX_NESTING:
+            raise _Fail(f"substitutions nested too deeply (more than {MAX_NESTING} levels)")
         saved, self.raw_escapes = self.raw_escapes, raw_escapes
+        self.depth += 1
         try:
             return self._scan(stop)
         finally:
             self.raw_escapes = saved
+            self.depth -= 1
 
     def _scan(self, stop: str) -> tuple[str, list[str]]:
         sc = self.scanner

@@ -41,11 +41,11 @@ class _Server(ThreadingHTTPServer):
 
 
 @contextmanager
-def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
-    server = _Server(("127.0.0.1", 0), handler)
+def serving(handler: type[BaseHTTPRequestHandler], address: str = "127.0.0.1") -> Iterator[str]:
+    server = _Server((address, 0), handler)
     threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     try:
-        yield f"127.0.0.1:{server.server_address[1]}"
+        yield f"{address}:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()

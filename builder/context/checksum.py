@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 
 from builder.context.dockerignore import Excluded, visit
 from builder.context.paths import expand_glob, scoped_join
+from builder.context.visible import visible_rel
 from cache.statcache import hash_files
 
 Digester = Callable[[str], str]
@@ -110,9 +111,11 @@ def checksum_sources(root: str, patterns: list[str], excluded: Excluded | None =
     files: dict[str, os.stat_result] = {}
     listings: dict[str, list[tuple[str, list[Line]]]] = {}
     for pattern in patterns:
-        matches = [m for m in expand_glob(root, pattern)
-                   if os.path.exists(scoped_join(root, m)) and not (excluded and m and excluded(m))]
-        listings[pattern] = [(rel, _listing(root, rel, excluded, files)) for rel in matches]
+        real = {m: m for m in expand_glob(root, pattern)}
+        if excluded is not None:  # as the copy sees the context: builder/context/visible.py
+            real = {m: r for m in real if (r := visible_rel(root, m, excluded)) is not None}
+        matches = [m for m in real if os.path.exists(scoped_join(root, m))]
+        listings[pattern] = [(rel, _listing(root, real[rel], excluded, files)) for rel in matches]
     sums = dict(zip(files, _bulk(digest, digests)(list(files.items()))))
     out: dict[str, str | None] = {}
     for pattern, listing in listings.items():

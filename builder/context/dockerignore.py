@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder.context.goglob import BadPattern, check_match_syntax, re2_to_python
+from builder.context.linmatch import LinearPattern, TooComplex, compile_pattern
 
 Excluded = Callable[[str], bool]  # relative path -> excluded by the patterns
 
@@ -108,8 +109,8 @@ class Pattern:
     text: str
     exclusion: bool
     kind: str
-    regex: re.Pattern[str] | None
-    tree: re.Pattern[str] | None
+    regex: re.Pattern[str] | LinearPattern | None
+    tree: re.Pattern[str] | LinearPattern | None
     error: str | None = None
 
     def match(self, path: str) -> bool:
@@ -282,11 +283,11 @@ def _compile(text: str, exclusion: bool) -> Pattern:
     reg.append("$")
     expr = "".join(reg)
     try:
-        regex = re.compile(re2_to_python(expr), re.ASCII)
+        regex = compile_pattern(re2_to_python(expr))
         # an end anchor inside the pattern (`\\z`, maybe a false alarm) must stay "end of text"
-        tree = None if "\\z" in expr else re.compile(re2_to_python(expr, end_at_slash=True), re.ASCII)
+        tree = None if "\\z" in expr else compile_pattern(re2_to_python(expr, end_at_slash=True))
         return Pattern(text, exclusion, kind, regex, tree)
-    except BadPattern as exc:
+    except (BadPattern, TooComplex) as exc:
         return Pattern(text, exclusion, kind, None, None, str(exc))
 
 

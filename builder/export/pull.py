@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import threading
 
+from builder import imagejson
 from builder.export.parallel import Meter, Progress, each
 from builder.export.reference import Reference
 from builder.export.registry import (
@@ -47,14 +47,15 @@ def host_platform() -> tuple[str, str, str | None]:
 def choose_platform(index: dict, want: tuple[str, str, str | None]) -> dict:
     """The index entry for ``want``; an entry without a variant matches any variant. Raises RegistryError."""
     os_name, arch, variant = want
-    candidates = [m for m in index.get("manifests") or []
+    entries = imagejson.index_entries(index, "the index")
+    candidates = [m for m in entries
                   if (m.get("platform") or {}).get("os") == os_name
                   and (m.get("platform") or {}).get("architecture") == arch]
-    exact = [m for m in candidates if m["platform"].get("variant") in (None, variant)]
+    exact = [m for m in candidates if m["platform"].get("variant") in (None, "", variant)]
     if exact or candidates:
         return (exact or candidates)[0]
     offered = sorted({"/".join(filter(None, (p.get("os"), p.get("architecture"), p.get("variant"))))
-                      for m in index.get("manifests") or [] for p in [m.get("platform") or {}]})
+                      for m in entries for p in [m.get("platform") or {}]})
     raise RegistryError(f"no image for {os_name}/{arch} in the index (it has: {', '.join(offered) or 'none'})")
 
 
@@ -95,23 +96,20 @@ def _get_manifest(client: Registry, ref: Reference, reference: str) -> tuple[byt
     expected = reference if reference.startswith("sha256:") else announced
     if expected and expected.startswith("sha256:") and expected != actual:
         raise RegistryError(f"manifest {reference}: content has digest {actual}, not {expected}")
-    try:
-        doc = json.loads(body)
-    except ValueError as exc:
-        raise RegistryError(f"manifest {reference} is not JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise RegistryError(f"manifest {reference} is not a JSON object")
+    doc = imagejson.load(body, f"manifest {reference[:80]}")
     if doc.get("schemaVersion") == 1:
         raise RegistryError("docker schema1 manifests are not supported",
                             hint="push the image again with a current docker or skopeo (schema2 or OCI)")
     kind = doc.get("mediaType") or media_type
+    if not isinstance(kind, str):
+        raise imagejson.BadImageJSON(f"manifest {reference[:80]} has a mediaType that is not a string")
     if kind not in (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST):
         kind = OCI_INDEX if "manifests" in doc else OCI_MANIFEST
     return body, doc, kind
 
 
 def _fetch_config(client: Registry, ref: Reference, desc: dict) -> bytes:
-    if int(desc["size"]) > MAX_CONFIG:
+    if desc["size"] > MAX_CONFIG:
         raise RegistryError(f"config {desc['digest']} is larger than {MAX_CONFIG} bytes")
     with client.open_blob(ref.repository, desc["digest"], pull_scope(ref.repository)) as resp:
         stream = VerifiedStream(resp, desc["digest"], int(desc["size"]))
@@ -134,34 +132,44 @@ def _fetch_layers(store, client: Registry, ref: Reference, descs: list[dict], pr
          name="pybuild-pull")
 
 
+def _image_manifest(client: Registry, ref: Reference) -> tuple[bytes, dict]:
+    """The image manifest for this machine: ``ref``'s, or its index's entry for this platform."""
+    body, doc, kind = _get_manifest(client, ref, ref.reference)
+    if kind in (OCI_INDEX, DOCKER_LIST):
+        entry = choose_platform(doc, host_platform())
+        body, doc, kind = _get_manifest(client, ref, entry["digest"])
+        if kind in (OCI_INDEX, DOCKER_LIST):
+            raise RegistryError(f"index entry {entry['digest']} is another index (nested indexes unsupported)")
+    return body, doc
+
+
 def pull_image(store, name: str, registries: Registries, progress: Progress | None = None):
     """Fetch ``name`` into the store and tag it; returns the cache.ImageRecord. ``progress`` hears each
     layer's bytes as they arrive (from download threads).
 
-    Raises RegistryError saying what failed (the caller names the image: see plan/bases.py resolve_base)."""
+    Raises RegistryError saying what failed (the caller names the image: see plan/bases.py resolve_base); a
+    malformed index, manifest or config is an imagejson.BadImageJSON naming the document and the field."""
     from cache import Descriptor, Layer
 
     ref = Reference.parse(name)
     client = registries.client(ref.domain)
-    try:
-        body, doc, kind = _get_manifest(client, ref, ref.reference)
-        if kind in (OCI_INDEX, DOCKER_LIST):
-            entry = choose_platform(doc, host_platform())
-            body, doc, kind = _get_manifest(client, ref, entry["digest"])
-            if kind in (OCI_INDEX, DOCKER_LIST):
-                raise RegistryError(f"index entry {entry['digest']} is another index (nested indexes unsupported)")
-        config = _fetch_config(client, ref, doc["config"])
-        diff_ids = (json.loads(config).get("rootfs") or {}).get("diff_ids") or []
-        if len(diff_ids) != len(doc.get("layers") or []):
-            raise RegistryError("manifest and config disagree on the number of layers")
-        layers = []
-        for desc, diff_id in zip(doc.get("layers") or [], diff_ids):
-            if desc.get("mediaType") == FOREIGN_LAYER or desc.get("urls"):
-                raise RegistryError(f"layer {desc['digest']} is a foreign layer (not in the registry): unsupported")
-            layers.append(Layer(diff_id, Descriptor(desc.get("mediaType", ""), desc["digest"], int(desc["size"]))))
-        _fetch_layers(store, client, ref, doc.get("layers") or [], progress)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise RegistryError(f"malformed manifest or config: {exc!r}") from exc
+    body, doc = _image_manifest(client, ref)
+    config_desc, layer_descs = imagejson.manifest_parts(doc, f"manifest {body_digest(body)}")
+    config = _fetch_config(client, ref, config_desc)
+    what = f"config {config_desc['digest']}"
+    diff_ids = imagejson.image_config(imagejson.load(config, what), what)["rootfs"]["diff_ids"]
+    if len(diff_ids) != len(layer_descs):
+        raise RegistryError("manifest and config disagree on the number of layers")
+    layers = []
+    for desc, diff_id in zip(layer_descs, diff_ids):
+        if desc.get("mediaType") == FOREIGN_LAYER or desc.get("urls"):
+            raise RegistryError(f"layer {desc['digest']} is a foreign layer (not in the registry): unsupported")
+        layers.append(Layer(diff_id, Descriptor(desc.get("mediaType", ""), desc["digest"], desc["size"])))
+    _fetch_layers(store, client, ref, layer_descs, progress)
     record = store.put_image(body, config, layers)
     store.tag(normalize_name(name), record.manifest.digest)
     return record
+
+
+def body_digest(body: bytes) -> str:
+    return "sha256:" + hashlib.sha256(body).hexdigest()

@@ -11,6 +11,9 @@ Authentication on a 401: `Basic` with the credentials of ~/.docker/config.json a
 credential helper `credHelpers[host]` or else `credsStore` names, a `docker-credential-<name>` program asked with
 `get`; without one, `auths` as `docker login` stores them), or a `Bearer` token fetched from the challenge's realm
 for the scope of the request (anonymously when there are no credentials), as the distribution token spec describes.
+Credentials go only to the registry's own host, and to a token realm only over HTTPS or on the registry's own host
+when the registry itself speaks plain HTTP; a realm that is not an http(s) URL is refused. Only http and https are
+opened at all (no file:, ftp: or data: handlers), and every request is bounded by `transfer.TransferLimits`.
 """
 from __future__ import annotations
 
@@ -19,36 +22,24 @@ import ipaddress
 import json
 import os
 import re
-import shutil
-import subprocess
 import threading
 import urllib.error
 import urllib.parse
 from pathlib import Path
 
-from builder.errors import PybuildError
+from builder.export.credentials import DOCKER_HUB, DOCKER_HUB_API, docker_credentials
+from builder.export.transfer import WATCHDOG, RegistryError, Response, Transfer, TransferLimits, http_handlers, opening
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 MANIFEST_TYPES = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST)
-DOCKER_HUB = "docker.io"
-DOCKER_HUB_API = "registry-1.docker.io"
-DOCKER_HUB_SERVER = "https://index.docker.io/v1/"  # the key docker's CLI stores Docker Hub credentials under
-HELPER_TIMEOUT = 60.0  # seconds a credential helper may take (it may ask the user's keyring)
-TOKEN_USER = "<token>"  # a helper's user name for an identity token (OAuth refresh token: not used here)
 INSECURE_ENV = "PYBUILD_INSECURE_REGISTRIES"
-TIMEOUT = 60.0  # seconds without a byte before a request fails
 MAX_MANIFEST = 4 << 20  # distribution's own limit for manifests
 
 _PARAM = re.compile(r'(\w+)="([^"]*)"')
-
-
-class RegistryError(PybuildError):
-    """The registry could not be reached or refused a request; the message carries its error JSON."""
-
-    reference = "registry-error"
+_TOKEN = re.compile(r"[\x21-\x7e]{1,65536}")  # what an Authorization header may carry
 
 
 def is_loopback(host: str) -> bool:
@@ -67,70 +58,6 @@ def insecure_hosts(extra: tuple[str, ...] = ()) -> frozenset[str]:
     """Registries to speak plain HTTP with: --insecure-registry values and $PYBUILD_INSECURE_REGISTRIES."""
     env = [h.strip() for h in os.environ.get(INSECURE_ENV, "").split(",") if h.strip()]
     return frozenset([*extra, *env])
-
-
-def docker_credentials(domain: str) -> tuple[str, str] | None:
-    """(user, password) for a registry as docker's CLI finds them in $DOCKER_CONFIG/config.json (or
-    ~/.docker/config.json): from the helper `credHelpers[server]` or else `credsStore` names when one is set
-    (its answer alone counts, as docker's native store), otherwise from `auths`. Raises RegistryError when a
-    configured helper is missing or fails."""
-    path = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker") / "config.json"
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(config, dict):
-        return None
-    server = DOCKER_HUB_SERVER if domain == DOCKER_HUB else domain
-    helpers = config.get("credHelpers") if isinstance(config.get("credHelpers"), dict) else {}
-    if isinstance(helpers.get(server), str) and helpers[server]:
-        return _helper_credentials(helpers[server], server, f"credHelpers[{server!r}] in {path}")
-    if isinstance(config.get("credsStore"), str) and config["credsStore"]:
-        return _helper_credentials(config["credsStore"], server, f"credsStore in {path}")
-    auths = config.get("auths") if isinstance(config.get("auths"), dict) else {}
-    keys = [domain, f"https://{domain}", f"http://{domain}", f"https://{domain}/v1/"]
-    if domain == DOCKER_HUB:
-        keys += [DOCKER_HUB_SERVER, "index.docker.io", DOCKER_HUB_API]
-    for key in keys:
-        entry = auths.get(key)
-        if not isinstance(entry, dict):
-            continue
-        if entry.get("auth"):
-            user, sep, password = base64.b64decode(entry["auth"]).decode("utf-8", "replace").partition(":")
-            if sep:
-                return user, password
-        if entry.get("username") and entry.get("password"):
-            return entry["username"], entry["password"]
-    return None
-
-
-def _helper_credentials(name: str, server: str, where: str) -> tuple[str, str] | None:
-    """Ask `docker-credential-<name> get` (the docker-credential-helpers protocol: the server on stdin, JSON
-    {ServerURL, Username, Secret} on stdout); None when it has nothing for ``server``."""
-    program = f"docker-credential-{name}"
-    found = shutil.which(program)
-    if found is None:
-        raise RegistryError(f"{where} names the credential helper {program}, which is not installed (not on PATH)",
-                            hint=f"install {program}, or remove that setting to use the file's `auths` entries")
-    try:
-        proc = subprocess.run([found, "get"], input=server.encode(), capture_output=True, timeout=HELPER_TIMEOUT)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise RegistryError(f"credential helper {program} ({where}) failed for {server}: {exc}") from None
-    said = (proc.stdout or proc.stderr).decode("utf-8", "replace").strip()
-    if proc.returncode != 0:
-        if "credentials not found" in said.lower():
-            return None
-        raise RegistryError(f"credential helper {program} ({where}) failed for {server} with exit code "
-                            f"{proc.returncode}: {said[:300]}", hint=f"try `echo {server} | {program} get`")
-    try:
-        doc = json.loads(said)
-        user, secret = doc.get("Username") or "", doc.get("Secret") or ""
-    except (ValueError, AttributeError):
-        raise RegistryError(f"credential helper {program} ({where}) did not answer JSON for {server}: "
-                            f"{said[:300]}") from None
-    if not secret or user == TOKEN_USER:
-        return None
-    return user, secret
 
 
 def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
@@ -161,16 +88,18 @@ def error_text(body: bytes) -> str:
 class Registry:
     """One registry host; tokens are cached per scope for the life of the object."""
 
-    def __init__(self, domain: str, *, insecure: bool = False, timeout: float = TIMEOUT) -> None:
+    def __init__(self, domain: str, *, insecure: bool = False, limits: TransferLimits = TransferLimits()) -> None:
         self.domain = domain
         host = DOCKER_HUB_API if domain == DOCKER_HUB else domain
         self.base = f"{'http' if insecure or is_loopback(host) else 'https'}://{host}"
-        self.timeout = timeout
+        self.limits = limits
         self._auth: dict[str, str] = {}  # scope ("" for Basic) → Authorization header value
         self._auth_lock = threading.Lock()
         import urllib.request  # here, not at the top: ~12 ms (http.client, email, ssl) a local build skips
 
-        self._opener = urllib.request.build_opener()
+        self._opener = urllib.request.OpenerDirector()
+        for handler in http_handlers():
+            self._opener.add_handler(handler)
 
     # --- requests ------------------------------------------------------------------------
     def request(self, method: str, path: str, *, scope: str, headers: dict[str, str] | None = None,
@@ -183,20 +112,22 @@ class Registry:
         import urllib.request
 
         url = urllib.parse.urljoin(self.base + "/", path)
+        self._check_url(url, "a request")
         for attempt in (0, 1):
             req = urllib.request.Request(url, method=method, headers=dict(headers or {}))
             auth = self._auth.get(scope) or self._auth.get("")
-            if auth:
+            if auth and self.is_own(url):
                 req.add_unredirected_header("Authorization", auth)
             stream = None
+            transfer = Transfer(self.limits, self.domain, f"{method} {urllib.parse.urlsplit(url).path}")
             if isinstance(body, Path):
                 stream = open(body, "rb")
-                req.data = stream if meter is None else _Metered(stream, meter)
+                req.data = _Metered(stream, meter, transfer)
                 req.add_header("Content-Length", str(os.fstat(stream.fileno()).st_size))
             elif body is not None:
                 req.data = body
             try:
-                return self._opener.open(req, timeout=self.timeout)
+                return Response(self._open(req, transfer), transfer)
             except urllib.error.HTTPError as exc:
                 with exc:
                     if exc.code == 401 and attempt == 0 and self._reauthenticate(exc.headers, scope, auth):
@@ -204,27 +135,71 @@ class Registry:
                     if exc.code == 404 and missing_ok:
                         return None
                     raise self._refused(method, url, exc) from None
-            except (urllib.error.URLError, OSError) as exc:
-                reason = getattr(exc, "reason", exc)
-                hint = "is the registry running and the name right?"
-                if "SSL" in str(reason) or "certificate" in str(reason):
-                    hint = f"if {self.domain} speaks plain HTTP, pass --insecure-registry {self.domain}"
-                raise RegistryError(f"cannot reach registry {self.domain} ({self.base}): "
-                                    f"{getattr(reason, 'strerror', None) or reason}", hint=hint) from None
             finally:
                 if stream is not None:
                     stream.close()
         raise AssertionError("unreachable")
 
+    def _open(self, req, transfer: Transfer):
+        """Open ``req`` under ``transfer``'s bounds; the response stays watched until it is closed."""
+        import http.client
+
+        WATCHDOG.watch(transfer)
+        try:
+            with opening(transfer):
+                return self._opener.open(req, timeout=self.limits.idle)
+        except urllib.error.HTTPError as exc:
+            try:
+                exc.body_text = exc.read(64 << 10)  # while watched: an error body may trickle too
+            except (OSError, ValueError, http.client.HTTPException):
+                exc.body_text = b""
+            finally:
+                WATCHDOG.unwatch(transfer)
+            if transfer.failure is not None:
+                exc.close()
+                raise transfer.error() from None
+            raise
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+            WATCHDOG.unwatch(transfer)
+            if transfer.failure is not None:
+                raise transfer.error() from None
+            reason = getattr(exc, "reason", exc)
+            hint = "is the registry running and the name right?"
+            if "SSL" in str(reason) or "certificate" in str(reason):
+                hint = f"if {self.domain} speaks plain HTTP, pass --insecure-registry {self.domain}"
+            raise RegistryError(f"cannot reach registry {self.domain} ({self.base}): "
+                                f"{getattr(reason, 'strerror', None) or reason}", hint=hint) from None
+        except BaseException:  # e.g. parallel.Stopped from a metered upload body
+            WATCHDOG.unwatch(transfer)
+            raise
+
+    def is_own(self, url: str) -> bool:
+        """Whether ``url`` is on this registry's own scheme, host and port (credentials go nowhere else)."""
+        mine, theirs = urllib.parse.urlsplit(self.base), urllib.parse.urlsplit(url)
+        return (mine.scheme, mine.netloc.lower()) == (theirs.scheme, theirs.netloc.lower())
+
+    def may_send_credentials(self, realm: str) -> bool:
+        """Whether a token realm may get the registry's Basic credentials: over HTTPS, or on this registry's
+        own host when the registry itself speaks plain HTTP (nothing is exposed that is not exposed already)."""
+        mine, theirs = urllib.parse.urlsplit(self.base), urllib.parse.urlsplit(realm)
+        if theirs.scheme == "https":
+            return True
+        return theirs.scheme == mine.scheme == "http" and theirs.hostname == mine.hostname
+
+    def _check_url(self, url: str, what: str) -> None:
+        if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+            raise RegistryError(f"registry {self.domain} sent {what} to {url[:200]!r}, which is not an http(s) URL",
+                                hint="pybuild speaks only HTTP and HTTPS to registries and their token servers")
+
     def _refused(self, method: str, url: str, exc: urllib.error.HTTPError) -> RegistryError:
         path = urllib.parse.urlsplit(url).path
-        text = error_text(exc.read(64 << 10))
+        text = error_text(getattr(exc, "body_text", b""))
         hint = None
         if exc.code == 401:
             hint = f"log in with `docker login {self.domain}` (pybuild reads ~/.docker/config.json)"
         elif exc.code == 403:
             hint = "the credentials lack the permission for this repository"
-        return RegistryError(f"registry {self.domain} answered {exc.code} {exc.reason} to {method} {path}"
+        return RegistryError(f"registry {self.domain} answered {exc.code} {str(exc.reason)[:100]} to {method} {path[:200]}"
                              + (f": {text}" if text else ""), hint=hint)
 
     def _reauthenticate(self, headers, scope: str, sent: str | None) -> bool:
@@ -239,38 +214,54 @@ class Registry:
     def _authenticate(self, headers, scope: str) -> bool:
         """Answer a 401 challenge; True if a retry may succeed."""
         scheme, params = parse_challenge(headers.get("WWW-Authenticate", ""))
-        creds = docker_credentials(self.domain)
-        basic = "Basic " + base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode() if creds else None
         if scheme == "basic":
+            basic = self._basic()
             if basic is None or self._auth.get("") == basic:
                 return False
             self._auth[""] = basic
             return True
         if scheme != "bearer" or "realm" not in params:
             return False
-        query = [("service", params["service"])] if "service" in params else []
-        query += [("scope", s) for s in (scope or params.get("scope", "")).split(" ") if s]
-        import urllib.request
-
-        req = urllib.request.Request(params["realm"] + ("?" + urllib.parse.urlencode(query) if query else ""))
-        if basic:
-            req.add_unredirected_header("Authorization", basic)
-        try:
-            with self._opener.open(req, timeout=self.timeout) as resp:
-                doc = json.loads(resp.read(1 << 20))
-        except urllib.error.HTTPError as exc:
-            with exc:
-                raise RegistryError(f"token server {params['realm']} answered {exc.code} {exc.reason} for scope "
-                                    f"{scope!r}: {error_text(exc.read(64 << 10))}",
-                                    hint=f"log in with `docker login {self.domain}`") from None
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise RegistryError(f"cannot get a token from {params['realm']}: {getattr(exc, 'reason', exc)}") \
-                from None
-        token = doc.get("token") or doc.get("access_token")
+        realm = params["realm"]
+        self._check_url(realm, "its token realm")
+        token = self._fetch_token(realm, params, scope, self._basic() if self.may_send_credentials(realm) else None)
         if not token:
             return False
         self._auth[scope] = f"Bearer {token}"
         return True
+
+    def _basic(self) -> str | None:
+        creds = docker_credentials(self.domain)
+        return "Basic " + base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode() if creds else None
+
+    def _fetch_token(self, realm: str, params: dict[str, str], scope: str, basic: str | None) -> str | None:
+        """A token from ``realm`` for ``scope`` (sent ``basic`` when given), checked to be a header-safe string."""
+        import urllib.request
+
+        query = [("service", params["service"])] if "service" in params else []
+        query += [("scope", s) for s in (scope or params.get("scope", "")).split(" ") if s]
+        req = urllib.request.Request(realm + ("?" + urllib.parse.urlencode(query) if query else ""))
+        if basic:
+            req.add_unredirected_header("Authorization", basic)
+        transfer = Transfer(self.limits, self.domain, f"token request to {realm[:200]}")
+        try:
+            with Response(self._open(req, transfer), transfer) as resp:
+                doc = json.loads(resp.read(1 << 20))
+        except urllib.error.HTTPError as exc:
+            with exc:
+                raise RegistryError(f"token server {realm[:200]} answered {exc.code} {str(exc.reason)[:100]} for scope "
+                                    f"{scope!r}: {error_text(getattr(exc, 'body_text', b''))}",
+                                    hint=f"log in with `docker login {self.domain}`") from None
+        except ValueError as exc:
+            raise RegistryError(f"token server {realm[:200]} of registry {self.domain} did not answer JSON: "
+                                f"{str(exc)[:200]}") from None
+        if not isinstance(doc, dict):
+            raise RegistryError(f"token server {realm[:200]} of registry {self.domain} did not answer a JSON object")
+        token = doc.get("token") or doc.get("access_token")
+        if token is not None and (not isinstance(token, str) or not _TOKEN.fullmatch(token)):
+            raise RegistryError(f"token server {realm[:200]} of registry {self.domain} answered a token that is "
+                                f"not a string of printable characters")
+        return token
 
     # --- blobs -----------------------------------------------------------------------------
     def has_blob(self, repository: str, digest: str, scope: str) -> bool:
@@ -325,30 +316,36 @@ class Registry:
 
 
 class _Metered:
-    """A file read by http.client while it sends a body: each read is counted (and may stop the upload)."""
+    """A file read by http.client while it sends a body: each read counts toward the transfer and the
+    ``meter`` (a `parallel.Meter`, optional; it may stop the upload)."""
 
-    def __init__(self, f, meter) -> None:
+    def __init__(self, f, meter, transfer: Transfer) -> None:
         self._f = f
         self._meter = meter
+        self._transfer = transfer
 
     def read(self, n: int = -1) -> bytes:
-        self._meter.check()
+        if self._meter is not None:
+            self._meter.check()
         data = self._f.read(n)
-        self._meter.add(len(data))
+        self._transfer.add(len(data))
+        if self._meter is not None:
+            self._meter.add(len(data))
         return data
 
 
 class Registries:
     """Registry clients by domain for one command, so tokens are fetched once."""
 
-    def __init__(self, insecure: tuple[str, ...] = ()) -> None:
+    def __init__(self, insecure: tuple[str, ...] = (), limits: TransferLimits = TransferLimits()) -> None:
         self.insecure = insecure_hosts(insecure)
+        self.limits = limits
         self._clients: dict[tuple[str, bool], Registry] = {}
 
     def client(self, domain: str, *, insecure: bool = False) -> Registry:
         key = (domain, insecure or domain in self.insecure)
         if key not in self._clients:
-            self._clients[key] = Registry(domain, insecure=key[1])
+            self._clients[key] = Registry(domain, insecure=key[1], limits=self.limits)
         return self._clients[key]
 
 

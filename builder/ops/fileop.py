@@ -267,10 +267,15 @@ def run_copy(op: dict, dest_root: str, src_root: str, excluded=None) -> None:
         copier.copy_tree(op["file"], f"{dest.rstrip('/')}/{op['name']}" if into_dir else dest)
         return
     matches: list[str] = []
+    real: dict[str, str] = {}  # with a .dockerignore: source → the context path it resolves to
     for pattern in op["sources"]:
         found = expand_glob(src_root, pattern)
-        found = [m for m in found if os.path.lexists(scoped_join(src_root, m))
-                 and not (excluded is not None and m and excluded(m))]
+        if excluded is not None:  # what .dockerignore removes does not exist, nor what a symlink reaches in it
+            from builder.context.visible import visible_rel
+
+            real.update((m, r) for m in found if (r := visible_rel(src_root, m, excluded)) is not None)
+            found = [m for m in found if m in real]
+        found = [m for m in found if os.path.lexists(scoped_join(src_root, m))]
         if not found:
             raise FileOpError(f"source {pattern!r} not found in {op.get('source_name', 'the build context')}")
         matches.extend(found)
@@ -280,12 +285,12 @@ def run_copy(op: dict, dest_root: str, src_root: str, excluded=None) -> None:
                           "and end with a /")
     for rel in matches:
         copier.links = {}  # hard links are kept within one source, not across sources (one fsutil Copy each)
-        src = scoped_join(src_root, rel)
+        src = scoped_join(src_root, real.get(rel, rel))
         st = os.stat(src)
         if op.get("extract") and stat.S_ISREG(st.st_mode) and is_archive(src):
             copier.extract(src, dest, keep_owners=not op.get("chown"))
             continue
-        tracked = rel if excluded is not None else None
+        tracked = real[rel] if excluded is not None else None  # its entries are matched where they are
         if stat.S_ISDIR(st.st_mode):
             copier.copy_tree(src, dest, tracked)
             continue

@@ -43,6 +43,7 @@ class MountSources:
     secrets: dict[str, str]
     snapshots: dict[int, Any] = field(default_factory=dict)
     ssh: dict[str, str] = field(default_factory=dict)  # --ssh id → agent socket
+    excluded: Any = None  # the .dockerignore matcher: a bind mount of the context sees only what it keeps
 
 
 def parse_mount(value: str, expand: Callable[[str], str]) -> dict[str, str]:
@@ -226,6 +227,8 @@ def _bind_source(m: RunMount, sources: MountSources, stack: ExitStack) -> str:
     if not sources.context_dir:
         raise PybuildError("a bind mount needs a build context", reference="invalid-mount")
     host = scoped_join(sources.context_dir, clean(m.source))
+    if sources.excluded is not None:  # never the ignored files: a filtered copy (builder/context/visible.py)
+        return _visible_bind_source(m, sources, stack)
     if not os.path.exists(host):
         raise PybuildError(f"bind mount source {m.source!r} not found in the build context",
                            reference="invalid-mount")
@@ -238,6 +241,20 @@ def _bind_source(m: RunMount, sources: MountSources, stack: ExitStack) -> str:
         shutil.copytree(host, copy, symlinks=True)
     else:
         shutil.copy2(host, copy)
+    return copy
+
+
+def _visible_bind_source(m: RunMount, sources: MountSources, stack: ExitStack) -> str:
+    from builder.context.visible import copy_visible, visible_rel
+
+    rel = visible_rel(sources.context_dir, clean(m.source), sources.excluded)
+    if rel is None:
+        raise PybuildError(f"bind mount source {m.source!r} not found in the build context",
+                           hint=".dockerignore may exclude it", reference="invalid-mount")
+    scratch = tempfile.mkdtemp(prefix="pybuild-bind-")
+    stack.callback(shutil.rmtree, scratch, True)
+    copy = os.path.join(scratch, "src")
+    copy_visible(sources.context_dir, rel, sources.excluded, copy, link=m.readonly)
     return copy
 
 

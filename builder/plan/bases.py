@@ -59,12 +59,17 @@ def _layers(manifest: dict, diff_ids: list[str]) -> tuple[LayerRef, ...]:
     if len(layers) != len(diff_ids):
         raise PybuildError("base image is inconsistent: manifest and config disagree on the number of layers",
                            reference="bad-base-image")
-    return tuple(LayerRef(l["mediaType"], l["digest"], int(l["size"]), d) for l, d in zip(layers, diff_ids))
+    return tuple(LayerRef(l.get("mediaType", ""), l["digest"], int(l["size"]), d) for l, d in zip(layers, diff_ids))
 
 
 def _read_blob(layout: Path, digest: str) -> bytes:
-    algo, _, hexpart = digest.partition(":")
-    return (layout / "blobs" / algo / hexpart).read_bytes()
+    """A blob of the layout: a regular file of at most imagejson.MAX_DOCUMENT bytes under blobs/sha256."""
+    from builder.context.inputs import read_confined
+    from builder.imagejson import DIGEST, MAX_DOCUMENT
+
+    if not DIGEST.fullmatch(digest):
+        raise PybuildError(f"OCI layout {layout}: {digest[:80]!r} is not a sha256 digest", reference="bad-image-json")
+    return read_confined(str(layout / "blobs" / "sha256" / digest[7:]), what="blob", limit=MAX_DOCUMENT)
 
 
 def resolve_oci_layout(ref: str) -> BaseImage:
@@ -73,18 +78,25 @@ def resolve_oci_layout(ref: str) -> BaseImage:
     if ":" in os.path.basename(body):
         path, _, tag = body.rpartition(":")
     layout = Path(path)
-    try:
-        index = json.loads((layout / "index.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise ImageNotFoundError(f"cannot read OCI layout {path}: {exc}",
-                                 hint="pass a directory written by `pybuild --output type=oci,dest=DIR`") from exc
-    manifests = index.get("manifests") or []
+    from builder import imagejson  # every document is shape-checked: a malformed layout is one clear error
+
+    from builder.context.inputs import read_confined
+
+    if not (layout / "index.json").is_file():
+        raise ImageNotFoundError(f"cannot read OCI layout {path}: no index.json",
+                                 hint="pass a directory written by `pybuild --output type=oci,dest=DIR`")
+    index = imagejson.load(read_confined(str(layout / "index.json"), what="OCI layout index",
+                                         limit=imagejson.MAX_DOCUMENT), f"OCI layout {path}: index.json")
+    manifests = imagejson.index_entries(index, f"OCI layout {path}: index.json")
     chosen = [m for m in manifests if tag is None or (m.get("annotations") or {}).get(REF_NAME) == tag]
     if not chosen:
         raise ImageNotFoundError(f"OCI layout {path} has no image tagged {tag!r}")
     desc = chosen[0]
-    manifest = json.loads(_read_blob(layout, desc["digest"]))
-    config_doc = json.loads(_read_blob(layout, manifest["config"]["digest"]))
+    manifest = imagejson.load(_read_blob(layout, desc["digest"]), f"OCI layout {path}: manifest {desc['digest']}")
+    config_desc, _ = imagejson.manifest_parts(manifest, f"OCI layout {path}: manifest {desc['digest']}")
+    config_doc = imagejson.image_config(
+        imagejson.load(_read_blob(layout, config_desc["digest"]), f"OCI layout {path}: config"),
+        f"OCI layout {path}: config {config_desc['digest']}")
     config = ImageConfig.from_oci(config_doc)
     source = SourceOp(ref=ref, manifest_digest=desc["digest"], layers=_layers(manifest, list(config.diff_ids)),
                       layout_dir=str(layout.resolve()))

@@ -120,13 +120,14 @@ def test_docker_manifest_list_picks_the_host(served, store):
 
 
 def test_choose_platform():
+    arm6, arm7, amd, att = ("sha256:" + c * 64 for c in "0123")
     index = {"manifests": [
-        {"digest": "arm6", "platform": {"os": "linux", "architecture": "arm", "variant": "v6"}},
-        {"digest": "arm7", "platform": {"os": "linux", "architecture": "arm", "variant": "v7"}},
-        {"digest": "amd", "platform": {"os": "linux", "architecture": "amd64"}},
-        {"digest": "att", "platform": {"os": "unknown", "architecture": "unknown"}}]}
-    assert choose_platform(index, ("linux", "arm", "v7"))["digest"] == "arm7"
-    assert choose_platform(index, ("linux", "amd64", None))["digest"] == "amd"
+        {"digest": arm6, "size": 1, "platform": {"os": "linux", "architecture": "arm", "variant": "v6"}},
+        {"digest": arm7, "size": 1, "platform": {"os": "linux", "architecture": "arm", "variant": "v7"}},
+        {"digest": amd, "size": 1, "platform": {"os": "linux", "architecture": "amd64"}},
+        {"digest": att, "size": 1, "platform": {"os": "unknown", "architecture": "unknown"}}]}
+    assert choose_platform(index, ("linux", "arm", "v7"))["digest"] == arm7
+    assert choose_platform(index, ("linux", "amd64", None))["digest"] == amd
     with pytest.raises(RegistryError) as err:
         choose_platform(index, ("linux", "riscv64", None))
     assert "linux/amd64" in err.value.message and "linux/arm/v7" in err.value.message

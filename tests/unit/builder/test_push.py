@@ -43,6 +43,8 @@ class Receiving(Handler):
 
     def do_PUT(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
+        if len(body) < int(self.headers["Content-Length"]):
+            return  # the client stopped this upload (another blob failed): nothing to store or check
         if "/manifests/" in self.path:
             return self.reply(201, b"", {"Docker-Content-Digest": digest(body)})
         wanted = urllib.parse.unquote(self.path.split("digest=")[1])
