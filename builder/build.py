@@ -16,6 +16,7 @@ from builder.export.image import assemble
 from builder.options import default_root
 from builder.outputs import check_outputs, export, parse_output, push_outputs, write_metadata
 from builder.plan.bases import normalize_name, resolve_base
+from builder.plan.entitle import parse_allow
 from builder.plan.planner import plan
 from builder.progress import events as ev
 from builder.solve import SolveOptions, Solver
@@ -46,6 +47,8 @@ class BuildOptions:
     push: bool = False  # --push: push every -t name
     pull: bool = False  # --pull: resolve FROM images in their registry even when stored locally
     insecure_registries: list[str] = field(default_factory=list)  # plain-HTTP registries besides loopback
+    allow: list[str] = field(default_factory=list)  # --allow: entitlements (builder/plan/entitle.py)
+    build_contexts: list[str] = field(default_factory=list)  # --build-context NAME=SOURCE
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +209,7 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
     check_outputs(outputs, opts.tags)
     check_platform(opts.platform)
     patterns = ignore_patterns(opts)
+    entitlements = parse_allow(opts.allow, opts.network)
     store = Store.open(opts.root)
     workdir = tempfile.mkdtemp(prefix="pybuild-secrets-") if opts.secrets else ""
     agents = None
@@ -223,7 +227,7 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
                        progress=lambda layer, current, total: sink(ev.TransferProgress("pull", ref, layer, current,
                                                                                          total)))
         graph = plan(dockerfile, build_args=opts.build_args, target=opts.target, network=opts.network,
-                     labels=opts.labels,
+                     labels=opts.labels, entitlements=entitlements,
                      resolve_image=lambda ref: resolve_base(store, ref, pull=opts.pull, fetch=fetch))
         options = SolveOptions(context_dir=os.path.abspath(opts.context), use_cache=not opts.no_cache,
                                no_cache_stages=_stage_indices(graph, opts.no_cache_filter),

@@ -59,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "namespace with only loopback)")
     p.add_argument("--ssh", action="append", default=[], metavar="default|ID[=SOCKET|KEY[,KEY]]",
                    help="an SSH agent for RUN --mount=type=ssh: ID alone forwards $SSH_AUTH_SOCK")
+    p.add_argument("--allow", action="append", default=[], metavar="network.host|security.insecure",
+                   help="grant an entitlement (buildx): RUN --network=host / RUN --security=insecure")
+    p.add_argument("--build-context", action="append", default=[],
+                   metavar="NAME=DIR|oci-layout:///PATH[:TAG]|docker-image://REF",
+                   help="a named context for FROM NAME, COPY --from=NAME and RUN --mount from=NAME (buildx)")
     _root_arg(p)
     return p
 
@@ -104,7 +109,8 @@ def cmd_build(argv: list[str]) -> int:
                         pull=args.pull, insecure_registries=args.insecure_registry, labels=labels,
                         platform=args.platform, metadata_file=args.metadata_file,
                         no_cache_filter=[s.strip() for v in args.no_cache_filter for s in v.split(",") if s.strip()],
-                        network="none" if args.network == "default" else args.network)
+                        network="none" if args.network == "default" else args.network,
+                        allow=args.allow, build_contexts=args.build_context)
     cancel = threading.Event()
     previous = {sig: signal.signal(sig, _interrupt_handler(cancel)) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

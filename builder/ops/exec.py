@@ -66,7 +66,8 @@ def _execute(store, step: Step, op: ExecOp, parent_snapshot, *, compression, log
     try:
         spec = ContainerSpec(argv=op.argv, lowerdirs=tuple(str(p) for p in mutable.lowerdirs),
                              upperdir=str(mutable.upper), workdir=str(mutable.work), env=env, cwd=op.cwd,
-                             user=op.user, hostname=hostname, network=op.network, mounts=extra_mounts)
+                             user=op.user, hostname=hostname, network=op.network, mounts=extra_mounts,
+                             insecure=op.insecure)
         try:
             status = run(spec, stdin=subprocess.DEVNULL, stdout=sink("stdout"), stderr=sink("stderr"),
                          cancel=cancel, launcher=launcher)  # a RUN gets no stdin, as in BuildKit

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Callable
 
 from builder.context.remote import is_git, is_url
 from builder.errors import PybuildError
+from builder.plan import entitle
 from builder.plan.steps import IMAGE_ROOT, ExecOp, FileAction, FileOp, HistoryItem
 from grammar import nodes
 
@@ -234,10 +235,15 @@ def dispatch_run(p: "Planner", st: "StageState", inst: nodes.Run) -> None:
     if network not in ("none", "host"):
         raise PybuildError(f"{inst.span}: unsupported --network={network}", hint="use none, host or default",
                            context=shown(inst), reference="invalid-network")
+    if inst.flag("network") == "host":
+        entitle.require(p.entitlements, entitle.NETWORK_HOST, inst, "network", shown(inst))
+    insecure = inst.flag("security") == "insecure"
+    if insecure:
+        entitle.require(p.entitlements, entitle.SECURITY_INSECURE, inst, "security", shown(inst))
     mounts = _run_mounts(p, st, inst)
     op = ExecOp(argv=argv, env=tuple(f"{k}={v}" for k, v in env.items()), cwd=st.config.workdir or "/",
-                user=st.config.user, network=network, stdin_script=script, mounts=mounts)
-    flags = " ".join(f"--{f.name}={f.value}" for f in inst.flags if f.name in ("mount", "network"))
+                user=st.config.user, network=network, stdin_script=script, mounts=mounts, insecure=insecure)
+    flags = " ".join(f"--{f.name}={f.value}" for f in inst.flags if f.name in ("mount", "network", "security"))
     deps = tuple(m.from_step for m in mounts if m.from_step is not None)
     step = p.graph.add(stage=st.index, kind="exec", op=op, parent=st.parent, span=inst.span,
                        created_by=" ".join(x for x in ("RUN", flags, *argv) if x), deps=deps)

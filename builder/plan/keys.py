@@ -44,6 +44,8 @@ def step_key(step: Step, parent_key: str | None, *, sources: dict[str, str] | No
                  "cwd": op.cwd, "user": op.user, "network": op.network}
         if mounts:  # cache-mount contents and secret values never enter a key (BuildKit's CacheMap)
             parts["mounts"] = mounts
+        if op.insecure:  # only when set: the keys of other RUNs stay as they were
+            parts["insecure"] = True
         return make_key(parts)
     assert isinstance(op, FileOp)
     return make_key({"op": "file", "parent": parent_key, "actions": [a.to_json() for a in op.actions],

@@ -85,6 +85,7 @@ class Planner:
     graph: StepGraph = field(default_factory=StepGraph)
     network: str = "none"  # the build's --network: what RUN gets without --network or with --network=default
     labels: dict[str, str] = field(default_factory=dict)  # the build's --label: set on the target's config last
+    entitlements: frozenset[str] = frozenset()  # the operator's --allow (builder/plan/entitle.py)
 
     def __post_init__(self) -> None:
         self.lex = ShellLex(self.dockerfile.escape)
@@ -236,10 +237,14 @@ class Planner:
 
 def plan(dockerfile: nodes.Dockerfile, *, build_args: dict[str, str], target: str | None,
          resolve_image: Callable[[str], BaseImage], network: str = "none",
-         labels: dict[str, str] | None = None) -> StepGraph:
+         labels: dict[str, str] | None = None, entitlements: frozenset[str] | None = None) -> StepGraph:
     """Plan `dockerfile` for `target` (default: the last stage); ``network`` is the RUN default (none or host),
-    ``labels`` are set on the target image's config over the Dockerfile's."""
-    return Planner(dockerfile, build_args, resolve_image, network=network, labels=labels or {}).plan(target)
+    ``labels`` are set on the target image's config over the Dockerfile's, ``entitlements`` the operator's
+    --allow (the default: what ``network`` implies)."""
+    if entitlements is None:
+        entitlements = frozenset({"network.host"}) if network == "host" else frozenset()
+    return Planner(dockerfile, build_args, resolve_image, network=network, labels=labels or {},
+                   entitlements=entitlements).plan(target)
 
 
 __all__ = ["plan", "Planner", "StageState", "PROXY_ARGS", "replace"]

@@ -63,6 +63,7 @@ class ExecOp:
     network: str = "none"
     stdin_script: str | None = None
     mounts: tuple[RunMount, ...] = ()
+    insecure: bool = False  # RUN --security=insecure, granted by --allow security.insecure
 
 
 @dataclass(frozen=True, slots=True)
