@@ -16,6 +16,7 @@ from builder.export.image import assemble
 from builder.options import default_root
 from builder.outputs import check_outputs, export, parse_output, push_outputs, write_metadata
 from builder.plan.bases import normalize_name, resolve_base
+from builder.plan.contexts import parse_build_contexts
 from builder.plan.entitle import parse_allow
 from builder.plan.planner import plan
 from builder.progress import events as ev
@@ -210,6 +211,7 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
     check_platform(opts.platform)
     patterns = ignore_patterns(opts)
     entitlements = parse_allow(opts.allow, opts.network)
+    contexts = parse_build_contexts(opts.build_contexts)
     store = Store.open(opts.root)
     workdir = tempfile.mkdtemp(prefix="pybuild-secrets-") if opts.secrets else ""
     agents = None
@@ -227,7 +229,7 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
                        progress=lambda layer, current, total: sink(ev.TransferProgress("pull", ref, layer, current,
                                                                                          total)))
         graph = plan(dockerfile, build_args=opts.build_args, target=opts.target, network=opts.network,
-                     labels=opts.labels, entitlements=entitlements,
+                     labels=opts.labels, entitlements=entitlements, contexts=contexts,
                      resolve_image=lambda ref: resolve_base(store, ref, pull=opts.pull, fetch=fetch))
         options = SolveOptions(context_dir=os.path.abspath(opts.context), use_cache=not opts.no_cache,
                                no_cache_stages=_stage_indices(graph, opts.no_cache_filter),

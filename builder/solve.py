@@ -170,9 +170,11 @@ class Solver:
             return step_key(step, parent_key, from_key=from_key)
         fetched = {a.url: self._fetch(step, a) for a in step.op.actions if a.op == "fetch"}
         patterns = [s for a in step.op.actions for s in a.sources]
-        if patterns and self.options.context_dir is None:
+        context_dir = step.op.context_dir or self.options.context_dir  # a named --build-context directory
+        if patterns and context_dir is None:
             raise ContextError(f"{step.span}: {step.created_by}: no build context was given")
-        sums = checksum_sources(self.options.context_dir or "", patterns, self.options.excluded,
+        excluded = None if step.op.context_dir else self.options.excluded
+        sums = checksum_sources(context_dir or "", patterns, excluded,
                                 digests=self.store.file_digests) if patterns else {}
         missing = [p for p, s in sums.items() if s is None]
         if missing:

@@ -6,10 +6,9 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from builder.errors import ImageNotFoundError, PybuildError
-from builder.plan.imageconfig import ImageConfig, parse_time
+from builder.plan.imageconfig import ImageConfig, host_architecture, parse_time
 from builder.plan.steps import LayerRef, SourceOp
 
 OCI_LAYOUT_PREFIX = "oci-layout://"
@@ -62,33 +61,32 @@ def _layers(manifest: dict, diff_ids: list[str]) -> tuple[LayerRef, ...]:
     return tuple(LayerRef(l["mediaType"], l["digest"], int(l["size"]), d) for l, d in zip(layers, diff_ids))
 
 
-def _read_blob(layout: Path, digest: str) -> bytes:
-    algo, _, hexpart = digest.partition(":")
-    return (layout / "blobs" / algo / hexpart).read_bytes()
-
-
 def resolve_oci_layout(ref: str) -> BaseImage:
-    body = ref[len(OCI_LAYOUT_PREFIX):]
-    path, tag = body, None
-    if ":" in os.path.basename(body):
-        path, _, tag = body.rpartition(":")
-    layout = Path(path)
+    """An `oci-layout:///path[:tag|@sha256:...]` the operator named: index → manifest → config, each verified
+    against the digest and size that names it (builder/plan/layout.py), malformed JSON a clear error."""
+    from builder.plan import layout as oci
+
+    path, tag, digest = oci.split_ref(ref[len(OCI_LAYOUT_PREFIX):])
+    if not os.path.isdir(path):
+        raise ImageNotFoundError(f"OCI layout {path} is not a directory",
+                                 hint="pass a directory written by `pybuild --output type=oci,dest=DIR`")
+    layout = os.path.realpath(path)
+    desc = oci.choose_manifest(layout, tag, digest, host_architecture())
+    manifest = oci.read_json_blob(layout, desc, f"OCI layout {path}: manifest")
+    config_doc = oci.read_json_blob(layout, manifest.get("config"), f"OCI layout {path}: config")
+    layers = manifest.get("layers") or []
+    if not isinstance(layers, list):
+        raise oci.LayoutError(f"OCI layout {path}: manifest {desc['digest']} has no layers list")
+    for layer in layers:
+        oci.descriptor(layer, f"OCI layout {path}: layer")
     try:
-        index = json.loads((layout / "index.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise ImageNotFoundError(f"cannot read OCI layout {path}: {exc}",
-                                 hint="pass a directory written by `pybuild --output type=oci,dest=DIR`") from exc
-    manifests = index.get("manifests") or []
-    chosen = [m for m in manifests if tag is None or (m.get("annotations") or {}).get(REF_NAME) == tag]
-    if not chosen:
-        raise ImageNotFoundError(f"OCI layout {path} has no image tagged {tag!r}")
-    desc = chosen[0]
-    manifest = json.loads(_read_blob(layout, desc["digest"]))
-    config_doc = json.loads(_read_blob(layout, manifest["config"]["digest"]))
-    config = ImageConfig.from_oci(config_doc)
-    source = SourceOp(ref=ref, manifest_digest=desc["digest"], layers=_layers(manifest, list(config.diff_ids)),
-                      layout_dir=str(layout.resolve()))
-    return BaseImage(config, source, parse_time(config_doc.get("created")))
+        config = ImageConfig.from_oci(config_doc)
+        created = parse_time(config_doc.get("created"))
+        refs = _layers(manifest, list(config.diff_ids))
+    except (AttributeError, TypeError, ValueError, KeyError) as exc:
+        raise oci.LayoutError(f"OCI layout {path}: the image config or manifest is malformed ({exc})") from None
+    source = SourceOp(ref=ref, manifest_digest=desc["digest"], layers=refs, layout_dir=layout)
+    return BaseImage(config, source, created)
 
 
 def resolve_local(store, name: str) -> BaseImage | None:
@@ -106,29 +104,31 @@ def resolve_local(store, name: str) -> BaseImage | None:
 
 
 def resolve_base(store, ref: str, *, pull: bool = False, fetch: Callable[[str], object] | None = None) -> BaseImage:
-    """scratch, an `oci-layout://` directory, the local store, else (or always with ``pull``) ``fetch(ref)``.
+    """scratch, the local store, else (or always with ``pull``) ``fetch(ref)``; never a host path (`scheme://`).
 
     ``fetch`` brings the image into the store under its normalised name (build.py passes the registry pull,
     builder/export/pull.py, so plan/ need not import export/); any PybuildError it raises is reported as this
     base image's. A fetched image is found locally by the next build."""
     if ref == "scratch":
         return SCRATCH
-    if ref.startswith(OCI_LAYOUT_PREFIX):
-        return resolve_oci_layout(ref)
+    if "://" in ref:  # host paths and other sources reach a build only through --build-context
+        raise ImageNotFoundError(f"{ref!r} is not an image reference",
+                                 hint="hand it to the build with --build-context NAME=" + ref + " and use NAME")
     if not pull:
         found = resolve_local(store, ref)
         if found is not None:
             return found
     if fetch is None:
         raise ImageNotFoundError(f"base image {ref!r} is not in the local store ({store.root})",
-                                 hint="build it first with `pybuild -t NAME`, or use FROM oci-layout://DIR[:tag]")
+                                 hint="build it first with `pybuild -t NAME`, or pass "
+                                      "--build-context NAME=oci-layout:///DIR[:tag]")
     try:
         fetch(ref)
     except PybuildError as exc:
         where = f"pulling {ref!r}" if pull else f"{ref!r} is not in the local store ({store.root}) and pulling it"
         full = normalize_name(ref)
         raise ImageNotFoundError(f"base image {where}{f' ({full})' if full != ref else ''} failed: {exc.message}",
-                                 hint=exc.hint or "build it first with `pybuild -t NAME`, use FROM oci-layout://DIR, "
+                                 hint=exc.hint or "build it first with `pybuild -t NAME`, use --build-context NAME=oci-layout:///DIR, "
                                                   "or check the name and that its registry is up") from exc
     found = resolve_local(store, ref)
     if found is None:

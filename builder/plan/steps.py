@@ -100,6 +100,7 @@ class FileOp:
     from_stage: int | None = None  # COPY --from=<stage>: sources come from that stage's root, else the context
     # (IMAGE_ROOT for --from=<image>: from_step is then the image's source step)
     from_step: int | None = None  # that stage's last step (None with from_stage set: an empty root)
+    context_dir: str | None = None  # a named --build-context directory instead of the build's context
 
 
 Op = Union[SourceOp, ExecOp, FileOp]

@@ -2,6 +2,8 @@
 implements with BuildKit's semantics (each test fails when its flag is ignored)."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -45,3 +47,51 @@ def test_network_host_in_the_dockerfile_needs_allow(pybuild, busybox_image, tmp_
     pybuild("--network", "host", str(tmp_path))  # the operator's --network host grants it too
     proc = pybuild("--allow", "network.hots", str(tmp_path), check=False)
     assert proc.returncode == 1 and "unknown entitlement" in proc.stderr.decode()
+
+
+def test_build_contexts_oci_layout_dir_and_image(pybuild, busybox_image, tmp_path):
+    layout = tmp_path / "layout"
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "Dockerfile").write_text("FROM pybuild/busybox\nENV FROM_LAYOUT=yes\n")
+    pybuild("-t", "flags/ctxbase:v1", "--output", f"type=oci,dest={layout}", str(base))
+    files = tmp_path / "files"
+    (files / "sub").mkdir(parents=True)
+    (files / "sub" / "note").write_text("from a named dir\n")
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(
+        "FROM base\nCOPY --from=files sub/note /note\n"
+        "RUN --mount=from=files,target=/f cat /f/sub/note > /mounted && echo $FROM_LAYOUT > /env\n"
+        "COPY --from=bb /bin/busybox /bb\n")
+    pybuild("-t", "flags/ctx", "--build-context", f"base=oci-layout://{layout}:v1",
+            "--build-context", f"files={files}", "--build-context", "bb=docker-image://pybuild/busybox", str(ctx))
+    out = pybuild("run", "flags/ctx", "cat", "/note", "/mounted", "/env").stdout.decode()
+    assert out == "from a named dir\nfrom a named dir\nyes\n"
+    (ctx / "Dockerfile").write_text(f"FROM oci-layout://{layout}:v1\nRUN true\n")
+    proc = pybuild(str(ctx), check=False)
+    err = proc.stderr.decode()
+    assert proc.returncode == 1 and "Dockerfile:1:1:" in err and "--build-context NAME=oci-layout" in err, err
+
+
+def test_a_tampered_layer_in_a_layout_is_refused(pybuild, busybox_image, tmp_path):
+    layout = tmp_path / "layout"
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "Dockerfile").write_text("FROM scratch\nCOPY Dockerfile /d\n")
+    pybuild("-t", "flags/tamper:v1", "--output", f"type=oci,dest={layout}", "--compression", "gzip", str(base))
+    index = json.loads((layout / "index.json").read_text())
+    manifest_path = layout / "blobs" / "sha256" / index["manifests"][0]["digest"].split(":")[1]
+    layer = json.loads(manifest_path.read_text())["layers"][0]["digest"].split(":")[1]
+    blob = layout / "blobs" / "sha256" / layer
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 1
+    blob.chmod(0o644)
+    blob.write_bytes(bytes(data))
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM base\nRUN true\n")
+    proc = pybuild("--root", str(tmp_path / "fresh-store"), "--build-context", f"base=oci-layout://{layout}:v1",
+                   str(ctx), check=False)
+    err = proc.stderr.decode()
+    assert proc.returncode == 1 and "Traceback" not in err and "does not match its content" in err, err
