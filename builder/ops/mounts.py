@@ -47,10 +47,22 @@ class MountSources:
 
 def parse_mount(value: str, expand: Callable[[str], str]) -> dict[str, str]:
     """`type=cache,target=/x,id=y` → dict (csv rules as BuildKit: quoted fields allowed)."""
+    from builder.plan.features import MOUNT_OPTIONS, REFUSED
+    from grammar.errors import suggest
+
     fields: dict[str, str] = {}
     for item in next(csv.reader([value])):
         key, sep, val = item.partition("=")
         key = key.strip().lower()
+        option = MOUNT_OPTIONS.get(key)
+        if option is None:
+            match = suggest(key, list(MOUNT_OPTIONS))
+            raise PybuildError(f"unexpected key '{key}' in '{item}' of --mount={value}",
+                               hint=f"did you mean {match}=?" if match else "options: " + ", ".join(MOUNT_OPTIONS),
+                               reference="invalid-mount")
+        if option.state == REFUSED:
+            raise PybuildError(f"--mount option {key}= is not supported by pybuild yet ({option.note})",
+                               hint="remove it, or build this Dockerfile with BuildKit", reference="unsupported-flag")
         if not sep:
             if key in _BOOL_KEYS:
                 val = "true"

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Callable
 from builder.context.remote import is_git, is_url
 from builder.errors import PybuildError
 from builder.plan import entitle
+from builder.plan.features import refuse_flags
 from builder.plan.steps import IMAGE_ROOT, ExecOp, FileAction, FileOp, HistoryItem
 from grammar import nodes
 
@@ -264,16 +265,16 @@ def _run_mounts(p: "Planner", st: "StageState", inst: nodes.Run) -> tuple:
         return index, p.graph.stages[index].last_step
 
     mounts = []
-    for value in inst.flag_values("mount"):
+    for flag in (f for f in inst.flags if f.name == "mount"):
         try:
-            mount = make_mount(parse_mount(value, lambda w: _expand(p, st, w, inst)), stage,
+            mount = make_mount(parse_mount(flag.value or "", lambda w: _expand(p, st, w, inst)), stage,
                                ssh_index=sum(m.type == "ssh" for m in mounts))
             target = posixpath.normpath(posixpath.join(st.config.workdir or "/", mount.target))
             mounts.append(replace(mount, target=target))
         except PybuildError as exc:
-            if str(inst.span) in exc.message:
+            if str(inst.span) in exc.message or str(flag.span) in exc.message:
                 raise
-            raise PybuildError(f"{inst.span}: {exc.message}", hint=exc.hint, context=shown(inst),
+            raise PybuildError(f"{flag.span}: {exc.message}", hint=exc.hint, context=shown(inst),
                                reference=exc.reference) from exc
     return tuple(mounts)
 
@@ -396,4 +397,5 @@ def dispatch(p: "Planner", st: "StageState", inst: nodes.Instruction) -> None:
     handler = HANDLERS.get(type(inst))
     if handler is None:
         raise PybuildError(f"{inst.span}: {inst.name} is not supported here", context=shown(inst))
+    refuse_flags(inst)
     handler(p, st, inst)

@@ -11,6 +11,7 @@ from typing import Callable
 from builder.errors import PybuildError
 from builder.plan import dispatch
 from builder.plan.bases import BaseImage
+from builder.plan.features import refuse_flags
 from builder.plan.contexts import context_base, familiar, refuse_host_source
 from builder.plan.imageconfig import ARCHITECTURES, ImageConfig, host_architecture
 from builder.plan.steps import HistoryItem, StagePlan, StepGraph
@@ -193,6 +194,7 @@ class Planner:
         return self.expand(base.image, env, base.span)
 
     def _plan_stage(self, stage: nodes.Stage) -> StagePlan:
+        refuse_flags(stage.base)
         image = self._from_image(stage.base)
         wanted = stage.base.flag("platform")
         if wanted:

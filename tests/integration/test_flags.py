@@ -95,3 +95,38 @@ def test_a_tampered_layer_in_a_layout_is_refused(pybuild, busybox_image, tmp_pat
                    str(ctx), check=False)
     err = proc.stderr.decode()
     assert proc.returncode == 1 and "Traceback" not in err and "does not match its content" in err, err
+
+
+def _stat(pybuild, image: str, *paths: str) -> list[str]:
+    return pybuild("run", image, "stat", "-c", "%a:%u:%g", *paths).stdout.decode().split()
+
+
+def test_copy_and_add_chown_chmod_from(pybuild, busybox_image, tmp_path):
+    (tmp_path / "a.txt").write_text("a\n")
+    (tmp_path / "Dockerfile").write_text(
+        "FROM pybuild/busybox AS src\nRUN echo from-stage > /f && chown 7:8 /f && chmod 604 /f\n"
+        "FROM pybuild/busybox\n"
+        "COPY --chown=1000:1001 --chmod=0640 a.txt /copied\n"
+        "ADD --chown=5:6 --chmod=0700 a.txt /added\n"
+        "COPY --from=src /f /f\nCOPY --from=0 --chown=9 /f /f9\n")
+    pybuild("-t", "flags/copyflags", str(tmp_path))
+    assert _stat(pybuild, "flags/copyflags", "/copied", "/added", "/f", "/f9") == [
+        "640:1000:1001", "700:5:6", "604:7:8", "604:9:9"]
+    assert pybuild("run", "flags/copyflags", "cat", "/f").stdout.decode() == "from-stage\n"
+
+
+def test_mount_options_mode_owner_size_readonly(pybuild, busybox_image, tmp_path):
+    cache = f"opts-{tmp_path.name}"  # a fresh cache id: mode and owner apply when it is made
+    (tmp_path / "s").write_text("secret")
+    (tmp_path / "Dockerfile").write_text(
+        "FROM pybuild/busybox\n"
+        f"RUN --mount=type=cache,target=/c,id={cache},mode=0710,uid=1234,gid=4321 stat -c %a:%u:%g /c > /cache\n"
+        f"RUN --mount=type=cache,target=/c,id={cache},ro sh -c 'touch /c/x 2>/dev/null && echo rw || echo ro' > /ro\n"
+        f"RUN --mount=type=cache,target=/c,id={cache},readonly=true sh -c 'touch /c/x 2>/dev/null && echo rw || "
+        "echo ro' > /readonly\n"
+        "RUN --mount=type=tmpfs,target=/t,size=1m sh -c 'dd if=/dev/zero of=/t/big bs=1k count=2048 2>/dev/null "
+        "&& echo fits || echo full' > /size\n"
+        "RUN --mount=type=secret,id=s,mode=0440,uid=12,gid=34 stat -c %a:%u:%g /run/secrets/s > /secret\n")
+    pybuild("-t", "flags/mountopts", "--secret", f"id=s,src={tmp_path / 's'}", str(tmp_path))
+    out = pybuild("run", "flags/mountopts", "cat", "/cache", "/ro", "/readonly", "/size", "/secret").stdout.decode()
+    assert out.split() == ["710:1234:4321", "ro", "ro", "full", "440:12:34"]
