@@ -18,12 +18,9 @@ import stat
 import sys
 import tarfile
 
-from builder.context.paths import clean, expand_glob, scoped_join
+from builder.context.paths import clean, scoped_join
+from builder.ops.copysel import Excluder, FileOpError, copy_parents, select_sources
 from builder.sandbox import syscalls
-
-
-class FileOpError(Exception):
-    pass
 
 
 class Owner:
@@ -264,34 +261,40 @@ def run_copy(op: dict, dest_root: str, src_root: str, excluded=None) -> None:
     if op.get("kind") == "stage" and not op.get("chown"):
         owner = Owner(None, None)  # COPY --from keeps the source's ownership unless --chown
     chmod = int(op["chmod"], 8) if op.get("chmod") else None
-    copier = Copier(dest_root, owner, chmod, excluded)
+    exclude = None
+    if op.get("excludes"):
+        from builder.context.dockerignore import PatternMatcher
+
+        exclude = PatternMatcher(op["excludes"])
+    copier = Copier(dest_root, owner, chmod, excluded if exclude is None else Excluder(excluded, exclude, "").matches)
     dest: str = op["dest"]
     if op["op"] == "write":
         copier.write_file(dest, op["content"] or "")
         return
-    if op["op"] == "fetch":  # ADD <url>: the builder's download, as a file (never unpacked)
+    if op["op"] == "fetch":  # ADD <url>: the builder's download, as a file (unpacked only with --unpack=true)
         into_dir = dest.endswith("/") or os.path.isdir(copier.host(dest, follow_last=True))
+        if op.get("extract") and is_archive(op["file"]):
+            copier.extract(op["file"], dest)
+            return
         copier.copy_tree(op["file"], f"{dest.rstrip('/')}/{op['name']}" if into_dir else dest)
         return
-    matches: list[str] = []
-    for pattern in op["sources"]:
-        found = expand_glob(src_root, pattern)
-        found = [m for m in found if os.path.lexists(scoped_join(src_root, m))
-                 and not (excluded is not None and m and excluded(m))]
-        if not found:
-            raise FileOpError(f"source {pattern!r} not found in {op.get('source_name', 'the build context')}")
-        matches.extend(found)
-    dest_is_dir = dest.endswith("/") or op.get("force_dir", False) or len(matches) > 1
+    matches = select_sources(op, src_root, excluded)
+    dest_is_dir = dest.endswith("/") or op.get("force_dir", False) or len(matches) > 1 or op.get("parents")
     if len(matches) > 1 and not dest.endswith("/"):
         raise FileOpError("when using COPY with more than one source file, the destination must be a directory "
                           "and end with a /")
-    for rel in matches:
+    for rel, kept in matches:
         src = scoped_join(src_root, rel)
         st = os.stat(src)
         if op.get("extract") and stat.S_ISREG(st.st_mode) and is_archive(src):
             copier.extract(src, dest)
             continue
-        tracked = rel if excluded is not None else None
+        tracked = rel if copier.excluded is not None else None
+        if exclude is not None:
+            copier.excluded = Excluder(excluded, exclude, rel).matches
+        if op.get("parents"):
+            copier.copy_tree(src, copy_parents(copier, src_root, rel, kept, dest), tracked)
+            continue
         if stat.S_ISDIR(st.st_mode):
             copier.copy_tree(src, dest, tracked)
             continue

@@ -80,12 +80,18 @@ class FileAction:
     url: str = ""  # "fetch" (ADD <url>): what to download, saved as `name` under dest/ or as dest
     name: str = ""
     checksum: str = ""  # ADD --checksum=sha256:...
+    excludes: tuple[str, ...] = ()  # COPY/ADD --exclude: patterns relative to each copied source
+    parents: bool = False  # COPY --parents: keep the source's path (after a `/./` pivot) under dest
 
     def to_json(self) -> dict:
         doc = {"op": self.op, "sources": list(self.sources), "dest": self.dest, "chown": self.chown,
                "chmod": self.chmod, "extract": self.extract, "content": self.content, "path": self.dest}
         if self.op == "fetch":  # only here: the keys of other actions stay as they were
             doc.update(url=self.url, name=self.name, checksum=self.checksum)
+        if self.excludes:  # only when given, likewise
+            doc["excludes"] = list(self.excludes)
+        if self.parents:
+            doc["parents"] = True
         return doc
 
 

@@ -130,3 +130,67 @@ def test_mount_options_mode_owner_size_readonly(pybuild, busybox_image, tmp_path
     pybuild("-t", "flags/mountopts", "--secret", f"id=s,src={tmp_path / 's'}", str(tmp_path))
     out = pybuild("run", "flags/mountopts", "cat", "/cache", "/ro", "/readonly", "/size", "/secret").stdout.decode()
     assert out.split() == ["710:1234:4321", "ro", "ro", "full", "440:12:34"]
+
+
+def _files(pybuild, image: str, *dirs: str) -> list[str]:
+    out = pybuild("run", image, "find", *dirs, "-type", "f").stdout.decode()
+    return sorted(out.split())
+
+
+def test_copy_exclude_and_parents_as_buildkit(pybuild, busybox_image, tmp_path):
+    """BuildKit's testExcludedFilesOnCopy and testCopyParents/testCopyRelativeParents cases: --exclude is matched
+    relative to each copied source; --parents keeps the source path, after a `/./` pivot only."""
+    for name in ("dir1/file-101.png", "dir1/file-102.txt", "dir1/file-103.jpeg", "dir2/file-201.pdf",
+                 "dir2/file-202.jpeg", "dir3/file-301.mp3", "dir3/file-302.mpeg", "src/a/x.go", "src/a/x_test.go",
+                 "src/b/y.go"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(name)
+    (tmp_path / "src").chmod(0o750)
+    (tmp_path / "Dockerfile").write_text(
+        "FROM pybuild/busybox\n"
+        "COPY --exclude=*/*.png --exclude=*/*.jpeg --exclude=src --exclude=Dockerfile . /1\n"
+        "ADD --exclude=*.mp3 dir3/ /3/\n"
+        "COPY --exclude=*.mp3 --exclude=*.jpeg --exclude=*.png --exclude=*.pdf --exclude=*.txt dir* /4/\n"
+        "COPY --exclude=**/*_test.go src /out/\n"
+        "COPY --parents src/*/*.go /p/\n"
+        "COPY --parents ./src/./a/x.go /q/\n"
+        "COPY --parents src/nothing* /q/\n")
+    pybuild("-t", "flags/exclude", str(tmp_path))
+    assert _files(pybuild, "flags/exclude", "/1", "/3", "/4", "/out", "/p", "/q") == sorted([
+        "/1/dir1/file-102.txt", "/1/dir2/file-201.pdf", "/1/dir3/file-301.mp3", "/1/dir3/file-302.mpeg",
+        "/3/file-302.mpeg", "/4/file-302.mpeg", "/out/a/x.go", "/out/b/y.go",
+        "/p/src/a/x.go", "/p/src/a/x_test.go", "/p/src/b/y.go", "/q/a/x.go"])
+    assert _stat(pybuild, "flags/exclude", "/p/src") == ["750:0:0"]  # --parents copies the directories
+    (tmp_path / "Dockerfile").write_text(
+        "FROM pybuild/busybox\nCOPY --exclude=*/*.png --exclude=*/*.jpeg --exclude=src --exclude=Dockerfile . /1\n"
+        "COPY --exclude=*.txt dir1 /5/\n")
+    out = pybuild("--progress", "plain", "-t", "flags/exclude2", str(tmp_path)).stderr.decode()
+    assert out.count(" CACHED") == 2, out  # FROM and the same COPY --exclude; a new pattern is a new step
+    assert _files(pybuild, "flags/exclude2", "/5") == ["/5/file-101.png", "/5/file-103.jpeg"]
+
+
+def test_add_unpack_true_and_false(pybuild, busybox_image, tmp_path):
+    import io
+    import tarfile
+
+    from tests.httpserve import Handler, serving
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo("inside.txt")
+        info.size = 6
+        tar.addfile(info, io.BytesIO(b"inside"))
+    archive = buf.getvalue()
+    (tmp_path / "t.tar.gz").write_bytes(archive)
+
+    class Archive(Handler):
+        def do_GET(self):
+            self.reply(200, archive)
+
+    with serving(Archive) as host:
+        (tmp_path / "Dockerfile").write_text(
+            "FROM pybuild/busybox\nADD --unpack=false t.tar.gz /u/\nADD t.tar.gz /v/\n"
+            f"ADD --unpack=true http://{host}/t.tar.gz /w/\nADD http://{host}/t.tar.gz /x/\n")
+        pybuild("-t", "flags/unpack", str(tmp_path))
+    assert _files(pybuild, "flags/unpack", "/u", "/v", "/w", "/x") == [
+        "/u/t.tar.gz", "/v/inside.txt", "/w/inside.txt", "/x/t.tar.gz"]
