@@ -268,7 +268,7 @@ def _run_mounts(p: "Planner", st: "StageState", inst: nodes.Run) -> tuple:
         try:
             mount = make_mount(parse_mount(flag.value or "", lambda w: _expand(p, st, w, inst)), stage,
                                ssh_index=sum(m.type == "ssh" for m in mounts))
-            target = posixpath.normpath(posixpath.join(st.config.workdir or "/", mount.target))
+            target = posixpath.normpath(posixpath.join(st.config.workdir or "/", mount.target)) if mount.target else ""
             mounts.append(replace(mount, target=target))
         except PybuildError as exc:
             if str(inst.span) in exc.message or str(flag.span) in exc.message:

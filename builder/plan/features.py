@@ -97,7 +97,8 @@ MOUNT_OPTIONS: dict[str, Feature] = {
     "uid": _on("owner (cache, secret, ssh)", _T + "test_mount_options_mode_owner_size_readonly"),
     "gid": _on("group (cache, secret, ssh)", _T + "test_mount_options_mode_owner_size_readonly"),
     "size": _on("tmpfs size", _T + "test_mount_options_mode_owner_size_readonly"),
-    "env": _off("not implemented yet", "RUN --mount=type=secret,id=tok,env=TOK true"),
+    "env": _on("secret as this variable of the RUN (only, without target=); never in a layer, config or history",
+               _T + "test_secret_mount_env_is_the_variable_and_in_no_layer"),
 }
 
 

@@ -50,6 +50,7 @@ class RunMount:
     readonly: bool = False
     required: bool = False
     size: str = ""  # tmpfs size
+    env: str = ""  # secret: also (or, without target=, only) as this environment variable of the RUN
 
 
 @dataclass(frozen=True, slots=True)

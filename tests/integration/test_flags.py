@@ -2,6 +2,7 @@
 implements with BuildKit's semantics (each test fails when its flag is ignored)."""
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -194,3 +195,26 @@ def test_add_unpack_true_and_false(pybuild, busybox_image, tmp_path):
         pybuild("-t", "flags/unpack", str(tmp_path))
     assert _files(pybuild, "flags/unpack", "/u", "/v", "/w", "/x") == [
         "/u/t.tar.gz", "/v/inside.txt", "/w/inside.txt", "/x/t.tar.gz"]
+
+
+def test_secret_mount_env_is_the_variable_and_in_no_layer(pybuild, busybox_image, tmp_path):
+    from tests.integration.test_run_mounts import layer_names
+
+    value = "env-s3cr3t-do-not-leak"
+    (tmp_path / "tok").write_text(value)
+    (tmp_path / "Dockerfile").write_text(
+        "FROM pybuild/busybox\n"
+        "RUN --mount=type=secret,id=tok,env=MYTOK ! test -e /run/secrets/tok && printf %s \"$MYTOK\" | sha256sum "
+        "> /sum && echo ${#MYTOK} > /len\n"
+        "RUN --mount=type=secret,id=tok,env=BOTH,target=/s test \"$BOTH\" = \"$(cat /s)\" && echo ok > /both\n"
+        "RUN --mount=type=secret,id=absent,env=NOPE sh -c 'echo ${NOPE-unset}' > /absent\n")
+    pybuild("-t", "flags/secretenv", "--secret", f"id=tok,src={tmp_path / 'tok'}", str(tmp_path))
+    out = pybuild("run", "flags/secretenv", "cat", "/sum", "/len", "/both", "/absent").stdout.decode()
+    assert out.split() == [hashlib.sha256(value.encode()).hexdigest(), "-", str(len(value)), "ok", "unset"]
+    files, config = layer_names(pybuild, "flags/secretenv")
+    assert all(value.encode() not in content for content in files.values()) and value.encode() not in config
+    history = pybuild("history", "flags/secretenv").stdout.decode()
+    assert value not in history and b"env=MYTOK" in config  # the history names the variable, not the value
+    (tmp_path / "Dockerfile").write_text("FROM pybuild/busybox\nRUN --mount=type=secret,id=gone,env=G,required true\n")
+    proc = pybuild(str(tmp_path), check=False)
+    assert proc.returncode == 1 and "secret 'gone' is required" in proc.stderr.decode()
