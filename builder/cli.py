@@ -92,6 +92,9 @@ def cmd_build(argv: list[str]) -> int:
     build_args = {}
     for item in args.build_arg:
         key, sep, value = item.partition("=")
+        if not key:
+            raise UsageError(f"--build-arg {item!r}: the name is empty", hint="use --build-arg NAME=VALUE (or NAME "
+                                                                            "alone to take it from the environment)")
         if sep:
             build_args[key] = value
         elif key in os.environ:

@@ -20,6 +20,7 @@ import tarfile
 
 from builder.context.paths import clean, scoped_join
 from builder.ops.copysel import Excluder, FileOpError, copy_parents, select_sources
+from builder.plan.chmod import parse_chmod
 from builder.sandbox import syscalls
 
 
@@ -119,6 +120,8 @@ class Copier:
         os.lchown(host, uid, gid)
 
     def _mode(self, st_mode: int) -> int:
+        if callable(self.chmod):  # a symbolic --chmod applies to each file's own mode
+            return self.chmod(st_mode)
         return self.chmod if self.chmod is not None else stat.S_IMODE(st_mode)
 
     def _replace(self, host: str) -> None:
@@ -134,7 +137,7 @@ class Copier:
         self._replace(host)
         with open(host, "w", encoding="utf-8") as fh:
             fh.write(content)
-        os.chmod(host, self.chmod if self.chmod is not None else 0o644)
+        os.chmod(host, self._mode(stat.S_IFREG | 0o644))
         self._chown(host, 0, 0)
 
     def copy_tree(self, src: str, image_dest: str, rel: str | None = None) -> None:
@@ -217,7 +220,7 @@ class Copier:
 
     def _extract_member(self, tar: tarfile.TarFile, member: tarfile.TarInfo, host: str, target: str,
                         dest: str) -> None:
-        mode = self.chmod if self.chmod is not None else member.mode & 0o7777
+        mode = self._mode((stat.S_IFDIR if member.isdir() else stat.S_IFREG) | member.mode & 0o7777)
         if member.isdir():
             if not os.path.isdir(host):
                 self._replace(host)
@@ -260,7 +263,7 @@ def run_copy(op: dict, dest_root: str, src_root: str, excluded=None) -> None:
     owner = resolve_owner(dest_root, op.get("chown"))
     if op.get("kind") == "stage" and not op.get("chown"):
         owner = Owner(None, None)  # COPY --from keeps the source's ownership unless --chown
-    chmod = int(op["chmod"], 8) if op.get("chmod") else None
+    chmod = parse_chmod(op["chmod"]) if op.get("chmod") else None
     exclude = None
     if op.get("excludes"):
         from builder.context.dockerignore import PatternMatcher

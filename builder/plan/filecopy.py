@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from builder.context.remote import is_git, is_url
 from builder.errors import PybuildError
 from builder.plan import dispatch as _d
+from builder.plan.chmod import parse_chmod
 from builder.plan.steps import IMAGE_ROOT, FileAction, FileOp
 from grammar import nodes
 
@@ -31,9 +32,13 @@ def dispatch_copy(p: "Planner", st: "StageState", inst: nodes.Copy) -> None:
     chmod = inst.flag("chmod")
     chown = p.expand(chown, env, inst.span) if chown else None
     chmod = p.expand(chmod, env, inst.span) if chmod else None
-    if chmod is not None and not re.fullmatch(r"[0-7]{3,4}", chmod):
-        raise PybuildError(f"{inst.span}: invalid --chmod value {chmod!r}", hint="use an octal mode such as 0755",
-                           context=shown(inst), reference="invalid-chmod")
+    if chmod is not None:
+        try:
+            parse_chmod(chmod)
+        except ValueError:
+            raise PybuildError(f"{_flag_span(inst, 'chmod')}: invalid --chmod value {chmod!r}", context=shown(inst),
+                               hint="an octal mode such as 0755, or a symbolic one such as u=rwX,go=rX",
+                               reference="invalid-chmod") from None
     is_add = isinstance(inst, nodes.Add)
     excludes, parents, unpack = _exclude_patterns(p, st, inst), _bool(inst, "parents"), _bool(inst, "unpack")
     if parents and any("**" in s for s in sources):

@@ -104,15 +104,21 @@ def _stat(pybuild, image: str, *paths: str) -> list[str]:
 
 def test_copy_and_add_chown_chmod_from(pybuild, busybox_image, tmp_path):
     (tmp_path / "a.txt").write_text("a\n")
+    (tmp_path / "d").mkdir(mode=0o700)
+    (tmp_path / "d" / "data").write_text("x")
+    (tmp_path / "d" / "data").chmod(0o600)
+    (tmp_path / "d" / "tool").write_text("x")
+    (tmp_path / "d" / "tool").chmod(0o700)
     (tmp_path / "Dockerfile").write_text(
         "FROM pybuild/busybox AS src\nRUN echo from-stage > /f && chown 7:8 /f && chmod 604 /f\n"
         "FROM pybuild/busybox\n"
         "COPY --chown=1000:1001 --chmod=0640 a.txt /copied\n"
         "ADD --chown=5:6 --chmod=0700 a.txt /added\n"
-        "COPY --from=src /f /f\nCOPY --from=0 --chown=9 /f /f9\n")
+        "COPY --from=src /f /f\nCOPY --from=0 --chown=9 /f /f9\n"
+        "COPY --chmod=u=rwX,go=rX d /sym/\nCOPY --chmod=g+w,o-r a.txt /rel\n")
     pybuild("-t", "flags/copyflags", str(tmp_path))
-    assert _stat(pybuild, "flags/copyflags", "/copied", "/added", "/f", "/f9") == [
-        "640:1000:1001", "700:5:6", "604:7:8", "604:9:9"]
+    assert _stat(pybuild, "flags/copyflags", "/copied", "/added", "/f", "/f9", "/sym/data", "/sym/tool",
+                 "/rel") == ["640:1000:1001", "700:5:6", "604:7:8", "604:9:9", "644:0:0", "755:0:0", "660:0:0"]
     assert pybuild("run", "flags/copyflags", "cat", "/f").stdout.decode() == "from-stage\n"
 
 

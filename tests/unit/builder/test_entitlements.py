@@ -57,3 +57,15 @@ def test_allow_takes_repeats_and_comma_lists_and_refuses_unknown_names():
     with pytest.raises(UsageError, match="unknown entitlement") as info:
         parse_allow(["device"])
     assert "network.host" in info.value.hint
+
+
+@pytest.mark.parametrize("argv, words", [(["--build-arg", "=1"], "--build-arg '=1': the name is empty"),
+                                         (["--allow", "device"], "--allow device: unknown entitlement"),
+                                         (["--build-context", "x"], "--build-context 'x': expected NAME=SOURCE")])
+def test_bad_operator_flags_are_usage_errors(tmp_path, capsys, argv, words):
+    from builder.cli import main
+
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    assert main(["build", "--root", str(tmp_path / "store"), *argv, str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {words}") and "hint: " in err and "Traceback" not in err
