@@ -9,6 +9,7 @@ dockerui.NamedContext does: in docker's familiar form, so `alpine`, `alpine:late
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -95,3 +96,25 @@ def context_base(p: "Planner", ctx: NamedContext, stage: int, span: nodes.Span) 
                 span=span).id
         p.context_steps[ctx.name] = (base, step)
     return p.context_steps[ctx.name]
+
+
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REFERENCE = re.compile(rf"(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*"
+                        r"(?::[\w][\w.-]{0,127})?(?:@[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-fA-F0-9]{32,})?")
+
+
+def valid_reference(name: str) -> bool:
+    """docker's reference grammar (domain, path, :tag, @digest), as FROM needs it after expansion."""
+    return _REFERENCE.fullmatch(name) is not None
+
+
+def undefined_arg_in_from(base: nodes.From, names: list[str], image: str, declared: dict) -> PybuildError:
+    """BuildKit's UndefinedArgInFrom, as an error where the expanded name is no valid reference."""
+    name = names[0]
+    why = f"ARG {name} is declared without a value" if name in declared else \
+        f"FROM argument '{name}' is not declared"
+    return PybuildError(f"{base.span}: {why}, so FROM names {image!r}, not a valid image reference "
+                        "(UndefinedArgInFrom)", context=f"{base.span.line:>5} | {base.original}",
+                        hint=f"declare it before the first FROM (ARG {name}=<default>) or pass --build-arg "
+                             f"{name}=<value>; see https://docs.docker.com/go/dockerfile/rule/undefined-arg-in-from/",
+                        reference="undefined-arg-in-from")

@@ -124,3 +124,22 @@ def test_cache_sharing_private_and_locked(tmp_path):
         with open(lock) as fh:  # held: a locked user would wait
             with pytest.raises(BlockingIOError):
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+@pytest.mark.parametrize("text, words", [
+    ("FROM pybuild/busybox:${TAG}\n", "FROM argument 'TAG' is not declared"),
+    ("ARG TAG\nFROM pybuild/busybox:$TAG\n", "ARG TAG is declared without a value"),
+    ("ARG REG\nFROM ${REG}/busybox@${DIGEST}\n", "FROM argument 'DIGEST' is not declared")])
+def test_an_undefined_arg_in_from_is_named_at_the_from_line(text, words):
+    with pytest.raises(PybuildError) as info:
+        planned(text)
+    line = text.count("\n")
+    assert info.value.message.startswith(f"Dockerfile:{line}:1: {words}") and "UndefinedArgInFrom" in \
+        info.value.message, info.value.message
+    assert "--build-arg" in info.value.hint and info.value.reference == "undefined-arg-in-from"
+
+
+@pytest.mark.parametrize("text", ["FROM busybox${SUFFIX}\n", "ARG V=1\nFROM localhost:5000/a/b:v$V\n",
+                                  "FROM scratch AS base\nFROM base${X}\n"])
+def test_an_undefined_arg_that_still_names_an_image_is_no_error(text):
+    planned(text)
