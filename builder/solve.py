@@ -20,7 +20,7 @@ from builder.context.paths import has_glob
 from builder.ops.copysel import excluded_sums
 from builder.errors import BuildCancelled, BuildStepError, ContextError, PybuildError
 from builder.plan.keys import CacheKey, step_key
-from builder.plan.steps import FileOp, Step, StepGraph
+from builder.plan.steps import FileOp, MergeOp, Step, StepGraph
 from builder.progress import events as ev
 from builder.explain import explain_miss
 from cache import Interrupted
@@ -162,6 +162,8 @@ class Solver:
 
     def _key(self, step: Step) -> CacheKey:
         parent_key = self.results[step.parent].key.digest if step.parent is not None else None
+        if isinstance(step.op, MergeOp):  # COPY --link: the linked layer's key on the parent's
+            return step_key(step, parent_key, from_key=self.results[step.op.layer_step].key.digest)
         if not isinstance(step.op, FileOp):
             from builder.ops.mounts import mount_key_parts  # RUN --mount inputs (lead's part)
             mounts = mount_key_parts(step, self.options.context_dir, self.options.excluded,
@@ -322,6 +324,11 @@ class Solver:
         parent = self.results[step.parent].snapshot if step.parent is not None else None
         if step.kind == "source":
             return source_op.execute(self.store, step)
+        if step.kind == "merge":  # COPY --link: the linked layer's blob unpacked over the parent
+            layers = self.results[step.op.layer_step].layers
+            if not layers:
+                return parent, ()
+            return self.store.import_layers(parent, [layer.blob for layer in layers])[-1], tuple(layers)
         if step.kind == "exec":
             def log(stream: str, text: str) -> None:
                 self.sink(ev.StepLog(number, stream, text))

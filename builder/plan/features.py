@@ -55,7 +55,8 @@ FLAGS: dict[tuple[str, str], Feature] = {
                           _T + "test_copy_and_add_chown_chmod_from"),
     ("COPY", "chmod"): _on("octal, or symbolic as chmod(1) (`u=rwX,go=rX`, BuildKit ≥ 1.14; no umask)",
                            _T + "test_copy_and_add_chown_chmod_from"),
-    ("COPY", "link"): _off("not implemented yet", "COPY --link a /a"),
+    ("COPY", "link"): _on("copied on an empty root, then stacked (BuildKit's MergeOp): the layer is a cache hit when "
+                          "only the base changed; with `--chown=NAME` copied in place", _T + "test_copy_link_layer_does_not_depend_on_the_base"),
     ("COPY", "exclude"): _on("repeatable Go/.dockerignore patterns, relative to each copied source; in the cache key",
                              _T + "test_copy_exclude_and_parents_as_buildkit"),
     ("COPY", "parents"): _on("keeps the source path under dest, after a `/./` pivot (no `**`)",
@@ -63,7 +64,7 @@ FLAGS: dict[tuple[str, str], Feature] = {
     ("ADD", "chown"): _on("as COPY", _T + "test_copy_and_add_chown_chmod_from"),
     ("ADD", "chmod"): _on("as COPY", _T + "test_copy_and_add_chown_chmod_from",
                           "tests/integration/test_build_flags.py::test_add_from_a_url_as_buildkit"),
-    ("ADD", "link"): _off("not implemented yet", "ADD --link a /a"),
+    ("ADD", "link"): _on("as COPY", _T + "test_copy_link_layer_does_not_depend_on_the_base"),
     ("ADD", "keep-git-dir"): _off("git sources are not supported", "ADD --keep-git-dir=true a /a"),
     ("ADD", "checksum"): _on("sha256 of an http(s) source",
                              "tests/integration/test_build_flags.py::test_add_from_a_url_as_buildkit"),

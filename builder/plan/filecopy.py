@@ -11,7 +11,7 @@ from builder.context.remote import is_git, is_url
 from builder.errors import PybuildError
 from builder.plan import dispatch as _d
 from builder.plan.chmod import parse_chmod
-from builder.plan.steps import IMAGE_ROOT, FileAction, FileOp
+from builder.plan.steps import IMAGE_ROOT, FileAction, FileOp, HistoryItem, MergeOp
 from grammar import nodes
 
 if TYPE_CHECKING:
@@ -64,7 +64,21 @@ def dispatch_copy(p: "Planner", st: "StageState", inst: nodes.Copy) -> None:
     flags = " ".join(f"--{f.name}={f.value}" if f.value is not None else f"--{f.name}" for f in inst.flags
                      if f.name in ("chown", "chmod", "from", "exclude", "parents", "link", "unpack"))
     created_by = " ".join(x for x in (name, flags, *sources, written) if x)
-    _d._file_step(p, st, inst, op, created_by)
+    if _bool(inst, "link") and (chown is None or re.fullmatch(r"\d+(:\d+)?", chown)):
+        _linked_step(p, st, inst, op, created_by)
+    else:  # --chown=name needs the image's /etc/passwd: copied in place (the same files, no separate layer)
+        _d._file_step(p, st, inst, op, created_by)
+
+
+def _linked_step(p: "Planner", st: "StageState", inst: nodes.Copy, op: FileOp, created_by: str) -> None:
+    """COPY --link: the copy is made on an empty root (its key ignores the parent), then merged on top."""
+    deps = (op.from_step,) if op.from_step is not None else ()
+    layer = p.graph.add(stage=st.index, kind="file", op=op, parent=None, span=inst.span,
+                        created_by=created_by + " (linked layer)", deps=deps)
+    merge = p.graph.add(stage=st.index, kind="merge", op=MergeOp(layer.id), parent=st.parent, span=inst.span,
+                        created_by=created_by, deps=(layer.id,))
+    st.parent = merge.id
+    st.history.append(HistoryItem(created_by, merge.id))
 
 
 def _flag_span(inst: nodes.Instruction, name: str) -> nodes.Span:

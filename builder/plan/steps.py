@@ -110,7 +110,15 @@ class FileOp:
     context_dir: str | None = None  # a named --build-context directory instead of the build's context
 
 
-Op = Union[SourceOp, ExecOp, FileOp]
+@dataclass(frozen=True, slots=True)
+class MergeOp:
+    """COPY --link: the layer of `layer_step` (a copy made on an empty root) stacked on the parent's filesystem,
+    as BuildKit's MergeOp; the layer does not depend on what the parent holds."""
+
+    layer_step: int
+
+
+Op = Union[SourceOp, ExecOp, FileOp, MergeOp]
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +127,7 @@ class Step:
 
     id: int
     stage: int
-    kind: str  # "source" | "exec" | "file"
+    kind: str  # "source" | "exec" | "file" | "merge"
     op: Op
     parent: int | None
     created_by: str  # the history line, e.g. "RUN /bin/sh -c make"

@@ -224,3 +224,34 @@ def test_secret_mount_env_is_the_variable_and_in_no_layer(pybuild, busybox_image
     (tmp_path / "Dockerfile").write_text("FROM pybuild/busybox\nRUN --mount=type=secret,id=gone,env=G,required true\n")
     proc = pybuild(str(tmp_path), check=False)
     assert proc.returncode == 1 and "secret 'gone' is required" in proc.stderr.decode()
+
+
+def _top_layer(pybuild, image: str) -> str:
+    from cache import Store
+
+    store = Store.open(pybuild.root)
+    try:
+        return str(store.resolve(f"docker.io/{image}:latest").layers[-1].blob.digest)
+    finally:
+        store.close()
+
+
+def test_copy_link_layer_does_not_depend_on_the_base(pybuild, busybox_image, tmp_path):
+    """COPY --link makes its layer on an empty root and stacks it: the same files, and when only the base
+    changes the layer step is a cache hit and the very same blob ends the new image (BuildKit's MergeOp)."""
+    for n in (1, 2):
+        base = tmp_path / f"base{n}"
+        base.mkdir()
+        (base / "Dockerfile").write_text(f"FROM pybuild/busybox\nRUN echo {n} > /base\n")
+        pybuild("-t", f"flags/linkbase{n}", str(base))
+    ctx = tmp_path / "ctx"
+    (ctx / "app").mkdir(parents=True)
+    (ctx / "app" / "main").write_text("app\n")
+    (ctx / "Dockerfile").write_text("ARG B\nFROM $B\nCOPY --link --chmod=0750 app /app/\nADD --link --chown=7:8 app/main /m\n")
+    pybuild("-t", "flags/link1", "--build-arg", "B=flags/linkbase1", str(ctx))
+    out = pybuild("-t", "flags/link2", "--build-arg", "B=flags/linkbase2", "--progress", "plain",
+                  str(ctx)).stderr.decode()
+    assert out.count("(linked layer)\n#") == 2 and out.count(" CACHED") == 3, out  # FROM and both layers reused
+    assert _top_layer(pybuild, "flags/link1") == _top_layer(pybuild, "flags/link2")
+    run = pybuild("run", "flags/link2", "sh", "-c", "cat /base /app/main /m; stat -c %a:%u:%g /app/main /m")
+    assert run.stdout.decode().split() == ["2", "app", "app", "750:0:0", "644:7:8"]

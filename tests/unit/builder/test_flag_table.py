@@ -143,3 +143,14 @@ def test_an_undefined_arg_in_from_is_named_at_the_from_line(text, words):
                                   "FROM scratch AS base\nFROM base${X}\n"])
 def test_an_undefined_arg_that_still_names_an_image_is_no_error(text):
     planned(text)
+
+
+def test_copy_link_is_a_layer_on_an_empty_root_merged_on_the_parent():
+    from builder.plan.steps import MergeOp
+
+    graph = planned("FROM scratch\nWORKDIR /w\nCOPY --link a b/ ./\nCOPY --link --chown=app a /x\n")
+    mkdir, layer, merge, named = graph.steps
+    assert layer.parent is None and layer.kind == "file" and layer.op.actions[0].dest == "/w/"
+    assert merge.kind == "merge" and merge.op == MergeOp(layer.id) and merge.parent == mkdir.id
+    assert merge.deps == (layer.id,) and named.parent == merge.id and named.kind == "file"  # a name: in place
+    assert [h.step for h in graph.stages[0].history] == [mkdir.id, merge.id, named.id]
