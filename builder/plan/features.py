@@ -92,7 +92,7 @@ MOUNT_OPTIONS: dict[str, Feature] = {
     "readonly": _on("read-only (also `ro`)", _T + "test_mount_options_mode_owner_size_readonly"),
     "ro": _on("= readonly", _T + "test_mount_options_mode_owner_size_readonly"),
     "readwrite": _on("writable bind mount, writes discarded (also `rw`)",
-                     _M + "test_bind_mount_writes_are_discarded"),
+                     _T + "test_mount_options_mode_owner_size_readonly"),
     "rw": _on("= readwrite", _M + "test_bind_mount_writes_are_discarded"),
     "required": _on("secret/ssh: fail when not given", _M + "test_secret_is_readable_and_leaves_no_trace"),
     "mode": _on("octal mode (cache, secret, ssh)", _T + "test_mount_options_mode_owner_size_readonly"),

@@ -15,8 +15,8 @@ import stat
 from typing import Any, BinaryIO
 
 from builder.errors import ImageNotFoundError, PybuildError
+from builder.plan.bases import REF_NAME
 
-REF_NAME = "org.opencontainers.image.ref.name"
 MAX_JSON = 4 << 20  # index, manifest and config: 4 MiB, containerd's manifest limit
 INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")

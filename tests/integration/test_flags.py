@@ -134,10 +134,13 @@ def test_mount_options_mode_owner_size_readonly(pybuild, busybox_image, tmp_path
         "echo ro' > /readonly\n"
         "RUN --mount=type=tmpfs,target=/t,size=1m sh -c 'dd if=/dev/zero of=/t/big bs=1k count=2048 2>/dev/null "
         "&& echo fits || echo full' > /size\n"
-        "RUN --mount=type=secret,id=s,mode=0440,uid=12,gid=34 stat -c %a:%u:%g /run/secrets/s > /secret\n")
+        "RUN --mount=type=secret,id=s,mode=0440,uid=12,gid=34 stat -c %a:%u:%g /run/secrets/s > /secret\n"
+        "RUN --mount=type=bind,source=s,target=/b,readwrite sh -c 'echo x > /b && echo written' > /rw\n")
     pybuild("-t", "flags/mountopts", "--secret", f"id=s,src={tmp_path / 's'}", str(tmp_path))
-    out = pybuild("run", "flags/mountopts", "cat", "/cache", "/ro", "/readonly", "/size", "/secret").stdout.decode()
-    assert out.split() == ["710:1234:4321", "ro", "ro", "full", "440:12:34"]
+    out = pybuild("run", "flags/mountopts", "cat", "/cache", "/ro", "/readonly", "/size", "/secret",
+                  "/rw").stdout.decode()
+    assert out.split() == ["710:1234:4321", "ro", "ro", "full", "440:12:34", "written"]
+    assert (tmp_path / "s").read_text() == "secret"  # the writable bind mount wrote to a throw-away copy
 
 
 def _files(pybuild, image: str, *dirs: str) -> list[str]:

@@ -173,3 +173,28 @@ def test_a_named_context_replaces_a_stage_of_that_name_and_matches_familiar_name
 def test_bad_build_contexts_are_usage_errors(value, words):
     with pytest.raises(UsageError, match=words):
         parse_build_contexts([value])
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo", "huge"])
+def test_index_json_must_be_a_small_regular_file(tmp_path, kind):
+    layout = tmp_path / "layout"
+    make_layout(layout)
+    index = layout / "index.json"
+    if kind == "huge":
+        index.write_text('{"manifests": []' + " " * (5 << 20) + "}")
+    else:
+        index.unlink()
+        os.mkfifo(index) if kind == "fifo" else index.symlink_to("/etc/passwd")
+    with pytest.raises(PybuildError) as info:
+        resolve_oci_layout(f"oci-layout://{layout}")
+    assert info.value.reference == "bad-oci-layout" and "index.json" in info.value.message
+
+
+def test_a_descriptor_claiming_a_huge_config_is_refused_before_reading(tmp_path):
+    parts = make_layout(tmp_path)
+    manifest = json.loads(blob_file(tmp_path, parts["manifest"]).read_bytes())
+    manifest["config"]["size"] = 1 << 40
+    desc = dict(_blob(tmp_path, json.dumps(manifest).encode()), mediaType="application/vnd.oci.image.manifest.v1+json")
+    (tmp_path / "index.json").write_text(json.dumps({"manifests": [desc]}))
+    with pytest.raises(PybuildError, match="more than the"):
+        resolve_oci_layout(f"oci-layout://{tmp_path}")
