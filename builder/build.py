@@ -16,6 +16,8 @@ from builder.export.image import assemble
 from builder.options import default_root
 from builder.outputs import check_outputs, export, parse_output, push_outputs, write_metadata
 from builder.plan.bases import normalize_name, resolve_base
+from builder.plan.contexts import parse_build_contexts
+from builder.plan.entitle import parse_allow
 from builder.plan.planner import plan
 from builder.progress import events as ev
 from builder.solve import SolveOptions, Solver
@@ -51,6 +53,8 @@ class BuildOptions:
     cache_to: list[str] = field(default_factory=list)  # --cache-to specs
     registry_deadline: float | None = None  # --registry-deadline: seconds one registry request may take
     registry_min_rate: int | None = None  # --registry-min-rate: bytes/s a registry request must average
+    allow: list[str] = field(default_factory=list)  # --allow: entitlements (builder/plan/entitle.py)
+    build_contexts: list[str] = field(default_factory=list)  # --build-context NAME=SOURCE
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +223,8 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
     check_platform(opts.platform)
     patterns = ignore_patterns(opts)
     cache = CacheSession(opts.cache_from, opts.cache_to)  # bad specs fail here, before building
+    entitlements = parse_allow(opts.allow, opts.network)
+    contexts = parse_build_contexts(opts.build_contexts)
     store = Store.open(opts.root)
     workdir = tempfile.mkdtemp(prefix="pybuild-secrets-") if opts.secrets else ""
     agents = None
@@ -237,7 +243,7 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
                                                                                          total)))
         unmatched: list = []
         graph = plan(dockerfile, build_args=opts.build_args, target=opts.target, network=opts.network,
-                     labels=opts.labels, unmatched=unmatched,
+                     labels=opts.labels, unmatched=unmatched, entitlements=entitlements, contexts=contexts,
                      resolve_image=lambda ref: resolve_base(store, ref, pull=opts.pull, fetch=fetch))
         warnings = _checks(opts, dockerfile, text, tuple(unmatched), patterns, sink)
         if opts.check:

@@ -71,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-to", action="append", default=[], metavar="type=registry,ref=HOST/REPO:TAG",
                    help="write the build's cache (repeatable): type=registry,ref=...[,mode=min|max]"
                         "[,ignore-error=true] | type=local,dest=DIR | type=inline")
+    p.add_argument("--allow", action="append", default=[], metavar="network.host|security.insecure",
+                   help="grant an entitlement (buildx): RUN --network=host / RUN --security=insecure")
+    p.add_argument("--build-context", action="append", default=[],
+                   metavar="NAME=DIR|oci-layout:///PATH[:TAG]|docker-image://REF",
+                   help="a named context for FROM NAME, COPY --from=NAME and RUN --mount from=NAME (buildx)")
     _root_arg(p)
     return p
 
@@ -109,6 +114,9 @@ def cmd_build(argv: list[str]) -> int:
     build_args = {}
     for item in args.build_arg:
         key, sep, value = item.partition("=")
+        if not key:
+            raise UsageError(f"--build-arg {item!r}: the name is empty", hint="use --build-arg NAME=VALUE (or NAME "
+                                                                            "alone to take it from the environment)")
         if sep:
             build_args[key] = value
         elif key in os.environ:
@@ -128,7 +136,8 @@ def cmd_build(argv: list[str]) -> int:
                         platform=args.platform, metadata_file=args.metadata_file,
                         no_cache_filter=[s.strip() for v in args.no_cache_filter for s in v.split(",") if s.strip()],
                         network="none" if args.network == "default" else args.network,
-                        cache_from=args.cache_from, cache_to=args.cache_to, check=args.check)
+                        cache_from=args.cache_from, cache_to=args.cache_to, check=args.check,
+                        allow=args.allow, build_contexts=args.build_context)
     cancel = threading.Event()
     previous = {sig: signal.signal(sig, _interrupt_handler(cancel)) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

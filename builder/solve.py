@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from builder.context.checksum import checksum_sources
+from builder.context.paths import has_glob
+from builder.ops.copysel import excluded_sums
 from builder.errors import BuildCancelled, BuildStepError, ContextError, PybuildError
 from builder.plan.keys import CacheKey, step_key
-from builder.plan.steps import FileOp, Step, StepGraph
+from builder.plan.steps import FileOp, MergeOp, Step, StepGraph
 from builder.progress import events as ev
 from builder.explain import explain_hit, explain_miss
 from cache import Interrupted
@@ -198,6 +200,8 @@ class Solver:
 
     def _key(self, step: Step) -> CacheKey:
         parent_key = self.results[step.parent].key.digest if step.parent is not None else None
+        if isinstance(step.op, MergeOp):  # COPY --link: the linked layer's key on the parent's
+            return step_key(step, parent_key, from_key=self.results[step.op.layer_step].key.digest)
         if not isinstance(step.op, FileOp):
             from builder.ops.mounts import mount_key_parts  # RUN --mount inputs (lead's part)
             mounts = mount_key_parts(step, self.options.context_dir, self.options.excluded,
@@ -207,12 +211,17 @@ class Solver:
             from_key = self.results[step.op.from_step].key.digest if step.op.from_step is not None else "scratch"
             return step_key(step, parent_key, from_key=from_key)
         fetched = {a.url: self._fetch(step, a) for a in step.op.actions if a.op == "fetch"}
-        patterns = [s for a in step.op.actions for s in a.sources]
-        if patterns and self.options.context_dir is None:
+        patterns = [s for a in step.op.actions if not a.excludes for s in a.sources]
+        context_dir = step.op.context_dir or self.options.context_dir  # a named --build-context directory
+        if patterns and context_dir is None:
             raise ContextError(f"{step.span}: {step.created_by}: no build context was given")
-        sums = checksum_sources(self.options.context_dir or "", patterns, self.options.excluded,
+        excluded = None if step.op.context_dir else self.options.excluded
+        sums = checksum_sources(context_dir or "", patterns, excluded,
                                 digests=self.store.file_digests) if patterns else {}
-        missing = [p for p, s in sums.items() if s is None]
+        for action in (a for a in step.op.actions if a.excludes):  # COPY --exclude: excluded files are no input
+            sums.update(excluded_sums(context_dir or "", action, excluded, self.store.file_digests))
+        empty_ok = {s for a in step.op.actions if a.parents for s in a.sources if has_glob(s)}  # as BuildKit
+        missing = [p for p, s in sums.items() if s is None and p not in empty_ok]
         if missing:
             from builder.ops.exec import render_location
 
@@ -358,6 +367,11 @@ class Solver:
         parent = self.snapshot_of(step.parent) if step.parent is not None else None
         if step.kind == "source":
             return source_op.execute(self.store, step)
+        if step.kind == "merge":  # COPY --link: the linked layer's blob unpacked over the parent
+            layers = self.results[step.op.layer_step].layers
+            if not layers:
+                return parent, ()
+            return self.store.import_layers(parent, [layer.blob for layer in layers])[-1], tuple(layers)
         if step.kind == "exec":
             def log(stream: str, text: str) -> None:
                 self.sink(ev.StepLog(number, stream, text))

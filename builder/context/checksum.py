@@ -100,14 +100,14 @@ def source_checksum(root: str, rel: str, excluded: Excluded | None = None, diges
 
 
 def checksum_sources(root: str, patterns: list[str], excluded: Excluded | None = None,
-                     digest: Digester | None = None, *,
-                     digests: BulkDigester | None = None) -> dict[str, str | None]:
+                     digest: Digester | None = None, *, digests: BulkDigester | None = None,
+                     per_source: Callable[[str], Excluded] | None = None) -> dict[str, str | None]:
     """pattern → checksum of everything it matches (None when it matches nothing).
 
     File contents are hashed by `digests(items)`, called once with every regular file (path, lstat) the
     patterns reach, or else per file by `digest(path)`; the default reads them on a few threads. The solver
     passes the store's stat-memoised bulk digester, so an unchanged context is re-checked without reading
-    file contents."""
+    file contents. `per_source(rel)` gives the matcher for the tree below each matched source (COPY --exclude)."""
     files: dict[str, os.stat_result] = {}
     listings: dict[str, list[tuple[str, list[Line]]]] = {}
     for pattern in patterns:
@@ -115,7 +115,8 @@ def checksum_sources(root: str, patterns: list[str], excluded: Excluded | None =
         if excluded is not None:  # as the copy sees the context: builder/context/visible.py
             real = {m: r for m in real if (r := visible_rel(root, m, excluded)) is not None}
         matches = [m for m in real if os.path.exists(scoped_join(root, m))]
-        listings[pattern] = [(rel, _listing(root, real[rel], excluded, files)) for rel in matches]
+        listings[pattern] = [(rel, _listing(root, real[rel], per_source(rel) if per_source else excluded, files))
+                             for rel in matches]
     sums = dict(zip(files, _bulk(digest, digests)(list(files.items()))))
     out: dict[str, str | None] = {}
     for pattern, listing in listings.items():

@@ -9,7 +9,7 @@ from contextlib import ExitStack
 from typing import Callable
 
 from builder.errors import BuildCancelled, BuildStepError, PybuildError
-from builder.ops.mounts import realise, ssh_env
+from builder.ops.mounts import realise, run_env
 from builder.plan.steps import ExecOp, Step
 from builder.sandbox.forkserver import Launcher
 from builder.sandbox.runner import SandboxError, run
@@ -65,6 +65,7 @@ def execute(store, step: Step, parent_snapshot, *, compression: str, log: Callab
     with ExitStack() as stack:
         try:
             extra = realise(op, mounts, stack) if op.mounts and mounts is not None else ()
+            env = run_env(op, mounts) if op.mounts else op.env
         except (BuildStepError, BuildCancelled):
             raise
         except PybuildError as exc:  # a mount that cannot be set up: say which instruction asked for it
@@ -72,7 +73,7 @@ def execute(store, step: Step, parent_snapshot, *, compression: str, log: Callab
                                  context=render_location(step, dockerfile_lines), reference=exc.reference) from exc
         return _execute(store, step, op, parent_snapshot, compression=compression, log=log, cancel=cancel,
                         dockerfile_lines=dockerfile_lines, hostname=hostname, extra_mounts=extra,
-                        env=ssh_env(op, mounts) if op.mounts else op.env, launcher=launcher)
+                        env=env, launcher=launcher)
 
 
 def _execute(store, step: Step, op: ExecOp, parent_snapshot, *, compression, log, cancel, dockerfile_lines,
@@ -92,7 +93,8 @@ def _execute(store, step: Step, op: ExecOp, parent_snapshot, *, compression, log
     try:
         spec = ContainerSpec(argv=op.argv, lowerdirs=tuple(str(p) for p in mutable.lowerdirs),
                              upperdir=str(mutable.upper), workdir=str(mutable.work), env=env, cwd=op.cwd,
-                             user=op.user, hostname=hostname, network=op.network, mounts=extra_mounts)
+                             user=op.user, hostname=hostname, network=op.network, mounts=extra_mounts,
+                             insecure=op.insecure)
         try:
             status = run(spec, stdin=subprocess.DEVNULL, stdout=streams["stdout"].feed,
                          stderr=streams["stderr"].feed, cancel=cancel,

@@ -35,10 +35,10 @@ def execute(store, step: Step, parent_snapshot, *, compression: str, context_dir
         spec = {
             "lowerdirs": [str(p) for p in mutable.lowerdirs], "upper": str(mutable.upper),
             "work": str(mutable.work), "mountpoints": mountpoints,
-            "context": context_dir if op.from_stage is None else None,
+            "context": (op.context_dir or context_dir) if op.from_stage is None else None,
             "source_lowerdirs": ([str(p) for p in store.lowerdirs(source_snapshot)]
                                  if op.from_stage is not None else None),
-            "ignore": ignore_patterns if op.from_stage is None else None,
+            "ignore": ignore_patterns if op.from_stage is None and not op.context_dir else None,
             "kind": "stage" if op.from_stage is not None else "context",
             "ops": [dict(a.to_json(), kind="stage" if op.from_stage is not None else "context",
                          **({"file": fetched[a.url].path} if a.op == "fetch" and fetched else {}))

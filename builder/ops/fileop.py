@@ -17,13 +17,11 @@ import shutil
 import stat
 import sys
 
-from builder.context.paths import clean, expand_glob, scoped_join
+from builder.context.paths import clean, scoped_join
 from builder.ops import untar
+from builder.ops.copysel import Excluder, FileOpError, copy_parents, select_sources
+from builder.plan.chmod import parse_chmod
 from builder.sandbox import syscalls
-
-
-class FileOpError(Exception):
-    pass
 
 
 class Owner:
@@ -129,6 +127,8 @@ class Copier:
         os.lchown(host, uid, gid)
 
     def _mode(self, st_mode: int) -> int:
+        if callable(self.chmod):  # a symbolic --chmod applies to each file's own mode
+            return self.chmod(st_mode)
         return self.chmod if self.chmod is not None else stat.S_IMODE(st_mode)
 
     def _replace(self, host: str) -> None:
@@ -145,7 +145,7 @@ class Copier:
         with open(host, "w", encoding="utf-8") as fh:
             fh.write(content)
         self._chown(host, 0, 0)
-        os.chmod(host, self.chmod if self.chmod is not None else 0o644)
+        os.chmod(host, self._mode(stat.S_IFREG | 0o644))
 
     def copy_tree(self, src: str, image_dest: str, rel: str | None = None, top: bool = True) -> None:
         """Copy src (file, symlink or directory) to image_dest; directories merge into an existing one.
@@ -256,41 +256,42 @@ def run_copy(op: dict, dest_root: str, src_root: str, excluded=None) -> None:
     owner = resolve_owner(dest_root, op.get("chown"))
     if op.get("kind") == "stage" and not op.get("chown"):
         owner = Owner(None, None)  # COPY --from keeps the source's ownership unless --chown
-    chmod = int(op["chmod"], 8) if op.get("chmod") else None
-    copier = Copier(dest_root, owner, chmod, excluded)
+    chmod = parse_chmod(op["chmod"]) if op.get("chmod") else None
+    exclude = None
+    if op.get("excludes"):
+        from builder.context.dockerignore import PatternMatcher
+
+        exclude = PatternMatcher(op["excludes"])
+    copier = Copier(dest_root, owner, chmod, excluded if exclude is None else Excluder(excluded, exclude, "").matches)
     dest: str = op["dest"]
     if op["op"] == "write":
         copier.write_file(dest, op["content"] or "")
         return
-    if op["op"] == "fetch":  # ADD <url>: the builder's download, as a file (never unpacked)
+    if op["op"] == "fetch":  # ADD <url>: the builder's download, as a file (unpacked only with --unpack=true)
         into_dir = dest.endswith("/") or os.path.isdir(copier.host(dest, follow_last=True))
+        if op.get("extract") and is_archive(op["file"]):
+            copier.extract(op["file"], dest)
+            return
         copier.copy_tree(op["file"], f"{dest.rstrip('/')}/{op['name']}" if into_dir else dest)
         return
-    matches: list[str] = []
-    real: dict[str, str] = {}  # with a .dockerignore: source → the context path it resolves to
-    for pattern in op["sources"]:
-        found = expand_glob(src_root, pattern)
-        if excluded is not None:  # what .dockerignore removes does not exist, nor what a symlink reaches in it
-            from builder.context.visible import visible_rel
-
-            real.update((m, r) for m in found if (r := visible_rel(src_root, m, excluded)) is not None)
-            found = [m for m in found if m in real]
-        found = [m for m in found if os.path.lexists(scoped_join(src_root, m))]
-        if not found:
-            raise FileOpError(f"source {pattern!r} not found in {op.get('source_name', 'the build context')}")
-        matches.extend(found)
-    dest_is_dir = dest.endswith("/") or op.get("force_dir", False) or len(matches) > 1
+    matches = select_sources(op, src_root, excluded)
+    dest_is_dir = dest.endswith("/") or op.get("force_dir", False) or len(matches) > 1 or op.get("parents")
     if len(matches) > 1 and not dest.endswith("/"):
         raise FileOpError("when using COPY with more than one source file, the destination must be a directory "
                           "and end with a /")
-    for rel in matches:
+    for rel, kept, real in matches:
         copier.links = {}  # hard links are kept within one source, not across sources (one fsutil Copy each)
-        src = scoped_join(src_root, real.get(rel, rel))
+        src = scoped_join(src_root, real)
         st = os.stat(src)
         if op.get("extract") and stat.S_ISREG(st.st_mode) and is_archive(src):
             copier.extract(src, dest, keep_owners=not op.get("chown"))
             continue
-        tracked = real[rel] if excluded is not None else None  # its entries are matched where they are
+        tracked = real if copier.excluded is not None else None  # its entries are matched where they are
+        if exclude is not None:
+            copier.excluded = Excluder(excluded, exclude, real).matches
+        if op.get("parents"):
+            copier.copy_tree(src, copy_parents(copier, src_root, rel, kept, dest), tracked)
+            continue
         if stat.S_ISDIR(st.st_mode):
             copier.copy_tree(src, dest, tracked)
             continue

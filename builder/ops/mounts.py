@@ -20,6 +20,7 @@ import csv
 import fcntl
 import hashlib
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -34,6 +35,7 @@ from builder.plan.steps import ExecOp, RunMount, Step
 
 MOUNT_TYPES = ("bind", "cache", "tmpfs", "secret", "ssh")
 _BOOL_KEYS = ("readonly", "ro", "rw", "readwrite", "required")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass
@@ -48,10 +50,22 @@ class MountSources:
 
 def parse_mount(value: str, expand: Callable[[str], str]) -> dict[str, str]:
     """`type=cache,target=/x,id=y` → dict (csv rules as BuildKit: quoted fields allowed)."""
+    from builder.plan.features import MOUNT_OPTIONS, REFUSED
+    from grammar.errors import suggest
+
     fields: dict[str, str] = {}
     for item in next(csv.reader([value])):
         key, sep, val = item.partition("=")
         key = key.strip().lower()
+        option = MOUNT_OPTIONS.get(key)
+        if option is None:
+            match = suggest(key, list(MOUNT_OPTIONS))
+            raise PybuildError(f"unexpected key '{key}' in '{item}' of --mount={value}",
+                               hint=f"did you mean {match}=?" if match else "options: " + ", ".join(MOUNT_OPTIONS),
+                               reference="invalid-mount")
+        if option.state == REFUSED:
+            raise PybuildError(f"--mount option {key}= is not supported by pybuild yet ({option.note})",
+                               hint="remove it, or build this Dockerfile with BuildKit", reference="unsupported-flag")
         if not sep:
             if key in _BOOL_KEYS:
                 val = "true"
@@ -94,11 +108,17 @@ def make_mount(fields: dict[str, str], resolve_stage: Callable[[str], tuple[int,
     if kind == "ssh":
         mount_id = mount_id or "default"
         target = target or f"/run/buildkit/ssh_agent.{ssh_index}"
+    env = fields.get("env", "")
+    if env and kind != "secret":
+        raise PybuildError(f"env= is for secret mounts, not type={kind}", reference="invalid-mount")
+    if env and not _ENV_NAME.fullmatch(env):
+        raise PybuildError(f"env={env!r} is not an environment variable name", reference="invalid-mount")
     if kind == "secret" and not target:
         if not mount_id:
             raise PybuildError("a secret mount needs id= or target=", reference="invalid-mount")
-        target = f"/run/secrets/{mount_id}"
-    if not target:
+        if not env:  # BuildKit: with env= and no target= the secret is only the variable
+            target = f"/run/secrets/{mount_id}"
+    if not target and not env:
         raise PybuildError(f"--mount type={kind} needs target=", reference="invalid-mount")
     readonly = any(_truthy(fields.get(k)) for k in ("readonly", "ro") if k in fields)
     if kind == "bind":
@@ -116,7 +136,7 @@ def make_mount(fields: dict[str, str], resolve_stage: Callable[[str], tuple[int,
                     sharing=sharing, mode=_number(fields, "mode", 8), uid=_number(fields, "uid", 10),
                     gid=_number(fields, "gid", 10), readonly=readonly,
                     required=_truthy(fields.get("required")) if "required" in fields else False,
-                    size=fields.get("size", ""))
+                    size=fields.get("size", ""), env=env)
 
 
 def mount_key_parts(step: Step, context_dir: str | None, excluded, digests, step_keys: dict[int, str]) -> list:
@@ -138,6 +158,8 @@ def mount_key_parts(step: Step, context_dir: str | None, excluded, digests, step
             entry.update(id=m.id, content=m.source)
         elif m.type in ("cache", "secret", "ssh"):
             entry.update(id=m.id, mode=m.mode, uid=m.uid, gid=m.gid)
+            if m.env:  # the variable's name, never its value
+                entry["env"] = m.env
             if m.type == "cache" and m.from_stage is not None:  # the base is an input, as in BuildKit's LLB
                 entry.update(source=clean(m.source),
                              base=step_keys.get(m.from_step) if m.from_step is not None else "scratch")
@@ -312,6 +334,28 @@ def ssh_env(op: ExecOp, sources: MountSources | None) -> tuple[str, ...]:
     return op.env if first is None else (*op.env, f"SSH_AUTH_SOCK={first}")
 
 
+def run_env(op: ExecOp, sources: MountSources | None) -> tuple[str, ...]:
+    """The RUN's environment at run time: ssh_env plus `env=` secrets (values read now, never in a key,
+    layer, config or history); a required secret that was not given is an error."""
+    env = ssh_env(op, sources)
+    for m in op.mounts:
+        if m.type != "secret" or not m.env:
+            continue
+        path = None if sources is None else sources.secrets.get(m.id)
+        if path is None:
+            if m.required:
+                raise PybuildError(f"secret {m.id!r} is required but was not given",
+                                   hint=f"pass --secret id={m.id},src=FILE", reference="missing-secret")
+            continue
+        with open(path, encoding="utf-8", errors="surrogateescape") as fh:
+            value = fh.read()
+        if "\0" in value:
+            raise PybuildError(f"secret {m.id!r} holds a NUL byte and cannot be the variable {m.env}",
+                               reference="invalid-secret")
+        env = (*(e for e in env if not e.startswith(m.env + "=")), f"{m.env}={value}")
+    return env
+
+
 def realise(op: ExecOp, sources: MountSources, stack: ExitStack) -> tuple:
     """sandbox Mounts for the op's RUN mounts; cleanups (locks, throw-away copies) go on `stack`."""
     from builder.sandbox.spec import Mount
@@ -331,7 +375,7 @@ def realise(op: ExecOp, sources: MountSources, stack: ExitStack) -> tuple:
                              readonly=m.readonly))
         elif m.type == "secret":
             path = _secret_source(m, sources, stack)
-            if path is not None:
+            if path is not None and m.target:
                 out.append(Mount(type="bind", source=path, target=m.target, readonly=True))
         elif m.type == "heredoc":
             out.append(Mount(type="bind", source=_heredoc_dir(m, stack), target=m.target, readonly=True))

@@ -1,8 +1,6 @@
 """FROM: bring a base image's layers into the store as snapshots (reused when already there)."""
 from __future__ import annotations
 
-import os
-
 from builder.plan.steps import SourceOp, Step
 
 
@@ -25,12 +23,11 @@ def execute(store, step: Step):
         if not store.has_blob(ref.digest):
             if op.layout_dir is None:
                 raise FileNotFoundError(f"blob {ref.digest} of {op.ref} is missing from the store")
-            algo, _, hexpart = ref.digest.partition(":")
-            with open(os.path.join(op.layout_dir, "blobs", algo, hexpart), "rb") as fh:
-                put = store.put_blob_file(fh)
-            if put.digest != ref.digest:  # stored under what it hashes to: check before anything refers to it
-                raise StoreError(f"layer blob {ref.digest} of {op.ref} in {op.layout_dir} hashes to {put.digest}: "
-                                 "the layout is damaged; export it again")
+            from builder.plan.layout import open_blob  # checked: a regular file, its size and its digest
+
+            with open_blob(op.layout_dir, ref.digest, ref.size, f"layer of {op.ref}") as fh:
+                if store.put_blob_file(fh).digest != ref.digest:
+                    raise StoreError(f"layer {ref.digest} of {op.ref} was stored under another digest")
         descs.append(Descriptor(OCI_LAYER_TYPES.get(ref.media_type, ref.media_type), ref.digest, ref.size))
     snapshots = store.import_layers(None, descs)  # unpacked side by side, stacked in order
     for number, (ref, snapshot) in enumerate(zip(op.layers, snapshots), 1):

@@ -63,7 +63,7 @@ def _lstat(name: str, dir_fd: int) -> os.stat_result | None:
 class Untar:
     """Unpacks one archive below the directory ``dest`` (a host path already resolved inside the image)."""
 
-    def __init__(self, dest: str, archive: str, owner: tuple[int, int] | None, chmod: int | None,
+    def __init__(self, dest: str, archive: str, owner: tuple[int, int] | None, chmod,
                  max_bytes: int = MAX_BYTES) -> None:
         self.root = os.open(dest, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         self.name = os.path.basename(archive)
@@ -156,7 +156,10 @@ class Untar:
         or the /proc/self/fd path of an O_PATH one)."""
         os.chown(target, *(self.owner or (m.uid, m.gid)))
         if not m.issym():
-            os.chmod(target, self.chmod if self.chmod is not None else m.mode & 0o7777)
+            if callable(self.chmod):  # a symbolic --chmod applies to each entry's own mode
+                os.chmod(target, self.chmod((stat.S_IFDIR if m.isdir() else stat.S_IFREG) | m.mode & 0o7777))
+            else:
+                os.chmod(target, self.chmod if self.chmod is not None else m.mode & 0o7777)
         os.utime(target, ns=(int(m.mtime * 1e9),) * 2)
 
     def finish(self) -> None:

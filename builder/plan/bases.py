@@ -6,10 +6,9 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from builder.errors import ImageNotFoundError, PybuildError
-from builder.plan.imageconfig import ImageConfig, parse_time
+from builder.plan.imageconfig import ImageConfig, host_architecture, parse_time
 from builder.plan.steps import LayerRef, SourceOp
 
 OCI_LAYOUT_PREFIX = "oci-layout://"
@@ -62,45 +61,41 @@ def _layers(manifest: dict, diff_ids: list[str]) -> tuple[LayerRef, ...]:
     return tuple(LayerRef(l.get("mediaType", ""), l["digest"], int(l["size"]), d) for l, d in zip(layers, diff_ids))
 
 
-def _read_blob(layout: Path, digest: str) -> bytes:
-    """A blob of the layout: a regular file of at most imagejson.MAX_DOCUMENT bytes under blobs/sha256."""
-    from builder.context.inputs import read_confined
-    from builder.imagejson import DIGEST, MAX_DOCUMENT
-
-    if not DIGEST.fullmatch(digest):
-        raise PybuildError(f"OCI layout {layout}: {digest[:80]!r} is not a sha256 digest", reference="bad-image-json")
-    return read_confined(str(layout / "blobs" / "sha256" / digest[7:]), what="blob", limit=MAX_DOCUMENT)
-
-
 def resolve_oci_layout(ref: str) -> BaseImage:
-    body = ref[len(OCI_LAYOUT_PREFIX):]
-    path, tag = body, None
-    if ":" in os.path.basename(body):
-        path, _, tag = body.rpartition(":")
-    layout = Path(path)
-    from builder import imagejson  # every document is shape-checked: a malformed layout is one clear error
+    """An `oci-layout:///path[:tag|@sha256:...]` the operator named: index → manifest → config, each verified
+    against the digest and size that names it (builder/plan/layout.py), malformed JSON a clear error."""
+    from builder.plan import layout as oci
 
-    from builder.context.inputs import read_confined
-
-    if not (layout / "index.json").is_file():
-        raise ImageNotFoundError(f"cannot read OCI layout {path}: no index.json",
+    path, tag, digest = oci.split_ref(ref[len(OCI_LAYOUT_PREFIX):])
+    if not os.path.isdir(path):
+        raise ImageNotFoundError(f"OCI layout {path} is not a directory",
                                  hint="pass a directory written by `pybuild --output type=oci,dest=DIR`")
-    index = imagejson.load(read_confined(str(layout / "index.json"), what="OCI layout index",
-                                         limit=imagejson.MAX_DOCUMENT), f"OCI layout {path}: index.json")
-    manifests = imagejson.index_entries(index, f"OCI layout {path}: index.json")
-    chosen = [m for m in manifests if tag is None or (m.get("annotations") or {}).get(REF_NAME) == tag]
-    if not chosen:
-        raise ImageNotFoundError(f"OCI layout {path} has no image tagged {tag!r}")
-    desc = chosen[0]
-    manifest = imagejson.load(_read_blob(layout, desc["digest"]), f"OCI layout {path}: manifest {desc['digest']}")
-    config_desc, _ = imagejson.manifest_parts(manifest, f"OCI layout {path}: manifest {desc['digest']}")
-    config_doc = imagejson.image_config(
-        imagejson.load(_read_blob(layout, config_desc["digest"]), f"OCI layout {path}: config"),
-        f"OCI layout {path}: config {config_desc['digest']}")
-    config = ImageConfig.from_oci(config_doc)
-    source = SourceOp(ref=ref, manifest_digest=desc["digest"], layers=_layers(manifest, list(config.diff_ids)),
-                      layout_dir=str(layout.resolve()))
-    return BaseImage(config, source, parse_time(config_doc.get("created")))
+    layout = os.path.realpath(path)
+    desc = oci.choose_manifest(layout, tag, digest, host_architecture())
+    from builder import imagejson  # the shape of every document is checked before it is used
+
+    manifest = oci.read_json_blob(layout, desc, f"OCI layout {path}: manifest")
+    config_doc = oci.read_json_blob(layout, manifest.get("config"), f"OCI layout {path}: config")
+    try:
+        imagejson.manifest_parts(manifest, f"OCI layout {path}: manifest {desc['digest']}")
+        imagejson.image_config(config_doc, f"OCI layout {path}: config")
+    except imagejson.BadImageJSON as exc:
+        raise oci.LayoutError(exc.message) from None
+    layers = manifest.get("layers") or []
+    if not isinstance(layers, list):
+        raise oci.LayoutError(f"OCI layout {path}: manifest {desc['digest']} has no layers list")
+    for layer in layers:
+        oci.descriptor(layer, f"OCI layout {path}: layer")
+    try:
+        config = ImageConfig.from_oci(config_doc)
+        created = parse_time(config_doc.get("created"))
+        refs = _layers(manifest, list(config.diff_ids))
+    except (AttributeError, TypeError, ValueError, KeyError) as exc:
+        raise oci.LayoutError(f"OCI layout {path}: the image config or manifest is malformed ({exc})") from None
+    except PybuildError as exc:  # name the layout the inconsistency is in
+        raise oci.LayoutError(f"OCI layout {path}: {exc.message}") from None
+    source = SourceOp(ref=ref, manifest_digest=desc["digest"], layers=refs, layout_dir=layout)
+    return BaseImage(config, source, created)
 
 
 def resolve_local(store, name: str) -> BaseImage | None:
@@ -118,29 +113,31 @@ def resolve_local(store, name: str) -> BaseImage | None:
 
 
 def resolve_base(store, ref: str, *, pull: bool = False, fetch: Callable[[str], object] | None = None) -> BaseImage:
-    """scratch, an `oci-layout://` directory, the local store, else (or always with ``pull``) ``fetch(ref)``.
+    """scratch, the local store, else (or always with ``pull``) ``fetch(ref)``; never a host path (`scheme://`).
 
     ``fetch`` brings the image into the store under its normalised name (build.py passes the registry pull,
     builder/export/pull.py, so plan/ need not import export/); any PybuildError it raises is reported as this
     base image's. A fetched image is found locally by the next build."""
     if ref == "scratch":
         return SCRATCH
-    if ref.startswith(OCI_LAYOUT_PREFIX):
-        return resolve_oci_layout(ref)
+    if "://" in ref:  # host paths and other sources reach a build only through --build-context
+        raise ImageNotFoundError(f"{ref!r} is not an image reference",
+                                 hint="hand it to the build with --build-context NAME=" + ref + " and use NAME")
     if not pull:
         found = resolve_local(store, ref)
         if found is not None:
             return found
     if fetch is None:
         raise ImageNotFoundError(f"base image {ref!r} is not in the local store ({store.root})",
-                                 hint="build it first with `pybuild -t NAME`, or use FROM oci-layout://DIR[:tag]")
+                                 hint="build it first with `pybuild -t NAME`, or pass "
+                                      "--build-context NAME=oci-layout:///DIR[:tag]")
     try:
         fetch(ref)
     except PybuildError as exc:
         where = f"pulling {ref!r}" if pull else f"{ref!r} is not in the local store ({store.root}) and pulling it"
         full = normalize_name(ref)
         raise ImageNotFoundError(f"base image {where}{f' ({full})' if full != ref else ''} failed: {exc.message}",
-                                 hint=exc.hint or "build it first with `pybuild -t NAME`, use FROM oci-layout://DIR, "
+                                 hint=exc.hint or "build it first with `pybuild -t NAME`, use --build-context NAME=oci-layout:///DIR, "
                                                   "or check the name and that its registry is up") from exc
     found = resolve_local(store, ref)
     if found is None:

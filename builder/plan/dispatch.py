@@ -7,9 +7,10 @@ import re
 from dataclasses import replace
 from typing import TYPE_CHECKING, Callable
 
-from builder.context.remote import is_git, is_url
 from builder.errors import PybuildError
-from builder.plan.heredocs import copy_body, run_argv
+from builder.plan import entitle
+from builder.plan.features import refuse_flags
+from builder.plan.heredocs import run_argv
 from builder.plan.steps import IMAGE_ROOT, ExecOp, FileAction, FileOp, HistoryItem
 from grammar import nodes
 
@@ -238,10 +239,15 @@ def dispatch_run(p: "Planner", st: "StageState", inst: nodes.Run) -> None:
     if network not in ("none", "host"):
         raise PybuildError(f"{inst.span}: unsupported --network={network}", hint="use none, host or default",
                            context=shown(inst), reference="invalid-network")
+    if inst.flag("network") == "host":
+        entitle.require(p.entitlements, entitle.NETWORK_HOST, inst, "network", shown(inst))
+    insecure = inst.flag("security") == "insecure"
+    if insecure:
+        entitle.require(p.entitlements, entitle.SECURITY_INSECURE, inst, "security", shown(inst))
     mounts = _run_mounts(p, st, inst) + ((script,) if script is not None else ())
     op = ExecOp(argv=argv, env=tuple(f"{k}={v}" for k, v in env.items()), cwd=st.config.workdir or "/",
-                user=st.config.user, network=network, mounts=mounts)
-    flags = " ".join(f"--{f.name}={f.value}" for f in inst.flags if f.name in ("mount", "network"))
+                user=st.config.user, network=network, mounts=mounts, insecure=insecure)
+    flags = " ".join(f"--{f.name}={f.value}" for f in inst.flags if f.name in ("mount", "network", "security"))
     deps = tuple(m.from_step for m in mounts if m.from_step is not None)
     step = p.graph.add(stage=st.index, kind="exec", op=op, parent=st.parent, span=inst.span,
                        created_by=" ".join(x for x in ("RUN", flags, *argv) if x), deps=deps)
@@ -262,103 +268,20 @@ def _run_mounts(p: "Planner", st: "StageState", inst: nodes.Run) -> tuple:
         return index, p.graph.stages[index].last_step
 
     mounts = []
-    for value in inst.flag_values("mount"):
+    for flag in (f for f in inst.flags if f.name == "mount"):
         try:
-            mount = make_mount(parse_mount(value, lambda w: _expand(p, st, w, inst)), stage,
+            mount = make_mount(parse_mount(flag.value or "", lambda w: _expand(p, st, w, inst)), stage,
                                ssh_index=sum(m.type == "ssh" for m in mounts))
-            target = posixpath.normpath(posixpath.join(st.config.workdir or "/", mount.target))
+            target = posixpath.normpath(posixpath.join(st.config.workdir or "/", mount.target)) if mount.target else ""
             mounts.append(replace(mount, target=target))
         except PybuildError as exc:
-            if str(inst.span) in exc.message:
+            if str(inst.span) in exc.message or str(flag.span) in exc.message:
                 raise
-            raise PybuildError(f"{inst.span}: {exc.message}", hint=exc.hint, context=shown(inst),
+            raise PybuildError(f"{flag.span}: {exc.message}", hint=exc.hint, context=shown(inst),
                                reference=exc.reference) from exc
     return tuple(mounts)
 
 
-def dispatch_copy(p: "Planner", st: "StageState", inst: nodes.Copy) -> None:
-    env = st.expand_env()
-    sources = tuple(p.expand(s, env, inst.span) for s in inst.sources if not s.startswith("<<"))
-    written = p.expand(inst.dest, env, inst.span)
-    trailing = written.endswith("/") or written in (".", "") or written.endswith("/.")
-    dest = posixpath.normpath(posixpath.join(st.config.workdir or "/", written))
-    if trailing and not dest.endswith("/"):
-        dest += "/"
-    chown = inst.flag("chown")
-    chmod = inst.flag("chmod")
-    chown = p.expand(chown, env, inst.span) if chown else None
-    chmod = p.expand(chmod, env, inst.span) if chmod else None
-    if chmod is not None and not re.fullmatch(r"[0-7]{3,4}", chmod):
-        raise PybuildError(f"{inst.span}: invalid --chmod value {chmod!r}", hint="use an octal mode such as 0755",
-                           context=shown(inst), reference="invalid-chmod")
-    is_add = isinstance(inst, nodes.Add)
-    actions = _fetches(p, st, inst, sources, dest, chown, chmod) if is_add else []
-    local = tuple(s for s in sources if not is_url(s))
-    if not is_add and len(local) < len(sources):
-        raise PybuildError(f"{inst.span}: COPY does not take URLs ({next(s for s in sources if is_url(s))})",
-                           hint="use ADD to download a file", context=shown(inst), reference="copy-url")
-    if local:
-        actions.append(FileAction(op="copy", sources=local, dest=dest, chown=chown, chmod=chmod, extract=is_add))
-    for doc in inst.heredocs:
-        target = dest if not dest.endswith("/") else dest + doc.name
-        actions.append(FileAction(op="write", dest=target, chown=chown, chmod=chmod,
-                                  content=copy_body(doc, env, inst, shown(inst))))
-    from_flag = inst.flag("from")
-    op = FileOp(tuple(actions))
-    if from_flag:
-        op = _copy_from(p, st, inst, op, p.expand(from_flag, env, inst.span))
-    name = "ADD" if is_add else "COPY"
-    flags = " ".join(f"--{f.name}={f.value}" for f in inst.flags if f.name in ("chown", "chmod", "from"))
-    created_by = " ".join(x for x in (name, flags, *sources, written) if x)
-    _file_step(p, st, inst, op, created_by)
-
-
-def _fetches(p: "Planner", st: "StageState", inst: nodes.Copy, sources, dest: str, chown, chmod) -> list:
-    """ADD <url>: one fetch per URL, saved (not unpacked) as dest, or under dest/ as the URL's last path segment
-    (BuildKit's dockerfile2llb; "__unnamed__" when there is none)."""
-    import urllib.parse
-
-    urls = [s for s in sources if is_url(s) or is_git(s)]
-    checksum = inst.flag("checksum")
-    checksum = p.expand(checksum, st.expand_env(), inst.span) if checksum else ""
-    if checksum and (len(urls) != 1 or len(sources) != 1):
-        raise PybuildError(f"{inst.span}: ADD --checksum needs exactly one http(s) source", context=shown(inst),
-                           reference="invalid-checksum")
-    if checksum and not re.fullmatch(r"sha256:[0-9a-f]{64}", checksum):
-        raise PybuildError(f"{inst.span}: ADD --checksum={checksum}: expected sha256:<64 hex digits>",
-                           context=shown(inst), reference="invalid-checksum")
-    if len(sources) > 1 and urls and not dest.endswith("/"):
-        raise PybuildError(f"{inst.span}: when using ADD with more than one source file, the destination must be "
-                           "a directory and end with a /", context=shown(inst), reference="invalid-dest")
-    actions = []
-    for url in urls:
-        if is_git(url):
-            raise PybuildError(f"{inst.span}: ADD {url}: git sources are not supported", context=shown(inst),
-                               hint="clone in a RUN (with --mount=type=ssh for private repositories)",
-                               reference="git-source")
-        base = posixpath.basename(urllib.parse.urlsplit(url).path)
-        actions.append(FileAction(op="fetch", url=url, name=base if base not in ("", ".", "/") else "__unnamed__",
-                                  dest=dest, chown=chown, chmod=chmod, checksum=checksum))
-    return actions
-
-
-def _copy_from(p: "Planner", st: "StageState", inst: nodes.Copy, op: FileOp, source: str) -> FileOp:
-    """--from=<stage name or index>, else (as in BuildKit) an image reference: its root is the source."""
-    index = int(source) if source.isdigit() else p._stage_ref(source)
-    if index is None and not source.isdigit():
-        try:
-            step = p.image_root(source, st.index, inst.span)
-        except PybuildError as exc:
-            raise PybuildError(f"{inst.span}: COPY --from={source}: {exc.message}", hint=exc.hint or
-                               "--from names a previous stage (FROM ... AS name), its index, or an image",
-                               context=shown(inst), reference=exc.reference) from exc
-        return replace(op, from_stage=IMAGE_ROOT, from_step=step)
-    if index is None or index >= st.index:
-        raise PybuildError(f"{inst.span}: COPY --from={source}: no such stage before this one",
-                           hint="name a previous stage (FROM ... AS name) or its index",
-                           context=shown(inst), reference="copy-from-unknown")
-    src = p.graph.stages[index]
-    return replace(op, from_stage=index, from_step=src.last_step)
 
 
 def _file_step(p: "Planner", st: "StageState", inst: nodes.Instruction, op: FileOp, created_by: str) -> None:
@@ -369,13 +292,15 @@ def _file_step(p: "Planner", st: "StageState", inst: nodes.Instruction, op: File
     st.history.append(HistoryItem(created_by, step.id))
 
 
+from builder.plan import filecopy  # noqa: E402  (it uses shown and _file_step above)
+
 HANDLERS: dict[type, Handler] = {
     nodes.Env: dispatch_env, nodes.Label: dispatch_label, nodes.Arg: dispatch_arg, nodes.Cmd: dispatch_cmd,
     nodes.Entrypoint: dispatch_entrypoint, nodes.Expose: dispatch_expose, nodes.User: dispatch_user,
     nodes.Workdir: dispatch_workdir, nodes.Volume: dispatch_volume, nodes.Shell: dispatch_shell,
     nodes.StopSignal: dispatch_stopsignal, nodes.Healthcheck: dispatch_healthcheck,
     nodes.Onbuild: dispatch_onbuild, nodes.Maintainer: dispatch_maintainer, nodes.Run: dispatch_run,
-    nodes.Copy: dispatch_copy, nodes.Add: dispatch_copy,
+    nodes.Copy: filecopy.dispatch_copy, nodes.Add: filecopy.dispatch_copy,
 }
 
 
@@ -383,4 +308,5 @@ def dispatch(p: "Planner", st: "StageState", inst: nodes.Instruction) -> None:
     handler = HANDLERS.get(type(inst))
     if handler is None:
         raise PybuildError(f"{inst.span}: {inst.name} is not supported here", context=shown(inst))
+    refuse_flags(inst)
     handler(p, st, inst)

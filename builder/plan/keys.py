@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from builder.plan.imageconfig import canonical_json
-from builder.plan.steps import ExecOp, FileOp, SourceOp, Step
+from builder.plan.steps import ExecOp, FileOp, MergeOp, SourceOp, Step
 
 KEY_VERSION = 1
 
@@ -44,7 +44,11 @@ def step_key(step: Step, parent_key: str | None, *, sources: dict[str, str] | No
                  "cwd": op.cwd, "user": op.user, "network": op.network}
         if mounts:  # cache-mount contents and secret values never enter a key (BuildKit's CacheMap)
             parts["mounts"] = mounts
+        if op.insecure:  # only when set: the keys of other RUNs stay as they were
+            parts["insecure"] = True
         return make_key(parts)
+    if isinstance(op, MergeOp):  # the linked layer's key, whatever the parent held when it was made
+        return make_key({"op": "merge", "parent": parent_key, "layer": from_key})
     assert isinstance(op, FileOp)
     return make_key({"op": "file", "parent": parent_key, "actions": [a.to_json() for a in op.actions],
                      "sources": sorted((sources or {}).items()), "from": from_key})

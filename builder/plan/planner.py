@@ -11,6 +11,9 @@ from typing import Callable
 from builder.errors import PybuildError
 from builder.plan import dispatch
 from builder.plan.bases import BaseImage
+from builder.plan.features import refuse_flags
+from builder.plan.contexts import (context_base, familiar, refuse_host_source, undefined_arg_in_from,
+                                   valid_reference)
 from builder.plan.imageconfig import ARCHITECTURES, ImageConfig, host_architecture
 from builder.plan.steps import HistoryItem, StagePlan, StepGraph
 from grammar import nodes
@@ -95,6 +98,8 @@ class Planner:
     graph: StepGraph = field(default_factory=StepGraph)
     network: str = "none"  # the build's --network: what RUN gets without --network or with --network=default
     labels: dict[str, str] = field(default_factory=dict)  # the build's --label: set on the target's config last
+    entitlements: frozenset[str] = frozenset()  # the operator's --allow (builder/plan/entitle.py)
+    contexts: dict = field(default_factory=dict)  # --build-context by familiar name (builder/plan/contexts.py)
 
     def __post_init__(self) -> None:
         self.lex = ShellLex(self.dockerfile.escape)
@@ -102,10 +107,22 @@ class Planner:
         self._image_roots: dict[str, int | None] = {}
         self.unmatched: list[Unmatched] = []
         self._scope: StageState | str = "meta"  # where expansions happen: "meta", "from" or the stage's state
+        self.context_steps: dict[str, tuple[BaseImage, int | None]] = {}
+
+    def named_context(self, name: str):
+        """The --build-context this name means (BuildKit matches familiar names), or None."""
+        return self.contexts.get(familiar(name)) if self.contexts else None
 
     def image_root(self, image: str, stage: int, span: nodes.Span) -> int | None:
         """The step holding the root of an image named by `COPY --from=` or `RUN --mount=...,from=` (None:
         scratch), made once per image: BuildKit treats a from that names no stage as an image reference."""
+        named = self.named_context(image)
+        if named is not None:
+            return context_base(self, named, stage, span)[1]
+        if "://" in image:
+            raise PybuildError(f"{image}: a Dockerfile cannot read host paths or other sources",
+                               hint=f"the operator can hand it to the build: --build-context NAME={image}, then "
+                                    "use NAME", reference="host-path-refused")
         if image not in self._image_roots:
             source = self.resolve_image(image).source
             step = None if source is None else self.graph.add(stage=stage, kind="source", op=source, parent=None,
@@ -167,6 +184,8 @@ class Planner:
                            reference="target-not-found")
 
     def _stage_ref(self, word: str) -> int | None:
+        if self.named_context(word) is not None:  # a --build-context of that name replaces the stage
+            return None
         for stage in self.dockerfile.stages:
             if stage.name is not None and stage.name == word.lower():
                 return stage.index
@@ -199,9 +218,18 @@ class Planner:
     def _from_image(self, base: nodes.From) -> str:
         env = {**platform_args(), **{k: v for k, v in self.global_args.items() if v is not None}}
         self._scope = "from"
-        return self.expand(base.image, env, base.span)
+        try:
+            image, _, unmatched = self.lex.process_word_with_matches(base.image, env)
+        except ShellExpansionError as exc:
+            raise PybuildError(f"{base.span}: {exc}", reference="expansion-failed") from exc
+        if unmatched:
+            self._record_unmatched(unmatched, env, base.span)
+        if unmatched and image and not valid_reference(image):
+            raise undefined_arg_in_from(base, sorted(unmatched), image, self.global_args)
+        return image
 
     def _plan_stage(self, stage: nodes.Stage) -> StagePlan:
+        refuse_flags(stage.base)
         image = self._from_image(stage.base)
         wanted = stage.base.flag("platform")
         if wanted:
@@ -216,26 +244,41 @@ class Planner:
             raise PybuildError(f"{stage.base.span}: FROM names no image after expansion",
                                context=dispatch.shown(stage.base), reference="empty-base")
         ref = self._stage_ref(image)
+        replaced = self.named_context(stage.name) if stage.name else None
+        if replaced is not None:  # buildx: a --build-context of the stage's name overwrites the stage
+            base, parent = context_base(self, replaced, stage.index, stage.base.span)
+            return StagePlan(stage.index, stage.name, replace(base.config, onbuild=()), len(base.config.history),
+                             (), parent, base.created)
         if ref is not None and ref < stage.index:
             base_plan = self.graph.stages[ref]
             state = StageState(stage.index, stage.name, base_plan.config, base_plan.last_step,
                                list(base_plan.history), base_plan.base_history_len, base_plan.base_created)
         else:
-            base = self.resolve_image(image)
-            parent = None
-            if base.source is not None:
-                parent = self.graph.add(stage=stage.index, kind="source", op=base.source, parent=None,
-                                        created_by=f"FROM {image}", span=stage.base.span).id
-            state = StageState(stage.index, stage.name, replace(base.config, onbuild=()), parent, [],
-                               len(base.config.history), base.created)
-            self._scope = state
-            for inst in self._onbuild_triggers(base.config.onbuild, stage):
-                dispatch.dispatch(self, state, inst)
+            state = self._image_state(stage, image)
         self._scope = state
         for inst in stage.instructions:
             dispatch.dispatch(self, state, inst)
         return StagePlan(stage.index, stage.name, state.config, state.base_history_len, tuple(state.history),
                          state.parent, state.base_created)
+
+    def _image_state(self, stage: nodes.Stage, image: str) -> StageState:
+        """A stage FROM an image (or a --build-context of that name), its ONBUILD triggers dispatched."""
+        named = self.named_context(image)
+        if named is not None:
+            base, parent = context_base(self, named, stage.index, stage.base.span)
+        else:
+            refuse_host_source(image, stage.base, "FROM")
+            base = self.resolve_image(image)
+            parent = None
+            if base.source is not None:
+                parent = self.graph.add(stage=stage.index, kind="source", op=base.source, parent=None,
+                                        created_by=f"FROM {image}", span=stage.base.span).id
+        state = StageState(stage.index, stage.name, replace(base.config, onbuild=()), parent, [],
+                           len(base.config.history), base.created)
+        self._scope = state
+        for inst in self._onbuild_triggers(base.config.onbuild, stage):
+            dispatch.dispatch(self, state, inst)
+        return state
 
     def _onbuild_triggers(self, triggers: tuple[str, ...], stage: nodes.Stage) -> list[nodes.Instruction]:
         """A base image's ONBUILD triggers, parsed; they run first in the stage that uses it (docker)."""
@@ -264,15 +307,21 @@ class Planner:
 
 def plan(dockerfile: nodes.Dockerfile, *, build_args: dict[str, str], target: str | None,
          resolve_image: Callable[[str], BaseImage], network: str = "none",
-         labels: dict[str, str] | None = None, unmatched: list[Unmatched] | None = None) -> StepGraph:
+         labels: dict[str, str] | None = None, entitlements: frozenset[str] | None = None,
+         contexts: dict | None = None, unmatched: list[Unmatched] | None = None) -> StepGraph:
     """Plan `dockerfile` for `target` (default: the last stage); ``network`` is the RUN default (none or host),
-    ``labels`` are set on the target image's config over the Dockerfile's; the variables that expansions could not
-    match are appended to ``unmatched`` (for the build checks)."""
-    planner = Planner(dockerfile, build_args, resolve_image, network=network, labels=labels or {})
-    graph = planner.plan(target)
-    if unmatched is not None:
-        unmatched.extend(planner.unmatched)
-    return graph
+    ``labels`` are set on the target image's config over the Dockerfile's, ``entitlements`` the operator's
+    --allow (the default: what ``network`` implies); the variables that expansions could not match are appended
+    to ``unmatched`` (for the build checks)."""
+    if entitlements is None:
+        entitlements = frozenset({"network.host"}) if network == "host" else frozenset()
+    planner = Planner(dockerfile, build_args, resolve_image, network=network, labels=labels or {},
+                      entitlements=entitlements, contexts=contexts or {})
+    try:
+        return planner.plan(target)
+    finally:  # also when planning fails: the checks still have something to say
+        if unmatched is not None:
+            unmatched.extend(planner.unmatched)
 
 
 __all__ = ["plan", "Planner", "StageState", "Unmatched", "PROXY_ARGS", "replace"]

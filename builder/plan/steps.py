@@ -50,6 +50,7 @@ class RunMount:
     readonly: bool = False
     required: bool = False
     size: str = ""  # tmpfs size
+    env: str = ""  # secret: also (or, without target=, only) as this environment variable of the RUN
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,7 @@ class ExecOp:
     network: str = "none"
     stdin_script: str | None = None
     mounts: tuple[RunMount, ...] = ()
+    insecure: bool = False  # RUN --security=insecure, granted by --allow security.insecure
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,12 +81,18 @@ class FileAction:
     url: str = ""  # "fetch" (ADD <url>): what to download, saved as `name` under dest/ or as dest
     name: str = ""
     checksum: str = ""  # ADD --checksum=sha256:...
+    excludes: tuple[str, ...] = ()  # COPY/ADD --exclude: patterns relative to each copied source
+    parents: bool = False  # COPY --parents: keep the source's path (after a `/./` pivot) under dest
 
     def to_json(self) -> dict:
         doc = {"op": self.op, "sources": list(self.sources), "dest": self.dest, "chown": self.chown,
                "chmod": self.chmod, "extract": self.extract, "content": self.content, "path": self.dest}
         if self.op == "fetch":  # only here: the keys of other actions stay as they were
             doc.update(url=self.url, name=self.name, checksum=self.checksum)
+        if self.excludes:  # only when given, likewise
+            doc["excludes"] = list(self.excludes)
+        if self.parents:
+            doc["parents"] = True
         return doc
 
 
@@ -99,9 +107,18 @@ class FileOp:
     from_stage: int | None = None  # COPY --from=<stage>: sources come from that stage's root, else the context
     # (IMAGE_ROOT for --from=<image>: from_step is then the image's source step)
     from_step: int | None = None  # that stage's last step (None with from_stage set: an empty root)
+    context_dir: str | None = None  # a named --build-context directory instead of the build's context
 
 
-Op = Union[SourceOp, ExecOp, FileOp]
+@dataclass(frozen=True, slots=True)
+class MergeOp:
+    """COPY --link: the layer of `layer_step` (a copy made on an empty root) stacked on the parent's filesystem,
+    as BuildKit's MergeOp; the layer does not depend on what the parent holds."""
+
+    layer_step: int
+
+
+Op = Union[SourceOp, ExecOp, FileOp, MergeOp]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +127,7 @@ class Step:
 
     id: int
     stage: int
-    kind: str  # "source" | "exec" | "file"
+    kind: str  # "source" | "exec" | "file" | "merge"
     op: Op
     parent: int | None
     created_by: str  # the history line, e.g. "RUN /bin/sh -c make"

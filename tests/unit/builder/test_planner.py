@@ -242,7 +242,8 @@ def test_from_platform_must_be_the_build_machines():
 def test_bad_values_are_errors_at_their_line(line, words):
     with pytest.raises(PybuildError) as err:
         planned(f"FROM scratch\n{line}\n")
-    assert err.value.message.startswith("Dockerfile:2:1: ") and words in err.value.message, err.value.message
+    col = line.find("--mount") + 1 or 1  # a mount's error points at its flag
+    assert err.value.message.startswith(f"Dockerfile:2:{col}: ") and words in err.value.message, err.value.message
     assert err.value.context == f"    2 | {line}"  # the line with its number, as a failed step shows it
 
 
