@@ -46,13 +46,14 @@ PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 
 @dataclass(frozen=True, slots=True)
 class UnpackLimits:
-    """Bounds on one layer's uncompressed tar bytes: at most ``max_bytes``, and, past ``ratio_floor`` bytes, at
-    most ``max_ratio`` times the blob's size (0: no ratio bound). deflate cannot exceed ~1032:1, so the default
+    """Bounds on one layer: at most ``max_entries`` entries and ``max_bytes`` of uncompressed tar, and, past
+    ``ratio_floor`` bytes, at most ``max_ratio`` times the blob's size (0: no ratio bound). deflate cannot exceed ~1032:1, so the default
     ratio only stops zstd bombs and never a gzip layer; raise the bounds through `Store.open(unpack_limits=)`."""
 
     max_bytes: int = 64 << 30
     max_ratio: int = 10_000
     ratio_floor: int = 1 << 30
+    max_entries: int = 10_000_000  # empty files cost no bytes but an inode each: a filesystem runs out first
 
     def bound(self, compressed: int | None) -> tuple[int, str]:
         """The byte bound for a blob of ``compressed`` bytes, and which limit it is."""
@@ -315,12 +316,16 @@ def unpack_layer(tar_stream: BinaryIO, dest: Path, limits: UnpackLimits | None =
                  compressed: int | None = None) -> UnpackStats:
     """Unpack an uncompressed layer tar stream into the empty directory ``dest``, within ``limits`` (the
     defaults if None; ``compressed`` is the blob's size, for the ratio bound)."""
-    reader = _HashingReader(tar_stream, (limits or UnpackLimits()).bound(compressed))
+    limits = limits or UnpackLimits()
+    reader = _HashingReader(tar_stream, limits.bound(compressed))
     unpacker = Unpacker(dest)
     try:
         with tarfile.open(fileobj=reader, mode="r|", encoding="utf-8",  # type: ignore[call-overload]
                           errors="surrogateescape") as tar:
-            for member in tar:
+            for count, member in enumerate(tar, 1):
+                if count > limits.max_entries:
+                    raise StoreError(f"the layer has more than {limits.max_entries} entries, over the entry limit: "
+                                     "refused as an inode bomb; if the image is genuine, raise the limit")
                 unpacker.apply(member, tar)
         unpacker.finish()
     except (tarfile.TarError, EOFError) as e:

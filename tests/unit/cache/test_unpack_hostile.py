@@ -162,3 +162,12 @@ def test_a_hard_link_to_a_symlink_links_the_symlink_itself(store, host, needs_ro
     snap, _ = import_tar(store, tar_of(entry("l", tarfile.SYMTYPE, link=str(host / "secret")),
                                        entry("h", tarfile.LNKTYPE, link="l")))
     assert os.readlink(snap.path / "h") == str(host / "secret") and state(host) == before
+
+
+def test_an_inode_bomb_stops_at_the_entry_limit(tmp_path, needs_root):
+    """Second pass: empty files cost no bytes, so the byte bounds never see them."""
+    with Store.open(tmp_path / "s", unpack_limits=UnpackLimits(max_entries=100)) as store:
+        with pytest.raises(StoreError, match="entry limit") as err:
+            import_tar(store, tar_of(*[entry(f"f{i}") for i in range(101)]))
+        assert "sha256:" in str(err.value) and os.listdir(store.root / "tmp") == []
+        import_tar(store, tar_of(*[entry(f"f{i}") for i in range(100)]))
