@@ -170,13 +170,15 @@ class Unpacker:
         if not parts:
             return  # the layer root itself: the snapshot root keeps its own attributes
         base = parts[-1]
-        if base.startswith(WHITEOUT_PREFIX) or any(p.startswith(WHITEOUT_PREFIX) for p in parts[:-1]):
-            if base != WHITEOUT_OPAQUE or any(p.startswith(WHITEOUT_PREFIX) for p in parts[:-1]):
+        in_whiteout = any(p.startswith(WHITEOUT_PREFIX) for p in parts[:-1])
+        if base.startswith(WHITEOUT_PREFIX) or in_whiteout:
+            if base != WHITEOUT_OPAQUE or in_whiteout:
                 check_whiteout(parts, member.name)
-            self.whiteout(self.parent_of(parts, member.name), base, member.name)
-            return
         try:
             parent = self.parent_of(parts, member.name)
+            if base.startswith(WHITEOUT_PREFIX):
+                self.whiteout(parent, base, member.name)
+                return
             existing = _lstat(base, parent)
             if not (member.isdir() and existing is not None and stat.S_ISDIR(existing.st_mode)):
                 self.remove(parent, base, existing)
@@ -261,7 +263,11 @@ class Unpacker:
         """Directory owners/modes/mtimes last, deepest first (children changed their mtimes); a directory a
         later entry replaced (by a symlink, say) is skipped, never followed."""
         self._forget_parent()
+        done: set[tuple[str, ...]] = set()
         for parts, m in reversed(self.dirs):
+            if tuple(parts) in done:
+                continue  # an earlier entry of the same name: the last one wins, as for files
+            done.add(tuple(parts))
             try:
                 parent = self.walk(parts[:-1], m.name, create=False)
             except StoreError:

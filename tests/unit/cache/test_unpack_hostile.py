@@ -171,3 +171,10 @@ def test_an_inode_bomb_stops_at_the_entry_limit(tmp_path, needs_root):
             import_tar(store, tar_of(*[entry(f"f{i}") for i in range(101)]))
         assert "sha256:" in str(err.value) and os.listdir(store.root / "tmp") == []
         import_tar(store, tar_of(*[entry(f"f{i}") for i in range(100)]))
+
+
+def test_the_last_of_two_directory_entries_of_one_name_wins(store, needs_root):
+    snap, _ = import_tar(store, tar_of(entry("d/", tarfile.DIRTYPE, mode=0o700, mtime=5), entry("d", data=b"f"),
+                                       entry("d/", tarfile.DIRTYPE, mode=0o751, mtime=7)))
+    st = os.stat(snap.path / "d")
+    assert (stat.S_IMODE(st.st_mode), st.st_mtime) == (0o751, 7)
