@@ -306,20 +306,19 @@ class Store:
 
 
 def _make_private(root: Path) -> None:
-    """Create ``root`` mode 0700, or make an existing one 0700 and ours (stores made before this rule were 0755)."""
+    """Create ``root`` mode 0700, or make an existing one 0700 (stores made before this rule were 0755). A root
+    that belongs to another user is refused: it (or a directory in it) may be held open by that user."""
     root.parent.mkdir(parents=True, exist_ok=True)
     try:
         root.mkdir(mode=0o700)
     except FileExistsError:
         pass
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # a symlinked root is the admin's choice
     try:
         st = os.fstat(fd)
         if st.st_uid != os.geteuid():
-            if os.geteuid() != 0:
-                raise StoreError(f"the store belongs to uid {st.st_uid}, not to this user; use a store of "
-                                 "your own (--root DIR)", path=root)
-            os.fchown(fd, 0, 0)
+            raise StoreError(f"the store directory belongs to uid {st.st_uid}, not to this user (uid "
+                             f"{os.geteuid()}): pick a store of your own with --root DIR, or remove it", path=root)
         if stat.S_IMODE(st.st_mode) != 0o700:
             os.fchmod(fd, 0o700)
     finally:

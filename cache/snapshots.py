@@ -21,6 +21,7 @@ import io
 import os
 import secrets
 import shutil
+import stat
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -51,8 +52,10 @@ class SnapshotStore:
         self.dir = root / "snapshots"
         self.tmp = root / "tmp"
         self.empty = self.dir / "empty"  # inside snapshots/ so relative lowerdirs can name it
-        for d in (self.dir, self.tmp):
-            d.mkdir(exist_ok=True)  # self.dir before self.empty, which lives inside it
+        for d in (self.dir, self.tmp):  # 0700 below the 0700 root too: older stores made them 0755
+            d.mkdir(mode=0o700, exist_ok=True)  # self.dir before self.empty, which lives inside it
+            if stat.S_IMODE(d.stat().st_mode) != 0o700:
+                os.chmod(d, 0o700)
         if not self.empty.is_dir():
             self.empty.mkdir(mode=0o555, exist_ok=True)
 

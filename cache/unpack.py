@@ -46,13 +46,14 @@ PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 
 @dataclass(frozen=True, slots=True)
 class UnpackLimits:
-    """Bounds on one layer's uncompressed tar bytes: at most ``max_bytes``, and, past ``ratio_floor`` bytes, at
-    most ``max_ratio`` times the blob's size (0: no ratio bound). deflate cannot exceed ~1032:1, so the default
+    """Bounds on one layer: at most ``max_entries`` entries and ``max_bytes`` of uncompressed tar, and, past
+    ``ratio_floor`` bytes, at most ``max_ratio`` times the blob's size (0: no ratio bound). deflate cannot exceed ~1032:1, so the default
     ratio only stops zstd bombs and never a gzip layer; raise the bounds through `Store.open(unpack_limits=)`."""
 
     max_bytes: int = 64 << 30
     max_ratio: int = 10_000
     ratio_floor: int = 1 << 30
+    max_entries: int = 10_000_000  # empty files cost no bytes but an inode each: a filesystem runs out first
 
     def bound(self, compressed: int | None) -> tuple[int, str]:
         """The byte bound for a blob of ``compressed`` bytes, and which limit it is."""
@@ -169,13 +170,15 @@ class Unpacker:
         if not parts:
             return  # the layer root itself: the snapshot root keeps its own attributes
         base = parts[-1]
-        if base.startswith(WHITEOUT_PREFIX) or any(p.startswith(WHITEOUT_PREFIX) for p in parts[:-1]):
-            if base != WHITEOUT_OPAQUE or any(p.startswith(WHITEOUT_PREFIX) for p in parts[:-1]):
+        in_whiteout = any(p.startswith(WHITEOUT_PREFIX) for p in parts[:-1])
+        if base.startswith(WHITEOUT_PREFIX) or in_whiteout:
+            if base != WHITEOUT_OPAQUE or in_whiteout:
                 check_whiteout(parts, member.name)
-            self.whiteout(self.parent_of(parts, member.name), base, member.name)
-            return
         try:
             parent = self.parent_of(parts, member.name)
+            if base.startswith(WHITEOUT_PREFIX):
+                self.whiteout(parent, base, member.name)
+                return
             existing = _lstat(base, parent)
             if not (member.isdir() and existing is not None and stat.S_ISDIR(existing.st_mode)):
                 self.remove(parent, base, existing)
@@ -260,7 +263,11 @@ class Unpacker:
         """Directory owners/modes/mtimes last, deepest first (children changed their mtimes); a directory a
         later entry replaced (by a symlink, say) is skipped, never followed."""
         self._forget_parent()
+        done: set[tuple[str, ...]] = set()
         for parts, m in reversed(self.dirs):
+            if tuple(parts) in done:
+                continue  # an earlier entry of the same name: the last one wins, as for files
+            done.add(tuple(parts))
             try:
                 parent = self.walk(parts[:-1], m.name, create=False)
             except StoreError:
@@ -315,12 +322,16 @@ def unpack_layer(tar_stream: BinaryIO, dest: Path, limits: UnpackLimits | None =
                  compressed: int | None = None) -> UnpackStats:
     """Unpack an uncompressed layer tar stream into the empty directory ``dest``, within ``limits`` (the
     defaults if None; ``compressed`` is the blob's size, for the ratio bound)."""
-    reader = _HashingReader(tar_stream, (limits or UnpackLimits()).bound(compressed))
+    limits = limits or UnpackLimits()
+    reader = _HashingReader(tar_stream, limits.bound(compressed))
     unpacker = Unpacker(dest)
     try:
         with tarfile.open(fileobj=reader, mode="r|", encoding="utf-8",  # type: ignore[call-overload]
                           errors="surrogateescape") as tar:
-            for member in tar:
+            for count, member in enumerate(tar, 1):
+                if count > limits.max_entries:
+                    raise StoreError(f"the layer has more than {limits.max_entries} entries, over the entry limit: "
+                                     "refused as an inode bomb; if the image is genuine, raise the limit")
                 unpacker.apply(member, tar)
         unpacker.finish()
     except (tarfile.TarError, EOFError) as e:

@@ -69,7 +69,10 @@ def write_archive_to(out: BinaryIO, store, record, names: list[str], docker_mani
     """Stream the archive of ``record`` (a cache.ImageRecord) to ``out``; ``names`` are normalised image names.
     Without ``docker_manifest`` it is the plain OCI layout tar (buildx's type=oci tarball: no manifest.json).
 
-    Blobs are read through the store's verifying reader: a damaged blob raises CorruptBlob (a StoreError)."""
+    Blobs are read through the store's verifying reader: a damaged blob raises CorruptBlob (a StoreError). A
+    stream that is not a file (``dest=-`` into a pipe) may be consumed as it comes, so there each blob is verified
+    before any of its bytes are written (one more read, from the page cache)."""
+    stream = not _is_file(out)
     manifest_entry = [{"Config": _blob_name(record.config.digest),
                        "RepoTags": [familiar_name(n) for n in names],
                        "Layers": [_blob_name(l.blob.digest) for l in record.layers]}]
@@ -81,6 +84,8 @@ def write_archive_to(out: BinaryIO, store, record, names: list[str], docker_mani
             if desc.digest in written:
                 continue
             written.add(desc.digest)
+            if stream:
+                store.verify_blob(desc.digest)
             with store.open_blob(desc.digest) as blob:
                 tar.addfile(_info(_blob_name(desc.digest), desc.size), blob)
         for name, doc in (("index.json", _index(record, names)), ("manifest.json", manifest_entry),
@@ -89,6 +94,13 @@ def write_archive_to(out: BinaryIO, store, record, names: list[str], docker_mani
                 continue
             data = json.dumps(doc, indent=2 if name != "oci-layout" else None).encode()
             tar.addfile(_info(name, len(data)), io.BytesIO(data))
+
+
+def _is_file(out: BinaryIO) -> bool:
+    try:
+        return out.seekable()
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 def write_archive(store, dest: str | Path, record, names: list[str], docker_manifest: bool = True) -> None:

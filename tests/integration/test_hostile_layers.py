@@ -139,3 +139,6 @@ def test_a_tampered_blob_is_never_exported(tmp_path, busybox_image, pybuild):
     err = failed(fresh("-t", "t/busybox", "--output", f"type=oci,dest={tmp_path / 'layout'}", str(ctx), check=False))
     assert f"corrupt blob sha256:{blob.name}" in err and "build again" in err, err
     assert not (tmp_path / "layout/blobs/sha256" / blob.name).exists()
+    fresh("-t", "t/busybox", "--output", f"type=oci,dest={tmp_path / 'layout'}", str(ctx))  # as the hint says
+    exported = list((tmp_path / "layout/blobs/sha256").iterdir())
+    assert len(exported) >= 3 and all(hashlib.sha256(p.read_bytes()).hexdigest() == p.name for p in exported)

@@ -81,3 +81,34 @@ def test_a_push_refuses_a_tampered_layer(image):
         push_image(store, record, f"{host}/me/app:1", Registries())
     check(err, store, bad)
     assert bad not in Lenient.got
+
+
+class Pipe(io.RawIOBase):
+    """What `dest=-` writes into when stdout is a pipe: not seekable, read by the consumer as it comes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.data = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        self.data += bytes(b)
+        return len(b)
+
+
+def test_a_streamed_archive_stops_before_a_tampered_blob(image):
+    """Second pass: into a pipe, the consumer must not get the tampered bytes before the error."""
+    from builder.export.docker_archive import write_archive_to
+
+    store, record = image
+    bad = str(record.layers[2].blob.digest)
+    tampered = store.blob_path(bad)
+    tamper(store, bad)
+    middle = tampered.read_bytes()[100_000:100_064]
+    pipe = Pipe()
+    with pytest.raises(CorruptBlob) as err:
+        write_archive_to(pipe, store, record, ["docker.io/me/app:1"])
+    check(err, store, bad)
+    assert middle not in pipe.data and len(pipe.data) > 0

@@ -133,3 +133,12 @@ def test_a_decompression_bomb_stops_at_the_bound(world, monkeypatch):
     monkeypatch.setattr(fileop.untar, "MAX_BYTES", 1 << 20)
     with pytest.raises(FileOpError, match="decompression bomb"):
         add(root, write_tar(archive, entry("zeros", data=bytes(4 << 20))))
+
+
+def test_an_absolute_symlink_resolves_inside_the_destination(world):
+    """Second pass: `l -> /` then `l/etc/passwd`: as in docker's chrootarchive the link means the destination,
+    so the file lands at <dest>/etc/passwd, not on the image's (or the host's) /etc/passwd."""
+    root, _, archive = world
+    add(root, write_tar(archive, entry("l", tarfile.SYMTYPE, link="/"), entry("l/etc/passwd", data=b"mine")))
+    assert (root / "x/etc/passwd").read_bytes() == b"mine"
+    assert (root / "etc/passwd").read_text().startswith("root:x:0:0")

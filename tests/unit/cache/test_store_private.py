@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cache import Store
+from cache import Store, StoreError
 from tests.unit.cache.helpers import commit_tree
 
 NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
@@ -67,3 +67,32 @@ def test_another_user_cannot_reach_setuid_binaries_or_devices_of_a_snapshot(open
     assert probe.returncode != 0 and "Permission denied" in probe.stderr, probe
     ls = subprocess.run(["ls", "-ld", str(root)], capture_output=True, text=True, check=True).stdout
     assert ls.startswith("drwx------"), ls
+
+
+def test_a_store_root_made_by_another_user_is_refused(open_dir):
+    """Second pass: a root someone else created (in /tmp, say) may hold their open descriptors or planted
+    directories; adopting it would hand them the snapshots, so it is refused (as root too)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to make a directory owned by another user")
+    root = open_dir / "store"
+    root.mkdir(mode=0o777)
+    os.chown(root, 65534, 65534)
+    with pytest.raises(StoreError, match="uid 65534"):
+        Store.open(root)
+
+
+def test_the_layout_below_the_root_is_private_too(open_dir):
+    """Second pass: snapshots/ and tmp/ are 0700 as well, so a descriptor of them kept from before is no way in."""
+    root = open_dir / "store"
+    Store.open(root).close()
+    for sub in ("snapshots", "tmp"):
+        os.chmod(root / sub, 0o755)
+    Store.open(root).close()
+    assert [stat.S_IMODE(os.stat(root / sub).st_mode) for sub in ("snapshots", "tmp")] == [0o700, 0o700]
+
+
+def test_a_symlinked_store_root_still_opens(open_dir):
+    (open_dir / "real").mkdir()
+    os.symlink(open_dir / "real", open_dir / "link")
+    Store.open(open_dir / "link").close()
+    assert stat.S_IMODE(os.stat(open_dir / "real").st_mode) == 0o700

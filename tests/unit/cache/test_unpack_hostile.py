@@ -142,3 +142,39 @@ def test_a_decompression_bomb_stops_at_the_ratio_limit(tmp_path, needs_root):
         small = store.put_blob(_bomb(512 << 10))  # under the floor: any ratio is fine
         store.import_layer(None, Descriptor("application/vnd.oci.image.layer.v1.tar+gzip", small.digest,
                                             small.size))
+
+
+@pytest.mark.parametrize("name", ["l/.wh.secret", "l/.wh..wh..opq"])
+def test_whiteouts_through_a_symlink_are_refused(store, host, needs_root, name):
+    """Second pass: a whiteout or opaque marker below `l -> host` would delete or mark the host's entry."""
+    before = state(host) + [os.listxattr(host)]
+    with pytest.raises(StoreError, match="through a symlink"):
+        import_tar(store, tar_of(entry("l", tarfile.SYMTYPE, link=str(host)), entry(name)))
+    assert state(host) + [os.listxattr(host)] == before
+
+
+def test_a_hard_link_to_a_symlink_links_the_symlink_itself(store, host, needs_root):
+    """Second pass: `h` hard-linked to `l -> host/secret`, then data written to `h`, must not reach the host file."""
+    before = state(host)
+    with pytest.raises(StoreError):
+        import_tar(store, tar_of(entry("l", tarfile.SYMTYPE, link=str(host / "secret")),
+                                 entry("h", tarfile.LNKTYPE, link="l"), entry("h/x", data=b"pwned")))
+    snap, _ = import_tar(store, tar_of(entry("l", tarfile.SYMTYPE, link=str(host / "secret")),
+                                       entry("h", tarfile.LNKTYPE, link="l")))
+    assert os.readlink(snap.path / "h") == str(host / "secret") and state(host) == before
+
+
+def test_an_inode_bomb_stops_at_the_entry_limit(tmp_path, needs_root):
+    """Second pass: empty files cost no bytes, so the byte bounds never see them."""
+    with Store.open(tmp_path / "s", unpack_limits=UnpackLimits(max_entries=100)) as store:
+        with pytest.raises(StoreError, match="entry limit") as err:
+            import_tar(store, tar_of(*[entry(f"f{i}") for i in range(101)]))
+        assert "sha256:" in str(err.value) and os.listdir(store.root / "tmp") == []
+        import_tar(store, tar_of(*[entry(f"f{i}") for i in range(100)]))
+
+
+def test_the_last_of_two_directory_entries_of_one_name_wins(store, needs_root):
+    snap, _ = import_tar(store, tar_of(entry("d/", tarfile.DIRTYPE, mode=0o700, mtime=5), entry("d", data=b"f"),
+                                       entry("d/", tarfile.DIRTYPE, mode=0o751, mtime=7)))
+    st = os.stat(snap.path / "d")
+    assert (stat.S_IMODE(st.st_mode), st.st_mtime) == (0o751, 7)
