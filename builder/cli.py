@@ -15,14 +15,31 @@ import signal
 import sys
 import threading
 
+from builder.cliparse import CommandLineError, Parser, split_globals, suggest
+from builder.cliparse import add_common as _root_arg
 from builder.errors import PybuildError, UsageError
-from builder.options import add_common as _root_arg
 
-COMMANDS = ("build", "run", "parse", "images", "history", "cache")
+# sub-command → one line for `pybuild --help` (in the order shown)
+COMMANDS = {
+    "build": "Build an image from a Dockerfile (the default: `pybuild -t NAME .`)",
+    "run": "Run a command in a new container of a stored image",
+    "images": "List images",
+    "tag": "Give an image another name",
+    "rmi": "Remove images (names; the content goes at the next prune)",
+    "inspect": "Show an image as docker image inspect does",
+    "history": "Show the history of an image",
+    "image": "Manage images: ls, rm, tag, prune, inspect, history",
+    "system": "Store-wide information: df",
+    "cache": "Build cache: ls, du, inspect, prune",
+    "parse": "Print how the Dockerfile was parsed",
+    "version": "Show pybuild's version",
+    "help": "Help on a sub-command",
+}
+PROGRESS_MODES = ("auto", "tty", "plain", "quiet", "rawjson")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pybuild build", description="Build an OCI image from a Dockerfile.")
+    p = Parser(prog="pybuild build", description="Build an OCI image from a Dockerfile.")
     p.add_argument("context", help="build context directory")
     p.add_argument("-f", "--file", dest="dockerfile", help="Dockerfile path (default: CONTEXT/Dockerfile; - = stdin)")
     p.add_argument("-t", "--tag", action="append", default=[], help="name:tag for the image (repeatable)")
@@ -41,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="speak plain HTTP to this registry (localhost and 127.0.0.0/8 always are; "
                         "also $PYBUILD_INSECURE_REGISTRIES=h1,h2)")
     p.add_argument("--iidfile", help="write the image id to this file")
-    p.add_argument("--progress", default="auto", choices=("auto", "tty", "plain", "quiet", "rawjson"))
+    p.add_argument("--progress", default=None, choices=PROGRESS_MODES,
+                   help="how to show the steps (default: $BUILDKIT_PROGRESS, else auto)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the image id")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="steps run at once (default: CPUs)")
     p.add_argument("--explain-cache", action="store_true", help="say why each step hit or missed the cache")
@@ -59,12 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "namespace with only loopback)")
     p.add_argument("--ssh", action="append", default=[], metavar="default|ID[=SOCKET|KEY[,KEY]]",
                    help="an SSH agent for RUN --mount=type=ssh: ID alone forwards $SSH_AUTH_SOCK")
+    p.add_argument("--rm", action="store_true", help="accepted as in buildx: no intermediate containers are kept")
+    p.add_argument("--force-rm", action="store_true", help="accepted as in buildx: see --rm")
     _root_arg(p)
     return p
 
 
 def run_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pybuild run", description="Run a command in a container of a stored image.")
+    p = Parser(prog="pybuild run", description="Run a command in a container of a stored image.")
     p.add_argument("--rm", action="store_true", help="accepted for docker compatibility: containers never persist")
     p.add_argument("--entrypoint", help="override the image's ENTRYPOINT")
     p.add_argument("-e", "--env", action="append", default=[], metavar="K=V")
@@ -95,7 +115,7 @@ def cmd_build(argv: list[str]) -> int:
     if "" in labels:
         empty = next(item for item in args.label if not item.partition("=")[0])
         raise UsageError(f"--label {empty!r}: the key is empty", hint="use --label KEY=VALUE")
-    mode = "quiet" if args.quiet else args.progress
+    mode = "quiet" if args.quiet else args.progress or progress_from_env()
     sink = make_display(mode)
     opts = BuildOptions(context=args.context, dockerfile=args.dockerfile, tags=args.tag, build_args=build_args,
                         target=args.target, no_cache=args.no_cache, compression=args.compression,
@@ -154,10 +174,10 @@ def cmd_parse(argv: list[str]) -> int:
     import grammar
     from grammar import dump
 
-    p = argparse.ArgumentParser(prog="pybuild parse", description="Print the parsed Dockerfile.")
+    p = Parser(prog="pybuild parse", description="Print the parsed Dockerfile.")
     p.add_argument("-f", "--file", dest="dockerfile", default="Dockerfile")
     p.add_argument("--json", action="store_true", help="JSON for tools (default: BuildKit's AST dump)")
-    p.add_argument("--debug", action="store_true")
+    _root_arg(p)
     args = p.parse_args(argv)
     text = sys.stdin.read() if args.dockerfile == "-" else open(args.dockerfile, encoding="utf-8").read()
     df = grammar.parse(text, filename=args.dockerfile)
@@ -209,21 +229,126 @@ def _known_error_types() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
+def progress_from_env() -> str:
+    """buildx's BUILDKIT_PROGRESS sets the default --progress."""
+    mode = os.environ.get("BUILDKIT_PROGRESS", "").strip().lower() or "auto"
+    if mode not in PROGRESS_MODES:
+        raise CommandLineError(f"BUILDKIT_PROGRESS={mode!r} is not a progress mode",
+                               hint=f"use one of {', '.join(PROGRESS_MODES)}")
+    return mode
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("pybuild")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def cmd_version(argv: list[str]) -> int:
+    p = Parser("pybuild version", "Show pybuild's version.")
+    p.add_argument("--format", help="json, or a template such as '{{.Version}}'")
+    _root_arg(p)
+    args = p.parse_args(argv)
+    import platform
+
+    info = {"Version": version(), "Python": platform.python_version(), "Os": "linux",
+            "Arch": os.uname().machine, "Kernel": os.uname().release}
+    if args.format:
+        from builder.gotemplate import format_item
+
+        print(format_item(args.format, info))
+    else:
+        print(f"pybuild version {info['Version']} (python {info['Python']}, {info['Os']}/{info['Arch']})")
+    return 0
+
+
+def usage() -> str:
+    """`pybuild --help`: every sub-command with one line."""
+    width = max(map(len, COMMANDS))
+    lines = ["usage: pybuild [--root DIR] [--debug] [--log-level LEVEL] COMMAND [ARGS...]",
+             "       pybuild [build flags] CONTEXT        (build is the default command)", "",
+             "A daemonless Dockerfile build engine.", "", "Commands:"]
+    lines += [f"  {name.ljust(width)}  {summary}" for name, summary in COMMANDS.items()]
+    lines += ["", "Global options (before or after the command):",
+              "  --root DIR         store directory (default: $PYBUILD_ROOT or /var/lib/pybuild)",
+              "  -D, --debug        show Python tracebacks for internal errors",
+              "  --log-level LEVEL  debug, info, warn (default), error",
+              "  -v, --version      print the version", "",
+              "Run 'pybuild help COMMAND' or 'pybuild COMMAND --help' for a command's flags."]
+    return "\n".join(lines)
+
+
+def cmd_help(argv: list[str]) -> int:
+    words = [a for a in argv if not a.startswith("-")]
+    if not words:
+        print(usage())
+        return 0
+    if words[0] not in COMMANDS:
+        raise _unknown_command(words[0])
+    if words[0] == "help":
+        print(usage())
+        return 0
+    return dispatch(words[0], [*words[1:2], "--help"])
+
+
+def _unknown_command(word: str) -> CommandLineError:
+    close = suggest(word, list(COMMANDS))
+    return CommandLineError(f"unknown command {word!r} (and not a build context directory)",
+                            hint=f"did you mean `pybuild {close}`?" if close else "see `pybuild --help`")
+
+
+def dispatch(command: str, rest: list[str]) -> int:
+    """Run one sub-command with its own arguments."""
+    handlers = {"build": cmd_build, "run": cmd_run, "parse": cmd_parse, "version": cmd_version, "help": cmd_help}
+    if command in handlers:
+        return handlers[command](rest)
+    return cmd_store(command, rest)
+
+
+def route(argv: list[str]) -> tuple[str, list[str]]:
+    """(sub-command, its arguments with the leading global options moved behind its name)."""
+    taken, rest = split_globals(argv)
+    if not rest:
+        return ("help", []) if not taken else ("build", taken)
+    word = rest[0]
+    if word in ("-h", "--help"):
+        return "help", []
+    if word in ("-v", "--version"):
+        return "version", taken
+    if word in COMMANDS:
+        args = rest[1:]
+        if word in ("cache", "image", "system") and args and not args[0].startswith("-"):
+            return word, [args[0], *taken, *args[1:]]
+        return word, [*taken, *args]
+    if word.startswith("-") or os.path.isdir(word):
+        return "build", [*taken, *rest]
+    raise _unknown_command(word)
+
+
+def _quiet_closed_pipe() -> int:
+    """stdout's reader went away (`| head`): stop quietly with status 0, as coreutils do under SIGPIPE."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except OSError:
+        pass
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv
+    debug = "--debug" in argv or "-D" in argv or any(a in ("--log-level=debug",) for a in argv)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    command = argv[0] if argv and argv[0] in COMMANDS else "build"
-    rest = argv[1:] if argv and argv[0] in COMMANDS else argv
     try:
-        if command == "build":
-            code = cmd_build(rest)
-        elif command == "run":
-            code = cmd_run(rest)
-        elif command == "parse":
-            code = cmd_parse(rest)
-        else:
-            code = cmd_store(command, rest)
+        command, rest = route(argv)
+        code = dispatch(command, rest)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return _quiet_closed_pipe()
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
@@ -235,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {exc}\nhint: run again with --debug for a traceback", file=sys.stderr)
         return 1
+    except SystemExit as exc:  # argparse's --help
+        return exc.code if isinstance(exc.code, int) else 0
     return code
 
 
