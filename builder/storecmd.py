@@ -196,7 +196,8 @@ def cache_main(argv: list[str]) -> int:
 
 
 IMAGE_SUBCOMMANDS = {"ls": "images", "list": "images", "rm": "rmi", "remove": "rmi", "tag": "tag",
-                     "prune": "image prune", "inspect": "inspect", "history": "history"}
+                     "prune": "image prune", "inspect": "inspect", "history": "history", "save": "save",
+                     "load": "load", "pull": "pull", "push": "push", "import": "import"}
 
 
 def group_main(group: str, subs: dict[str, str], argv: list[str]) -> int:
@@ -216,11 +217,13 @@ def group_main(group: str, subs: dict[str, str], argv: list[str]) -> int:
 
 def main(name: str, argv: list[str]) -> int:
     """The store commands by name (`image prune` and `system df` included)."""
-    from builder import imagecmd, imageinfo
+    from builder import imagecmd, imageinfo, imageio, rootfs
 
     handlers = {"cache": cache_main, "images": imagecmd.images_main, "history": imagecmd.history_main,
                 "tag": imagecmd.tag_main, "rmi": imagecmd.rmi_main, "image prune": imagecmd.prune_main,
                 "inspect": imageinfo.inspect_main, "system df": imageinfo.df_main,
+                "save": imageio.save_main, "load": imageio.load_main, "pull": imageio.pull_main,
+                "push": imageio.push_main, "export": rootfs.export_main, "import": rootfs.import_main,
                 "image": lambda a: group_main("image", IMAGE_SUBCOMMANDS, a),
                 "system": lambda a: group_main("system", {"df": "system df"}, a)}
     return handlers[name](argv)

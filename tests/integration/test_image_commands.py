@@ -143,3 +143,148 @@ def _derived(parent):
     if not (ctx / "derived.txt").exists():
         (ctx / "derived.txt").write_text("derived\n")
     return ctx
+
+
+# --- save / load / import / export ------------------------------------------------------------------------------
+
+from tests.integration.test_export_docker import docker  # noqa: E402,F401  (the throw-away dockerd fixture)
+
+
+def image_id(pb: Pybuild, ref: str) -> str:
+    return out(pb("inspect", "--format", "{{.Id}}", ref)).strip()
+
+
+def test_save_then_load_elsewhere_keeps_the_image_id(fresh, base, tmp_path):
+    fresh(*APP, "-t", "me/app:v1")
+    archive = tmp_path / "both.tar"
+    fresh("save", "-o", str(archive), "me/app:v1", base)
+    other = Pybuild(tmp_path / "other")
+    loaded = out(other("load", "-i", str(archive))).splitlines()
+    assert sorted(loaded) == ["Loaded image: me/app:v1", "Loaded image: pybuild/busybox:latest"]
+    for ref in ("me/app:v1", base):
+        assert image_id(other, ref) == image_id(fresh, ref)
+    assert "hello from pybuild, world!" in out(other("run", "--rm", "me/app:v1"))
+    oci = fresh("save", "--format", "oci-archive", "me/app:v1").stdout  # to stdout, without manifest.json
+    third = Pybuild(tmp_path / "third")
+    assert out(third("load", input=oci)) == "Loaded image: me/app:v1\n"
+    assert image_id(third, "me/app:v1") == image_id(fresh, "me/app:v1")
+    import tarfile
+
+    with tarfile.open(archive) as tar:
+        blob = max((m for m in tar.getmembers() if m.name.startswith("blobs/sha256/")), key=lambda m: m.size)
+    data = bytearray(archive.read_bytes())
+    data[blob.offset_data + blob.size // 2] ^= 0xFF  # one bit of the largest layer flipped
+    damaged = tmp_path / "damaged.tar"
+    damaged.write_bytes(bytes(data))
+    bad = Pybuild(tmp_path / "fourth")("load", "-i", str(damaged), check=False)
+    assert bad.returncode == 1 and "damaged" in bad.stderr.decode() and "Traceback" not in bad.stderr.decode()
+    assert Pybuild(tmp_path / "fourth")("images", "-q").stdout == b""
+
+
+def test_docker_loads_save_and_we_load_docker_save(fresh, base, tmp_path, docker):
+    fresh(*APP, "-t", "me/app:v1")
+    tag = f"pybuild-test/saved:{tmp_path.name.lower()}"
+    fresh("tag", "me/app:v1", tag)
+    archive = tmp_path / "saved.tar"
+    fresh("save", "-o", str(archive), tag)
+    try:
+        loaded = docker("load", "-i", str(archive))
+        assert loaded.returncode == 0 and f"Loaded image: {tag}" in loaded.stdout.decode(), loaded.stderr
+        assert docker("image", "inspect", "--format", "{{.Id}}", tag).stdout.decode().strip() == \
+            image_id(fresh, tag)
+        back = tmp_path / "from-docker.tar"
+        saved = docker("save", "-o", str(back), tag)
+        assert saved.returncode == 0, saved.stderr.decode()
+        other = Pybuild(tmp_path / "other")
+        assert out(other("load", "-i", str(back))) == f"Loaded image: {tag}\n"
+        assert image_id(other, tag) == image_id(fresh, tag)
+        assert "hello from pybuild, world!" in out(other("run", "--rm", tag))
+    finally:
+        docker("rmi", "-f", tag)
+
+
+def _rootfs_tar(path) -> dict:
+    """A rootfs with owners, modes, a symlink, a hard link and a nested directory; returns what it holds."""
+    import io
+    import tarfile
+
+    def entry(name, kind=tarfile.REGTYPE, mode=0o644, uid=0, gid=0, data=b"", link=""):
+        info = tarfile.TarInfo(name)
+        info.type, info.mode, info.uid, info.gid, info.mtime, info.linkname = kind, mode, uid, gid, 1700000000, link
+        info.size = len(data)
+        return info, data
+
+    entries = [entry("bin", tarfile.DIRTYPE, 0o755), entry("bin/tool", mode=0o4755, data=b"#!/bin/sh\necho hi\n"),
+               entry("home", tarfile.DIRTYPE, 0o755), entry("home/app", tarfile.DIRTYPE, 0o700, 1000, 1000),
+               entry("home/app/secret", mode=0o600, uid=1000, gid=1000, data=b"s3cret\n"),
+               entry("usr/bin/tool", tarfile.SYMTYPE, 0o777, link="/bin/tool"),
+               entry("bin/tool-again", tarfile.LNKTYPE, 0o4755, link="bin/tool"),
+               entry("tmp", tarfile.DIRTYPE, 0o1777)]
+    with tarfile.open(path, "w") as tar:
+        for info, data in entries:
+            tar.addfile(info, io.BytesIO(data) if data else None)
+    return _listing(path)
+
+
+def _listing(path) -> dict:
+    import tarfile
+
+    with tarfile.open(path) as tar:
+        return {m.name.rstrip("/"): (m.type, m.mode, m.uid, m.gid, m.linkname,
+                                     tar.extractfile(m).read() if m.isreg() else b"") for m in tar.getmembers()}
+
+
+def test_import_export_round_trip_keeps_owners_modes_and_links(fresh, tmp_path):
+    rootfs = tmp_path / "rootfs.tar"
+    expected = _rootfs_tar(rootfs)
+    new_id = out(fresh("import", "--change", "CMD [\"/bin/tool\"]", "--change", "ENV A=b", str(rootfs),
+                       "me/imported:1")).strip()
+    assert image_id(fresh, "me/imported:1") == new_id
+    config = json.loads(out(fresh("inspect", "--format", "{{json .Config}}", "me/imported:1")))
+    assert config["Cmd"] == ["/bin/tool"] and config["Env"] == ["A=b"]
+    flat = tmp_path / "flat.tar"
+    fresh("export", "me/imported:1", "-o", str(flat))
+    assert _listing(flat) == expected
+    piped = fresh("import", "-", "me/from-stdin", input=rootfs.read_bytes())
+    assert piped.returncode == 0 and image_id(fresh, "me/from-stdin").startswith("sha256:")
+    wrong = fresh("import", "--change", "RUN rm -rf /", str(rootfs), check=False)
+    assert wrong.returncode == 2 and "RUN is not allowed" in wrong.stderr.decode()
+
+
+def test_export_flattens_whiteouts_and_overrides(fresh, base, tmp_path):
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM pybuild/busybox\nRUN mkdir -p /d/sub && echo 1 > /d/sub/f && echo x > /gone"
+                                    "\nRUN rm -rf /d/sub /gone && echo 2 > /d/g && chmod 0700 /d\n")
+    fresh("-t", "me/flat", str(ctx))
+    flat = tmp_path / "flat.tar"
+    fresh("export", "me/flat", "-o", str(flat))
+    files = _listing(flat)
+    assert "gone" not in files and "d/sub" not in files and "d/sub/f" not in files
+    assert files["d/g"][5] == b"2\n" and files["d"][1] == 0o700
+    assert not any(name.rsplit("/", 1)[-1].startswith(".wh.") for name in files)
+    assert "bin/busybox" in files and files["bin/sh"][4] == "/bin/busybox"
+
+
+def test_push_all_tags_then_pull_into_another_store(fresh, base, tmp_path):
+    from tests.integration.registry import start_registry
+
+    reg = start_registry(tmp_path / "registry")
+    try:
+        for tag in ("1", "2"):
+            fresh("tag", base, f"{reg.host}/team/bb:{tag}")
+        fresh("tag", base, f"{reg.host}/team/other:1")
+        pushed = out(fresh("push", "--all-tags", f"{reg.host}/team/bb")).splitlines()
+        assert len(pushed) == 2 and all(f"{reg.host}/team/bb:" in line for line in pushed), pushed
+        assert reg.request_count("PUT", "/team/other/") == 0
+        other = Pybuild(tmp_path / "other")
+        pulled = out(other("pull", f"{reg.host}/team/bb:2")).splitlines()
+        assert pulled[-1] == f"{reg.host}/team/bb:2" and pulled[0].startswith("Digest: sha256:")
+        assert image_id(other, f"{reg.host}/team/bb:2") == image_id(fresh, base)
+        assert out(other("run", "--rm", f"{reg.host}/team/bb:2", "echo", "pulled")) == "pulled\n"
+        missing = other("pull", f"{reg.host}/team/none:1", check=False)
+        assert missing.returncode == 1 and "Traceback" not in missing.stderr.decode()
+        foreign = other("pull", "--platform", "linux/s390x", f"{reg.host}/team/bb:2", check=False)
+        assert foreign.returncode == 1 and "s390x" in foreign.stderr.decode()
+    finally:
+        reg.stop()
