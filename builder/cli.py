@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an SSH agent for RUN --mount=type=ssh: ID alone forwards $SSH_AUTH_SOCK")
     p.add_argument("--rm", action="store_true", help="accepted as in buildx: no intermediate containers are kept")
     p.add_argument("--force-rm", action="store_true", help="accepted as in buildx: see --rm")
+    p.add_argument("--load", action="store_true", help="also load the image into docker (= --output type=docker)")
     _root_arg(p)
     return p
 
@@ -122,10 +123,11 @@ def cmd_build(argv: list[str]) -> int:
         empty = next(item for item in args.label if not item.partition("=")[0])
         raise UsageError(f"--label {empty!r}: the key is empty", hint="use --label KEY=VALUE")
     mode = "quiet" if args.quiet else args.progress or progress_from_env()
+    outputs = args.output + (["type=docker"] if args.load else [])  # buildx: --load = --output type=docker
     sink = make_display(mode)
     opts = BuildOptions(context=args.context, dockerfile=args.dockerfile, tags=args.tag, build_args=build_args,
                         target=args.target, no_cache=args.no_cache, compression=args.compression,
-                        outputs=args.output, iidfile=args.iidfile, root=args.root, jobs=max(1, args.jobs),
+                        outputs=outputs, iidfile=args.iidfile, root=args.root, jobs=max(1, args.jobs),
                         explain_cache=args.explain_cache, secrets=args.secret, ssh=args.ssh, push=args.push,
                         pull=args.pull, insecure_registries=args.insecure_registry, labels=labels,
                         platform=args.platform, metadata_file=args.metadata_file,

@@ -288,3 +288,79 @@ def test_push_all_tags_then_pull_into_another_store(fresh, base, tmp_path):
         assert foreign.returncode == 1 and "s390x" in foreign.stderr.decode()
     finally:
         reg.stop()
+
+
+# --- build outputs ------------------------------------------------------------------------------------------------
+
+TWO_STAGES = """\
+FROM pybuild/busybox AS build
+RUN mkdir -p /out/bin /out/etc && echo tool > /out/bin/tool && chmod 0750 /out/bin/tool \\
+ && echo conf > /out/etc/app.conf && chmod 0604 /out/etc/app.conf && chown 1000:1000 /out/etc/app.conf \\
+ && ln -s bin/tool /out/link && echo junk > /junk-of-the-build-stage
+FROM scratch
+COPY --from=build /out/ /
+"""
+
+
+def _two_stage(tmp_path):
+    ctx = tmp_path / "two"
+    ctx.mkdir(exist_ok=True)
+    (ctx / "Dockerfile").write_text(TWO_STAGES)
+    return ctx
+
+
+def test_output_local_writes_exactly_the_final_stage(fresh, base, tmp_path):
+    import os
+    import stat
+
+    dest = tmp_path / "out"
+    fresh("-o", f"type=local,dest={dest}", str(_two_stage(tmp_path)))
+    found = {str(p.relative_to(dest)): p for p in dest.rglob("*")}
+    assert sorted(found) == ["bin", "bin/tool", "etc", "etc/app.conf", "link"]
+    st = os.lstat(dest / "bin/tool")
+    assert stat.S_IMODE(st.st_mode) == 0o750 and (dest / "bin/tool").read_text() == "tool\n"
+    conf = os.lstat(dest / "etc/app.conf")
+    assert stat.S_IMODE(conf.st_mode) == 0o604 and (conf.st_uid, conf.st_gid) == (1000, 1000)
+    assert os.readlink(dest / "link") == "bin/tool"
+    again = fresh("-o", str(dest), str(_two_stage(tmp_path)), check=False)  # `-o DIR` = type=local; not empty now
+    assert again.returncode == 1 and "not empty" in again.stderr.decode()
+    short = tmp_path / "short"
+    fresh("-o", str(short), str(_two_stage(tmp_path)))
+    assert sorted(str(p.relative_to(short)) for p in short.rglob("*")) == sorted(found)
+
+
+def test_output_tar_streams_the_files(fresh, base, tmp_path):
+    import io
+    import tarfile
+
+    proc = fresh("-q", "-o", "type=tar,dest=-", str(_two_stage(tmp_path)))
+    with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        assert sorted(members) == ["bin", "bin/tool", "etc", "etc/app.conf", "link"]
+        assert members["bin/tool"].mode == 0o750 and tar.extractfile("bin/tool").read() == b"tool\n"
+        assert (members["etc/app.conf"].uid, members["link"].linkname) == (1000, "bin/tool")
+    assert b"sha256:" in proc.stderr  # the summary moved off stdout
+    dest = tmp_path / "files.tar"
+    fresh("-o", f"type=tar,dest={dest}", str(_two_stage(tmp_path)))
+    with tarfile.open(dest) as tar:
+        assert sorted(tar.getnames()) == sorted(members)
+
+
+def test_load_into_docker_or_a_clear_error(fresh, base, tmp_path, docker):
+    import os
+
+    ctx = _derived(tmp_path)
+    no_docker = subprocess.run([sys.executable, "-m", "builder", "--root", str(fresh.root), "--load", str(ctx)],
+                               capture_output=True, cwd=REPO, timeout=120, env={**os.environ, "PATH": "/nonexistent"})
+    assert no_docker.returncode == 1 and "needs the docker CLI" in no_docker.stderr.decode()
+    tag = f"pybuild-test/loaded:{tmp_path.name.lower()}"
+    host = getattr(getattr(docker, "__self__", None), "host", None) or os.environ["DOCKER_HOST"]
+    try:
+        loaded = subprocess.run([sys.executable, "-m", "builder", "--root", str(fresh.root), "-t", tag, "--load",
+                                 str(ctx)], capture_output=True, cwd=REPO, timeout=300,
+                                env={**os.environ, "DOCKER_HOST": host})
+        assert loaded.returncode == 0, loaded.stderr.decode()
+        assert docker("image", "inspect", "--format", "{{.Id}}", tag).stdout.decode().strip() == \
+            image_id(fresh, tag)
+    finally:
+        docker("rmi", "-f", tag)
