@@ -35,6 +35,8 @@ COMMANDS = {
     "push": "Push an image to a registry",
     "export": "Write an image's filesystem as one tar",
     "import": "Make an image of a rootfs tarball",
+    "login": "Log in to a registry (docker's config.json or credential helper)",
+    "logout": "Log out from a registry",
     "system": "Store-wide information: df",
     "cache": "Build cache: ls, du, inspect, prune",
     "parse": "Print how the Dockerfile was parsed",

@@ -217,13 +217,14 @@ def group_main(group: str, subs: dict[str, str], argv: list[str]) -> int:
 
 def main(name: str, argv: list[str]) -> int:
     """The store commands by name (`image prune` and `system df` included)."""
-    from builder import imagecmd, imageinfo, imageio, rootfs
+    from builder import imagecmd, imageinfo, imageio, login, rootfs
 
     handlers = {"cache": cache_main, "images": imagecmd.images_main, "history": imagecmd.history_main,
                 "tag": imagecmd.tag_main, "rmi": imagecmd.rmi_main, "image prune": imagecmd.prune_main,
                 "inspect": imageinfo.inspect_main, "system df": imageinfo.df_main,
                 "save": imageio.save_main, "load": imageio.load_main, "pull": imageio.pull_main,
                 "push": imageio.push_main, "export": rootfs.export_main, "import": rootfs.import_main,
+                "login": login.login_main, "logout": login.logout_main,
                 "image": lambda a: group_main("image", IMAGE_SUBCOMMANDS, a),
                 "system": lambda a: group_main("system", {"df": "system df"}, a)}
     return handlers[name](argv)

@@ -364,3 +364,67 @@ def test_load_into_docker_or_a_clear_error(fresh, base, tmp_path, docker):
             image_id(fresh, tag)
     finally:
         docker("rmi", "-f", tag)
+
+
+# --- login / logout -------------------------------------------------------------------------------------------------
+
+def test_login_checks_stores_and_logout_removes(fresh, base, tmp_path, monkeypatch):
+    import os
+    import stat
+
+    from tests.integration.registry import start_registry
+
+    reg = start_registry(tmp_path / "registry", users={"alice": "s3cret"})
+    config_dir = tmp_path / "docker-config"
+    env = {**os.environ, "DOCKER_CONFIG": str(config_dir)}
+
+    def run(*args, input=None):
+        return subprocess.run([sys.executable, "-m", "builder", "--root", str(fresh.root), *args], input=input,
+                              capture_output=True, cwd=REPO, timeout=120, env=env)
+    try:
+        wrong = run("login", "-u", "alice", "--password-stdin", reg.host, input=b"nope\n")
+        assert wrong.returncode == 1 and "refused" in wrong.stderr.decode() and not config_dir.exists()
+        ok = run("login", "-u", "alice", "--password-stdin", reg.host, input=b"s3cret\n")
+        assert ok.returncode == 0 and ok.stdout == b"Login Succeeded\n", ok.stderr
+        config = config_dir / "config.json"
+        assert stat.S_IMODE(config.stat().st_mode) == 0o600
+        assert json.loads(config.read_text())["auths"][reg.host] == {"auth": "YWxpY2U6czNjcmV0"}  # alice:s3cret
+        fresh("tag", base, f"{reg.host}/alice/bb:1")
+        pushed = run("push", f"{reg.host}/alice/bb:1")  # pybuild's registry client finds what login stored
+        assert pushed.returncode == 0, pushed.stderr.decode()
+        out_ = run("logout", reg.host)
+        assert out_.stdout.decode() == f"Removing login credentials for {reg.host}\n"
+        assert reg.host not in json.loads(config.read_text()).get("auths", {})
+        denied = run("push", f"{reg.host}/alice/bb:1")
+        assert denied.returncode == 1 and "401" in denied.stderr.decode()
+    finally:
+        reg.stop()
+
+
+def test_login_through_a_credential_helper(tmp_path):
+    import os
+
+    from tests.integration.registry import start_registry
+
+    reg = start_registry(tmp_path / "registry", users={"bob": "pw"})
+    bindir, kept = tmp_path / "bin", tmp_path / "helper-calls"
+    bindir.mkdir()
+    helper = bindir / "docker-credential-fake"  # a real helper program that records what it is given
+    helper.write_text(f"#!/bin/sh\necho \"$1 $(cat)\" >> {kept}\n")
+    helper.chmod(0o755)
+    config_dir = tmp_path / "cfg"
+    config_dir.mkdir()
+    (config_dir / "config.json").write_text(json.dumps({"credsStore": "fake"}))
+    env = {**os.environ, "DOCKER_CONFIG": str(config_dir), "PATH": f"{bindir}:{os.environ['PATH']}"}
+    try:
+        proc = subprocess.run([sys.executable, "-m", "builder", "login", "-u", "bob", "--password-stdin", reg.host],
+                              input=b"pw", capture_output=True, cwd=REPO, timeout=120, env=env)
+        assert proc.returncode == 0, proc.stderr.decode()
+        action, _, payload = kept.read_text().strip().partition(" ")
+        assert action == "store" and json.loads(payload) == {"ServerURL": reg.host, "Username": "bob", "Secret": "pw"}
+        assert "pw" not in (config_dir / "config.json").read_text()
+        subprocess.run([sys.executable, "-m", "builder", "logout", reg.host], capture_output=True, cwd=REPO,
+                       timeout=60, env=env, check=True)
+        assert kept.read_text().splitlines()[-1] == f"erase {reg.host}"
+    finally:
+        reg.stop()
