@@ -102,6 +102,12 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--volume", action="append", default=[], metavar="HOST:DIR[:ro]")
     p.add_argument("--network", choices=("none", "host"), default="none")
     p.add_argument("--hostname")
+    p.add_argument("--name", help="the container's name: its hostname unless --hostname is given")
+    p.add_argument("--env-file", action="append", default=[], metavar="FILE",
+                   help="K=V lines (K alone: from pybuild's environment; # comments), as docker reads them")
+    p.add_argument("--read-only", action="store_true", help="mount the image's filesystem read-only")
+    p.add_argument("--tmpfs", action="append", default=[], metavar="DIR[:OPTIONS]",
+                   help="a tmpfs at DIR (options as mount's, e.g. size=64m,mode=1777)")
     p.add_argument("image")
     p.add_argument("args", nargs=argparse.REMAINDER)
     _root_arg(p)
@@ -169,12 +175,14 @@ def _interrupt_handler(cancel: threading.Event):
 
 
 def cmd_run(argv: list[str]) -> int:
-    from builder.runcmd import RunOptions, run_image
+    from builder.runcmd import RunOptions, read_env_files, run_image
 
     args = run_parser().parse_args(argv)
-    opts = RunOptions(image=args.image, args=args.args, entrypoint=args.entrypoint, env=args.env,
+    opts = RunOptions(image=args.image, args=args.args, entrypoint=args.entrypoint,
+                      env=[*read_env_files(args.env_file), *args.env],
                       workdir=args.workdir, user=args.user, volumes=args.volume, network=args.network,
-                      hostname=args.hostname, root=args.root)
+                      hostname=args.hostname or args.name, root=args.root, read_only=args.read_only,
+                      tmpfs=args.tmpfs)
     return run_image(opts)
 
 

@@ -23,6 +23,42 @@ class RunOptions:
     network: str = "none"
     hostname: str | None = None
     root: str = ""
+    read_only: bool = False  # --read-only: no upper layer, the image's files cannot change
+    tmpfs: list[str] = field(default_factory=list)  # --tmpfs DIR[:OPTIONS]
+
+
+def read_env_files(paths: list[str]) -> list[str]:
+    """docker's --env-file: one K=V per line (no quote processing), `K` alone takes pybuild's value, `#` comments."""
+    out = []
+    for path in paths:
+        try:
+            lines = open(path, encoding="utf-8").read().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"--env-file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        for number, line in enumerate(lines, 1):
+            text = line.lstrip()
+            if not text or text.startswith("#"):
+                continue
+            key = text.partition("=")[0]
+            if not key or any(c.isspace() for c in key):
+                raise UsageError(f"--env-file {path}:{number}: variable {key!r} has white space or is empty",
+                                 hint="write KEY=VALUE lines")
+            out.append(text if "=" in text else key)
+    return out
+
+
+def _tmpfs(specs: list[str]):
+    from builder.sandbox.spec import Mount
+
+    mounts = []
+    for spec in specs:
+        target, _, options = spec.partition(":")
+        if not os.path.isabs(target):
+            raise UsageError(f"invalid --tmpfs {spec!r}: {target!r} is not an absolute path",
+                             hint="use --tmpfs /dir[:size=64m,mode=1777]")
+        mounts.append(Mount(type="tmpfs", source="tmpfs", target=target,
+                            options=tuple(o for o in options.split(",") if o)))
+    return tuple(mounts)
 
 
 def command_line(entrypoint: tuple[str, ...] | None, cmd: tuple[str, ...] | None, args: list[str],
@@ -74,12 +110,13 @@ def run_image(opts: RunOptions) -> int:
         mutable = store.prepare(snapshot)
         try:
             spec = ContainerSpec(argv=tuple(argv), lowerdirs=tuple(str(p) for p in mutable.lowerdirs),
-                                 upperdir=str(mutable.upper), workdir=str(mutable.work),
+                                 upperdir=None if opts.read_only else str(mutable.upper),
+                                 workdir=None if opts.read_only else str(mutable.work),
                                  env=tuple(f"{k}={v}" for k, v in env.items()),
                                  cwd=opts.workdir or base.config.workdir or "/",
                                  user=opts.user if opts.user is not None else base.config.user,
                                  hostname=opts.hostname or base.source.manifest_digest[7:19],
-                                 network=opts.network, mounts=_mounts(opts.volumes))
+                                 network=opts.network, mounts=_mounts(opts.volumes) + _tmpfs(opts.tmpfs))
             sys.stdout.flush()
             status = run(spec, stdin=None, stdout=None, stderr=None)
         finally:

@@ -428,3 +428,24 @@ def test_login_through_a_credential_helper(tmp_path):
         assert kept.read_text().splitlines()[-1] == f"erase {reg.host}"
     finally:
         reg.stop()
+
+
+# --- run flags ----------------------------------------------------------------------------------------------------
+
+def test_run_env_file_read_only_tmpfs_and_name(fresh, base, tmp_path):
+    import os
+
+    env_file = tmp_path / "app.env"
+    env_file.write_text("A=1\n# a comment\nB\n\nC=two words\n")
+    script = "echo $A/$B/$C; hostname; touch /x 2>/dev/null || echo ro; touch /scratch/y && echo tmpfs; " \
+             "grep ' /scratch ' /proc/mounts | cut -d' ' -f3"
+    proc = subprocess.run([sys.executable, "-m", "builder", "run", "--root", str(fresh.root), "--rm", "--env-file",
+                           str(env_file), "-e", "C=overridden", "--name", "web-1", "--read-only", "--tmpfs",
+                           "/scratch:size=1m", base, "sh", "-c", script], capture_output=True, cwd=REPO,
+                          timeout=120, env={**os.environ, "B": "from-host"})
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.stdout.decode().splitlines() == ["1/from-host/overridden", "web-1", "ro", "tmpfs", "tmpfs"]
+    bad = fresh("run", "--env-file", str(tmp_path / "missing.env"), base, "true", check=False)
+    assert bad.returncode == 1 and "missing.env" in bad.stderr.decode()
+    rel = fresh("run", "--tmpfs", "scratch", base, "true", check=False)
+    assert rel.returncode == 1 and "absolute" in rel.stderr.decode()
