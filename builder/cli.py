@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
 def run_parser() -> argparse.ArgumentParser:
     p = Parser(prog="pybuild run", description="Run a command in a container of a stored image.")
     p.add_argument("--rm", action="store_true", help="accepted for docker compatibility: containers never persist")
+    p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open (it always is)")
+    p.add_argument("-t", "--tty", action="store_true", help="run the command on a pseudo-terminal")
     p.add_argument("--entrypoint", help="override the image's ENTRYPOINT")
     p.add_argument("-e", "--env", action="append", default=[], metavar="K=V")
     p.add_argument("-w", "--workdir")
@@ -182,7 +184,7 @@ def cmd_run(argv: list[str]) -> int:
                       env=[*read_env_files(args.env_file), *args.env],
                       workdir=args.workdir, user=args.user, volumes=args.volume, network=args.network,
                       hostname=args.hostname or args.name, root=args.root, read_only=args.read_only,
-                      tmpfs=args.tmpfs)
+                      tmpfs=args.tmpfs, tty=args.tty)
     return run_image(opts)
 
 

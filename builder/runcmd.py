@@ -24,6 +24,7 @@ class RunOptions:
     hostname: str | None = None
     root: str = ""
     read_only: bool = False  # --read-only: no upper layer, the image's files cannot change
+    tty: bool = False  # -t: the command runs on a pseudo-terminal relayed to ours (with -i: our keystrokes)
     tmpfs: list[str] = field(default_factory=list)  # --tmpfs DIR[:OPTIONS]
 
 
@@ -104,6 +105,8 @@ def run_image(opts: RunOptions) -> int:
             snapshot, _ = source_op.execute(store, step)
         env = dict(base.config.env)
         env.setdefault("PATH", DEFAULT_PATH)
+        if opts.tty:
+            env.setdefault("TERM", os.environ.get("TERM") or "xterm")
         for item in opts.env:
             key, sep, value = item.partition("=")
             env[key] = value if sep else os.environ.get(key, "")
@@ -116,9 +119,15 @@ def run_image(opts: RunOptions) -> int:
                                  cwd=opts.workdir or base.config.workdir or "/",
                                  user=opts.user if opts.user is not None else base.config.user,
                                  hostname=opts.hostname or base.source.manifest_digest[7:19],
-                                 network=opts.network, mounts=_mounts(opts.volumes) + _tmpfs(opts.tmpfs))
+                                 network=opts.network, mounts=_mounts(opts.volumes) + _tmpfs(opts.tmpfs),
+                                 tty=opts.tty)
             sys.stdout.flush()
-            status = run(spec, stdin=None, stdout=None, stderr=None)
+            if opts.tty:
+                from builder.terminal import relay
+
+                status = relay(lambda fd: run(spec, stdin=fd, stdout=fd, stderr=fd))
+            else:
+                status = run(spec, stdin=None, stdout=None, stderr=None)
         finally:
             store.abort(mutable)
     finally:

@@ -449,3 +449,49 @@ def test_run_env_file_read_only_tmpfs_and_name(fresh, base, tmp_path):
     assert bad.returncode == 1 and "missing.env" in bad.stderr.decode()
     rel = fresh("run", "--tmpfs", "scratch", base, "true", check=False)
     assert rel.returncode == 1 and "absolute" in rel.stderr.decode()
+
+
+def test_run_it_is_an_interactive_shell_on_a_pty(fresh, base):
+    """Under a pseudo-terminal of the test's own: the prompt, typed commands, the window size, ^C reaching the shell
+    (not pybuild) and the shell's exit status."""
+    import fcntl
+    import os
+    import select
+    import struct
+    import termios
+    import time
+
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-m", "builder", "run", "--root", str(fresh.root), "-it", base, "sh"],
+                            stdin=slave, stdout=slave, stderr=slave, start_new_session=True, cwd=REPO)
+    os.close(slave)
+    seen = bytearray()
+
+    def expect(text: bytes) -> None:
+        deadline = time.monotonic() + 60  # a guard against a hang, not a performance bound
+        while text not in seen:
+            assert proc.poll() is None or select.select([master], [], [], 0)[0], bytes(seen)
+            assert time.monotonic() < deadline, bytes(seen)
+            if select.select([master], [], [], 0.2)[0]:
+                seen.extend(os.read(master, 4096))
+    try:
+        expect(b"# ")
+        os.write(master, b"stty size; echo $((6*7))x\n")
+        expect(b"33 101\r\n")
+        expect(b"42x")
+        os.write(master, b"sleep 60; echo af''ter\n")
+        time.sleep(0.5)
+        os.write(master, b"\x03")  # ^C: for the shell's sleep, not for pybuild
+        os.write(master, b"echo $((40+2))still\n")
+        expect(b"42still")
+        assert b"after" not in seen
+        os.write(master, b"exit 3\n")
+        assert proc.wait(timeout=60) == 3
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    no_tty = fresh("run", "-t", base, "true", check=False)  # stdin is not a terminal here
+    assert no_tty.returncode == 2 and "not a TTY" in no_tty.stderr.decode()
