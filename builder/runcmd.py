@@ -84,7 +84,27 @@ def _mounts(volumes: list[str]):
     return tuple(mounts)
 
 
+EXIT_OWN_ERROR = 125  # docker run's status when the container could not be made (126/127: the command)
+
+
 def run_image(opts: RunOptions) -> int:
+    """`pybuild run`: the command's exit status; docker's 125/126/127 when pybuild, exec or the lookup failed."""
+    from builder.errors import PybuildError
+    from builder.sandbox.runner import SandboxError
+
+    try:
+        return _run_image(opts)
+    except SandboxError as exc:
+        code = getattr(exc, "init_code", None)
+        raise PybuildError(str(exc), exit_code=code if code in (126, 127) else EXIT_OWN_ERROR,
+                           reference="run-failed") from None
+    except PybuildError as exc:
+        if exc.exit_code == 1:
+            exc.exit_code = EXIT_OWN_ERROR
+        raise
+
+
+def _run_image(opts: RunOptions) -> int:
     from builder.ops import source as source_op
     from builder.sandbox.runner import run
     from builder.sandbox.spec import ContainerSpec

@@ -448,7 +448,14 @@ def test_run_env_file_read_only_tmpfs_and_name(fresh, base, tmp_path):
     bad = fresh("run", "--env-file", str(tmp_path / "missing.env"), base, "true", check=False)
     assert bad.returncode == 1 and "missing.env" in bad.stderr.decode()
     rel = fresh("run", "--tmpfs", "scratch", base, "true", check=False)
-    assert rel.returncode == 1 and "absolute" in rel.stderr.decode()
+    assert rel.returncode == 125 and "absolute" in rel.stderr.decode()
+
+
+def test_run_exit_statuses_are_dockers(fresh, base):
+    statuses = {args: fresh("run", *args, check=False).returncode for args in
+                [(base, "sh", "-c", "exit 7"), (base, "no-such-command"), (base, "/etc/passwd"),
+                 ("no/such-image", "true"), ("-u", "nobody-here", base, "true")]}
+    assert list(statuses.values()) == [7, 127, 126, 125, 125]
 
 
 def test_run_it_is_an_interactive_shell_on_a_pty(fresh, base):
