@@ -46,6 +46,7 @@ class BuildOptions:
     push: bool = False  # --push: push every -t name
     pull: bool = False  # --pull: resolve FROM images in their registry even when stored locally
     insecure_registries: list[str] = field(default_factory=list)  # plain-HTTP registries besides loopback
+    on_error: str = "fail"  # --on-error=shell: a shell in a failed RUN's container before the build ends
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +93,15 @@ def _registries(opts: BuildOptions):
             made.append(Registries(tuple(opts.insecure_registries)))
         return made[0]
     return get
+
+
+def _on_error(mode: str):
+    """--on-error: None (fail at once) or the debug-shell hook (builder/debugshell.py)."""
+    if mode != "shell":
+        return None
+    from builder.debugshell import shell_hook
+
+    return shell_hook()
 
 
 def read_dockerfile(opts: BuildOptions) -> tuple[str, str]:
@@ -230,7 +240,8 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
                                compression=opts.compression, jobs=opts.jobs, dockerfile_lines=text.splitlines(),
                                ignore_patterns=patterns, excluded=_excluder(patterns),
                                explain=opts.explain_cache, secrets=_secrets(opts, workdir),
-                               ssh=agents.sockets if agents is not None else None)
+                               ssh=agents.sockets if agents is not None else None,
+                               on_error=_on_error(opts.on_error))
         results = Solver(store, graph, options, sink, cancel).solve(graph.target)
         config, manifest, layers = assemble(graph, graph.target, results)
         record = store.put_image(manifest, config, list(layers))

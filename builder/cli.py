@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rm", action="store_true", help="accepted as in buildx: no intermediate containers are kept")
     p.add_argument("--force-rm", action="store_true", help="accepted as in buildx: see --rm")
     p.add_argument("--load", action="store_true", help="also load the image into docker (= --output type=docker)")
+    p.add_argument("--on-error", choices=("fail", "shell"), default="fail",
+                   help="shell: after a RUN fails, a shell in its container (needs a terminal), then the error")
     _root_arg(p)
     return p
 
@@ -134,6 +136,11 @@ def cmd_build(argv: list[str]) -> int:
         raise UsageError(f"--label {empty!r}: the key is empty", hint="use --label KEY=VALUE")
     mode = "quiet" if args.quiet else args.progress or progress_from_env()
     outputs = args.output + (["type=docker"] if args.load else [])  # buildx: --load = --output type=docker
+    if args.on_error == "shell":
+        if not sys.stdin.isatty():
+            raise CommandLineError("--on-error=shell needs a terminal on stdin",
+                                   hint="run the build from a terminal, or drop --on-error")
+        mode = "plain" if mode in ("auto", "tty") else mode  # a live view would draw over the shell
     sink = make_display(mode)
     opts = BuildOptions(context=args.context, dockerfile=args.dockerfile, tags=args.tag, build_args=build_args,
                         target=args.target, no_cache=args.no_cache, compression=args.compression,
@@ -142,7 +149,7 @@ def cmd_build(argv: list[str]) -> int:
                         pull=args.pull, insecure_registries=args.insecure_registry, labels=labels,
                         platform=args.platform, metadata_file=args.metadata_file,
                         no_cache_filter=[s.strip() for v in args.no_cache_filter for s in v.split(",") if s.strip()],
-                        network="none" if args.network == "default" else args.network)
+                        network="none" if args.network == "default" else args.network, on_error=args.on_error)
     cancel = threading.Event()
     previous = {sig: signal.signal(sig, _interrupt_handler(cancel)) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -344,7 +351,7 @@ def route(argv: list[str]) -> tuple[str, list[str]]:
         if word in ("cache", "image", "system") and args and not args[0].startswith("-"):
             return word, [args[0], *taken, *args[1:]]
         return word, [*taken, *args]
-    if word.startswith("-") or os.path.isdir(word):
+    if word.startswith("-") or os.path.exists(word) or "/" in word:  # a path: the build context
         return "build", [*taken, *rest]
     raise _unknown_command(word)
 

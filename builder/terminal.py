@@ -68,7 +68,8 @@ def relay(start: Callable[[int], object]):
     stdin = sys.stdin.fileno()
     copy_window_size(stdin, master)
     saved = termios.tcgetattr(stdin)
-    previous = signal.signal(signal.SIGWINCH, lambda *_: copy_window_size(stdin, master))
+    main = threading.current_thread() is threading.main_thread()  # signal handlers: main thread only
+    previous = signal.signal(signal.SIGWINCH, lambda *_: copy_window_size(stdin, master)) if main else None
     stop = threading.Event()
     pump = threading.Thread(target=_pump, args=(master, stop), name="pybuild-tty", daemon=True)
     try:
@@ -82,5 +83,6 @@ def relay(start: Callable[[int], object]):
             pump.join()
     finally:
         termios.tcsetattr(stdin, termios.TCSAFLUSH, saved)
-        signal.signal(signal.SIGWINCH, previous)
+        if main:
+            signal.signal(signal.SIGWINCH, previous)
         os.close(master)

@@ -502,3 +502,46 @@ def test_run_it_is_an_interactive_shell_on_a_pty(fresh, base):
         os.close(master)
     no_tty = fresh("run", "-t", base, "true", check=False)  # stdin is not a terminal here
     assert no_tty.returncode == 2 and "not a TTY" in no_tty.stderr.decode()
+
+
+def test_on_error_shell_opens_the_failed_step_then_fails_with_its_error(fresh, base, tmp_path):
+    import os
+    import select
+    import time
+
+    ctx = tmp_path / "failing"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM pybuild/busybox\nENV STAGE_VAR=from-env\nWORKDIR /work\n"
+                                    "RUN echo written-before-failing > /work/partial && exit 5\n")
+    refused = fresh("--on-error=shell", str(ctx), check=False)  # no terminal here
+    assert refused.returncode == 2 and "needs a terminal" in refused.stderr.decode()
+    master, slave = os.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "builder", "build", "--root", str(fresh.root), "--on-error=shell",
+                             str(ctx)], stdin=slave, stdout=slave, stderr=slave, start_new_session=True, cwd=REPO)
+    os.close(slave)
+    seen = bytearray()
+
+    def expect(text: bytes) -> None:
+        deadline = time.monotonic() + 120  # a guard against a hang
+        while text not in seen:
+            assert time.monotonic() < deadline, bytes(seen)
+            if select.select([master], [], [], 0.2)[0]:
+                try:
+                    seen.extend(os.read(master, 4096))
+                except OSError:
+                    raise AssertionError(bytes(seen)) from None
+    try:
+        expect(b"exit it to end the build")
+        expect(b"# ")
+        os.write(master, b"cat partial; echo $STAGE_VAR; pwd | sed 's/^/at:/'\n")
+        expect(b"written-before-failing\r\n")
+        expect(b"from-env\r\n")
+        expect(b"at:/work")
+        os.write(master, b"exit\n")
+        assert proc.wait(timeout=120) == 1
+        expect(b"exit code: 5")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
