@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 
-from builder.cliparse import CommandLineError, Parser, split_globals, suggest
+from builder.cliparse import CommandLineError, Parser, cmd_version, split_globals, suggest, usage
 from builder.cliparse import add_common as _root_arg
 from builder.errors import PybuildError, UsageError
 
@@ -265,59 +265,15 @@ def progress_from_env() -> str:
     return mode
 
 
-def version() -> str:
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as dist_version
-
-    try:
-        return dist_version("pybuild")
-    except PackageNotFoundError:
-        return "unknown"
-
-
-def cmd_version(argv: list[str]) -> int:
-    p = Parser("pybuild version", "Show pybuild's version.")
-    p.add_argument("--format", help="json, or a template such as '{{.Version}}'")
-    _root_arg(p)
-    args = p.parse_args(argv)
-    import platform
-
-    info = {"Version": version(), "Python": platform.python_version(), "Os": "linux",
-            "Arch": os.uname().machine, "Kernel": os.uname().release}
-    if args.format:
-        from builder.gotemplate import format_item
-
-        print(format_item(args.format, info))
-    else:
-        print(f"pybuild version {info['Version']} (python {info['Python']}, {info['Os']}/{info['Arch']})")
-    return 0
-
-
-def usage() -> str:
-    """`pybuild --help`: every sub-command with one line."""
-    width = max(map(len, COMMANDS))
-    lines = ["usage: pybuild [--root DIR] [--debug] [--log-level LEVEL] COMMAND [ARGS...]",
-             "       pybuild [build flags] CONTEXT        (build is the default command)", "",
-             "A daemonless Dockerfile build engine.", "", "Commands:"]
-    lines += [f"  {name.ljust(width)}  {summary}" for name, summary in COMMANDS.items()]
-    lines += ["", "Global options (before or after the command):",
-              "  --root DIR         store directory (default: $PYBUILD_ROOT or /var/lib/pybuild)",
-              "  -D, --debug        show Python tracebacks for internal errors",
-              "  --log-level LEVEL  debug, info, warn (default), error",
-              "  -v, --version      print the version", "",
-              "Run 'pybuild help COMMAND' or 'pybuild COMMAND --help' for a command's flags."]
-    return "\n".join(lines)
-
-
 def cmd_help(argv: list[str]) -> int:
     words = [a for a in argv if not a.startswith("-")]
     if not words:
-        print(usage())
+        print(usage(COMMANDS))
         return 0
     if words[0] not in COMMANDS:
         raise _unknown_command(words[0])
     if words[0] == "help":
-        print(usage())
+        print(usage(COMMANDS))
         return 0
     return dispatch(words[0], [*words[1:2], "--help"])
 
@@ -368,7 +324,8 @@ def _quiet_closed_pipe() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv or "-D" in argv or any(a in ("--log-level=debug",) for a in argv)
+    debug = "--debug" in argv or "-D" in argv or "--log-level=debug" in argv or \
+        any(a == "--log-level" and b == "debug" for a, b in zip(argv, argv[1:]))
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         command, rest = route(argv)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -61,6 +62,7 @@ class Parser(argparse.ArgumentParser):
 def add_common(p: argparse.ArgumentParser) -> None:
     """--root, --debug (-D) and --log-level, on every sub-command."""
     _add_root_debug(p)
+    p.add_argument("-D", dest="debug", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--log-level", choices=LOG_LEVELS, default="warn", help="how much pybuild says on stderr")
 
 
@@ -88,6 +90,53 @@ def split_globals(argv: list[str]) -> tuple[list[str], list[str]]:
             taken.append("--debug" if flag == "-D" else argv[i])
             i += 1
     return taken, argv[i:]
+
+
+# --- version and help -------------------------------------------------------------------------------------------
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("pybuild")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def cmd_version(argv: list[str]) -> int:
+    p = Parser("pybuild version", "Show pybuild's version.")
+    p.add_argument("--format", help="json, or a template such as '{{.Version}}'")
+    add_common(p)
+    args = p.parse_args(argv)
+    import platform
+
+    info = {"Version": version(), "Python": platform.python_version(), "Os": "linux",
+            "Arch": os.uname().machine, "Kernel": os.uname().release}
+    if args.format:
+        from builder.gotemplate import format_item
+
+        print(format_item(args.format, info))
+    else:
+        print(f"pybuild version {info['Version']} (python {info['Python']}, {info['Os']}/{info['Arch']})")
+    return 0
+
+
+def usage(commands: dict[str, str]) -> str:
+    """`pybuild --help`: every sub-command with one line."""
+    width = max(map(len, commands))
+    lines = ["usage: pybuild [--root DIR] [--debug] [--log-level LEVEL] COMMAND [ARGS...]",
+             "       pybuild [build flags] CONTEXT        (build is the default command)", "",
+             "A daemonless Dockerfile build engine.", "", "Commands:"]
+    lines += [f"  {name.ljust(width)}  {summary}" for name, summary in commands.items()]
+    lines += ["", "Global options (before or after the command):",
+              "  --root DIR         store directory (default: $PYBUILD_ROOT or /var/lib/pybuild)",
+              "  -D, --debug        show Python tracebacks for internal errors",
+              "  --log-level LEVEL  debug, info, warn (default), error",
+              "  -v, --version      print the version", "",
+              "Run 'pybuild help COMMAND' or 'pybuild COMMAND --help' for a command's flags."]
+    return "\n".join(lines)
 
 
 # --- output ------------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from builder import cli
+from builder import cli, cliparse
 from builder.cliparse import CommandLineError, split_globals
 from builder.gotemplate import TemplateError, format_item, render_list
 
@@ -69,12 +69,12 @@ def test_version_both_ways():
     for args in (["version"], ["--version"]):
         proc = pybuild(*args)
         assert proc.returncode == 0 and proc.stdout.decode().startswith("pybuild version "), proc.stderr
-    assert pybuild("version", "--format", "{{.Version}}").stdout.decode().strip() == cli.version()
+    assert pybuild("version", "--format", "{{.Version}}").stdout.decode().strip() == cliparse.version()
 
 
 def test_closed_pipe_ends_quietly_with_status_0():
     big = subprocess.run(f"set -o pipefail; {sys.executable} -c 'import sys; sys.argv[1:]=[\"help\"]; "
-                         f"from builder import cli; cli.usage = lambda: \"x\" * 2000000; sys.exit(cli.main())' "
+                         f"from builder import cli; cli.usage = lambda commands: \"x\" * 2000000; sys.exit(cli.main())' "
                          f"| head -c1 >/dev/null", shell=True, capture_output=True, cwd=REPO, timeout=60,
                          executable="/bin/bash")
     assert big.returncode == 0 and b"Broken pipe" not in big.stderr, big.stderr
