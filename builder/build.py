@@ -55,6 +55,7 @@ class BuildOptions:
     registry_min_rate: int | None = None  # --registry-min-rate: bytes/s a registry request must average
     allow: list[str] = field(default_factory=list)  # --allow: entitlements (builder/plan/entitle.py)
     build_contexts: list[str] = field(default_factory=list)  # --build-context NAME=SOURCE
+    on_error: str = "fail"  # --on-error=shell: a shell in a failed RUN's container before the build ends
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +110,15 @@ def _registries(opts: BuildOptions):
             made.append(Registries(tuple(opts.insecure_registries), limits))
         return made[0]
     return get
+
+
+def _on_error(mode: str):
+    """--on-error: None (fail at once) or the debug-shell hook (builder/debugshell.py)."""
+    if mode != "shell":
+        return None
+    from builder.debugshell import shell_hook
+
+    return shell_hook()
 
 
 def read_dockerfile(opts: BuildOptions) -> tuple[str, str]:
@@ -253,7 +263,8 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
                                compression=opts.compression, jobs=opts.jobs, dockerfile_lines=text.splitlines(),
                                ignore_patterns=patterns, excluded=_excluder(patterns),
                                explain=opts.explain_cache, secrets=_secrets(opts, workdir),
-                               ssh=agents.sockets if agents is not None else None, remote=cache.remote(registries))
+                               ssh=agents.sockets if agents is not None else None, remote=cache.remote(registries),
+                               on_error=_on_error(opts.on_error))
         solver = Solver(store, graph, options, sink, cancel)
         results = solver.solve(graph.target)
         names = tuple(normalize_name(t) for t in opts.tags)

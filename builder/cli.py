@@ -15,14 +15,40 @@ import signal
 import sys
 import threading
 
+from builder.cliparse import CommandLineError, Parser, cmd_version, split_globals, suggest, usage
+from builder.cliparse import add_common as _root_arg
 from builder.errors import PybuildError, UsageError
-from builder.options import add_common as _root_arg
 
-COMMANDS = ("build", "run", "parse", "images", "history", "cache", "layers")
+# sub-command → one line for `pybuild --help` (in the order shown)
+COMMANDS = {
+    "build": "Build an image from a Dockerfile (the default: `pybuild -t NAME .`)",
+    "run": "Run a command in a new container of a stored image",
+    "images": "List images",
+    "tag": "Give an image another name",
+    "rmi": "Remove images (names; the content goes at the next prune)",
+    "inspect": "Show an image as docker image inspect does",
+    "history": "Show the history of an image",
+    "layers": "Each layer's changes, the bytes later layers hide, dive's efficiency and CI gate",
+    "image": "Manage images: ls, rm, tag, prune, inspect, history, save, load, pull, push, import",
+    "save": "Write images to a docker (or OCI) archive",
+    "load": "Load images from a docker or OCI archive or layout",
+    "pull": "Pull an image from a registry",
+    "push": "Push an image to a registry",
+    "export": "Write an image's filesystem as one tar",
+    "import": "Make an image of a rootfs tarball",
+    "login": "Log in to a registry (docker's config.json or credential helper)",
+    "logout": "Log out from a registry",
+    "system": "Store-wide information: df",
+    "cache": "Build cache: ls, du, inspect, prune",
+    "parse": "Print how the Dockerfile was parsed",
+    "version": "Show pybuild's version",
+    "help": "Help on a sub-command",
+}
+PROGRESS_MODES = ("auto", "tty", "plain", "quiet", "rawjson")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pybuild build", description="Build an OCI image from a Dockerfile.")
+    p = Parser(prog="pybuild build", description="Build an OCI image from a Dockerfile.")
     p.add_argument("context", help="build context directory")
     p.add_argument("-f", "--file", dest="dockerfile", help="Dockerfile path (default: CONTEXT/Dockerfile; - = stdin)")
     p.add_argument("-t", "--tag", action="append", default=[], help="name:tag for the image (repeatable)")
@@ -45,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--registry-min-rate", type=int, metavar="BYTES",
                    help="bytes a second a registry request must average over each minute (default: 1024; 0: none)")
     p.add_argument("--iidfile", help="write the image id to this file")
-    p.add_argument("--progress", default="auto", choices=("auto", "tty", "plain", "quiet", "rawjson"))
+    p.add_argument("--progress", default=None, choices=PROGRESS_MODES,
+                   help="how to show the steps (default: $BUILDKIT_PROGRESS, else auto)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the image id")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="steps run at once (default: CPUs)")
     p.add_argument("--explain-cache", action="store_true", help="say why each step hit or missed the cache")
@@ -76,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--build-context", action="append", default=[],
                    metavar="NAME=DIR|oci-layout:///PATH[:TAG]|docker-image://REF",
                    help="a named context for FROM NAME, COPY --from=NAME and RUN --mount from=NAME (buildx)")
+    p.add_argument("--rm", action="store_true", help="accepted as in buildx: no intermediate containers are kept")
+    p.add_argument("--force-rm", action="store_true", help="accepted as in buildx: see --rm")
+    p.add_argument("--load", action="store_true", help="also load the image into docker (= --output type=docker)")
+    p.add_argument("--on-error", choices=("fail", "shell"), default="fail",
+                   help="shell: after a RUN fails, a shell in its container (needs a terminal), then the error")
     _root_arg(p)
     return p
 
@@ -91,8 +123,10 @@ def _positive_float(text: str) -> float:
 
 
 def run_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pybuild run", description="Run a command in a container of a stored image.")
+    p = Parser(prog="pybuild run", description="Run a command in a container of a stored image.")
     p.add_argument("--rm", action="store_true", help="accepted for docker compatibility: containers never persist")
+    p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open (it always is)")
+    p.add_argument("-t", "--tty", action="store_true", help="run the command on a pseudo-terminal")
     p.add_argument("--entrypoint", help="override the image's ENTRYPOINT")
     p.add_argument("-e", "--env", action="append", default=[], metavar="K=V")
     p.add_argument("-w", "--workdir")
@@ -100,6 +134,12 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--volume", action="append", default=[], metavar="HOST:DIR[:ro]")
     p.add_argument("--network", choices=("none", "host"), default="none")
     p.add_argument("--hostname")
+    p.add_argument("--name", help="the container's name: its hostname unless --hostname is given")
+    p.add_argument("--env-file", action="append", default=[], metavar="FILE",
+                   help="K=V lines (K alone: from pybuild's environment; # comments), as docker reads them")
+    p.add_argument("--read-only", action="store_true", help="mount the image's filesystem read-only")
+    p.add_argument("--tmpfs", action="append", default=[], metavar="DIR[:OPTIONS]",
+                   help="a tmpfs at DIR (options as mount's, e.g. size=64m,mode=1777)")
     p.add_argument("image")
     p.add_argument("args", nargs=argparse.REMAINDER)
     _root_arg(p)
@@ -125,11 +165,17 @@ def cmd_build(argv: list[str]) -> int:
     if "" in labels:
         empty = next(item for item in args.label if not item.partition("=")[0])
         raise UsageError(f"--label {empty!r}: the key is empty", hint="use --label KEY=VALUE")
-    mode = "quiet" if args.quiet else args.progress
+    mode = "quiet" if args.quiet else args.progress or progress_from_env()
+    outputs = args.output + (["type=docker"] if args.load else [])  # buildx: --load = --output type=docker
+    if args.on_error == "shell":
+        if not sys.stdin.isatty():
+            raise CommandLineError("--on-error=shell needs a terminal on stdin",
+                                   hint="run the build from a terminal, or drop --on-error")
+        mode = "plain" if mode in ("auto", "tty") else mode  # a live view would draw over the shell
     sink = make_display(mode)
     opts = BuildOptions(context=args.context, dockerfile=args.dockerfile, tags=args.tag, build_args=build_args,
                         target=args.target, no_cache=args.no_cache, compression=args.compression,
-                        outputs=args.output, iidfile=args.iidfile, root=args.root, jobs=max(1, args.jobs),
+                        outputs=outputs, iidfile=args.iidfile, root=args.root, jobs=max(1, args.jobs),
                         explain_cache=args.explain_cache, secrets=args.secret, ssh=args.ssh, push=args.push,
                         pull=args.pull, insecure_registries=args.insecure_registry, labels=labels,
                         registry_deadline=args.registry_deadline, registry_min_rate=args.registry_min_rate,
@@ -137,7 +183,7 @@ def cmd_build(argv: list[str]) -> int:
                         no_cache_filter=[s.strip() for v in args.no_cache_filter for s in v.split(",") if s.strip()],
                         network="none" if args.network == "default" else args.network,
                         cache_from=args.cache_from, cache_to=args.cache_to, check=args.check,
-                        allow=args.allow, build_contexts=args.build_context)
+                        allow=args.allow, build_contexts=args.build_context, on_error=args.on_error)
     cancel = threading.Event()
     previous = {sig: signal.signal(sig, _interrupt_handler(cancel)) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -195,12 +241,14 @@ def _interrupt_handler(cancel: threading.Event):
 
 
 def cmd_run(argv: list[str]) -> int:
-    from builder.runcmd import RunOptions, run_image
+    from builder.runcmd import RunOptions, read_env_files, run_image
 
     args = run_parser().parse_args(argv)
-    opts = RunOptions(image=args.image, args=args.args, entrypoint=args.entrypoint, env=args.env,
+    opts = RunOptions(image=args.image, args=args.args, entrypoint=args.entrypoint,
+                      env=[*read_env_files(args.env_file), *args.env],
                       workdir=args.workdir, user=args.user, volumes=args.volume, network=args.network,
-                      hostname=args.hostname, root=args.root)
+                      hostname=args.hostname or args.name, root=args.root, read_only=args.read_only,
+                      tmpfs=args.tmpfs, tty=args.tty)
     return run_image(opts)
 
 
@@ -210,10 +258,10 @@ def cmd_parse(argv: list[str]) -> int:
     import grammar
     from grammar import dump
 
-    p = argparse.ArgumentParser(prog="pybuild parse", description="Print the parsed Dockerfile.")
+    p = Parser(prog="pybuild parse", description="Print the parsed Dockerfile.")
     p.add_argument("-f", "--file", dest="dockerfile", default="Dockerfile")
     p.add_argument("--json", action="store_true", help="JSON for tools (default: BuildKit's AST dump)")
-    p.add_argument("--debug", action="store_true")
+    _root_arg(p)
     args = p.parse_args(argv)
     from builder.context.inputs import MAX_DOCKERFILE, decode, read_bounded_stream, read_confined
 
@@ -271,25 +319,90 @@ def _known_error_types() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
+def progress_from_env() -> str:
+    """buildx's BUILDKIT_PROGRESS sets the default --progress."""
+    mode = os.environ.get("BUILDKIT_PROGRESS", "").strip().lower() or "auto"
+    if mode not in PROGRESS_MODES:
+        raise CommandLineError(f"BUILDKIT_PROGRESS={mode!r} is not a progress mode",
+                               hint=f"use one of {', '.join(PROGRESS_MODES)}")
+    return mode
+
+
+def cmd_help(argv: list[str]) -> int:
+    words = [a for a in argv if not a.startswith("-")]
+    if not words:
+        print(usage(COMMANDS))
+        return 0
+    if words[0] not in COMMANDS:
+        raise _unknown_command(words[0])
+    if words[0] == "help":
+        print(usage(COMMANDS))
+        return 0
+    return dispatch(words[0], [*words[1:2], "--help"])
+
+
+def _unknown_command(word: str) -> CommandLineError:
+    close = suggest(word, list(COMMANDS))
+    return CommandLineError(f"unknown command {word!r} (and not a build context directory)",
+                            hint=f"did you mean `pybuild {close}`?" if close else "see `pybuild --help`")
+
+
+def cmd_layers(argv: list[str]) -> int:
+    from builder import layers
+
+    return layers.main(argv)
+
+
+def dispatch(command: str, rest: list[str]) -> int:
+    """Run one sub-command with its own arguments."""
+    handlers = {"build": cmd_build, "run": cmd_run, "parse": cmd_parse, "version": cmd_version, "help": cmd_help,
+                "layers": cmd_layers}
+    if command in handlers:
+        return handlers[command](rest)
+    return cmd_store(command, rest)
+
+
+def route(argv: list[str]) -> tuple[str, list[str]]:
+    """(sub-command, its arguments with the leading global options moved behind its name)."""
+    taken, rest = split_globals(argv)
+    if not rest:
+        return ("help", []) if not taken else ("build", taken)
+    word = rest[0]
+    if word in ("-h", "--help"):
+        return "help", []
+    if word in ("-v", "--version"):
+        return "version", taken
+    if word in COMMANDS:
+        args = rest[1:]
+        if word in ("cache", "image", "system") and args and not args[0].startswith("-"):
+            return word, [args[0], *taken, *args[1:]]
+        return word, [*taken, *args]
+    if word.startswith("-") or os.path.exists(word) or "/" in word:  # a path: the build context
+        return "build", [*taken, *rest]
+    raise _unknown_command(word)
+
+
+def _quiet_closed_pipe() -> int:
+    """stdout's reader went away (`| head`): stop quietly with status 0, as coreutils do under SIGPIPE."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except OSError:
+        pass
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv
+    debug = "--debug" in argv or "-D" in argv or "--log-level=debug" in argv or \
+        any(a == "--log-level" and b == "debug" for a, b in zip(argv, argv[1:]))
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    command = argv[0] if argv and argv[0] in COMMANDS else "build"
-    rest = argv[1:] if argv and argv[0] in COMMANDS else argv
     try:
-        if command == "build":
-            code = cmd_build(rest)
-        elif command == "run":
-            code = cmd_run(rest)
-        elif command == "parse":
-            code = cmd_parse(rest)
-        elif command == "layers":
-            from builder import layers
-
-            code = layers.main(rest)
-        else:
-            code = cmd_store(command, rest)
+        command, rest = route(argv)
+        code = dispatch(command, rest)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return _quiet_closed_pipe()
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
@@ -301,6 +414,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {exc}\nhint: run again with --debug for a traceback", file=sys.stderr)
         return 1
+    except SystemExit as exc:  # argparse's --help
+        return exc.code if isinstance(exc.code, int) else 0
     return code
 
 

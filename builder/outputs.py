@@ -4,6 +4,7 @@ and `--metadata-file`."""
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -19,8 +20,9 @@ class Output:
     """One `--output`: where the built image goes besides the local store.
 
     type "oci" (directory layout at dest, or with ``tar`` the layout as one tar file), "docker" (docker-archive
-    file at dest), "-" = stdout for either tar, "registry" (push
-    every name) or "image" (only tag in the store). An empty ``names`` means the `-t` names."""
+    file at dest; no dest: piped into `docker load`), "-" = stdout for any tar, "registry" (push every name),
+    "image" (only tag in the store), "local" (the image's files into the directory dest) or "tar" (the same
+    files as one tar). An empty ``names`` means the `-t` names."""
 
     type: str
     dest: str = ""
@@ -31,9 +33,11 @@ class Output:
 
 
 OUTPUT_KEYS = {"oci": {"dest", "name", "tar"}, "docker": {"dest", "name", "tar"},
-               "registry": {"name", "push", "registry.insecure"}, "image": {"name", "push", "registry.insecure"}}
-OUTPUT_HINT = ("supported: type=oci,dest=DIR|FILE.tar|-[,tar=true|false] | type=docker,dest=FILE.tar|- | "
-               "type=registry[,name=HOST/REPO:TAG] (or --push)")
+               "registry": {"name", "push", "registry.insecure"}, "image": {"name", "push", "registry.insecure"},
+               "local": {"dest"}, "tar": {"dest"}}
+OUTPUT_HINT = ("supported: type=oci,dest=DIR|FILE.tar|-[,tar=true|false] | type=docker[,dest=FILE.tar|-] | "
+               "type=registry[,name=HOST/REPO:TAG] (or --push) | type=local,dest=DIR (or just DIR) | "
+               "type=tar,dest=FILE|- | type=image")
 
 
 def _flag(spec: str, key: str, value: str) -> bool:
@@ -46,6 +50,8 @@ def parse_output(spec: str) -> Output:
     """buildx's syntax: CSV `key=value` fields (`"name=a,b"` quotes a list), e.g. `type=docker,dest=app.tar`."""
     import csv
 
+    if "=" not in spec and "," not in spec and spec.strip():  # buildx: `-o DIR` is type=local, `-o -` type=tar
+        return Output("tar" if spec.strip() == "-" else "local", dest=spec.strip())
     fields: dict[str, str] = {}
     for part in next(csv.reader([spec], skipinitialspace=True), []):
         key, sep, value = part.partition("=")
@@ -67,11 +73,11 @@ def parse_output(spec: str) -> Output:
                          hint="use type=image,push=false to only tag the image in the local store")
     insecure = _flag(spec, "registry.insecure", fields["registry.insecure"]) if "registry.insecure" in fields \
         else False
-    if kind in ("oci", "docker") and not fields.get("dest"):
-        raise UsageError(f"invalid --output {spec!r}: type={kind} needs dest=" + ("DIR" if kind == "oci" else "FILE"),
-                         hint="there is no docker daemon to load into: the image is already in pybuild's store; "
-                              "write an archive with dest=FILE.tar (or dest=- for stdout) and `docker load` it"
-                         if kind == "docker" else None)
+    if kind in ("oci", "local", "tar") and not fields.get("dest"):
+        raise UsageError(f"invalid --output {spec!r}: type={kind} needs dest=" + ("FILE|-" if kind == "tar" else "DIR"),
+                         hint=OUTPUT_HINT)
+    if kind == "local" and fields["dest"] == "-":
+        raise UsageError(f"invalid --output {spec!r}: a directory cannot go to stdout", hint="use type=tar,dest=-")
     if kind == "image" and push:
         kind = "registry"
     dest = fields.get("dest", "")
@@ -79,6 +85,8 @@ def parse_output(spec: str) -> Output:
     # layout directory, so without tar= a tar is written for dest=- and dest=*.tar only.
     tar = _flag(spec, "tar", fields["tar"]) if "tar" in fields else kind == "docker" or dest == "-" \
         or dest.endswith(".tar")
+    if kind == "docker" and not dest:  # buildx: no dest = load into the docker daemon (what --load means)
+        return Output("docker", names=names)
     if kind == "docker" and not tar:
         raise UsageError(f"invalid --output {spec!r}: type=docker is always a tar (docker load's format)",
                          hint="for a directory use type=oci,tar=false,dest=DIR")
@@ -122,6 +130,9 @@ def export(store, record, out: Output, tags: tuple[str, ...], registries=None, p
             done.append(push_image(store, record, full, registries(), insecure=out.insecure,
                                    mount_sources=sources, progress=progress))
         return
+    if out.type in ("local", "tar") or (out.type == "docker" and not out.dest):
+        {"local": write_local, "tar": write_rootfs_tar, "docker": docker_load}[out.type](store, record, out, names)
+        return
     docker = out.type == "docker"  # the archive docker load reads: the OCI layout tar plus manifest.json
     if out.tar and out.dest == "-":
         from builder.export.docker_archive import write_archive_to
@@ -144,6 +155,133 @@ def export(store, record, out: Output, tags: tuple[str, ...], registries=None, p
         raise PybuildError(f"cannot write --output type={out.type},dest={out.dest}: {exc.strerror or exc}"
                            + (f" ({exc.filename})" if getattr(exc, "filename", None) else ""),
                            reference="export-failed") from exc
+
+
+def write_local(store, record, out: Output, names=()) -> None:
+    """type=local: the image's files (owners, modes, links, xattrs) into dest, which must be new or empty.
+
+    They are unpacked by the store's safe unpacker (no entry can write through a symlink another made) into a
+    fresh directory beside dest, then moved in: an interrupted export leaves no half-written dest."""
+    import threading
+
+    from builder.rootfs import write_flat
+    from cache.unpack import unpack_layer
+
+    dest = Path(out.dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.")) / "fs"
+    try:
+        work.mkdir()
+        read_fd, write_fd = os.pipe()
+        errors: list[BaseException] = []
+
+        def produce() -> None:
+            try:
+                with os.fdopen(write_fd, "wb") as pipe:
+                    write_flat(pipe, store, list(record.layers))
+            except BaseException as exc:  # noqa: BLE001  (re-raised by the caller after join)
+                errors.append(exc)
+        writer = threading.Thread(target=produce, name="pybuild-local-output")
+        writer.start()
+        try:
+            with os.fdopen(read_fd, "rb") as pipe:
+                unpack_layer(pipe, work)
+        finally:
+            writer.join()
+        if errors:
+            raise errors[0]
+        if not dest.exists():
+            os.rename(work, dest)
+            return
+        for child in os.listdir(work):
+            os.rename(work / child, dest / child)
+    finally:
+        shutil.rmtree(work.parent, ignore_errors=True)
+
+
+def write_rootfs_tar(store, record, out: Output, names=()) -> None:
+    """type=tar: the image's files as one tar, to dest (written to a temp file and renamed) or stdout."""
+    from builder.rootfs import write_flat
+
+    if out.dest == "-":
+        if sys.stdout.isatty():
+            raise UsageError("refusing to write a tar to a terminal", hint="redirect stdout or use dest=FILE")
+        write_flat(sys.stdout.buffer, store, list(record.layers))
+        sys.stdout.buffer.flush()
+        return
+    dest = Path(out.dest)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write_flat(fh, store, list(record.layers))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def docker_load(store, record, out: Output, names=()) -> None:
+    """type=docker without dest (= --load): the docker archive piped into `docker load`."""
+    import subprocess
+
+    from builder.export.docker_archive import write_archive_to
+
+    proc = subprocess.Popen([shutil.which("docker") or "docker", "load"], stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        write_archive_to(proc.stdin, store, record, list(names))
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass
+    err = proc.stderr.read().decode(errors="replace").strip()
+    if proc.wait() != 0:
+        raise PybuildError(f"docker load failed: {err or f'exit status {proc.returncode}'}",
+                           hint="the image is in pybuild's store: `pybuild save IMAGE | docker load` once docker "
+                                "is up", reference="export-failed")
+
+
+def check_dest(out: Output) -> None:
+    """issue 19: an output never replaces an unrelated file or fills a directory that holds something else."""
+    if not out.dest or out.dest == "-" or out.type not in ("oci", "docker", "tar", "local"):
+        return
+    dest = Path(out.dest)
+    directory = out.type == "local" or (out.type == "oci" and not out.tar)
+    if not os.path.lexists(dest):
+        return
+    if directory:
+        if not dest.is_dir() or dest.is_symlink():
+            raise UsageError(f"--output dest={out.dest}: it exists and is not a directory",
+                             hint="remove it or choose another dest")
+        if out.type == "local" and any(dest.iterdir()):
+            raise UsageError(f"--output type=local,dest={out.dest}: the directory is not empty",
+                             hint="give a new or empty directory (pybuild does not merge into existing files)")
+        if out.type == "oci" and any(dest.iterdir()) and not (dest / "oci-layout").is_file():
+            raise UsageError(f"--output type=oci,dest={out.dest}: the directory exists and is not an OCI layout",
+                             hint="give a new or empty directory, or an OCI layout to add the image to")
+        return
+    if dest.is_dir() or dest.is_symlink() or not _is_tar(dest, image=out.type != "tar"):
+        what = "an image archive" if out.type != "tar" else "a tar archive"
+        raise UsageError(f"--output dest={out.dest}: it exists and is not {what}; pybuild will not replace it",
+                         hint="remove it or choose another dest")
+
+
+def _is_tar(path: Path, image: bool) -> bool:
+    """A tar file (with ``image``: one with an oci-layout or manifest.json entry), read as far as needed."""
+    import tarfile
+
+    if path.is_file() and path.stat().st_size == 0:
+        return True  # an empty file (e.g. made by mktemp) holds nothing to lose
+    try:
+        with tarfile.open(path, "r:") as tar:
+            for member in tar:
+                if not image or member.name.lstrip("./") in ("oci-layout", "manifest.json"):
+                    return True
+    except (tarfile.TarError, OSError):
+        return False
+    return False
 
 
 def write_metadata(path: str, image_id: str, manifest, names: tuple[str, ...]) -> None:
@@ -175,6 +313,11 @@ def check_outputs(outputs: list[Output], tags: list[str]) -> None:
     if sum(o.dest == "-" for o in outputs) > 1:
         raise UsageError("only one --output can write to stdout (dest=-)")
     for out in outputs:
+        check_dest(out)
+        if out.type == "docker" and not out.dest and not shutil.which("docker"):
+            raise UsageError("--load (--output type=docker without dest) needs the docker CLI, which is not on PATH",
+                             hint="write an archive with --output type=docker,dest=FILE.tar and `docker load` it "
+                                  "where docker is, or keep the image in pybuild's store (it is always there)")
         if out.type == "registry" and not (out.names or tags):
             raise UsageError("nothing to push: the image has no name",
                              hint="give one with -t HOST/REPO:TAG, or --output type=registry,name=HOST/REPO:TAG")

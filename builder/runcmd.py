@@ -23,6 +23,43 @@ class RunOptions:
     network: str = "none"
     hostname: str | None = None
     root: str = ""
+    read_only: bool = False  # --read-only: no upper layer, the image's files cannot change
+    tty: bool = False  # -t: the command runs on a pseudo-terminal relayed to ours (with -i: our keystrokes)
+    tmpfs: list[str] = field(default_factory=list)  # --tmpfs DIR[:OPTIONS]
+
+
+def read_env_files(paths: list[str]) -> list[str]:
+    """docker's --env-file: one K=V per line (no quote processing), `K` alone takes pybuild's value, `#` comments."""
+    out = []
+    for path in paths:
+        try:
+            lines = open(path, encoding="utf-8").read().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"--env-file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        for number, line in enumerate(lines, 1):
+            text = line.lstrip()
+            if not text or text.startswith("#"):
+                continue
+            key = text.partition("=")[0]
+            if not key or any(c.isspace() for c in key):
+                raise UsageError(f"--env-file {path}:{number}: variable {key!r} has white space or is empty",
+                                 hint="write KEY=VALUE lines")
+            out.append(text if "=" in text else key)
+    return out
+
+
+def _tmpfs(specs: list[str]):
+    from builder.sandbox.spec import Mount
+
+    mounts = []
+    for spec in specs:
+        target, _, options = spec.partition(":")
+        if not os.path.isabs(target):
+            raise UsageError(f"invalid --tmpfs {spec!r}: {target!r} is not an absolute path",
+                             hint="use --tmpfs /dir[:size=64m,mode=1777]")
+        mounts.append(Mount(type="tmpfs", source="tmpfs", target=target,
+                            options=tuple(o for o in options.split(",") if o)))
+    return tuple(mounts)
 
 
 def command_line(entrypoint: tuple[str, ...] | None, cmd: tuple[str, ...] | None, args: list[str],
@@ -47,7 +84,27 @@ def _mounts(volumes: list[str]):
     return tuple(mounts)
 
 
+EXIT_OWN_ERROR = 125  # docker run's status when the container could not be made (126/127: the command)
+
+
 def run_image(opts: RunOptions) -> int:
+    """`pybuild run`: the command's exit status; docker's 125/126/127 when pybuild, exec or the lookup failed."""
+    from builder.errors import PybuildError
+    from builder.sandbox.runner import SandboxError
+
+    try:
+        return _run_image(opts)
+    except SandboxError as exc:
+        code = getattr(exc, "init_code", None)
+        raise PybuildError(str(exc), exit_code=code if code in (126, 127) else EXIT_OWN_ERROR,
+                           reference="run-failed") from None
+    except PybuildError as exc:
+        if exc.exit_code == 1:
+            exc.exit_code = EXIT_OWN_ERROR
+        raise
+
+
+def _run_image(opts: RunOptions) -> int:
     from builder.ops import source as source_op
     from builder.sandbox.runner import run
     from builder.sandbox.spec import ContainerSpec
@@ -68,20 +125,29 @@ def run_image(opts: RunOptions) -> int:
             snapshot, _ = source_op.execute(store, step)
         env = dict(base.config.env)
         env.setdefault("PATH", DEFAULT_PATH)
+        if opts.tty:
+            env.setdefault("TERM", os.environ.get("TERM") or "xterm")
         for item in opts.env:
             key, sep, value = item.partition("=")
             env[key] = value if sep else os.environ.get(key, "")
         mutable = store.prepare(snapshot)
         try:
             spec = ContainerSpec(argv=tuple(argv), lowerdirs=tuple(str(p) for p in mutable.lowerdirs),
-                                 upperdir=str(mutable.upper), workdir=str(mutable.work),
+                                 upperdir=None if opts.read_only else str(mutable.upper),
+                                 workdir=None if opts.read_only else str(mutable.work),
                                  env=tuple(f"{k}={v}" for k, v in env.items()),
                                  cwd=opts.workdir or base.config.workdir or "/",
                                  user=opts.user if opts.user is not None else base.config.user,
                                  hostname=opts.hostname or base.source.manifest_digest[7:19],
-                                 network=opts.network, mounts=_mounts(opts.volumes))
+                                 network=opts.network, mounts=_mounts(opts.volumes) + _tmpfs(opts.tmpfs),
+                                 tty=opts.tty)
             sys.stdout.flush()
-            status = run(spec, stdin=None, stdout=None, stderr=None)
+            if opts.tty:
+                from builder.terminal import relay
+
+                status = relay(lambda fd: run(spec, stdin=fd, stdout=fd, stderr=fd))
+            else:
+                status = run(spec, stdin=None, stdout=None, stderr=None)
         finally:
             store.abort(mutable)
     finally:

@@ -54,6 +54,7 @@ class SolveOptions:
     secrets: dict[str, str] | None = None  # --secret id → host file holding the value (never in a key)
     ssh: dict[str, str] | None = None  # --ssh id → agent socket (never in a key)
     remote: Any = None  # builder.remotecache.lazy.RemoteCache: --cache-from records, looked up after a local miss
+    on_error: Any = None  # --on-error=shell: called with a failed RUN's ContainerSpec while its files still exist
 
 
 def source_date_epoch() -> float | None:
@@ -379,7 +380,8 @@ class Solver:
                                               log=log, cancel=self.cancel,
                                               dockerfile_lines=self.options.dockerfile_lines,
                                               hostname=self.options.hostname,
-                                              mounts=self._mount_sources(step), launcher=self._launcher())
+                                              mounts=self._mount_sources(step), launcher=self._launcher(),
+                                              on_error=self.options.on_error)
         else:
             op: FileOp = step.op  # type: ignore[assignment]
             source = self.snapshot_of(op.from_step) if op.from_step is not None else None

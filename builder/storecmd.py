@@ -1,18 +1,15 @@
 """`pybuild images`, `pybuild history IMAGE` and `pybuild cache ls|du|inspect|prune`: the store made visible."""
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
+import sys
 import time
 
-from rich.console import Console
-from rich.table import Table
-
-from builder.errors import ImageNotFoundError, UsageError
-from builder.options import add_common as _root_arg
-from builder.plan.bases import normalize_name
+from builder.cliparse import CommandLineError, print_table
+from builder.cliparse import parser as _parser
+from builder.errors import UsageError
 
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?$", re.I)
 _UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024 ** 2, "mb": 1000 ** 2, "mib": 1024 ** 2,
@@ -56,10 +53,20 @@ def ago(ts: float) -> str:
     return f"{int(delta)}s ago"
 
 
-def _parser(prog: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog)
-    _root_arg(p)
-    return p
+def show_table(title: str, headers: list[str], rows: list[list[str]], limits: dict[int, int] | None = None) -> None:
+    """A rich table on a terminal (cells in ``limits`` cut to that width); plain, whole columns otherwise."""
+    if not sys.stdout.isatty():
+        print_table(headers, rows)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in headers:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*(cell[:limits[i]] if limits and i in limits else cell for i, cell in enumerate(row)))
+    Console().print(table)
 
 
 def _referenced(store) -> set[str]:
@@ -82,13 +89,9 @@ def cache_ls(store, fmt: str) -> int:
     if fmt == "json":
         print(json.dumps(rows, indent=2))
         return 0
-    table = Table(title="pybuild cache")
-    for col in ("ID", "INSTRUCTION", "STAGE", "SIZE", "CREATED", "LAST USED", "USES", "IN USE"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(r["id"][7:19], r["instruction"][:60], str(r["stage"]), human(r["size"]), ago(r["created"]),
-                      ago(r["last_used"]), str(r["uses"]), "yes" if r["in_use"] else "")
-    Console().print(table)
+    show_table("pybuild cache", ["ID", "INSTRUCTION", "STAGE", "SIZE", "CREATED", "LAST USED", "USES", "IN USE"],
+               [[r["id"][7:19], r["instruction"], str(r["stage"]), human(r["size"]), ago(r["created"]),
+                 ago(r["last_used"]), str(r["uses"]), "yes" if r["in_use"] else ""] for r in rows], {1: 60})
     return 0
 
 
@@ -148,7 +151,10 @@ def cache_main(argv: list[str]) -> int:
     from cache import Store
 
     if not argv or argv[0] not in ("ls", "du", "inspect", "prune"):
-        raise UsageError("usage: pybuild cache ls|du|inspect ID|prune [--all] [--keep-storage SIZE] "
+        if argv and argv[0] in ("-h", "--help"):
+            print("usage: pybuild cache ls|du|inspect ID|prune [--all] [--keep-storage SIZE] [--filter until=DUR]")
+            return 0
+        raise CommandLineError("usage: pybuild cache ls|du|inspect ID|prune [--all] [--keep-storage SIZE] "
                          "[--filter until=DURATION]")
     sub, rest = argv[0], argv[1:]
     p = _parser(f"pybuild cache {sub}")
@@ -189,64 +195,36 @@ def cache_main(argv: list[str]) -> int:
         store.close()
 
 
-def images_main(argv: list[str]) -> int:
-    from cache import Store
-
-    args = _parser("pybuild images").parse_args(argv)
-    store = Store.open(args.root)
-    try:
-        table = Table(title="pybuild images")
-        for col in ("NAME", "IMAGE ID", "MANIFEST", "LAYERS", "SIZE", "CREATED"):
-            table.add_column(col)
-        for name, image in sorted(store.images(), key=lambda x: x[0]):
-            size = sum(l.blob.size for l in image.layers)
-            table.add_row(name, image.config.digest[7:19], image.manifest.digest[7:19], str(len(image.layers)),
-                          human(size), ago(image.created))
-        Console().print(table)
-        return 0
-    finally:
-        store.close()
+IMAGE_SUBCOMMANDS = {"ls": "images", "list": "images", "rm": "rmi", "remove": "rmi", "tag": "tag",
+                     "prune": "image prune", "inspect": "inspect", "history": "history", "save": "save",
+                     "load": "load", "pull": "pull", "push": "push", "import": "import"}
 
 
-def history_main(argv: list[str]) -> int:
-    from cache import Store
+def group_main(group: str, subs: dict[str, str], argv: list[str]) -> int:
+    """`pybuild image SUB` / `pybuild system SUB`: docker's management commands, mapped onto the short ones."""
+    from builder.cliparse import suggest
 
-    p = _parser("pybuild history")
-    p.add_argument("image")
-    p.add_argument("--format", choices=("table", "json"), default="table")
-    args = p.parse_args(argv)
-    store = Store.open(args.root)
-    try:
-        image = store.resolve(normalize_name(args.image))
-        if image is None:
-            raise ImageNotFoundError(f"image {args.image!r} is not in the local store")
-        with store.open_blob(image.config.digest) as fh:
-            config = json.loads(fh.read())
-        by_layer = {r.layer.diff_id: r.key for r in store.records() if r.layer is not None}
-        rows, layer_iter = [], iter(image.layers)
-        for h in config.get("history", []):
-            layer = None if h.get("empty_layer") else next(layer_iter, None)
-            rows.append({"created_by": h.get("created_by", ""), "created": h.get("created", ""),
-                         "size": layer.blob.size if layer else 0,
-                         "layer": layer.blob.digest if layer else None,
-                         "cache_id": by_layer.get(layer.diff_id) if layer else None})
-        if args.format == "json":
-            print(json.dumps(rows, indent=2))
-            return 0
-        table = Table(title=f"history of {args.image}")
-        for col in ("CREATED BY", "SIZE", "CREATED", "CACHE ID"):
-            table.add_column(col)
-        for r in reversed(rows):
-            table.add_row(r["created_by"][:70], human(r["size"]), r["created"][:19], (r["cache_id"] or "")[7:19])
-        Console().print(table)
-        return 0
-    finally:
-        store.close()
+    if not argv or argv[0] in ("-h", "--help"):
+        print(f"usage: pybuild {group} {'|'.join(subs)} ...")
+        return 0 if argv else 2
+    if argv[0] not in subs:
+        close = suggest(argv[0], list(subs))
+        raise CommandLineError(f"unknown command 'pybuild {group} {argv[0]}'",
+                               hint=f"did you mean `pybuild {group} {close}`?" if close else
+                               f"`pybuild {group}` takes {', '.join(subs)}")
+    return main(subs[argv[0]], argv[1:])
 
 
 def main(name: str, argv: list[str]) -> int:
-    if name == "cache":
-        return cache_main(argv)
-    if name == "images":
-        return images_main(argv)
-    return history_main(argv)
+    """The store commands by name (`image prune` and `system df` included)."""
+    from builder import imagecmd, imageinfo, imageio, login, rootfs
+
+    handlers = {"cache": cache_main, "images": imagecmd.images_main, "history": imagecmd.history_main,
+                "tag": imagecmd.tag_main, "rmi": imagecmd.rmi_main, "image prune": imagecmd.prune_main,
+                "inspect": imageinfo.inspect_main, "system df": imageinfo.df_main,
+                "save": imageio.save_main, "load": imageio.load_main, "pull": imageio.pull_main,
+                "push": imageio.push_main, "export": rootfs.export_main, "import": rootfs.import_main,
+                "login": login.login_main, "logout": login.logout_main,
+                "image": lambda a: group_main("image", IMAGE_SUBCOMMANDS, a),
+                "system": lambda a: group_main("system", {"df": "system df"}, a)}
+    return handlers[name](argv)

@@ -269,6 +269,14 @@ class Store:
         """Remove a tag; raises StoreError if ``name`` is not tagged."""
         refs.untag(self._index, name)
 
+    def all_images(self) -> list[ImageRecord]:
+        """Every stored image, tagged or not, oldest first."""
+        return self._index.all_images()
+
+    def remove_image(self, manifest_digest: str) -> bool:
+        """Forget an untagged image now (its content is swept by prune); False if still tagged or unknown."""
+        return refs.remove_image(self._index, manifest_digest)
+
     # --- usage and garbage collection ------------------------------------------------------
     def usage(self) -> dict[str, int]:
         """Sizes in bytes and counts; ``reclaimable`` is what prune(all=True) would free now."""

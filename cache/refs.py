@@ -79,3 +79,11 @@ def untag(index: Index, name: str) -> None:
     """Remove a name; raises StoreError if it is not tagged. The image itself goes at prune."""
     if not index.delete_tag(name):
         raise StoreError(f"untag: no image named {name!r}")
+
+
+def remove_image(index: Index, manifest_digest: str) -> bool:
+    """Forget an image that no name points at (its blobs go at the next prune); False if it is tagged or gone."""
+    if index.image(manifest_digest) is None or any(d == manifest_digest for _, d in index.tags()):
+        return False
+    index.delete_image(manifest_digest)
+    return index.image(manifest_digest) is None

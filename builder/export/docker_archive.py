@@ -72,23 +72,31 @@ def write_archive_to(out: BinaryIO, store, record, names: list[str], docker_mani
     Blobs are read through the store's verifying reader: a damaged blob raises CorruptBlob (a StoreError). A
     stream that is not a file (``dest=-`` into a pipe) may be consumed as it comes, so there each blob is verified
     before any of its bytes are written (one more read, from the page cache)."""
+    write_images_to(out, store, [(record, names)], docker_manifest)
+
+
+def write_images_to(out: BinaryIO, store, images: list[tuple], docker_manifest: bool = True) -> None:
+    """`write_archive_to` for several (record, names) pairs in one archive, as `docker save A B` writes."""
     stream = not _is_file(out)
     manifest_entry = [{"Config": _blob_name(record.config.digest),
                        "RepoTags": [familiar_name(n) for n in names],
-                       "Layers": [_blob_name(l.blob.digest) for l in record.layers]}]
+                       "Layers": [_blob_name(l.blob.digest) for l in record.layers]} for record, names in images]
+    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+             "manifests": [m for record, names in images for m in _index(record, names)["manifests"]]}
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         tar.addfile(_info("blobs", directory=True))
         tar.addfile(_info("blobs/sha256", directory=True))
         written: set[str] = set()
-        for desc in [*(l.blob for l in record.layers), record.config, record.manifest]:
-            if desc.digest in written:
-                continue
-            written.add(desc.digest)
-            if stream:
-                store.verify_blob(desc.digest)
-            with store.open_blob(desc.digest) as blob:
-                tar.addfile(_info(_blob_name(desc.digest), desc.size), blob)
-        for name, doc in (("index.json", _index(record, names)), ("manifest.json", manifest_entry),
+        for record, _ in images:
+            for desc in [*(l.blob for l in record.layers), record.config, record.manifest]:
+                if desc.digest in written:
+                    continue
+                written.add(desc.digest)
+                if stream:
+                    store.verify_blob(desc.digest)
+                with store.open_blob(desc.digest) as blob:
+                    tar.addfile(_info(_blob_name(desc.digest), desc.size), blob)
+        for name, doc in (("index.json", index), ("manifest.json", manifest_entry),
                           ("oci-layout", {"imageLayoutVersion": "1.0.0"})):
             if name == "manifest.json" and not docker_manifest:
                 continue

@@ -58,9 +58,10 @@ def render_location(step: Step, dockerfile_lines: list[str] | None) -> str:
 
 def execute(store, step: Step, parent_snapshot, *, compression: str, log: Callable[[str, str], None],
             cancel: threading.Event | None, dockerfile_lines: list[str] | None, hostname: str,
-            mounts=None, launcher: Launcher | None = None):
+            mounts=None, launcher: Launcher | None = None, on_error: Callable[[ContainerSpec], None] | None = None):
     """Run the step; returns (snapshot, layer|None). Raises BuildStepError on a non-zero exit.
-    `launcher` starts the container's init (the build's fork server); by default a fresh interpreter."""
+    `launcher` starts the container's init (the build's fork server); by default a fresh interpreter.
+    `on_error` (--on-error=shell) is called with the step's spec after a non-zero exit, before its files go."""
     op: ExecOp = step.op  # type: ignore[assignment]
     with ExitStack() as stack:
         try:
@@ -73,11 +74,11 @@ def execute(store, step: Step, parent_snapshot, *, compression: str, log: Callab
                                  context=render_location(step, dockerfile_lines), reference=exc.reference) from exc
         return _execute(store, step, op, parent_snapshot, compression=compression, log=log, cancel=cancel,
                         dockerfile_lines=dockerfile_lines, hostname=hostname, extra_mounts=extra,
-                        env=env, launcher=launcher)
+                        env=env, launcher=launcher, on_error=on_error)
 
 
 def _execute(store, step: Step, op: ExecOp, parent_snapshot, *, compression, log, cancel, dockerfile_lines,
-             hostname, extra_mounts, env, launcher):
+             hostname, extra_mounts, env, launcher, on_error=None):
     mutable = store.prepare(parent_snapshot)
     tail: deque[str] = deque(maxlen=OUTPUT_TAIL)
     total_lines = [0]
@@ -106,6 +107,8 @@ def _execute(store, step: Step, op: ExecOp, parent_snapshot, *, compression, log
                                  context=render_location(step, dockerfile_lines)) from exc
         if cancel is not None and cancel.is_set():
             raise BuildCancelled()
+        if status.code != 0 and on_error is not None:
+            on_error(spec)
         if status.code != 0:
             shown = "\n".join(tail)
             raise BuildStepError(

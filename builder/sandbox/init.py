@@ -23,11 +23,13 @@ After pivot_root nothing new can be imported (the host's Python is gone), hence 
 """
 from __future__ import annotations
 
+import fcntl  # imported here: after pivot_root the host's standard library is out of reach
 import json
 import os
 import signal
 import stat
 import sys
+import termios
 from typing import NoReturn
 
 from builder.sandbox import capabilities
@@ -265,6 +267,9 @@ def _exec_command(spec: ContainerSpec, user: ExecUser, env: list[str], err_w: in
     try:
         for signum in FORWARDED_SIGNALS + RESTORED_SIGNALS:
             signal.signal(signum, signal.SIG_DFL)
+        if spec.tty:  # `run -it`: stdin is a pseudo-terminal; make it this session's, so ^C reaches the command
+            os.setsid()
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
         # Bounding set first: dropping needs CAP_SETPCAP, which a non-root uid no longer has.
         capabilities.restrict_bounding_set(set(DEFAULT_CAPABILITIES.values()), last_cap)
         os.setgroups(list(user.groups))

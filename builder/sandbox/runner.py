@@ -196,7 +196,9 @@ def _result(returncode: int, messages: list[dict]) -> ExitStatus:
     """Turn the init's status messages (or, failing those, its exit code) into an ExitStatus."""
     errors = [m["error"] for m in messages if "error" in m]
     if errors:
-        raise SandboxError(errors[0].splitlines()[0] if errors[0] else "container setup failed")
+        error = SandboxError(errors[0].splitlines()[0] if errors[0] else "container setup failed")
+        error.init_code = returncode  # 126/127: the command could not be executed / found (docker's codes)
+        raise error
     exits = [m for m in messages if "exit" in m]
     if exits:
         return ExitStatus(int(exits[-1]["exit"]), exits[-1].get("signal"))

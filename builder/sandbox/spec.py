@@ -66,7 +66,7 @@ class ContainerSpec:
     network: str = "none"  # "none" | "host"
     mounts: tuple[Mount, ...] = ()
     extra_hosts: tuple[tuple[str, str], ...] = ()  # (hostname, ip) lines added to /etc/hosts
-    tty: bool = False  # FIXME(no-pty): recorded only; stdio is passed through, no pty is allocated
+    tty: bool = False  # stdin is a pseudo-terminal (the caller's): the command gets it as controlling terminal
     sysfs: bool = True  # mount a read-only /sys
     # RUN --security=insecure (with the operator's --allow security.insecure): every capability, no seccomp
     # filter, no no_new_privs, as BuildKit's insecure mode.

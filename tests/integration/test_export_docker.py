@@ -158,8 +158,8 @@ def test_failed_build_or_export_leaves_no_file(pybuild, busybox_image, tmp_path)
 
 
 @pytest.mark.parametrize("spec, message", [
-    ("type=docker", "dest"),
-    ("type=tar,dest=x.tar", "unsupported"),
+    ("type=oci", "dest"),
+    ("type=cacheonly", "unsupported"),
     ("type=docker,dest=x.tar,bogus=1", "bogus"),
 ])
 def test_bad_output_specs_are_usage_errors(pybuild, busybox_image, tmp_path, spec, message):

@@ -1,0 +1,199 @@
+"""`pybuild export IMAGE` (the image's filesystem flattened into one tar) and `pybuild import FILE|- [REF]`
+(a rootfs tar becomes a one-layer image, docker's `--change` instructions setting its config).
+
+Flattening reads the layer tars top-down once to decide which entry of which layer is visible (whiteouts
+`.wh.NAME` hide a lower path, `.wh..wh..opq` a lower directory's content, a non-directory hides whatever a lower
+layer had below it, an upper entry wins over a lower one), then writes the visible entries bottom-up, so a hard
+link follows its target and a directory comes before its content, with the top-most directory's metadata.
+Owners, modes, times, links and xattrs are copied from the layer entries as they are.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+from builder.cliparse import CommandLineError
+from builder.cliparse import parser as _parser
+from builder.errors import PybuildError
+from builder.imagecmd import find_image, load_images
+from builder.plan.bases import normalize_name
+
+WHITEOUT = ".wh."
+OPAQUE = ".wh..wh..opq"
+CHANGE_INSTRUCTIONS = ("CMD", "ENTRYPOINT", "ENV", "EXPOSE", "LABEL", "ONBUILD", "STOPSIGNAL", "USER", "VOLUME",
+                       "WORKDIR")
+
+
+def _norm(name: str) -> str:
+    return os.path.normpath("/" + name).lstrip("/")
+
+
+def _ancestors(name: str):
+    parts = name.split("/")
+    for i in range(1, len(parts)):
+        yield "/".join(parts[:i])
+
+
+def _open_layer(store, digest: str):
+    from cache.compress import decompressed
+
+    return tarfile.open(fileobj=decompressed(store.open_blob(digest), digest), mode="r|")
+
+
+def visible(store, layers: list) -> tuple[list[set[str]], dict[str, tarfile.TarInfo]]:
+    """Per layer (bottom first), the names it contributes; and the top-most entry of each surviving directory."""
+    gone: set[str] = set()  # hidden with everything below
+    below: set[str] = set()  # everything below is hidden
+    taken: set[str] = set()
+    dirs: dict[str, tarfile.TarInfo] = {}
+    keep: list[set[str]] = []
+    for layer in reversed(layers):
+        mine: set[str] = set()
+        new_gone, new_below = set(), set()
+        with _open_layer(store, layer.blob.digest) as tar:
+            for info in tar:
+                name = _norm(info.name)
+                base, parent = os.path.basename(name), os.path.dirname(name)
+                if not name:
+                    continue
+                if base == OPAQUE:
+                    new_below.add(parent)
+                    continue
+                if base.startswith(WHITEOUT):
+                    new_gone.add(os.path.join(parent, base[len(WHITEOUT):]))
+                    continue
+                hidden = name in gone or any(a in gone or a in below for a in _ancestors(name))
+                if name in taken:
+                    if info.isdir() and name in dirs and not hidden:
+                        mine.add(name)  # the directory exists from here up: written here, with the top metadata
+                    continue
+                if hidden:
+                    continue
+                mine.add(name)
+                taken.add(name)
+                if info.isdir():
+                    dirs[name] = info
+                else:
+                    new_below.add(name)
+        gone |= new_gone
+        below |= new_below
+        keep.append(mine)
+    keep.reverse()
+    return keep, dirs
+
+
+def write_flat(out, store, layers: list) -> None:
+    """The merged filesystem of ``layers`` (cache.Layer, bottom first) as one tar stream on ``out``."""
+    keep, dirs = visible(store, layers)
+    written: set[str] = set()
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as dest:
+        for layer, names in zip(layers, keep):
+            with _open_layer(store, layer.blob.digest) as tar:
+                for info in tar:
+                    name = _norm(info.name)
+                    if name not in names or name in written:
+                        continue
+                    written.add(name)
+                    entry = dirs.get(name, info) if info.isdir() else info
+                    entry = entry.replace(name=name, deep=False)
+                    if entry.islnk():
+                        entry.linkname = _norm(entry.linkname)
+                    dest.addfile(entry, tar.extractfile(info) if info.isreg() else None)
+
+
+def export_main(argv: list[str]) -> int:
+    from cache import Store
+
+    p = _parser("pybuild export", "Write an image's filesystem, flattened, as one tar (stdout by default).")
+    p.add_argument("image")
+    p.add_argument("-o", "--output", help="write to this file (atomically)")
+    args = p.parse_args(argv)
+    if not args.output and sys.stdout.isatty():
+        raise CommandLineError("refusing to write a tar to a terminal", hint="redirect it, or use -o FILE")
+    with Store.open(args.root) as store:
+        image = find_image(load_images(store), args.image)[0]
+        layers = list(image.record.layers)
+        if not args.output:
+            write_flat(sys.stdout.buffer, store, layers)
+            sys.stdout.buffer.flush()
+            return 0
+        dest = Path(args.output)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                write_flat(fh, store, layers)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, dest)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    return 0
+
+
+def change_config(changes: list[str]):
+    """docker import --change: Dockerfile instructions (CMD, ENV, …) applied to an empty config."""
+    import grammar
+    from builder.plan.bases import SCRATCH
+    from builder.plan.planner import plan
+
+    for change in changes:
+        word = change.strip().split(None, 1)[0].upper() if change.strip() else ""
+        if word not in CHANGE_INSTRUCTIONS:
+            raise CommandLineError(f"--change {change!r}: {word or 'an empty line'} is not allowed here",
+                                   hint=f"use one of {', '.join(CHANGE_INSTRUCTIONS)}")
+    text = "FROM scratch\n" + "".join(c.strip() + "\n" for c in changes)
+    graph = plan(grammar.parse(text, filename="--change"), build_args={}, target=None,
+                 resolve_image=lambda ref: SCRATCH)
+    return graph.stages[graph.target].config
+
+
+def import_main(argv: list[str]) -> int:
+    import hashlib
+    from dataclasses import replace
+
+    from builder.export.image import layers_manifest
+    from builder.plan.imageconfig import HistoryEntry, canonical_json
+    from cache import Layer, Store
+    from cache.compress import decompressed
+    from cache.model import MEDIA_TYPE_LAYER_TAR
+
+    p = _parser("pybuild import", "Make a one-layer image of a rootfs tarball (a file, or - for stdin).")
+    p.add_argument("file", metavar="FILE|-")
+    p.add_argument("reference", nargs="?", metavar="REPOSITORY[:TAG]")
+    p.add_argument("-c", "--change", action="append", default=[], help="a Dockerfile instruction (CMD, ENV, …)")
+    p.add_argument("-m", "--message", default="", help="the history comment")
+    p.add_argument("--platform", default="", help="accepted when it is this machine's platform")
+    args = p.parse_args(argv)
+    from builder.build import check_platform
+
+    check_platform(args.platform)
+    if args.file.startswith(("http://", "https://")):
+        raise CommandLineError("import from a URL is not supported", hint="download it, then import the file")
+    config = change_config(args.change)
+    if args.file == "-" and sys.stdin.isatty():
+        raise CommandLineError("refusing to read a tar from a terminal", hint="pipe one in, or give FILE")
+    src = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")
+    with Store.open(args.root) as store:
+        with src:
+            blob = store.put_blob_file(decompressed(src, args.file))
+        try:
+            with tarfile.open(store.blob_path(blob.digest)) as tar:
+                tar.getmembers()
+        except tarfile.TarError as exc:
+            raise PybuildError(f"{args.file} is not a tar archive: {exc}", reference="bad-image-archive") from None
+        now = time.time()
+        layer = Layer(blob.digest, replace(blob, media_type=MEDIA_TYPE_LAYER_TAR))
+        history = (HistoryEntry(f"Imported from {args.file}", False, now, args.message),)
+        doc = replace(config, diff_ids=(layer.diff_id,), history=history).to_oci(now)
+        config_bytes = canonical_json(doc)
+        record = store.put_image(layers_manifest(config_bytes, [layer]), config_bytes, [layer])
+        if args.reference:
+            store.tag(normalize_name(args.reference), record.manifest.digest)
+    print("sha256:" + hashlib.sha256(config_bytes).hexdigest())
+    return 0
