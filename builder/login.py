@@ -24,15 +24,8 @@ from pathlib import Path
 from builder.cliparse import CommandLineError
 from builder.cliparse import parser as _parser
 from builder.errors import PybuildError
-from builder.export.registry import (
-    DOCKER_HUB,
-    DOCKER_HUB_API,
-    DOCKER_HUB_SERVER,
-    HELPER_TIMEOUT,
-    insecure_hosts,
-    is_loopback,
-    parse_challenge,
-)
+from builder.export.credentials import DOCKER_HUB, DOCKER_HUB_API, DOCKER_HUB_SERVER, HELPER_TIMEOUT
+from builder.export.registry import insecure_hosts, is_loopback, parse_challenge
 
 TIMEOUT = 30.0
 

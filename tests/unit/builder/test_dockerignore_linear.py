@@ -41,10 +41,14 @@ def test_simple_patterns_keep_re_and_ambiguous_ones_do_not():
 
 
 def _seconds(matcher: PatternMatcher, path: str) -> float:
-    started = time.perf_counter()
-    for _ in range(3):
-        matcher.matches(path)
-    return time.perf_counter() - started
+    """The best of 5 timings: another process on a loaded machine can only make a run slower, never faster."""
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        for _ in range(3):
+            matcher.matches(path)
+        best = min(best, time.perf_counter() - started)
+    return best
 
 
 @pytest.mark.parametrize("pattern, unit", [

@@ -163,7 +163,7 @@ def trickle_body(h, body: bytes = b'{"schemaVersion": 2, "pad": "' + b"x" * 300 
 
 def trickle_headers(h):
     h.wfile.write(b"HTTP/1.1 200 OK\r\n")
-    for _ in range(300):
+    for _ in range(3000):  # 60 s and more: far beyond any deadline the tests set
         h.wfile.write(b"X")
         h.wfile.flush()
         time.sleep(0.02)
@@ -182,7 +182,7 @@ def test_a_trickling_registry_is_stopped(stub, route, limits, said):
         Registries(limits=limits).client(host).get_manifest("me/app", "v1", "repository:me/app:pull")
     assert said in err.value.message and f"registry {host}" in err.value.message
     assert "GET /v2/me/app/manifests/v1" in err.value.message and "--registry-" in err.value.hint
-    assert time.monotonic() - started < 5.5  # the trickle alone lasts 6 s and more
+    assert time.monotonic() - started < 30  # the trickle alone lasts 60 s and more: the limit stopped it
 
 
 def test_the_error_names_the_image_and_the_registry(stub, tmp_path):
