@@ -28,6 +28,12 @@ PRELOAD = ("builder.ops.fileop", "builder.sandbox.init",
 def preload() -> None:
     for name in PRELOAD:
         importlib.import_module(name)
+    from builder.sandbox import init
+
+    try:
+        init.prepare()  # the RUN seccomp filter, compiled once for every RUN this zygote forks
+    except OSError:
+        pass  # no libseccomp: each RUN's init reports it
 
 
 def main(control_fd: int) -> None:

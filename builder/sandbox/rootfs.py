@@ -36,6 +36,7 @@ MASKED_PATHS = ("/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/pro
                 "/sys/firmware", "/sys/devices/virtual/powercap")
 READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
 FLAG_OPTIONS = {"ro": sc.MS_RDONLY, "nosuid": sc.MS_NOSUID, "nodev": sc.MS_NODEV, "noexec": sc.MS_NOEXEC}
+USER_MOUNT_FLAGS = sc.MS_NODEV | sc.MS_NOSUID  # every tmpfs, cache, bind, secret and ssh mount of a RUN
 GENERATED_FILES = ("/etc/hosts", "/etc/resolv.conf", "/etc/hostname")
 
 
@@ -234,6 +235,9 @@ def mount_user(rootfs: Rootfs, mounts: tuple[Mount, ...], sources: dict[int, str
 
 def _mount_one(rootfs: Rootfs, item: Mount, source: str | None) -> None:
     flags, data = _parse_options(item.options)
+    # No device nodes (a RUN has CAP_MKNOD) and no setuid from what the builder mounts in: docker's devices
+    # cgroup does the first job for it, and its tmpfs mounts are nosuid,nodev too.
+    flags |= USER_MOUNT_FLAGS
     if item.readonly:
         flags |= sc.MS_RDONLY
     if item.type == "tmpfs":
@@ -243,9 +247,8 @@ def _mount_one(rootfs: Rootfs, item: Mount, source: str | None) -> None:
     assert source is not None
     target = _target(rootfs, item.target, directory=os.path.isdir(source))
     sc.mount(source, target, None, sc.MS_BIND | sc.MS_REC)
-    if flags:
-        # A bind mount takes its flags only on a remount; keep the source mount's own locks.
-        sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | flags | _statvfs_flags(target))
+    # A bind mount takes its flags only on a remount; keep the source mount's own locks.
+    sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | flags | _statvfs_flags(target))
 
 
 class _Missing(FileNotFoundError):
