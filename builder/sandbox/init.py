@@ -208,7 +208,7 @@ def setup_container(spec: ContainerSpec, host_resolv: str | None) -> rf.Rootfs:
     host = rf.HostPaths(spec)
     scratch = rf.mount_scratch()
     rootfs = rf.mount_overlay(host, scratch)
-    rf.mount_proc_dev_sys(rootfs, sysfs=spec.sysfs)
+    rf.mount_proc_dev_sys(rootfs, sysfs=spec.sysfs, insecure=spec.insecure)
     rf.mount_user(rootfs, spec.mounts, host.binds, host.overlays)
     rf.mount_generated_files(rootfs, spec, scratch, host_resolv)
     host.close()

@@ -123,6 +123,15 @@ def test_tiocsti_cannot_reach_a_terminal_passed_as_stdio(lower, tmp_path):
     assert b"#" not in injected
 
 
+def test_dockers_masked_and_read_only_paths_and_none_when_insecure(lower, tmp_path):
+    script = ("wc -c < /proc/interrupts; for m in /proc/sys /sys; do"
+              " awk -v m=$m '$5 == m {split($6, o, \",\"); print o[1]; exit}' /proc/self/mountinfo; done")
+    assert output(spec(lower, tmp_path, script)).split() == ["0", "ro", "ro"]
+    interrupts, sysfs = output(spec(lower, tmp_path, script, insecure=True)).split()  # /proc/sys: part of /proc
+    assert int(interrupts) > 0
+    assert sysfs == "rw"
+
+
 # --- why an exec failed ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("changes, message", [
