@@ -10,6 +10,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from builder.errors import PybuildError, UsageError
 from builder.export.image import assemble
@@ -46,6 +47,7 @@ class BuildOptions:
     push: bool = False  # --push: push every -t name
     pull: bool = False  # --pull: resolve FROM images in their registry even when stored locally
     insecure_registries: list[str] = field(default_factory=list)  # plain-HTTP registries besides loopback
+    resources: Any = None  # builder.sandbox.spec.Resources: every RUN's cgroup limits (None: the defaults)
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +232,7 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
                                compression=opts.compression, jobs=opts.jobs, dockerfile_lines=text.splitlines(),
                                ignore_patterns=patterns, excluded=_excluder(patterns),
                                explain=opts.explain_cache, secrets=_secrets(opts, workdir),
-                               ssh=agents.sockets if agents is not None else None)
+                               ssh=agents.sockets if agents is not None else None, resources=opts.resources)
         results = Solver(store, graph, options, sink, cancel).solve(graph.target)
         config, manifest, layers = assemble(graph, graph.target, results)
         record = store.put_image(manifest, config, list(layers))

@@ -17,6 +17,7 @@ import threading
 
 from builder.errors import PybuildError, UsageError
 from builder.options import add_common as _root_arg
+from builder.options import add_limit_flags, resources
 
 COMMANDS = ("build", "run", "parse", "images", "history", "cache")
 
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "namespace with only loopback)")
     p.add_argument("--ssh", action="append", default=[], metavar="default|ID[=SOCKET|KEY[,KEY]]",
                    help="an SSH agent for RUN --mount=type=ssh: ID alone forwards $SSH_AUTH_SOCK")
+    add_limit_flags(p)
     _root_arg(p)
     return p
 
@@ -104,7 +106,8 @@ def cmd_build(argv: list[str]) -> int:
                         pull=args.pull, insecure_registries=args.insecure_registry, labels=labels,
                         platform=args.platform, metadata_file=args.metadata_file,
                         no_cache_filter=[s.strip() for v in args.no_cache_filter for s in v.split(",") if s.strip()],
-                        network="none" if args.network == "default" else args.network)
+                        network="none" if args.network == "default" else args.network,
+                        resources=resources(args))
     cancel = threading.Event()
     previous = {sig: signal.signal(sig, _interrupt_handler(cancel)) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

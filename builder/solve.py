@@ -51,6 +51,7 @@ class SolveOptions:
     hostname: str = "buildkitsandbox"
     secrets: dict[str, str] | None = None  # --secret id → host file holding the value (never in a key)
     ssh: dict[str, str] | None = None  # --ssh id → agent socket (never in a key)
+    resources: Any = None  # builder.sandbox.spec.Resources for every RUN (None: the defaults)
 
 
 def source_date_epoch() -> float | None:
@@ -322,7 +323,8 @@ class Solver:
                                               log=log, cancel=self.cancel,
                                               dockerfile_lines=self.options.dockerfile_lines,
                                               hostname=self.options.hostname,
-                                              mounts=self._mount_sources(step), launcher=self._launcher())
+                                              mounts=self._mount_sources(step), launcher=self._launcher(),
+                                              resources=self.options.resources)
         else:
             op: FileOp = step.op  # type: ignore[assignment]
             source = self.results[op.from_step].snapshot if op.from_step is not None else None

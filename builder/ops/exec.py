@@ -12,10 +12,21 @@ from builder.ops.mounts import realise, ssh_env
 from builder.plan.steps import ExecOp, Step
 from builder.sandbox.forkserver import Launcher
 from builder.sandbox.runner import SandboxError, run
-from builder.sandbox.spec import ContainerSpec
+from builder.sandbox.spec import ContainerSpec, Resources
 from cache import Interrupted
 
 OUTPUT_TAIL = 20
+LIMIT_HINTS = {"pids": "raise the limit with `pybuild build --pids-limit N` (-1: no limit)",
+               "memory": "raise the limit with `pybuild build --memory SIZE` (e.g. 2g)"}
+
+
+def limit_message(limit: str, resources: Resources) -> str:
+    """One line naming the cgroup limit a RUN hit and its flag."""
+    if limit == "pids":
+        return f"the RUN reached its process limit of {resources.pids_limit} (--pids-limit): a fork was refused"
+    memory = resources.memory or 0
+    shown = f"{memory / (1 << 20):g}m" if memory % (1 << 20) == 0 else f"{memory} bytes"
+    return f"the RUN ran out of memory (--memory {shown}): the kernel killed a process"
 
 
 def render_location(step: Step, dockerfile_lines: list[str] | None) -> str:
@@ -31,9 +42,10 @@ def render_location(step: Step, dockerfile_lines: list[str] | None) -> str:
 
 def execute(store, step: Step, parent_snapshot, *, compression: str, log: Callable[[str, str], None],
             cancel: threading.Event | None, dockerfile_lines: list[str] | None, hostname: str,
-            mounts=None, launcher: Launcher | None = None):
+            mounts=None, launcher: Launcher | None = None, resources: Resources | None = None):
     """Run the step; returns (snapshot, layer|None). Raises BuildStepError on a non-zero exit.
-    `launcher` starts the container's init (the build's fork server); by default a fresh interpreter."""
+    `launcher` starts the container's init (the build's fork server); by default a fresh interpreter.
+    `resources`: the RUN's cgroup limits (default: Resources(), a pids limit)."""
     op: ExecOp = step.op  # type: ignore[assignment]
     with ExitStack() as stack:
         try:
@@ -45,11 +57,12 @@ def execute(store, step: Step, parent_snapshot, *, compression: str, log: Callab
                                  context=render_location(step, dockerfile_lines), reference=exc.reference) from exc
         return _execute(store, step, op, parent_snapshot, compression=compression, log=log, cancel=cancel,
                         dockerfile_lines=dockerfile_lines, hostname=hostname, extra_mounts=extra,
-                        env=ssh_env(op, mounts) if op.mounts else op.env, launcher=launcher)
+                        env=ssh_env(op, mounts) if op.mounts else op.env, launcher=launcher,
+                        resources=resources or Resources())
 
 
 def _execute(store, step: Step, op: ExecOp, parent_snapshot, *, compression, log, cancel, dockerfile_lines,
-             hostname, extra_mounts, env, launcher):
+             hostname, extra_mounts, env, launcher, resources):
     mutable = store.prepare(parent_snapshot)
     tail: deque[str] = deque(maxlen=OUTPUT_TAIL)
     total_lines = [0]
@@ -66,7 +79,8 @@ def _execute(store, step: Step, op: ExecOp, parent_snapshot, *, compression, log
     try:
         spec = ContainerSpec(argv=op.argv, lowerdirs=tuple(str(p) for p in mutable.lowerdirs),
                              upperdir=str(mutable.upper), workdir=str(mutable.work), env=env, cwd=op.cwd,
-                             user=op.user, hostname=hostname, network=op.network, mounts=extra_mounts)
+                             user=op.user, hostname=hostname, network=op.network, mounts=extra_mounts,
+                             resources=resources)
         try:
             status = run(spec, stdin=subprocess.DEVNULL, stdout=sink("stdout"), stderr=sink("stderr"),
                          cancel=cancel, launcher=launcher)  # a RUN gets no stdin, as in BuildKit
@@ -75,6 +89,12 @@ def _execute(store, step: Step, op: ExecOp, parent_snapshot, *, compression, log
                                  context=render_location(step, dockerfile_lines)) from exc
         if cancel is not None and cancel.is_set():
             raise BuildCancelled()
+        if status.limit is not None:  # fails even with exit code 0: a fork or an allocation was refused
+            raise BuildStepError(
+                f"{step.span}: {step.created_by}: {limit_message(status.limit, resources)} (exit code: {status.code})",
+                context=f"{render_location(step, dockerfile_lines)}\n[{total_lines[0]} lines of output]"
+                        + (f"\n{chr(10).join(tail)}" if tail else ""),
+                hint=LIMIT_HINTS[status.limit])
         if status.code != 0:
             shown = "\n".join(tail)
             raise BuildStepError(

@@ -115,6 +115,7 @@ def main(argv: list[str]) -> NoReturn:
             os._exit(EXIT_SETUP)
         with os.fdopen(spec_fd, "rb") as handle:
             spec = ContainerSpec.from_json(handle.read().decode())
+        join_cgroups(spec.cgroups)  # before any fork: every process of the RUN is counted and killed with it
         host_resolv = _read_text("/etc/resolv.conf")
         if not spec.insecure:
             prepare()  # libseccomp is a host library: load it before pivot_root hides it
@@ -138,6 +139,16 @@ def main(argv: list[str]) -> NoReturn:
     _forward_signals_to(pid)
     _, wait_status = os.waitpid(pid, 0)
     os._exit(exit_code(wait_status)[0])
+
+
+def join_cgroups(paths: tuple[str, ...]) -> None:
+    """Move this process into the RUN's cgroup directories (made by the runner: cgroup.py)."""
+    for path in paths:
+        try:
+            with open(os.path.join(path, "cgroup.procs"), "w", encoding="ascii") as handle:
+                handle.write("0")
+        except OSError as exc:
+            raise OSError(exc.errno, f"joining the RUN's cgroup {path}: {exc.strerror}") from exc
 
 
 def prepare() -> None:
@@ -261,11 +272,11 @@ def _reap(main_pid: int) -> tuple[int, int | None]:
         if pid == main_pid:
             result = exit_code(wait_status)
             break
-    try:
-        os.kill(-1, signal.SIGKILL)  # from PID 1: every other process of this PID namespace
-    except ProcessLookupError:
-        pass
-    while True:
+    while True:  # kill again after each reap: a fork bomb may fork between a kill and the next wait
+        try:
+            os.kill(-1, signal.SIGKILL)  # from PID 1: every other process of this PID namespace
+        except ProcessLookupError:
+            pass
         try:
             os.wait()
         except ChildProcessError:

@@ -9,13 +9,15 @@ import os
 import pty
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
 
 from builder.sandbox.capabilities import DEFAULT_CAPABILITIES
+from builder.sandbox.cgroup import PARENT, RunCgroup, hierarchy, remove_stale
 from builder.sandbox.runner import ExitStatus, SandboxError, run
-from builder.sandbox.spec import ContainerSpec, Mount
+from builder.sandbox.spec import ContainerSpec, Mount, Resources
 from tests.integration.conftest import busybox_context
 from tests.integration.test_sandbox import make_busybox_root
 
@@ -175,3 +177,138 @@ def test_a_build_runs_the_probe_confined(pybuild, busybox_image, probe, tmp_path
         assert results.get(f"mknod-open:{directory}") == "denied EACCES", (directory, log)
     assert "Seccomp:\t2" in log and "NoNewPrivs:\t1" in log
     assert "script ran" in log
+
+
+# --- the RUN's cgroup --------------------------------------------------------------------------------
+
+def run_cgroups() -> list[Path]:
+    """This process's RUN cgroups (cgroup.py names them after the builder's pid)."""
+    found = hierarchy()
+    return [p for base in found.bases.values() if os.path.isdir(base)
+            for p in Path(base).iterdir() if p.name.startswith(f"{os.getpid()}-")]
+
+
+def test_a_run_lives_in_its_own_cgroup_which_goes_with_it(lower, tmp_path):
+    text = output(spec(lower, tmp_path, "cat /proc/self/cgroup"))
+    line = next(entry for entry in text.splitlines() if entry.split(":")[1] in ("pids", ""))
+    assert f"/{PARENT}/{os.getpid()}-" in line
+    assert run_cgroups() == []
+
+
+def test_a_fork_bomb_stops_at_the_pids_limit(lower, tmp_path):
+    """Each fork holds a process (a sleep), so only the limit can end the loop."""
+    script = "while true; do sleep 1000 & done"
+    status = run(spec(lower, tmp_path, script, resources=Resources(pids_limit=40)), stdout=subprocess.DEVNULL,
+                 stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    assert status.limit == "pids"
+    assert status.code != 0
+    assert run_cgroups() == []
+
+
+def test_a_memory_hog_is_killed_at_the_memory_limit(lower, tmp_path):
+    script = "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived"
+    out: list[bytes] = []
+    status = run(spec(lower, tmp_path, script, resources=Resources(memory=32 << 20)), stdout=out.append,
+                 stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    assert status.limit == "memory"
+    assert b"survived" not in b"".join(out)
+
+
+def test_no_limit_hit_is_reported_for_an_ordinary_run(lower, tmp_path):
+    status = run(spec(lower, tmp_path, "for i in 1 2 3 4 5; do sleep 0 & done; wait",
+                      resources=Resources(pids_limit=40, memory=64 << 20)), stdout=subprocess.DEVNULL,
+                 stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    assert status == ExitStatus(0)
+
+
+def test_cpu_and_memory_limits_reach_the_cgroup(lower, tmp_path):
+    """Read the RUN's cgroup files while it runs (the RUN itself cannot see cgroupfs), then cancel it."""
+    resources = Resources(pids_limit=100, memory=64 << 20, cpu_quota=20000, cpu_period=50000, cpu_shares=512,
+                          cpuset_cpus="0")
+    cancel = threading.Event()
+    result: list[ExitStatus] = []
+    thread = threading.Thread(target=lambda: result.append(run(
+        spec(lower, tmp_path, "sleep 1000", resources=resources), stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, cancel=cancel)))
+    thread.start()
+    try:
+        values: dict[str, str] = {}
+        wanted = ("pids.max", "memory.limit_in_bytes", "cpu.cfs_quota_us", "cpu.cfs_period_us", "cpu.shares",
+                  "cpuset.cpus", "pids.max", "memory.max", "cpu.max", "cpu.weight")
+        while thread.is_alive() and not values.get("procs"):
+            for directory in run_cgroups():
+                for name in wanted:
+                    if (directory / name).exists():
+                        values[name] = (directory / name).read_text().strip()
+                if "pids.max" in values and (directory / "cgroup.procs").read_text().strip():
+                    values["procs"] = "yes"
+    finally:
+        cancel.set()
+        thread.join()
+    assert result == [ExitStatus(137, 9)]
+    assert values["pids.max"] == "100"
+    if hierarchy().version == 1:
+        assert (values["memory.limit_in_bytes"], values["cpu.cfs_quota_us"], values["cpu.cfs_period_us"],
+                values["cpu.shares"], values["cpuset.cpus"]) == (str(64 << 20), "20000", "50000", "512", "0")
+    else:
+        assert (values["memory.max"], values["cpu.max"], values["cpuset.cpus"]) == (str(64 << 20), "20000 50000", "0")
+    assert run_cgroups() == []
+
+
+def test_closing_the_cgroup_kills_what_is_left_in_it():
+    group = RunCgroup(Resources())
+    sleeper = subprocess.Popen(["sleep", "1000"])
+    try:
+        for path in group.paths:
+            Path(path, "cgroup.procs").write_text(str(sleeper.pid))
+        group.close()
+        assert sleeper.wait() == -9
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert run_cgroups() == []
+
+
+def test_stale_cgroups_of_a_dead_build_are_removed(tmp_path):
+    base = next(iter(hierarchy().bases.values()))
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = Path(base, f"{dead.pid}-1-1")
+    live = Path(base, f"{os.getpid()}-{Path(f'/proc/{os.getpid()}/stat').read_text().rsplit(')', 1)[1].split()[19]}-999")
+    stale.mkdir()
+    live.mkdir()
+    try:
+        assert remove_stale(base) == [str(stale)]
+        assert live.is_dir()
+    finally:
+        live.rmdir()
+        if stale.exists():
+            stale.rmdir()
+
+
+@pytest.mark.slow
+def test_a_fork_bomb_in_a_build_fails_it_naming_the_limit_and_its_flag(pybuild, busybox_image, tmp_path):
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Dockerfile").write_text("FROM pybuild/busybox\nRUN bomb() { bomb | bomb & }; bomb; sleep 5\n")
+    proc = pybuild("build", "--no-cache", "--progress", "plain", str(context), check=False)
+    err = proc.stderr.decode()
+    assert proc.returncode == 1, err
+    assert "the RUN reached its process limit of 4096 (--pids-limit)" in err
+    assert "--pids-limit N" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_limit_flags_reach_the_run_and_bad_ones_are_refused(pybuild, busybox_image, tmp_path):
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Dockerfile").write_text("FROM pybuild/busybox\nRUN x=$(head -c 100000000 /dev/zero | tr '\\0' a)\n")
+    proc = pybuild("build", "--no-cache", "--memory", "24m", str(context), check=False)
+    err = proc.stderr.decode()
+    assert proc.returncode == 1 and "the RUN ran out of memory (--memory 24m)" in err, err
+    for flags, message in ((["--memory", "lots"], "--memory: 'lots' is not a size"),
+                           (["--pids-limit", "0"], "a pids limit of 0 lets no process start"),
+                           (["--memory-swap", "10m"], "the memory+swap limit needs a memory limit")):
+        proc = pybuild("build", *flags, str(context), check=False)
+        assert proc.returncode != 0 and message in proc.stderr.decode(), proc.stderr.decode()
