@@ -90,8 +90,9 @@ def _execute(store, step: Step, op: ExecOp, parent_snapshot, *, compression, log
         if cancel is not None and cancel.is_set():
             raise BuildCancelled()
         if status.limit is not None:  # fails even with exit code 0: a fork or an allocation was refused
+            message = limit_message(status.limit, resources)
             raise BuildStepError(
-                f"{step.span}: {step.created_by}: {limit_message(status.limit, resources)} (exit code: {status.code})",
+                f"{step.span}: {step.created_by}: {message} (exit code: {status.code})",
                 context=f"{render_location(step, dockerfile_lines)}\n[{total_lines[0]} lines of output]"
                         + (f"\n{chr(10).join(tail)}" if tail else ""),
                 hint=LIMIT_HINTS[status.limit])

@@ -28,12 +28,6 @@ PRELOAD = ("builder.ops.fileop", "builder.sandbox.init",
 def preload() -> None:
     for name in PRELOAD:
         importlib.import_module(name)
-    from builder.sandbox import init
-
-    try:
-        init.prepare()  # the RUN seccomp filter, compiled once for every RUN this zygote forks
-    except OSError:
-        pass  # no libseccomp: each RUN's init reports it
 
 
 def main(control_fd: int) -> None:
@@ -41,7 +35,9 @@ def main(control_fd: int) -> None:
     from builder.ops import fileop
     from builder.sandbox import init
 
-    serve(control_fd, {"builder.sandbox.init": init.main, "builder.ops.fileop": lambda _args: fileop.main()})
+    # init.prepare: the RUN seccomp filter, compiled at the first RUN and inherited by every later one
+    serve(control_fd, {"builder.sandbox.init": init.main, "builder.ops.fileop": lambda _args: fileop.main()},
+          prepare={"builder.sandbox.init": init.prepare})
 
 
 if __name__ == "__main__":

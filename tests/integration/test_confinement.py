@@ -18,7 +18,6 @@ from builder.sandbox.capabilities import DEFAULT_CAPABILITIES
 from builder.sandbox.cgroup import PARENT, RunCgroup, hierarchy, remove_stale
 from builder.sandbox.runner import ExitStatus, SandboxError, run
 from builder.sandbox.spec import ContainerSpec, Mount, Resources
-from tests.integration.conftest import busybox_context
 from tests.integration.test_sandbox import make_busybox_root
 
 PROBE_SOURCE = Path(__file__).parent / "data" / "confine_probe.c"
@@ -274,7 +273,8 @@ def test_stale_cgroups_of_a_dead_build_are_removed(tmp_path):
     dead = subprocess.Popen(["true"])
     dead.wait()
     stale = Path(base, f"{dead.pid}-1-1")
-    live = Path(base, f"{os.getpid()}-{Path(f'/proc/{os.getpid()}/stat').read_text().rsplit(')', 1)[1].split()[19]}-999")
+    start = Path(f"/proc/{os.getpid()}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    live = Path(base, f"{os.getpid()}-{start}-999")
     stale.mkdir()
     live.mkdir()
     try:
