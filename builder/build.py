@@ -10,6 +10,7 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from builder.errors import PybuildError, UsageError
 from builder.export.image import assemble
@@ -56,6 +57,7 @@ class BuildOptions:
     allow: list[str] = field(default_factory=list)  # --allow: entitlements (builder/plan/entitle.py)
     build_contexts: list[str] = field(default_factory=list)  # --build-context NAME=SOURCE
     on_error: str = "fail"  # --on-error=shell: a shell in a failed RUN's container before the build ends
+    resources: Any = None  # builder.sandbox.spec.Resources: every RUN's cgroup limits (None: the defaults)
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,7 +266,7 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
                                ignore_patterns=patterns, excluded=_excluder(patterns),
                                explain=opts.explain_cache, secrets=_secrets(opts, workdir),
                                ssh=agents.sockets if agents is not None else None, remote=cache.remote(registries),
-                               on_error=_on_error(opts.on_error))
+                               on_error=_on_error(opts.on_error), resources=opts.resources)
         solver = Solver(store, graph, options, sink, cancel)
         results = solver.solve(graph.target)
         names = tuple(normalize_name(t) for t in opts.tags)

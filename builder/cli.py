@@ -18,6 +18,7 @@ import threading
 from builder.cliparse import CommandLineError, Parser, cmd_version, split_globals, suggest, usage
 from builder.cliparse import add_common as _root_arg
 from builder.errors import PybuildError, UsageError
+from builder.options import add_limit_flags, resources
 
 # sub-command → one line for `pybuild --help` (in the order shown)
 COMMANDS = {
@@ -108,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--load", action="store_true", help="also load the image into docker (= --output type=docker)")
     p.add_argument("--on-error", choices=("fail", "shell"), default="fail",
                    help="shell: after a RUN fails, a shell in its container (needs a terminal), then the error")
+    add_limit_flags(p)
     _root_arg(p)
     return p
 
@@ -183,7 +185,8 @@ def cmd_build(argv: list[str]) -> int:
                         no_cache_filter=[s.strip() for v in args.no_cache_filter for s in v.split(",") if s.strip()],
                         network="none" if args.network == "default" else args.network,
                         cache_from=args.cache_from, cache_to=args.cache_to, check=args.check,
-                        allow=args.allow, build_contexts=args.build_context, on_error=args.on_error)
+                        allow=args.allow, build_contexts=args.build_context, on_error=args.on_error,
+                        resources=resources(args))
     cancel = threading.Event()
     previous = {sig: signal.signal(sig, _interrupt_handler(cancel)) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -15,3 +15,38 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", default=default_root(),
                    help="store directory (default: $PYBUILD_ROOT or /var/lib/pybuild)")
     p.add_argument("--debug", action="store_true", help="show Python tracebacks for internal errors")
+
+
+def add_limit_flags(p: argparse.ArgumentParser) -> None:
+    """docker build's resource flags for every RUN's cgroup (builder/sandbox/cgroup.py)."""
+    from builder.sandbox.spec import DEFAULT_PIDS_LIMIT
+
+    p.add_argument("--pids-limit", type=int, default=DEFAULT_PIDS_LIMIT, metavar="N",
+                   help=f"processes a RUN may have at once (default: {DEFAULT_PIDS_LIMIT}; -1: no limit)")
+    p.add_argument("-m", "--memory", metavar="SIZE", help="memory limit of a RUN, e.g. 512m or 2g")
+    p.add_argument("--memory-swap", metavar="SIZE",
+                   help="memory + swap limit of a RUN (default: twice --memory; -1: unlimited swap)")
+    p.add_argument("--cpu-quota", type=int, metavar="US", help="CPU microseconds a RUN may use per period")
+    p.add_argument("--cpu-period", type=int, metavar="US", help="the CPU quota's period (default: 100000)")
+    p.add_argument("-c", "--cpu-shares", type=int, metavar="N", help="relative CPU weight of a RUN (1024: normal)")
+    p.add_argument("--cpuset-cpus", metavar="LIST", help="CPUs a RUN may use, e.g. 0-1 or 0,2")
+
+
+def resources(args: argparse.Namespace):
+    """The RUN limits of parsed build flags (a builder.sandbox.spec.Resources); UsageError for bad values."""
+    from builder.errors import UsageError
+    from builder.sandbox.cgroup import parse_size
+    from builder.sandbox.spec import Resources, SpecError
+
+    sizes = {}
+    for flag, value in (("--memory", args.memory), ("--memory-swap", args.memory_swap)):
+        try:
+            sizes[flag] = None if value is None else -1 if value.strip() == "-1" else parse_size(value)
+        except ValueError as exc:
+            raise UsageError(f"{flag}: {exc}", hint="e.g. 512m, 2g or a number of bytes") from None
+    try:
+        return Resources(pids_limit=args.pids_limit, memory=sizes["--memory"], memory_swap=sizes["--memory-swap"],
+                         cpu_quota=args.cpu_quota, cpu_period=args.cpu_period, cpu_shares=args.cpu_shares,
+                         cpuset_cpus=args.cpuset_cpus)
+    except SpecError as exc:
+        raise UsageError(f"resource limits: {exc}", hint="see pybuild build --help") from None

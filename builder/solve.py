@@ -55,6 +55,7 @@ class SolveOptions:
     ssh: dict[str, str] | None = None  # --ssh id → agent socket (never in a key)
     remote: Any = None  # builder.remotecache.lazy.RemoteCache: --cache-from records, looked up after a local miss
     on_error: Any = None  # --on-error=shell: called with a failed RUN's ContainerSpec while its files still exist
+    resources: Any = None  # builder.sandbox.spec.Resources for every RUN (None: the defaults)
 
 
 def source_date_epoch() -> float | None:
@@ -381,7 +382,7 @@ class Solver:
                                               dockerfile_lines=self.options.dockerfile_lines,
                                               hostname=self.options.hostname,
                                               mounts=self._mount_sources(step), launcher=self._launcher(),
-                                              on_error=self.options.on_error)
+                                              on_error=self.options.on_error, resources=self.options.resources)
         else:
             op: FileOp = step.op  # type: ignore[assignment]
             source = self.snapshot_of(op.from_step) if op.from_step is not None else None

@@ -13,7 +13,7 @@ from builder.ops.mounts import realise, run_env
 from builder.plan.steps import ExecOp, Step
 from builder.sandbox.forkserver import Launcher
 from builder.sandbox.runner import SandboxError, run
-from builder.sandbox.spec import ContainerSpec
+from builder.sandbox.spec import ContainerSpec, Resources
 from cache import Interrupted
 
 OUTPUT_TAIL = 20
@@ -43,6 +43,17 @@ class Lines:
         self.partial = ""
         if text:
             self.emit(text)
+LIMIT_HINTS = {"pids": "raise the limit with `pybuild build --pids-limit N` (-1: no limit)",
+               "memory": "raise the limit with `pybuild build --memory SIZE` (e.g. 2g)"}
+
+
+def limit_message(limit: str, resources: Resources) -> str:
+    """One line naming the cgroup limit a RUN hit and its flag."""
+    if limit == "pids":
+        return f"the RUN reached its process limit of {resources.pids_limit} (--pids-limit): a fork was refused"
+    memory = resources.memory or 0
+    shown = f"{memory / (1 << 20):g}m" if memory % (1 << 20) == 0 else f"{memory} bytes"
+    return f"the RUN ran out of memory (--memory {shown}): the kernel killed a process"
 
 
 def render_location(step: Step, dockerfile_lines: list[str] | None) -> str:
@@ -58,10 +69,12 @@ def render_location(step: Step, dockerfile_lines: list[str] | None) -> str:
 
 def execute(store, step: Step, parent_snapshot, *, compression: str, log: Callable[[str, str], None],
             cancel: threading.Event | None, dockerfile_lines: list[str] | None, hostname: str,
-            mounts=None, launcher: Launcher | None = None, on_error: Callable[[ContainerSpec], None] | None = None):
+            mounts=None, launcher: Launcher | None = None, on_error: Callable[[ContainerSpec], None] | None = None,
+            resources: Resources | None = None):
     """Run the step; returns (snapshot, layer|None). Raises BuildStepError on a non-zero exit.
     `launcher` starts the container's init (the build's fork server); by default a fresh interpreter.
-    `on_error` (--on-error=shell) is called with the step's spec after a non-zero exit, before its files go."""
+    `on_error` (--on-error=shell) is called with the step's spec after a non-zero exit, before its files go.
+    `resources`: the RUN's cgroup limits (default: Resources(), a pids limit)."""
     op: ExecOp = step.op  # type: ignore[assignment]
     with ExitStack() as stack:
         try:
@@ -74,11 +87,11 @@ def execute(store, step: Step, parent_snapshot, *, compression: str, log: Callab
                                  context=render_location(step, dockerfile_lines), reference=exc.reference) from exc
         return _execute(store, step, op, parent_snapshot, compression=compression, log=log, cancel=cancel,
                         dockerfile_lines=dockerfile_lines, hostname=hostname, extra_mounts=extra,
-                        env=env, launcher=launcher, on_error=on_error)
+                        env=env, launcher=launcher, on_error=on_error, resources=resources or Resources())
 
 
 def _execute(store, step: Step, op: ExecOp, parent_snapshot, *, compression, log, cancel, dockerfile_lines,
-             hostname, extra_mounts, env, launcher, on_error=None):
+             hostname, extra_mounts, env, launcher, resources, on_error=None):
     mutable = store.prepare(parent_snapshot)
     tail: deque[str] = deque(maxlen=OUTPUT_TAIL)
     total_lines = [0]
@@ -95,7 +108,7 @@ def _execute(store, step: Step, op: ExecOp, parent_snapshot, *, compression, log
         spec = ContainerSpec(argv=op.argv, lowerdirs=tuple(str(p) for p in mutable.lowerdirs),
                              upperdir=str(mutable.upper), workdir=str(mutable.work), env=env, cwd=op.cwd,
                              user=op.user, hostname=hostname, network=op.network, mounts=extra_mounts,
-                             insecure=op.insecure)
+                             insecure=op.insecure, resources=resources)
         try:
             status = run(spec, stdin=subprocess.DEVNULL, stdout=streams["stdout"].feed,
                          stderr=streams["stderr"].feed, cancel=cancel,
@@ -107,6 +120,13 @@ def _execute(store, step: Step, op: ExecOp, parent_snapshot, *, compression, log
                                  context=render_location(step, dockerfile_lines)) from exc
         if cancel is not None and cancel.is_set():
             raise BuildCancelled()
+        if status.limit is not None:  # fails even with exit code 0: a fork or an allocation was refused
+            message = limit_message(status.limit, resources)
+            raise BuildStepError(
+                f"{step.span}: {step.created_by}: {message} (exit code: {status.code})",
+                context=f"{render_location(step, dockerfile_lines)}\n[{total_lines[0]} lines of output]"
+                        + (f"\n{chr(10).join(tail)}" if tail else ""),
+                hint=LIMIT_HINTS[status.limit])
         if status.code != 0 and on_error is not None:
             on_error(spec)
         if status.code != 0:

@@ -36,7 +36,9 @@ def main(control_fd: int) -> None:
     from builder.ops import fileop
     from builder.sandbox import init
 
-    serve(control_fd, {"builder.sandbox.init": init.main, "builder.ops.fileop": lambda _args: fileop.main()})
+    # init.prepare: the RUN seccomp filter, compiled at the first RUN and inherited by every later one
+    serve(control_fd, {"builder.sandbox.init": init.main, "builder.ops.fileop": lambda _args: fileop.main()},
+          prepare={"builder.sandbox.init": init.prepare})
 
 
 if __name__ == "__main__":

@@ -241,10 +241,13 @@ class Forked:
 Handler = Callable[[list[str]], object]
 
 
-def serve(control_fd: int, handlers: dict[str, Handler]) -> None:
+def serve(control_fd: int, handlers: dict[str, Handler],
+          prepare: dict[str, Callable[[], None]] | None = None) -> None:
     """The zygote's loop: fork a child per request, report its end, stop at EOF (see the module docstring).
     `handlers` maps a module name to its main (called with the args; returns or raises SystemExit with the
-    exit code)."""
+    exit code); `prepare[module]` runs once in the zygote before its first child of that module forks (work
+    every such child would repeat; a failure is left for the child to meet and report)."""
+    pending = dict(prepare or {})
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is the builder's to handle
     control = socket.socket(fileno=control_fd)
     control.send(b"ready")
@@ -257,7 +260,13 @@ def serve(control_fd: int, handlers: dict[str, Handler]) -> None:
                 if not data:
                     _stop(children)
                     return
-                _fork(json.loads(data), fds, control, children, handlers)
+                request = json.loads(data)
+                if request.get("module") in pending:
+                    try:
+                        pending.pop(request["module"])()
+                    except Exception:  # noqa: BLE001 - the child repeats the work and reports the error
+                        pass
+                _fork(request, fds, control, children, handlers)
             else:
                 pid, reply = children.pop(item)
                 _, status = os.waitpid(pid, 0)

@@ -8,7 +8,10 @@ unshare() are safe here. Three processes:
   PID 1                   first process of the new PID namespace: mounts the root filesystem,
                           pivot_root, resolves USER, forks the command, reaps every zombie,
                           forwards signals, removes mount stubs, exits with the command's status.
-  the command             drops to USER, looks argv[0] up in the container's PATH, execs.
+  the command             starts a session of its own (no controlling terminal: TIOCSTI fails), drops to
+                          USER and docker's capabilities, looks argv[0] up in the container's PATH, sets
+                          no_new_privs and docker's seccomp filter (compiled by stage 1), execs; with
+                          spec.insecure it keeps every capability and gets neither.
 
 Every mount lives in the private mount namespace, so all of them vanish when its last process
 dies: nothing leaks, even when the builder is SIGKILLed (stage 1 and PID 1 both die with their
@@ -34,6 +37,7 @@ from typing import NoReturn
 
 from builder.sandbox import capabilities
 from builder.sandbox import rootfs as rf
+from builder.sandbox import seccomp
 from builder.sandbox.capabilities import DEFAULT_CAPABILITIES
 from builder.sandbox import syscalls as sc
 from builder.sandbox.network import setup_network
@@ -49,6 +53,7 @@ FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUI
                      signal.SIGUSR2, signal.SIGWINCH)
 # Python ignores these; a command must start with the defaults (subprocess' restore_signals).
 RESTORED_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
+RUN_CAPABILITIES = set(DEFAULT_CAPABILITIES)
 
 
 class ExecError(Exception):
@@ -112,7 +117,10 @@ def main(argv: list[str]) -> NoReturn:
             os._exit(EXIT_SETUP)
         with os.fdopen(spec_fd, "rb") as handle:
             spec = ContainerSpec.from_json(handle.read().decode())
+        join_cgroups(spec.cgroups)  # before any fork: every process of the RUN is counted and killed with it
         host_resolv = _read_text("/etc/resolv.conf")
+        if not spec.insecure:
+            prepare()  # libseccomp is a host library: load it before pivot_root hides it
         last_cap = capabilities.last_capability()
         flags = sc.CLONE_NEWNS | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC | sc.CLONE_NEWPID
         if spec.network == "none":
@@ -133,6 +141,21 @@ def main(argv: list[str]) -> NoReturn:
     _forward_signals_to(pid)
     _, wait_status = os.waitpid(pid, 0)
     os._exit(exit_code(wait_status)[0])
+
+
+def join_cgroups(paths: tuple[str, ...]) -> None:
+    """Move this process into the RUN's cgroup directories (made by the runner: cgroup.py)."""
+    for path in paths:
+        try:
+            with open(os.path.join(path, "cgroup.procs"), "w", encoding="ascii") as handle:
+                handle.write("0")
+        except OSError as exc:
+            raise OSError(exc.errno, f"joining the RUN's cgroup {path}: {exc.strerror}") from exc
+
+
+def prepare() -> None:
+    """Compile the command's seccomp filter (cached per process: a fork server's zygote calls this once)."""
+    seccomp.program(RUN_CAPABILITIES)
 
 
 def _read_text(path: str) -> str | None:
@@ -198,7 +221,7 @@ def setup_container(spec: ContainerSpec, host_resolv: str | None) -> rf.Rootfs:
     host = rf.HostPaths(spec)
     scratch = rf.mount_scratch()
     rootfs = rf.mount_overlay(host, scratch)
-    rf.mount_proc_dev_sys(rootfs, sysfs=spec.sysfs)
+    rf.mount_proc_dev_sys(rootfs, sysfs=spec.sysfs, insecure=spec.insecure)
     rf.mount_user(rootfs, spec.mounts, host.binds, host.overlays)
     rf.mount_generated_files(rootfs, spec, scratch, host_resolv)
     host.close()
@@ -251,11 +274,11 @@ def _reap(main_pid: int) -> tuple[int, int | None]:
         if pid == main_pid:
             result = exit_code(wait_status)
             break
-    try:
-        os.kill(-1, signal.SIGKILL)  # from PID 1: every other process of this PID namespace
-    except ProcessLookupError:
-        pass
-    while True:
+    while True:  # kill again after each reap: a fork bomb may fork between a kill and the next wait
+        try:
+            os.kill(-1, signal.SIGKILL)  # from PID 1: every other process of this PID namespace
+        except ProcessLookupError:
+            pass
         try:
             os.wait()
         except ChildProcessError:
@@ -263,21 +286,27 @@ def _reap(main_pid: int) -> tuple[int, int | None]:
 
 
 def _exec_command(spec: ContainerSpec, user: ExecUser, env: list[str], err_w: int, last_cap: int) -> NoReturn:
-    """In the command's process: drop to USER and docker's capabilities, find argv[0], exec."""
+    """In the command's process: new session, drop to USER and docker's capabilities, find argv[0], confine, exec."""
     try:
+        os.setsid()  # no controlling terminal: /dev/tty and TIOCSTI on an inherited terminal fail
         for signum in FORWARDED_SIGNALS + RESTORED_SIGNALS:
             signal.signal(signum, signal.SIG_DFL)
         if spec.tty:  # `run -it`: stdin is a pseudo-terminal; make it this session's, so ^C reaches the command
             os.setsid()
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
         # Bounding set first: dropping needs CAP_SETPCAP, which a non-root uid no longer has.
-        capabilities.restrict_bounding_set(set(DEFAULT_CAPABILITIES.values()), last_cap)
+        if not spec.insecure:
+            capabilities.restrict_bounding_set(set(DEFAULT_CAPABILITIES.values()), last_cap)
         os.setgroups(list(user.groups))
         os.setgid(user.gid)
         os.setuid(user.uid)
         path = find_executable(spec.argv[0], spec.env_value("PATH", DEFAULT_PATH) or "")
+        argv, environ = exec_arguments(spec.argv, env)
+        if not spec.insecure:
+            sc.set_no_new_privs()
+            sc.set_seccomp_filter(seccomp.program(RUN_CAPABILITIES))  # compiled before the fork (prepare)
         try:
-            os.execve(path, list(spec.argv), dict(_split_env(env)))
+            os.execve(path, argv, environ)
         except OSError as exc:
             code = EXIT_NOT_FOUND if exc.errno == 2 else EXIT_CANNOT_EXEC
             raise ExecError(f"exec {path}: {(exc.strerror or str(exc)).lower()}", code) from exc
@@ -287,16 +316,28 @@ def _exec_command(spec: ContainerSpec, user: ExecUser, env: list[str], err_w: in
     except OSError as exc:
         os.write(err_w, f"switching to user {spec.user or 'root'}: {exc.strerror}".encode())
         os._exit(EXIT_SETUP)
-    except BaseException:  # noqa: BLE001 - never return into the copy of PID 1's code
+    except BaseException as exc:  # noqa: BLE001 - never return into the copy of PID 1's code
+        os.write(err_w, f"starting the command: {type(exc).__name__}: {exc}".encode())
         os._exit(EXIT_SETUP)
 
 
-def _split_env(env: list[str]) -> list[tuple[str, str]]:
-    pairs = []
+def exec_arguments(argv: tuple[str, ...], env: list[str]) -> tuple[list[str], dict[str, str]]:
+    """execve's argv and environment; ExecError naming the entry execve cannot take (NUL byte, empty name)."""
+    for index, arg in enumerate(argv):
+        if "\0" in arg:
+            raise ExecError(f"argument {index} of the command contains a NUL byte: {_shown(arg)}", EXIT_CANNOT_EXEC)
+    environ = {}
     for item in env:
         key, _, value = item.partition("=")
-        pairs.append((key, value))
-    return pairs
+        if not key or "\0" in item:
+            problem = "has an empty name" if not key else "contains a NUL byte"
+            raise ExecError(f"environment entry {_shown(item)} {problem}", EXIT_CANNOT_EXEC)
+        environ[key] = value
+    return list(argv), environ
+
+
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= 60 else text[:57] + "...")
 
 
 def find_executable(name: str, path_env: str) -> str:

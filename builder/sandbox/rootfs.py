@@ -30,12 +30,15 @@ SCRATCH_CANDIDATES = ("/tmp", "/mnt", "/run", "/var/tmp")
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 DEV_SYMLINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
                 ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx"))
-# The OCI default spec's masked and read-only paths (containerd oci/spec.go, used by BuildKit).
-MASKED_PATHS = ("/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
-                "/sys/firmware", "/sys/devices/virtual/powercap")
+# moby's current default masked and read-only paths (daemon/pkg/oci/defaults.go; containerd's, which BuildKit
+# uses, lack /proc/interrupts and the thermal_throttle directories: GHSA-6fw5-f8r9-fgfm).
+MASKED_PATHS = ("/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                "/proc/sched_debug", "/proc/scsi", "/proc/timer_list", "/proc/timer_stats",
+                "/sys/devices/virtual/powercap", "/sys/firmware")
+CPU_DIR = "/sys/devices/system/cpu"  # + cpuN/thermal_throttle of each CPU that has one: masked too
 READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
 FLAG_OPTIONS = {"ro": sc.MS_RDONLY, "nosuid": sc.MS_NOSUID, "nodev": sc.MS_NODEV, "noexec": sc.MS_NOEXEC}
+USER_MOUNT_FLAGS = sc.MS_NODEV | sc.MS_NOSUID  # every tmpfs, cache, bind, secret and ssh mount of a RUN
 GENERATED_FILES = ("/etc/hosts", "/etc/resolv.conf", "/etc/hostname")
 
 
@@ -146,16 +149,19 @@ def _target(rootfs: Rootfs, path: str, *, directory: bool) -> str:
     return host
 
 
-def mount_proc_dev_sys(rootfs: Rootfs, *, sysfs: bool) -> None:
-    """/proc (this PID namespace's), a minimal /dev, and optionally a read-only /sys."""
+def mount_proc_dev_sys(rootfs: Rootfs, *, sysfs: bool, insecure: bool = False) -> None:
+    """/proc (this PID namespace's), a minimal /dev, optionally /sys (read-only unless insecure), masked paths
+    (none when insecure, as BuildKit's security.insecure)."""
     proc = _target(rootfs, "/proc", directory=True)
     sc.mount("proc", proc, "proc", sc.MS_NOSUID | sc.MS_NOEXEC | sc.MS_NODEV)
     dev = _target(rootfs, "/dev", directory=True)
     _mount_dev(dev)
     if sysfs:
         sys_dir = _target(rootfs, "/sys", directory=True)
-        sc.mount("sysfs", sys_dir, "sysfs", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NOEXEC | sc.MS_NODEV)
-    _mask_paths(rootfs.root, dev)
+        sc.mount("sysfs", sys_dir, "sysfs", (0 if insecure else sc.MS_RDONLY) | sc.MS_NOSUID | sc.MS_NOEXEC
+                 | sc.MS_NODEV)
+    if not insecure:
+        _mask_paths(rootfs.root, dev)
 
 
 def _mount_dev(dev: str) -> None:
@@ -178,7 +184,12 @@ def _mount_dev(dev: str) -> None:
 def _mask_paths(root: str, dev: str) -> None:
     """Hide kernel interfaces a build has no business with, and make others read-only (OCI defaults)."""
     null = os.path.join(dev, "null")
-    for path in MASKED_PATHS:
+    try:
+        cpus = [f"{CPU_DIR}/{n}/thermal_throttle" for n in os.listdir(scoped_join(root, CPU_DIR))
+                if n.startswith("cpu") and n[3:].isdigit()]
+    except OSError:
+        cpus = []  # no /sys in this container
+    for path in (*MASKED_PATHS, *cpus):
         host = scoped_join(root, path)
         try:
             info = os.lstat(host)
@@ -234,6 +245,9 @@ def mount_user(rootfs: Rootfs, mounts: tuple[Mount, ...], sources: dict[int, str
 
 def _mount_one(rootfs: Rootfs, item: Mount, source: str | None) -> None:
     flags, data = _parse_options(item.options)
+    # No device nodes (a RUN has CAP_MKNOD) and no setuid from what the builder mounts in: docker's devices
+    # cgroup does the first job for it, and its tmpfs mounts are nosuid,nodev too.
+    flags |= USER_MOUNT_FLAGS
     if item.readonly:
         flags |= sc.MS_RDONLY
     if item.type == "tmpfs":
@@ -243,9 +257,8 @@ def _mount_one(rootfs: Rootfs, item: Mount, source: str | None) -> None:
     assert source is not None
     target = _target(rootfs, item.target, directory=os.path.isdir(source))
     sc.mount(source, target, None, sc.MS_BIND | sc.MS_REC)
-    if flags:
-        # A bind mount takes its flags only on a remount; keep the source mount's own locks.
-        sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | flags | _statvfs_flags(target))
+    # A bind mount takes its flags only on a remount; keep the source mount's own locks.
+    sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | flags | _statvfs_flags(target))
 
 
 class _Missing(FileNotFoundError):

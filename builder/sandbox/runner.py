@@ -17,10 +17,11 @@ import posixpath
 import selectors
 import subprocess
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Union
 
+from builder.sandbox.cgroup import CgroupError, RunCgroup
 from builder.sandbox.forkserver import Child, Exec, Launcher, memfd
 from builder.sandbox.spec import ContainerSpec
 from builder.sandbox.stubs import prune_noop_copy_ups
@@ -38,6 +39,7 @@ class ExitStatus:
 
     code: int
     signal: int | None = None
+    limit: str | None = None  # "pids" or "memory": the RUN's cgroup hit that limit (see cgroup.py)
 
 
 class SandboxError(Exception):
@@ -97,8 +99,23 @@ def run(spec: ContainerSpec, *, stdin: int | None = None, stdout: Output = None,
     None to inherit the builder's, or (stdout/stderr) a callback receiving output chunks from a
     pump thread. cancel: once set, the container is SIGKILLed and ExitStatus(137, 9) returned.
     launcher: how the init is started (a build's `ForkServer`); by default a fresh interpreter.
+    The container runs in a cgroup of its own with spec.resources' limits; ExitStatus.limit names a limit it hit.
     Raises SandboxError when the container cannot be set up or the command cannot be executed.
     """
+    try:
+        cgroup = RunCgroup(spec.resources)
+    except OSError as exc:
+        raise SandboxError(str(exc) if isinstance(exc, CgroupError) else f"the RUN's cgroup: {exc}") from exc
+    try:
+        status = _run(replace(spec, cgroups=cgroup.paths), stdin, stdout, stderr, cancel, launcher)
+        limit = cgroup.limit_hit()
+    finally:
+        cgroup.close()  # kills what is left (nothing, normally: the PID namespace died with its PID 1)
+    return replace(status, limit=limit) if limit else status
+
+
+def _run(spec: ContainerSpec, stdin: int | None, stdout: Output, stderr: Output, cancel: threading.Event | None,
+         launcher: Launcher | None) -> ExitStatus:
     spec_fd = memfd("pybuild-container-spec", spec.to_json().encode())
     status_r, status_w = os.pipe()
     sinks: dict[int, Callable[[bytes], None]] = {}

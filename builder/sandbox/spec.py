@@ -51,6 +51,35 @@ class Mount:
             raise SpecError(f"lowerdirs/upperdir/workdir belong to overlay mounts, not {self.type}")
 
 
+DEFAULT_PIDS_LIMIT = 4096  # podman's default up to 4.3 (2048 since); docker and BuildKit set none
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """The RUN's cgroup limits (docker build's flags); None: no limit."""
+
+    pids_limit: int | None = DEFAULT_PIDS_LIMIT  # None or < 0: unlimited
+    memory: int | None = None  # bytes
+    memory_swap: int | None = None  # memory + swap in bytes (docker's --memory-swap); -1: unlimited swap
+    cpu_quota: int | None = None  # microseconds of CPU per period
+    cpu_period: int | None = None  # microseconds (default 100000)
+    cpu_shares: int | None = None  # relative weight (docker: 1024 = normal)
+    cpuset_cpus: str | None = None  # "0-1", "0,2"
+
+    def __post_init__(self) -> None:
+        if self.pids_limit == 0:
+            raise SpecError("a pids limit of 0 lets no process start; use -1 for no limit")
+        if self.memory_swap is not None and self.memory_swap >= 0 and (
+                self.memory is None or self.memory_swap < self.memory):
+            raise SpecError("the memory+swap limit needs a memory limit no larger than itself")
+        if self.cpu_period is not None and not 1000 <= self.cpu_period <= 1000000:
+            raise SpecError("the CPU period must be between 1000 and 1000000 microseconds")
+        if self.cpu_quota is not None and self.cpu_quota < 1000:
+            raise SpecError("the CPU quota must be at least 1000 microseconds")
+        if self.cpu_shares is not None and not 2 <= self.cpu_shares <= 262144:
+            raise SpecError("CPU shares must be between 2 and 262144")
+
+
 @dataclass(frozen=True, slots=True)
 class ContainerSpec:
     """One process to run in a fresh container on an overlay of `lowerdirs` (+ `upperdir`)."""
@@ -71,6 +100,8 @@ class ContainerSpec:
     # RUN --security=insecure (with the operator's --allow security.insecure): every capability, no seccomp
     # filter, no no_new_privs, as BuildKit's insecure mode.
     insecure: bool = False
+    resources: Resources = Resources()  # the runner makes a cgroup with these limits...
+    cgroups: tuple[str, ...] = ()  # ...and fills in its directories, which stage 1 of the init joins
 
     def __post_init__(self) -> None:
         if not self.argv:
@@ -106,6 +137,8 @@ class ContainerSpec:
                                         "lowerdirs": tuple(m.get("lowerdirs", ()))})
                                for m in data.get("mounts", ()))
         data["extra_hosts"] = tuple((host, ip) for host, ip in data.get("extra_hosts", ()))
+        data["resources"] = Resources(**data.get("resources", {}))
+        data["cgroups"] = tuple(data.get("cgroups", ()))
         return cls(**data)
 
     def env_value(self, key: str, default: str | None = None) -> str | None:

@@ -119,3 +119,29 @@ def clear_inheritable_capabilities() -> None:
     for half in data:
         half.inheritable = 0
     _check(_libc.capset(ctypes.byref(header), data), "capset")
+
+
+PR_SET_SECCOMP = 22
+PR_SET_NO_NEW_PRIVS = 38
+SECCOMP_MODE_FILTER = 2
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+_prctl_pointer = _libc["prctl"]  # its own function object: the argtypes below are for this use only
+_prctl_pointer.restype = ctypes.c_int
+_prctl_pointer.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong]
+
+
+def set_no_new_privs() -> None:
+    """execve can no longer grant privileges (setuid bits, file capabilities) to this process and its children."""
+    prctl(PR_SET_NO_NEW_PRIVS, 1)
+
+
+def set_seccomp_filter(program: bytes) -> None:
+    """Install a BPF program (struct sock_filter[], 8 bytes each) as this thread's seccomp filter."""
+    buffer = ctypes.create_string_buffer(program, len(program))
+    fprog = _SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
+    _check(_prctl_pointer(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog), 0, 0), "seccomp")
