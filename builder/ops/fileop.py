@@ -107,7 +107,7 @@ class Copier:
     def mkdirs(self, image_path: str) -> str:
         """mkdir -p inside the root; new directories get the owner and 0755 (the --chmod mode when given, as
         fsutil's Copy since 2025); returns the host path."""
-        mode = self.chmod if self.chmod is not None else 0o755
+        mode = self._mode(stat.S_IFDIR | 0o755)
         current = ""
         for part in [p for p in clean(image_path).split("/") if p]:
             current = f"{current}/{part}"
