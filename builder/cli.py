@@ -54,9 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not use the cache for the steps of these stages")
     p.add_argument("--label", action="append", default=[], metavar="K=V",
                    help="set a label on the image (over the Dockerfile's LABEL)")
-    p.add_argument("--network", choices=("default", "none", "host"), default="default",
-                   help="network of RUN instructions that do not set --network (default: none, an isolated "
-                        "namespace with only loopback)")
+    p.add_argument("--network", choices=("default", "bridge", "none", "host"), default="default",
+                   help="network of RUN instructions that do not set --network: default (= bridge: a namespace "
+                        "per RUN on the pybuild0 bridge, with NAT to the outside), none (only loopback) or host")
+    p.add_argument("--bridge-subnet", default=os.environ.get("PYBUILD_BRIDGE_SUBNET") or None, metavar="CIDR",
+                   help="subnet of the pybuild0 bridge when it is created (default: the first of docker's "
+                        "default pools that no host route overlaps; also $PYBUILD_BRIDGE_SUBNET)")
+    p.add_argument("--add-host", action="append", default=[], metavar="NAME:IP",
+                   help="add a line to RUN's /etc/hosts (repeatable; IP host-gateway = the bridge's address)")
     p.add_argument("--ssh", action="append", default=[], metavar="default|ID[=SOCKET|KEY[,KEY]]",
                    help="an SSH agent for RUN --mount=type=ssh: ID alone forwards $SSH_AUTH_SOCK")
     _root_arg(p)
@@ -104,7 +109,8 @@ def cmd_build(argv: list[str]) -> int:
                         pull=args.pull, insecure_registries=args.insecure_registry, labels=labels,
                         platform=args.platform, metadata_file=args.metadata_file,
                         no_cache_filter=[s.strip() for v in args.no_cache_filter for s in v.split(",") if s.strip()],
-                        network="none" if args.network == "default" else args.network)
+                        network="default" if args.network == "bridge" else args.network,
+                        bridge_subnet=args.bridge_subnet, add_hosts=args.add_host)
     cancel = threading.Event()
     previous = {sig: signal.signal(sig, _interrupt_handler(cancel)) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

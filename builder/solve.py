@@ -51,6 +51,9 @@ class SolveOptions:
     hostname: str = "buildkitsandbox"
     secrets: dict[str, str] | None = None  # --secret id → host file holding the value (never in a key)
     ssh: dict[str, str] | None = None  # --ssh id → agent socket (never in a key)
+    bridge_subnet: str | None = None  # --bridge-subnet: the bridge's subnet when pybuild creates it
+    extra_hosts: tuple[tuple[str, str], ...] = ()  # --add-host (name, ip|"host-gateway"): /etc/hosts lines
+    proxy_env: tuple[str, ...] = ()  # undeclared proxy --build-args, "K=V": RUN's env, never in a key or history
 
 
 def source_date_epoch() -> float | None:
@@ -73,6 +76,8 @@ class Solver:
         self.fetched: dict = {}  # ADD <url> → builder.context.remote.Fetched, downloaded once per build
         self._fetch_lock = threading.Lock()
         self._download_dir: str | None = None
+        self._netpool = None  # RUN's default network: prepared namespaces (builder/sandbox/netpool.py)
+        self._bridged = False  # does any step to solve want the default network?
 
     def title(self, step: Step) -> str:
         stage = self.graph.stages[step.stage]
@@ -86,9 +91,12 @@ class Solver:
         # dependencies first and numbers the steps as the Dockerfile reads (buildx does the same).
         order = sorted(self.graph.needed(stage_index), key=lambda step: step.id)
         self.numbers = {step.id: n for n, step in enumerate(order, 1)}
+        self._bridged = any(getattr(step.op, "network", None) == "default" for step in order)
         try:
             self._solve_pooled(order)
         finally:
+            if self._netpool is not None:  # its helper deletes every veth it made
+                self._netpool.close()
             if self._helpers is not None:  # every step has stopped by now, so none of its children runs
                 self._helpers.close()
             if self._download_dir is not None:
@@ -104,6 +112,17 @@ class Solver:
 
                 self._helpers = fork_server()
             return self._helpers
+
+    def _network(self):
+        """The pool of network namespaces for RUN's default network, made at the build's first cache miss (so
+        its helper, with pyroute2, starts while other steps run; a cached rebuild never starts it)."""
+        with self._helpers_lock:
+            if self._netpool is None:
+                from builder.sandbox.netpool import NetworkPool
+                from builder.sandbox.runner import init_env
+
+                self._netpool = NetworkPool(self.options.bridge_subnet, env=init_env())
+            return self._netpool
 
     def _solve_pooled(self, order: list[Step]) -> None:
         """Run each step as soon as its parent and deps are done, at most `jobs` at once.
@@ -244,6 +263,8 @@ class Solver:
                     if self.options.explain:
                         self.sink(ev.StepExplain(number, f"cache hit: {key.digest[:19]}"))
                     return hit
+            if self._bridged and step.kind != "source":
+                self._network().start()
             if self.options.explain:
                 self.sink(ev.StepExplain(number, "cache miss: " + explain_miss(self.store, step, key,
                                                                                self._identity(step))))
@@ -322,7 +343,11 @@ class Solver:
                                               log=log, cancel=self.cancel,
                                               dockerfile_lines=self.options.dockerfile_lines,
                                               hostname=self.options.hostname,
-                                              mounts=self._mount_sources(step), launcher=self._launcher())
+                                              mounts=self._mount_sources(step), launcher=self._launcher(),
+                                              network=self._network() if step.op.network == "default" or any(
+                                                  ip == "host-gateway" for _, ip in self.options.extra_hosts) else None,
+                                              extra_hosts=self.options.extra_hosts,
+                                              proxy_env=self.options.proxy_env)
         else:
             op: FileOp = step.op  # type: ignore[assignment]
             source = self.results[op.from_step].snapshot if op.from_step is not None else None

@@ -83,7 +83,7 @@ class Planner:
     build_args: dict[str, str]
     resolve_image: Callable[[str], BaseImage]
     graph: StepGraph = field(default_factory=StepGraph)
-    network: str = "none"  # the build's --network: what RUN gets without --network or with --network=default
+    network: str = "default"  # the build's --network: what RUN gets without --network or with --network=default
     labels: dict[str, str] = field(default_factory=dict)  # the build's --label: set on the target's config last
 
     def __post_init__(self) -> None:
@@ -235,9 +235,9 @@ class Planner:
 
 
 def plan(dockerfile: nodes.Dockerfile, *, build_args: dict[str, str], target: str | None,
-         resolve_image: Callable[[str], BaseImage], network: str = "none",
+         resolve_image: Callable[[str], BaseImage], network: str = "default",
          labels: dict[str, str] | None = None) -> StepGraph:
-    """Plan `dockerfile` for `target` (default: the last stage); ``network`` is the RUN default (none or host),
+    """Plan `dockerfile` for `target` (default: the last stage); ``network`` is the RUN default (default, none or host),
     ``labels`` are set on the target image's config over the Dockerfile's."""
     return Planner(dockerfile, build_args, resolve_image, network=network, labels=labels or {}).plan(target)
 
