@@ -18,7 +18,7 @@ import threading
 from builder.errors import PybuildError, UsageError
 from builder.options import add_common as _root_arg
 
-COMMANDS = ("build", "run", "parse", "images", "history", "cache")
+COMMANDS = ("build", "run", "parse", "images", "history", "cache", "network")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,6 +174,20 @@ def cmd_parse(argv: list[str]) -> int:
     return 0
 
 
+def cmd_network(argv: list[str]) -> int:
+    """`pybuild network prune`: remove the bridge and NAT rule RUN's default network leaves (none in use)."""
+    p = argparse.ArgumentParser(prog="pybuild network", description="Manage RUN's default (bridge) network.")
+    p.add_argument("action", choices=("prune",), help="prune: remove the pybuild0 bridge and its NAT rule")
+    p.parse_args(argv)
+    from builder.sandbox.bridge import NetworkSetupError, prune
+
+    try:
+        print(prune())
+    except NetworkSetupError as exc:
+        raise PybuildError(str(exc), hint=exc.hint, reference="network-in-use") from None
+    return 0
+
+
 def cmd_store(name: str, argv: list[str]) -> int:
     from builder import storecmd
 
@@ -228,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
             code = cmd_run(rest)
         elif command == "parse":
             code = cmd_parse(rest)
+        elif command == "network":
+            code = cmd_network(rest)
         else:
             code = cmd_store(command, rest)
     except KeyboardInterrupt:

@@ -69,9 +69,11 @@ def _network(step: Step, op: ExecOp, pool, extra_hosts, stack: ExitStack, docker
             gateway = lease.gateway if op.network == "default" else pool_gateway(pool)
             extra_hosts = tuple((name, gateway if ip == "host-gateway" else ip) for name, ip in extra_hosts)
     except PoolError as exc:
+        hint = exc.hint or "build with --network none (no network) or --network host (the host's)"
+        if "--network " not in hint:
+            hint += "; or do without the bridge: --network none|host"
         raise BuildStepError(f"{step.span}: {step.created_by}: {exc}", context=render_location(step, dockerfile_lines),
-                             hint=exc.hint or "build with --network none or --network host",
-                             reference="bridge-network") from None
+                             hint=hint, reference="bridge-network") from None
     fields["extra_hosts"] = tuple(extra_hosts)
     return fields
 

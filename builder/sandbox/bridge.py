@@ -230,3 +230,21 @@ def remove_bridge() -> bool:
     except NetlinkError:
         pass
     return removed
+
+
+def prune() -> str:
+    """Remove the bridge, the NAT table and the address leases unless a build holds them; says what went."""
+    import shutil
+
+    try:
+        inuse = locked("inuse", fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise NetworkSetupError("a running build is using the bridge network",
+                                hint="prune once it has finished") from None
+    try:
+        removed = remove_bridge()
+        shutil.rmtree(os.path.join(state_dir(), "leases"), ignore_errors=True)
+    finally:
+        os.close(inuse)
+    return (f"removed bridge {BRIDGE} and nftables table ip {NFT_TABLE}" if removed
+            else "nothing to remove: no pybuild bridge network in this network namespace")
