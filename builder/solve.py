@@ -263,7 +263,7 @@ class Solver:
                     if self.options.explain:
                         self.sink(ev.StepExplain(number, f"cache hit: {key.digest[:19]}"))
                     return hit
-            if self._bridged and step.kind != "source":
+            if self._bridged:  # a miss: this build runs something, so the pool's helper starts now, in parallel
                 self._network().start()
             if self.options.explain:
                 self.sink(ev.StepExplain(number, "cache miss: " + explain_miss(self.store, step, key,
