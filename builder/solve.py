@@ -95,7 +95,7 @@ class Solver:
         try:
             self._solve_pooled(order)
         finally:
-            if self._netpool is not None:  # its helper deletes every veth it made
+            if self._netpool is not None:  # its helper drops every namespace (and veth) it made
                 self._netpool.close()
             if self._helpers is not None:  # every step has stopped by now, so none of its children runs
                 self._helpers.close()
@@ -183,7 +183,8 @@ class Solver:
             from builder.ops.mounts import mount_key_parts  # RUN --mount inputs (lead's part)
             mounts = mount_key_parts(step, self.options.context_dir, self.options.excluded,
                                      self.store.file_digests, {k: r.key.digest for k, r in self.results.items()})
-            return step_key(step, parent_key, mounts=mounts)
+            return step_key(step, parent_key, mounts=mounts,
+                            hosts=sorted({name for name, _ in self.options.extra_hosts}))
         if step.op.from_stage is not None:
             from_key = self.results[step.op.from_step].key.digest if step.op.from_step is not None else "scratch"
             return step_key(step, parent_key, from_key=from_key)

@@ -34,7 +34,7 @@ def make_key(parts: dict[str, Any]) -> CacheKey:
 
 
 def step_key(step: Step, parent_key: str | None, *, sources: dict[str, str] | None = None,
-             from_key: str | None = None, mounts: list | None = None) -> CacheKey:
+             from_key: str | None = None, mounts: list | None = None, hosts: list | None = None) -> CacheKey:
     """The key of a step given its parent's key and, for file steps, the content checksums of its sources."""
     op = step.op
     if isinstance(op, SourceOp):
@@ -44,6 +44,8 @@ def step_key(step: Step, parent_key: str | None, *, sources: dict[str, str] | No
                  "cwd": op.cwd, "user": op.user, "network": op.network}
         if mounts:  # cache-mount contents and secret values never enter a key (BuildKit's CacheMap)
             parts["mounts"] = mounts
+        if hosts:  # --add-host: the names, not the addresses (BuildKit's CacheMap clears ExtraHosts' IPs)
+            parts["hosts"] = hosts
         return make_key(parts)
     assert isinstance(op, FileOp)
     return make_key({"op": "file", "parent": parent_key, "actions": [a.to_json() for a in op.actions],

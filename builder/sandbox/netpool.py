@@ -15,7 +15,8 @@ Protocol (SOCK_SEQPACKET socketpair; the helper's end is its argv[1]):
   builder → helper  JSON {"subnet": str|null, "size": n} once, then b"get" or JSON {"put": id}
   helper → builder  JSON {"bridge": {"subnet", "gateway"}} once set up, or {"error", "hint"};
                     per get: JSON {"id", "address", "gateway"} + the namespace's fd (SCM_RIGHTS), or {"error"}
-  EOF (the builder closed it or died): the helper deletes every veth it made and exits.
+  EOF (the builder closed it or died): the helper closes every namespace it holds (the kernel then removes
+  them with their veths) and exits.
 Addresses are leased across builds with flocks on STATE_DIR/<netns>/leases/<address>, held while in use.
 """
 from __future__ import annotations
@@ -125,7 +126,7 @@ class NetworkPool:
         return Lease(reply["id"], fds[0], reply["address"], reply["gateway"])
 
     def release(self, lease: Lease) -> None:
-        """Close the RUN's descriptor and have the helper delete its veth and free its address."""
+        """Close the RUN's descriptor and have the helper drop the namespace (and its veth) and free its address."""
         os.close(lease.fd)
         with self._lock:
             if self._control is not None:
@@ -166,8 +167,9 @@ class _Helper:
         self.bridge_mod = bridge
         self.control = control
         self.size = size
+        # Held before the bridge is looked at: `network prune` removes nothing while any build holds it.
+        self.inuse = bridge.locked("inuse", fcntl.LOCK_SH)
         self.bridge = bridge.ensure_bridge(subnet)
-        self.inuse = bridge.locked("inuse", fcntl.LOCK_SH)  # `network prune` waits for no build to hold it
         from pyroute2 import IPRoute
 
         self.ipr = IPRoute()
@@ -276,6 +278,7 @@ class _Helper:
         os.close(entry["lease"])
 
     def close(self) -> None:
+        """Drop every namespace, handed out or not (the builder has stopped using them)."""
         for entry in [*self.ready, *self.given.values()]:
             self._drop(entry)
         self.ipr.close()
