@@ -338,6 +338,9 @@ class Solver:
         if step.kind == "source":
             return source_op.execute(self.store, step)
         if step.kind == "exec":
+            if step.op.network == "default":  # start the fork server now, while the network pool's helper starts
+                self._launcher().parent_pid  # noqa: B018 - (not after waiting for a namespace)
+
             def log(stream: str, text: str) -> None:
                 self.sink(ev.StepLog(number, stream, text))
             snapshot, layer = exec_op.execute(self.store, step, parent, compression=self.options.compression,

@@ -170,9 +170,7 @@ class _Helper:
         # Held before the bridge is looked at: `network prune` removes nothing while any build holds it.
         self.inuse = bridge.locked("inuse", fcntl.LOCK_SH)
         self.bridge = bridge.ensure_bridge(subnet)
-        from pyroute2 import IPRoute
-
-        self.ipr = IPRoute()
+        self.ipr = bridge.IPRoute()
         self.bridge_index = self.ipr.link_lookup(ifname=bridge.BRIDGE)[0]
         self.host_ns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         self.ready: list[dict] = []
@@ -215,8 +213,6 @@ class _Helper:
 
     def _prepare(self) -> dict:
         """A new namespace: lo up, eth0 (peer of a veth on the bridge) with a leased address and default route."""
-        from pyroute2 import IPRoute
-
         address, lease = self._lease()
         self.next_id += 1
         veth = f"pb{os.getpid() % 0x10000:04x}{self.next_id % 0x10000:04x}"
@@ -225,7 +221,7 @@ class _Helper:
             sc.unshare(sc.CLONE_NEWNET)
             try:
                 entry["fd"] = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-                inner = IPRoute()  # its socket stays in the new namespace
+                inner = self.bridge_mod.IPRoute()  # its socket stays in the new namespace
             finally:
                 sc.setns(self.host_ns, sc.CLONE_NEWNET)
             with inner:
@@ -294,10 +290,15 @@ def main(argv: list[str]) -> None:
         helper = _Helper(control, request.get("subnet"), int(request.get("size", POOL_SIZE)))
     except Exception as exc:  # noqa: BLE001 - one line for the user
         hint = getattr(exc, "hint", "build with --network none (no network) or --network host")
-        control.send(json.dumps({"error": f"setting up the bridge network: {exc}", "hint": hint}).encode())
+        try:
+            control.send(json.dumps({"error": f"setting up the bridge network: {exc}", "hint": hint}).encode())
+        except OSError:
+            pass  # the builder is gone
         return
     try:
         helper.serve()
+    except (BrokenPipeError, ConnectionError):
+        pass  # the builder stopped (a failed or cancelled build): nothing to tell it
     finally:
         helper.close()
 
