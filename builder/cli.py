@@ -6,6 +6,7 @@
     pybuild run [--rm] [--entrypoint CMD] [-e K=V] [-w DIR] [-u USER] [-v HOST:DIR] IMAGE [ARG...]
     pybuild parse [-f Dockerfile] [--json]
     pybuild images | history IMAGE | cache ls|du|inspect|prune
+    pybuild network prune
 """
 from __future__ import annotations
 

@@ -269,3 +269,13 @@ def test_a_clashing_subnet_is_one_clear_error_and_leaves_nothing(netns, tmp_path
     assert "10.123.0.0/16 overlaps the host's route to 10.123.0.0/24" in proc.stderr
     assert "--network none" in proc.stderr and "Traceback" not in proc.stderr
     assert sorted(netns.links()) == ["lo", "srv0", "srv1"] and netns.nft_rules() == {}
+
+
+def test_no_permission_for_the_bridge_is_one_clear_error(netns, tmp_path):
+    """In a user namespace, root lacks CAP_NET_ADMIN over the (outer) network namespace."""
+    ctx = _context(tmp_path, "eperm", "FROM pybuild/busybox\nRUN true\n")
+    proc = netns.run("unshare", "--user", "--map-root-user", sys.executable, "-m", "builder", "build", "--root",
+                     str(netns.root), "--no-cache", str(ctx), check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert "creating bridge pybuild0: permission denied" in proc.stderr and "--network none" in proc.stderr
+    assert "Traceback" not in proc.stderr and sorted(netns.links()) == ["lo", "srv0", "srv1"]
