@@ -19,7 +19,7 @@ from builder.outputs import check_outputs, export, parse_output, push_outputs, w
 from builder.plan.bases import normalize_name, resolve_base
 from builder.plan.contexts import parse_build_contexts
 from builder.plan.entitle import parse_allow
-from builder.plan.planner import plan
+from builder.plan.planner import PROXY_ARGS, plan
 from builder.progress import events as ev
 from builder.solve import SolveOptions, Solver
 
@@ -42,7 +42,9 @@ class BuildOptions:
     secrets: list[str] = field(default_factory=list)  # --secret specs
     ssh: list[str] = field(default_factory=list)  # --ssh specs
     labels: dict[str, str] = field(default_factory=dict)  # --label: on the image's config over LABEL
-    network: str = "none"  # --network: RUN's default (none or host)
+    network: str = "default"  # --network: RUN's default (default = the bridge, none or host)
+    bridge_subnet: str | None = None  # --bridge-subnet / PYBUILD_BRIDGE_SUBNET
+    add_hosts: list[str] = field(default_factory=list)  # --add-host NAME:IP
     platform: str = ""  # --platform: must be this machine's
     metadata_file: str | None = None  # --metadata-file
     no_cache_filter: list[str] = field(default_factory=list)  # stage names built without the cache
@@ -150,6 +152,26 @@ def ignore_patterns(opts: BuildOptions) -> list[str]:
         if data is not None:
             return read_patterns(decode(data, f"ignore file {path}"))
     return []
+
+
+def _extra_hosts(items: list[str]) -> tuple[tuple[str, str], ...]:
+    """--add-host NAME:IP (or NAME=IP; IP may be host-gateway, the bridge's address), checked as docker does."""
+    import ipaddress
+
+    pairs = []
+    for item in items:
+        sep = "=" if "=" in item else ":"
+        name, _, ip = item.partition(sep)
+        ip = ip.strip("[]")
+        try:
+            if not name or (ip != "host-gateway" and not ipaddress.ip_address(ip)):
+                raise ValueError
+        except ValueError:
+            raise UsageError(f"--add-host {item!r} is not NAME:IP",
+                             hint="give a host name and an IP address (or host-gateway), e.g. --add-host "
+                                  "db:10.0.0.5") from None
+        pairs.append((name, ip))
+    return tuple(pairs)
 
 
 def _secrets(opts: BuildOptions, workdir: str) -> dict[str, str]:
@@ -266,7 +288,9 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
                                ignore_patterns=patterns, excluded=_excluder(patterns),
                                explain=opts.explain_cache, secrets=_secrets(opts, workdir),
                                ssh=agents.sockets if agents is not None else None, remote=cache.remote(registries),
-                               on_error=_on_error(opts.on_error), resources=opts.resources)
+                               on_error=_on_error(opts.on_error), resources=opts.resources,
+                               bridge_subnet=opts.bridge_subnet, extra_hosts=_extra_hosts(opts.add_hosts),
+                               proxy_env=tuple(f"{k}={v}" for k, v in opts.build_args.items() if k in PROXY_ARGS))
         solver = Solver(store, graph, options, sink, cancel)
         results = solver.solve(graph.target)
         names = tuple(normalize_name(t) for t in opts.tags)

@@ -6,6 +6,7 @@
     pybuild run [--rm] [--entrypoint CMD] [-e K=V] [-w DIR] [-u USER] [-v HOST:DIR] IMAGE [ARG...]
     pybuild parse [-f Dockerfile] [--json]
     pybuild images | history IMAGE | cache ls|du|inspect|prune
+    pybuild network prune
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ COMMANDS = {
     "logout": "Log out from a registry",
     "system": "Store-wide information: df",
     "cache": "Build cache: ls, du, inspect, prune",
+    "network": "The bridge network of RUN: prune what killed builds left",
     "parse": "Print how the Dockerfile was parsed",
     "version": "Show pybuild's version",
     "help": "Help on a sub-command",
@@ -86,9 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not use the cache for the steps of these stages")
     p.add_argument("--label", action="append", default=[], metavar="K=V",
                    help="set a label on the image (over the Dockerfile's LABEL)")
-    p.add_argument("--network", choices=("default", "none", "host"), default="default",
-                   help="network of RUN instructions that do not set --network (default: none, an isolated "
-                        "namespace with only loopback)")
+    p.add_argument("--network", choices=("default", "bridge", "none", "host"), default="default",
+                   help="network of RUN instructions that do not set --network: default (= bridge: a namespace "
+                        "per RUN on the pybuild0 bridge, with NAT to the outside), none (only loopback) or host")
+    p.add_argument("--bridge-subnet", default=os.environ.get("PYBUILD_BRIDGE_SUBNET") or None, metavar="CIDR",
+                   help="subnet of the pybuild0 bridge when it is created (default: the first of docker's "
+                        "default pools that no host route overlaps; also $PYBUILD_BRIDGE_SUBNET)")
+    p.add_argument("--add-host", action="append", default=[], metavar="NAME:IP",
+                   help="add a line to RUN's /etc/hosts (repeatable; IP host-gateway = the bridge's address)")
     p.add_argument("--ssh", action="append", default=[], metavar="default|ID[=SOCKET|KEY[,KEY]]",
                    help="an SSH agent for RUN --mount=type=ssh: ID alone forwards $SSH_AUTH_SOCK")
     p.add_argument("--check", action="store_true",
@@ -183,10 +190,10 @@ def cmd_build(argv: list[str]) -> int:
                         registry_deadline=args.registry_deadline, registry_min_rate=args.registry_min_rate,
                         platform=args.platform, metadata_file=args.metadata_file,
                         no_cache_filter=[s.strip() for v in args.no_cache_filter for s in v.split(",") if s.strip()],
-                        network="none" if args.network == "default" else args.network,
+                        network="default" if args.network == "bridge" else args.network,
                         cache_from=args.cache_from, cache_to=args.cache_to, check=args.check,
                         allow=args.allow, build_contexts=args.build_context, on_error=args.on_error,
-                        resources=resources(args))
+                        resources=resources(args), bridge_subnet=args.bridge_subnet, add_hosts=args.add_host)
     cancel = threading.Event()
     previous = {sig: signal.signal(sig, _interrupt_handler(cancel)) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -279,6 +286,20 @@ def cmd_parse(argv: list[str]) -> int:
     return 0
 
 
+def cmd_network(argv: list[str]) -> int:
+    """`pybuild network prune`: remove the bridge and NAT rule RUN's default network leaves (none in use)."""
+    p = argparse.ArgumentParser(prog="pybuild network", description="Manage RUN's default (bridge) network.")
+    p.add_argument("action", choices=("prune",), help="prune: remove the pybuild0 bridge and its NAT rule")
+    p.parse_args(argv)
+    from builder.sandbox.bridge import NetworkSetupError, prune
+
+    try:
+        print(prune())
+    except NetworkSetupError as exc:
+        raise PybuildError(str(exc), hint=exc.hint, reference="network-in-use") from None
+    return 0
+
+
 def cmd_store(name: str, argv: list[str]) -> int:
     from builder import storecmd
 
@@ -359,7 +380,7 @@ def cmd_layers(argv: list[str]) -> int:
 def dispatch(command: str, rest: list[str]) -> int:
     """Run one sub-command with its own arguments."""
     handlers = {"build": cmd_build, "run": cmd_run, "parse": cmd_parse, "version": cmd_version, "help": cmd_help,
-                "layers": cmd_layers}
+                "layers": cmd_layers, "network": cmd_network}
     if command in handlers:
         return handlers[command](rest)
     return cmd_store(command, rest)

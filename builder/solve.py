@@ -56,6 +56,9 @@ class SolveOptions:
     remote: Any = None  # builder.remotecache.lazy.RemoteCache: --cache-from records, looked up after a local miss
     on_error: Any = None  # --on-error=shell: called with a failed RUN's ContainerSpec while its files still exist
     resources: Any = None  # builder.sandbox.spec.Resources for every RUN (None: the defaults)
+    bridge_subnet: str | None = None  # --bridge-subnet: the bridge's subnet when pybuild creates it
+    extra_hosts: tuple[tuple[str, str], ...] = ()  # --add-host (name, ip|"host-gateway"): /etc/hosts lines
+    proxy_env: tuple[str, ...] = ()  # undeclared proxy --build-args, "K=V": RUN's env, never in a key or history
 
 
 def source_date_epoch() -> float | None:
@@ -80,6 +83,8 @@ class Solver:
         self._download_dir: str | None = None
         self.lazy: dict = {}  # step id → remote cache record whose layer is not unpacked yet (builder/remotecache)
         self._lazy_lock = threading.RLock()
+        self._netpool = None  # RUN's default network: prepared namespaces (builder/sandbox/netpool.py)
+        self._bridged = False  # does any step to solve want the default network?
 
     def title(self, step: Step) -> str:
         stage = self.graph.stages[step.stage]
@@ -103,9 +108,12 @@ class Solver:
         # dependencies first and numbers the steps as the Dockerfile reads (buildx does the same).
         order = sorted(self.graph.needed(stage_index), key=lambda step: step.id)
         self.numbers = {step.id: n for n, step in enumerate(order, 1)}
+        self._bridged = any(getattr(step.op, "network", None) == "default" for step in order)
         try:
             self._solve_pooled(order)
         finally:
+            if self._netpool is not None:  # its helper drops every namespace (and veth) it made
+                self._netpool.close()
             if self._helpers is not None:  # every step has stopped by now, so none of its children runs
                 self._helpers.close()
             if self._download_dir is not None:
@@ -121,6 +129,17 @@ class Solver:
 
                 self._helpers = fork_server()
             return self._helpers
+
+    def _network(self):
+        """The pool of network namespaces for RUN's default network, made at the build's first cache miss (so
+        its helper, with pyroute2, starts while other steps run; a cached rebuild never starts it)."""
+        with self._helpers_lock:
+            if self._netpool is None:
+                from builder.sandbox.netpool import NetworkPool
+                from builder.sandbox.runner import init_env
+
+                self._netpool = NetworkPool(self.options.bridge_subnet, env=init_env())
+            return self._netpool
 
     def _solve_pooled(self, order: list[Step]) -> None:
         """Run each step as soon as its parent and deps are done, at most `jobs` at once.
@@ -208,7 +227,8 @@ class Solver:
             from builder.ops.mounts import mount_key_parts  # RUN --mount inputs (lead's part)
             mounts = mount_key_parts(step, self.options.context_dir, self.options.excluded,
                                      self.store.file_digests, {k: r.key.digest for k, r in self.results.items()})
-            return step_key(step, parent_key, mounts=mounts)
+            return step_key(step, parent_key, mounts=mounts,
+                            hosts=sorted({name for name, _ in self.options.extra_hosts}))
         if step.op.from_stage is not None:
             from_key = self.results[step.op.from_step].key.digest if step.op.from_step is not None else "scratch"
             return step_key(step, parent_key, from_key=from_key)
@@ -295,6 +315,8 @@ class Solver:
                     return hit
                 if self.options.remote is not None and (hit := self._remote_hit(step, key, number)) is not None:
                     return hit
+            if self._bridged:  # a miss: this build runs something, so the pool's helper starts now, in parallel
+                self._network().start()
             if self.options.explain:
                 self.sink(ev.StepExplain(number, "cache miss: " + explain_miss(self.store, step, key,
                                                                                self._identity(step))
@@ -375,6 +397,9 @@ class Solver:
                 return parent, ()
             return self.store.import_layers(parent, [layer.blob for layer in layers])[-1], tuple(layers)
         if step.kind == "exec":
+            if step.op.network == "default":  # start the fork server now, while the network pool's helper starts
+                self._launcher().parent_pid  # noqa: B018 - (not after waiting for a namespace)
+
             def log(stream: str, text: str) -> None:
                 self.sink(ev.StepLog(number, stream, text))
             snapshot, layer = exec_op.execute(self.store, step, parent, compression=self.options.compression,
@@ -382,7 +407,11 @@ class Solver:
                                               dockerfile_lines=self.options.dockerfile_lines,
                                               hostname=self.options.hostname,
                                               mounts=self._mount_sources(step), launcher=self._launcher(),
-                                              on_error=self.options.on_error, resources=self.options.resources)
+                                              on_error=self.options.on_error, resources=self.options.resources,
+                                              network=self._network() if step.op.network == "default" or any(
+                                                  ip == "host-gateway" for _, ip in self.options.extra_hosts) else None,
+                                              extra_hosts=self.options.extra_hosts,
+                                              proxy_env=self.options.proxy_env)
         else:
             op: FileOp = step.op  # type: ignore[assignment]
             source = self.snapshot_of(op.from_step) if op.from_step is not None else None

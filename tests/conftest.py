@@ -24,6 +24,37 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 
+CLONE_NEWNET = 0x40000000
+
+
+def _private_network() -> None:
+    """Move this pytest process (and so every build it starts) into a network namespace of its own.
+
+    Builds give RUN a bridge with NAT by default, which configures the network namespace pybuild runs in: the
+    suite must never do that to the machine's real one. Called while pytest is still single-threaded
+    (unshare(CLONE_NEWNET) moves only the calling thread; threads and processes started later follow it).
+    Python 3.11 has no os.unshare, hence ctypes. The namespace, with every bridge and nftables rule made in it,
+    vanishes with the session."""
+    import ctypes
+    import fcntl
+    import socket
+    import struct
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(ctypes.c_int(CLONE_NEWNET)) != 0:
+        errno = ctypes.get_errno()
+        raise pytest.UsageError(f"cannot give the test session a private network namespace: {os.strerror(errno)}")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:  # bring lo up (SIOCGIFFLAGS/SIOCSIFFLAGS)
+        request = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(sock, 0x8913, request))[1]
+        fcntl.ioctl(sock, 0x8914, struct.pack("16sH14x", b"lo", flags | 1))
+
+
+def pytest_configure(config):
+    if os.geteuid() == 0:
+        _private_network()
+
+
 def overlay_available() -> bool:
     try:
         return "overlay" in Path("/proc/filesystems").read_text()

@@ -70,11 +70,13 @@ def render_location(step: Step, dockerfile_lines: list[str] | None) -> str:
 def execute(store, step: Step, parent_snapshot, *, compression: str, log: Callable[[str, str], None],
             cancel: threading.Event | None, dockerfile_lines: list[str] | None, hostname: str,
             mounts=None, launcher: Launcher | None = None, on_error: Callable[[ContainerSpec], None] | None = None,
-            resources: Resources | None = None):
+            resources: Resources | None = None, network=None, extra_hosts=(), proxy_env=()):
     """Run the step; returns (snapshot, layer|None). Raises BuildStepError on a non-zero exit.
     `launcher` starts the container's init (the build's fork server); by default a fresh interpreter.
     `on_error` (--on-error=shell) is called with the step's spec after a non-zero exit, before its files go.
-    `resources`: the RUN's cgroup limits (default: Resources(), a pids limit)."""
+    `resources`: the RUN's cgroup limits (default: Resources(), a pids limit).
+    `network`: the build's NetworkPool, for a RUN on the default (bridge) network. `extra_hosts`: --add-host
+    pairs; `proxy_env`: undeclared proxy build args (both left out of the key, as BuildKit's ProxyEnv)."""
     op: ExecOp = step.op  # type: ignore[assignment]
     with ExitStack() as stack:
         try:
@@ -85,13 +87,51 @@ def execute(store, step: Step, parent_snapshot, *, compression: str, log: Callab
         except PybuildError as exc:  # a mount that cannot be set up: say which instruction asked for it
             raise BuildStepError(f"{step.span}: {step.created_by}: {exc.message}", hint=exc.hint,
                                  context=render_location(step, dockerfile_lines), reference=exc.reference) from exc
+        declared = {item.partition("=")[0] for item in env}
+        env = (*env, *(item for item in proxy_env if item.partition("=")[0] not in declared))
+        net = _network(step, op, network, extra_hosts, stack, dockerfile_lines)
         return _execute(store, step, op, parent_snapshot, compression=compression, log=log, cancel=cancel,
                         dockerfile_lines=dockerfile_lines, hostname=hostname, extra_mounts=extra,
-                        env=env, launcher=launcher, on_error=on_error, resources=resources or Resources())
+                        env=env, launcher=launcher, net=net, on_error=on_error,
+                        resources=resources or Resources())
+
+
+def _network(step: Step, op: ExecOp, pool, extra_hosts, stack: ExitStack, dockerfile_lines) -> dict:
+    """The spec's network fields: a prepared namespace from the pool (released with `stack`) for the default
+    network, and /etc/hosts entries with host-gateway resolved to the bridge's address."""
+    from builder.sandbox.netpool import PoolError
+
+    fields: dict = {"network": op.network}
+    try:
+        if op.network == "default":
+            lease = pool.acquire()
+            stack.callback(pool.release, lease)
+            fields.update(network="bridge", netns_fd=lease.fd, netns_address=lease.address)
+        if any(ip == "host-gateway" for _, ip in extra_hosts):
+            gateway = lease.gateway if op.network == "default" else pool_gateway(pool)
+            extra_hosts = tuple((name, gateway if ip == "host-gateway" else ip) for name, ip in extra_hosts)
+    except PoolError as exc:
+        hint = exc.hint or "build with --network none (no network) or --network host (the host's)"
+        if "--network " not in hint:
+            hint += "; or do without the bridge: --network none|host"
+        raise BuildStepError(f"{step.span}: {step.created_by}: {exc}", context=render_location(step, dockerfile_lines),
+                             hint=hint, reference="bridge-network") from None
+    fields["extra_hosts"] = tuple(extra_hosts)
+    return fields
+
+
+def pool_gateway(pool) -> str:
+    """The bridge's address for host-gateway on a RUN that is not on the bridge."""
+    from builder.sandbox.netpool import PoolError
+
+    if pool is None:
+        raise PoolError("--add-host NAME:host-gateway needs the bridge network (the default)",
+                        hint="give the address instead of host-gateway")
+    return pool.gateway_address()
 
 
 def _execute(store, step: Step, op: ExecOp, parent_snapshot, *, compression, log, cancel, dockerfile_lines,
-             hostname, extra_mounts, env, launcher, resources, on_error=None):
+             hostname, extra_mounts, env, launcher, net, resources, on_error=None):
     mutable = store.prepare(parent_snapshot)
     tail: deque[str] = deque(maxlen=OUTPUT_TAIL)
     total_lines = [0]
@@ -107,8 +147,8 @@ def _execute(store, step: Step, op: ExecOp, parent_snapshot, *, compression, log
     try:
         spec = ContainerSpec(argv=op.argv, lowerdirs=tuple(str(p) for p in mutable.lowerdirs),
                              upperdir=str(mutable.upper), workdir=str(mutable.work), env=env, cwd=op.cwd,
-                             user=op.user, hostname=hostname, network=op.network, mounts=extra_mounts,
-                             insecure=op.insecure, resources=resources)
+                             user=op.user, hostname=hostname, mounts=extra_mounts, insecure=op.insecure,
+                             resources=resources, **net)
         try:
             status = run(spec, stdin=subprocess.DEVNULL, stdout=streams["stdout"].feed,
                          stderr=streams["stderr"].feed, cancel=cancel,

@@ -236,7 +236,7 @@ def dispatch_run(p: "Planner", st: "StageState", inst: nodes.Run) -> None:
     network = inst.flag("network") or "default"
     if network == "default":
         network = p.network
-    if network not in ("none", "host"):
+    if network not in ("default", "none", "host"):
         raise PybuildError(f"{inst.span}: unsupported --network={network}", hint="use none, host or default",
                            context=shown(inst), reference="invalid-network")
     if inst.flag("network") == "host":

@@ -34,7 +34,7 @@ def make_key(parts: dict[str, Any]) -> CacheKey:
 
 
 def step_key(step: Step, parent_key: str | None, *, sources: dict[str, str] | None = None,
-             from_key: str | None = None, mounts: list | None = None) -> CacheKey:
+             from_key: str | None = None, mounts: list | None = None, hosts: list | None = None) -> CacheKey:
     """The key of a step given its parent's key and, for file steps, the content checksums of its sources."""
     op = step.op
     if isinstance(op, SourceOp):
@@ -46,6 +46,8 @@ def step_key(step: Step, parent_key: str | None, *, sources: dict[str, str] | No
             parts["mounts"] = mounts
         if op.insecure:  # only when set: the keys of other RUNs stay as they were
             parts["insecure"] = True
+        if hosts:  # --add-host: the names, not the addresses (BuildKit's CacheMap clears ExtraHosts' IPs)
+            parts["hosts"] = hosts
         return make_key(parts)
     if isinstance(op, MergeOp):  # the linked layer's key, whatever the parent held when it was made
         return make_key({"op": "merge", "parent": parent_key, "layer": from_key})

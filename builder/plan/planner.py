@@ -96,7 +96,7 @@ class Planner:
     build_args: dict[str, str]
     resolve_image: Callable[[str], BaseImage]
     graph: StepGraph = field(default_factory=StepGraph)
-    network: str = "none"  # the build's --network: what RUN gets without --network or with --network=default
+    network: str = "default"  # the build's --network: what RUN gets without --network or with --network=default
     labels: dict[str, str] = field(default_factory=dict)  # the build's --label: set on the target's config last
     entitlements: frozenset[str] = frozenset()  # the operator's --allow (builder/plan/entitle.py)
     contexts: dict = field(default_factory=dict)  # --build-context by familiar name (builder/plan/contexts.py)
@@ -306,11 +306,11 @@ class Planner:
 
 
 def plan(dockerfile: nodes.Dockerfile, *, build_args: dict[str, str], target: str | None,
-         resolve_image: Callable[[str], BaseImage], network: str = "none",
+         resolve_image: Callable[[str], BaseImage], network: str = "default",
          labels: dict[str, str] | None = None, entitlements: frozenset[str] | None = None,
          contexts: dict | None = None, unmatched: list[Unmatched] | None = None) -> StepGraph:
-    """Plan `dockerfile` for `target` (default: the last stage); ``network`` is the RUN default (none or host),
-    ``labels`` are set on the target image's config over the Dockerfile's, ``entitlements`` the operator's
+    """Plan `dockerfile` for `target` (default: the last stage); ``network`` is the RUN default (default, none or
+    host), ``labels`` are set on the target image's config over the Dockerfile's, ``entitlements`` the operator's
     --allow (the default: what ``network`` implies); the variables that expansions could not match are appended
     to ``unmatched`` (for the build checks)."""
     if entitlements is None:

@@ -4,7 +4,8 @@ Started by runner.run() as a fresh, single-threaded interpreter (STYLE.md habit 
 unshare() are safe here. Three processes:
 
   stage 1 (this process)  dies with the builder (PR_SET_PDEATHSIG); unshares the mount, UTS, IPC,
-                          PID (and, for network "none", net) namespaces; brings `lo` up; forks.
+                          PID (and, for network "none", net) namespaces; brings `lo` up (for "bridge":
+                          setns() into the pool's prepared namespace, spec.netns_fd); forks.
   PID 1                   first process of the new PID namespace: mounts the root filesystem,
                           pivot_root, resolves USER, forks the command, reaps every zombie,
                           forwards signals, removes mount stubs, exits with the command's status.
@@ -40,7 +41,7 @@ from builder.sandbox import rootfs as rf
 from builder.sandbox import seccomp
 from builder.sandbox.capabilities import DEFAULT_CAPABILITIES
 from builder.sandbox import syscalls as sc
-from builder.sandbox.network import setup_network
+from builder.sandbox.network import host_resolv_conf, setup_network
 from builder.sandbox.spec import ContainerSpec
 from builder.sandbox.stubs import ensure_path, remove_stubs
 from builder.sandbox.users import ExecUser, UserError, lookup_user
@@ -118,7 +119,7 @@ def main(argv: list[str]) -> NoReturn:
         with os.fdopen(spec_fd, "rb") as handle:
             spec = ContainerSpec.from_json(handle.read().decode())
         join_cgroups(spec.cgroups)  # before any fork: every process of the RUN is counted and killed with it
-        host_resolv = _read_text("/etc/resolv.conf")
+        host_resolv = host_resolv_conf()
         if not spec.insecure:
             prepare()  # libseccomp is a host library: load it before pivot_root hides it
         last_cap = capabilities.last_capability()
@@ -126,6 +127,9 @@ def main(argv: list[str]) -> NoReturn:
         if spec.network == "none":
             flags |= sc.CLONE_NEWNET
         sc.unshare(flags)
+        if spec.netns_fd is not None:
+            sc.setns(spec.netns_fd, sc.CLONE_NEWNET)
+            os.close(spec.netns_fd)
         sc.make_mounts_private()
         setup_network(spec.network)
         life_r, life_w = os.pipe()
@@ -156,14 +160,6 @@ def join_cgroups(paths: tuple[str, ...]) -> None:
 def prepare() -> None:
     """Compile the command's seccomp filter (cached per process: a fork server's zygote calls this once)."""
     seccomp.program(RUN_CAPABILITIES)
-
-
-def _read_text(path: str) -> str | None:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            return handle.read()
-    except OSError:
-        return None
 
 
 def _parent_alive(life_r: int) -> bool:

@@ -211,7 +211,7 @@ def _mask_paths(root: str, dev: str) -> None:
 def mount_generated_files(rootfs: Rootfs, spec: ContainerSpec, scratch: str, host_resolv: str | None) -> None:
     """/etc/hosts, /etc/resolv.conf and /etc/hostname as bind mounts of generated files."""
     contents = {
-        "/etc/hosts": hosts_file(spec.hostname, spec.extra_hosts),
+        "/etc/hosts": hosts_file(spec.hostname, spec.extra_hosts, spec.netns_address),
         "/etc/resolv.conf": resolv_conf(spec.network, host_resolv),
         "/etc/hostname": spec.hostname + "\n",
     }

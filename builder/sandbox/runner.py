@@ -129,7 +129,8 @@ def _run(spec: ContainerSpec, stdin: int | None, stdout: Output, stderr: Output,
         sinks[status_r] = status_chunks.append
         proc = _start_init(launcher or Exec(init_env()), spec_fd, status_w, stdin,
                            pipes["stdout"][1] if "stdout" in pipes else stdout,  # type: ignore[arg-type]
-                           pipes["stderr"][1] if "stderr" in pipes else stderr)  # type: ignore[arg-type]
+                           pipes["stderr"][1] if "stderr" in pipes else stderr,  # type: ignore[arg-type]
+                           () if spec.netns_fd is None else (spec.netns_fd,))
     except BaseException:
         for fd in [spec_fd, status_r, status_w] + [fd for pair in pipes.values() for fd in pair]:
             os.close(fd)
@@ -161,12 +162,12 @@ def _run(spec: ContainerSpec, stdin: int | None, stdout: Output, stderr: Output,
 
 
 def _start_init(launcher: Launcher, spec_fd: int, status_w: int, stdin: int | None, stdout: int | None,
-                stderr: int | None) -> Child:
+                stderr: int | None, extra_fds: tuple[int, ...] = ()) -> Child:
     """Stage 1 of the init, told whose death to die with; SandboxError when it cannot be started."""
     try:
         args = [str(spec_fd), str(status_w), str(launcher.parent_pid)]
         return launcher.spawn("builder.sandbox.init", args, stdin=stdin, stdout=stdout, stderr=stderr,
-                              pass_fds=(spec_fd, status_w))
+                              pass_fds=(spec_fd, status_w, *extra_fds))
     except OSError as exc:
         raise SandboxError(f"starting the sandbox init: {exc.strerror or exc}") from exc
 

@@ -10,7 +10,7 @@ import posixpath
 from dataclasses import asdict, dataclass
 
 MOUNT_TYPES = ("bind", "tmpfs", "overlay")
-NETWORK_MODES = ("none", "host")
+NETWORK_MODES = ("none", "host", "bridge")
 SPEC_VERSION = 1
 
 
@@ -92,7 +92,9 @@ class ContainerSpec:
     cwd: str = "/"
     user: str = ""  # "" = root; "name", "uid", "uid:gid", "name:group"
     hostname: str = "pybuild"
-    network: str = "none"  # "none" | "host"
+    network: str = "none"  # "none" | "host" | "bridge" (setns into netns_fd, a namespace of netpool.py)
+    netns_fd: int | None = None  # bridge: the prepared namespace's descriptor, passed to the init at this number
+    netns_address: str = ""  # bridge: the container's address (its /etc/hosts line)
     mounts: tuple[Mount, ...] = ()
     extra_hosts: tuple[tuple[str, str], ...] = ()  # (hostname, ip) lines added to /etc/hosts
     tty: bool = False  # stdin is a pseudo-terminal (the caller's): the command gets it as controlling terminal
@@ -108,6 +110,8 @@ class ContainerSpec:
             raise SpecError("no command to run")
         if self.network not in NETWORK_MODES:
             raise SpecError(f"network mode {self.network!r} is not one of {', '.join(NETWORK_MODES)}")
+        if (self.network == "bridge") != (self.netns_fd is not None):
+            raise SpecError("a bridge network needs the descriptor of its namespace, and only it has one")
         if (self.upperdir is None) != (self.workdir is None):
             raise SpecError("upperdir and workdir go together: give both or neither")
         if not posixpath.isabs(self.cwd):

@@ -14,7 +14,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SCENARIO_ROWS = ("1-cold", "2-cached", "3-one-file", "4-context-cold", "4-context-touched",
-                 "4-context-unchanged", "5-export-gzip", "5-export-zstd", "6-stages", "6-stages-1core")
+                 "4-context-unchanged", "5-export-gzip", "5-export-zstd", "6-stages", "6-stages-1core",
+                 "7-network")
 
 
 def _mounts_below(prefix: str) -> list[str]:
@@ -69,6 +70,8 @@ def test_quick_bench_without_peers(tmp_path):
         assert row["facts"]["export_fraction_of_limit"] == row["facts"]["export_MBps"] / row["facts"]["limit_MBps"]
         assert ("export_fraction_of_same_library_1_thread" in row["facts"]) == (kind == "gzip")
     assert "limit: " not in "".join(results["peak_rss_mib"]), "a library measurement is not a tool"
+    network = rows["7-network"]  # default (bridge) network vs --network none, in a namespace of its own
+    assert network["series"]["pybuild --network none"]["median_s"] > 0 and "bridge cost per RUN (ms)" in network["facts"]
     assert all(v > 0 for v in results["limits"]["MBps"].values())
     assert results["meta"]["problems"] == []
     assert list(scratch.iterdir()) == [], "the bench left its temp directory behind"

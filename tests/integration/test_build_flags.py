@@ -29,7 +29,7 @@ def test_build_network_host_is_the_default_of_runs(pybuild, busybox_image, tmp_p
         f"FROM pybuild/busybox\nRUN {get} > /default 2>&1; true\nRUN --network=none {get} > /none 2>&1; true\n")
     pybuild("-t", "flags/net", "--no-cache", str(tmp_path))
     read = lambda image, path: pybuild("run", image, "cat", path).stdout.decode()  # noqa: E731
-    assert "hello from the host" not in read("flags/net", "/default")  # the default is an isolated network
+    assert "hello from the host" not in read("flags/net", "/default")  # the default bridge: not the host's loopback
     pybuild("-t", "flags/net-host", "--network", "host", str(tmp_path))
     assert "hello from the host" in read("flags/net-host", "/default")
     assert "hello from the host" not in read("flags/net-host", "/none")  # RUN --network=none still wins

@@ -190,7 +190,8 @@ def test_ssh_env_points_at_the_first_forwarded_agent_unless_the_run_sets_it():
 def test_build_network_is_the_default_of_every_run():
     """docker build --network: RUN without --network (or with --network=default) uses it; RUN's own flag wins."""
     df = grammar.parse("FROM scratch\nRUN /a\nRUN --network=default /b\nRUN --network=none /c\n", filename="Dockerfile")
-    for build_network, expected in [("none", ["none", "none", "none"]), ("host", ["host", "host", "none"])]:
+    for build_network, expected in [("none", ["none", "none", "none"]), ("host", ["host", "host", "none"]),
+                                    ("default", ["default", "default", "none"])]:
         graph = plan(df, build_args={}, target=None, resolve_image=lambda ref: SCRATCH, network=build_network)
         assert [s.op.network for s in graph.steps if isinstance(s.op, ExecOp)] == expected
 

@@ -36,7 +36,9 @@ def test_env_value_last_wins():
 
 @pytest.mark.parametrize("changes, message", [
     ({"argv": ()}, "no command"),
-    ({"network": "bridge"}, "network mode 'bridge'"),
+    ({"network": "nat"}, "network mode 'nat'"),
+    ({"network": "bridge"}, "bridge network needs the descriptor"),
+    ({"network": "none", "netns_fd": 5}, "only it has one"),
     ({"workdir": None}, "upperdir and workdir go together"),
     ({"cwd": "relative"}, "not an absolute path"),
     ({"env": ("NOVALUE",)}, "not KEY=VALUE"),
