@@ -6,6 +6,7 @@ Expansion follows BuildKit: global ARGs (before the first FROM) are visible in F
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
 from typing import Callable
 
 from builder.errors import PybuildError
@@ -69,10 +70,39 @@ class StageState:
     args: dict[str, str | None] = field(default_factory=dict)
     cmd_set: bool = False
 
-    def expand_env(self) -> dict[str, str]:
-        env = {k: v for k, v in self.args.items() if v is not None}
-        env.update(self.config.env_dict())
+    def expand_env(self) -> Mapping[str, str]:
+        """What `$NAME` sees: ENV over ARG, looked up by name (building the dict per word was quadratic)."""
+        return _ExpandEnv(self.args, self.config)
+
+
+class _ExpandEnv(Mapping):
+    """The stage's ENV over its ARGs (those with a value), without copying either."""
+
+    def __init__(self, args: dict[str, str | None], config: ImageConfig) -> None:
+        self._args, self._config = args, config
+
+    def get(self, key, default=None):
+        value = self._config.env_get(key)
+        if value is None:
+            value = self._args.get(key)
+        return default if value is None else value
+
+    def __getitem__(self, key: str) -> str:
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def _dict(self) -> dict[str, str]:
+        env = {k: v for k, v in self._args.items() if v is not None}
+        env.update(self._config.env_dict())
         return env
+
+    def __iter__(self):
+        return iter(self._dict())
+
+    def __len__(self) -> int:
+        return len(self._dict())
 
 
 @dataclass

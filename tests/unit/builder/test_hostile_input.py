@@ -82,29 +82,31 @@ def test_dockerignore_files_are_read_inside_their_directory(dirs):
     assert "is not a regular file (a fifo)" in err.value.message
 
 
-def _front_end_seconds(lines: int) -> float:
-    """Seconds to parse and plan a Dockerfile of ``lines`` LABEL lines (the best of two runs)."""
+def _front_end_seconds(lines: int, instruction: str = "LABEL") -> float:
+    """Seconds to parse and plan a Dockerfile of ``lines`` LABEL (ENV, ARG) lines (the best of two runs)."""
     import time
 
     import grammar
     from builder.plan.bases import SCRATCH
     from builder.plan.planner import plan
 
-    text = "FROM scratch\n" + "".join(f"LABEL k{i}=v{i}\n" for i in range(lines))
+    text = "FROM scratch\n" + "".join(f"{instruction} k{i}=v{i}\n" for i in range(lines))
     best = float("inf")
     for _ in range(2):
         started = time.perf_counter()
         graph = plan(grammar.parse(text, filename="Dockerfile"), build_args={}, target=None,
                      resolve_image=lambda ref: SCRATCH)
         best = min(best, time.perf_counter() - started)
-    assert len(graph.stages[0].config.labels) == lines
+    config = graph.stages[0].config
+    assert len({"LABEL": config.labels, "ENV": config.env}.get(instruction, range(lines))) == lines
     return best
 
 
 @pytest.mark.slow
-def test_planning_time_grows_linearly():
-    small, large = _front_end_seconds(2000), _front_end_seconds(20000)
-    assert large < 40 * small, (small, large)  # linear is 10x; the quadratic LABEL copy was ~500x
+@pytest.mark.parametrize("instruction", ["LABEL", "ENV", "ARG"])
+def test_planning_time_grows_linearly(instruction):
+    small, large = _front_end_seconds(2000, instruction), _front_end_seconds(20000, instruction)
+    assert large < 40 * small, (small, large)  # linear is 10x; copying the pairs per line was ~100-500x
 
 
 def test_every_error_is_bounded():
