@@ -279,3 +279,13 @@ def test_malformed_json_is_one_clear_error(stub, tmp_path, where, change):
         store.close()
     assert len(err.value.message) < 400
     assert err.value.reference in ("bad-image-json", "registry-error"), err.value.message
+
+
+@pytest.mark.parametrize("body", [b"[" * 100000, json.dumps({"errors": [{"code": "X\x1b]0;pwned\x07", "message":
+                                  "\x1b[2J" + "m" * 100000}]}).encode(), b"\x1b[31mred\x1b[0m", b'{"errors": {"a": 1}}'])
+def test_a_hostile_error_body_is_short_and_printable(stub, body):
+    host, set_route = stub
+    set_route(lambda h: h.reply(500, body))
+    with pytest.raises(RegistryError) as err:
+        Registry(host).get_manifest("me/app", "v1", "repository:me/app:pull")
+    assert err.value.message.isprintable() and len(err.value.message) < 1200
