@@ -173,3 +173,11 @@ def test_a_fifo_blob_in_a_layout_is_refused(tmp_path):
     with pytest.raises(UsageError) as err:
         resolve_oci_layout(f"oci-layout://{layout}")  # before: open() waited for a writer forever
     assert "not a regular file (a fifo)" in err.value.message
+
+
+def test_a_pybuild_error_cannot_send_escape_sequences_to_the_terminal():
+    from builder.cli import render_error
+    from builder.errors import PybuildError
+
+    shown = render_error(PybuildError("bad \x1b[2J", context="line \x1b]0;x\x07", hint="\x9b1m"))
+    assert all(c.isprintable() for c in shown.replace("\n", ""))

@@ -64,11 +64,14 @@ def test_a_hostile_pattern_is_linear():
     lex = ShellLex()
 
     def seconds(n: int) -> float:
-        started = time.perf_counter()
-        for word in ("${v##*a*a*a*a*a*a*a*a*b}", "${v%%*a*a*a*a*a*a*a*a*b}", "${v//*a*a*a*a*a*a*a*b/x}"):
-            assert lex.process_word(word, {"v": "a" * n}) == "a" * n
-        return time.perf_counter() - started
+        best = float("inf")  # the best of five: other work on the machine only ever adds time
+        for _ in range(5):
+            started = time.perf_counter()
+            for word in ("${v##*a*a*a*a*a*a*a*a*b}", "${v%%*a*a*a*a*a*a*a*a*b}", "${v//*a*a*a*a*a*a*a*b/x}"):
+                assert lex.process_word(word, {"v": "a" * n}) == "a" * n
+            best = min(best, time.perf_counter() - started)
+        return best
 
     seconds(10)  # warm up
     short, long = seconds(100), seconds(1000)  # the old regex took minutes at 40
-    assert long < 40 * max(short, 1e-4)  # linear: 10x
+    assert long < 40 * max(short, 1e-3)  # linear: 10x
