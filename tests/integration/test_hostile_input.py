@@ -12,6 +12,7 @@ import pytest
 
 from tests.httpserve import Handler, serving
 
+pytestmark = pytest.mark.slow  # real builds and servers
 SECRET, PRIVATE = "TOPSECRET-VALUE", "PRIVATE-KEY-VALUE"
 
 

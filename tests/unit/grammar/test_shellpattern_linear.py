@@ -41,7 +41,7 @@ _PATTERN = st.lists(st.sampled_from(["*", "?", "a", "b", "\\*", "\\\\", "/", "\n
 _VALUE = st.lists(st.sampled_from(["a", "b", "*", "\\", "/", "\n", "ab"]), max_size=10).map("".join)
 
 
-@settings(max_examples=800, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(pattern=_PATTERN, value=_VALUE, greedy=st.booleans())
 def test_trims_agree_with_the_regular_expressions(pattern, value, greedy):
     found = _regex(pattern, greedy, anchored=True).search(value)
@@ -52,7 +52,7 @@ def test_trims_agree_with_the_regular_expressions(pattern, value, greedy):
         assert trim_suffix(pattern, value, greedy) == (value[::-1][hit.end():] if hit else value[::-1])[::-1]
 
 
-@settings(max_examples=800, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(pattern=_PATTERN, value=_VALUE)
 def test_first_replacement_agrees_with_the_regular_expression(pattern, value):
     found = _regex(pattern, True, anchored=False).search(value)
