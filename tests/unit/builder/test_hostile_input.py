@@ -181,3 +181,10 @@ def test_a_pybuild_error_cannot_send_escape_sequences_to_the_terminal():
 
     shown = render_error(PybuildError("bad \x1b[2J", context="line \x1b]0;x\x07", hint="\x9b1m"))
     assert all(c.isprintable() for c in shown.replace("\n", ""))
+
+
+def test_a_directory_as_dockerfile_is_one_clear_error(dirs):
+    context, _ = dirs
+    with pytest.raises(UsageError) as err:
+        read(context, str(context))
+    assert err.value.message.endswith("it is a directory")
