@@ -6,6 +6,7 @@ Expansion follows BuildKit: global ARGs (before the first FROM) are visible in F
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from collections.abc import Mapping
 from typing import Callable
 
@@ -172,10 +173,16 @@ class Planner:
                            reference="target-not-found")
 
     def _stage_ref(self, word: str) -> int | None:
+        return self._stage_names.get(word.lower())
+
+    @cached_property
+    def _stage_names(self) -> dict[str, int]:
+        """Stage name → index of the first stage so named (a scan per lookup made many stages quadratic)."""
+        names: dict[str, int] = {}
         for stage in self.dockerfile.stages:
-            if stage.name is not None and stage.name == word.lower():
-                return stage.index
-        return None
+            if stage.name is not None:
+                names.setdefault(stage.name, stage.index)
+        return names
 
     def _needed_stages(self, index: int) -> set[int]:
         """--target reachability: the target and every stage it uses through FROM or --from."""

@@ -83,7 +83,8 @@ def test_dockerignore_files_are_read_inside_their_directory(dirs):
 
 
 def _front_end_seconds(lines: int, instruction: str = "LABEL") -> float:
-    """Seconds to parse and plan a Dockerfile of ``lines`` LABEL (ENV, ARG) lines (the best of two runs)."""
+    """Seconds to parse and plan a Dockerfile of ``lines`` LABEL (ENV, ARG) lines, or of lines/2 stages each
+    copying from the one before ("STAGES"): the best of two runs."""
     import time
 
     import grammar
@@ -91,6 +92,9 @@ def _front_end_seconds(lines: int, instruction: str = "LABEL") -> float:
     from builder.plan.planner import plan
 
     text = "FROM scratch\n" + "".join(f"{instruction} k{i}=v{i}\n" for i in range(lines))
+    if instruction == "STAGES":
+        text = "FROM scratch AS s0\n" + "".join(f"FROM s{i} AS s{i + 1}\nCOPY --from=s{i} /a /a\n"
+                                                 for i in range(lines // 2))
     best = float("inf")
     for _ in range(2):
         started = time.perf_counter()
@@ -99,11 +103,12 @@ def _front_end_seconds(lines: int, instruction: str = "LABEL") -> float:
         best = min(best, time.perf_counter() - started)
     config = graph.stages[0].config
     assert len({"LABEL": config.labels, "ENV": config.env}.get(instruction, range(lines))) == lines
+    assert instruction != "STAGES" or len(graph.stages) == lines // 2 + 1
     return best
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("instruction", ["LABEL", "ENV", "ARG"])
+@pytest.mark.parametrize("instruction", ["LABEL", "ENV", "ARG", "STAGES"])
 def test_planning_time_grows_linearly(instruction):
     small, large = _front_end_seconds(2000, instruction), _front_end_seconds(20000, instruction)
     assert large < 40 * small, (small, large)  # linear is 10x; copying the pairs per line was ~100-500x
