@@ -48,17 +48,23 @@ class Stub(Handler):
         self.reply(code, json.dumps(doc).encode(), headers)
 
 
+@pytest.fixture(scope="module")
+def stub_host():
+    with serving(Stub) as host:  # one server for the module: each test sets its own route
+        yield host
+
+
 @pytest.fixture
-def stub(monkeypatch, tmp_path):
-    """(host, set_route): a stub registry; docker credentials me:pw for it in a private DOCKER_CONFIG."""
+def stub(stub_host, monkeypatch, tmp_path):
+    """(host, set_route): the stub registry; docker credentials me:pw for it in a private DOCKER_CONFIG."""
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
     Stub.seen = []
-    with serving(Stub) as host:
-        (tmp_path / "config.json").write_text(json.dumps({"auths": {host: {"auth": base64.b64encode(b"me:pw").decode()}}}))
+    (tmp_path / "config.json").write_text(json.dumps({"auths": {stub_host: {"auth": base64.b64encode(b"me:pw")
+                                                                                     .decode()}}}))
 
-        def set_route(route):
-            Stub.route = staticmethod(route)
-        yield host, set_route
+    def set_route(route):
+        Stub.route = staticmethod(route)
+    yield stub_host, set_route
 
 
 def bearer_route(realm: str, token: str = "the-token"):
