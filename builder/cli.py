@@ -309,13 +309,13 @@ def cmd_store(name: str, argv: list[str]) -> int:
 def render_error(exc: BaseException) -> str:
     """One screen: what, where (the offending lines), how to fix."""
     if isinstance(exc, PybuildError):
-        from grammar.errors import MAX_LINE, MAX_MESSAGE, shorten
+        from grammar.errors import MAX_LINE, MAX_MESSAGE, printable, shorten
 
-        lines = [f"error: {shorten(exc.message, MAX_MESSAGE)}"]  # bounded: an input may be huge
+        lines = [f"error: {printable(shorten(exc.message, MAX_MESSAGE))}"]  # bounded: an input may be huge
         if exc.context:
-            lines.extend(shorten(line, 2 * MAX_LINE) for line in exc.context.splitlines()[-200:])
+            lines.extend(printable(shorten(line, 2 * MAX_LINE)) for line in exc.context.splitlines()[-200:])
         if exc.hint:
-            lines.append(f"hint: {shorten(exc.hint, MAX_MESSAGE)}")
+            lines.append(f"hint: {printable(shorten(exc.hint, MAX_MESSAGE))}")
         return "\n".join(lines)
     render = getattr(exc, "render", None)
     if callable(render):  # grammar.DockerfileSyntaxError

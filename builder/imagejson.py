@@ -96,7 +96,7 @@ def image_config(doc: dict, what: str) -> dict:
     rootfs = doc.get("rootfs")
     if not isinstance(rootfs, dict):
         raise _bad(what, f"has no `rootfs` object: {_show(rootfs)}")
-    diff_ids = rootfs.get("diff_ids")
+    diff_ids = rootfs.get("diff_ids") or []  # null: no layers (some tools write it so for scratch images)
     if not isinstance(diff_ids, list) or not all(isinstance(d, str) and DIGEST.fullmatch(d) for d in diff_ids):
         raise _bad(what, "has `rootfs.diff_ids` that are not a list of sha256 digests")
     for key in ("created", "architecture", "os", "variant", "author"):

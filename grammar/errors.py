@@ -20,6 +20,12 @@ def shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:max(limit - 1, 0)] + ELLIPSIS
 
 
+def printable(text: str) -> str:
+    """``text`` for a terminal: control characters (escape sequences) shown as "?", one for one, so that
+    printing an error cannot drive the operator's terminal."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else "?" for c in text)
+
+
 def _window(line: str, start: int, width: int) -> tuple[str, int, int]:
     """At most MAX_LINE characters of ``line`` around the span (1-based ``start``, ``width``), cut with "…";
     returns (text, start, width) for the text shown."""
@@ -52,7 +58,7 @@ class DockerfileSyntaxError(Exception):
 
     def render(self) -> str:
         """A one-screen message: location, message, the source line with carets, the hint."""
-        out = [f"{self.span}: {shorten(self.message, MAX_MESSAGE)}"]
+        out = [f"{self.span}: {printable(shorten(self.message, MAX_MESSAGE))}"]
         if self.source_line:
             num = str(self.span.line)
             pad = " " * len(num)
@@ -63,10 +69,11 @@ class DockerfileSyntaxError(Exception):
             else:
                 width = max(len(text) - start + 1, 1)
             text, start, width = _window(text, start, width)
+            text = printable(text)  # one for one: the caret stays under the span
             out.append(f"   {num} | {text}")
             out.append(f"   {pad} | {' ' * (start - 1)}{'^' * width}")
         if self.hint:
-            out.append(f"hint: {shorten(self.hint, MAX_MESSAGE)}")
+            out.append(f"hint: {printable(shorten(self.hint, MAX_MESSAGE))}")
         return "\n".join(out)
 
 

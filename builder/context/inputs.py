@@ -38,17 +38,17 @@ def _read(resolved: str, shown: str, directory: str, *, what: str, limit: int, m
         if exc.errno == errno.ELOOP:
             raise UsageError(f"cannot read {what} {shown}: too many symlinks") from None
         raise UsageError(f"cannot read {what} {shown}: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as fh:
-        st = os.fstat(fd)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
         if stat.S_ISDIR(st.st_mode):
             raise UsageError(f"cannot read {what} {shown}: it is a directory",
                              hint="-f takes the Dockerfile's path; the context directory is the last argument")
-        if not stat.S_ISREG(st.st_mode):
-            raise UsageError(f"{what} {shown} is not a regular file "
-                             f"({_kind(st.st_mode)})", hint="pass a regular file (or - for stdin)")
+        raise UsageError(f"{what} {shown} is not a regular file ({_kind(st.st_mode)})",
+                         hint="pass a regular file (or - for stdin)")
+    with os.fdopen(fd, "rb") as fh:
         if st.st_size > limit:
-            raise UsageError(f"{what} {shown} is {st.st_size} bytes, over the "
-                             f"{limit >> 20} MiB limit")
+            raise UsageError(f"{what} {shown} is {st.st_size} bytes, over the {limit >> 20} MiB limit")
         data = fh.read(limit + 1)
     if len(data) > limit:
         raise UsageError(f"{what} {shown} grew past the {limit >> 20} MiB limit")

@@ -157,7 +157,7 @@ def pull_image(store, name: str, registries: Registries, progress: Progress | No
     config_desc, layer_descs = imagejson.manifest_parts(doc, f"manifest {body_digest(body)}")
     config = _fetch_config(client, ref, config_desc)
     what = f"config {config_desc['digest']}"
-    diff_ids = imagejson.image_config(imagejson.load(config, what), what)["rootfs"]["diff_ids"]
+    diff_ids = imagejson.image_config(imagejson.load(config, what), what)["rootfs"].get("diff_ids") or []
     if len(diff_ids) != len(layer_descs):
         raise RegistryError("manifest and config disagree on the number of layers")
     layers = []

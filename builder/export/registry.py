@@ -79,10 +79,15 @@ def error_text(body: bytes) -> str:
                 text += f" ({detail[:200]})"
             parts.append(text)
         if parts:
-            return "; ".join(parts)
-    except (ValueError, AttributeError):
+            return _printable("; ".join(parts)[:1000])
+    except (ValueError, AttributeError, TypeError, RecursionError):
         pass
-    return body[:200].decode("utf-8", "replace").strip()
+    return _printable(body[:200].decode("utf-8", "replace").strip())
+
+
+def _printable(text: str) -> str:
+    """Registry text as it may reach a terminal: control characters (escape sequences) shown as `?`."""
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 class Registry:
@@ -188,7 +193,7 @@ class Registry:
 
     def _check_url(self, url: str, what: str) -> None:
         if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-            raise RegistryError(f"registry {self.domain} sent {what} to {url[:200]!r}, which is not an http(s) URL",
+            raise RegistryError(f"registry {self.domain} sent {what} to {_printable(url[:200])!r}, which is not an http(s) URL",
                                 hint="pybuild speaks only HTTP and HTTPS to registries and their token servers")
 
     def _refused(self, method: str, url: str, exc: urllib.error.HTTPError) -> RegistryError:
@@ -199,7 +204,7 @@ class Registry:
             hint = f"log in with `docker login {self.domain}` (pybuild reads ~/.docker/config.json)"
         elif exc.code == 403:
             hint = "the credentials lack the permission for this repository"
-        return RegistryError(f"registry {self.domain} answered {exc.code} {str(exc.reason)[:100]} to {method} {path[:200]}"
+        return RegistryError(f"registry {self.domain} answered {exc.code} {_printable(str(exc.reason)[:100])} to {method} {path[:200]}"
                              + (f": {text}" if text else ""), hint=hint)
 
     def _reauthenticate(self, headers, scope: str, sent: str | None) -> bool:
@@ -243,23 +248,23 @@ class Registry:
         req = urllib.request.Request(realm + ("?" + urllib.parse.urlencode(query) if query else ""))
         if basic:
             req.add_unredirected_header("Authorization", basic)
-        transfer = Transfer(self.limits, self.domain, f"token request to {realm[:200]}")
+        transfer = Transfer(self.limits, self.domain, f"token request to {_printable(realm[:200])}")
         try:
             with Response(self._open(req, transfer), transfer) as resp:
                 doc = json.loads(resp.read(1 << 20))
         except urllib.error.HTTPError as exc:
             with exc:
-                raise RegistryError(f"token server {realm[:200]} answered {exc.code} {str(exc.reason)[:100]} for scope "
+                raise RegistryError(f"token server {_printable(realm[:200])} answered {exc.code} {_printable(str(exc.reason)[:100])} for scope "
                                     f"{scope!r}: {error_text(getattr(exc, 'body_text', b''))}",
                                     hint=f"log in with `docker login {self.domain}`") from None
-        except ValueError as exc:
-            raise RegistryError(f"token server {realm[:200]} of registry {self.domain} did not answer JSON: "
+        except (ValueError, RecursionError) as exc:
+            raise RegistryError(f"token server {_printable(realm[:200])} of registry {self.domain} did not answer JSON: "
                                 f"{str(exc)[:200]}") from None
         if not isinstance(doc, dict):
-            raise RegistryError(f"token server {realm[:200]} of registry {self.domain} did not answer a JSON object")
+            raise RegistryError(f"token server {_printable(realm[:200])} of registry {self.domain} did not answer a JSON object")
         token = doc.get("token") or doc.get("access_token")
         if token is not None and (not isinstance(token, str) or not _TOKEN.fullmatch(token)):
-            raise RegistryError(f"token server {realm[:200]} of registry {self.domain} answered a token that is "
+            raise RegistryError(f"token server {_printable(realm[:200])} of registry {self.domain} answered a token that is "
                                 f"not a string of printable characters")
         return token
 

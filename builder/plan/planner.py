@@ -6,6 +6,8 @@ Expansion follows BuildKit: global ARGs (before the first FROM) are visible in F
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import cached_property
+from collections.abc import Mapping
 from typing import Callable
 
 from builder.errors import PybuildError
@@ -82,10 +84,39 @@ class StageState:
     args: dict[str, str | None] = field(default_factory=dict)
     cmd_set: bool = False
 
-    def expand_env(self) -> dict[str, str]:
-        env = {k: v for k, v in self.args.items() if v is not None}
-        env.update(self.config.env_dict())
+    def expand_env(self) -> Mapping[str, str]:
+        """What `$NAME` sees: ENV over ARG, looked up by name (building the dict per word was quadratic)."""
+        return _ExpandEnv(self.args, self.config)
+
+
+class _ExpandEnv(Mapping):
+    """The stage's ENV over its ARGs (those with a value), without copying either."""
+
+    def __init__(self, args: dict[str, str | None], config: ImageConfig) -> None:
+        self._args, self._config = args, config
+
+    def get(self, key, default=None):
+        value = self._config.env_get(key)
+        if value is None:
+            value = self._args.get(key)
+        return default if value is None else value
+
+    def __getitem__(self, key: str) -> str:
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def _dict(self) -> dict[str, str]:
+        env = {k: v for k, v in self._args.items() if v is not None}
+        env.update(self._config.env_dict())
         return env
+
+    def __iter__(self):
+        return iter(self._dict())
+
+    def __len__(self) -> int:
+        return len(self._dict())
 
 
 @dataclass
@@ -142,7 +173,10 @@ class Planner:
     def _record_unmatched(self, names: set[str], env: dict[str, str], span: nodes.Span) -> None:
         """BuildKit's reportUnmatchedVariables / reportUnusedFromArgs: declared ARGs without a value are fine."""
         if isinstance(self._scope, StageState):
-            declared, options, in_from = set(self._scope.args), tuple(env), False
+            # the names for "did you mean" are copied for the first 100 records only: a file full of undefined
+            # variables must not make planning quadratic
+            options = tuple(env) if len(self.unmatched) < 100 else ()
+            declared, in_from = set(self._scope.args), False
         else:
             declared = set(self.global_args) | set(platform_args())
             options, in_from = tuple(declared), True
@@ -186,10 +220,16 @@ class Planner:
     def _stage_ref(self, word: str) -> int | None:
         if self.named_context(word) is not None:  # a --build-context of that name replaces the stage
             return None
+        return self._stage_names.get(word.lower())
+
+    @cached_property
+    def _stage_names(self) -> dict[str, int]:
+        """Stage name → index of the first stage so named (a scan per lookup made many stages quadratic)."""
+        names: dict[str, int] = {}
         for stage in self.dockerfile.stages:
-            if stage.name is not None and stage.name == word.lower():
-                return stage.index
-        return None
+            if stage.name is not None:
+                names.setdefault(stage.name, stage.index)
+        return names
 
     def _needed_stages(self, index: int) -> set[int]:
         """--target reachability: the target and every stage it uses through FROM or --from."""

@@ -41,7 +41,7 @@ def test_simple_patterns_keep_re_and_ambiguous_ones_do_not():
 
 
 def _seconds(matcher: PatternMatcher, path: str) -> float:
-    """The best of 5 timings: another process on a loaded machine can only make a run slower, never faster."""
+    """The best of five timings of three matches (other work on the machine only ever adds time)."""
     best = float("inf")
     for _ in range(5):
         started = time.perf_counter()
@@ -60,4 +60,4 @@ def test_hostile_patterns_match_in_linear_time(pattern, unit):
     matcher = PatternMatcher([pattern])
     short, long = unit * 20 + "y", unit * 200 + "y"
     assert matcher.matches(short) is False and matcher.matches(long) is False
-    assert _seconds(matcher, long) < 40 * max(_seconds(matcher, short), 1e-4)  # linear: 10x
+    assert _seconds(matcher, long) < 40 * max(_seconds(matcher, short), 1e-3)  # linear: 10x

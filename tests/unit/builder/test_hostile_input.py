@@ -82,29 +82,36 @@ def test_dockerignore_files_are_read_inside_their_directory(dirs):
     assert "is not a regular file (a fifo)" in err.value.message
 
 
-def _front_end_seconds(lines: int) -> float:
-    """Seconds to parse and plan a Dockerfile of ``lines`` LABEL lines (the best of two runs)."""
+def _front_end_seconds(lines: int, instruction: str = "LABEL") -> float:
+    """Seconds to parse and plan a Dockerfile of ``lines`` LABEL (ENV, ARG) lines, or of lines/2 stages each
+    copying from the one before ("STAGES"): the best of two runs."""
     import time
 
     import grammar
     from builder.plan.bases import SCRATCH
     from builder.plan.planner import plan
 
-    text = "FROM scratch\n" + "".join(f"LABEL k{i}=v{i}\n" for i in range(lines))
+    text = "FROM scratch\n" + "".join(f"{instruction} k{i}=v{i}\n" for i in range(lines))
+    if instruction == "STAGES":
+        text = "FROM scratch AS s0\n" + "".join(f"FROM s{i} AS s{i + 1}\nCOPY --from=s{i} /a /a\n"
+                                                 for i in range(lines // 2))
     best = float("inf")
     for _ in range(2):
         started = time.perf_counter()
         graph = plan(grammar.parse(text, filename="Dockerfile"), build_args={}, target=None,
                      resolve_image=lambda ref: SCRATCH)
         best = min(best, time.perf_counter() - started)
-    assert len(graph.stages[0].config.labels) == lines
+    config = graph.stages[0].config
+    assert len({"LABEL": config.labels, "ENV": config.env}.get(instruction, range(lines))) == lines
+    assert instruction != "STAGES" or len(graph.stages) == lines // 2 + 1
     return best
 
 
 @pytest.mark.slow
-def test_planning_time_grows_linearly():
-    small, large = _front_end_seconds(2000), _front_end_seconds(20000)
-    assert large < 40 * small, (small, large)  # linear is 10x; the quadratic LABEL copy was ~500x
+@pytest.mark.parametrize("instruction", ["LABEL", "ENV", "ARG", "STAGES"])
+def test_planning_time_grows_linearly(instruction):
+    small, large = _front_end_seconds(2000, instruction), _front_end_seconds(20000, instruction)
+    assert large < 40 * small, (small, large)  # linear is 10x; copying the pairs per line was ~100-500x
 
 
 def test_every_error_is_bounded():
@@ -173,3 +180,18 @@ def test_a_fifo_blob_in_a_layout_is_refused(tmp_path):
     with pytest.raises(PybuildError) as err:
         resolve_oci_layout(f"oci-layout://{layout}")  # before: open() waited for a writer forever
     assert "is not a regular file" in err.value.message
+
+
+def test_a_pybuild_error_cannot_send_escape_sequences_to_the_terminal():
+    from builder.cli import render_error
+    from builder.errors import PybuildError
+
+    shown = render_error(PybuildError("bad \x1b[2J", context="line \x1b]0;x\x07", hint="\x9b1m"))
+    assert all(c.isprintable() for c in shown.replace("\n", ""))
+
+
+def test_a_directory_as_dockerfile_is_one_clear_error(dirs):
+    context, _ = dirs
+    with pytest.raises(UsageError) as err:
+        read(context, str(context))
+    assert err.value.message.endswith("it is a directory")

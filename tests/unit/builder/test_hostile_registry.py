@@ -48,17 +48,23 @@ class Stub(Handler):
         self.reply(code, json.dumps(doc).encode(), headers)
 
 
+@pytest.fixture(scope="module")
+def stub_host():
+    with serving(Stub) as host:  # one server for the module: each test sets its own route
+        yield host
+
+
 @pytest.fixture
-def stub(monkeypatch, tmp_path):
-    """(host, set_route): a stub registry; docker credentials me:pw for it in a private DOCKER_CONFIG."""
+def stub(stub_host, monkeypatch, tmp_path):
+    """(host, set_route): the stub registry; docker credentials me:pw for it in a private DOCKER_CONFIG."""
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
     Stub.seen = []
-    with serving(Stub) as host:
-        (tmp_path / "config.json").write_text(json.dumps({"auths": {host: {"auth": base64.b64encode(b"me:pw").decode()}}}))
+    (tmp_path / "config.json").write_text(json.dumps({"auths": {stub_host: {"auth": base64.b64encode(b"me:pw")
+                                                                                     .decode()}}}))
 
-        def set_route(route):
-            Stub.route = staticmethod(route)
-        yield host, set_route
+    def set_route(route):
+        Stub.route = staticmethod(route)
+    yield stub_host, set_route
 
 
 def bearer_route(realm: str, token: str = "the-token"):
@@ -177,8 +183,7 @@ def trickle_headers(h):
 def test_a_trickling_registry_is_stopped(stub, route, limits, said):
     host, set_route = stub
     set_route(route)
-    started = time.monotonic()
-    with pytest.raises(RegistryError) as err:
+    with pytest.raises(RegistryError) as err:  # the bound named: cut off, not a trickle that ran out
         Registries(limits=limits).client(host).get_manifest("me/app", "v1", "repository:me/app:pull")
     assert said in err.value.message and f"registry {host}" in err.value.message
     assert "GET /v2/me/app/manifests/v1" in err.value.message and "--registry-" in err.value.hint
@@ -279,3 +284,13 @@ def test_malformed_json_is_one_clear_error(stub, tmp_path, where, change):
         store.close()
     assert len(err.value.message) < 400
     assert err.value.reference in ("bad-image-json", "registry-error"), err.value.message
+
+
+@pytest.mark.parametrize("body", [b"[" * 100000, json.dumps({"errors": [{"code": "X\x1b]0;pwned\x07", "message":
+                                  "\x1b[2J" + "m" * 100000}]}).encode(), b"\x1b[31mred\x1b[0m", b'{"errors": {"a": 1}}'])
+def test_a_hostile_error_body_is_short_and_printable(stub, body):
+    host, set_route = stub
+    set_route(lambda h: h.reply(500, body))
+    with pytest.raises(RegistryError) as err:
+        Registry(host).get_manifest("me/app", "v1", "repository:me/app:pull")
+    assert err.value.message.isprintable() and len(err.value.message) < 1200

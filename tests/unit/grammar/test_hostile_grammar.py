@@ -44,3 +44,10 @@ def test_a_long_unknown_instruction_line_is_cut():
     with pytest.raises(DockerfileSyntaxError) as err:
         grammar.parse("FROM scratch\nFOO " + "x" * 20000 + "\n", filename="Dockerfile")
     assert len(err.value.render()) < 2 * MAX_LINE + 200 and ELLIPSIS in err.value.render()
+
+
+def test_an_error_cannot_send_escape_sequences_to_the_terminal():
+    with pytest.raises(DockerfileSyntaxError) as err:
+        grammar.parse("FROM scratch\nFOO \x1b]0;owned\x07 \x1b[2J\n", filename="Dockerfile")
+    shown = err.value.render()
+    assert "\x1b" not in shown and "\x07" not in shown and "?]0;owned?" in shown
