@@ -19,7 +19,7 @@ from builder.errors import ImageNotFoundError, PybuildError
 from builder.export.docker_archive import familiar_name
 from builder.gotemplate import render_list
 from builder.plan.bases import normalize_name, split_tag
-from builder.storecmd import ago, human, parse_until
+from builder.storecmd import parse_until
 
 NONE = "<none>"
 HEADERS = {"ID": "IMAGE ID", "Repository": "REPOSITORY", "Tag": "TAG", "Digest": "DIGEST",
@@ -89,6 +89,44 @@ def repo_tag(name: str) -> tuple[str, str, str]:
         return repo, NONE, digest
     repo, tag = split_tag(short)
     return repo, tag, ""
+
+
+def human(size: float) -> str:
+    """docker's sizes (go-units HumanSizeWithPrecision(size, 3)): 0B, 999kB, 1.12MB, 72.8MB, 1.11GB."""
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
+        if size < 1000 or unit == "PB":
+            return f"{size:.3g}{unit}"
+        size /= 1000
+    return f"{size:.3g}PB"
+
+
+def ago(ts: float, now: float | None = None) -> str:
+    """docker's CreatedSince (go-units HumanDuration + " ago"): "About an hour ago", "3 days ago"."""
+    seconds = max(0.0, (time.time() if now is None else now) - ts)
+    minutes, hours = int(seconds / 60), round(seconds / 3600)
+    if seconds < 1:
+        text = "Less than a second"
+    elif int(seconds) == 1:
+        text = "1 second"
+    elif seconds < 60:
+        text = f"{int(seconds)} seconds"
+    elif minutes == 1:
+        text = "About a minute"
+    elif minutes < 60:
+        text = f"{minutes} minutes"
+    elif hours == 1:
+        text = "About an hour"
+    elif hours < 48:
+        text = f"{hours} hours"
+    elif hours < 24 * 7 * 2:
+        text = f"{hours // 24} days"
+    elif hours < 24 * 30 * 2:
+        text = f"{hours // 24 // 7} weeks"
+    elif hours < 24 * 365 * 2:
+        text = f"{hours // 24 // 30} months"
+    else:
+        text = f"{hours // 24 // 365} years"
+    return text + " ago"
 
 
 def created_at(ts: float) -> str:
@@ -256,7 +294,7 @@ def prune_main(argv: list[str]) -> int:
             if store.remove_image(image.record.manifest.digest):
                 lines.append(f"deleted: {image.id}")
         result = store.prune(all=False)
-    print("Deleted Images:\n" + "".join(line + "\n" for line in lines) if lines else "", end="")
+    print("Deleted Images:\n" + "".join(line + "\n" for line in lines) + "\n" if lines else "", end="")
     print(f"Total reclaimed space: {human(result['reclaimed'])}")
     return 0
 
