@@ -282,18 +282,22 @@ def prune_main(argv: list[str]) -> int:
         if key != "until":
             raise CommandLineError(f"unknown filter {f!r}", hint="image prune takes --filter until=24h")
         until = time.time() - parse_until(value)
-    lines = []
+    lines, spared = [], False
     with Store.open(args.root) as store:
         for image in load_images(store):
             digest_only = all(repo_tag(n)[1] == NONE for n in image.names)
-            if (image.names and not (args.all and digest_only)) or (until is not None and image.created >= until):
+            if image.names and not (args.all and digest_only):
+                continue
+            if until is not None and image.created >= until:
+                spared = spared or not image.names
                 continue
             for full in image.names:
                 store.untag(full)
                 lines.append(f"untagged: {familiar_name(full)}")
             if store.remove_image(image.record.manifest.digest):
                 lines.append(f"deleted: {image.id}")
-        result = store.prune(all=False)
+        # the sweep would take untagged images along (nothing holds them): not while the filter spares one
+        result = store.prune(all=False) if not spared else {"reclaimed": 0}
     print("Deleted Images:\n" + "".join(line + "\n" for line in lines) + "\n" if lines else "", end="")
     print(f"Total reclaimed space: {human(result['reclaimed'])}")
     return 0

@@ -130,6 +130,8 @@ def test_image_prune_removes_dangling_images_only(fresh, base, tmp_path):
     dangling = out(fresh("images", "-q", "--filter", "dangling=true")).split()
     assert len(dangling) == 1 and out(fresh("images", "--format", "{{.Repository}}:{{.Tag}}", "-f",
                                             "dangling=true")) == "<none>:<none>\n"
+    assert "deleted:" not in out(fresh("image", "prune", "--filter", "until=1h"))  # it is newer than that
+    assert out(fresh("images", "-q", "--filter", "dangling=true")).split() == dangling
     pruned = out(fresh("image", "prune"))
     assert f"deleted: sha256:{dangling[0]}" in pruned and "Total reclaimed space:" in pruned
     assert out(fresh("images", "-q", "--filter", "dangling=true")) == ""
@@ -282,6 +284,15 @@ def test_push_all_tags_then_pull_into_another_store(fresh, base, tmp_path):
         assert pulled[-1] == f"{reg.host}/team/bb:2" and pulled[0].startswith("Digest: sha256:")
         assert image_id(other, f"{reg.host}/team/bb:2") == image_id(fresh, base)
         assert out(other("run", "--rm", f"{reg.host}/team/bb:2", "echo", "pulled")) == "pulled\n"
+        digest = out(other("inspect", "--format", "{{.Descriptor.digest}}", f"{reg.host}/team/bb:2")).strip()
+        by_digest = f"{reg.host}/team/bb@{digest}"
+        other("pull", by_digest)
+        listed = out(other("images", "--digests", "--format", "{{.Repository}} {{.Tag}} {{.Digest}}"))
+        assert f"{reg.host}/team/bb <none> {digest}\n" in listed
+        other("rmi", f"{reg.host}/team/bb:2")
+        assert "deleted:" not in out(other("image", "prune"))  # a digest name keeps it, as docker's RepoDigests
+        assert f"untagged: {by_digest}" in out(other("image", "prune", "-a"))
+        assert out(other("images", "-q")) == ""
         missing = other("pull", f"{reg.host}/team/none:1", check=False)
         assert missing.returncode == 1 and "Traceback" not in missing.stderr.decode()
         foreign = other("pull", "--platform", "linux/s390x", f"{reg.host}/team/bb:2", check=False)
