@@ -64,9 +64,7 @@ def load_images(store) -> list[StoredImage]:
 
 def find_image(images: list[StoredImage], ref: str) -> tuple[StoredImage, str | None]:
     """(image, the name ``ref`` means or None when it is an id): a name, `repo@sha256:…`, or an id (prefix)."""
-    full = normalize_name(ref) if not re.fullmatch(r"(sha256:)?[0-9a-f]{4,64}", ref) else None
-    if full is None and re.fullmatch(r"[0-9a-f]{4,64}", ref):  # a short id can also be a name (`docker` rules)
-        full = normalize_name(ref)
+    full = None if ref.startswith("sha256:") else normalize_name(ref)  # a name first, as docker: `abc` may be both
     for image in images:
         if full in image.names:
             return image, full
@@ -308,7 +306,6 @@ def history_main(argv: list[str]) -> int:
 
     p = _parser("pybuild history", "Show the history of an image, newest step first.")
     p.add_argument("image")
-    p.add_argument("-H", "--human", default="true", help="accepted for docker")
     p.add_argument("-q", "--quiet", action="store_true", help="only the layer ids")
     p.add_argument("--no-trunc", action="store_true", help="do not cut long instructions")
     p.add_argument("--format", help="table (default), json, or a Go template such as '{{.CreatedBy}}'")
