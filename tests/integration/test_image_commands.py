@@ -556,3 +556,21 @@ def test_on_error_shell_opens_the_failed_step_then_fails_with_its_error(fresh, b
             proc.kill()
             proc.wait()
         os.close(master)
+
+
+def test_export_keeps_a_hard_link_whose_first_name_went(fresh, base, tmp_path):
+    ctx = tmp_path / "links"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM pybuild/busybox\nRUN echo shared > /a && ln /a /b && ln /a /c"
+                                    " && echo kept > /d && ln /d /e\nRUN rm /a && echo new > /d\n")
+    fresh("-t", "me/links", str(ctx))
+    flat = tmp_path / "flat.tar"
+    fresh("export", "me/links", "-o", str(flat))
+    files = _listing(flat)
+    assert "a" not in files and files["b"][5] == b"shared\n" and files["c"][4] in ("b", "")
+    assert files["d"][5] == b"new\n" and files["e"][5] == b"kept\n"  # e kept the old content of d
+    dest = tmp_path / "out"
+    fresh("-o", str(dest), str(ctx))
+    assert (dest / "b").read_text() == "shared\n" and (dest / "c").read_text() == "shared\n"
+    assert (dest / "b").stat().st_ino == (dest / "c").stat().st_ino
+    assert (dest / "d").read_text() == "new\n" and (dest / "e").read_text() == "kept\n"
