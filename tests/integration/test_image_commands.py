@@ -574,3 +574,19 @@ def test_export_keeps_a_hard_link_whose_first_name_went(fresh, base, tmp_path):
     assert (dest / "b").read_text() == "shared\n" and (dest / "c").read_text() == "shared\n"
     assert (dest / "b").stat().st_ino == (dest / "c").stat().st_ino
     assert (dest / "d").read_text() == "new\n" and (dest / "e").read_text() == "kept\n"
+
+
+def test_load_refuses_names_outside_the_layout(fresh, tmp_path):
+    escape = tmp_path / "escape"
+    escape.mkdir()
+    (escape / "manifest.json").write_text(json.dumps([{"Config": "../../../../etc/hostname", "RepoTags": ["x:1"],
+                                                       "Layers": []}]))
+    proc = fresh("load", "-i", str(escape), check=False)
+    assert proc.returncode == 1 and "outside" in proc.stderr.decode(), proc.stderr
+    bad_digest = tmp_path / "bad-digest"
+    bad_digest.mkdir()
+    (bad_digest / "index.json").write_text(json.dumps({"manifests": [{"digest": "sha256:../../../etc/hostname",
+                                                                      "mediaType": "x"}]}))
+    proc = fresh("load", "-i", str(bad_digest), check=False)
+    assert proc.returncode == 1 and "invalid digest" in proc.stderr.decode(), proc.stderr
+    assert fresh("images", "-q").stdout == b""
