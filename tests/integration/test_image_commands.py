@@ -119,6 +119,12 @@ def test_rmi_of_the_derived_image_leaves_exactly_the_base(fresh, base):
     fresh("cache", "prune", "--all")
     assert store_total(fresh) == base_only
     assert out(fresh("system", "df", "--format", "{{.Type}}={{.Size}}")) == df_before
+    table = out(fresh("system", "df")).splitlines()  # docker's columns and rows
+    assert table[0].split() == ["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"]
+    assert [line.split("  ")[0] for line in table[1:]] == ["Images", "Containers", "Local Volumes", "Build Cache"]
+    rows = [json.loads(line) for line in out(fresh("system", "df", "--format", "json")).splitlines()]
+    assert all({"Active", "Reclaimable", "Size", "TotalCount", "Type"} <= set(r) for r in rows)
+    assert rows[0]["Type"] == "Images" and rows[0]["TotalCount"] == rows[0]["Active"] == "1"
     assert out(fresh("run", "--rm", base, "echo", "ok")) == "ok\n"
 
 
