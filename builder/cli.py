@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", action="append", default=[], metavar="type=...,dest=...",
                    help="also export (repeatable): type=oci,dest=DIR (layout directory) | type=oci,dest=FILE.tar "
                         "(the layout as one tar; also tar=true, dest=-) | type=docker,dest=FILE.tar (docker load) "
-                        "| type=registry[,name=HOST/REPO:TAG][,registry.insecure=true]; dest=- is stdout")
+                        "| type=registry[,name=HOST/REPO:TAG][,registry.insecure=true] | type=local,dest=DIR (or DIR) "
+                        "| type=tar,dest=FILE | type=docker (docker load) | type=image; dest=- is stdout")
     p.add_argument("--push", action="store_true", help="push every -t name (= --output type=registry)")
     p.add_argument("--pull", action="store_true",
                    help="resolve FROM images in their registry even when the local store has them")

@@ -19,7 +19,7 @@ from builder.errors import ImageNotFoundError, PybuildError
 from builder.export.docker_archive import familiar_name
 from builder.gotemplate import render_list
 from builder.plan.bases import normalize_name, split_tag
-from builder.storecmd import ago, human, parse_until
+from builder.storecmd import parse_until
 
 NONE = "<none>"
 HEADERS = {"ID": "IMAGE ID", "Repository": "REPOSITORY", "Tag": "TAG", "Digest": "DIGEST",
@@ -64,9 +64,7 @@ def load_images(store) -> list[StoredImage]:
 
 def find_image(images: list[StoredImage], ref: str) -> tuple[StoredImage, str | None]:
     """(image, the name ``ref`` means or None when it is an id): a name, `repo@sha256:…`, or an id (prefix)."""
-    full = normalize_name(ref) if not re.fullmatch(r"(sha256:)?[0-9a-f]{4,64}", ref) else None
-    if full is None and re.fullmatch(r"[0-9a-f]{4,64}", ref):  # a short id can also be a name (`docker` rules)
-        full = normalize_name(ref)
+    full = None if ref.startswith("sha256:") else normalize_name(ref)  # a name first, as docker: `abc` may be both
     for image in images:
         if full in image.names:
             return image, full
@@ -89,6 +87,44 @@ def repo_tag(name: str) -> tuple[str, str, str]:
         return repo, NONE, digest
     repo, tag = split_tag(short)
     return repo, tag, ""
+
+
+def human(size: float) -> str:
+    """docker's sizes (go-units HumanSizeWithPrecision(size, 3)): 0B, 999kB, 1.12MB, 72.8MB, 1.11GB."""
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
+        if size < 1000 or unit == "PB":
+            return f"{size:.3g}{unit}"
+        size /= 1000
+    return f"{size:.3g}PB"
+
+
+def ago(ts: float, now: float | None = None) -> str:
+    """docker's CreatedSince (go-units HumanDuration + " ago"): "About an hour ago", "3 days ago"."""
+    seconds = max(0.0, (time.time() if now is None else now) - ts)
+    minutes, hours = int(seconds / 60), round(seconds / 3600)
+    if seconds < 1:
+        text = "Less than a second"
+    elif int(seconds) == 1:
+        text = "1 second"
+    elif seconds < 60:
+        text = f"{int(seconds)} seconds"
+    elif minutes == 1:
+        text = "About a minute"
+    elif minutes < 60:
+        text = f"{minutes} minutes"
+    elif hours == 1:
+        text = "About an hour"
+    elif hours < 48:
+        text = f"{hours} hours"
+    elif hours < 24 * 7 * 2:
+        text = f"{hours // 24} days"
+    elif hours < 24 * 30 * 2:
+        text = f"{hours // 24 // 7} weeks"
+    elif hours < 24 * 365 * 2:
+        text = f"{hours // 24 // 30} months"
+    else:
+        text = f"{hours // 24 // 365} years"
+    return text + " ago"
 
 
 def created_at(ts: float) -> str:
@@ -244,19 +280,23 @@ def prune_main(argv: list[str]) -> int:
         if key != "until":
             raise CommandLineError(f"unknown filter {f!r}", hint="image prune takes --filter until=24h")
         until = time.time() - parse_until(value)
-    lines = []
+    lines, spared = [], False
     with Store.open(args.root) as store:
         for image in load_images(store):
             digest_only = all(repo_tag(n)[1] == NONE for n in image.names)
-            if (image.names and not (args.all and digest_only)) or (until is not None and image.created >= until):
+            if image.names and not (args.all and digest_only):
+                continue
+            if until is not None and image.created >= until:
+                spared = spared or not image.names
                 continue
             for full in image.names:
                 store.untag(full)
                 lines.append(f"untagged: {familiar_name(full)}")
             if store.remove_image(image.record.manifest.digest):
                 lines.append(f"deleted: {image.id}")
-        result = store.prune(all=False)
-    print("Deleted Images:\n" + "".join(line + "\n" for line in lines) if lines else "", end="")
+        # the sweep would take untagged images along (nothing holds them): not while the filter spares one
+        result = store.prune(all=False) if not spared else {"reclaimed": 0}
+    print("Deleted Images:\n" + "".join(line + "\n" for line in lines) + "\n" if lines else "", end="")
     print(f"Total reclaimed space: {human(result['reclaimed'])}")
     return 0
 
@@ -266,7 +306,6 @@ def history_main(argv: list[str]) -> int:
 
     p = _parser("pybuild history", "Show the history of an image, newest step first.")
     p.add_argument("image")
-    p.add_argument("-H", "--human", default="true", help="accepted for docker")
     p.add_argument("-q", "--quiet", action="store_true", help="only the layer ids")
     p.add_argument("--no-trunc", action="store_true", help="do not cut long instructions")
     p.add_argument("--format", help="table (default), json, or a Go template such as '{{.CreatedBy}}'")

@@ -8,8 +8,7 @@ from builder.cliparse import parser as _parser
 from builder.errors import PybuildError
 from builder.export.docker_archive import familiar_name
 from builder.gotemplate import format_item, render_list
-from builder.imagecmd import find_image, load_images, repo_tag
-from builder.storecmd import human
+from builder.imagecmd import find_image, human, load_images, repo_tag
 
 # docker's Config keys, in its order; an image config's "config" object already uses these names
 CONFIG_KEYS = ("Hostname", "Domainname", "User", "AttachStdin", "AttachStdout", "AttachStderr", "ExposedPorts",

@@ -85,14 +85,17 @@ class Source:
         self.dir = path if path.is_dir() else None
         self.tar = None if self.dir else tarfile.open(path, "r:*")
         self.members = {} if self.tar is None else \
-            {m.name.lstrip("./"): m for m in self.tar.getmembers() if m.isfile()}
+            {m.name.removeprefix("./"): m for m in self.tar.getmembers() if m.isfile()}
 
     def has(self, name: str) -> bool:
         return (self.dir / name).is_file() if self.dir else name in self.members
 
     def open(self, name: str):
         if self.dir:
-            return open(self.dir / name, "rb")
+            path = (self.dir / name).resolve()
+            if not path.is_relative_to(self.dir.resolve()):
+                raise LoadError(f"the layout names {name!r}, which is outside it")
+            return open(path, "rb")
         if name not in self.members:
             raise LoadError(f"the archive has no {name}", hint="is it a docker save or OCI archive?")
         return self.tar.extractfile(self.members[name])
@@ -194,8 +197,11 @@ def _load_docker(store, src: Source) -> list[tuple[object, list[str]]]:
 
 
 def _blob(digest: str) -> str:
-    algo, _, hexpart = digest.partition(":")
-    return f"blobs/{algo}/{hexpart}"
+    import re
+
+    if not isinstance(digest, str) or not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+        raise LoadError(f"invalid digest {digest!r} in the archive")
+    return f"blobs/sha256/{digest[7:]}"
 
 
 def load_archive(store, path: Path) -> list[tuple[object, list[str]]]:

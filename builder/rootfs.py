@@ -44,15 +44,19 @@ def _open_layer(store, digest: str):
     return tarfile.open(fileobj=decompressed(store.open_blob(digest), digest), mode="r|")
 
 
-def visible(store, layers: list) -> tuple[list[set[str]], dict[str, tarfile.TarInfo]]:
-    """Per layer (bottom first), the names it contributes; and the top-most entry of each surviving directory."""
+def visible(store, layers: list) -> tuple[list[set[str]], dict[str, tarfile.TarInfo], list[dict[str, str]]]:
+    """Per layer (bottom first), the names it contributes; the top-most entry of each surviving directory; and
+    per layer the hard-link targets that are not visible themselves (deleted or replaced above), each with the
+    first visible link to it, which then carries the file's content in their place."""
     gone: set[str] = set()  # hidden with everything below
     below: set[str] = set()  # everything below is hidden
     taken: set[str] = set()
     dirs: dict[str, tarfile.TarInfo] = {}
     keep: list[set[str]] = []
+    orphans: list[dict[str, str]] = []
     for layer in reversed(layers):
         mine: set[str] = set()
+        links: list[tuple[str, str]] = []
         new_gone, new_below = set(), set()
         with _open_layer(store, layer.blob.digest) as tar:
             for info in tar:
@@ -79,29 +83,44 @@ def visible(store, layers: list) -> tuple[list[set[str]], dict[str, tarfile.TarI
                     dirs[name] = info
                 else:
                     new_below.add(name)
+                if info.islnk():
+                    links.append((name, _norm(info.linkname)))
         gone |= new_gone
         below |= new_below
         keep.append(mine)
+        lost: dict[str, str] = {}
+        for name, target in links:
+            if target not in mine:
+                lost.setdefault(target, name)
+        orphans.append(lost)
     keep.reverse()
-    return keep, dirs
+    orphans.reverse()
+    return keep, dirs, orphans
 
 
 def write_flat(out, store, layers: list) -> None:
     """The merged filesystem of ``layers`` (cache.Layer, bottom first) as one tar stream on ``out``."""
-    keep, dirs = visible(store, layers)
+    keep, dirs, orphans = visible(store, layers)
     written: set[str] = set()
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as dest:
-        for layer, names in zip(layers, keep):
+        for layer, names, lost in zip(layers, keep, orphans):
+            moved: dict[str, str] = {}  # a hidden link target → the link that now holds its content
             with _open_layer(store, layer.blob.digest) as tar:
                 for info in tar:
                     name = _norm(info.name)
+                    if name in lost and info.isreg() and lost[name] not in written:
+                        moved[name] = lost[name]
+                        written.add(lost[name])
+                        dest.addfile(info.replace(name=lost[name], deep=False), tar.extractfile(info))
+                        continue
                     if name not in names or name in written:
                         continue
                     written.add(name)
                     entry = dirs.get(name, info) if info.isdir() else info
                     entry = entry.replace(name=name, deep=False)
                     if entry.islnk():
-                        entry.linkname = _norm(entry.linkname)
+                        target = _norm(entry.linkname)
+                        entry.linkname = moved.get(target, target)
                     dest.addfile(entry, tar.extractfile(info) if info.isreg() else None)
 
 

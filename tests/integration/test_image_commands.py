@@ -119,6 +119,12 @@ def test_rmi_of_the_derived_image_leaves_exactly_the_base(fresh, base):
     fresh("cache", "prune", "--all")
     assert store_total(fresh) == base_only
     assert out(fresh("system", "df", "--format", "{{.Type}}={{.Size}}")) == df_before
+    table = out(fresh("system", "df")).splitlines()  # docker's columns and rows
+    assert table[0].split() == ["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"]
+    assert [line.split("  ")[0] for line in table[1:]] == ["Images", "Containers", "Local Volumes", "Build Cache"]
+    rows = [json.loads(line) for line in out(fresh("system", "df", "--format", "json")).splitlines()]
+    assert all({"Active", "Reclaimable", "Size", "TotalCount", "Type"} <= set(r) for r in rows)
+    assert rows[0]["Type"] == "Images" and rows[0]["TotalCount"] == rows[0]["Active"] == "1"
     assert out(fresh("run", "--rm", base, "echo", "ok")) == "ok\n"
 
 
@@ -130,6 +136,8 @@ def test_image_prune_removes_dangling_images_only(fresh, base, tmp_path):
     dangling = out(fresh("images", "-q", "--filter", "dangling=true")).split()
     assert len(dangling) == 1 and out(fresh("images", "--format", "{{.Repository}}:{{.Tag}}", "-f",
                                             "dangling=true")) == "<none>:<none>\n"
+    assert "deleted:" not in out(fresh("image", "prune", "--filter", "until=1h"))  # it is newer than that
+    assert out(fresh("images", "-q", "--filter", "dangling=true")).split() == dangling
     pruned = out(fresh("image", "prune"))
     assert f"deleted: sha256:{dangling[0]}" in pruned and "Total reclaimed space:" in pruned
     assert out(fresh("images", "-q", "--filter", "dangling=true")) == ""
@@ -282,6 +290,15 @@ def test_push_all_tags_then_pull_into_another_store(fresh, base, tmp_path):
         assert pulled[-1] == f"{reg.host}/team/bb:2" and pulled[0].startswith("Digest: sha256:")
         assert image_id(other, f"{reg.host}/team/bb:2") == image_id(fresh, base)
         assert out(other("run", "--rm", f"{reg.host}/team/bb:2", "echo", "pulled")) == "pulled\n"
+        digest = out(other("inspect", "--format", "{{.Descriptor.digest}}", f"{reg.host}/team/bb:2")).strip()
+        by_digest = f"{reg.host}/team/bb@{digest}"
+        other("pull", by_digest)
+        listed = out(other("images", "--digests", "--format", "{{.Repository}} {{.Tag}} {{.Digest}}"))
+        assert f"{reg.host}/team/bb <none> {digest}\n" in listed
+        other("rmi", f"{reg.host}/team/bb:2")
+        assert "deleted:" not in out(other("image", "prune"))  # a digest name keeps it, as docker's RepoDigests
+        assert f"untagged: {by_digest}" in out(other("image", "prune", "-a"))
+        assert out(other("images", "-q")) == ""
         missing = other("pull", f"{reg.host}/team/none:1", check=False)
         assert missing.returncode == 1 and "Traceback" not in missing.stderr.decode()
         foreign = other("pull", "--platform", "linux/s390x", f"{reg.host}/team/bb:2", check=False)
@@ -545,3 +562,37 @@ def test_on_error_shell_opens_the_failed_step_then_fails_with_its_error(fresh, b
             proc.kill()
             proc.wait()
         os.close(master)
+
+
+def test_export_keeps_a_hard_link_whose_first_name_went(fresh, base, tmp_path):
+    ctx = tmp_path / "links"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM pybuild/busybox\nRUN echo shared > /a && ln /a /b && ln /a /c"
+                                    " && echo kept > /d && ln /d /e\nRUN rm /a && echo new > /d\n")
+    fresh("-t", "me/links", str(ctx))
+    flat = tmp_path / "flat.tar"
+    fresh("export", "me/links", "-o", str(flat))
+    files = _listing(flat)
+    assert "a" not in files and files["b"][5] == b"shared\n" and files["c"][4] in ("b", "")
+    assert files["d"][5] == b"new\n" and files["e"][5] == b"kept\n"  # e kept the old content of d
+    dest = tmp_path / "out"
+    fresh("-o", str(dest), str(ctx))
+    assert (dest / "b").read_text() == "shared\n" and (dest / "c").read_text() == "shared\n"
+    assert (dest / "b").stat().st_ino == (dest / "c").stat().st_ino
+    assert (dest / "d").read_text() == "new\n" and (dest / "e").read_text() == "kept\n"
+
+
+def test_load_refuses_names_outside_the_layout(fresh, tmp_path):
+    escape = tmp_path / "escape"
+    escape.mkdir()
+    (escape / "manifest.json").write_text(json.dumps([{"Config": "../../../../etc/hostname", "RepoTags": ["x:1"],
+                                                       "Layers": []}]))
+    proc = fresh("load", "-i", str(escape), check=False)
+    assert proc.returncode == 1 and "outside" in proc.stderr.decode(), proc.stderr
+    bad_digest = tmp_path / "bad-digest"
+    bad_digest.mkdir()
+    (bad_digest / "index.json").write_text(json.dumps({"manifests": [{"digest": "sha256:../../../etc/hostname",
+                                                                      "mediaType": "x"}]}))
+    proc = fresh("load", "-i", str(bad_digest), check=False)
+    assert proc.returncode == 1 and "invalid digest" in proc.stderr.decode(), proc.stderr
+    assert fresh("images", "-q").stdout == b""

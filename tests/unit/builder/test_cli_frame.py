@@ -96,3 +96,15 @@ def test_go_templates_as_docker_formats_them():
         format_item("{{range .RepoTags}}", item)
     with pytest.raises(TemplateError):
         format_item("{{nosuchfunc .Tag}}", item)
+
+
+def test_docker_sizes_and_durations():
+    from builder.imagecmd import ago, human
+
+    assert [human(n) for n in (0, 999, 4260, 1_117_000, 72_800_000, 1_110_000_000)] == \
+        ["0B", "999B", "4.26kB", "1.12MB", "72.8MB", "1.11GB"]
+    now = 1_000_000_000.0
+    cases = {0.5: "Less than a second", 1: "1 second", 42: "42 seconds", 70: "About a minute", 600: "10 minutes",
+             3700: "About an hour", 3 * 3600: "3 hours", 3 * 86400: "3 days", 21 * 86400: "3 weeks",
+             90 * 86400: "3 months", 3 * 365 * 86400: "3 years"}
+    assert {d: ago(now - d, now) for d in cases} == {d: text + " ago" for d, text in cases.items()}
