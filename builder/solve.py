@@ -182,7 +182,7 @@ class Solver:
                                 digests=self.store.file_digests) if patterns else {}
         for action in (a for a in step.op.actions if a.excludes):  # COPY --exclude: excluded files are no input
             sums.update(excluded_sums(context_dir or "", action, excluded, self.store.file_digests))
-        empty_ok = {s for a in step.op.actions if a.parents for s in a.sources if has_glob(s)}  # as BuildKit
+        empty_ok = {s for a in step.op.actions for s in a.sources if has_glob(s)}  # BuildKit's AllowEmptyWildcard
         missing = [p for p, s in sums.items() if s is None and p not in empty_ok]
         if missing:
             from builder.ops.exec import render_location

@@ -56,8 +56,8 @@ def select_sources(op: dict, src_root: str, excluded) -> list[tuple[str, str]]:
         found = [m for m in found if os.path.lexists(scoped_join(src_root, m))
                  and not (excluded is not None and m and excluded(m))]
         if not found:
-            if op.get("parents") and has_glob(pattern):
-                continue  # BuildKit: a wildcard that matches nothing copies nothing with --parents
+            if has_glob(pattern):
+                continue  # BuildKit's AllowEmptyWildcard: a wildcard that matches nothing copies nothing
             raise FileOpError(f"source {pattern!r} not found in {op.get('source_name', 'the build context')}")
         base = _pivot_base(pattern) if op.get("parents") else None
         matches.extend((m, m[len(base) + 1:] if base and m.startswith(base + "/") else

@@ -165,7 +165,7 @@ def test_copy_exclude_and_parents_as_buildkit(pybuild, busybox_image, tmp_path):
         "COPY --exclude=**/*_test.go src /out/\n"
         "COPY --parents src/*/*.go /p/\n"
         "COPY --parents ./src/./a/x.go /q/\n"
-        "COPY --parents src/nothing* /q/\n")
+        "COPY --parents src/nothing* /q/\nCOPY nothing* /q/\n")
     pybuild("-t", "flags/exclude", str(tmp_path))
     assert _files(pybuild, "flags/exclude", "/1", "/3", "/4", "/out", "/p", "/q") == sorted([
         "/1/dir1/file-102.txt", "/1/dir2/file-201.pdf", "/1/dir3/file-301.mp3", "/1/dir3/file-302.mpeg",

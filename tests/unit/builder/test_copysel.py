@@ -72,3 +72,10 @@ def test_parents_keeps_the_source_directories_metadata_and_a_missing_file_fails(
     with pytest.raises(FileOpError, match="not found"):
         run_copy({"op": "copy", "sources": ["/test/nonexistent-file"], "dest": "/out/", "parents": True,
                   "kind": "stage"}, str(out), str(src))
+
+
+def test_a_wildcard_matching_nothing_copies_nothing_and_a_missing_name_fails(tmp_path):
+    """BuildKit copies with AllowEmptyWildcard; a plain missing path is an error."""
+    assert _copied(tmp_path, FILES, ["dir1/*.none", "dir3/*.mp3"], "/w/") == ["w/file-301.mp3"]
+    with pytest.raises(FileOpError, match="not found"):
+        _copied(tmp_path, FILES, ["dir1/none.txt"], "/w/")
