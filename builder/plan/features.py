@@ -59,7 +59,7 @@ FLAGS: dict[tuple[str, str], Feature] = {
                           "only the base changed; with `--chown=NAME` copied in place", _T + "test_copy_link_layer_does_not_depend_on_the_base"),
     ("COPY", "exclude"): _on("repeatable Go/.dockerignore patterns, relative to each copied source; in the cache key",
                              _T + "test_copy_exclude_and_parents_as_buildkit"),
-    ("COPY", "parents"): _on("keeps the source path under dest, after a `/./` pivot (no `**`)",
+    ("COPY", "parents"): _on("keeps the source path under dest, after a `/./` pivot; `**` spans directories",
                              _T + "test_copy_exclude_and_parents_as_buildkit"),
     ("ADD", "chown"): _on("as COPY", _T + "test_copy_and_add_chown_chmod_from"),
     ("ADD", "chmod"): _on("as COPY", _T + "test_copy_and_add_chown_chmod_from",

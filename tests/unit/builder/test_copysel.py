@@ -55,6 +55,10 @@ def test_exclude_as_buildkits_test(tmp_path, sources, dest, excludes, expected):
     (["/test/a/./*/c"], ["out/b/c/d/e/bay", "out/b/c/d/foo", "out/b2/c/d/e/bar"]),  # wildcard
     (["/test/a/b3*/c"], []),  # wildcard-nonexistent
     (["/test/a/b/./c2*"], ["out/c2/d/e/baz", "out/c2/d/e2/baz"]),
+    (["/test/a/b*/./c/**/e"], ["out/c/d/e/bar", "out/c/d/e/bay"]),  # doublewildcard
+    (["/test/a/b/c*/./d/**/baz", "/test/a/b*/./c/**/bar"],
+     ["out/c/d/e/bar", "out/d/e/baz", "out/d/e2/baz"]),  # doubleinputs
+    (["**/bar"], ["out/test/a/b2/c/d/e/bar"]),
 ])
 def test_parents_as_buildkits_test(tmp_path, sources, expected):
     assert _copied(tmp_path, TREE, sources, "/out/", parents=True) == expected
