@@ -255,7 +255,8 @@ def test_copy_link_layer_does_not_depend_on_the_base(pybuild, busybox_image, tmp
     ctx = tmp_path / "ctx"
     (ctx / "app").mkdir(parents=True)
     (ctx / "app" / "main").write_text("app\n")
-    (ctx / "Dockerfile").write_text("ARG B\nFROM $B\nCOPY --link --chmod=0750 app /app/\nADD --link --chown=7:8 app/main /m\n")
+    (ctx / "Dockerfile").write_text(
+        "ARG B\nFROM $B\nCOPY --link --chmod=0750 app /app/\nADD --link --chown=7:8 app/main /m\n")
     pybuild("-t", "flags/link1", "--build-arg", "B=flags/linkbase1", str(ctx))
     out = pybuild("-t", "flags/link2", "--build-arg", "B=flags/linkbase2", "--progress", "plain",
                   str(ctx)).stderr.decode()

@@ -3,6 +3,7 @@ name tests that exist and fail when the flag is ignored, refused ones fail at th
 from __future__ import annotations
 
 import ast
+import functools
 import os
 import subprocess
 import sys
@@ -34,9 +35,10 @@ def test_every_flag_the_grammar_accepts_has_a_state():
         features.IMPLEMENTED, features.REFUSED}
 
 
-def _defined_tests(path: str) -> set[str]:
+@functools.lru_cache(maxsize=None)
+def _defined_tests(path: str) -> frozenset[str]:
     tree = ast.parse((REPO / path).read_text())
-    return {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")}
+    return frozenset(n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name.startswith("test_"))
 
 
 def _table():
