@@ -131,7 +131,8 @@ def test_cache_sharing_private_and_locked(tmp_path):
 @pytest.mark.parametrize("text, words", [
     ("FROM pybuild/busybox:${TAG}\n", "FROM argument 'TAG' is not declared"),
     ("ARG TAG\nFROM pybuild/busybox:$TAG\n", "ARG TAG is declared without a value"),
-    ("ARG REG\nFROM ${REG}/busybox@${DIGEST}\n", "FROM argument 'DIGEST' is not declared")])
+    ("ARG REG\nFROM ${REG}/busybox@${DIGEST}\n", "FROM argument 'DIGEST' is not declared"),
+    ("FROM ${BASE}\n", "FROM argument 'BASE' is not declared")])
 def test_an_undefined_arg_in_from_is_named_at_the_from_line(text, words):
     with pytest.raises(PybuildError) as info:
         planned(text)
