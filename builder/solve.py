@@ -17,7 +17,7 @@ from typing import Any
 
 from builder.context.checksum import checksum_sources
 from builder.context.paths import has_glob
-from builder.ops.copysel import excluded_sums
+from builder.ops.copysel import excluded_sums, key_pattern
 from builder.errors import BuildCancelled, BuildStepError, ContextError, PybuildError
 from builder.plan.keys import CacheKey, step_key
 from builder.plan.steps import FileOp, MergeOp, Step, StepGraph
@@ -233,7 +233,7 @@ class Solver:
             from_key = self.results[step.op.from_step].key.digest if step.op.from_step is not None else "scratch"
             return step_key(step, parent_key, from_key=from_key)
         fetched = {a.url: self._fetch(step, a) for a in step.op.actions if a.op == "fetch"}
-        patterns = [s for a in step.op.actions if not a.excludes for s in a.sources]
+        patterns = [key_pattern(s, a.parents) for a in step.op.actions if not a.excludes for s in a.sources]
         context_dir = step.op.context_dir or self.options.context_dir  # a named --build-context directory
         if patterns and context_dir is None:
             raise ContextError(f"{step.span}: {step.created_by}: no build context was given")
@@ -242,7 +242,8 @@ class Solver:
                                 digests=self.store.file_digests) if patterns else {}
         for action in (a for a in step.op.actions if a.excludes):  # COPY --exclude: excluded files are no input
             sums.update(excluded_sums(context_dir or "", action, excluded, self.store.file_digests))
-        empty_ok = {s for a in step.op.actions if a.parents for s in a.sources if has_glob(s)}  # as BuildKit
+        empty_ok = {p for a in step.op.actions for p in (key_pattern(s, a.parents) for s in a.sources)
+                    if has_glob(p)}  # BuildKit's AllowEmptyWildcard
         missing = [p for p, s in sums.items() if s is None and p not in empty_ok]
         if missing:
             from builder.ops.exec import render_location

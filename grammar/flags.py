@@ -16,6 +16,8 @@ BOOL, STRING, STRINGS, DURATION, INT32 = "bool", "string", "strings", "duration"
 
 # instruction → {flag name: type}. Instructions missing here accept no flag at all, except the
 # ones in IGNORED, whose flags BuildKit never parses (so anything goes, and nothing is checked).
+# Every flag here needs a state (implemented or refused) in builder/plan/features.py, or
+# tests/unit/builder/test_flag_table.py fails.
 ALLOWED: dict[str, dict[str, str]] = {
     "FROM": {"platform": STRING},
     "RUN": {"mount": STRINGS, "network": STRING, "security": STRING, "device": STRINGS},

@@ -42,10 +42,55 @@ class Excluder:
         return ok
 
 
-def _pivot_base(pattern: str) -> str | None:
-    """COPY --parents: the root-relative directory before the first `/./` (what is not kept), or None."""
-    head, sep, _ = pattern.partition("/./")
-    return clean(head) if sep else None
+def split_pivot(pattern: str) -> tuple[str, str]:
+    """COPY --parents as BuildKit's normalizeParentPath: (source root, pattern kept below it), split at the first
+    `/./`; without one the root is the context's (or stage's) and the whole path is kept."""
+    head, sep, tail = pattern.partition("/./")
+    return (clean(head), clean(tail)) if sep else ("", clean(pattern))
+
+
+def key_pattern(source: str, parents: bool) -> str:
+    """What a source's cache-key checksum covers: with --parents and `**`, its whole source root."""
+    if not parents or "**" not in source:
+        return source
+    return split_pivot(source)[0] or "."
+
+
+def _parents_matches(src_root: str, pattern: str) -> list[tuple[str, str]]:
+    head, tail = split_pivot(pattern)
+    out: list[tuple[str, str]] = []
+    for base in expand_glob(src_root, head) if head else [""]:
+        if "**" in tail:  # BuildKit's IncludePatterns: `**` spans directories
+            out.extend(_included(src_root, base, tail))
+            continue
+        skip = len(base.split("/")) if base else 0  # one component per glob component: cut the root off
+        out.extend((m, "/".join(m.split("/")[skip:])) for m in expand_glob(src_root, f"{base}/{tail}" if base else
+                                                                             tail or "."))
+    return out
+
+
+def _included(src_root: str, base: str, pattern: str) -> list[tuple[str, str]]:
+    """(root-relative path, path below base) of what `pattern` includes below `base` (a matched directory whole);
+    symlinks are not followed."""
+    from builder.context.dockerignore import PatternMatcher
+
+    matcher = PatternMatcher([pattern])
+    out: list[tuple[str, str]] = []
+
+    def walk(host: str, rel: str) -> None:
+        with os.scandir(host) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for entry in entries:
+            child = f"{rel}/{entry.name}" if rel else entry.name
+            if matcher.matches(child):
+                out.append((f"{base}/{child}" if base else child, child))
+            elif entry.is_dir(follow_symlinks=False):
+                walk(entry.path, child)
+
+    top = scoped_join(src_root, base)
+    if os.path.isdir(top):
+        walk(top, "")
+    return out
 
 
 def select_sources(op: dict, src_root: str, excluded) -> list[tuple[str, str, str]]:
@@ -54,20 +99,19 @@ def select_sources(op: dict, src_root: str, excluded) -> list[tuple[str, str, st
     (builder/context/visible.py)."""
     matches: list[tuple[str, str, str]] = []
     for pattern in op["sources"]:
-        found = expand_glob(src_root, pattern)
-        real = {m: m for m in found}
+        found = _parents_matches(src_root, pattern) if op.get("parents") else \
+            [(m, m) for m in expand_glob(src_root, pattern)]
+        real = {m: m for m, _ in found}
         if excluded is not None:
             from builder.context.visible import visible_rel
 
-            real = {m: r for m in found if (r := visible_rel(src_root, m, excluded)) is not None}
-        found = [m for m in found if m in real and os.path.lexists(scoped_join(src_root, m))]
+            real = {m: r for m, _ in found if (r := visible_rel(src_root, m, excluded)) is not None}
+        found = [(m, kept) for m, kept in found if m in real and os.path.lexists(scoped_join(src_root, m))]
         if not found:
-            if op.get("parents") and has_glob(pattern):
-                continue  # BuildKit: a wildcard that matches nothing copies nothing with --parents
+            if has_glob(pattern):
+                continue  # BuildKit's AllowEmptyWildcard: a wildcard that matches nothing copies nothing
             raise FileOpError(f"source {pattern!r} not found in {op.get('source_name', 'the build context')}")
-        base = _pivot_base(pattern) if op.get("parents") else None
-        matches.extend((m, m[len(base) + 1:] if base and m.startswith(base + "/") else
-                        ("" if base == m else m), real[m]) for m in found)
+        matches.extend((m, kept, real[m]) for m, kept in found)
     return matches
 
 
@@ -97,7 +141,7 @@ def excluded_sums(root: str, action, ignore, digests) -> dict[str, str | None]:
     from builder.context.dockerignore import PatternMatcher
 
     exclude = PatternMatcher(list(action.excludes))
-    sums = checksum_sources(root, list(action.sources), ignore, digests=digests,
+    sums = checksum_sources(root, [key_pattern(s, action.parents) for s in action.sources], ignore, digests=digests,
                             per_source=lambda rel: Excluder(ignore, exclude, rel).matches)
     suffix = " --exclude=" + ",".join(action.excludes)
     return {pattern + suffix if value is not None else pattern: value for pattern, value in sums.items()}

@@ -137,8 +137,9 @@ def resolve_base(store, ref: str, *, pull: bool = False, fetch: Callable[[str], 
         where = f"pulling {ref!r}" if pull else f"{ref!r} is not in the local store ({store.root}) and pulling it"
         full = normalize_name(ref)
         raise ImageNotFoundError(f"base image {where}{f' ({full})' if full != ref else ''} failed: {exc.message}",
-                                 hint=exc.hint or "build it first with `pybuild -t NAME`, use --build-context NAME=oci-layout:///DIR, "
-                                                  "or check the name and that its registry is up") from exc
+                                 hint=exc.hint or "build it first with `pybuild -t NAME`, use --build-context "
+                                                  "NAME=oci-layout:///DIR, or check the name and that its registry "
+                                                  "is up") from exc
     found = resolve_local(store, ref)
     if found is None:
         raise ImageNotFoundError(f"base image {ref!r} was pulled but is not in the store under that name")

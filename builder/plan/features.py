@@ -18,6 +18,7 @@ IMPLEMENTED, REFUSED = "implemented", "refused"
 _T = "tests/integration/test_flags.py::"
 _U = "tests/unit/builder/test_flag_table.py::"
 _M = "tests/integration/test_run_mounts.py::"
+_E = "tests/unit/builder/test_entitlements.py::"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,10 +44,10 @@ FLAGS: dict[tuple[str, str], Feature] = {
                               _U + "test_from_platform_is_checked"),
     ("RUN", "mount"): _on("bind, cache, tmpfs, secret, ssh (options below)", _U + "test_run_mounts_reach_the_op"),
     ("RUN", "network"): _on("default, none; host with `--allow network.host`",
-                            "tests/unit/builder/test_entitlements.py::test_granted_entitlements_reach_the_exec_op_and_its_key",
+                            _E + "test_granted_entitlements_reach_the_exec_op_and_its_key",
                             _T + "test_network_host_in_the_dockerfile_needs_allow"),
     ("RUN", "security"): _on("sandbox; insecure with `--allow security.insecure`",
-                             "tests/unit/builder/test_entitlements.py::test_granted_entitlements_reach_the_exec_op_and_its_key",
+                             _E + "test_granted_entitlements_reach_the_exec_op_and_its_key",
                              _T + "test_security_insecure_needs_allow_and_then_gets_every_capability"),
     ("RUN", "device"): _off("CDI device injection is not implemented", "RUN --device=vendor.com/gpu=all true"),
     ("COPY", "chown"): _on("user[:group], names from the image's /etc/passwd and /etc/group",
@@ -56,10 +57,11 @@ FLAGS: dict[tuple[str, str], Feature] = {
     ("COPY", "chmod"): _on("octal, or symbolic as chmod(1) (`u=rwX,go=rX`, BuildKit ≥ 1.14; no umask)",
                            _T + "test_copy_and_add_chown_chmod_from"),
     ("COPY", "link"): _on("copied on an empty root, then stacked (BuildKit's MergeOp): the layer is a cache hit when "
-                          "only the base changed; with `--chown=NAME` copied in place", _T + "test_copy_link_layer_does_not_depend_on_the_base"),
+                          "only the base changed; with `--chown=NAME` copied in place",
+                          _T + "test_copy_link_layer_does_not_depend_on_the_base"),
     ("COPY", "exclude"): _on("repeatable Go/.dockerignore patterns, relative to each copied source; in the cache key",
                              _T + "test_copy_exclude_and_parents_as_buildkit"),
-    ("COPY", "parents"): _on("keeps the source path under dest, after a `/./` pivot (no `**`)",
+    ("COPY", "parents"): _on("keeps the source path under dest, after a `/./` pivot; `**` spans directories",
                              _T + "test_copy_exclude_and_parents_as_buildkit"),
     ("ADD", "chown"): _on("as COPY", _T + "test_copy_and_add_chown_chmod_from"),
     ("ADD", "chmod"): _on("as COPY", _T + "test_copy_and_add_chown_chmod_from",
@@ -77,7 +79,8 @@ for _name in ("interval", "timeout", "start-period", "start-interval", "retries"
                                         _U + "test_healthcheck_flags_reach_the_config")
 
 MOUNT_OPTIONS: dict[str, Feature] = {
-    "type": _on("bind (default), cache, tmpfs, secret, ssh", _M + "test_cache_mount_persists_across_builds_and_is_never_in_a_layer",
+    "type": _on("bind (default), cache, tmpfs, secret, ssh",
+                _M + "test_cache_mount_persists_across_builds_and_is_never_in_a_layer",
                 _U + "test_run_mounts_reach_the_op"),
     "target": _on("where it is mounted (also `dst`, `destination`)", _U + "test_run_mounts_reach_the_op"),
     "dst": _on("= target", _U + "test_run_mounts_reach_the_op"),

@@ -42,10 +42,6 @@ def dispatch_copy(p: "Planner", st: "StageState", inst: nodes.Copy) -> None:
                                reference="invalid-chmod") from None
     is_add = isinstance(inst, nodes.Add)
     excludes, parents, unpack = _exclude_patterns(p, st, inst), _bool(inst, "parents"), _bool(inst, "unpack")
-    if parents and any("**" in s for s in sources):
-        raise PybuildError(f"{_flag_span(inst, 'parents')}: COPY --parents with `**` is not supported by pybuild "
-                           "yet", context=shown(inst), hint="name the directories, or use `*` per level",
-                           reference="unsupported-flag")
     actions = _fetches(p, st, inst, sources, dest, chown, chmod, unpack is True) if is_add else []
     local = tuple(s for s in sources if not is_url(s))
     if not is_add and len(local) < len(sources):

@@ -13,9 +13,9 @@ from typing import Callable
 from builder.errors import PybuildError
 from builder.plan import dispatch
 from builder.plan.bases import BaseImage
-from builder.plan.features import refuse_flags
 from builder.plan.contexts import (context_base, familiar, refuse_host_source, undefined_arg_in_from,
                                    valid_reference)
+from builder.plan.features import refuse_flags
 from builder.plan.imageconfig import ARCHITECTURES, ImageConfig, host_architecture
 from builder.plan.steps import HistoryItem, StagePlan, StepGraph
 from grammar import nodes
@@ -264,7 +264,7 @@ class Planner:
             raise PybuildError(f"{base.span}: {exc}", reference="expansion-failed") from exc
         if unmatched:
             self._record_unmatched(unmatched, env, base.span)
-        if unmatched and image and not valid_reference(image):
+        if unmatched and not valid_reference(image):
             raise undefined_arg_in_from(base, sorted(unmatched), image, self.global_args)
         return image
 

@@ -164,13 +164,17 @@ def test_copy_exclude_and_parents_as_buildkit(pybuild, busybox_image, tmp_path):
         "COPY --exclude=**/*_test.go src /out/\n"
         "COPY --parents src/*/*.go /p/\n"
         "COPY --parents ./src/./a/x.go /q/\n"
-        "COPY --parents src/nothing* /q/\n")
+        "COPY --parents src/nothing* /q/\nCOPY nothing* /q/\nCOPY --parents src/./**/y.go /r/\n")
     pybuild("-t", "flags/exclude", str(tmp_path))
-    assert _files(pybuild, "flags/exclude", "/1", "/3", "/4", "/out", "/p", "/q") == sorted([
+    assert _files(pybuild, "flags/exclude", "/1", "/3", "/4", "/out", "/p", "/q", "/r") == sorted([
         "/1/dir1/file-102.txt", "/1/dir2/file-201.pdf", "/1/dir3/file-301.mp3", "/1/dir3/file-302.mpeg",
         "/3/file-302.mpeg", "/4/file-302.mpeg", "/out/a/x.go", "/out/b/y.go",
-        "/p/src/a/x.go", "/p/src/a/x_test.go", "/p/src/b/y.go", "/q/a/x.go"])
+        "/p/src/a/x.go", "/p/src/a/x_test.go", "/p/src/b/y.go", "/q/a/x.go", "/r/b/y.go"])
     assert _stat(pybuild, "flags/exclude", "/p/src") == ["750:0:0"]  # --parents copies the directories
+    (tmp_path / "src" / "b" / "y.go").write_text("changed")  # a `**` source's files are in its key
+    pybuild("-t", "flags/exclude", str(tmp_path))
+    assert pybuild("run", "flags/exclude", "cat", "/r/b/y.go").stdout.decode() == "changed"
+    (tmp_path / "src" / "b" / "y.go").write_text("src/b/y.go")
     (tmp_path / "Dockerfile").write_text(
         "FROM pybuild/busybox\nCOPY --exclude=*/*.png --exclude=*/*.jpeg --exclude=src --exclude=Dockerfile . /1\n"
         "COPY --exclude=*.txt dir1 /5/\n")
@@ -250,7 +254,8 @@ def test_copy_link_layer_does_not_depend_on_the_base(pybuild, busybox_image, tmp
     ctx = tmp_path / "ctx"
     (ctx / "app").mkdir(parents=True)
     (ctx / "app" / "main").write_text("app\n")
-    (ctx / "Dockerfile").write_text("ARG B\nFROM $B\nCOPY --link --chmod=0750 app /app/\nADD --link --chown=7:8 app/main /m\n")
+    (ctx / "Dockerfile").write_text(
+        "ARG B\nFROM $B\nCOPY --link --chmod=0750 app /app/\nADD --link --chown=7:8 app/main /m\n")
     pybuild("-t", "flags/link1", "--build-arg", "B=flags/linkbase1", str(ctx))
     out = pybuild("-t", "flags/link2", "--build-arg", "B=flags/linkbase2", "--progress", "plain",
                   str(ctx)).stderr.decode()

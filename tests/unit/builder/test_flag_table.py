@@ -3,6 +3,7 @@ name tests that exist and fail when the flag is ignored, refused ones fail at th
 from __future__ import annotations
 
 import ast
+import functools
 import os
 import subprocess
 import sys
@@ -34,9 +35,10 @@ def test_every_flag_the_grammar_accepts_has_a_state():
         features.IMPLEMENTED, features.REFUSED}
 
 
-def _defined_tests(path: str) -> set[str]:
+@functools.lru_cache(maxsize=None)
+def _defined_tests(path: str) -> frozenset[str]:
     tree = ast.parse((REPO / path).read_text())
-    return {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")}
+    return frozenset(n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name.startswith("test_"))
 
 
 def _table():
@@ -129,7 +131,8 @@ def test_cache_sharing_private_and_locked(tmp_path):
 @pytest.mark.parametrize("text, words", [
     ("FROM pybuild/busybox:${TAG}\n", "FROM argument 'TAG' is not declared"),
     ("ARG TAG\nFROM pybuild/busybox:$TAG\n", "ARG TAG is declared without a value"),
-    ("ARG REG\nFROM ${REG}/busybox@${DIGEST}\n", "FROM argument 'DIGEST' is not declared")])
+    ("ARG REG\nFROM ${REG}/busybox@${DIGEST}\n", "FROM argument 'DIGEST' is not declared"),
+    ("FROM ${BASE}\n", "FROM argument 'BASE' is not declared")])
 def test_an_undefined_arg_in_from_is_named_at_the_from_line(text, words):
     with pytest.raises(PybuildError) as info:
         planned(text)
