@@ -9,7 +9,9 @@ import os
 import pty
 import shutil
 import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from builder.sandbox.capabilities import DEFAULT_CAPABILITIES
 from builder.sandbox.cgroup import PARENT, RunCgroup, hierarchy, remove_stale
 from builder.sandbox.runner import ExitStatus, SandboxError, run
 from builder.sandbox.spec import ContainerSpec, Mount, Resources
+from tests.integration.conftest import REPO
 from tests.integration.test_sandbox import make_busybox_root
 
 PROBE_SOURCE = Path(__file__).parent / "data" / "confine_probe.c"
@@ -312,3 +315,29 @@ def test_limit_flags_reach_the_run_and_bad_ones_are_refused(pybuild, busybox_ima
                            (["--memory-swap", "10m"], "the memory+swap limit needs a memory limit")):
         proc = pybuild("build", *flags, str(context), check=False)
         assert proc.returncode != 0 and message in proc.stderr.decode(), proc.stderr.decode()
+
+
+@pytest.mark.slow
+def test_the_next_build_removes_the_cgroups_a_sigkilled_build_left(pybuild, busybox_image, tmp_path):
+    (tmp_path / "Dockerfile").write_text("FROM pybuild/busybox\nRUN echo started && sleep 1000\n")
+    cmd = [sys.executable, "-m", "builder", "build", "--root", str(pybuild.root), "--progress", "plain",
+           "--no-cache", str(tmp_path)]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    seen = b""
+    while b"started" not in seen:
+        chunk = os.read(proc.stderr.fileno(), 4096)
+        assert chunk, seen.decode()
+        seen += chunk
+    bases = [Path(base) for base in hierarchy().bases.values()]
+    left = [p for base in bases for p in base.iterdir() if p.name.startswith(f"{proc.pid}-")]
+    assert left, "the RUN's cgroup exists while it runs"
+    proc.kill()
+    proc.wait()
+    proc.stderr.close()
+    for path in left:  # the init dies with the builder (PDEATHSIG), the command with its PID namespace
+        while (path / "cgroup.procs").exists() and (path / "cgroup.procs").read_text().strip():
+            time.sleep(0.05)
+    assert all(path.is_dir() for path in left)  # nobody removed them: the build was SIGKILLed
+    (tmp_path / "Dockerfile").write_text("FROM pybuild/busybox\nRUN true\n")
+    pybuild("build", "--no-cache", str(tmp_path))
+    assert not any(path.exists() for path in left)
