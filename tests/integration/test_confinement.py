@@ -324,7 +324,7 @@ def test_the_next_build_removes_the_cgroups_a_sigkilled_build_left(pybuild, busy
            "--no-cache", str(tmp_path)]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     seen = b""
-    while b"started" not in seen:
+    while b" started\n" not in seen:  # the RUN's output line, not the step's title that quotes it
         chunk = os.read(proc.stderr.fileno(), 4096)
         assert chunk, seen.decode()
         seen += chunk
