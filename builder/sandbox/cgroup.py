@@ -183,8 +183,9 @@ class RunCgroup:
                 if controller not in found.bases:
                     raise CgroupError(errno.ENOENT, f"the {controller} cgroup controller is not mounted")
                 base = found.bases[controller]
-                if not os.path.isdir(base):
-                    _make_base(base, controller, found.version)
+                with _lock:  # parallel RUNs: the first makes (and for v1 cpuset, fills) the base
+                    if not os.path.isdir(base):
+                        _make_base(base, controller, found.version)
                 path = os.path.join(base, name)
                 os.mkdir(path)
                 self.dirs[controller] = path
@@ -232,14 +233,13 @@ class RunCgroup:
         """"pids" when a fork failed at the pids limit, "memory" when the OOM killer killed a process, else None."""
         if _counter(self._file("pids", "pids.events"), "max"):
             return "pids"
-        if "memory" in self.dirs or self.version == 2:
-            events = "memory.oom_control" if self.version == 1 else "memory.events"
-            if _counter(self._file("memory", events), "oom_kill"):
-                return "memory"
+        if _counter(self._file("memory", "memory.oom_control" if self.version == 1 else "memory.events"), "oom_kill"):
+            return "memory"
         return None
 
-    def _file(self, controller: str, name: str) -> str:
-        return os.path.join(self.dirs.get(controller if self.version == 1 else "", ""), name)
+    def _file(self, controller: str, name: str) -> str | None:
+        directory = self.dirs.get(controller if self.version == 1 else "")
+        return None if directory is None else os.path.join(directory, name)
 
     def close(self) -> None:
         """Kill every process still in the cgroup and remove its directories (idempotent)."""
@@ -279,7 +279,9 @@ def _v1_controllers(r: Resources) -> tuple[str, ...]:
     return tuple(wanted)
 
 
-def _counter(path: str, key: str) -> int:
+def _counter(path: str | None, key: str) -> int:
+    if path is None:
+        return 0
     try:
         text = _read(path)
     except OSError:
