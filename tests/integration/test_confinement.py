@@ -323,17 +323,19 @@ def test_the_next_build_removes_the_cgroups_a_sigkilled_build_left(pybuild, busy
     cmd = [sys.executable, "-m", "builder", "build", "--root", str(pybuild.root), "--progress", "plain",
            "--no-cache", str(tmp_path)]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    seen = b""
-    while b" started\n" not in seen:  # the RUN's output line, not the step's title that quotes it
-        chunk = os.read(proc.stderr.fileno(), 4096)
-        assert chunk, seen.decode()
-        seen += chunk
-    bases = [Path(base) for base in hierarchy().bases.values()]
-    left = [p for base in bases for p in base.iterdir() if p.name.startswith(f"{proc.pid}-")]
-    assert left, "the RUN's cgroup exists while it runs"
-    proc.kill()
-    proc.wait()
-    proc.stderr.close()
+    try:
+        seen = b""
+        while b" started\n" not in seen:  # the RUN's output line, not the step's title that quotes it
+            chunk = os.read(proc.stderr.fileno(), 4096)
+            assert chunk, seen.decode()
+            seen += chunk
+        bases = [Path(base) for base in hierarchy().bases.values()]
+        left = [p for base in bases for p in base.iterdir() if p.name.startswith(f"{proc.pid}-")]
+        assert left, "the RUN's cgroup exists while it runs"
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stderr.close()
     for path in left:  # the init dies with the builder (PDEATHSIG), the command with its PID namespace
         while (path / "cgroup.procs").exists() and (path / "cgroup.procs").read_text().strip():
             time.sleep(0.05)
