@@ -295,8 +295,8 @@ def _exec_command(spec: ContainerSpec, user: ExecUser, env: list[str], err_w: in
         os.setgroups(list(user.groups))
         os.setgid(user.gid)
         os.setuid(user.uid)
+        argv, environ = exec_arguments(spec.argv, env)  # first: a NUL byte would break the PATH search too
         path = find_executable(spec.argv[0], spec.env_value("PATH", DEFAULT_PATH) or "")
-        argv, environ = exec_arguments(spec.argv, env)
         if not spec.insecure:
             _confine()
         try:

@@ -142,6 +142,8 @@ def test_dockers_masked_and_read_only_paths_and_none_when_insecure(lower, tmp_pa
     ({"env": ("PATH=/bin", "=x")}, "environment entry '=x' has an empty name"),
     ({"env": ("PATH=/bin", "A=x\0y")}, "environment entry 'A=x\\x00y' contains a NUL byte"),
     ({"argv": ("/bin/echo", "a\0b")}, "argument 1 of the command contains a NUL byte"),
+    ({"argv": ("ec\0ho", "x")}, "argument 0 of the command contains a NUL byte"),
+    ({"env": ("PATH=/b\0in",)}, "environment entry 'PATH=/b\\x00in' contains a NUL byte"),
 ])
 def test_an_exec_that_cannot_happen_says_why(lower, tmp_path, changes, message):
     with pytest.raises(SandboxError) as caught:
