@@ -38,9 +38,10 @@ def parse_size(text: str) -> int:
         amount = float(number)
     except ValueError:
         raise ValueError(f"{text!r} is not a size (a number with an optional b, k, m, g or t suffix)") from None
-    if amount <= 0 or amount != amount:
+    total = amount * _SIZE_UNITS[unit]
+    if not 1 <= total < float(1 << 62):  # also NaN and infinity
         raise ValueError(f"{text!r} is not a positive size")
-    return int(amount * _SIZE_UNITS[unit])
+    return int(total)
 
 
 @dataclass(frozen=True)
@@ -51,26 +52,24 @@ class Hierarchy:
     bases: dict[str, str]  # v1: controller → base; v2: {"": base}
 
 
-def _own_cgroups() -> dict[str, str]:
-    """controller (v1) or "" (v2) → this process's cgroup path, from /proc/self/cgroup."""
+def _own_cgroups(text: str) -> dict[str, str]:
+    """controller (v1) or "" (v2) → a process's cgroup path, from its /proc/PID/cgroup text."""
     found = {}
-    with open("/proc/self/cgroup", encoding="ascii") as handle:
-        for line in handle:
-            _, controllers, path = line.rstrip("\n").split(":", 2)
-            for name in controllers.split(",") if controllers else [""]:
-                found[name] = path
+    for line in text.splitlines():
+        _, controllers, path = line.split(":", 2)
+        for name in controllers.split(",") if controllers else [""]:
+            found[name] = path
     return found
 
 
-def _mounts() -> list[tuple[str, str, str, set[str]]]:
-    """(root, mount point, fstype, super options) of every cgroup mount."""
+def _mounts(text: str) -> list[tuple[str, str, str, set[str]]]:
+    """(root, mount point, fstype, super options) of every cgroup mount in a mountinfo text."""
     mounts = []
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as handle:
-        for line in handle:
-            fields = line.split()
-            dash = fields.index("-")
-            if fields[dash + 1] in ("cgroup", "cgroup2"):
-                mounts.append((fields[3], fields[4], fields[dash + 1], set(fields[dash + 3].split(","))))
+    for line in text.splitlines():
+        fields = line.split()
+        dash = fields.index("-")
+        if fields[dash + 1] in ("cgroup", "cgroup2"):
+            mounts.append((fields[3], fields[4], fields[dash + 1], set(fields[dash + 3].split(","))))
     return mounts
 
 
@@ -79,10 +78,11 @@ def _join(mount_root: str, mount_point: str, path: str) -> str:
     return os.path.join(mount_point, relative.lstrip("/"), PARENT)
 
 
-def find_hierarchy() -> Hierarchy:
-    """v1 when a v1 hierarchy has the pids controller (hybrid hosts), else the unified v2 hierarchy."""
-    own = _own_cgroups()
-    mounts = _mounts()
+def find_hierarchy(proc_cgroup: str | None = None, mountinfo: str | None = None) -> Hierarchy:
+    """v1 when a v1 hierarchy has the pids controller (hybrid hosts), else the unified v2 hierarchy; from this
+    process's /proc/self/cgroup and mountinfo unless given."""
+    own = _own_cgroups(_read("/proc/self/cgroup") if proc_cgroup is None else proc_cgroup)
+    mounts = _mounts(_read("/proc/self/mountinfo") if mountinfo is None else mountinfo)
     bases = {}
     for root, point, fstype, options in mounts:
         for name in V1_CONTROLLERS:
@@ -114,7 +114,7 @@ def _v2_enable(parent: str) -> str:
 
 
 def _read(path: str) -> str:
-    with open(path, encoding="ascii") as handle:
+    with open(path, encoding="utf-8", errors="replace") as handle:
         return handle.read()
 
 
@@ -183,8 +183,9 @@ class RunCgroup:
                 if controller not in found.bases:
                     raise CgroupError(errno.ENOENT, f"the {controller} cgroup controller is not mounted")
                 base = found.bases[controller]
-                if not os.path.isdir(base):
-                    _make_base(base, controller, found.version)
+                with _lock:  # parallel RUNs: the first makes (and for v1 cpuset, fills) the base
+                    if not os.path.isdir(base):
+                        _make_base(base, controller, found.version)
                 path = os.path.join(base, name)
                 os.mkdir(path)
                 self.dirs[controller] = path
@@ -232,14 +233,13 @@ class RunCgroup:
         """"pids" when a fork failed at the pids limit, "memory" when the OOM killer killed a process, else None."""
         if _counter(self._file("pids", "pids.events"), "max"):
             return "pids"
-        if "memory" in self.dirs or self.version == 2:
-            events = "memory.oom_control" if self.version == 1 else "memory.events"
-            if _counter(self._file("memory", events), "oom_kill"):
-                return "memory"
+        if _counter(self._file("memory", "memory.oom_control" if self.version == 1 else "memory.events"), "oom_kill"):
+            return "memory"
         return None
 
-    def _file(self, controller: str, name: str) -> str:
-        return os.path.join(self.dirs.get(controller if self.version == 1 else "", ""), name)
+    def _file(self, controller: str, name: str) -> str | None:
+        directory = self.dirs.get(controller if self.version == 1 else "")
+        return None if directory is None else os.path.join(directory, name)
 
     def close(self) -> None:
         """Kill every process still in the cgroup and remove its directories (idempotent)."""
@@ -279,7 +279,9 @@ def _v1_controllers(r: Resources) -> tuple[str, ...]:
     return tuple(wanted)
 
 
-def _counter(path: str, key: str) -> int:
+def _counter(path: str | None, key: str) -> int:
+    if path is None:
+        return 0
     try:
         text = _read(path)
     except OSError:

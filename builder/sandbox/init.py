@@ -296,11 +296,10 @@ def _exec_command(spec: ContainerSpec, user: ExecUser, env: list[str], err_w: in
         os.setgroups(list(user.groups))
         os.setgid(user.gid)
         os.setuid(user.uid)
+        argv, environ = exec_arguments(spec.argv, env)  # first: a NUL byte would break the PATH search too
         path = find_executable(spec.argv[0], spec.env_value("PATH", DEFAULT_PATH) or "")
-        argv, environ = exec_arguments(spec.argv, env)
         if not spec.insecure:
-            sc.set_no_new_privs()
-            sc.set_seccomp_filter(seccomp.program(RUN_CAPABILITIES))  # compiled before the fork (prepare)
+            _confine()
         try:
             os.execve(path, argv, environ)
         except OSError as exc:
@@ -315,6 +314,15 @@ def _exec_command(spec: ContainerSpec, user: ExecUser, env: list[str], err_w: in
     except BaseException as exc:  # noqa: BLE001 - never return into the copy of PID 1's code
         os.write(err_w, f"starting the command: {type(exc).__name__}: {exc}".encode())
         os._exit(EXIT_SETUP)
+
+
+def _confine() -> None:
+    """no_new_privs and docker's seccomp filter (compiled before the fork: prepare); ExecError if either fails."""
+    try:
+        sc.set_no_new_privs()
+        sc.set_seccomp_filter(seccomp.program(RUN_CAPABILITIES))
+    except OSError as exc:
+        raise ExecError(f"confining the command (no_new_privs, seccomp): {describe(exc)}", EXIT_SETUP) from exc
 
 
 def exec_arguments(argv: tuple[str, ...], env: list[str]) -> tuple[list[str], dict[str, str]]:

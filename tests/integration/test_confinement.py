@@ -9,7 +9,9 @@ import os
 import pty
 import shutil
 import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from builder.sandbox.capabilities import DEFAULT_CAPABILITIES
 from builder.sandbox.cgroup import PARENT, RunCgroup, hierarchy, remove_stale
 from builder.sandbox.runner import ExitStatus, SandboxError, run
 from builder.sandbox.spec import ContainerSpec, Mount, Resources
+from tests.integration.conftest import REPO
 from tests.integration.test_sandbox import make_busybox_root
 
 PROBE_SOURCE = Path(__file__).parent / "data" / "confine_probe.c"
@@ -139,6 +142,8 @@ def test_dockers_masked_and_read_only_paths_and_none_when_insecure(lower, tmp_pa
     ({"env": ("PATH=/bin", "=x")}, "environment entry '=x' has an empty name"),
     ({"env": ("PATH=/bin", "A=x\0y")}, "environment entry 'A=x\\x00y' contains a NUL byte"),
     ({"argv": ("/bin/echo", "a\0b")}, "argument 1 of the command contains a NUL byte"),
+    ({"argv": ("ec\0ho", "x")}, "argument 0 of the command contains a NUL byte"),
+    ({"env": ("PATH=/b\0in",)}, "environment entry 'PATH=/b\\x00in' contains a NUL byte"),
 ])
 def test_an_exec_that_cannot_happen_says_why(lower, tmp_path, changes, message):
     with pytest.raises(SandboxError) as caught:
@@ -312,3 +317,31 @@ def test_limit_flags_reach_the_run_and_bad_ones_are_refused(pybuild, busybox_ima
                            (["--memory-swap", "10m"], "the memory+swap limit needs a memory limit")):
         proc = pybuild("build", *flags, str(context), check=False)
         assert proc.returncode != 0 and message in proc.stderr.decode(), proc.stderr.decode()
+
+
+@pytest.mark.slow
+def test_the_next_build_removes_the_cgroups_a_sigkilled_build_left(pybuild, busybox_image, tmp_path):
+    (tmp_path / "Dockerfile").write_text("FROM pybuild/busybox\nRUN echo started && sleep 1000\n")
+    cmd = [sys.executable, "-m", "builder", "build", "--root", str(pybuild.root), "--progress", "plain",
+           "--no-cache", str(tmp_path)]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        seen = b""
+        while b" started\n" not in seen:  # the RUN's output line, not the step's title that quotes it
+            chunk = os.read(proc.stderr.fileno(), 4096)
+            assert chunk, seen.decode()
+            seen += chunk
+        bases = [Path(base) for base in hierarchy().bases.values()]
+        left = [p for base in bases for p in base.iterdir() if p.name.startswith(f"{proc.pid}-")]
+        assert left, "the RUN's cgroup exists while it runs"
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stderr.close()
+    for path in left:  # the init dies with the builder (PDEATHSIG), the command with its PID namespace
+        while (path / "cgroup.procs").exists() and (path / "cgroup.procs").read_text().strip():
+            time.sleep(0.05)
+    assert all(path.is_dir() for path in left)  # nobody removed them: the build was SIGKILLed
+    (tmp_path / "Dockerfile").write_text("FROM pybuild/busybox\nRUN true\n")
+    pybuild("build", "--no-cache", str(tmp_path))
+    assert not any(path.exists() for path in left)

@@ -123,3 +123,9 @@ def test_the_program_resolves_each_name_per_architecture(machine, compat):
 def test_program_is_compiled_once_per_capability_set():
     first = seccomp.program(RUN_CAPS)
     assert seccomp.program(set(RUN_CAPS)) is first
+
+
+def test_without_libseccomp_the_error_says_what_to_install(monkeypatch):
+    monkeypatch.setattr(seccomp, "LIBRARY", "libseccomp-missing-for-this-test.so.2")
+    with pytest.raises(seccomp.SeccompError, match="install libseccomp2"):
+        seccomp.compile_program(RUN_CAPS)
