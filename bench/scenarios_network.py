@@ -7,6 +7,7 @@ with `--isolation chroot` (no network namespace at all) and dockerd with `--netw
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -26,6 +27,16 @@ def _dockerfile(directory: Path) -> Path:
     return directory
 
 
+def _wait_until_unshared(holder: subprocess.Popen) -> None:
+    """Until the holder is in its own namespace: entering it sooner would configure this machine's network."""
+    ours = os.stat("/proc/self/ns/net").st_ino
+    deadline = time.monotonic() + 30
+    while os.stat(f"/proc/{holder.pid}/ns/net").st_ino == ours:
+        if holder.poll() is not None or time.monotonic() > deadline:
+            raise BenchError("unshare --net did not give the scenario a network namespace")
+        time.sleep(0.01)
+
+
 def network_rows(bench: Bench) -> list[Row]:
     """(7) 20 × `RUN echo N`, no cache: the default network against none, alternating."""
     row = Row("7-network", f"{RUNS} trivial RUNs, --no-cache: default (bridge) network vs --network none",
@@ -36,7 +47,7 @@ def network_rows(bench: Bench) -> list[Row]:
     context = _dockerfile(bench.tmp / "network-runs")
     holder = subprocess.Popen(["unshare", "--net", "sleep", "infinity"])
     try:
-        time.sleep(0.2)  # unshare has run
+        _wait_until_unshared(holder)
         enter = ["nsenter", f"--net=/proc/{holder.pid}/ns/net"]
 
         def measure(extra: list[str]):

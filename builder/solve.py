@@ -141,6 +141,12 @@ class Solver:
                 self._netpool = NetworkPool(self.options.bridge_subnet, env=init_env())
             return self._netpool
 
+    def _pool_for(self, op):
+        """The network pool when this RUN needs the bridge: to run on it, or for --add-host's host-gateway."""
+        if op.network == "default" or any(ip == "host-gateway" for _, ip in self.options.extra_hosts):
+            return self._network()
+        return None
+
     def _solve_pooled(self, order: list[Step]) -> None:
         """Run each step as soon as its parent and deps are done, at most `jobs` at once.
 
@@ -409,8 +415,7 @@ class Solver:
                                               hostname=self.options.hostname,
                                               mounts=self._mount_sources(step), launcher=self._launcher(),
                                               on_error=self.options.on_error, resources=self.options.resources,
-                                              network=self._network() if step.op.network == "default" or any(
-                                                  ip == "host-gateway" for _, ip in self.options.extra_hosts) else None,
+                                              network=self._pool_for(step.op),
                                               extra_hosts=self.options.extra_hosts,
                                               proxy_env=self.options.proxy_env)
         else:

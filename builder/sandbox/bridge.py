@@ -65,6 +65,7 @@ DEFAULT_POOLS = ([f"172.{n}.0.0/16" for n in range(17, 32)]
 NFPROTO_IPV4 = 2
 NF_SRCNAT_PRIORITY = 100
 NFT_CMP_NEQ = 1
+PRUNE_WAIT = 5.0  # seconds: the pool helper of a build that just ended (or was killed) is still exiting
 
 
 class NetworkSetupError(Exception):
@@ -260,12 +261,18 @@ def remove_bridge() -> bool:
 def prune() -> str:
     """Remove the bridge, the NAT table and the address leases unless a build holds them; says what went."""
     import shutil
+    import time
 
-    try:
-        inuse = locked("inuse", fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise NetworkSetupError("a running build is using the bridge network",
-                                hint="prune once it has finished") from None
+    deadline = time.monotonic() + PRUNE_WAIT
+    while True:
+        try:
+            inuse = locked("inuse", fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise NetworkSetupError("a running build is using the bridge network",
+                                        hint="prune once it has finished") from None
+            time.sleep(0.1)
     try:
         removed = remove_bridge()
         shutil.rmtree(os.path.join(state_dir(), "leases"), ignore_errors=True)

@@ -251,10 +251,13 @@ class _Helper:
             address = subnet.network_address + 1 + (start + step) % count
             if address == self.bridge.gateway:
                 continue
-            fd = os.open(os.path.join(directory, str(address)), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            path = os.path.join(directory, str(address))
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+                if os.fstat(fd).st_ino != os.stat(path).st_ino:  # its holder unlinked it as we opened it
+                    raise BlockingIOError
+            except (BlockingIOError, FileNotFoundError):
                 os.close(fd)
                 continue
             return str(address), fd
@@ -271,6 +274,10 @@ class _Helper:
             return
         if entry["fd"] >= 0:
             os.close(entry["fd"])
+        try:  # unlinked before the lock goes: a lease file exists only while it is held (see _lease)
+            os.unlink(os.path.join(self.bridge_mod.state_dir(), "leases", entry["address"]))
+        except FileNotFoundError:
+            pass
         os.close(entry["lease"])
 
     def close(self) -> None:

@@ -196,6 +196,11 @@ def test_concurrent_builds_get_different_addresses_and_leave_nothing(netns, tmp_
     for _, proc in builds:
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
+    leases = Path("/run/pybuild/network", str(os.stat(netns.path).st_ino), "leases")
+    deadline = time.monotonic() + 10  # the pool helpers exit on their own once their builds have closed them
+    while list(leases.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert list(leases.iterdir()) == []  # a lease file lives only while its address is in use
     addresses = {_read(netns, image, "/addr").split()[3] for image, _ in builds}
     assert len(addresses) == 2
     assert all(ipaddress.ip_interface(a).ip in netns.bridge_subnet() for a in addresses)
