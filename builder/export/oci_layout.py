@@ -33,9 +33,28 @@ def _put(store, dest: Path, digest: str) -> None:
 
 def write_layout(store, dest: str | Path, manifest_digest: str, manifest_size: int, config_digest: str,
                  layer_digests: list[str], names: list[tuple[str, str]]) -> None:
-    """Add the image to the layout at dest (created if missing); names are (full name, tag) pairs."""
+    """Add the image to the layout at dest (created if missing); names are (full name, tag) pairs.
+
+    A new (or empty) destination is written beside it and renamed into place, so a failed export (a corrupt blob,
+    a full disk, Ctrl-C) leaves no half-written layout; an existing layout only gains blobs (content-addressed,
+    harmless) before its index.json is replaced in one rename."""
     dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
+    if dest.is_dir() and any(dest.iterdir()):
+        _add(store, dest, manifest_digest, manifest_size, config_digest, layer_digests, names)
+        return
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.tmp-"))
+    try:
+        _add(store, work, manifest_digest, manifest_size, config_digest, layer_digests, names)
+        os.chmod(work, 0o755)  # mkdtemp's 0700 would hide the layout from other readers
+        os.replace(work, dest)  # rename(2) may replace an empty directory
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+
+
+def _add(store, dest: Path, manifest_digest: str, manifest_size: int, config_digest: str,
+         layer_digests: list[str], names: list[tuple[str, str]]) -> None:
     for digest in [*layer_digests, config_digest, manifest_digest]:
         _put(store, dest, digest)
     layout = dest / "oci-layout"

@@ -287,8 +287,7 @@ def _exec_command(spec: ContainerSpec, user: ExecUser, env: list[str], err_w: in
         os.setsid()  # no controlling terminal: /dev/tty and TIOCSTI on an inherited terminal fail
         for signum in FORWARDED_SIGNALS + RESTORED_SIGNALS:
             signal.signal(signum, signal.SIG_DFL)
-        if spec.tty:  # `run -it`: stdin is a pseudo-terminal; make it this session's, so ^C reaches the command
-            os.setsid()
+        if spec.tty:  # `run -it`: stdin is a pseudo-terminal; make it this (new) session's, so ^C reaches the command
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
         # Bounding set first: dropping needs CAP_SETPCAP, which a non-root uid no longer has.
         if not spec.insecure:
