@@ -163,6 +163,26 @@ def _interfaces(ip_addr: str) -> dict[str, list[str]]:
     return found
 
 
+def _held(leases: Path) -> list[str]:
+    """Addresses whose lease file someone holds a lock on (a namespace's inode number can be a dead one's
+    again, so files a killed build left may be there, unlocked)."""
+    import fcntl
+
+    held = []
+    for path in leases.iterdir() if leases.is_dir() else ():
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            held.append(path.name)
+        finally:
+            os.close(fd)
+    return held
+
+
 def _read(ns: Netns, image: str, path: str) -> str:
     return ns.pybuild("run", image, "cat", path).stdout
 
@@ -198,9 +218,9 @@ def test_concurrent_builds_get_different_addresses_and_leave_nothing(netns, tmp_
         assert proc.returncode == 0, err
     leases = Path("/run/pybuild/network", str(os.stat(netns.path).st_ino), "leases")
     deadline = time.monotonic() + 10  # the pool helpers exit on their own once their builds have closed them
-    while list(leases.iterdir()) and time.monotonic() < deadline:
+    while _held(leases) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert list(leases.iterdir()) == []  # a lease file lives only while its address is in use
+    assert _held(leases) == []  # every address is free again
     addresses = {_read(netns, image, "/addr").split()[3] for image, _ in builds}
     assert len(addresses) == 2
     assert all(ipaddress.ip_interface(a).ip in netns.bridge_subnet() for a in addresses)

@@ -31,3 +31,16 @@ def test_hosts_on_a_bridge_end_with_extra_hosts_then_the_containers_own_address(
 
 def test_hosts_without_an_address_keep_the_loopback_hostname_line():
     assert "127.0.1.1\tbox" in hosts_file("box", ()).splitlines()
+
+
+def test_add_host_takes_name_colon_ip_name_equals_ip_and_host_gateway_and_refuses_the_rest():
+    import pytest
+
+    from builder.build import _extra_hosts
+    from builder.errors import UsageError
+
+    assert _extra_hosts(["db:10.0.0.5", "v6=[fd00::1]", "gw:host-gateway"]) == (
+        ("db", "10.0.0.5"), ("v6", "fd00::1"), ("gw", "host-gateway"))
+    for bad in ("db", "db:not-an-ip", ":10.0.0.5"):
+        with pytest.raises(UsageError, match="is not NAME:IP"):
+            _extra_hosts([bad])
