@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import struct
 
 LIBRARY = "libseccomp.so.2"
 
@@ -93,6 +94,13 @@ CLONE_NAMESPACE_MASK = 0x7E020000
 PERSONALITIES = (0x0, 0x8, 0x20000, 0x20008, 0xFFFFFFFF)  # PER_LINUX, UNAME26, PER_LINUX32 (+UNAME26), query
 AF_ALG, AF_VSOCK = 38, 40  # socket families docker denies (kernel crypto API, VM sockets)
 
+# classic BPF (linux/filter.h, linux/seccomp.h) for enosys_prefix
+BPF_LD_W_ABS, BPF_JEQ_K, BPF_JGT_K, BPF_JGE_K, BPF_JA, BPF_RET_K = 0x20, 0x15, 0x25, 0x35, 0x05, 0x06
+OFFSET_NR, OFFSET_ARCH = 0, 4  # struct seccomp_data
+AUDIT_X86_64, X32_SYSCALL_BIT = 0xC000003E, 0x40000000
+# Where an ABI's syscall numbers start: x32's carry a bit of their own, arm has private ones from 0xf0000 on.
+NUMBER_RANGES = {"x32": (X32_SYSCALL_BIT,), "arm": (0, 0xF0000)}
+
 # libseccomp's ABI (seccomp.h)
 ACT_ALLOW = 0x7FFF0000
 CMP_LT, CMP_EQ, CMP_GT, CMP_MASKED_EQ = 2, 4, 6, 7
@@ -127,6 +135,7 @@ def _library() -> ctypes.CDLL:
             ("seccomp_arch_resolve_name", ctypes.c_uint32, [ctypes.c_char_p]),
             ("seccomp_attr_set", ctypes.c_int, [ctx, ctypes.c_int, ctypes.c_uint32]),
             ("seccomp_syscall_resolve_name", ctypes.c_int, [ctypes.c_char_p]),
+            ("seccomp_syscall_resolve_name_arch", ctypes.c_int, [ctypes.c_uint32, ctypes.c_char_p]),
             ("seccomp_rule_add_array", ctypes.c_int, [ctx, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint,
                                                       ctypes.POINTER(_ArgCmp)]),
             ("seccomp_export_bpf", ctypes.c_int, [ctx, ctypes.c_int])):
@@ -153,21 +162,15 @@ def rules(machine: str, capabilities: set[str]) -> list[tuple[str, int, tuple[tu
 
 
 def compile_program(capabilities: set[str], machine: str | None = None) -> bytes:
-    """The BPF program (struct sock_filter[]) of docker's profile for a RUN holding `capabilities`."""
+    """The BPF program (struct sock_filter[]) of docker's profile for a RUN holding `capabilities`: runc's ENOSYS
+    stub (enosys_prefix) followed by what libseccomp makes of rules()."""
     machine = machine or os.uname().machine
     lib = _library()
     ctx = lib.seccomp_init(act_errno(errno.EPERM))
     if not ctx:
         raise SeccompError(errno.ENOMEM, "seccomp_init failed")
     try:
-        if machine != os.uname().machine:  # a filter for another machine (tests): its arches instead of ours
-            native = lib.seccomp_arch_native()
-            lib.seccomp_arch_add(ctx, lib.seccomp_arch_resolve_name(machine.encode()))
-            lib.seccomp_arch_remove(ctx, native)
-        for arch in SUB_ARCHES.get(machine, ()):
-            token = lib.seccomp_arch_resolve_name(arch.encode())
-            if token and lib.seccomp_arch_add(ctx, token) not in (0, -errno.EEXIST):
-                raise SeccompError(errno.EINVAL, f"libseccomp cannot add architecture {arch}")
+        arches = _add_arches(lib, ctx, machine)
         lib.seccomp_attr_set(ctx, ATTR_OPTIMIZE, 2)  # older libseccomp lacks it: a linear filter then
         for name, action, args in rules(machine, capabilities):
             number = lib.seccomp_syscall_resolve_name(name.encode())
@@ -177,20 +180,85 @@ def compile_program(capabilities: set[str], machine: str | None = None) -> bytes
             result = lib.seccomp_rule_add_array(ctx, action, number, len(args), array)
             if result < 0 and result != -errno.EDOM:  # EDOM: not on this filter's architectures
                 raise SeccompError(-result, f"libseccomp refused the rule for {name}: {os.strerror(-result)}")
-        fd = os.memfd_create("pybuild-seccomp")
-        try:
-            result = lib.seccomp_export_bpf(ctx, fd)
-            if result < 0:
-                raise SeccompError(-result, f"exporting the seccomp filter: {os.strerror(-result)}")
-            os.lseek(fd, 0, os.SEEK_SET)
-            chunks = []
-            while chunk := os.read(fd, 65536):
-                chunks.append(chunk)
-            return b"".join(chunks)
-        finally:
-            os.close(fd)
+        return enosys_prefix(_highest_numbers(lib, arches, machine)) + _export(lib, ctx)
     finally:
         lib.seccomp_release(ctx)
+
+
+def _add_arches(lib: ctypes.CDLL, ctx: int, machine: str) -> list[str]:
+    """Make the filter cover `machine` (replacing the native architecture when it differs) and its compat arches."""
+    if machine != os.uname().machine:  # a filter for another machine (tests): its arches instead of ours
+        native = lib.seccomp_arch_native()
+        lib.seccomp_arch_add(ctx, lib.seccomp_arch_resolve_name(machine.encode()))
+        lib.seccomp_arch_remove(ctx, native)
+    for arch in SUB_ARCHES.get(machine, ()):
+        token = lib.seccomp_arch_resolve_name(arch.encode())
+        if not token or lib.seccomp_arch_add(ctx, token) not in (0, -errno.EEXIST):
+            raise SeccompError(errno.EINVAL, f"libseccomp cannot add architecture {arch}")
+    return [machine, *SUB_ARCHES.get(machine, ())]
+
+
+def _export(lib: ctypes.CDLL, ctx: int) -> bytes:
+    fd = os.memfd_create("pybuild-seccomp")
+    try:
+        result = lib.seccomp_export_bpf(ctx, fd)
+        if result < 0:
+            raise SeccompError(-result, f"exporting the seccomp filter: {os.strerror(-result)}")
+        os.lseek(fd, 0, os.SEEK_SET)
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _highest_numbers(lib: ctypes.CDLL, arches: list[str], machine: str) -> dict[int, list[tuple[int, int]]]:
+    """AUDIT_ARCH → [(first number, highest number this profile names)] per ABI (x32 shares x86_64's AUDIT_ARCH)."""
+    names = {*ALLOWED, *ARCH_ALLOWED.get(machine, ()), *(n for ns in CAPABILITY_ALLOWED.values() for n in ns),
+             "clone", "clone3", "personality", "socket"}
+    ranges: dict[int, list[tuple[int, int]]] = {}
+    for arch in arches:
+        token = lib.seccomp_arch_resolve_name(arch.encode())
+        numbers = [lib.seccomp_syscall_resolve_name_arch(token, name.encode()) for name in names]
+        audit = AUDIT_X86_64 if arch == "x32" else token  # libseccomp's tokens are the AUDIT_ARCH values
+        firsts = NUMBER_RANGES.get(arch, (0,))
+        for first in firsts:
+            inside = [n for n in numbers if n >= first and not any(first < f <= n for f in firsts)]
+            if inside:
+                ranges.setdefault(audit, []).append((first, max(inside)))
+    return ranges
+
+
+def enosys_prefix(ranges: dict[int, list[tuple[int, int]]]) -> bytes:
+    """runc's stub: a syscall numbered above every one the profile names on its ABI (one newer than the profile)
+    fails with ENOSYS, not EPERM, so that programs fall back as on an older kernel; the rest goes on to the filter."""
+    code: list[tuple[int, int | str, int | str, int]] = []  # (op, jt, jf, k), jumps to labels resolved below
+    for index, (audit, abis) in enumerate(ranges.items()):
+        following = f"arch{index + 1}"
+        code += [(BPF_LD_W_ABS, 0, 0, OFFSET_ARCH), (BPF_JEQ_K, 0, following, audit), (BPF_LD_W_ABS, 0, 0, OFFSET_NR)]
+        abis = sorted(abis, reverse=True)  # highest first: x32 (0x40000000 and up) before the native numbers
+        for position, (first, highest) in enumerate(abis):
+            if first:
+                code.append((BPF_JGE_K, 0, f"abi{index}.{position + 1}", first))
+            code.append((BPF_JGT_K, "enosys", following, highest))
+            code.append(("label", f"abi{index}.{position + 1}", 0, 0))
+        code.append(("label", following, 0, 0))
+    code += [(BPF_JA, 0, 0, 1), ("label", "enosys", 0, 0), (BPF_RET_K, 0, 0, act_errno(errno.ENOSYS))]
+    labels, position = {}, 0
+    for op, jt, _, _ in code:
+        if op == "label":
+            labels[jt] = position
+        else:
+            position += 1
+    out, position = b"", 0
+    for op, jt, jf, k in code:
+        if op == "label":
+            continue
+        jumps = [labels[j] - position - 1 if isinstance(j, str) else j for j in (jt, jf)]
+        out += struct.pack("<HBBI", op, jumps[0], jumps[1], k)
+        position += 1
+    return out
 
 
 _programs: dict[frozenset[str], bytes] = {}

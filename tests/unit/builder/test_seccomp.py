@@ -116,6 +116,15 @@ def test_the_program_resolves_each_name_per_architecture(machine, compat):
     assert evaluate(program, numbers["clone"], arch, (0x10000000 | 0x11,)) == EPERM  # CLONE_NEWUSER
     assert evaluate(program, numbers["socket"], arch, (2,)) == seccomp.ACT_ALLOW  # AF_INET
     assert evaluate(program, numbers["socket"], arch, (40,)) == EPERM  # AF_VSOCK
+    for abi in (machine, compat):  # runc's stub: a syscall newer than the profile gets ENOSYS, not EPERM
+        assert evaluate(program, 1000, AUDIT_ARCH[abi]) == ENOSYS, abi
+    if machine == "aarch64":  # arm's private calls (0xf0000 and up): set_tls allowed, beyond them ENOSYS
+        assert evaluate(program, 0xF0005, AUDIT_ARCH["arm"]) == seccomp.ACT_ALLOW
+        assert evaluate(program, 0xF0100, AUDIT_ARCH["arm"]) == ENOSYS
+    if machine == "x86_64":  # x32 shares x86_64's AUDIT_ARCH, its numbers start at 0x40000000
+        assert evaluate(program, 0x40000000, arch) == seccomp.ACT_ALLOW  # x32 read
+        assert evaluate(program, 0x40000000 + 250, arch) == EPERM  # x32 keyctl
+        assert evaluate(program, 0x40000000 + 1000, arch) == ENOSYS
     other = {"x86_64": "aarch64", "aarch64": "x86_64"}[machine]
     assert evaluate(program, 0, AUDIT_ARCH[other]) not in (seccomp.ACT_ALLOW, EPERM)  # a foreign arch is killed
 
