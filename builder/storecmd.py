@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 import time
@@ -95,37 +94,13 @@ def cache_ls(store, fmt: str) -> int:
     return 0
 
 
-def _tree_size(path: str) -> int:
-    total = 0
-    for dirpath, dirnames, filenames in os.walk(path):
-        for name in filenames + dirnames:
-            try:
-                total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
-            except OSError:
-                pass
-    return total
-
-
 def cache_mounts(store) -> list[dict]:
-    """RUN --mount=type=cache directories: persistent across builds, never in a layer."""
-    base = os.path.join(str(store.root), "cachemounts")
-    rows = []
-    if not os.path.isdir(base):
-        return rows
-    for name in sorted(os.listdir(base)):
-        path = os.path.join(base, name)
-        if not os.path.isdir(path) or name.startswith("."):
-            continue
-        try:
-            with open(path + ".id") as fh:
-                mount_id = fh.read()
-        except OSError:
-            mount_id = name
-        st = os.stat(path)
-        rows.append({"id": "cachemount:" + name, "instruction": f"cache mount id={mount_id}", "stage": "",
-                     "size": _tree_size(path), "created": st.st_ctime, "last_used": st.st_mtime, "uses": 0,
-                     "in_use": False, "type": "cache-mount"})
-    return rows
+    """RUN --mount=type=cache directories (cache/cachemounts.py): persistent across builds, never in a layer."""
+    from cache.cachemounts import listing
+
+    return [{"id": "cachemount:" + m.name, "instruction": f"cache mount id={m.id}", "stage": "", "size": m.size,
+             "created": m.created, "last_used": m.last_used, "uses": 0, "in_use": False, "type": "cache-mount"}
+            for m in listing(store.root)]
 
 
 def cache_inspect(store, key: str) -> int:
@@ -163,6 +138,7 @@ def cache_main(argv: list[str]) -> int:
     if sub == "inspect":
         p.add_argument("id")
     if sub == "prune":
+        p.add_argument("--format", choices=("table", "json"), default="table")
         p.add_argument("--all", action="store_true")
         p.add_argument("--keep-storage")
         p.add_argument("--filter", action="append", default=[])
@@ -181,18 +157,29 @@ def cache_main(argv: list[str]) -> int:
                   "\n".join(f"{k}: {human(v) if 'byte' in k or k in ('total', 'reclaimable') else v}"
                             for k, v in usage.items()))
             return 0
-        until = None
+        until, only_mounts = None, False
         for f in args.filter:
             key, _, value = f.partition("=")
-            if key != "until":
-                raise UsageError(f"unknown filter {f!r}", hint="supported: --filter until=24h")
-            until = parse_until(value)
+            if key == "until":
+                until = parse_until(value)
+            elif key == "type" and value == "cachemount":
+                only_mounts = True
+            else:
+                raise UsageError(f"unknown filter {f!r}", hint="supported: --filter until=24h, --filter type=cachemount")
         keep = parse_size(args.keep_storage) if args.keep_storage else None
-        result = store.prune(all=args.all, keep_storage=keep, until=until)
-        print(json.dumps(result, indent=2))
+        result = store.prune(all=args.all, keep_storage=keep, until=until, cache_mounts_only=only_mounts)
+        print(json.dumps(result, indent=2) if args.format == "json" else prune_summary(result))
         return 0
     finally:
         store.close()
+
+
+def prune_summary(result: dict) -> str:
+    """What `cache prune` removed, in words (docker's "Total reclaimed space" line last)."""
+    kinds = (("records", "cache record"), ("snapshots", "layer snapshot"), ("blobs", "blob"),
+             ("images", "untagged image"), ("cache_mounts", "cache mount"))
+    removed = [f"{result.get(key, 0)} {name}{'s' if result.get(key, 0) != 1 else ''}" for key, name in kinds]
+    return f"Removed: {', '.join(removed)}\nTotal reclaimed space: {human(result.get('reclaimed', 0))}"
 
 
 IMAGE_SUBCOMMANDS = {"ls": "images", "list": "images", "rm": "rmi", "remove": "rmi", "tag": "tag",

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from cache import gc, locks, refs
+from cache import cachemounts, gc, locks, refs
 from cache.blobs import BlobStore
 from cache.errors import BlobNotFound, CorruptBlob, Interrupted, LockTimeout, StoreError
 from cache.index import Index
@@ -285,21 +285,37 @@ class Store:
         snap_bytes = sum(s.size for s in snaps)
         with self._lock.exclusive() as alone:  # alone: what prune would free now, grace periods included
             p = gc.plan(self._index, self._blobs, all=True, keep_storage=None, until=None, alone=alone)
-        return {"total": blob_bytes + snap_bytes, "reclaimable": p.bytes,
-                "blob_bytes": blob_bytes, "snapshot_bytes": snap_bytes,
+        mounts = cachemounts.listing(self.root)
+        mount_bytes = sum(m.size for m in mounts)
+        return {"total": blob_bytes + snap_bytes + mount_bytes, "reclaimable": p.bytes + mount_bytes,
+                "blob_bytes": blob_bytes, "snapshot_bytes": snap_bytes, "cache_mount_bytes": mount_bytes,
                 "records": len(self._index.records()), "snapshots": len(snaps),
-                "images": len(self._index.tags())}
+                "images": len(self._index.tags()), "cache_mounts": len(mounts)}
 
     def prune(self, *, all: bool = False, keep_storage: int | None = None,
-              until: float | None = None) -> dict[str, int]:
+              until: float | None = None, cache_mounts_only: bool = False) -> dict[str, int]:
         """Remove cache records by policy and whatever no tag or remaining record reaches.
 
         ``until`` is an age in seconds: only records unused for longer are removed.
         ``keep_storage`` stops removing (least recently used first) once records fit in it.
-        With neither and all=False only unreferenced snapshots/blobs/images go.
+        With neither and all=False only unreferenced snapshots/blobs/images go. ``all`` also removes the RUN cache
+        mounts no build uses now (cache/cachemounts.py); ``cache_mounts_only`` removes just those.
         Returns counts and ``reclaimed`` bytes.
         """
-        total = self.usage()["total"] if keep_storage is not None and not all else 0
+        if cache_mounts_only:
+            count, freed = cachemounts.prune(self.root)
+            return {"records": 0, "snapshots": 0, "images": 0, "blobs": 0, "cache_mounts": count, "reclaimed": freed}
+        result = self._prune_records(all=all, keep_storage=keep_storage, until=until)
+        count = freed = 0
+        if all:
+            count, freed = cachemounts.prune(self.root)
+        return {**result, "cache_mounts": count, "reclaimed": result["reclaimed"] + freed}
+
+    def _prune_records(self, *, all: bool, keep_storage: int | None, until: float | None) -> dict[str, int]:
+        total = 0
+        if keep_storage is not None and not all:  # what records can free: layers and snapshots, not cache mounts
+            usage = self.usage()
+            total = usage["blob_bytes"] + usage["snapshot_bytes"]
         with self._lock.exclusive() as alone:
             if keep_storage is not None and not all:
                 p = gc.plan_within(self._index, self._blobs, keep_storage=keep_storage, total=total,

@@ -30,6 +30,7 @@ from typing import Any, Callable
 
 from builder.context.checksum import checksum_sources
 from builder.context.paths import clean, scoped_join
+from cache.cachemounts import hold
 from builder.errors import PybuildError
 from builder.plan.steps import ExecOp, RunMount, Step
 
@@ -180,6 +181,7 @@ def _cache_dir(sources: MountSources, m: RunMount, stack: ExitStack) -> str:
     identity = m.id if seed is None else f"{m.id}\0from snapshot {seed.id}\0{clean(m.source)}"
     name = hashlib.sha256(identity.encode()).hexdigest()[:24]
     path = os.path.join(base, name)
+    stack.callback(hold(store.root, name).close)  # `cache prune` never removes a cache mount in use
     if not os.path.isdir(path):
         tmp = tempfile.mkdtemp(dir=base, prefix=".new-")
         os.chmod(tmp, m.mode if m.mode is not None else 0o755)

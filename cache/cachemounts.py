@@ -1,0 +1,108 @@
+"""RUN --mount=type=cache directories: store state beside the layers, never in a layer or a cache key.
+
+Layout, under the store root:
+
+    cachemounts/<name>          the directory a RUN mounts (name: the first 24 hex digits of the sha256 of its id,
+                                and of its seed when it starts as a copy of a stage's directory)
+    cachemounts/<name>.id       the mount's id as the Dockerfile gave it, for listings
+    cachemounts/<name>.lock     sharing=locked/private: the users' exclusive lock
+    cachemounts/<name>.inuse    every user holds a shared flock on it while the RUN runs; prune takes it exclusively
+                                (without waiting) before removing the directory, so a mount in use is never removed
+    cachemounts/.new-*          a directory being made (renamed into place), .private-* a throw-away private copy
+
+Lock files are never removed: a process blocked on a removed file's lock would hold a lock nobody else sees.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+DIR = "cachemounts"
+
+
+@dataclass(frozen=True)
+class CacheMount:
+    name: str
+    id: str
+    path: Path
+    size: int  # bytes on disk (allocated blocks)
+    created: float
+    last_used: float
+
+
+def _tree_size(path: Path) -> int:
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(path):
+        for entry in filenames + dirnames:
+            try:
+                total += os.lstat(os.path.join(dirpath, entry)).st_blocks * 512
+            except OSError:
+                pass
+    return total
+
+
+def listing(root: Path) -> list[CacheMount]:
+    """Every cache mount directory of the store at `root`, by name."""
+    base = root / DIR
+    if not base.is_dir():
+        return []
+    mounts = []
+    for entry in sorted(base.iterdir()):
+        if not entry.is_dir() or entry.name.startswith("."):
+            continue
+        try:
+            mount_id = (base / f"{entry.name}.id").read_text()
+        except OSError:
+            mount_id = entry.name
+        st = entry.stat()
+        mounts.append(CacheMount(entry.name, mount_id, entry, _tree_size(entry), st.st_ctime, st.st_mtime))
+    return mounts
+
+
+def hold(root: Path, name: str):
+    """A user's shared hold on cache mount `name` (a file object: closing it lets go); taken before the directory
+    is looked at or made, so a concurrent prune either removed it already or waits for nobody and skips it."""
+    base = root / DIR
+    base.mkdir(exist_ok=True)
+    handle = open(base / f"{name}.inuse", "a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_SH)
+    except BaseException:
+        handle.close()
+        raise
+    return handle
+
+
+def prune(root: Path) -> tuple[int, int]:
+    """Remove every cache mount no RUN holds now, with leftovers of killed builds; (count, bytes freed)."""
+    base = root / DIR
+    count = freed = 0
+    for mount in listing(root):
+        with open(base / f"{mount.name}.inuse", "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a RUN uses it now
+            shutil.rmtree(mount.path, ignore_errors=True)
+            (base / f"{mount.name}.id").unlink(missing_ok=True)
+            count, freed = count + 1, freed + mount.size
+    if base.is_dir():
+        for entry in base.iterdir():  # .new-* and .private-* of builds that were killed
+            if entry.is_dir() and entry.name.startswith((".new-", ".private-")):
+                _remove_if_stale(entry)
+    return count, freed
+
+
+def _remove_if_stale(path: Path) -> None:
+    """A `.new-`/`.private-` directory is in use only for the few seconds of its RUN; one older than a day is a
+    killed build's."""
+    import time
+
+    try:
+        if time.time() - path.stat().st_mtime > 86400:
+            shutil.rmtree(path, ignore_errors=True)
+    except OSError:
+        pass
