@@ -28,34 +28,69 @@ def _env_names(env: list[str]) -> dict[str, str]:
     return dict(item.partition("=")[::2] for item in env)
 
 
-def explain_miss(store, step: Step, key: CacheKey, identity: str) -> str:
-    """One phrase: `parent step changed`, `source 'a.txt' changed`, `command changed`, `env LATE changed`, …"""
+SHOWN_FILES = 10  # files named per kind of change; "and N more" after
+
+
+def _files_changed(old: dict[str, str], new: dict[str, str]) -> str:
+    """`changed: a, b; added: c; removed: d` (first SHOWN_FILES of each, then "and N more")."""
+    kinds = (("changed", sorted(p for p in set(old) & set(new) if old[p] != new[p])),
+             ("added", sorted(set(new) - set(old))), ("removed", sorted(set(old) - set(new))))
+    parts = []
+    for name, paths in kinds:
+        if paths:
+            more = f" and {len(paths) - SHOWN_FILES} more" if len(paths) > SHOWN_FILES else ""
+            parts.append(f"{name}: {', '.join(paths[:SHOWN_FILES])}{more}")
+    return "; ".join(parts)
+
+
+def _file_reasons(previous: dict[str, Any], old: dict, new: dict, files: dict[str, str] | None) -> list[str]:
+    reasons = []
+    changed = _changed_keys(old.get("sources") or [], new.get("sources") or [])
+    if changed:
+        named = _files_changed(previous.get("files") or {}, files) if files and previous.get("files") else ""
+        reasons.append("source " + ", ".join(repr(c) for c in changed) + " changed" + (f" ({named})" if named else ""))
+    if old.get("from") != new.get("from"):
+        reasons.append("the --from stage changed")
+    if old.get("actions") != new.get("actions"):
+        reasons.append("instruction changed (destination or flags)")
+    return reasons
+
+
+def _exec_reasons(old: dict, new: dict) -> list[str]:
+    reasons = []
+    if old.get("argv") != new.get("argv"):
+        reasons.append("command changed")
+    env = _changed_keys(_env_names(old.get("env") or []), _env_names(new.get("env") or []))
+    if env:
+        reasons.append("environment changed: " + ", ".join(env))
+    reasons += [f"{field} changed" for field in ("cwd", "user", "network", "mounts", "hosts", "insecure")
+                if old.get(field) != new.get(field)]
+    return reasons
+
+
+def explain_miss(store, step: Step, key: CacheKey, identity: str, files: dict[str, str] | None = None) -> str:
+    """Every input that changed since the newest build of the same step, e.g. `command changed; cwd changed`,
+    `source 'src' changed (changed: src/a.txt; added: src/b.txt)`, `base image X changed: sha256:… -> sha256:…`."""
     previous = _previous(store, identity, step.created_by)
     if previous is None:
         return "no earlier build of this step"
     old = previous.get("inputs") or {}
     new = key.parts
+    if new.get("op") == "source":
+        name = step.created_by.removeprefix("FROM ")
+        return f"base image {name} changed: {old.get('manifest')} -> {new.get('manifest')}"
+    reasons = []
     if old.get("parent") != new.get("parent"):
-        return "parent step changed"
+        reasons.append("parent step changed")
     if new.get("op") == "file":
-        changed = _changed_keys(old.get("sources") or [], new.get("sources") or [])
-        if changed:
-            return "source " + ", ".join(repr(c) for c in changed) + " changed"
-        if old.get("from") != new.get("from"):
-            return "the --from stage changed"
-        return "instruction changed (destination or flags)"
-    if new.get("op") == "exec":
-        if old.get("argv") != new.get("argv"):
-            return "command changed"
-        env = _changed_keys(_env_names(old.get("env") or []), _env_names(new.get("env") or []))
-        if env:
-            return "environment changed: " + ", ".join(env)
-        for field in ("cwd", "user", "network"):
-            if old.get(field) != new.get(field):
-                return f"{field} changed"
-    if previous.get("inputs") == new:
-        return "the earlier result was pruned or --no-cache was given"
-    return "inputs changed"
+        reasons += _file_reasons(previous, old, new, files)
+    elif new.get("op") == "exec":
+        reasons += _exec_reasons(old, new)
+    if reasons:
+        return "; ".join(reasons)
+    if old == new:
+        return "the earlier result was pruned"
+    return "inputs changed: " + ", ".join(_changed_keys(old, new))
 
 
 def explain_hit(key: CacheKey, remote: str | None) -> str:

@@ -82,6 +82,7 @@ class Solver:
         self._fetch_lock = threading.Lock()
         self._download_dir: str | None = None
         self.lazy: dict = {}  # step id → remote cache record whose layer is not unpacked yet (builder/remotecache)
+        self.source_files: dict[int, dict[str, str]] = {}  # step id → its context files, as hashed
         self._lazy_lock = threading.RLock()
         self._netpool = None  # RUN's default network: prepared namespaces (builder/sandbox/netpool.py)
         self._bridged = False  # does any step to solve want the default network?
@@ -244,8 +245,11 @@ class Solver:
         if patterns and context_dir is None:
             raise ContextError(f"{step.span}: {step.created_by}: no build context was given")
         excluded = None if step.op.context_dir else self.options.excluded
-        sums = checksum_sources(context_dir or "", patterns, excluded,
-                                digests=self.store.file_digests) if patterns else {}
+        entries: dict[str, str] = {}
+        sums = checksum_sources(context_dir or "", patterns, excluded, digests=self.store.file_digests,
+                                entries=entries) if patterns else {}
+        if entries:
+            self.source_files[step.id] = entries  # for --explain-cache, kept in the step's cache record
         for action in (a for a in step.op.actions if a.excludes):  # COPY --exclude: excluded files are no input
             sums.update(excluded_sums(context_dir or "", action, excluded, self.store.file_digests))
         empty_ok = {p for a in step.op.actions for p in (key_pattern(s, a.parents) for s in a.sources)
@@ -325,8 +329,13 @@ class Solver:
             if self._bridged:  # a miss: this build runs something, so the pool's helper starts now, in parallel
                 self._network().start()
             if self.options.explain:
-                self.sink(ev.StepExplain(number, "cache miss: " + explain_miss(self.store, step, key,
-                                                                               self._identity(step))
+                if not self.options.use_cache and step.kind != "source":
+                    why = "--no-cache was given"
+                elif step.stage in self.options.no_cache_stages and step.kind != "source":
+                    why = f"--no-cache-filter names stage {self.graph.stages[step.stage].name or step.stage}"
+                else:
+                    why = explain_miss(self.store, step, key, self._identity(step), self.source_files.get(step.id))
+                self.sink(ev.StepExplain(number, "cache miss: " + why
                                          + (" (nor in the remote caches)" if self.options.remote else "")))
             snapshot, layers = self._execute(step, number)
             epoch = source_date_epoch()
@@ -349,9 +358,12 @@ class Solver:
     def describe(self, step: Step, key: CacheKey) -> dict:
         """What the cache index (and a remote cache record) keeps about a step besides its key."""
         stage = self.graph.stages[step.stage]
-        return {"instruction": step.created_by, "stage": stage.name or str(step.stage),
-                "location": str(step.span) if step.span else None, "kind": step.kind, "inputs": key.parts,
-                "identity": self._identity(step)}
+        described = {"instruction": step.created_by, "stage": stage.name or str(step.stage),
+                     "location": str(step.span) if step.span else None, "kind": step.kind, "inputs": key.parts,
+                     "identity": self._identity(step)}
+        if step.id in self.source_files:
+            described["files"] = self.source_files[step.id]
+        return described
 
     def _cached(self, step: Step, key: CacheKey) -> StepResult | None:
         record = self.store.lookup(key.digest)

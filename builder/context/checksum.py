@@ -91,6 +91,23 @@ def _bulk(digest: Digester | None, digests: BulkDigester | None) -> BulkDigester
     return digests or (_per_file(digest) if digest is not None else file_digests)
 
 
+MAX_ENTRIES = 2000  # files listed for --explain-cache per step: a bigger source is described by its checksum alone
+
+
+def _entries(listings: dict[str, list[tuple[str, list[Line]]]], sums: dict[str, str], out: dict[str, str]) -> None:
+    """Context path → its hashed line (the file's content digest in place of the path to hash)."""
+    found: dict[str, str] = {}
+    for listing in listings.values():
+        for rel, lines in listing:
+            for line in lines:
+                text = line if isinstance(line, str) else f"{line[0]}{sums[line[1]][:19]}"
+                kind, name, rest = text.rstrip("\0").split(" ", 2) if text.count(" ") >= 2 else (text, "", "")
+                found[rel if name == "." else name] = f"{kind} {rest}"
+                if len(found) > MAX_ENTRIES:
+                    return
+    out.update(found)
+
+
 def source_checksum(root: str, rel: str, excluded: Excluded | None = None, digest: Digester | None = None,
                     *, digests: BulkDigester | None = None) -> str:
     """Checksum of one resolved source (a file, symlink-followed path or directory tree) in the context."""
@@ -101,13 +118,16 @@ def source_checksum(root: str, rel: str, excluded: Excluded | None = None, diges
 
 def checksum_sources(root: str, patterns: list[str], excluded: Excluded | None = None,
                      digest: Digester | None = None, *, digests: BulkDigester | None = None,
-                     per_source: Callable[[str], Excluded] | None = None) -> dict[str, str | None]:
+                     per_source: Callable[[str], Excluded] | None = None,
+                     entries: dict[str, str] | None = None) -> dict[str, str | None]:
     """pattern → checksum of everything it matches (None when it matches nothing).
 
     File contents are hashed by `digests(items)`, called once with every regular file (path, lstat) the
     patterns reach, or else per file by `digest(path)`; the default reads them on a few threads. The solver
     passes the store's stat-memoised bulk digester, so an unchanged context is re-checked without reading
-    file contents. `per_source(rel)` gives the matcher for the tree below each matched source (COPY --exclude)."""
+    file contents. `per_source(rel)` gives the matcher for the tree below each matched source (COPY --exclude).
+    `entries`, when given, receives context path → what was hashed of it (kind, mode, content digest or link
+    target), for --explain-cache to name the files that changed; at most MAX_ENTRIES, else none at all."""
     files: dict[str, os.stat_result] = {}
     listings: dict[str, list[tuple[str, list[Line]]]] = {}
     for pattern in patterns:
@@ -118,6 +138,8 @@ def checksum_sources(root: str, patterns: list[str], excluded: Excluded | None =
         listings[pattern] = [(rel, _listing(root, real[rel], per_source(rel) if per_source else excluded, files))
                              for rel in matches]
     sums = dict(zip(files, _bulk(digest, digests)(list(files.items()))))
+    if entries is not None:
+        _entries(listings, sums, entries)
     out: dict[str, str | None] = {}
     for pattern, listing in listings.items():
         if not listing:
