@@ -217,17 +217,6 @@ def write_layer(root: Path, out: BinaryIO, *, epoch: int | None = None) -> Layer
     return writer.close()
 
 
-def source_date_epoch() -> int | None:
-    """``SOURCE_DATE_EPOCH`` from the environment, or None when unset or empty."""
-    value = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
-    if not value:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise StoreError(f"SOURCE_DATE_EPOCH={value!r} is not an integer number of seconds") from None
-
-
 def is_empty_dir(path: Path) -> bool:
     """True if ``path`` has no entries (an upper dir with no changes)."""
     with os.scandir(path) as it:
