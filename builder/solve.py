@@ -20,21 +20,10 @@ from builder.context.paths import has_glob
 from builder.ops.copysel import excluded_sums, key_pattern
 from builder.errors import BuildCancelled, BuildStepError, ContextError, PybuildError
 from builder.plan.keys import CacheKey, step_key
-from builder.plan.steps import FileOp, MergeOp, Step, StepGraph
+from builder.plan.steps import FileOp, MergeOp, Step, StepGraph, StepResult
 from builder.progress import events as ev
 from builder.explain import explain_hit, explain_miss
 from cache import Interrupted
-
-
-@dataclass(frozen=True, slots=True)
-class StepResult:
-    """A solved step: its key, the snapshot it leaves and the layers it added."""
-
-    key: CacheKey
-    snapshot: Any  # cache.Snapshot | None (scratch)
-    layers: tuple  # cache.Layer, in order
-    created: float
-    cached: bool
 
 
 @dataclass

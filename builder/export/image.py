@@ -5,7 +5,7 @@ from dataclasses import dataclass, replace
 
 from builder.plan.imageconfig import HistoryEntry, canonical_json
 from builder.plan.steps import StepGraph
-from builder.solve import StepResult
+from builder.plan.steps import StepResult
 
 MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
 CONFIG_MEDIA_TYPE = "application/vnd.oci.image.config.v1+json"

@@ -7,10 +7,13 @@ a history line (kaniko's MetadataOnly).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
+from typing import TYPE_CHECKING, Any, Union
 
 from builder.plan.imageconfig import ImageConfig
 from grammar.nodes import Span
+
+if TYPE_CHECKING:
+    from builder.plan.keys import CacheKey  # keys imports steps
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +136,18 @@ class Step:
     created_by: str  # the history line, e.g. "RUN /bin/sh -c make"
     span: Span | None = None
     deps: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """A solved step: its key, the snapshot it leaves and the layers it added (made by solve, read by export,
+    so it lives here, below both)."""
+
+    key: CacheKey
+    snapshot: Any  # cache.Snapshot | None (scratch)
+    layers: tuple  # cache.Layer, in order
+    created: float
+    cached: bool
 
 
 @dataclass(frozen=True, slots=True)
