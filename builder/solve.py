@@ -396,7 +396,8 @@ class Solver:
             def log(stream: str, text: str) -> None:
                 self.sink(ev.StepLog(number, stream, text))
             snapshot, layer = exec_op.execute(self.store, step, parent, compression=self.options.compression,
-                                              source_date_epoch=self.options.source_date_epoch, log=log, cancel=self.cancel,
+                                              source_date_epoch=self.options.source_date_epoch,
+                                              log=log, cancel=self.cancel,
                                               dockerfile_lines=self.options.dockerfile_lines,
                                               hostname=self.options.hostname,
                                               mounts=self._mount_sources(step), launcher=self._launcher(),
