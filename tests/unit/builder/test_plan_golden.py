@@ -2,7 +2,8 @@
 planned with a stub image resolver, its steps keyed by the solver's own key code over <case>/context, and the
 result compared with <case>/expected.json, so a change of a step or a cache key shows in review.
 
-<case>/build-args.json holds --build-arg values, <case>/plan-options.json extra `plan` keywords (network, target).
+<case>/build-args.json holds --build-arg values, <case>/plan-options.json extra `plan` keywords (network, target)
+and source_date_epoch (as SOURCE_DATE_EPOCH would give it).
 PYBUILD_REGEN_GOLDEN=1 rewrites the expected files instead of comparing (then review the diff).
 """
 from __future__ import annotations
@@ -51,9 +52,10 @@ def plain(value: Any) -> Any:
     return value
 
 
-def keyed(graph: StepGraph, context: Path, store: Store) -> list[str]:
+def keyed(graph: StepGraph, context: Path, store: Store, epoch: int | None = None) -> list[str]:
     """Every step's cache key, computed by the solver's key function in step order (parents come first)."""
-    solver = Solver(store, graph, SolveOptions(context_dir=str(context)), sink=lambda event: None)
+    solver = Solver(store, graph, SolveOptions(context_dir=str(context), source_date_epoch=epoch),
+                    sink=lambda event: None)
     digests = []
     for step in graph.steps:
         key = solver._key(step)
@@ -67,9 +69,10 @@ def render(case: Path, store: Store, empty: Path) -> dict[str, Any]:
     args = json.loads((case / "build-args.json").read_text()) if (case / "build-args.json").exists() else {}
     options = json.loads((case / "plan-options.json").read_text()) if (case / "plan-options.json").exists() else {}
     target = options.pop("target", None)
+    epoch = options.pop("source_date_epoch", None)
     graph = plan(df, build_args=args, target=target, resolve_image=resolve_image, **options)
     context = case / "context" if (case / "context").is_dir() else empty
-    keys = keyed(graph, context, store)
+    keys = keyed(graph, context, store, epoch)
     steps = [{"id": s.id, "stage": s.stage, "kind": s.kind, "parent": s.parent, "deps": list(s.deps),
               "line": s.span.line if s.span else None, "created_by": s.created_by, "op": plain(s.op),
               "key": key} for s, key in zip(graph.steps, keys)]

@@ -3,6 +3,10 @@ and history times all see the same value, " 1700000000" included; a bad value is
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +21,7 @@ from builder.plan.planner import plan
 from builder.plan.steps import ExecOp, SourceOp, Step
 
 EPOCH = 1700000000
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.parametrize("value", ["1700000000", " 1700000000", "1700000000\n", "+1700000000"])
@@ -65,3 +70,13 @@ def test_config_and_history_times_are_the_epoch():
     assert config["created"] == "2023-11-14T22:13:20Z"
     assert [h["created"] for h in config["history"]] == ["2023-11-14T22:13:20Z"] * 2
     assert json.loads(assemble(graph, 0, {})[0])["created"] != "2023-11-14T22:13:20Z"
+
+
+def test_the_cli_reports_a_bad_value_once_without_a_traceback(tmp_path):
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    env = {**os.environ, "SOURCE_DATE_EPOCH": "yesterday"}
+    done = subprocess.run([sys.executable, "-m", "builder", "build", "--root", str(tmp_path / "store"),
+                           str(tmp_path)], capture_output=True, text=True, env=env, cwd=REPO)
+    assert done.returncode == 1
+    assert "SOURCE_DATE_EPOCH='yesterday' is not a whole number" in done.stderr and "hint:" in done.stderr
+    assert "Traceback" not in done.stderr
