@@ -7,13 +7,14 @@ a history line (kaniko's MetadataOnly).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Union
 
 from builder.plan.imageconfig import ImageConfig
 from grammar.nodes import Span
 
 if TYPE_CHECKING:
     from builder.plan.keys import CacheKey  # keys imports steps
+    from cache.model import Layer, Snapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,8 +145,8 @@ class StepResult:
     so it lives here, below both)."""
 
     key: CacheKey
-    snapshot: Any  # cache.Snapshot | None (scratch)
-    layers: tuple  # cache.Layer, in order
+    snapshot: Snapshot | None  # None: scratch, or a remote cache hit not unpacked yet
+    layers: tuple[Layer, ...]  # in order
     created: float
     cached: bool
 
