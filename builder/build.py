@@ -14,7 +14,7 @@ from typing import Any
 
 from builder.errors import PybuildError, UsageError
 from builder.export.image import assemble
-from builder.options import default_root
+from builder.options import default_root, source_date_epoch
 from builder.outputs import check_outputs, export, parse_output, push_outputs, write_metadata
 from builder.plan.bases import normalize_name, resolve_base
 from builder.plan.contexts import parse_build_contexts
@@ -60,6 +60,7 @@ class BuildOptions:
     build_contexts: list[str] = field(default_factory=list)  # --build-context NAME=SOURCE
     on_error: str = "fail"  # --on-error=shell: a shell in a failed RUN's container before the build ends
     resources: Any = None  # builder.sandbox.spec.Resources: every RUN's cgroup limits (None: the defaults)
+    source_date_epoch: int | None = field(default_factory=source_date_epoch)  # the one read of the variable
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,12 +291,14 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
                                ssh=agents.sockets if agents is not None else None, remote=cache.remote(registries),
                                on_error=_on_error(opts.on_error), resources=opts.resources,
                                bridge_subnet=opts.bridge_subnet, extra_hosts=_extra_hosts(opts.add_hosts),
-                               proxy_env=tuple(f"{k}={v}" for k, v in opts.build_args.items() if k in PROXY_ARGS))
+                               proxy_env=tuple(f"{k}={v}" for k, v in opts.build_args.items() if k in PROXY_ARGS),
+                               source_date_epoch=opts.source_date_epoch)
         solver = Solver(store, graph, options, sink, cancel)
         results = solver.solve(graph.target)
         names = tuple(normalize_name(t) for t in opts.tags)
         cache.image(solver, graph.target, outputs, names)
-        config, manifest, layers = cache.inline(solver, graph.target, assemble(graph, graph.target, results))
+        config, manifest, layers = cache.inline(solver, graph.target, assemble(graph, graph.target, results,
+                                                                       epoch=opts.source_date_epoch))
         record = cache.put_image(store, solver, config, manifest, list(layers), names)
         for full in names if cache.stored else ():
             store.tag(full, record.manifest.digest)

@@ -3,12 +3,27 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+from collections.abc import Mapping
 
 DEFAULT_ROOT = "/var/lib/pybuild"
 
 
 def default_root() -> str:
     return os.environ.get("PYBUILD_ROOT") or DEFAULT_ROOT
+
+
+def source_date_epoch(environ: Mapping[str, str] = os.environ) -> int | None:
+    """SOURCE_DATE_EPOCH (whole seconds, spaces around ignored), or None when unset or empty; UsageError if bad."""
+    value = environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if not value:
+        return None
+    if not re.fullmatch(r"\+?[0-9]+", value):
+        from builder.errors import UsageError
+
+        raise UsageError(f"SOURCE_DATE_EPOCH={value!r} is not a whole number of seconds since 1970",
+                         hint="set it to e.g. $(git log -1 --format=%ct), or unset it")
+    return int(value)
 
 
 def add_common(p: argparse.ArgumentParser) -> None:

@@ -20,21 +20,10 @@ from builder.context.paths import has_glob
 from builder.ops.copysel import excluded_sums, key_pattern
 from builder.errors import BuildCancelled, BuildStepError, ContextError, PybuildError
 from builder.plan.keys import CacheKey, step_key
-from builder.plan.steps import FileOp, MergeOp, Step, StepGraph
+from builder.plan.steps import FileOp, MergeOp, Step, StepGraph, StepResult
 from builder.progress import events as ev
 from builder.explain import explain_hit, explain_miss
 from cache import Interrupted
-
-
-@dataclass(frozen=True, slots=True)
-class StepResult:
-    """A solved step: its key, the snapshot it leaves and the layers it added."""
-
-    key: CacheKey
-    snapshot: Any  # cache.Snapshot | None (scratch)
-    layers: tuple  # cache.Layer, in order
-    created: float
-    cached: bool
 
 
 @dataclass
@@ -59,11 +48,7 @@ class SolveOptions:
     bridge_subnet: str | None = None  # --bridge-subnet: the bridge's subnet when pybuild creates it
     extra_hosts: tuple[tuple[str, str], ...] = ()  # --add-host (name, ip|"host-gateway"): /etc/hosts lines
     proxy_env: tuple[str, ...] = ()  # undeclared proxy --build-args, "K=V": RUN's env, never in a key or history
-
-
-def source_date_epoch() -> float | None:
-    value = os.environ.get("SOURCE_DATE_EPOCH")
-    return float(value) if value and value.isdigit() else None
+    source_date_epoch: int | None = None  # clamps layer times, is the created time, enters keys (builder/options.py)
 
 
 class Solver:
@@ -228,17 +213,18 @@ class Solver:
 
     def _key(self, step: Step) -> CacheKey:
         parent_key = self.results[step.parent].key.digest if step.parent is not None else None
+        epoch = self.options.source_date_epoch
         if isinstance(step.op, MergeOp):  # COPY --link: the linked layer's key on the parent's
-            return step_key(step, parent_key, from_key=self.results[step.op.layer_step].key.digest)
+            return step_key(step, parent_key, from_key=self.results[step.op.layer_step].key.digest, epoch=epoch)
         if not isinstance(step.op, FileOp):
             from builder.ops.mounts import mount_key_parts  # RUN --mount inputs (lead's part)
             mounts = mount_key_parts(step, self.options.context_dir, self.options.excluded,
                                      self.store.file_digests, {k: r.key.digest for k, r in self.results.items()})
-            return step_key(step, parent_key, mounts=mounts,
+            return step_key(step, parent_key, mounts=mounts, epoch=epoch,
                             hosts=sorted({name for name, _ in self.options.extra_hosts}))
         if step.op.from_stage is not None:
             from_key = self.results[step.op.from_step].key.digest if step.op.from_step is not None else "scratch"
-            return step_key(step, parent_key, from_key=from_key)
+            return step_key(step, parent_key, from_key=from_key, epoch=epoch)
         fetched = {a.url: self._fetch(step, a) for a in step.op.actions if a.op == "fetch"}
         patterns = [key_pattern(s, a.parents) for a in step.op.actions if not a.excludes for s in a.sources]
         context_dir = step.op.context_dir or self.options.context_dir  # a named --build-context directory
@@ -264,7 +250,7 @@ class Solver:
                 hint="paths are relative to the context directory; `..` and symlinks cannot leave it, and "
                      ".dockerignore may exclude the file")
         sums.update((url, f"{f.digest} {f.mtime}") for url, f in fetched.items())  # the bytes, not the URL alone
-        return step_key(step, parent_key, sources={k: v for k, v in sums.items() if v is not None})
+        return step_key(step, parent_key, sources={k: v for k, v in sums.items() if v is not None}, epoch=epoch)
 
     def _fetch(self, step: Step, action):
         """ADD <url>: download once per build (the key needs the bytes' digest); errors name the step."""
@@ -338,7 +324,7 @@ class Solver:
                 self.sink(ev.StepExplain(number, "cache miss: " + why
                                          + (" (nor in the remote caches)" if self.options.remote else "")))
             snapshot, layers = self._execute(step, number)
-            epoch = source_date_epoch()
+            epoch = self.options.source_date_epoch
             created = time.time() if epoch is None else epoch
             parent_key = self.results[step.parent].key.digest if step.parent is not None else None
             layer = layers[0] if len(layers) == 1 and step.kind != "source" else None
@@ -422,6 +408,7 @@ class Solver:
             def log(stream: str, text: str) -> None:
                 self.sink(ev.StepLog(number, stream, text))
             snapshot, layer = exec_op.execute(self.store, step, parent, compression=self.options.compression,
+                                              source_date_epoch=self.options.source_date_epoch,
                                               log=log, cancel=self.cancel,
                                               dockerfile_lines=self.options.dockerfile_lines,
                                               hostname=self.options.hostname,
@@ -434,6 +421,7 @@ class Solver:
             op: FileOp = step.op  # type: ignore[assignment]
             source = self.snapshot_of(op.from_step) if op.from_step is not None else None
             snapshot, layer = file_op.execute(self.store, step, parent, compression=self.options.compression,
+                                              source_date_epoch=self.options.source_date_epoch,
                                               context_dir=self.options.context_dir, source_snapshot=source,
                                               ignore_patterns=self.options.ignore_patterns, cancel=self.cancel,
                                               launcher=self._launcher(), fetched=self.fetched)

@@ -143,15 +143,12 @@ class Store:
         """Make ``m`` (unmounted) a layer blob + snapshot; an empty upper gives (parent, None).
 
         ``compression`` is "gzip", "zstd" or "uncompressed". Mtimes are clamped to
-        ``source_date_epoch`` (default: the SOURCE_DATE_EPOCH environment variable).
+        ``source_date_epoch`` when given (the builder reads SOURCE_DATE_EPOCH, once: builder/options.py).
         An identical (parent, diff_id) snapshot already stored is reused. ``cancelled`` is polled
         while the layer is written; once it returns True the commit raises `Interrupted` and keeps
         nothing (``m`` is left for abort()).
         """
-        from cache.layertar import source_date_epoch as env_source_date_epoch  # see SnapshotStore.commit
-
-        epoch = source_date_epoch if source_date_epoch is not None else env_source_date_epoch()
-        return self._snapshots.commit(m, compression, epoch, cancelled)  # type: ignore[return-value]
+        return self._snapshots.commit(m, compression, source_date_epoch, cancelled)  # type: ignore[return-value]
 
     def abort(self, m: MutableSnapshot) -> None:
         """Drop ``m``'s temp dirs (unmount first); idempotent."""

@@ -22,7 +22,7 @@ import io
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from cache import locks
 from cache.directio import DirectWriter
@@ -181,7 +181,7 @@ class VerifyingReader(io.RawIOBase):
     caller left unread, so a partial reader still gets the check).
     """
 
-    def __init__(self, f: BinaryIO, digest: Digest, path: Path) -> None:
+    def __init__(self, f: io.BufferedReader, digest: Digest, path: Path) -> None:
         super().__init__()
         self._f = f
         self._digest = digest
@@ -192,7 +192,7 @@ class VerifyingReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buf) -> int:  # type: ignore[override]
+    def readinto(self, buf: Any) -> int:
         n = self._f.readinto(buf)
         if n:
             self._hasher.update(memoryview(buf)[:n])

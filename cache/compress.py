@@ -25,7 +25,7 @@ import queue
 import struct
 import threading
 from collections.abc import Callable
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, cast
 
 import zstandard
 from zlib_ng import gzip_ng, zlib_ng
@@ -35,6 +35,7 @@ from cache.errors import Interrupted, StoreError
 from cache.pgzip import ParallelGzipCompressor, gzip_header
 from cache.model import (
     MEDIA_TYPE_LAYER_GZIP,
+    ByteReader,
     MEDIA_TYPE_LAYER_ZSTD,
     Descriptor,
     Digest,
@@ -182,7 +183,7 @@ class LayerSink(io.RawIOBase):
         """Bytes written so far (tarfile asks once; the stream is not seekable)."""
         return self.uncompressed_size
 
-    def write(self, data) -> int:  # type: ignore[override]
+    def write(self, data: Any) -> int:
         n = len(data)
         self.uncompressed_size += n
         if n >= SMALL_WRITE:
@@ -246,26 +247,26 @@ def recompress(blobs: BlobStore, src: BinaryIO, compression: str,
         raise
 
 
-def decompressed(f: BinaryIO, name: str = "") -> BinaryIO:
+def decompressed(f: BinaryIO | io.RawIOBase, name: str = "") -> ByteReader:
     """Wrap a (raw) blob stream so it yields the tar bytes; the format is sniffed from magic. A
     stream that does not decode raises `StoreError` naming the layer (``name``, e.g. its digest)."""
-    buffered = io.BufferedReader(f, BUFFER) if not hasattr(f, "peek") else f
-    kind = sniffed_media_type(buffered.peek(4)[:4])  # type: ignore[attr-defined]
+    buffered: Any = f if hasattr(f, "peek") else io.BufferedReader(cast(io.RawIOBase, f), BUFFER)
+    kind = sniffed_media_type(buffered.peek(4)[:4])
     if kind == MEDIA_TYPE_LAYER_GZIP:
         reader = gzip_ng.GzipFile(fileobj=buffered, mode="rb")
-        errors = (EOFError, zlib_ng.error, gzip_ng.BadGzipFile)
-        return _Decoding(reader, "gzip", name, errors)  # type: ignore[return-value]
+        errors = (EOFError, cast(type[BaseException], zlib_ng.error), gzip_ng.BadGzipFile)  # the stub: an instance
+        return _Decoding(reader, "gzip", name, errors)
     if kind == MEDIA_TYPE_LAYER_ZSTD:
         dctx = zstandard.ZstdDecompressor()
         reader = dctx.stream_reader(buffered, read_across_frames=True, closefd=True)
-        return _Decoding(reader, "zstd", name, (zstandard.ZstdError,))  # type: ignore[return-value]
-    return buffered  # type: ignore[return-value]
+        return _Decoding(reader, "zstd", name, (zstandard.ZstdError,))
+    return cast(ByteReader, buffered)
 
 
 class _Decoding:
     """A decompressing reader whose decoding errors become one `StoreError` naming the layer."""
 
-    def __init__(self, reader, kind: str, name: str, errors: tuple[type[BaseException], ...]) -> None:
+    def __init__(self, reader: Any, kind: str, name: str, errors: tuple[type[BaseException], ...]) -> None:
         self._reader = reader
         self._kind = kind
         self._name = name
@@ -273,7 +274,8 @@ class _Decoding:
 
     def read(self, n: int = -1) -> bytes:
         try:
-            return self._reader.read(n)
+            data: bytes = self._reader.read(n)
+            return data
         except self._errors as e:
             layer = f"{self._kind} layer {self._name}".rstrip()
             raise StoreError(f"{layer} does not decompress: {e}; the blob is damaged or not {self._kind}: "

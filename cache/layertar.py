@@ -20,6 +20,7 @@ so equal trees give equal bytes, equal ``diff_id`` and equal compressed digests:
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import tarfile
@@ -123,7 +124,7 @@ def _pax_xattrs(node: _Node, xattrs: dict[str, bytes]) -> dict[str, str]:
 class LayerWriter:
     """Writes nodes of one tree as canonical tar entries into ``out``."""
 
-    def __init__(self, out: BinaryIO, epoch: int | None) -> None:
+    def __init__(self, out: BinaryIO | io.RawIOBase, epoch: int | None) -> None:
         self.tar = tarfile.TarFile(fileobj=out, mode="w", format=tarfile.PAX_FORMAT,
                                    encoding="utf-8", errors="surrogateescape",
                                    copybufsize=COPY_BUFFER)
@@ -209,23 +210,12 @@ class LayerWriter:
         return LayerStats(self.entries, self.size)
 
 
-def write_layer(root: Path, out: BinaryIO, *, epoch: int | None = None) -> LayerStats:
+def write_layer(root: Path, out: BinaryIO | io.RawIOBase, *, epoch: int | None = None) -> LayerStats:
     """Write the canonical layer tar of the overlay upper dir ``root`` into ``out``."""
     writer = LayerWriter(out, epoch)
     for node in walk(root):
         writer.add(node)
     return writer.close()
-
-
-def source_date_epoch() -> int | None:
-    """``SOURCE_DATE_EPOCH`` from the environment, or None when unset or empty."""
-    value = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
-    if not value:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise StoreError(f"SOURCE_DATE_EPOCH={value!r} is not an integer number of seconds") from None
 
 
 def is_empty_dir(path: Path) -> bool:

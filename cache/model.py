@@ -10,9 +10,15 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cache.errors import StoreError
+
+
+class ByteReader(Protocol):
+    """What layer code reads from: a blob, a decompressed blob or a tar stream (``n`` -1: to the end)."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
 
 MEDIA_TYPE_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
 MEDIA_TYPE_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"

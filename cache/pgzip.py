@@ -36,6 +36,7 @@ import os
 import struct
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 from zlib_ng import zlib_ng
 
@@ -47,7 +48,7 @@ BLOCK_SIZE = 1 << 20
 
 # --- the compressor ----------------------------------------------------------------------------
 
-def _deflate_block(level: int, block, zdict: bytes | None, last: bool) -> tuple[bytes, int]:
+def _deflate_block(level: int, block: Any, zdict: bytes | None, last: bool) -> tuple[bytes, int]:
     """Worker: (raw deflate of ``block`` ending in a sync flush, or final if ``last``; its crc32)."""
     if zdict:
         c = zlib_ng.compressobj(level, zlib_ng.DEFLATED, -zlib_ng.MAX_WBITS, 9, zdict=zdict)
@@ -89,7 +90,7 @@ class ParallelGzipCompressor:
         self._size = 0
         self._done = False
 
-    def compress(self, data) -> bytes:
+    def compress(self, data: Any) -> bytes:
         if self._done:
             raise ValueError("compress() after flush() or close()")
         view = memoryview(data).cast("B")
@@ -144,12 +145,12 @@ class ParallelGzipCompressor:
     def __enter__(self) -> ParallelGzipCompressor:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # --- internals
 
-    def _submit(self, block, last: bool) -> None:
+    def _submit(self, block: Any, last: bool) -> None:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="pybuild-pgzip")
         fut = self._pool.submit(_deflate_block, self._level, block, self._dict or None, last)

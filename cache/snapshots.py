@@ -22,17 +22,18 @@ import os
 import secrets
 import shutil
 import stat
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cache import locks
 from cache.blobs import BlobStore
 from cache.durable import SyncFs
 from cache.errors import Interrupted, StoreError
 from cache.index import Index, SnapshotRow
-from cache.model import Descriptor, Digest, Layer, MutableSnapshot, Snapshot
+from cache.model import ByteReader, Descriptor, Digest, Layer, MutableSnapshot, Snapshot
 
 if TYPE_CHECKING:
     from cache.compress import LayerSink
@@ -211,7 +212,7 @@ class SnapshotStore:
         return each(blobs, self._unpack, workers=UNPACKERS, name="pybuild-unpack",
                     undo=lambda made: self._drop_temp(made[0], made[1]))
 
-    def _unpack(self, blob: Descriptor, stop) -> tuple[Path, int, UnpackStats]:
+    def _unpack(self, blob: Descriptor, stop: threading.Event) -> tuple[Path, int, UnpackStats]:
         from cache.compress import decompressed
         from cache import unpack
 
@@ -273,7 +274,7 @@ class SnapshotStore:
 class _StopReading:
     """A layer stream that raises `cache.tasks.Stopped` at its next read once ``stop`` is set."""
 
-    def __init__(self, stream, stop) -> None:
+    def __init__(self, stream: ByteReader, stop: threading.Event) -> None:
         self._stream = stream
         self._stop = stop
 
@@ -300,7 +301,7 @@ class _Stoppable(io.RawIOBase):
     def tell(self) -> int:
         return self._sink.tell()
 
-    def write(self, data) -> int:  # type: ignore[override]
+    def write(self, data: Any) -> int:
         if self._cancelled():
             raise Interrupted("layer commit interrupted")
         return self._sink.write(data)

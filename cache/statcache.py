@@ -88,7 +88,7 @@ class StatCache:
             return {}
         rows = self.index.query("SELECT path, dev, ino, size, mtime_ns, ctime_ns, digest FROM statcache"
                                 " WHERE path BETWEEN ? AND ?", (min(paths), max(paths)))
-        return {r[0]: (tuple(r[1:6]), r[6]) for r in rows}  # type: ignore[misc]
+        return {r[0]: (tuple(r[1:6]), r[6]) for r in rows}
 
     def forget(self, prefix: str | Path | None = None) -> None:
         """Drop memo rows (all, or those under ``prefix``)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -28,7 +28,7 @@ def each(items: Sequence[T], work: Callable[[T, threading.Event], R], *, workers
     failures: list[BaseException] = []
     skipped = object()
 
-    def run(item: T):
+    def run(item: T) -> Any:
         if stop.is_set():
             return skipped
         try:

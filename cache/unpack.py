@@ -27,7 +27,6 @@ import stat
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from cache.errors import StoreError
 from cache.layertar import (
@@ -37,7 +36,7 @@ from cache.layertar import (
     WHITEOUT_OPAQUE,
     WHITEOUT_PREFIX,
 )
-from cache.model import Digest
+from cache.model import ByteReader, Digest
 
 CHUNK = 1 << 20
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -75,7 +74,7 @@ class UnpackStats:
 class _HashingReader:
     """Feeds every byte read through sha256 (tarfile stream mode reads sequentially), within a byte bound."""
 
-    def __init__(self, f: BinaryIO, bound: tuple[int, str] = (-1, "")) -> None:
+    def __init__(self, f: ByteReader, bound: tuple[int, str] = (-1, "")) -> None:
         self.f = f
         self.hasher = hashlib.sha256()
         self.total = 0
@@ -318,7 +317,7 @@ def set_metadata(target: int | str, m: tarfile.TarInfo) -> None:
     os.utime(target, ns=(ns, ns))
 
 
-def unpack_layer(tar_stream: BinaryIO, dest: Path, limits: UnpackLimits | None = None,
+def unpack_layer(tar_stream: ByteReader, dest: Path, limits: UnpackLimits | None = None,
                  compressed: int | None = None) -> UnpackStats:
     """Unpack an uncompressed layer tar stream into the empty directory ``dest``, within ``limits`` (the
     defaults if None; ``compressed`` is the blob's size, for the ratio bound)."""

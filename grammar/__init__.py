@@ -11,10 +11,16 @@ Any rejected input raises DockerfileSyntaxError, and nothing else.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from grammar import nodes
 from grammar.errors import DockerfileSyntaxError
 from grammar.memo import parse_memo  # noqa: F401  (re-exported)
 from grammar.nodes import *  # noqa: F401,F403  (re-exported: grammar.Run, grammar.Span, ...)
+
+if TYPE_CHECKING:  # both load lark: imported when parsing, not when grammar is imported
+    from grammar.prelex import Prelexed
+    from grammar.transform import ToNodes
 
 __all__ = ["parse", "parse_memo", "DockerfileSyntaxError", "nodes"] + [n for n in dir(nodes) if n[:1].isupper()]
 
@@ -40,12 +46,12 @@ def parse(text: str, *, filename: str = "Dockerfile", strict: bool = True) -> no
     return _assemble(prelexed, instructions, strict)
 
 
-def _transformer():
+def _transformer() -> ToNodes:
     from grammar.transform import ToNodes
     return ToNodes()
 
 
-def _assemble(prelexed, instructions: tuple[nodes.Instruction, ...], strict: bool) -> nodes.Dockerfile:
+def _assemble(prelexed: Prelexed, instructions: tuple[nodes.Instruction, ...], strict: bool) -> nodes.Dockerfile:
     """Split instructions into meta ARGs and stages, as BuildKit's instructions.Parse does."""
     meta: list[nodes.Arg] = []
     stages: list[nodes.Stage] = []

@@ -7,6 +7,7 @@ lexer fails (an open quote, a malformed `${...}`) it gets no words, so the line 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 # Go's unicode.IsSpace (Python's str.isspace also accepts \x1c-\x1f, Go does not).
 GO_SPACE = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a" \
@@ -224,7 +225,7 @@ def _name(text: str, i: int) -> int:
     return i
 
 
-def expand_body(body: str, env) -> str:
+def expand_body(body: str, env: Mapping[str, str]) -> str:
     """A COPY/ADD heredoc body as BuildKit expands it when its delimiter is unquoted (ExpandRaw): variables
     expanded, `\\` escapes applied (escape always `\\`), quotes kept as written (SkipProcessQuotes)."""
     from grammar.shell import ShellLex

@@ -23,7 +23,8 @@ from lark.lexer import Lexer
 from grammar import nodes
 from grammar.errors import DockerfileSyntaxError
 from grammar.flags import split_flags
-from grammar.prelex import (GO_SPACE, SEPARATOR, LogicalLine, NotStringArray, Prelexed, decode_json_array,
+from grammar.heredocs import GO_SPACE
+from grammar.prelex import (SEPARATOR, LogicalLine, NotStringArray, Prelexed, decode_json_array,
                             split_command)
 
 GRAMMAR = Path(__file__).with_name("dockerfile.lark")
@@ -55,6 +56,10 @@ class Tok(Token):
     """A lark Token with extra data (decoded JSON, heredoc, context of a keyword)."""
 
     data: Any = None
+    line: int  # always set on the tokens DockerfileLexer makes (lark types them Optional)
+    column: int
+    end_line: int
+    end_column: int
 
 
 class DockerfileLexer(Lexer):
@@ -257,7 +262,7 @@ def get_parser(transformer: Any) -> Lark:
 def run_parser(prelexed: Prelexed, strict: bool, transformer: Any) -> Any:
     """Parse the logical lines; lark errors become DockerfileSyntaxError."""
     try:
-        return get_parser(transformer).parse((prelexed, strict))  # type: ignore[arg-type]
+        return get_parser(transformer).parse((prelexed, strict))
     except VisitError as e:
         if isinstance(e.orig_exc, DockerfileSyntaxError):
             raise e.orig_exc from None

@@ -195,6 +195,7 @@ class _Scanner:
             return
         if any(k == name for k, _ in self.directives):
             raise self.error(number, 1, f"only one {name} parser directive can be used")
+        assert m is not None  # a known name was matched
         value = m.group(2)
         if name == "escape":
             if value not in ("\\", "`"):

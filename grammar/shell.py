@@ -21,8 +21,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from grammar.dump import go_quote
 from grammar.errors import shorten
-from grammar.shellpattern import ShellPatternError, go_quote, replace, trim_prefix, trim_suffix
+from grammar.shellpattern import ShellPatternError, replace, trim_prefix, trim_suffix
 
 # text/scanner's EOF, and what Go's string(rune(EOF)) prints in "unsupported modifier" messages.
 _EOF = ""

@@ -8,7 +8,7 @@ types, SHELL's JSON form, ONBUILD triggers, unknown instructions (with a closest
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 
 from lark import Transformer
 
@@ -65,7 +65,8 @@ def _common(kw: Tok, flags: list[Tok], name: str | None = None) -> dict[str, Any
 
 def _values(toks: list[Tok]) -> tuple[str, ...]:
     if len(toks) == 1 and toks[0].type == "JSON":
-        return toks[0].data
+        decoded: tuple[str, ...] = toks[0].data
+        return decoded
     return tuple(str(t) for t in toks)
 
 
@@ -99,7 +100,7 @@ def _need(kw: Tok, args: Any, message: str, count: int | None = None) -> None:
         raise _fail(kw, message)
 
 
-class ToNodes(Transformer):
+class ToNodes(Transformer[Tok, Any]):
     """Inline LALR callbacks; stateless (the per-parse context travels on the keyword tokens)."""
 
     def start(self, children: list[nodes.Instruction]) -> list[nodes.Instruction]:
@@ -193,10 +194,12 @@ class ToNodes(Transformer):
         return cls(**common, raw_args=tuple(raw), pairs=tuple(pairs))
 
     def env(self, children: list[Any]) -> nodes.Env:
-        return self._pair_instruction(children, nodes.Env)
+        node: nodes.Env = self._pair_instruction(children, nodes.Env)
+        return node
 
     def label(self, children: list[Any]) -> nodes.Label:
-        return self._pair_instruction(children, nodes.Label)
+        node: nodes.Label = self._pair_instruction(children, nodes.Label)
+        return node
 
     def arg(self, children: list[Any]) -> nodes.Arg:
         kw, flags, args, _ = _split(children)
@@ -221,16 +224,20 @@ class ToNodes(Transformer):
         return cls(**_common(kw, flags), raw_args=_values(args), **{field: value})
 
     def user(self, children: list[Any]) -> nodes.User:
-        return self._single_instruction(children, nodes.User, "user")
+        node: nodes.User = self._single_instruction(children, nodes.User, "user")
+        return node
 
     def workdir(self, children: list[Any]) -> nodes.Workdir:
-        return self._single_instruction(children, nodes.Workdir, "path")
+        node: nodes.Workdir = self._single_instruction(children, nodes.Workdir, "path")
+        return node
 
     def stopsignal(self, children: list[Any]) -> nodes.StopSignal:
-        return self._single_instruction(children, nodes.StopSignal, "signal")
+        node: nodes.StopSignal = self._single_instruction(children, nodes.StopSignal, "signal")
+        return node
 
     def maintainer(self, children: list[Any]) -> nodes.Maintainer:
-        return self._single_instruction(children, nodes.Maintainer, "maintainer")
+        node: nodes.Maintainer = self._single_instruction(children, nodes.Maintainer, "maintainer")
+        return node
 
     def healthcheck(self, children: list[Any]) -> nodes.Healthcheck:
         kw, flags, args, _ = _split(children)
@@ -252,7 +259,7 @@ class ToNodes(Transformer):
 
     def onbuild(self, children: list[Any]) -> nodes.Onbuild:
         kw, flags, rest, _ = _split(children)
-        trigger: nodes.Instruction | None = rest[0] if rest else None
+        trigger = cast("nodes.Instruction | None", rest[0] if rest else None)  # ONBUILD's child is a node
         ctx: Context = kw.data
         if ctx.strict:
             if trigger is None:

@@ -5,7 +5,7 @@ from dataclasses import dataclass, replace
 
 from builder.plan.imageconfig import HistoryEntry, canonical_json
 from builder.plan.steps import StepGraph
-from builder.solve import StepResult, source_date_epoch
+from builder.plan.steps import StepResult
 
 MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
 CONFIG_MEDIA_TYPE = "application/vnd.oci.image.config.v1+json"
@@ -31,8 +31,10 @@ def _chain(graph: StepGraph, last_step: int | None) -> list[int]:
     return list(reversed(chain))
 
 
-def assemble(graph: StepGraph, stage_index: int, results: dict[int, StepResult]) -> tuple[bytes, bytes, tuple]:
-    """(config JSON, manifest JSON, layers) — byte-identical for identical inputs and cache records."""
+def assemble(graph: StepGraph, stage_index: int, results: dict[int, StepResult],
+             epoch: int | None = None) -> tuple[bytes, bytes, tuple]:
+    """(config JSON, manifest JSON, layers) — byte-identical for identical inputs and cache records; ``epoch``
+    (SOURCE_DATE_EPOCH) is then the created time of the config and every history line."""
     stage = graph.stages[stage_index]
     layers: list = []
     created = stage.base_created
@@ -41,7 +43,6 @@ def assemble(graph: StepGraph, stage_index: int, results: dict[int, StepResult])
         layers.extend(result.layers)
         if graph.steps[step_id].kind != "source":
             created = max(created, result.created)
-    epoch = source_date_epoch()
     history = list(stage.config.history[:stage.base_history_len])
     last_time = stage.base_created
     for item in stage.history:

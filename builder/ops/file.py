@@ -18,7 +18,8 @@ CANCEL_POLL_SECONDS = 0.05
 
 def execute(store, step: Step, parent_snapshot, *, compression: str, context_dir: str | None,
             source_snapshot=None, ignore_patterns: list[str] | None = None, cancel: threading.Event | None = None,
-            launcher: Launcher | None = None, fetched: dict | None = None):
+            launcher: Launcher | None = None, fetched: dict | None = None,
+            source_date_epoch: int | None = None):
     """Apply the file actions on top of parent_snapshot; returns (snapshot, layer|None).
 
     `cancel` stops the step within ~0.05 s: the helper is killed (its mounts die with its namespace) and the
@@ -48,7 +49,7 @@ def execute(store, step: Step, parent_snapshot, *, compression: str, context_dir
         if message is not None:
             raise BuildStepError(f"{step.span}: {step.created_by}: {message}", reference="file-op-failed")
         try:
-            return store.commit(mutable, compression=compression,
+            return store.commit(mutable, compression=compression, source_date_epoch=source_date_epoch,
                                 cancelled=cancel.is_set if cancel is not None else None)
         except Interrupted:
             raise BuildCancelled() from None

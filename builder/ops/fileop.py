@@ -22,6 +22,7 @@ from builder.ops import untar
 from builder.ops.copysel import Excluder, FileOpError, copy_parents, select_sources
 from builder.plan.chmod import parse_chmod
 from builder.sandbox import syscalls
+from builder.sandbox.passwd import parse_group, parse_passwd
 
 
 class Owner:
@@ -45,16 +46,14 @@ def _mount_root(target: str, lowerdirs: list[str], upper: str | None, work: str 
     return target
 
 
-def _lookup(root: str, dbfile: str, name: str, field: int) -> int | None:
+def _lookup(root: str, dbfile: str, name: str, field: str) -> int | None:
+    """``field`` (uid or gid) of the entry ``name`` in the root's /etc/passwd or /etc/group, resolved inside it."""
+    parse = parse_passwd if dbfile == "/etc/passwd" else parse_group
     try:
-        with open(scoped_join(root, dbfile), encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                parts = line.rstrip("\n").split(":")
-                if len(parts) > field and parts[0] == name:
-                    return int(parts[field])
-    except (OSError, ValueError):
+        entries = parse(scoped_join(root, dbfile))
+    except OSError:  # unreadable (a directory, a loop): no entries, as a missing file
         return None
-    return None
+    return next((getattr(e, field) for e in entries if e.name == name), None)
 
 
 def resolve_owner(root: str, spec: str | None, strict: bool = True) -> Owner:
@@ -65,20 +64,20 @@ def resolve_owner(root: str, spec: str | None, strict: bool = True) -> Owner:
     if not spec:
         return Owner(0, 0)
     user, _, group = spec.partition(":")
-    uid = int(user) if user.isdigit() else _lookup(root, "/etc/passwd", user, 2)
+    uid = int(user) if user.isdigit() else _lookup(root, "/etc/passwd", user, "uid")
     if uid is None and strict:
         raise FileOpError(f"unable to convert uid/gid chown string to host mapping: can't find uid for user {user}: "
                           "no such user in the image's /etc/passwd")
     if group:
-        gid = int(group) if group.isdigit() else _lookup(root, "/etc/group", group, 2)
+        gid = int(group) if group.isdigit() else _lookup(root, "/etc/group", group, "gid")
         if gid is None and strict:
             raise FileOpError(f"can't find gid for group {group}: no such group in the image's /etc/group")
     elif user.isdigit():
         gid = uid
     else:
-        gid = _lookup(root, "/etc/passwd", user, 3)
+        gid = _lookup(root, "/etc/passwd", user, "gid")
     if not strict and gid is None and group and not group.isdigit():
-        gid = _lookup(root, "/etc/passwd", user, 3)
+        gid = _lookup(root, "/etc/passwd", user, "gid")
     return Owner(uid or 0, gid if gid is not None else (uid or 0))
 
 

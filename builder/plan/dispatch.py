@@ -256,7 +256,7 @@ def dispatch_run(p: "Planner", st: "StageState", inst: nodes.Run) -> None:
 
 
 def _run_mounts(p: "Planner", st: "StageState", inst: nodes.Run) -> tuple:
-    from builder.ops.mounts import make_mount, parse_mount
+    from builder.plan.mountflags import make_mount, parse_mount  # only a RUN with --mount pays for csv
 
     def stage(name: str) -> tuple[int, int | None]:
         index = int(name) if name.isdigit() else p._stage_ref(name)

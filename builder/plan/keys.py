@@ -7,7 +7,6 @@ must not invalidate a COPY), the hostname and the store path. Each key keeps its
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,20 +24,21 @@ class CacheKey:
     parts: dict[str, Any]
 
 
-def make_key(parts: dict[str, Any]) -> CacheKey:
-    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
-    if epoch and parts.get("op") != "source":  # clamped mtimes make different layer bytes: a different result
-        parts = {**parts, "source_date_epoch": epoch}
+def make_key(parts: dict[str, Any], epoch: int | None = None) -> CacheKey:
+    """The key of ``parts``; ``epoch`` (SOURCE_DATE_EPOCH) enters every key but a source's."""
+    if epoch is not None and parts.get("op") != "source":  # clamped mtimes make other layer bytes: another result
+        parts = {**parts, "source_date_epoch": str(epoch)}
     doc = {"v": KEY_VERSION, **parts}
     return CacheKey("sha256:" + hashlib.sha256(canonical_json(doc)).hexdigest(), doc)
 
 
 def step_key(step: Step, parent_key: str | None, *, sources: dict[str, str] | None = None,
-             from_key: str | None = None, mounts: list | None = None, hosts: list | None = None) -> CacheKey:
+             from_key: str | None = None, mounts: list | None = None, hosts: list | None = None,
+             epoch: int | None = None) -> CacheKey:
     """The key of a step given its parent's key and, for file steps, the content checksums of its sources."""
     op = step.op
     if isinstance(op, SourceOp):
-        return make_key({"op": "source", "manifest": op.manifest_digest})
+        return make_key({"op": "source", "manifest": op.manifest_digest}, epoch)
     if isinstance(op, ExecOp):
         parts = {"op": "exec", "parent": parent_key, "argv": list(op.argv), "env": list(op.env),
                  "cwd": op.cwd, "user": op.user, "network": op.network}
@@ -48,9 +48,9 @@ def step_key(step: Step, parent_key: str | None, *, sources: dict[str, str] | No
             parts["insecure"] = True
         if hosts:  # --add-host: the names, not the addresses (BuildKit's CacheMap clears ExtraHosts' IPs)
             parts["hosts"] = hosts
-        return make_key(parts)
+        return make_key(parts, epoch)
     if isinstance(op, MergeOp):  # the linked layer's key, whatever the parent held when it was made
-        return make_key({"op": "merge", "parent": parent_key, "layer": from_key})
+        return make_key({"op": "merge", "parent": parent_key, "layer": from_key}, epoch)
     assert isinstance(op, FileOp)
     return make_key({"op": "file", "parent": parent_key, "actions": [a.to_json() for a in op.actions],
-                     "sources": sorted((sources or {}).items()), "from": from_key})
+                     "sources": sorted((sources or {}).items()), "from": from_key}, epoch)

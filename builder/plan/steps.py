@@ -7,10 +7,14 @@ a history line (kaniko's MetadataOnly).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 from builder.plan.imageconfig import ImageConfig
 from grammar.nodes import Span
+
+if TYPE_CHECKING:
+    from builder.plan.keys import CacheKey  # keys imports steps
+    from cache.model import Layer, Snapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +137,18 @@ class Step:
     created_by: str  # the history line, e.g. "RUN /bin/sh -c make"
     span: Span | None = None
     deps: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """A solved step: its key, the snapshot it leaves and the layers it added (made by solve, read by export,
+    so it lives here, below both)."""
+
+    key: CacheKey
+    snapshot: Snapshot | None  # None: scratch, or a remote cache hit not unpacked yet
+    layers: tuple[Layer, ...]  # in order
+    created: float
+    cached: bool
 
 
 @dataclass(frozen=True, slots=True)

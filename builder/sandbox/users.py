@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from builder.sandbox.passwd import int_or_none as _int_or_none, parse_group, parse_passwd
+
 MAX_ID = 2**31 - 1
 NO_PASSWD_ENTRIES = "no matching entries in passwd file"
 NO_GROUP_ENTRIES = "no matching entries in group file"
@@ -25,79 +27,12 @@ class UserError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class PasswdEntry:
-    name: str
-    uid: int
-    gid: int
-    home: str
-    shell: str
-
-
-@dataclass(frozen=True, slots=True)
-class GroupEntry:
-    name: str
-    gid: int
-    members: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
 class ExecUser:
     uid: int
     gid: int
     groups: tuple[int, ...]  # supplementary groups, in /etc/group order
     home: str  # "/" when the passwd file does not know the user
     name: str | None = None
-
-
-def _fields(path: str | os.PathLike, minimum: int) -> list[list[str]]:
-    """Colon-separated records of a passwd/group style file; missing file → no records."""
-    try:
-        with open(path, encoding="utf-8", errors="surrogateescape") as f:
-            text = f.read()
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    records = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or line[0] in "+-":  # NIS compat lines are not users
-            continue
-        parts = line.split(":")
-        if len(parts) >= minimum:
-            records.append(parts)
-    return records
-
-
-def _int_or_none(text: str) -> int | None:
-    try:
-        value = int(text, 10)
-    except ValueError:
-        return None
-    return value if text.strip() == text and not text.startswith("+") else None
-
-
-def parse_passwd(path: str | os.PathLike) -> list[PasswdEntry]:
-    """Entries of an /etc/passwd file; lines with a non-numeric uid or gid are skipped."""
-    entries = []
-    for parts in _fields(path, 4):
-        uid, gid = _int_or_none(parts[2]), _int_or_none(parts[3])
-        if uid is None or gid is None:
-            continue
-        home = parts[5] if len(parts) > 5 else ""
-        shell = parts[6] if len(parts) > 6 else ""
-        entries.append(PasswdEntry(parts[0], uid, gid, home, shell))
-    return entries
-
-
-def parse_group(path: str | os.PathLike) -> list[GroupEntry]:
-    """Entries of an /etc/group file; lines with a non-numeric gid are skipped."""
-    entries = []
-    for parts in _fields(path, 3):
-        gid = _int_or_none(parts[2])
-        if gid is None:
-            continue
-        members = tuple(m.strip() for m in parts[3].split(",") if m.strip()) if len(parts) > 3 else ()
-        entries.append(GroupEntry(parts[0], gid, members))
-    return entries
 
 
 def _checked_id(value: int) -> int:
