@@ -19,6 +19,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 DIR = "cachemounts"
 
@@ -62,7 +63,7 @@ def listing(root: Path) -> list[CacheMount]:
     return mounts
 
 
-def hold(root: Path, name: str):
+def hold(root: Path, name: str) -> TextIO:
     """A user's shared hold on cache mount `name` (a file object: closing it lets go); taken before the directory
     is looked at or made, so a concurrent prune either removed it already or waits for nobody and skips it."""
     base = root / DIR
