@@ -167,12 +167,13 @@ def stdin_context(opts: BuildOptions, workdir: str) -> BuildOptions:
     return replace(opts, context=context, dockerfile=dockerfile)
 
 
-def build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = None) -> BuildResult:
+def build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = None, memo=None) -> BuildResult:
+    """Run the build; `memo` (builder/fastpath.py) learns what a later replay of it needs."""
     import shutil
     import tempfile
 
     if opts.context != "-":
-        return _build(opts, sink, cancel)
+        return _build(opts, sink, cancel, memo)
     workdir = tempfile.mkdtemp(prefix="pybuild-stdin-")
     try:
         return _build(stdin_context(opts, workdir), sink, cancel)
@@ -194,7 +195,7 @@ def _write_id_files(opts: BuildOptions, image_id: str, manifest, names: tuple[st
                          hint=f"the image was built and stored (image id {image_id})") from None
 
 
-def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = None) -> BuildResult:
+def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = None, memo=None) -> BuildResult:
     import grammar
     from cache import Store
 
@@ -225,9 +226,10 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
                        progress=lambda layer, current, total: sink(ev.TransferProgress("pull", ref, layer, current,
                                                                                          total)))
         unmatched: list = []
+        resolve = lambda ref: resolve_base(store, ref, pull=opts.pull, fetch=fetch)  # noqa: E731
         graph = plan(dockerfile, build_args=opts.build_args, target=opts.target, network=opts.network,
                      labels=opts.labels, unmatched=unmatched,
-                     resolve_image=lambda ref: resolve_base(store, ref, pull=opts.pull, fetch=fetch))
+                     resolve_image=memo.resolver(resolve) if memo is not None else resolve)
         warnings = _checks(opts, dockerfile, text, tuple(unmatched), patterns, sink)
         if opts.check:
             return BuildResult("", "", (), warnings=tuple(warnings))
@@ -238,6 +240,8 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
                                explain=opts.explain_cache, secrets=_secrets(opts, workdir),
                                ssh=agents.sockets if agents is not None else None)
         results = Solver(store, graph, options, sink, cancel).solve(graph.target)
+        if memo is not None:
+            memo.finish(graph, results)
         config, manifest, layers = assemble(graph, graph.target, results)
         record = store.put_image(manifest, config, list(layers))
         names = tuple(normalize_name(t) for t in opts.tags)
