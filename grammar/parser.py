@@ -42,13 +42,14 @@ _FAMILY = {
 _ASCII_SPACE = " \t\n\v\f\r"
 
 
-@dataclass(frozen=True, slots=True)
 class Context:
-    """What every keyword token carries to the transformer."""
+    """What every keyword token carries to the transformer (a plain class: one is made per line, and a frozen
+    dataclass's __init__ costs twice as much)."""
 
-    prelexed: Prelexed
-    line: LogicalLine
-    strict: bool
+    __slots__ = ("prelexed", "line", "strict")
+
+    def __init__(self, prelexed: Prelexed, line: LogicalLine, strict: bool) -> None:
+        self.prelexed, self.line, self.strict = prelexed, line, strict
 
 
 class Tok(Token):
@@ -91,7 +92,7 @@ def _tok(line: LogicalLine, kind: str, value: str, start: int, end: int, data: A
     if len(pieces) == 1:
         _, ln, col = pieces[0]
         tok.line = tok.end_line = ln
-        tok.column, tok.end_column = col + start, col + max(end - 1, start)
+        tok.column, tok.end_column = col + start, col + (end - 1 if end > start else start)
     else:
         tok.line, tok.column = line.locate(start)
         tok.end_line, tok.end_column = line.locate(max(end - 1, start))
