@@ -14,9 +14,9 @@ A build that qualifies (a local context, no outputs, pushes, pulls, secrets, ssh
 --no-cache, --check or remote sources) and whose every step was a cache hit saves a memo under that key
 in ``<root>/fastpath``: the context's fingerprint, its progress events, the image, the cache records (key,
 snapshot, blob) and the base images (name -> manifest) it resolved. The context is walked only when a memo
-for the key exists (so builds that never repeat do not pay the walk): the first fully cached build leaves a
-memo without a fingerprint, the next one (walking before it reads the context) completes it, and later ones
-replay it. A build replays the memo only when the fingerprint matches and one write transaction on the index
+for the key exists (so builds that never repeat do not pay the walk): the first build of a key leaves a memo
+without a fingerprint, the next fully cached one (walking before it reads the context) completes it, and later
+ones replay it. A build replays the memo only when the fingerprint matches and one write transaction on the index
 confirmed that the image, each record with its snapshot and blob, and each base's tag are still what they
 were (bumping the records' use counts and setting the tags, as the full path does); anything else, or any
 error, falls back to the full build. Like the stat cache, a context with an entry changed less than RACY_NS
@@ -46,7 +46,9 @@ class Memo:
         self.root, self.key, self.context_dir = root, key, context
         self.context: str | None = None  # the context's fingerprint, taken only when a memo for key exists
         self.events: list[dict] = []
-        self.qualifies = True
+        self.qualifies = True  # nothing the memo cannot vouch for (outputs, remote sources, a racy context)
+        self.cached = True  # every step was a cache hit: the events are what a replay shows
+        self.found = False  # a memo for the key existed (then the context was walked)
         self.bases: dict[str, str] = {}
         self.keys: list[str] = []
 
@@ -74,7 +76,7 @@ class Memo:
             if name in _REPLAYED:
                 self.events.append(json.loads(to_json(event)))  # ts is replaced on replay
             elif name != "BuildDone":
-                self.qualifies = False
+                self.cached = False
             sink(event)
         return observed
 
@@ -100,8 +102,14 @@ class Memo:
         self.keys = sorted({r.key.digest for r in results.values()})
 
     def save(self, result, summary: str | None) -> None:
-        """Write the memo (atomically) when the build qualified; never fails the build."""
+        """Write the memo (atomically) when the build qualified; never fails the build. A first build of this
+        key leaves one without the context's fingerprint, which the next build (walking first) completes."""
         if not self.qualifies or not self.keys:
+            return
+        if not self.found:
+            self._write({"context": None})
+            return
+        if not self.cached or self.context is None:
             return
         import sqlite3
 
@@ -123,12 +131,18 @@ class Memo:
                    "manifest": result.manifest_digest, "config": image[0], "names": list(result.names),
                    "records": sorted(list(r) for r in rows),
                    "bases": sorted([normalize_name(ref), digest] for ref, digest in self.bases.items())}
+            self._write(doc)
+        except (sqlite3.Error, ValueError):
+            return
+
+    def _write(self, doc: dict) -> None:
+        try:
             os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
             tmp = f"{self.path}.{os.getpid()}.tmp"
             with open(tmp, "w", encoding="utf-8") as f:
                 json.dump(doc, f)
             os.replace(tmp, self.path)
-        except (OSError, sqlite3.Error, ValueError):
+        except OSError:
             return
 
 
@@ -204,6 +218,7 @@ def replay(memo: Memo) -> dict | None:
     try:
         with open(memo.path, encoding="utf-8") as f:
             doc = json.load(f)
+        memo.found = True
         if memo.fingerprint() != doc["context"] or doc["context"] is None:
             return None
         fd = os.open(os.path.join(memo.root, "store.lock"), os.O_RDWR | os.O_CLOEXEC)
