@@ -146,12 +146,16 @@ class Memo:
             return
 
 
+# Flags a memo can stand for (they only shape the key or the output). Every other flag must be unset: outputs,
+# pushes, pulls, secrets, --check ... and any flag added later, until someone decides it belongs here.
+_KEYED = frozenset({"context", "dockerfile", "tag", "build_arg", "target", "compression", "iidfile", "progress",
+                    "quiet", "jobs", "label", "network", "root", "debug", "insecure_registry"})
+
+
 def qualifies(args) -> bool:
     """Only plain local builds are memoised: nothing that writes elsewhere or reads outside the context."""
-    return (args.context != "-" and args.dockerfile != "-" and not args.output and not args.push
-            and not args.pull and not args.secret and not args.ssh and not args.metadata_file
-            and not args.explain_cache and not args.no_cache and not args.no_cache_filter and not args.check
-            and not args.platform and os.path.isdir(args.context))
+    return (args.context != "-" and args.dockerfile != "-" and os.path.isdir(args.context)
+            and not any(value for name, value in vars(args).items() if name not in _KEYED))
 
 
 def memo_for(args, build_args: dict, labels: dict) -> Memo:
