@@ -167,18 +167,24 @@ def stdin_context(opts: BuildOptions, workdir: str) -> BuildOptions:
     return replace(opts, context=context, dockerfile=dockerfile)
 
 
-def build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = None, memo=None) -> BuildResult:
-    """Run the build; `memo` (builder/fastpath.py) learns what a later replay of it needs."""
+def build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = None, memo=None,
+          helpers=None) -> BuildResult:
+    """Run the build; `memo` (builder/fastpath.py) learns what a later replay of it needs; `helpers`
+    (builder/prestart.py) is a step helpers' fork server already starting."""
     import shutil
     import tempfile
 
-    if opts.context != "-":
-        return _build(opts, sink, cancel, memo)
-    workdir = tempfile.mkdtemp(prefix="pybuild-stdin-")
     try:
-        return _build(stdin_context(opts, workdir), sink, cancel)
+        if opts.context != "-":
+            return _build(opts, sink, cancel, memo, helpers)
+        workdir = tempfile.mkdtemp(prefix="pybuild-stdin-")
+        try:
+            return _build(stdin_context(opts, workdir), sink, cancel, helpers=helpers)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if helpers is not None:
+            helpers.close()  # not taken by a solver: the build ended before it solved
 
 
 def _write_id_files(opts: BuildOptions, image_id: str, manifest, names: tuple[str, ...]) -> None:
@@ -195,7 +201,8 @@ def _write_id_files(opts: BuildOptions, image_id: str, manifest, names: tuple[st
                          hint=f"the image was built and stored (image id {image_id})") from None
 
 
-def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = None, memo=None) -> BuildResult:
+def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = None, memo=None,
+           helpers=None) -> BuildResult:
     import grammar
     from cache import Store
 
@@ -239,7 +246,10 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
                                ignore_patterns=patterns, excluded=_excluder(patterns),
                                explain=opts.explain_cache, secrets=_secrets(opts, workdir),
                                ssh=agents.sockets if agents is not None else None)
-        results = Solver(store, graph, options, sink, cancel).solve(graph.target)
+        solver = Solver(store, graph, options, sink, cancel)
+        if helpers is not None:
+            solver.use_helpers(helpers.take())
+        results = solver.solve(graph.target)
         if memo is not None:
             memo.finish(graph, results)
         config, manifest, layers = assemble(graph, graph.target, results)

@@ -102,6 +102,9 @@ def cmd_build(argv: list[str]) -> int:
     doc = fastpath.replay(memo) if memo is not None else None
     if doc is not None:  # a fully cached rebuild of unchanged inputs: nothing else is imported
         return _replay(doc, args, mode, started)
+    from builder.prestart import Helpers
+
+    helpers = None if args.check else Helpers()  # its start overlaps the imports, parsing and planning below
     from builder.build import BuildOptions, build
     from builder.progress.display import make_display
 
@@ -117,7 +120,7 @@ def cmd_build(argv: list[str]) -> int:
     cancel = threading.Event()
     previous = {sig: signal.signal(sig, _interrupt_handler(cancel)) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        result = build(opts, memo.observe(sink) if memo is not None else sink, cancel, memo=memo)
+        result = build(opts, memo.observe(sink) if memo is not None else sink, cancel, memo=memo, helpers=helpers)
     finally:
         getattr(sink, "close", lambda: None)()
         for sig, handler in previous.items():
