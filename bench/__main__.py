@@ -40,6 +40,9 @@ NOTES = [
     "context files are in memory for every tool alike.",
     "pybuild's modules are byte-compiled (compileall) before the first run, as an installed package's are; "
     "this machine sets PYTHONDONTWRITEBYTECODE=1, which would otherwise add ~70 ms of compiling to every run.",
+    "Scenario 2: pybuild's fully cached rebuild is a replay of the memo builder/fastpath.py keeps (the prepare "
+    "build leaves its stub, the warm-up run completes it): flags, Dockerfile, context stat and one index "
+    "transaction checked, no planning or solving.",
     "pybuild phases come from its `--progress rawjson` events: the COPY step's duration, and for scenario 5 "
     "the time from the RUN's last output line to the end of the step (layer tar + compression + blob store).",
 ]
