@@ -32,6 +32,7 @@ import sys
 import time
 
 RACY_NS = 50_000_000  # as cache/statcache.py: above the kernel's coarse timestamp tick
+KEEP = 256  # memos kept per store (one per Dockerfile, flags and context directory)
 MAX_ENTRIES = 50_000  # a larger context is not fingerprinted (the walk would cost more than it saves)
 VERSION = b"fastpath 1"
 _PACKAGES = ("builder", "cache", "grammar")
@@ -142,8 +143,22 @@ class Memo:
             with open(tmp, "w", encoding="utf-8") as f:
                 json.dump(doc, f)
             os.replace(tmp, self.path)
+            _trim(os.path.dirname(self.path))
         except OSError:
             return
+
+
+def _trim(directory: str) -> None:
+    """Keep the KEEP most recently written memos (a replay does not rewrite its memo: written = made)."""
+    names = [n for n in os.listdir(directory) if n.endswith(".json")]
+    if len(names) <= KEEP:
+        return
+    paths = sorted((os.path.join(directory, n) for n in names), key=lambda p: os.stat(p).st_mtime_ns)
+    for path in paths[:len(paths) - KEEP]:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
 
 
 # Flags a memo can stand for (they only shape the key or the output). Every other flag must be unset: outputs,

@@ -47,3 +47,12 @@ def test_the_key_covers_flags_dockerfile_and_ignore_file_but_not_progress(tmp_pa
         assert key() != ignored
     finally:
         del os.environ["SOURCE_DATE_EPOCH"]
+
+
+def test_at_most_keep_memos_are_kept(tmp_path, monkeypatch):
+    monkeypatch.setattr(fastpath, "KEEP", 3)
+    for i in range(5):
+        memo = fastpath.Memo(str(tmp_path), f"{i:064x}", str(tmp_path))
+        memo._write({"context": None})
+        os.utime(memo.path, ns=(i * 10**9, i * 10**9))
+    assert sorted(os.listdir(tmp_path / "fastpath")) == [f"{i:064x}.json" for i in (2, 3, 4)]
