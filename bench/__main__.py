@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import shutil
 import signal
 import subprocess
@@ -39,6 +40,9 @@ NOTES = [
     "context files are in memory for every tool alike.",
     "pybuild's modules are byte-compiled (compileall) before the first run, as an installed package's are; "
     "this machine sets PYTHONDONTWRITEBYTECODE=1, which would otherwise add ~70 ms of compiling to every run.",
+    "Scenario 2: pybuild's fully cached rebuild is a replay of the memo builder/fastpath.py keeps (the prepare "
+    "build leaves its stub, the warm-up run completes it): flags, Dockerfile, context stat and one index "
+    "transaction checked, no planning or solving.",
     "pybuild phases come from its `--progress rawjson` events: the COPY step's duration, and for scenario 5 "
     "the time from the RUN's last output line to the end of the step (layer tar + compression + blob store).",
 ]
@@ -56,6 +60,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--src", type=Path, default=HERE.parent,
                    help="pybuild source tree to run (default: this checkout; e.g. a `git archive` of a commit)")
     p.add_argument("--tmp", type=Path, default=None, help="parent of the temp directory (default: system temp)")
+    p.add_argument("--base", type=Path, default=None,
+                   help="also run this pybuild source tree (e.g. a `git archive` of the commit before a change) as "
+                        "'pybuild-base', alternated with the others: before/after figures from the same rounds")
     args = p.parse_args(argv)
     if args.quick:
         args.runs = 1
@@ -66,6 +73,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def start_tools(tmp: Path, busybox: Path, args: argparse.Namespace) -> tuple[list[Tool], dict[str, str]]:
     tools: list[Tool] = [Pybuild(tmp / "pybuild", busybox, args.src)]
+    if args.base is not None:
+        tools.append(Pybuild(tmp / "pybuild-base", busybox, args.base, name="pybuild-base"))
     peers: dict[str, str] = {}
     wanted = [] if args.no_peers else [Buildah] + ([] if args.no_docker else [Docker])
     for kind in wanted:
@@ -158,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     grown = [m for m in set(mount_table()) - set(before) if str(tmp) in m]
     if grown:
         problems.append("mount table grew: " + "; ".join(grown))
-    meta = {**report.machine(), "src": str(args.src), "commit": commit(args.src), "args": " ".join(sys.argv[1:] if argv is None else argv), "runs": args.runs,
+    meta = {**report.machine(), "src": str(args.src), "commit": commit(args.src), "base": str(args.base or ""),
+            "load": " ".join(f"{x:.2f}" for x in os.getloadavg()), "args": " ".join(sys.argv[1:] if argv is None else argv), "runs": args.runs,
             "warmup": args.warmup, "sizes": dataclasses.asdict(sizes), "peers": peers, "notes": NOTES,
             "problems": problems}
     if not HAVE_TIME:

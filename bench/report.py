@@ -54,7 +54,9 @@ def markdown(rows: list[Row], limits: Limits, meta: dict) -> str:
         f"`python -m bench {meta['args']}` on {meta['date']} (pybuild {meta['commit'] or meta['src']}): "
         f"{meta['cpus']} CPUs, kernel {meta['kernel']}, "
         f"{meta['runs']} counted runs after {meta['warmup']} warm-up, contenders alternating (A B A B …). "
-        "Medians (and minima) of wall time; ratio = pybuild median / peer median (below 1: pybuild faster).", "",
+        "Medians (and minima) of wall time; ratio = pybuild median / peer median (below 1: pybuild faster)."
+        + (f" `pybuild-base` (in the limit column) is {meta['base']}, run in the same rounds." if meta.get("base")
+           else "") + f" Load average at the end: {meta.get('load', '?')}.", "",
         "Peers: " + "; ".join(f"**{k}** {v}" for k, v in meta["peers"].items()), "",
         "| scenario | pybuild | buildah | docker | pybuild/buildah | pybuild/docker | target (issue 6) | met "
         "| limit / measured fraction | peak RSS MiB (pybuild / buildah / docker) |",

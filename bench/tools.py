@@ -64,9 +64,10 @@ class Pybuild(Tool):
 
     name = "pybuild"
 
-    def __init__(self, work: Path, busybox: Path, src: Path = REPO) -> None:
+    def __init__(self, work: Path, busybox: Path, src: Path = REPO, name: str = "pybuild") -> None:
         super().__init__(work, busybox)
         self.src = src
+        self.name = name
         # As an installed package is: without .pyc files (this machine sets PYTHONDONTWRITEBYTECODE=1)
         # every run would compile ~50 modules again, ~70 ms that no user pays.
         run([sys.executable, "-m", "compileall", "-q", *(str(src / d) for d in ("builder", "cache", "grammar"))])

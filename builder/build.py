@@ -215,17 +215,24 @@ def stdin_context(opts: BuildOptions, workdir: str) -> BuildOptions:
     return replace(opts, context=context, dockerfile=dockerfile)
 
 
-def build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = None) -> BuildResult:
+def build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = None, memo=None,
+          helpers=None) -> BuildResult:
+    """Run the build; `memo` (builder/fastpath.py) learns what a later replay of it needs; `helpers`
+    (builder/prestart.py) is a step helpers' fork server already starting."""
     import shutil
     import tempfile
 
-    if opts.context != "-":
-        return _build(opts, sink, cancel)
-    workdir = tempfile.mkdtemp(prefix="pybuild-stdin-")
     try:
-        return _build(stdin_context(opts, workdir), sink, cancel)
+        if opts.context != "-":
+            return _build(opts, sink, cancel, memo, helpers)
+        workdir = tempfile.mkdtemp(prefix="pybuild-stdin-")
+        try:
+            return _build(stdin_context(opts, workdir), sink, cancel, helpers=helpers)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if helpers is not None:
+            helpers.close()  # not taken by a solver: the build ended before it solved
 
 
 def _write_id_files(opts: BuildOptions, image_id: str, manifest, names: tuple[str, ...]) -> None:
@@ -242,7 +249,8 @@ def _write_id_files(opts: BuildOptions, image_id: str, manifest, names: tuple[st
                          hint=f"the image was built and stored (image id {image_id})") from None
 
 
-def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = None) -> BuildResult:
+def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = None, memo=None,
+           helpers=None) -> BuildResult:
     import grammar
     from builder.remotecache.session import CacheSession
     from cache import Store
@@ -277,9 +285,10 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
                        progress=lambda layer, current, total: sink(ev.TransferProgress("pull", ref, layer, current,
                                                                                          total)))
         unmatched: list = []
+        resolve = lambda ref: resolve_base(store, ref, pull=opts.pull, fetch=fetch)  # noqa: E731
         graph = plan(dockerfile, build_args=opts.build_args, target=opts.target, network=opts.network,
                      labels=opts.labels, unmatched=unmatched, entitlements=entitlements, contexts=contexts,
-                     resolve_image=lambda ref: resolve_base(store, ref, pull=opts.pull, fetch=fetch))
+                     resolve_image=memo.resolver(resolve) if memo is not None else resolve)
         warnings = _checks(opts, dockerfile, text, tuple(unmatched), patterns, sink)
         if opts.check:
             return BuildResult("", "", (), warnings=tuple(warnings))
@@ -294,7 +303,11 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
                                proxy_env=tuple(f"{k}={v}" for k, v in opts.build_args.items() if k in PROXY_ARGS),
                                source_date_epoch=opts.source_date_epoch)
         solver = Solver(store, graph, options, sink, cancel)
+        if helpers is not None:
+            solver.use_helpers(helpers.take())
         results = solver.solve(graph.target)
+        if memo is not None:
+            memo.finish(graph, results)
         names = tuple(normalize_name(t) for t in opts.tags)
         cache.image(solver, graph.target, outputs, names)
         config, manifest, layers = cache.inline(solver, graph.target, assemble(graph, graph.target, results,

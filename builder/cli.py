@@ -15,9 +15,11 @@ import os
 import signal
 import sys
 import threading
+import time
 
 from builder.cliparse import CommandLineError, Parser, cmd_version, split_globals, suggest, usage
 from builder.cliparse import add_common as _root_arg
+from builder import fastpath
 from builder.errors import PybuildError, UsageError
 from builder.options import add_limit_flags, resources
 
@@ -157,9 +159,7 @@ def run_parser() -> argparse.ArgumentParser:
 
 
 def cmd_build(argv: list[str]) -> int:
-    from builder.build import BuildOptions, build
-    from builder.progress.display import make_display
-
+    started = time.monotonic()
     args = build_parser().parse_args(argv)
     build_args = {}
     for item in args.build_arg:
@@ -182,6 +182,16 @@ def cmd_build(argv: list[str]) -> int:
             raise CommandLineError("--on-error=shell needs a terminal on stdin",
                                    hint="run the build from a terminal, or drop --on-error")
         mode = "plain" if mode in ("auto", "tty") else mode  # a live view would draw over the shell
+    memo = fastpath.memo_for(args, build_args, labels) if fastpath.qualifies(args, _defaults()) else None
+    doc = fastpath.replay(memo) if memo is not None else None
+    if doc is not None:  # a fully cached rebuild of unchanged inputs: nothing else is imported
+        return _replay(doc, args, mode, started)
+    from builder.prestart import Helpers
+
+    helpers = None if args.check else Helpers()  # its start overlaps the imports, parsing and planning below
+    from builder.build import BuildOptions, build
+    from builder.progress.display import make_display
+
     sink = make_display(mode)
     opts = BuildOptions(context=args.context, dockerfile=args.dockerfile, tags=args.tag, build_args=build_args,
                         target=args.target, no_cache=args.no_cache, compression=args.compression,
@@ -198,18 +208,60 @@ def cmd_build(argv: list[str]) -> int:
     cancel = threading.Event()
     previous = {sig: signal.signal(sig, _interrupt_handler(cancel)) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        result = build(opts, sink, cancel)
+        result = build(opts, memo.observe(sink) if memo is not None else sink, cancel, memo=memo, helpers=helpers)
     finally:
         getattr(sink, "close", lambda: None)()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if args.check:
         return _report_checks(result.warnings, opts)
-    if result.warnings and mode != "rawjson":  # rawjson carried them as BuildWarning events
+    warned = None
+    if result.warnings:
         from builder.checks import summary
 
-        print(summary(list(result.warnings)), file=sys.stderr)
-    out = sys.stderr if result.stdout_used else sys.stdout  # stdout may be carrying a docker archive
+        warned = summary(list(result.warnings))
+    if memo is not None:
+        memo.save(result, warned)
+    return _summary(mode, warned, result.image_id, result.manifest_digest, result.names, result.stdout_used,
+                    result.pushed, result.cache_exports)
+
+
+def _replay(doc: dict, args, mode: str, started: float) -> int:
+    """Show a memoised fully cached build as the full path would (builder/fastpath.py)."""
+    if args.iidfile:
+        try:
+            with open(args.iidfile, "w", encoding="utf-8") as f:
+                f.write(doc["image_id"])
+        except OSError as exc:
+            raise UsageError(f"cannot write --iidfile {args.iidfile}: {exc.strerror or exc}",
+                             hint=f"the image was built and stored (image id {doc['image_id']})") from None
+    if not fastpath.show(doc, mode, time.monotonic() - started, sys.stderr):
+        from builder.progress import events as ev
+        from builder.progress.display import make_display
+
+        sink = make_display(mode)
+        try:
+            for event in doc["events"]:
+                fields = {k: v for k, v in event.items() if k not in ("type", "ts")}
+                sink(getattr(ev, event["type"])(**fields))
+            sink(ev.BuildDone(doc["image_id"], doc["manifest"], time.monotonic() - started))
+        finally:
+            getattr(sink, "close", lambda: None)()
+    return _summary(mode, doc["summary"], doc["image_id"], doc["manifest"], doc["names"], False, ())
+
+
+def _defaults() -> dict:
+    """Each build flag's default: the fast path (builder/fastpath.py) treats a flag left at it as not given."""
+    return {action.dest: action.default for action in build_parser()._actions}
+
+
+def _summary(mode: str, warned, image_id: str, manifest: str, names, stdout_used: bool, pushed,
+             cache_exports=()) -> int:
+    """The end of a build: the checks' summary, then the image id (and digest, names, pushes)."""
+    if warned and mode != "rawjson":  # rawjson carried them as BuildWarning events
+        print(warned, file=sys.stderr)
+    result = argparse.Namespace(image_id=image_id, manifest_digest=manifest, names=names, pushed=pushed)
+    out = sys.stderr if stdout_used else sys.stdout  # stdout may be carrying a docker archive
     if mode == "quiet":
         print(result.image_id, file=out)
     else:

@@ -106,6 +106,12 @@ class Solver:
                 shutil.rmtree(self._download_dir, ignore_errors=True)
         return self.results
 
+    def use_helpers(self, server) -> None:
+        """Adopt a fork server started before solving (builder/prestart.py); closed with the solve."""
+        if server is not None:
+            with self._helpers_lock:
+                self._helpers = server
+
     def _launcher(self):
         """The fork server that starts RUN's init and COPY's file-op helper for this solve (one interpreter start
         per build instead of one per step; builder/sandbox/forkserver.py)."""

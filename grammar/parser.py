@@ -43,13 +43,14 @@ _FAMILY = {
 _ASCII_SPACE = " \t\n\v\f\r"
 
 
-@dataclass(frozen=True, slots=True)
 class Context:
-    """What every keyword token carries to the transformer."""
+    """What every keyword token carries to the transformer (a plain class: one is made per line, and a frozen
+    dataclass's __init__ costs twice as much)."""
 
-    prelexed: Prelexed
-    line: LogicalLine
-    strict: bool
+    __slots__ = ("prelexed", "line", "strict")
+
+    def __init__(self, prelexed: Prelexed, line: LogicalLine, strict: bool) -> None:
+        self.prelexed, self.line, self.strict = prelexed, line, strict
 
 
 class Tok(Token):
@@ -71,8 +72,21 @@ class DockerfileLexer(Lexer):
     def lex(self, data: tuple[Prelexed, bool]) -> Iterator[Token]:  # type: ignore[override]
         prelexed, strict = data
         for line in prelexed.lines:
-            ctx = Context(prelexed, line, strict)
-            yield from _line_tokens(line, line.text, 0, prelexed.escape, ctx)
+            out: list[Tok] = []
+            try:
+                _line_tokens(out, line, line.text, 0, prelexed.escape, Context(prelexed, line, strict))
+            except DockerfileSyntaxError:
+                yield from out  # the tokens before the error first, as lark would have seen them
+                raise
+            yield from out
+
+
+def tokens(prelexed: Prelexed, strict: bool) -> list[Tok]:
+    """Every token of the file at once (what `DockerfileLexer.lex` yields)."""
+    out: list[Tok] = []
+    for line in prelexed.lines:
+        _line_tokens(out, line, line.text, 0, prelexed.escape, Context(prelexed, line, strict))
+    return out
 
 
 def _tok(line: LogicalLine, kind: str, value: str, start: int, end: int, data: Any = None) -> Tok:
@@ -83,21 +97,21 @@ def _tok(line: LogicalLine, kind: str, value: str, start: int, end: int, data: A
     if len(pieces) == 1:
         _, ln, col = pieces[0]
         tok.line = tok.end_line = ln
-        tok.column, tok.end_column = col + start, col + max(end - 1, start)
+        tok.column, tok.end_column = col + start, col + (end - 1 if end > start else start)
     else:
         tok.line, tok.column = line.locate(start)
         tok.end_line, tok.end_column = line.locate(max(end - 1, start))
     return tok
 
 
-def _line_tokens(line: LogicalLine, text: str, base: int, escape: str, ctx: Context) -> Iterator[Tok]:
+def _line_tokens(out: list[Tok], line: LogicalLine, text: str, base: int, escape: str, ctx: Context) -> None:
     keyword, rest, rest_off = split_command(text)
     lower = keyword.lower()
-    yield _tok(line, _TYPES.get(lower, "K_UNKNOWN"), keyword, base, base + len(keyword), ctx)
+    out.append(_tok(line, _TYPES.get(lower, "K_UNKNOWN"), keyword, base, base + len(keyword), ctx))
     words, start = split_flags(rest, escape)
     rest_off += base
     for word in words:
-        yield _tok(line, "FLAG", word.text, rest_off + word.start, rest_off + word.end)
+        out.append(_tok(line, "FLAG", word.text, rest_off + word.start, rest_off + word.end))
     args = rest[start:]
     stripped = args.lstrip(GO_SPACE)
     off = rest_off + start + len(args) - len(stripped)
@@ -105,81 +119,85 @@ def _line_tokens(line: LogicalLine, text: str, base: int, escape: str, ctx: Cont
     family = _FAMILY.get(lower)
     if family == "nested":
         if args:
-            yield from _line_tokens(line, args, off, escape, ctx)
+            _line_tokens(out, line, args, off, escape, ctx)
         # ONBUILD's trigger is optional: _END keeps `ONBUILD` + the next line from merging.
-        yield _tok(line, "_END", "", len(line.text), len(line.text))
+        out.append(_tok(line, "_END", "", len(line.text), len(line.text)))
         return
     if args:
-        yield from _arg_tokens(line, family, args, off, escape)
+        _arg_tokens(out, line, family, args, off, escape)
     if line.heredocs and lower in ("run", "copy", "add"):
         end = len(line.text)
         for heredoc in line.heredocs:
-            yield _tok(line, "HEREDOC", heredoc.name, end, end, heredoc)
+            out.append(_tok(line, "HEREDOC", heredoc.name, end, end, heredoc))
 
 
-def _arg_tokens(line: LogicalLine, family: str | None, args: str, off: int, escape: str) -> Iterator[Tok]:
+def _arg_tokens(out: list[Tok], line: LogicalLine, family: str | None, args: str, off: int, escape: str) -> None:
     if family == "words":
-        yield from _split_tokens(line, args, off, "WORD")
+        _split_tokens(out, line, args, off, "WORD")
     elif family == "paths":
-        yield from _json_or(line, args, off, lambda: _split_tokens(line, args, off, "WORD"))
+        if not _json(out, line, args, off):
+            _split_tokens(out, line, args, off, "WORD")
     elif family == "command":
-        yield from _json_or(line, args, off, lambda: iter([_tok(line, "TEXT", args, off, off + len(args))]))
+        if not _json(out, line, args, off):
+            out.append(_tok(line, "TEXT", args, off, off + len(args)))
     elif family == "text":
-        yield _tok(line, "TEXT", args, off, off + len(args))
+        out.append(_tok(line, "TEXT", args, off, off + len(args)))
     elif family == "pairs":
-        yield from _pair_tokens(line, args, off, escape)
+        _pair_tokens(out, line, args, off, escape)
     elif family == "argwords":
         for word, s, e in parse_words(args, escape):
-            yield _tok(line, "WORD", word, off + s, off + e)
+            out.append(_tok(line, "WORD", word, off + s, off + e))
     elif family == "health":
-        yield from _health_tokens(line, args, off)
+        _health_tokens(out, line, args, off)
 
 
-def _split_tokens(line: LogicalLine, args: str, off: int, kind: str) -> Iterator[Tok]:
+def _split_tokens(out: list[Tok], line: LogicalLine, args: str, off: int, kind: str) -> None:
     pos = 0
     for m in SEPARATOR.finditer(args):
-        yield _tok(line, kind, args[pos:m.start()], off + pos, off + m.start())
+        out.append(_tok(line, kind, args[pos:m.start()], off + pos, off + m.start()))
         pos = m.end()
-    yield _tok(line, kind, args[pos:], off + pos, off + len(args))
+    out.append(_tok(line, kind, args[pos:], off + pos, off + len(args)))
 
 
-def _json_or(line: LogicalLine, args: str, off: int, otherwise: Any) -> Iterator[Tok]:
+def _json(out: list[Tok], line: LogicalLine, args: str, off: int) -> bool:
+    """A JSON token when args is a JSON array of strings (False: the caller's other form)."""
     try:
         argv = decode_json_array(args) if args[0] == "[" else None
     except NotStringArray as e:
         raise _error(line, off, off + len(args), str(e), kind="parse",
                      hint='write every element as a "string", or drop the brackets for shell form') from None
     if argv is None:
-        yield from otherwise()
-    else:
-        yield _tok(line, "JSON", args, off, off + len(args), argv)
+        return False
+    out.append(_tok(line, "JSON", args, off, off + len(args), argv))
+    return True
 
 
-def _pair_tokens(line: LogicalLine, args: str, off: int, escape: str) -> Iterator[Tok]:
+def _pair_tokens(out: list[Tok], line: LogicalLine, args: str, off: int, escape: str) -> None:
     words = parse_words(args, escape)
     if "=" not in words[0][0]:
         m = SEPARATOR.search(args)
         end = m.start() if m else len(args)
-        yield _tok(line, "LEGACY_KEY", args[:end], off, off + end)
+        out.append(_tok(line, "LEGACY_KEY", args[:end], off, off + end))
         if m:
-            yield _tok(line, "LEGACY_VALUE", args[m.end():], off + m.end(), off + len(args))
+            out.append(_tok(line, "LEGACY_VALUE", args[m.end():], off + m.end(), off + len(args)))
         return
     for word, s, e in words:
-        yield _tok(line, "KV" if "=" in word else "BAREWORD", word, off + s, off + e)
+        out.append(_tok(line, "KV" if "=" in word else "BAREWORD", word, off + s, off + e))
 
 
-def _health_tokens(line: LogicalLine, args: str, off: int) -> Iterator[Tok]:
+def _health_tokens(out: list[Tok], line: LogicalLine, args: str, off: int) -> None:
     sep = 0
     while sep < len(args) and args[sep] not in _ASCII_SPACE:
         sep += 1
     nxt = sep
     while nxt < len(args) and args[nxt] in _ASCII_SPACE:
         nxt += 1
-    yield _tok(line, "HC_WORD", args[:sep], off, off + sep)
+    out.append(_tok(line, "HC_WORD", args[:sep], off, off + sep))
     rest = args[nxt:]
     if rest:
         start = off + nxt
-        yield from _json_or(line, rest, start, lambda: iter([_tok(line, "TEXT", rest, start, start + len(rest))]))
+        if not _json(out, line, rest, start):
+            out.append(_tok(line, "TEXT", rest, start, start + len(rest)))
 
 
 def _word_regex(escape: str) -> re.Pattern[str]:
@@ -259,8 +277,74 @@ def get_parser(transformer: Any) -> Lark:
     return _parser
 
 
+# The grammar (dockerfile.lark) is a regular language over token types: one letter per type, one pattern per
+# rule, spelled exactly as the .lark rules. A token stream that the whole pattern matches is one the LALR parser
+# accepts with the same tree, so its instructions go straight to the transformer's callbacks, in the order the
+# parser would reduce them (a nested ONBUILD trigger first). Anything else, errors included, goes through lark.
+_CODES = {"FLAG": "f", "WORD": "w", "JSON": "j", "TEXT": "t", "KV": "k", "BAREWORD": "b", "LEGACY_KEY": "l",
+          "LEGACY_VALUE": "v", "HC_WORD": "h", "HEREDOC": "d", "_END": "e", "K_FROM": "F", "K_RUN": "R",
+          "K_CMD": "C", "K_ENTRYPOINT": "E", "K_SHELL": "S", "K_COPY": "P", "K_ADD": "A", "K_VOLUME": "V",
+          "K_ENV": "N", "K_LABEL": "L", "K_ARG": "G", "K_EXPOSE": "X", "K_USER": "U", "K_WORKDIR": "W",
+          "K_STOPSIGNAL": "Z", "K_MAINTAINER": "M", "K_HEALTHCHECK": "H", "K_ONBUILD": "O", "K_UNKNOWN": "Q"}
+_RULES = {"F": "f*w*", "R": "f*[jt]?d*", "C": "f*[jt]?", "E": "f*[jt]?", "S": "f*[jt]?", "P": "f*(?:j|w+)?d*",
+          "A": "f*(?:j|w+)?d*", "V": "f*(?:j|w+)?", "N": "f*(?:k+|lv)?", "L": "f*(?:k+|lv)?", "G": "f*w*",
+          "X": "f*w*", "U": "f*t?", "W": "f*t?", "Z": "f*t?", "M": "f*t?", "H": "f*(?:h[jt]?)?", "Q": "f*"}
+_PLAIN = "|".join(k + v for k, v in _RULES.items())
+_NAMES = {code: kind[2:].lower() for kind, code in _CODES.items() if kind.startswith("K_")}
+
+
+def _program() -> re.Pattern[str]:
+    """The whole file's pattern; ONBUILD triggers nest up to a fixed depth (deeper files go through lark)."""
+    instruction = f"(?:{_PLAIN})"
+    for _ in range(4):
+        instruction = f"(?:{_PLAIN}|Of*{instruction}?e)"
+    return re.compile(f"{instruction}+")
+
+
+_PATTERN = _program()
+
+
+def _direct(prelexed: Prelexed, strict: bool, transformer: Any) -> list | None:
+    """The instructions, when the token stream is one the grammar accepts; None to let lark parse it."""
+    try:
+        toks = tokens(prelexed, strict)
+    except DockerfileSyntaxError:
+        return None  # lark interleaves lexing and callbacks: it reports whichever error comes first
+    codes = "".join([_CODES.get(t.type, "?") for t in toks])
+    if _PATTERN.fullmatch(codes) is None:
+        return None
+    out: list = []
+    i, n = 0, len(toks)
+    while i < n:
+        node, i = _one(toks, codes, i, transformer)
+        out.append(node)
+    return transformer.start(out)
+
+
+def _one(toks: list, codes: str, i: int, transformer: Any) -> tuple[Any, int]:
+    code = codes[i]
+    j = i + 1
+    if code == "O":
+        while codes[j] == "f":
+            j += 1
+        children = toks[i:j]
+        if codes[j] != "e":
+            node, j = _one(toks, codes, j, transformer)
+            children.append(node)
+        return getattr(transformer, "onbuild")(children), j + 1
+    while j < len(codes) and not codes[j].isupper() and codes[j] != "e":
+        j += 1
+    return getattr(transformer, _NAMES[code])(toks[i:j]), j
+
+
 def run_parser(prelexed: Prelexed, strict: bool, transformer: Any) -> Any:
     """Parse the logical lines; lark errors become DockerfileSyntaxError."""
+    direct = _direct(prelexed, strict, transformer)
+    return direct if direct is not None else run_lark(prelexed, strict, transformer)
+
+
+def run_lark(prelexed: Prelexed, strict: bool, transformer: Any) -> Any:
+    """The LALR parser itself (every input the direct path does not take, and the tests' reference)."""
     try:
         return get_parser(transformer).parse((prelexed, strict))
     except VisitError as e:

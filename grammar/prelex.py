@@ -123,7 +123,7 @@ class _Scanner:
             raw.pop()
         self.filename = filename
         self.raw = raw  # lines without "\n" (a CR before it is still there)
-        self.lines = [line.rstrip("\r") for line in raw]
+        self.lines = [line.rstrip("\r") for line in raw] if "\r" in text else raw
         self.escape = "\\"
         self.directives: list[tuple[str, str]] = []
         self.directives_done = False

@@ -1,0 +1,46 @@
+"""The step helpers' fork server, started in the background as soon as a build that may run steps begins.
+
+Its interpreter start (~0.1-0.25 s: Python, then the helpers' imports) used to begin at the first step that ran
+a helper, after the builder had imported its own modules, parsed and planned. Started from a thread when the
+command line is read, it runs beside those on another core; the solver adopts it (`take`) and closes it as it
+closed the one it made. If it cannot start here, nothing is reported: the solver's first spawn starts it again
+and reports why, as before. A build that runs no step (fully cached) only pays the wasted start on another core.
+"""
+from __future__ import annotations
+
+import threading
+
+
+class Helpers:
+    """Start a fork server in a thread; `take()` it for the solver, or `close()` it when the build ends first."""
+
+    def __init__(self) -> None:
+        self._server = None
+        self._made = threading.Event()
+        threading.Thread(target=self._run, name="pybuild-helpers-start", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            from builder.ops.helpers import fork_server
+
+            self._server = fork_server()
+        except Exception:  # the solver makes its own, and says what failed
+            return
+        finally:
+            self._made.set()
+        try:
+            self._server.parent_pid  # noqa: B018  (starts the zygote and waits for its "ready")
+        except Exception:
+            return
+
+    def take(self):
+        """The fork server (None if it could not be made); from now on the caller closes it."""
+        self._made.wait()
+        server, self._server = self._server, None
+        return server
+
+    def close(self) -> None:
+        """Stop the server unless it was taken; waits for a start in progress."""
+        server = self.take()
+        if server is not None:
+            server.close()

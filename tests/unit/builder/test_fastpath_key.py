@@ -1,0 +1,58 @@
+"""builder/fastpath.py: which builds may be memoised, and what the key covers."""
+from __future__ import annotations
+
+import argparse
+import os
+
+from builder import fastpath
+from builder.cli import build_parser
+
+
+def args(*argv: str) -> argparse.Namespace:
+    return build_parser().parse_args(list(argv))
+
+
+def test_only_plain_local_builds_qualify(tmp_path):
+    ctx = str(tmp_path)
+    assert fastpath.qualifies(args("-t", "a", "--build-arg", "A=1", "--iidfile", "f", "--jobs", "3", ctx))
+    for extra in (["--push"], ["--pull"], ["-o", "type=oci,dest=x"], ["--no-cache"], ["--check"],
+                  ["--secret", "id=a,src=b"], ["--metadata-file", "m"], ["--no-cache-filter", "s"]):
+        assert not fastpath.qualifies(args(*extra, ctx)), extra
+    assert not fastpath.qualifies(args("-", "-f", "x"))
+    assert not fastpath.qualifies(args(str(tmp_path / "missing")))
+
+
+def test_a_flag_the_memo_does_not_know_disqualifies(tmp_path):
+    ns = args(str(tmp_path))
+    ns.cache_to = ["type=local,dest=x"]  # e.g. a flag added later by another feature
+    assert not fastpath.qualifies(ns)
+    ns.cache_to = []
+    assert fastpath.qualifies(ns)
+
+
+def test_the_key_covers_flags_dockerfile_and_ignore_file_but_not_progress(tmp_path):
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    key = lambda *a: fastpath.memo_for(args(*a, str(tmp_path)), {}, {}).key  # noqa: E731
+    base = key()
+    assert key("--progress", "plain") == base == key("--iidfile", "x") == key("-q")
+    assert key("-t", "other") != base and key("--target", "s") != base and key("--network", "host") != base
+    (tmp_path / "Dockerfile").write_text("FROM scratch\nLABEL a=b\n")
+    changed = key()
+    assert changed != base
+    (tmp_path / ".dockerignore").write_text("x\n")
+    ignored = key()
+    assert ignored != changed
+    os.environ["SOURCE_DATE_EPOCH"] = "1"
+    try:
+        assert key() != ignored
+    finally:
+        del os.environ["SOURCE_DATE_EPOCH"]
+
+
+def test_at_most_keep_memos_are_kept(tmp_path, monkeypatch):
+    monkeypatch.setattr(fastpath, "KEEP", 3)
+    for i in range(5):
+        memo = fastpath.Memo(str(tmp_path), f"{i:064x}", str(tmp_path))
+        memo._write({"context": None})
+        os.utime(memo.path, ns=(i * 10**9, i * 10**9))
+    assert sorted(os.listdir(tmp_path / "fastpath")) == [f"{i:064x}.json" for i in (2, 3, 4)]
