@@ -271,7 +271,7 @@ def _summary(mode: str, warned, image_id: str, manifest: str, names, stdout_used
             print(f"tagged:   {name}", file=out)
         for pushed in result.pushed:
             print(f"pushed:   {pushed.summary()}", file=out)
-        for written in result.cache_exports:
+        for written in cache_exports:
             print(f"cache:    {written.summary()}", file=out)
     return 0
 

@@ -304,7 +304,7 @@ def _program() -> re.Pattern[str]:
 _PATTERN = _program()
 
 
-def _direct(prelexed: Prelexed, strict: bool, transformer: Any) -> list | None:
+def _direct(prelexed: Prelexed, strict: bool, transformer: Any) -> list[Any] | None:
     """The instructions, when the token stream is one the grammar accepts; None to let lark parse it."""
     try:
         toks = tokens(prelexed, strict)
@@ -313,15 +313,16 @@ def _direct(prelexed: Prelexed, strict: bool, transformer: Any) -> list | None:
     codes = "".join([_CODES.get(t.type, "?") for t in toks])
     if _PATTERN.fullmatch(codes) is None:
         return None
-    out: list = []
+    out: list[Any] = []
     i, n = 0, len(toks)
     while i < n:
         node, i = _one(toks, codes, i, transformer)
         out.append(node)
-    return transformer.start(out)
+    instructions: list[Any] = transformer.start(out)
+    return instructions
 
 
-def _one(toks: list, codes: str, i: int, transformer: Any) -> tuple[Any, int]:
+def _one(toks: list[Any], codes: str, i: int, transformer: Any) -> tuple[Any, int]:
     code = codes[i]
     j = i + 1
     if code == "O":

@@ -5,7 +5,7 @@ import argparse
 import os
 
 from builder import fastpath
-from builder.cli import build_parser
+from builder.cli import _defaults, build_parser
 
 
 def args(*argv: str) -> argparse.Namespace:
@@ -14,20 +14,21 @@ def args(*argv: str) -> argparse.Namespace:
 
 def test_only_plain_local_builds_qualify(tmp_path):
     ctx = str(tmp_path)
-    assert fastpath.qualifies(args("-t", "a", "--build-arg", "A=1", "--iidfile", "f", "--jobs", "3", ctx))
+    assert fastpath.qualifies(args("-t", "a", "--build-arg", "A=1", "--iidfile", "f", "--jobs", "3", ctx),
+                              _defaults())
     for extra in (["--push"], ["--pull"], ["-o", "type=oci,dest=x"], ["--no-cache"], ["--check"],
                   ["--secret", "id=a,src=b"], ["--metadata-file", "m"], ["--no-cache-filter", "s"]):
-        assert not fastpath.qualifies(args(*extra, ctx)), extra
-    assert not fastpath.qualifies(args("-", "-f", "x"))
-    assert not fastpath.qualifies(args(str(tmp_path / "missing")))
+        assert not fastpath.qualifies(args(*extra, ctx), _defaults()), extra
+    assert not fastpath.qualifies(args("-", "-f", "x"), _defaults())
+    assert not fastpath.qualifies(args(str(tmp_path / "missing")), _defaults())
 
 
 def test_a_flag_the_memo_does_not_know_disqualifies(tmp_path):
     ns = args(str(tmp_path))
     ns.cache_to = ["type=local,dest=x"]  # e.g. a flag added later by another feature
-    assert not fastpath.qualifies(ns)
+    assert not fastpath.qualifies(ns, _defaults())
     ns.cache_to = []
-    assert fastpath.qualifies(ns)
+    assert fastpath.qualifies(ns, _defaults())
 
 
 def test_the_key_covers_flags_dockerfile_and_ignore_file_but_not_progress(tmp_path):
