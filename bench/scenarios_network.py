@@ -58,7 +58,7 @@ def network_rows(bench: Bench) -> list[Row]:
             return once
 
         bench.prepare(row, tool, lambda: tool.fresh())
-        bench.alternate(row, [(PYBUILD, measure([])), (NONE, measure(["--network", "none"]))])
+        bench.alternate(row, [(PYBUILD, measure(["--network", "default"])), (NONE, measure(["--network", "none"]))])
     except BenchError as exc:
         row.missing[PYBUILD] = str(exc).splitlines()[0]
     finally:
