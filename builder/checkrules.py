@@ -7,6 +7,7 @@ from typing import Callable
 
 from builder.checks import _ONCE, RESERVED_STAGE_NAMES, Warning, secret_like
 from grammar import nodes
+from grammar.errors import levenshtein
 
 _PLATFORM_WORD = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+){0,2}$")
 _TARGETPLATFORM = ("$TARGETPLATFORM", "${TARGETPLATFORM}")
@@ -186,20 +187,10 @@ def _suggest(name: str, options: tuple[str, ...]) -> str:
     for option in options:
         if option == name:
             return ""
-        distance = _levenshtein(name, option)
+        distance = levenshtein(name, option)
         if distance < best_distance:
             best, best_distance = option, distance
     return best
-
-
-def _levenshtein(a: str, b: str) -> int:
-    previous = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        current = [i]
-        for j, cb in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
-        previous = current
-    return previous[-1]
 
 
 def copy_ignored(df: nodes.Dockerfile, ignored: Callable[[str], bool]) -> list[Warning]:

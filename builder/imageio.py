@@ -17,6 +17,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from builder.export.atomic import atomic_file
 from builder.cliparse import CommandLineError
 from builder.cliparse import parser as _parser
 from builder.errors import PybuildError
@@ -64,17 +65,8 @@ def save_main(argv: list[str]) -> int:
             sys.stdout.buffer.flush()
             return 0
         dest = Path(args.output)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                write_images_to(fh, store, pairs, docker)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, dest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_file(dest) as fh:
+            write_images_to(fh, store, pairs, docker)
     return 0
 
 

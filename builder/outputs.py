@@ -10,6 +10,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from builder.export.atomic import atomic_file
 from builder.errors import PybuildError, UsageError
 from builder.export.oci_layout import write_layout
 from builder.plan.bases import normalize_name, split_tag
@@ -210,17 +211,8 @@ def write_rootfs_tar(store, record, out: Output, names=()) -> None:
         sys.stdout.buffer.flush()
         return
     dest = Path(out.dest)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write_flat(fh, store, list(record.layers))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(dest) as fh:
+        write_flat(fh, store, list(record.layers))
 
 
 def docker_load(store, record, out: Output, names=()) -> None:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 import sys
 import tarfile
-import tempfile
 import time
 from pathlib import Path
 
+from builder.export.atomic import atomic_file
 from builder.cliparse import CommandLineError
 from builder.cliparse import parser as _parser
 from builder.errors import PybuildError
@@ -141,17 +141,8 @@ def export_main(argv: list[str]) -> int:
             sys.stdout.buffer.flush()
             return 0
         dest = Path(args.output)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                write_flat(fh, store, layers)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, dest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_file(dest) as fh:
+            write_flat(fh, store, layers)
     return 0
 
 

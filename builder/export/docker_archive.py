@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import tarfile
-import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
+from builder.export.atomic import atomic_file
 from builder.export.image import MANIFEST_MEDIA_TYPE
 from builder.export.oci_layout import IMAGE_NAME
 from builder.plan.bases import REF_NAME, split_tag
@@ -116,14 +115,5 @@ def write_archive(store, dest: str | Path, record, names: list[str], docker_mani
 
     On any error (or Ctrl-C) the temp file is removed and an existing ``dest`` is left as it was."""
     dest = Path(dest)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write_archive_to(fh, store, record, names, docker_manifest)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(dest) as fh:
+        write_archive_to(fh, store, record, names, docker_manifest)
