@@ -15,6 +15,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
+from builder import rootless
 from builder.context.checksum import checksum_sources
 from builder.context.paths import has_glob
 from builder.ops.copysel import excluded_sums, key_pattern
@@ -109,6 +110,9 @@ class Solver:
         order = sorted(self.graph.needed(stage_index), key=lambda step: step.id)
         self.numbers = {step.id: n for n, step in enumerate(order, 1)}
         self._bridged = any(getattr(step.op, "network", None) == "default" for step in order)
+        if rootless.entered() and any(step.kind == "exec" for step in order):
+            self._bridged = False  # no bridge without CAP_NET_ADMIN on the host: see exec._network
+            rootless.run_notice()
         try:
             self._solve_pooled(order)
         finally:
@@ -143,6 +147,8 @@ class Solver:
 
     def _pool_for(self, op):
         """The network pool when this RUN needs the bridge: to run on it, or for --add-host's host-gateway."""
+        if rootless.entered():
+            return None
         if op.network == "default" or any(ip == "host-gateway" for _, ip in self.options.extra_hosts):
             return self._network()
         return None

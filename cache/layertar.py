@@ -20,6 +20,7 @@ so equal trees give equal bytes, equal ``diff_id`` and equal compressed digests:
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 import tarfile
@@ -39,6 +40,24 @@ COPY_BUFFER = 1 << 20
 IGNORED_XATTRS = frozenset({"security.selinux", "system.nfs4_acl"})
 OVERLAY_XATTR_PREFIX = "trusted.overlay."
 REFUSED_OVERLAY_XATTRS = frozenset({"trusted.overlay.metacopy", "trusted.overlay.redirect"})
+INITIAL_UID_MAP = ["0 0 4294967295"]
+
+
+@functools.lru_cache(maxsize=1)
+def overlay_prefix() -> str:
+    """Where overlayfs keeps its xattrs here: trusted.overlay., or user.overlay. in a user namespace (rootless
+    mode, where the overlay is mounted with `userxattr` since trusted.* needs root of the initial namespace)."""
+    try:
+        with open("/proc/self/uid_map", encoding="ascii") as handle:
+            rows = [" ".join(line.split()) for line in handle if line.strip()]
+    except OSError:
+        return OVERLAY_XATTR_PREFIX
+    return OVERLAY_XATTR_PREFIX if rows == INITIAL_UID_MAP else "user.overlay."
+
+
+def opaque_xattr() -> str:
+    """The xattr that marks an opaque directory in an overlay upper (OPAQUE_XATTR as root)."""
+    return overlay_prefix() + "opaque"
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,10 +130,10 @@ def read_xattrs(path: str) -> dict[str, bytes]:
 def _pax_xattrs(node: _Node, xattrs: dict[str, bytes]) -> dict[str, str]:
     pax = {}
     for name, value in xattrs.items():
-        if name in REFUSED_OVERLAY_XATTRS:
+        if name in REFUSED_OVERLAY_XATTRS or name in (overlay_prefix() + "metacopy", overlay_prefix() + "redirect"):
             raise StoreError(f"overlay {name.rsplit('.', 1)[1]} entry cannot be made into a "
                              "layer; mount overlay with metacopy=off,redirect_dir=off", path=node.path)
-        if name in IGNORED_XATTRS or name.startswith(OVERLAY_XATTR_PREFIX) or not value:
+        if name in IGNORED_XATTRS or name.startswith((OVERLAY_XATTR_PREFIX, overlay_prefix())) or not value:
             continue  # empty values cannot be told apart from deletions in PAX
         pax[PAX_XATTR_PREFIX + name] = value.decode("utf-8", "surrogateescape")
     return pax
@@ -164,7 +183,7 @@ class LayerWriter:
         else:
             self.tar.addfile(info)
         self.entries += 1
-        if info.type == tarfile.DIRTYPE and xattrs.get(OPAQUE_XATTR) == b"y":
+        if info.type == tarfile.DIRTYPE and xattrs.get(opaque_xattr()) == b"y":
             self.add_marker(f"{node.rel}/{WHITEOUT_OPAQUE}")
 
     def _fill_type(self, node: _Node, info: tarfile.TarInfo) -> bool:
