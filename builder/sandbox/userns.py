@@ -35,3 +35,13 @@ def gid_mapped(gid: int) -> bool:
 def overlay_xattr_prefix() -> str:
     """Where overlayfs keeps its own xattrs (opaque, redirect, ...): user.overlay. under `userxattr`."""
     return "user.overlay." if in_user_namespace() else "trusted.overlay."
+
+
+@functools.lru_cache(maxsize=1)
+def setgroups_denied() -> bool:
+    """A single-id user namespace (rootless without subordinate ids) denies setgroups(2)."""
+    try:
+        with open("/proc/self/setgroups", encoding="ascii") as handle:
+            return handle.read().strip() == "deny"
+    except OSError:
+        return False
