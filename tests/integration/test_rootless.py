@@ -18,6 +18,7 @@ import sys
 import sysconfig
 import tarfile
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,14 +56,23 @@ class User:
         return proc
 
     def leftovers(self) -> list[str]:
-        """Processes still running as this user or as one of its subordinate ids."""
+        """Processes still there as this user or one of its subordinate ids, after the kernel's asynchronous
+        teardown of killed namespaces (SIGKILLed processes may take a moment to be reaped) has had 10 s."""
+        for _ in range(100):
+            found = self._processes()
+            if not found:
+                return []
+            time.sleep(0.1)
+        return found
+
+    def _processes(self) -> list[str]:
         ids = {self.uid} | set(self.subids or ())
         found = []
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit():
                 with contextlib.suppress(OSError):
                     if entry.stat().st_uid in ids:
-                        found.append(f"{entry.name}: {(entry / 'cmdline').read_bytes()!r}")
+                        found.append(f"{entry.name}: {(entry / 'stat').read_text()[:120]}")
         return found
 
 
@@ -256,3 +266,45 @@ def test_without_subordinate_ranges_one_warning_and_a_working_build(users):
     out = user.pybuild("run", "--rm", "me/single", "/bin/busybox", "cat", "/f").stdout.decode()
     assert out == "ok\n"
     assert not user.leftovers()
+
+
+def test_push_to_the_test_registry(ranged, tmp_path):
+    from tests.integration.registry import start_registry
+
+    registry = start_registry(tmp_path / "registry")
+    try:
+        name = f"{registry.host}/me/rootless:1"
+        ranged.pybuild("build", "-t", name, "--push", "-f", f"{TESTDATA}/app/Dockerfile", str(TESTDATA / "app"))
+        found = json.loads(subprocess.run([require_tool("skopeo"), "inspect", "--tls-verify=false",
+                                           f"docker://{name}"], check=True, capture_output=True).stdout)
+        assert len(found["Layers"]) >= 9
+    finally:
+        registry.stop()
+
+
+def test_ctrl_c_during_run_leaves_no_process_or_mount(ranged):
+    ctx = ranged.home / "sleep-ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM pybuild/busybox\nRUN echo started-sleeping && sleep 600\n")
+    before = mountinfo(ranged.home)
+    environ = {"PATH": "/usr/bin:/bin", "HOME": str(ranged.home),
+               "PYTHONPATH": f"{REPO}:{sysconfig.get_paths()['purelib']}"}
+    proc = subprocess.Popen(["setpriv", f"--reuid={ranged.uid}", f"--regid={ranged.gid}", "--init-groups", "env",
+                             "-i", *(f"{k}={v}" for k, v in environ.items()), SYSTEM_PYTHON, "-m", "builder",
+                             "build", "--progress", "plain", "--no-cache", str(ctx)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ranged.home, start_new_session=True)
+    try:
+        seen = b""
+        while b"\nstarted-sleeping" not in seen and b" started-sleeping" not in seen:
+            line = proc.stdout.readline()
+            assert line, seen.decode()
+            seen += line
+        os.killpg(proc.pid, 2)  # what a terminal's ^C does: SIGINT to the whole foreground group
+        rest = proc.communicate(timeout=120)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, (seen + rest).decode()
+    assert not ranged.leftovers()
+    assert mountinfo(ranged.home) == before
