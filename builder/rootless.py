@@ -17,6 +17,7 @@ Root (euid 0) never enters: every path here is a no-op for it.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import pwd
 import shutil
@@ -155,7 +156,7 @@ def _child(parent: int, ready_w: int, go_r: int) -> None:
     """In the child: unshare, wait for the maps, become root of the namespace; exits on failure."""
     result = _libc.unshare(ctypes.c_int(CLONE_NEWUSER | CLONE_NEWNS))
     errno_ = ctypes.get_errno() if result < 0 else 0
-    os.write(ready_w, b"ok" if result == 0 else f"errno {errno_}".encode())
+    os.write(ready_w, b"ok" if result == 0 else f"unshare: {errno.errorcode.get(errno_, errno_)}".encode())
     os.close(ready_w)
     answer = os.read(go_r, 4096)
     os.close(go_r)

@@ -308,3 +308,45 @@ def test_ctrl_c_during_run_leaves_no_process_or_mount(ranged):
     assert proc.returncode == 130, (seen + rest).decode()
     assert not ranged.leftovers()
     assert mountinfo(ranged.home) == before
+
+
+NO_USERNS = """
+import ctypes, os, sys
+uid, gid, argv = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+ready_r, ready_w = os.pipe()
+go_r, go_w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    if ctypes.CDLL(None, use_errno=True).unshare(0x10000000) != 0:
+        os._exit(99)
+    os.write(ready_w, b"1")
+    os.read(go_r, 1)
+    with open("/proc/sys/user/max_user_namespaces", "w") as f:  # this namespace's own limit, not the host's
+        f.write("0")
+    os.setgroups([])
+    os.setgid(gid)
+    os.setuid(uid)
+    os.execv(argv[0], argv)  # an absolute path: after setuid the runner's own library may be unreadable
+os.read(ready_r, 1)
+for name in ("uid_map", "gid_map"):
+    with open(f"/proc/{pid}/{name}", "w") as f:
+        f.write("0 0 65536\\n")
+os.write(go_w, b"1")
+sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"""
+
+
+def test_without_user_namespaces_one_clear_error(users):
+    """In a namespace whose user.max_user_namespaces is 0 (a container without user namespaces, in effect)."""
+    user = users[1]
+    if user.uid >= 65536:
+        pytest.skip("the test user's uid is outside the nested namespace's map")
+    environ = {"PATH": "/usr/bin:/bin", "HOME": str(user.home),
+               "PYTHONPATH": f"{REPO}:{sysconfig.get_paths()['purelib']}"}
+    proc = subprocess.run([sys.executable, "-c", NO_USERNS, str(user.uid), str(user.gid), "/usr/bin/env", "-i",
+                           *(f"{k}={v}" for k, v in environ.items()), SYSTEM_PYTHON, "-m", "builder", "images"],
+                          capture_output=True, text=True, cwd=user.home, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.startswith("error: rootless mode: cannot create a user namespace (unshare: ENOSPC): user "
+                                  "namespaces are disabled: set user.max_user_namespaces"), proc.stderr
+    assert "hint: or run pybuild as root" in proc.stderr and "Traceback" not in proc.stderr
