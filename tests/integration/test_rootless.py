@@ -350,3 +350,17 @@ def test_without_user_namespaces_one_clear_error(users):
     assert proc.stderr.startswith("error: rootless mode: cannot create a user namespace (unshare: ENOSPC): user "
                                   "namespaces are disabled: set user.max_user_namespaces"), proc.stderr
     assert "hint: or run pybuild as root" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_store_is_never_shared_by_root_and_a_user(ranged, tmp_path):
+    own = ranged.home / ".local/share/pybuild"
+    as_root = subprocess.run([sys.executable, "-m", "builder", "images", "--root", str(own)], capture_output=True,
+                             text=True, cwd=REPO)
+    assert as_root.returncode == 1 and "belongs to uid" in as_root.stderr, as_root.stderr
+    shared = ranged.home / "roots-store"  # a store root made, readable by all, in a directory the user can reach
+    _root_pybuild(shared, "images")
+    os.chmod(shared, 0o755)
+    proc = ranged.pybuild("images", "--root", str(shared), check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert "belongs to another user (root's store" in proc.stderr.decode()
+    assert "Traceback" not in proc.stderr.decode()
