@@ -16,15 +16,10 @@ Root (euid 0) never enters: every path here is a no-op for it.
 """
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
-import pwd
-import shutil
 import signal
-import subprocess
 import sys
-import threading
 from dataclasses import dataclass
 
 from builder.errors import PybuildError
@@ -35,7 +30,6 @@ MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
 PR_SET_PDEATHSIG = 1
 SUBUID, SUBGID = "/etc/subuid", "/etc/subgid"
-_libc = ctypes.CDLL(None, use_errno=True)
 _entered: dict[str, int] = {}  # "uid"/"gid": the user's ids outside, once enter() has run in this process
 
 
@@ -121,6 +115,9 @@ def enter() -> None:
     """For euid != 0: continue this process as root of a fresh user + mount namespace (see the module docstring)."""
     if os.geteuid() == 0 or _entered:
         return
+    import shutil  # here, not at the top: root's start-up never pays for these
+    import threading
+
     if threading.active_count() != 1:
         raise RootlessError("rootless mode: a user namespace can only be entered before any thread starts")
     uid, gid = os.getuid(), os.getgid()
@@ -146,6 +143,8 @@ def enter() -> None:
 
 
 def _user_name(uid: int) -> str:
+    import pwd
+
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
@@ -154,6 +153,9 @@ def _user_name(uid: int) -> str:
 
 def _child(parent: int, ready_w: int, go_r: int) -> None:
     """In the child: unshare, wait for the maps, become root of the namespace; exits on failure."""
+    import ctypes
+
+    _libc = ctypes.CDLL(None, use_errno=True)
     result = _libc.unshare(ctypes.c_int(CLONE_NEWUSER | CLONE_NEWNS))
     errno_ = ctypes.get_errno() if result < 0 else 0
     os.write(ready_w, b"ok" if result == 0 else f"unshare: {errno.errorcode.get(errno_, errno_)}".encode())
@@ -162,17 +164,25 @@ def _child(parent: int, ready_w: int, go_r: int) -> None:
     os.close(go_r)
     if result != 0 or answer != b"ok":
         os._exit(1)  # the parent reports it
-    os.setresgid(0, 0, 0)
-    os.setresuid(0, 0, 0)
+    try:
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+    except OSError as exc:
+        _die(f"becoming root of the user namespace: {exc.strerror}")
     try:
         os.setgroups([])
     except OSError:
         pass  # a single-id map denies setgroups: the supplementary groups stay (unmapped, as nogroup)
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # after the credential change, which clears it
     if os.getppid() != parent:
-        os._exit(1)
+        os._exit(1)  # the parent is gone: nobody to report to
     if _libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:
-        os._exit(1)
+        _die(f"making the mount namespace private: {os.strerror(ctypes.get_errno())}")
+
+
+def _die(message: str) -> None:
+    print(f"error: rootless mode: {message}", file=sys.stderr)
+    os._exit(1)
 
 
 def _parent(pid: int, ready_r: int, go_w: int, uid: int, gid: int, uid_ranges: list, gid_ranges: list,
@@ -197,6 +207,8 @@ def _parent(pid: int, ready_r: int, go_w: int, uid: int, gid: int, uid_ranges: l
 
 def _write_maps(pid: int, uid: int, gid: int, uid_ranges: list, gid_ranges: list, name: str, helpers: bool) -> None:
     if uid_ranges and gid_ranges:
+        import subprocess
+
         for tool, maps in (("newuidmap", id_maps(uid, uid_ranges)), ("newgidmap", id_maps(gid, gid_ranges))):
             argv = [tool, str(pid)] + [str(v) for m in maps for v in (m.inside, m.outside, m.count)]
             done = subprocess.run(argv, capture_output=True, text=True, check=False)

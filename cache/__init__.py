@@ -41,7 +41,7 @@ from cache.model import (
     media_type_for,
     sniffed_media_type,
 )
-from cache.layertar import OVERLAY_XATTR_PREFIX, overlay_prefix
+from cache.userns import in_user_namespace
 from cache.snapshots import SnapshotStore
 from cache.statcache import StatCache
 
@@ -326,7 +326,7 @@ def _make_private(root: Path) -> None:
     try:
         st = os.fstat(fd)
         if st.st_uid != os.geteuid():
-            if overlay_prefix() != OVERLAY_XATTR_PREFIX:  # rootless: ids are the user namespace's (0 = you)
+            if in_user_namespace():  # rootless: ids are the user namespace's (0 = you)
                 raise StoreError("the store directory belongs to another user (root's store, or another "
                                  "user's): in rootless mode use a store of your own (the default, or --root DIR)",
                                  path=root)

@@ -20,7 +20,6 @@ so equal trees give equal bytes, equal ``diff_id`` and equal compressed digests:
 
 from __future__ import annotations
 
-import functools
 import os
 import stat
 import tarfile
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from cache.errors import StoreError
+from cache.userns import OVERLAY_XATTR_PREFIX, overlay_prefix
 
 WHITEOUT_PREFIX = ".wh."
 WHITEOUT_OPAQUE = WHITEOUT_PREFIX + WHITEOUT_PREFIX + ".opq"
@@ -38,21 +38,7 @@ PAX_XATTR_PREFIX = "SCHILY.xattr."
 COPY_BUFFER = 1 << 20
 # Host-specific or overlay-internal attributes that never belong in a layer.
 IGNORED_XATTRS = frozenset({"security.selinux", "system.nfs4_acl"})
-OVERLAY_XATTR_PREFIX = "trusted.overlay."
 REFUSED_OVERLAY_XATTRS = frozenset({"trusted.overlay.metacopy", "trusted.overlay.redirect"})
-INITIAL_UID_MAP = ["0 0 4294967295"]
-
-
-@functools.lru_cache(maxsize=1)
-def overlay_prefix() -> str:
-    """Where overlayfs keeps its xattrs here: trusted.overlay., or user.overlay. in a user namespace (rootless
-    mode, where the overlay is mounted with `userxattr` since trusted.* needs root of the initial namespace)."""
-    try:
-        with open("/proc/self/uid_map", encoding="ascii") as handle:
-            rows = [" ".join(line.split()) for line in handle if line.strip()]
-    except OSError:
-        return OVERLAY_XATTR_PREFIX
-    return OVERLAY_XATTR_PREFIX if rows == INITIAL_UID_MAP else "user.overlay."
 
 
 def opaque_xattr() -> str:

@@ -37,9 +37,9 @@ from cache.layertar import (
     WHITEOUT_OPAQUE,
     WHITEOUT_PREFIX,
     opaque_xattr,
-    overlay_prefix,
 )
 from cache.model import Digest
+from cache.userns import overlay_prefix
 
 CHUNK = 1 << 20
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
