@@ -111,7 +111,7 @@ def _network(step: Step, op: ExecOp, pool, extra_hosts, stack: ExitStack, docker
             stack.callback(pool.release, lease)
             fields.update(network="bridge", netns_fd=lease.fd, netns_address=lease.address)
         if any(ip == "host-gateway" for _, ip in extra_hosts):
-            gateway = lease.gateway if op.network == "default" else pool_gateway(pool)
+            gateway = lease.gateway if fields["network"] == "bridge" else pool_gateway(pool)
             extra_hosts = tuple((name, gateway if ip == "host-gateway" else ip) for name, ip in extra_hosts)
     except PoolError as exc:
         hint = exc.hint or "build with --network none (no network) or --network host (the host's)"
