@@ -47,13 +47,15 @@ def entered() -> bool:
     return bool(_entered)
 
 
-def run_notice() -> None:
-    """Once per process: what RUN lacks in rootless mode."""
+def run_notice(slirp: bool) -> None:
+    """Once per process: what RUN's network and limits are in rootless mode."""
     if not _entered.get("noticed"):
         _entered["noticed"] = 1
-        print("notice: rootless mode: RUN's default network is an isolated namespace with only loopback "
-              "(--network host shares the host's; the bridge needs root), and RUN gets no cgroup "
-              "(--memory, --pids-limit, --cpu-* are not applied)", file=sys.stderr)
+        network = ("slirp4netns (user-mode NAT, shared by the build's RUNs; not the host's 127.0.0.1)" if slirp else
+                   "an isolated namespace with only loopback (install slirp4netns for user-mode NAT)")
+        print(f"notice: rootless mode: RUN's default network is {network}; --network host shares the host's, "
+              "the bridge needs root; RUN gets no cgroup (--memory, --pids-limit, --cpu-* are not applied)",
+              file=sys.stderr)
 
 
 def outside_uid() -> int:

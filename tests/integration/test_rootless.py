@@ -320,7 +320,8 @@ if pid == 0:
     if ctypes.CDLL(None, use_errno=True).unshare(0x10000000) != 0:
         os._exit(99)
     os.write(ready_w, b"1")
-    os.read(go_r, 1)
+    if os.read(go_r, 1) != b"1":  # the parent failed to write the maps
+        os._exit(98)
     with open("/proc/sys/user/max_user_namespaces", "w") as f:  # this namespace's own limit, not the host's
         f.write("0")
     os.setgroups([])
@@ -364,3 +365,78 @@ def test_a_store_is_never_shared_by_root_and_a_user(ranged, tmp_path):
     assert proc.returncode == 1, proc.stderr
     assert "belongs to another user (root's store" in proc.stderr.decode()
     assert "Traceback" not in proc.stderr.decode()
+
+
+IN_USERNS = """
+import ctypes, os, sys
+ready_r, ready_w = os.pipe()
+go_r, go_w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    if ctypes.CDLL(None, use_errno=True).unshare(0x10000000 | 0x00020000) != 0:
+        os._exit(99)
+    os.write(ready_w, b"1")
+    if os.read(go_r, 1) != b"1":  # the parent failed to write the maps
+        os._exit(98)
+    os.execv(sys.argv[1], sys.argv[1:])
+os.read(ready_r, 1)
+for name in ("uid_map", "gid_map"):
+    with open(f"/proc/{pid}/{name}", "w") as f:
+        f.write("0 0 65536\\n")
+os.write(go_w, b"1")
+sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"""
+SLIRP_PROBE = """
+import ctypes, os, sys
+from builder.slirp import SlirpNetwork
+net = SlirpNetwork()
+try:
+    pid = os.fork()
+    if pid == 0:
+        if ctypes.CDLL(None, use_errno=True).setns(net.fd, 0x40000000) != 0:
+            os._exit(3)
+        os.execv(sys.argv[1], [sys.argv[1], "-4", "-o", "addr", "show", "tap0"])
+    sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+finally:
+    net.close()
+"""
+
+
+def test_slirp_network_gives_its_namespace_tap0_and_ends_with_close():
+    """builder/slirp.py in a user namespace of the test's own (ids 0-65535 = the host's, so /dev/net/tun opens
+    whatever its mode): the namespace gets tap0 with slirp4netns' address; close() leaves no process."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to map its own ids into the namespace")
+    require_tool("slirp4netns")
+    ip = require_tool("ip")
+    before = {p.name for p in Path("/proc").iterdir() if p.name.isdigit()}
+    proc = subprocess.run([sys.executable, "-c", IN_USERNS, sys.executable, "-c", SLIRP_PROBE, ip],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "tap0" in proc.stdout and "inet 10.0.2.100/24" in proc.stdout, proc.stdout
+    after = {p.name for p in Path("/proc").iterdir() if p.name.isdigit()}
+    ours = [pid for pid in after - before if "slirp4netns" in _cmdline(pid)]
+    assert ours == []
+
+
+def _cmdline(pid: str) -> str:
+    with contextlib.suppress(OSError):
+        return (Path("/proc") / pid / "cmdline").read_bytes().decode(errors="replace")
+    return ""
+
+
+def test_rootless_default_network_is_slirp_or_said_isolated(ranged):
+    """With /dev/net/tun open to all (Debian's default) RUN gets tap0; where it is root's alone (this machine's
+    0600), slirp4netns cannot start and the build says so once and runs RUN isolated."""
+    require_tool("slirp4netns")
+    ctx = ranged.home / "net-ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM pybuild/busybox\nRUN ip -o link\n")
+    proc = ranged.pybuild("build", "--progress", "plain", "--no-cache", str(ctx))
+    err = proc.stderr.decode()
+    if os.stat("/dev/net/tun").st_mode & 0o006 == 0o006:
+        assert "tap0" in err and "slirp4netns" in err, err
+    else:
+        assert err.count('slirp4netns failed: open("/dev/net/tun"): Permission denied') == 1, err
+        assert "RUN's default network is isolated" in err and "tap0" not in err, err
+    assert not ranged.leftovers()
