@@ -56,7 +56,8 @@ class SlirpNetwork:
 
     def __init__(self) -> None:
         self.holder = subprocess.Popen([sys.executable, "-c", HOLDER], stdin=subprocess.PIPE,
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=True)
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=True,
+                                       start_new_session=True)  # a terminal's ^C is the build's to handle
         self.slirp: subprocess.Popen | None = None
         self.exit_w = -1
         self.fd = -1
@@ -77,7 +78,7 @@ class SlirpNetwork:
                 ["slirp4netns", "--configure", "--mtu=65520", "--disable-host-loopback", f"--ready-fd={ready_w}",
                  f"--exit-fd={exit_r}", str(self.holder.pid), "tap0"],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                pass_fds=(ready_w, exit_r))
+                pass_fds=(ready_w, exit_r), start_new_session=True)
         except OSError as exc:
             os.close(ready_r)
             raise SlirpError(f"starting slirp4netns: {exc.strerror}") from exc

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import sys
@@ -295,8 +296,9 @@ def test_ctrl_c_during_run_leaves_no_process_or_mount(ranged):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ranged.home, start_new_session=True)
     try:
         seen = b""
-        while b"\nstarted-sleeping" not in seen and b" started-sleeping" not in seen:
-            line = proc.stdout.readline()
+        line = b""
+        while not re.match(rb"#\d+ \d+\.\d+ started-sleeping", line):  # the RUN's own output, not its title
+            line = proc.stdout.readline()  # (a ^C during a RUN's set-up can hang a build, root mode too)
             assert line, seen.decode()
             seen += line
         os.killpg(proc.pid, 2)  # what a terminal's ^C does: SIGINT to the whole foreground group
