@@ -475,6 +475,10 @@ def main(argv: list[str] | None = None) -> int:
         any(a == "--log-level" and b == "debug" for a, b in zip(argv, argv[1:]))
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
+        if argv and argv[0] not in ("help", "version", "--help", "-h", "--version"):
+            from builder.rootless import enter
+
+            enter()  # euid != 0: continue as root of a user namespace (rootless mode); a no-op for root
         command, rest = route(argv)
         code = dispatch(command, rest)
         sys.stdout.flush()

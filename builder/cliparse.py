@@ -131,7 +131,8 @@ def usage(commands: dict[str, str]) -> str:
              "A daemonless Dockerfile build engine.", "", "Commands:"]
     lines += [f"  {name.ljust(width)}  {summary}" for name, summary in commands.items()]
     lines += ["", "Global options (before or after the command):",
-              "  --root DIR         store directory (default: $PYBUILD_ROOT or /var/lib/pybuild)",
+              "  --root DIR         store directory (default: $PYBUILD_ROOT, else /var/lib/pybuild for root,",
+              "                     ~/.local/share/pybuild (XDG_DATA_HOME) for other users: rootless)",
               "  -D, --debug        show Python tracebacks for internal errors",
               "  --log-level LEVEL  debug, info, warn (default), error",
               "  -v, --version      print the version", "",

@@ -10,7 +10,15 @@ DEFAULT_ROOT = "/var/lib/pybuild"
 
 
 def default_root() -> str:
-    return os.environ.get("PYBUILD_ROOT") or DEFAULT_ROOT
+    """$PYBUILD_ROOT, else /var/lib/pybuild for root and $XDG_DATA_HOME/pybuild (~/.local/share/pybuild) rootless."""
+    from builder.rootless import entered
+
+    if os.environ.get("PYBUILD_ROOT"):
+        return os.environ["PYBUILD_ROOT"]
+    if not entered() and os.geteuid() == 0:
+        return DEFAULT_ROOT
+    data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(data, "pybuild")
 
 
 def source_date_epoch(environ: Mapping[str, str] = os.environ) -> int | None:
@@ -28,7 +36,8 @@ def source_date_epoch(environ: Mapping[str, str] = os.environ) -> int | None:
 
 def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", default=default_root(),
-                   help="store directory (default: $PYBUILD_ROOT or /var/lib/pybuild)")
+                   help="store directory (default: $PYBUILD_ROOT, else /var/lib/pybuild for root, "
+                        "$XDG_DATA_HOME/pybuild or ~/.local/share/pybuild for other users)")
     p.add_argument("--debug", action="store_true", help="show Python tracebacks for internal errors")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -15,6 +16,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
+from builder import rootless, slirp
 from builder.context.checksum import checksum_sources
 from builder.context.paths import has_glob
 from builder.ops.copysel import excluded_sums, key_pattern
@@ -71,6 +73,7 @@ class Solver:
         self._lazy_lock = threading.RLock()
         self._netpool = None  # RUN's default network: prepared namespaces (builder/sandbox/netpool.py)
         self._bridged = False  # does any step to solve want the default network?
+        self._slirp_failed = False  # rootless: slirp4netns could not start; RUNs then get an isolated network
 
     def title(self, step: Step) -> str:
         stage = self.graph.stages[step.stage]
@@ -95,6 +98,9 @@ class Solver:
         order = sorted(self.graph.needed(stage_index), key=lambda step: step.id)
         self.numbers = {step.id: n for n, step in enumerate(order, 1)}
         self._bridged = any(getattr(step.op, "network", None) == "default" for step in order)
+        if rootless.entered() and any(step.kind == "exec" for step in order):
+            self._bridged = False  # no bridge without CAP_NET_ADMIN on the host: slirp4netns, or isolated
+            rootless.run_notice(slirp.available())
         try:
             self._solve_pooled(order)
         finally:
@@ -133,8 +139,23 @@ class Solver:
                 self._netpool = NetworkPool(self.options.bridge_subnet, env=init_env())
             return self._netpool
 
+    def _user_mode_network(self):
+        """Rootless: the build's slirp4netns namespace (builder/slirp.py), or None (an isolated one) without it."""
+        with self._helpers_lock:
+            if self._netpool is None and slirp.available() and not self._slirp_failed:
+                try:
+                    self._netpool = slirp.SlirpNetwork()
+                except (slirp.SlirpError, OSError) as exc:
+                    self._slirp_failed = True
+                    print(f"warning: rootless mode: {exc}; RUN's default network is isolated (only loopback)",
+                          file=sys.stderr)
+            return self._netpool
+
     def _pool_for(self, op):
         """The network pool when this RUN needs the bridge: to run on it, or for --add-host's host-gateway."""
+        if rootless.entered():
+            wanted = op.network == "default" or any(ip == "host-gateway" for _, ip in self.options.extra_hosts)
+            return self._user_mode_network() if wanted else None
         if op.network == "default" or any(ip == "host-gateway" for _, ip in self.options.extra_hosts):
             return self._network()
         return None

@@ -41,6 +41,7 @@ from cache.model import (
     media_type_for,
     sniffed_media_type,
 )
+from cache.userns import in_user_namespace
 from cache.snapshots import SnapshotStore
 from cache.statcache import StatCache
 
@@ -338,6 +339,10 @@ def _make_private(root: Path) -> None:
     try:
         st = os.fstat(fd)
         if st.st_uid != os.geteuid():
+            if in_user_namespace():  # rootless: ids are the user namespace's (0 = you)
+                raise StoreError("the store directory belongs to another user (root's store, or another "
+                                 "user's): in rootless mode use a store of your own (the default, or --root DIR)",
+                                 path=root)
             raise StoreError(f"the store directory belongs to uid {st.st_uid}, not to this user (uid "
                              f"{os.geteuid()}): pick a store of your own with --root DIR, or remove it", path=root)
         if stat.S_IMODE(st.st_mode) != 0o700:

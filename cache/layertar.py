@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from cache.errors import StoreError
+from cache.userns import OVERLAY_XATTR_PREFIX, overlay_prefix
 
 WHITEOUT_PREFIX = ".wh."
 WHITEOUT_OPAQUE = WHITEOUT_PREFIX + WHITEOUT_PREFIX + ".opq"
@@ -38,8 +39,12 @@ PAX_XATTR_PREFIX = "SCHILY.xattr."
 COPY_BUFFER = 1 << 20
 # Host-specific or overlay-internal attributes that never belong in a layer.
 IGNORED_XATTRS = frozenset({"security.selinux", "system.nfs4_acl"})
-OVERLAY_XATTR_PREFIX = "trusted.overlay."
 REFUSED_OVERLAY_XATTRS = frozenset({"trusted.overlay.metacopy", "trusted.overlay.redirect"})
+
+
+def opaque_xattr() -> str:
+    """The xattr that marks an opaque directory in an overlay upper (OPAQUE_XATTR as root)."""
+    return overlay_prefix() + "opaque"
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,10 +117,10 @@ def read_xattrs(path: str) -> dict[str, bytes]:
 def _pax_xattrs(node: _Node, xattrs: dict[str, bytes]) -> dict[str, str]:
     pax = {}
     for name, value in xattrs.items():
-        if name in REFUSED_OVERLAY_XATTRS:
+        if name in REFUSED_OVERLAY_XATTRS or name in (overlay_prefix() + "metacopy", overlay_prefix() + "redirect"):
             raise StoreError(f"overlay {name.rsplit('.', 1)[1]} entry cannot be made into a "
                              "layer; mount overlay with metacopy=off,redirect_dir=off", path=node.path)
-        if name in IGNORED_XATTRS or name.startswith(OVERLAY_XATTR_PREFIX) or not value:
+        if name in IGNORED_XATTRS or name.startswith((OVERLAY_XATTR_PREFIX, overlay_prefix())) or not value:
             continue  # empty values cannot be told apart from deletions in PAX
         pax[PAX_XATTR_PREFIX + name] = value.decode("utf-8", "surrogateescape")
     return pax
@@ -165,7 +170,7 @@ class LayerWriter:
         else:
             self.tar.addfile(info)
         self.entries += 1
-        if info.type == tarfile.DIRTYPE and xattrs.get(OPAQUE_XATTR) == b"y":
+        if info.type == tarfile.DIRTYPE and xattrs.get(opaque_xattr()) == b"y":
             self.add_marker(f"{node.rel}/{WHITEOUT_OPAQUE}")
 
     def _fill_type(self, node: _Node, info: tarfile.TarInfo) -> bool:

@@ -10,7 +10,8 @@ whiteouts (``.wh.`` alone, ``.wh..``, ``.wh...``, a ``.wh..wh..opq`` that is not
 
 OCI whiteouts are turned into overlay ones so the directory works as an overlay lowerdir:
 ``.wh.<name>`` → character device 0/0 ``<name>``; ``.wh..wh..opq`` → the xattr
-``trusted.overlay.opaque=y`` on its directory (both need CAP_MKNOD / CAP_SYS_ADMIN). Overlay
+``trusted.overlay.opaque=y`` on its directory (both need CAP_MKNOD / CAP_SYS_ADMIN; rootless, in a user
+namespace: ``user.overlay.opaque``, see layertar.overlay_prefix). Overlay
 xattrs carried by the tar itself are dropped: only whiteout entries may create them. Other
 ``.wh..wh.*`` names are aufs bookkeeping and skipped, as containerd does.
 
@@ -30,13 +31,13 @@ from pathlib import Path
 
 from cache.errors import StoreError
 from cache.layertar import (
-    OPAQUE_XATTR,
-    OVERLAY_XATTR_PREFIX,
     PAX_XATTR_PREFIX,
     WHITEOUT_OPAQUE,
     WHITEOUT_PREFIX,
+    opaque_xattr,
 )
 from cache.model import ByteReader, Digest
+from cache.userns import OVERLAY_XATTR_PREFIX, overlay_prefix
 
 CHUNK = 1 << 20
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -197,7 +198,7 @@ class Unpacker:
     def whiteout(self, parent: int, base: str, name: str) -> None:
         try:
             if base == WHITEOUT_OPAQUE:
-                os.setxattr(parent, OPAQUE_XATTR, b"y")
+                os.setxattr(parent, opaque_xattr(), b"y")
                 return
             hidden = base[len(WHITEOUT_PREFIX):]
             if hidden.startswith(WHITEOUT_PREFIX):
@@ -297,7 +298,7 @@ def set_xattrs(target: int | str, m: tarfile.TarInfo) -> None:
         if not key.startswith(PAX_XATTR_PREFIX):
             continue
         name = key[len(PAX_XATTR_PREFIX):]
-        if name.startswith(OVERLAY_XATTR_PREFIX):
+        if name.startswith((OVERLAY_XATTR_PREFIX, overlay_prefix())):
             continue
         try:
             os.setxattr(target, name, value.encode("utf-8", "surrogateescape"))

@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-test}"
 
-packages=(busybox-static iproute2 libseccomp2)
+packages=(busybox-static iproute2 libseccomp2 uidmap slirp4netns)  # rootless: newuidmap/newgidmap, user-mode network
 if [ "$mode" = test ] || [ "$mode" = bench ]; then
   packages+=(skopeo umoci runc docker-registry docker.io golang-docker-credential-helpers pass openssh-client)
 fi

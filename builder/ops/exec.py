@@ -8,6 +8,7 @@ from collections import deque
 from contextlib import ExitStack
 from typing import Callable
 
+from builder import rootless
 from builder.errors import BuildCancelled, BuildStepError, PybuildError
 from builder.ops.mounts import realise, run_env
 from builder.plan.steps import ExecOp, Step
@@ -103,13 +104,15 @@ def _network(step: Step, op: ExecOp, pool, extra_hosts, stack: ExitStack, docker
     from builder.sandbox.netpool import PoolError
 
     fields: dict = {"network": op.network}
+    if op.network == "default" and pool is None and rootless.entered():
+        fields["network"] = "none"  # rootless: an isolated namespace (loopback only); the key is unchanged
     try:
-        if op.network == "default":
+        if fields["network"] == "default":
             lease = pool.acquire()
             stack.callback(pool.release, lease)
             fields.update(network="bridge", netns_fd=lease.fd, netns_address=lease.address)
         if any(ip == "host-gateway" for _, ip in extra_hosts):
-            gateway = lease.gateway if op.network == "default" else pool_gateway(pool)
+            gateway = lease.gateway if fields["network"] == "bridge" else pool_gateway(pool)
             extra_hosts = tuple((name, gateway if ip == "host-gateway" else ip) for name, ip in extra_hosts)
     except PoolError as exc:
         hint = exc.hint or "build with --network none (no network) or --network host (the host's)"

@@ -45,6 +45,7 @@ from builder.sandbox.network import host_resolv_conf, setup_network
 from builder.sandbox.spec import ContainerSpec
 from builder.sandbox.stubs import ensure_path, remove_stubs
 from builder.sandbox.users import ExecUser, UserError, lookup_user
+from builder.sandbox.userns import setgroups_denied
 
 EXIT_SETUP = 125  # docker's "the container could not be started"
 EXIT_CANNOT_EXEC = 126
@@ -120,6 +121,7 @@ def main(argv: list[str]) -> NoReturn:
             spec = ContainerSpec.from_json(handle.read().decode())
         join_cgroups(spec.cgroups)  # before any fork: every process of the RUN is counted and killed with it
         host_resolv = host_resolv_conf()
+        setgroups_denied()  # read (and cached) while the host's /proc is there
         if not spec.insecure:
             prepare()  # libseccomp is a host library: load it before pivot_root hides it
         last_cap = capabilities.last_capability()
@@ -292,7 +294,8 @@ def _exec_command(spec: ContainerSpec, user: ExecUser, env: list[str], err_w: in
         # Bounding set first: dropping needs CAP_SETPCAP, which a non-root uid no longer has.
         if not spec.insecure:
             capabilities.restrict_bounding_set(set(DEFAULT_CAPABILITIES.values()), last_cap)
-        os.setgroups(list(user.groups))
+        if not setgroups_denied():  # rootless with a single id: the supplementary groups cannot change
+            os.setgroups(list(user.groups))
         os.setgid(user.gid)
         os.setuid(user.uid)
         argv, environ = exec_arguments(spec.argv, env)  # first: a NUL byte would break the PATH search too

@@ -25,6 +25,7 @@ from builder.sandbox.network import hosts_file, resolv_conf
 from builder.sandbox.spec import ContainerSpec, Mount
 from builder.sandbox.securejoin import scoped_join
 from builder.sandbox.stubs import Stub, ensure_path
+from builder.sandbox.userns import gid_mapped, in_user_namespace
 
 SCRATCH_CANDIDATES = ("/tmp", "/mnt", "/run", "/var/tmp")
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
@@ -158,8 +159,14 @@ def mount_proc_dev_sys(rootfs: Rootfs, *, sysfs: bool, insecure: bool = False) -
     _mount_dev(dev)
     if sysfs:
         sys_dir = _target(rootfs, "/sys", directory=True)
-        sc.mount("sysfs", sys_dir, "sysfs", (0 if insecure else sc.MS_RDONLY) | sc.MS_NOSUID | sc.MS_NOEXEC
-                 | sc.MS_NODEV)
+        try:
+            sc.mount("sysfs", sys_dir, "sysfs", (0 if insecure else sc.MS_RDONLY) | sc.MS_NOSUID | sc.MS_NOEXEC
+                     | sc.MS_NODEV)
+        except OSError as exc:  # rootless with the host's network: sysfs wants a network namespace of our own
+            if exc.errno != errno.EPERM or not in_user_namespace():
+                raise
+            sc.mount("/sys", sys_dir, None, sc.MS_BIND | sc.MS_REC)  # what rootless podman does
+            sc.mount(None, sys_dir, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | _statvfs_flags(sys_dir))
     if not insecure:
         _mask_paths(rootfs.root, dev)
 
@@ -171,7 +178,9 @@ def _mount_dev(dev: str) -> None:
         os.close(os.open(node, os.O_CREAT | os.O_WRONLY, 0o666))
         # Bind the host's node: mknod would need the nodev flag lifted and breaks in user namespaces.
         sc.mount(f"/dev/{name}", node, None, sc.MS_BIND)
-    for name, flags, data in (("pts", sc.MS_NOSUID | sc.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"),
+    # gid=5 (tty) only where that group is mapped: a single-id user namespace refuses it (EINVAL)
+    pts = "newinstance,ptmxmode=0666,mode=0620" + (",gid=5" if gid_mapped(5) else "")
+    for name, flags, data in (("pts", sc.MS_NOSUID | sc.MS_NOEXEC, pts),
                               ("shm", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, "mode=1777,size=65536k"),
                               ("mqueue", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, None)):
         os.mkdir(os.path.join(dev, name), 0o755)

@@ -25,6 +25,7 @@ from builder.sandbox.cgroup import CgroupError, RunCgroup
 from builder.sandbox.forkserver import Child, Exec, Launcher, memfd
 from builder.sandbox.spec import ContainerSpec
 from builder.sandbox.stubs import prune_noop_copy_ups
+from builder.sandbox.userns import in_user_namespace
 
 Output = Union[int, Callable[[bytes], None], None]
 CANCEL_POLL_SECONDS = 0.05
@@ -102,6 +103,8 @@ def run(spec: ContainerSpec, *, stdin: int | None = None, stdout: Output = None,
     The container runs in a cgroup of its own with spec.resources' limits; ExitStatus.limit names a limit it hit.
     Raises SandboxError when the container cannot be set up or the command cannot be executed.
     """
+    if in_user_namespace():  # rootless: no cgroup of our own without systemd's delegation (as rootless podman)
+        return _run(spec, stdin, stdout, stderr, cancel, launcher)
     try:
         cgroup = RunCgroup(spec.resources)
     except OSError as exc:

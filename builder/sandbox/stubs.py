@@ -13,6 +13,7 @@ import stat
 from dataclasses import dataclass
 
 from builder.sandbox.securejoin import scoped_join
+from builder.sandbox.userns import overlay_xattr_prefix
 
 @dataclass(frozen=True, slots=True)
 class Stub:
@@ -101,7 +102,8 @@ def _xattrs(path: str) -> dict[str, bytes]:
         names = os.listxattr(path, follow_symlinks=False)
     except OSError:
         return {}
-    return {n: os.getxattr(path, n, follow_symlinks=False) for n in names if not n.startswith("trusted.overlay.")}
+    return {n: os.getxattr(path, n, follow_symlinks=False) for n in names
+            if not n.startswith(overlay_xattr_prefix())}
 
 
 def prune_noop_copy_ups(upperdir: str, lowerdirs: tuple[str, ...], directories: list[str]) -> None:
@@ -136,6 +138,6 @@ def prune_noop_copy_ups(upperdir: str, lowerdirs: tuple[str, ...], directories: 
 
 def _opaque(path: str) -> bool:
     try:
-        return os.getxattr(path, "trusted.overlay.opaque", follow_symlinks=False) == b"y"
+        return os.getxattr(path, overlay_xattr_prefix() + "opaque", follow_symlinks=False) == b"y"
     except OSError:
         return False

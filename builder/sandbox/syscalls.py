@@ -8,6 +8,8 @@ from __future__ import annotations
 import ctypes
 import os
 
+from builder.sandbox.userns import in_user_namespace
+
 # The interpreter's own symbols include libc's; ctypes.util.find_library would cost these helpers
 # ~35 ms of start-up (it imports subprocess, shutil and re to search the library path).
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -97,6 +99,8 @@ def overlay_options(lowerdirs: list[str], upperdir: str | None, workdir: str | N
     parts = ["lowerdir=" + ":".join(esc(p) for p in lowerdirs)]
     if upperdir is not None:
         parts += [f"upperdir={esc(upperdir)}", f"workdir={esc(workdir or '')}"]
+    if in_user_namespace():
+        parts.append("userxattr")  # rootless: overlay's own xattrs are user.overlay.* (trusted.* needs init-ns root)
     return ",".join(parts)
 
 

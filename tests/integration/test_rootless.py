@@ -1,0 +1,444 @@
+"""Rootless mode (issue 22): an unprivileged user builds and runs images, and gets the layers a root build gets.
+
+The test (running as root, as CI does) makes its own users with unique names: one with subordinate ranges
+(`usermod --add-subuids/--add-subgids`), one without; `userdel` removes both and their ranges in a finally.
+pybuild runs as them through `setpriv --reuid --regid --init-groups` (no root left in the process), with the
+system interpreter and PYTHONPATH naming this checkout and the venv's site-packages (the venv's own interpreter
+may live under a home directory the user cannot read).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pwd
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tarfile
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require_tool
+from tests.integration.conftest import REPO, TESTDATA, mountinfo
+
+pytestmark = pytest.mark.slow
+EPOCH = "1700000000"
+SYSTEM_PYTHON = "/usr/bin/python3"
+RANGE_COUNT = 65536
+
+
+@dataclass
+class User:
+    name: str
+    uid: int
+    gid: int
+    home: Path
+    subids: range | None
+
+    def pybuild(self, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+        """`python -m builder ARGS` as this user, in its home, with its default (per-user) store."""
+        environ = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "HOME": str(self.home),
+                   "PYTHONPATH": f"{REPO}:{sysconfig.get_paths()['purelib']}", "SOURCE_DATE_EPOCH": EPOCH,
+                   **(env or {})}
+        cmd = ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups", "env", "-i",
+               *(f"{k}={v}" for k, v in environ.items()), SYSTEM_PYTHON, "-m", "builder", *args]
+        proc = subprocess.run(cmd, capture_output=True, cwd=self.home, timeout=600)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"pybuild {' '.join(args)} as {self.name} failed ({proc.returncode}):\n"
+                                 f"{proc.stdout.decode()}\n{proc.stderr.decode()}")
+        return proc
+
+    def leftovers(self) -> list[str]:
+        """Processes still there as this user or one of its subordinate ids, after the kernel's asynchronous
+        teardown of killed namespaces (SIGKILLed processes may take a moment to be reaped) has had 10 s."""
+        for _ in range(100):
+            found = self._processes()
+            if not found:
+                return []
+            time.sleep(0.1)
+        return found
+
+    def _processes(self) -> list[str]:
+        ids = {self.uid} | set(self.subids or ())
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    if entry.stat().st_uid in ids:
+                        found.append(f"{entry.name}: {(entry / 'stat').read_text()[:120]}")
+        return found
+
+
+def _skip_reasons() -> str | None:
+    if os.geteuid() != 0:
+        return "the rootless tests make their own users: run them as root"
+    for tool in ("setpriv", "useradd", "usermod", "userdel", "newuidmap", "newgidmap"):
+        if shutil.which(tool) is None:
+            return f"{tool} is missing (scripts/setup.sh installs uidmap; passwd and util-linux bring the rest)"
+    if not os.access(SYSTEM_PYTHON, os.X_OK):
+        return f"{SYSTEM_PYTHON} is missing: the test user needs an interpreter outside root's home"
+    version = subprocess.run([SYSTEM_PYTHON, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True,
+                             text=True).stdout.strip()
+    if version != str(tuple(sys.version_info[:2])):
+        return f"{SYSTEM_PYTHON} is Python {version}, the venv's packages are for {sys.version_info[:2]}"
+    return None
+
+
+def _make_user(base: Path, subids: range | None) -> User:
+    name = f"pbrl{uuid.uuid4().hex[:10]}"
+    home = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=base))
+    # -K ...=0: no automatic ranges from login.defs (SUB_UID_COUNT): this test decides which ranges exist
+    subprocess.run(["useradd", "-M", "-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0", "-d", str(home), "-s",
+                    "/usr/sbin/nologin", name], check=True,
+                   capture_output=True)
+    entry = pwd.getpwnam(name)
+    os.chown(home, entry.pw_uid, entry.pw_gid)
+    user = User(name, entry.pw_uid, entry.pw_gid, home, subids)
+    if subids is not None:
+        span = f"{subids.start}-{subids.stop - 1}"
+        subprocess.run(["usermod", "--add-subuids", span, "--add-subgids", span, name], check=True,
+                       capture_output=True)
+    return user
+
+
+def _remove_user(user: User) -> None:
+    subprocess.run(["userdel", user.name], capture_output=True)
+    for path in ("/etc/subuid", "/etc/subgid"):  # userdel removes the ranges; make sure, line by line
+        with contextlib.suppress(OSError):
+            lines = Path(path).read_text().splitlines(keepends=True)
+            if any(line.startswith(f"{user.name}:") for line in lines):
+                subprocess.run(["usermod", "--del-subuids" if path.endswith("uid") else "--del-subgids",
+                                f"{user.subids.start}-{user.subids.stop - 1}", user.name], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def users():
+    reason = _skip_reasons()
+    if reason:
+        pytest.skip(reason)
+    base = Path(tempfile.mkdtemp(prefix="pybuild-rootless-", dir="/tmp"))
+    os.chmod(base, 0o755)
+    start = 3_000_000 + (os.getpid() % 4096) * RANGE_COUNT  # away from the usual 100000+ of real users
+    made: list[User] = []
+    try:
+        made.append(_make_user(base, range(start, start + RANGE_COUNT)))
+        made.append(_make_user(base, None))
+        probe = made[0].pybuild("version", check=False)
+        if probe.returncode != 0:
+            pytest.skip(f"the test user cannot run this checkout (is {REPO} and the venv readable by all?): "
+                        f"{probe.stderr.decode().strip()[-300:]}")
+        yield made
+    finally:
+        for user in made:
+            _remove_user(user)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def ranged(users) -> User:
+    user = users[0]
+    ctx = user.home / "busybox-ctx"
+    shutil.copytree(TESTDATA / "busybox", ctx)
+    shutil.copy2(shutil.which("busybox") or "/bin/busybox", ctx / "busybox")
+    subprocess.run(["chown", "-R", f"{user.uid}:{user.gid}", str(ctx)], check=True)
+    user.pybuild("build", "-t", "pybuild/busybox", str(ctx))
+    return user
+
+
+def _root_pybuild(root: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SOURCE_DATE_EPOCH": EPOCH}
+    return subprocess.run([sys.executable, "-m", "builder", *args[:1], "--root", str(root), *args[1:]], env=env,
+                          capture_output=True, check=True, cwd=REPO, timeout=600)
+
+
+def _diff_ids(layout: Path) -> list[str]:
+    index = json.loads((layout / "index.json").read_text())
+    manifest = json.loads(_blob(layout, index["manifests"][0]["digest"]).read_text())
+    return json.loads(_blob(layout, manifest["config"]["digest"]).read_text())["rootfs"]["diff_ids"]
+
+
+def _blob(layout: Path, digest: str) -> Path:
+    return layout / "blobs" / "sha256" / digest.split(":")[1]
+
+
+def _last_layer(layout: Path) -> list[tarfile.TarInfo]:
+    index = json.loads((layout / "index.json").read_text())
+    manifest = json.loads(_blob(layout, index["manifests"][0]["digest"]).read_text())
+    with tarfile.open(_blob(layout, manifest["layers"][-1]["digest"])) as tar:
+        return tar.getmembers()
+
+
+def test_app_build_cached_rebuild_run_and_oci_export(ranged, tmp_path):
+    app = str(TESTDATA / "app")
+    first = ranged.pybuild("build", "--progress", "plain", "-f", f"{app}/Dockerfile", "-t", "me/app", app)
+    assert "notice: rootless mode" in first.stderr.decode()
+    assert (ranged.home / ".local/share/pybuild/index.db").stat().st_uid == ranged.uid  # the per-user store
+    again = ranged.pybuild("build", "--progress", "plain", "-f", f"{app}/Dockerfile", "-t", "me/app", app)
+    text = again.stderr.decode()
+    assert text.count("CACHED") >= 9 and " DONE " not in text.replace("#done", ""), text
+    out = ranged.pybuild("run", "--rm", "me/app").stdout.decode()
+    assert "hello from pybuild, world!" in out and "user: app" in out
+    layout = ranged.home / "app-oci"
+    ranged.pybuild("build", "-f", f"{app}/Dockerfile", "-t", "me/app:v1", "--output", f"type=oci,dest={layout}", app)
+    skopeo, umoci = require_tool("skopeo"), require_tool("umoci")
+    config = json.loads(subprocess.run([skopeo, "inspect", "--config", f"oci:{layout}:v1"], check=True,
+                                       capture_output=True).stdout)["config"]
+    assert config["User"] == "app"
+    bundle = tmp_path / "bundle"
+    subprocess.run([umoci, "unpack", "--image", f"{layout}:v1", str(bundle)], check=True, capture_output=True)
+    assert (bundle / "rootfs/srv/app/conf/server.conf").stat().st_uid == 1000
+    assert (bundle / "rootfs/home/app").stat().st_uid == 1000
+
+    root_store, root_layout = tmp_path / "root-store", tmp_path / "root-oci"
+    ctx = tmp_path / "busybox-ctx"
+    shutil.copytree(ranged.home / "busybox-ctx", ctx)
+    _root_pybuild(root_store, "build", "-t", "pybuild/busybox", str(ctx))
+    _root_pybuild(root_store, "build", "-f", f"{app}/Dockerfile", "-t", "me/app:v1", "--output",
+                  f"type=oci,dest={root_layout}", app)
+    assert _diff_ids(layout) == _diff_ids(root_layout)  # byte-identical layer tars (SOURCE_DATE_EPOCH set)
+    assert not ranged.leftovers()
+
+
+def test_whiteouts_and_opaque_dirs_match_root_mode(ranged, tmp_path):
+    dockerfile = ("FROM pybuild/busybox\n"
+                  "RUN rm /bin/ls && rm -r /home/app && rm -r /usr/local/bin && mkdir /usr/local/bin "
+                  "&& echo x > /usr/local/bin/new\n")
+    ctx = ranged.home / "wh-ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(dockerfile)
+    layout = ranged.home / "wh-oci"
+    ranged.pybuild("build", "--output", f"type=oci,dest={layout}", str(ctx))
+    names = {m.name for m in _last_layer(layout)}
+    assert {"bin/.wh.ls", "home/.wh.app", "usr/local/bin/.wh..wh..opq", "usr/local/bin/new"} <= names, names
+
+    root_store, root_layout, bctx = tmp_path / "root-store", tmp_path / "root-oci", tmp_path / "bb"
+    shutil.copytree(ranged.home / "busybox-ctx", bctx)
+    _root_pybuild(root_store, "build", "-t", "pybuild/busybox", str(bctx))
+    _root_pybuild(root_store, "build", "--output", f"type=oci,dest={root_layout}", str(ctx))
+    assert _diff_ids(layout) == _diff_ids(root_layout)
+
+
+def test_run_adds_a_user_and_chowns_files_to_it(ranged):
+    ctx = ranged.home / "chown-ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(
+        "FROM pybuild/busybox\n"
+        "RUN echo 'bob:x:1234:1235::/home/bob:/bin/sh' >> /etc/passwd && echo 'bob:x:1235:' >> /etc/group "
+        "&& mkdir -p /home/bob && echo hi > /home/bob/f && chown -R bob:bob /home/bob\n")
+    layout = ranged.home / "chown-oci"
+    ranged.pybuild("build", "-t", "me/bob", "--output", f"type=oci,dest={layout}", str(ctx))
+    owners = {m.name: (m.uid, m.gid) for m in _last_layer(layout)}
+    assert owners["home/bob"] == owners["home/bob/f"] == (1234, 1235), owners
+    shown = ranged.pybuild("run", "--rm", "me/bob", "stat", "-c", "%u:%g %U", "/home/bob/f").stdout.decode()
+    assert shown.strip() == "1234:1235 bob"
+
+
+def test_failing_build_leaves_no_process_or_mount(ranged):
+    ctx = ranged.home / "fail-ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM pybuild/busybox\nRUN sleep 30 & echo bye; exit 3\n")
+    before = mountinfo(ranged.home)
+    proc = ranged.pybuild("build", str(ctx), check=False)
+    assert proc.returncode == 1 and "exit code: 3" in proc.stderr.decode() + proc.stdout.decode(), proc.stderr
+    assert mountinfo(ranged.home) == before
+    assert not ranged.leftovers()
+
+
+def test_without_subordinate_ranges_one_warning_and_a_working_build(users):
+    user = users[1]
+    ctx = user.home / "single"
+    ctx.mkdir()
+    shutil.copy2(shutil.which("busybox") or "/bin/busybox", ctx / "busybox")
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY busybox /bin/busybox\n"
+                                    "RUN [\"/bin/busybox\", \"sh\", \"-c\", \"echo ok > /f\"]\n")
+    subprocess.run(["chown", "-R", f"{user.uid}:{user.gid}", str(ctx)], check=True)
+    proc = user.pybuild("build", "--progress", "plain", "-t", "me/single", str(ctx))
+    err = proc.stderr.decode()
+    assert err.count("warning: rootless mode with a single id") == 1, err
+    assert "usermod --add-subuids" in err
+    out = user.pybuild("run", "--rm", "me/single", "/bin/busybox", "cat", "/f").stdout.decode()
+    assert out == "ok\n"
+    assert not user.leftovers()
+
+
+def test_push_to_the_test_registry(ranged, tmp_path):
+    from tests.integration.registry import start_registry
+
+    registry = start_registry(tmp_path / "registry")
+    try:
+        name = f"{registry.host}/me/rootless:1"
+        ranged.pybuild("build", "-t", name, "--push", "-f", f"{TESTDATA}/app/Dockerfile", str(TESTDATA / "app"))
+        found = json.loads(subprocess.run([require_tool("skopeo"), "inspect", "--tls-verify=false",
+                                           f"docker://{name}"], check=True, capture_output=True).stdout)
+        assert len(found["Layers"]) >= 9
+    finally:
+        registry.stop()
+
+
+def test_ctrl_c_during_run_leaves_no_process_or_mount(ranged):
+    ctx = ranged.home / "sleep-ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM pybuild/busybox\nRUN echo started-sleeping && sleep 600\n")
+    before = mountinfo(ranged.home)
+    environ = {"PATH": "/usr/bin:/bin", "HOME": str(ranged.home),
+               "PYTHONPATH": f"{REPO}:{sysconfig.get_paths()['purelib']}"}
+    proc = subprocess.Popen(["setpriv", f"--reuid={ranged.uid}", f"--regid={ranged.gid}", "--init-groups", "env",
+                             "-i", *(f"{k}={v}" for k, v in environ.items()), SYSTEM_PYTHON, "-m", "builder",
+                             "build", "--progress", "plain", "--no-cache", str(ctx)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ranged.home, start_new_session=True)
+    try:
+        seen = b""
+        line = b""
+        while not re.match(rb"#\d+ \d+\.\d+ started-sleeping", line):  # the RUN's own output, not its title
+            line = proc.stdout.readline()  # (a ^C during a RUN's set-up can hang a build, root mode too)
+            assert line, seen.decode()
+            seen += line
+        os.killpg(proc.pid, 2)  # what a terminal's ^C does: SIGINT to the whole foreground group
+        rest = proc.communicate(timeout=120)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, (seen + rest).decode()
+    assert not ranged.leftovers()
+    assert mountinfo(ranged.home) == before
+
+
+NO_USERNS = """
+import ctypes, os, sys
+uid, gid, argv = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+ready_r, ready_w = os.pipe()
+go_r, go_w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    if ctypes.CDLL(None, use_errno=True).unshare(0x10000000) != 0:
+        os._exit(99)
+    os.write(ready_w, b"1")
+    if os.read(go_r, 1) != b"1":  # the parent failed to write the maps
+        os._exit(98)
+    with open("/proc/sys/user/max_user_namespaces", "w") as f:  # this namespace's own limit, not the host's
+        f.write("0")
+    os.setgroups([])
+    os.setgid(gid)
+    os.setuid(uid)
+    os.execv(argv[0], argv)  # an absolute path: after setuid the runner's own library may be unreadable
+os.read(ready_r, 1)
+for name in ("uid_map", "gid_map"):
+    with open(f"/proc/{pid}/{name}", "w") as f:
+        f.write("0 0 65536\\n")
+os.write(go_w, b"1")
+sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"""
+
+
+def test_without_user_namespaces_one_clear_error(users):
+    """In a namespace whose user.max_user_namespaces is 0 (a container without user namespaces, in effect)."""
+    user = users[1]
+    if user.uid >= 65536:
+        pytest.skip("the test user's uid is outside the nested namespace's map")
+    environ = {"PATH": "/usr/bin:/bin", "HOME": str(user.home),
+               "PYTHONPATH": f"{REPO}:{sysconfig.get_paths()['purelib']}"}
+    proc = subprocess.run([sys.executable, "-c", NO_USERNS, str(user.uid), str(user.gid), "/usr/bin/env", "-i",
+                           *(f"{k}={v}" for k, v in environ.items()), SYSTEM_PYTHON, "-m", "builder", "images"],
+                          capture_output=True, text=True, cwd=user.home, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.startswith("error: rootless mode: cannot create a user namespace (unshare: ENOSPC): user "
+                                  "namespaces are disabled: set user.max_user_namespaces"), proc.stderr
+    assert "hint: or run pybuild as root" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_store_is_never_shared_by_root_and_a_user(ranged, tmp_path):
+    own = ranged.home / ".local/share/pybuild"
+    as_root = subprocess.run([sys.executable, "-m", "builder", "images", "--root", str(own)], capture_output=True,
+                             text=True, cwd=REPO)
+    assert as_root.returncode == 1 and "belongs to uid" in as_root.stderr, as_root.stderr
+    shared = ranged.home / "roots-store"  # a store root made, readable by all, in a directory the user can reach
+    _root_pybuild(shared, "images")
+    os.chmod(shared, 0o755)
+    proc = ranged.pybuild("images", "--root", str(shared), check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert "belongs to another user (root's store" in proc.stderr.decode()
+    assert "Traceback" not in proc.stderr.decode()
+
+
+IN_USERNS = """
+import ctypes, os, sys
+ready_r, ready_w = os.pipe()
+go_r, go_w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    if ctypes.CDLL(None, use_errno=True).unshare(0x10000000 | 0x00020000) != 0:
+        os._exit(99)
+    os.write(ready_w, b"1")
+    if os.read(go_r, 1) != b"1":  # the parent failed to write the maps
+        os._exit(98)
+    os.execv(sys.argv[1], sys.argv[1:])
+os.read(ready_r, 1)
+for name in ("uid_map", "gid_map"):
+    with open(f"/proc/{pid}/{name}", "w") as f:
+        f.write("0 0 65536\\n")
+os.write(go_w, b"1")
+sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"""
+SLIRP_PROBE = """
+import ctypes, os, sys
+from builder.slirp import SlirpNetwork
+net = SlirpNetwork()
+try:
+    pid = os.fork()
+    if pid == 0:
+        if ctypes.CDLL(None, use_errno=True).setns(net.fd, 0x40000000) != 0:
+            os._exit(3)
+        os.execv(sys.argv[1], [sys.argv[1], "-4", "-o", "addr", "show", "tap0"])
+    sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+finally:
+    net.close()
+"""
+
+
+def test_slirp_network_gives_its_namespace_tap0_and_ends_with_close():
+    """builder/slirp.py in a user namespace of the test's own (ids 0-65535 = the host's, so /dev/net/tun opens
+    whatever its mode): the namespace gets tap0 with slirp4netns' address; close() leaves no process."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to map its own ids into the namespace")
+    require_tool("slirp4netns")
+    ip = require_tool("ip")
+    before = {p.name for p in Path("/proc").iterdir() if p.name.isdigit()}
+    proc = subprocess.run([sys.executable, "-c", IN_USERNS, sys.executable, "-c", SLIRP_PROBE, ip],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "tap0" in proc.stdout and "inet 10.0.2.100/24" in proc.stdout, proc.stdout
+    after = {p.name for p in Path("/proc").iterdir() if p.name.isdigit()}
+    ours = [pid for pid in after - before if "slirp4netns" in _cmdline(pid)]
+    assert ours == []
+
+
+def _cmdline(pid: str) -> str:
+    with contextlib.suppress(OSError):
+        return (Path("/proc") / pid / "cmdline").read_bytes().decode(errors="replace")
+    return ""
+
+
+def test_rootless_default_network_is_slirp_or_said_isolated(ranged):
+    """With /dev/net/tun open to all (Debian's default) RUN gets tap0; where it is root's alone (this machine's
+    0600), slirp4netns cannot start and the build says so once and runs RUN isolated."""
+    require_tool("slirp4netns")
+    ctx = ranged.home / "net-ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM pybuild/busybox\nRUN ip -o link\n")
+    proc = ranged.pybuild("build", "--progress", "plain", "--no-cache", str(ctx))
+    err = proc.stderr.decode()
+    if os.stat("/dev/net/tun").st_mode & 0o006 == 0o006:
+        assert "tap0" in err and "slirp4netns" in err, err
+    else:
+        assert err.count('slirp4netns failed: open("/dev/net/tun"): Permission denied') == 1, err
+        assert "RUN's default network is isolated" in err and "tap0" not in err, err
+    assert not ranged.leftovers()
