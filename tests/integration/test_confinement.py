@@ -342,7 +342,8 @@ def test_the_next_build_removes_the_cgroups_a_sigkilled_build_left(pybuild, busy
     for path in left:  # the init dies with the builder (PDEATHSIG), the command with its PID namespace
         while (path / "cgroup.procs").exists() and (path / "cgroup.procs").read_text().strip():
             time.sleep(0.05)
-    assert all(path.is_dir() for path in left)  # nobody removed them: the build was SIGKILLed
+    # Nobody removed them (the build was SIGKILLed) unless another pybuild on this machine, which cleans stale
+    # cgroups the same way, got there first: either way none may be left after the next build.
     (tmp_path / "Dockerfile").write_text("FROM pybuild/busybox\nRUN true\n")
     pybuild("build", "--no-cache", str(tmp_path))
     assert not any(path.exists() for path in left)
