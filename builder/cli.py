@@ -182,6 +182,8 @@ def cmd_build(argv: list[str]) -> int:
             raise CommandLineError("--on-error=shell needs a terminal on stdin",
                                    hint="run the build from a terminal, or drop --on-error")
         mode = "plain" if mode in ("auto", "tty") else mode  # a live view would draw over the shell
+    global _RAWJSON
+    _RAWJSON = mode == "rawjson"
     memo = fastpath.memo_for(args, build_args, labels) if fastpath.qualifies(args, _defaults()) else None
     doc = fastpath.replay(memo) if memo is not None else None
     if doc is not None:  # a fully cached rebuild of unchanged inputs: nothing else is imported
@@ -469,6 +471,23 @@ def _quiet_closed_pipe() -> int:
     return 0
 
 
+_RAWJSON = False  # set by a build with --progress rawjson: its error is one more JSON event on stderr
+
+
+def _print_error(text: str, code: int) -> int:
+    print(text, file=sys.stderr)
+    return code
+
+
+def _fail(message: str, context: str | None, hint: str | None, code: int) -> int:
+    """The build's error as the rawjson stream's last event (nothing but JSON on that stream)."""
+    import json
+
+    event = {"type": "BuildError", "message": message, "context": context, "hint": hint, "exit": code}
+    print(json.dumps(event, ensure_ascii=False), file=sys.stderr)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or "-D" in argv or "--log-level=debug" in argv or \
@@ -485,16 +504,19 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return _quiet_closed_pipe()
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+        return _fail("interrupted", None, None, 130) if _RAWJSON else _print_error("error: interrupted", 130)
     except _known_error_types() as exc:
-        print(render_error(exc), file=sys.stderr)
-        return getattr(exc, "exit_code", 1)
+        code = getattr(exc, "exit_code", 1)
+        if _RAWJSON:
+            return _fail(getattr(exc, "message", str(exc)), getattr(exc, "context", None), getattr(exc, "hint", None),
+                         code)
+        return _print_error(render_error(exc), code)
     except (OSError, ValueError) as exc:
         if debug:
             raise
-        print(f"error: {exc}\nhint: run again with --debug for a traceback", file=sys.stderr)
-        return 1
+        if _RAWJSON:
+            return _fail(str(exc), None, "run again with --debug for a traceback", 1)
+        return _print_error(f"error: {exc}\nhint: run again with --debug for a traceback", 1)
     except SystemExit as exc:  # argparse's --help
         return exc.code if isinstance(exc.code, int) else 0
     return code

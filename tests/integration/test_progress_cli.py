@@ -154,7 +154,8 @@ def test_rawjson_reports_the_failed_step(pybuild, busybox_image, tmp_path):
     failed = [e for e in events if e["type"] == "StepFailed"]
     assert len(failed) == 1 and failed[0]["number"] == 2 and "exit code: 3" in failed[0]["error"], events
     assert "BuildDone" not in {e["type"] for e in events}
-    assert lines[len(events)].startswith("error: process")  # the rendered error follows the events
+    assert len(events) == len(lines)  # nothing but JSON on the stream (issue 25): the error is its last event
+    assert events[-1]["type"] == "BuildError" and events[-1]["message"].startswith("process"), events[-1]
 
 
 def test_a_store_error_inside_a_step_is_shown_as_that_steps_failure(busybox_image, tmp_path):
@@ -175,8 +176,8 @@ def test_a_store_error_inside_a_step_is_shown_as_that_steps_failure(busybox_imag
     events = [json.loads(line) for line in lines if line.startswith("{")]
     kinds = [e["type"] for e in events]
     assert kinds[0] == kinds[2] == "StepStarted" and kinds[1] in ("StepDone", "StepCached"), events  # FROM
-    assert kinds[3:] == ["StepFailed"] and events[3]["number"] == 2, events
-    assert "Operation not permitted" in events[-1]["error"] and lines[-1].startswith("error: "), lines
+    assert kinds[3:] == ["StepFailed", "BuildError"] and events[3]["number"] == 2, events
+    assert "Operation not permitted" in events[3]["error"] and "Operation not permitted" in events[-1]["message"]
 
 
 def test_quiet_prints_only_the_image_id_and_iidfile_writes_it(pybuild, busybox_image, tmp_path):

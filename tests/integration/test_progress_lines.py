@@ -51,3 +51,12 @@ def test_a_heredoc_title_is_one_line(pybuild, busybox_image, tmp_path):
     titles = [line for line in err.splitlines() if re.match(r"#2 \[", line)]
     assert titles == ["#2 [stage-0 2/2] RUN <<EOF (echo one...)"], err
     assert re.findall(r"^#2 \d+\.\d{3} (.*)$", err, flags=re.M) == ["one", "two"]
+
+
+def test_rawjson_ends_a_failed_build_with_its_error_as_json(pybuild, busybox_image, tmp_path):
+    proc = pybuild("--progress", "rawjson", "--no-cache", str(chunky_context(tmp_path)), check=False)
+    lines = proc.stderr.decode().splitlines()
+    assert proc.returncode == 1 and lines
+    events = [json.loads(line) for line in lines]  # nothing but JSON on the stream
+    assert events[-1]["type"] == "BuildError" and "exit code: 3" in events[-1]["message"]
+    assert events[-1]["exit"] == 1 and "[5 lines of output]" in events[-1]["context"]
