@@ -10,7 +10,8 @@ mode="${1:-test}"
 
 packages=(busybox-static iproute2 libseccomp2 uidmap slirp4netns)  # rootless: newuidmap/newgidmap, user-mode network
 if [ "$mode" = test ] || [ "$mode" = bench ]; then
-  packages+=(skopeo umoci runc docker-registry docker.io golang-docker-credential-helpers pass openssh-client)
+  packages+=(skopeo umoci runc docker-registry docker.io golang-docker-credential-helpers pass openssh-client
+             gcc libc6-dev e2fsprogs)  # the confinement probe is compiled -static; chattr for a store test
 fi
 if [ "$mode" = bench ]; then
   packages+=(buildah time)

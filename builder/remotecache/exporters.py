@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,18 +123,11 @@ def export_registry(spec: CacheSpec, store, records: list[tuple], remote, regist
 
 
 def _write_atomic(path: Path, write) -> None:
-    """Write through a temp file in the same directory, fsync, rename: a reader sees the old file or the new."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            write(out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """A reader sees the old file or the new one (builder/export/atomic.py)."""
+    from builder.export.atomic import atomic_file
+
+    with atomic_file(path) as out:
+        write(out)
 
 
 def export_local(spec: CacheSpec, store, records: list[tuple], remote) -> ExportResult:
