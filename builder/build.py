@@ -292,35 +292,14 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
         warnings = _checks(opts, dockerfile, text, tuple(unmatched), patterns, sink)
         if opts.check:
             return BuildResult("", "", (), warnings=tuple(warnings))
-        options = SolveOptions(context_dir=os.path.abspath(opts.context), use_cache=not opts.no_cache,
-                               no_cache_stages=_stage_indices(graph, opts.no_cache_filter),
-                               compression=opts.compression, jobs=opts.jobs, dockerfile_lines=text.splitlines(),
-                               ignore_patterns=patterns, excluded=_excluder(patterns),
-                               explain=opts.explain_cache, secrets=_secrets(opts, workdir),
-                               ssh=agents.sockets if agents is not None else None, remote=cache.remote(registries),
-                               on_error=_on_error(opts.on_error), resources=opts.resources,
-                               bridge_subnet=opts.bridge_subnet, extra_hosts=_extra_hosts(opts.add_hosts),
-                               proxy_env=tuple(f"{k}={v}" for k, v in opts.build_args.items() if k in PROXY_ARGS),
-                               source_date_epoch=opts.source_date_epoch)
+        options = _solve_options(opts, graph, text, patterns, workdir, agents, cache.remote(registries))
         solver = Solver(store, graph, options, sink, cancel)
         if helpers is not None:
             solver.use_helpers(helpers.take())
         results = solver.solve(graph.target)
         if memo is not None:
             memo.finish(graph, results)
-        names = tuple(normalize_name(t) for t in opts.tags)
-        cache.image(solver, graph.target, outputs, names)
-        config, manifest, layers = cache.inline(solver, graph.target, assemble(graph, graph.target, results,
-                                                                       epoch=opts.source_date_epoch))
-        record = cache.put_image(store, solver, config, manifest, list(layers), names)
-        for full in names if cache.stored else ():
-            store.tag(full, record.manifest.digest)
-        if not cache.stored:
-            cache.premount(record, tuple(n for o in outputs for n in (o.names or names)), registries)
-        pushed: list = []
-        for out in outputs:
-            export(cache.store_view(store), record, out, names, registries, pushed, sink)
-        cache.export(store, solver, graph.target, registries)
+        config, record, names, pushed = _store(opts, store, solver, graph, results, outputs, cache, registries, sink)
     finally:
         store.close()
         if agents is not None:
@@ -333,6 +312,40 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
     return BuildResult(image_id, record.manifest.digest, names if cache.stored else (),
                        stdout_used=any(o.dest == "-" for o in outputs), pushed=tuple(pushed),
                        cache_exports=tuple(cache.results), warnings=tuple(warnings))
+
+
+def _solve_options(opts: BuildOptions, graph, text: str, patterns: list[str], workdir: str, agents,
+                   remote) -> SolveOptions:
+    """What the solver needs of the build's options (secrets written to `workdir`, the ssh `agents`)."""
+    return SolveOptions(context_dir=os.path.abspath(opts.context), use_cache=not opts.no_cache,
+                        no_cache_stages=_stage_indices(graph, opts.no_cache_filter),
+                        compression=opts.compression, jobs=opts.jobs, dockerfile_lines=text.splitlines(),
+                        ignore_patterns=patterns, excluded=_excluder(patterns),
+                        explain=opts.explain_cache, secrets=_secrets(opts, workdir),
+                        ssh=agents.sockets if agents is not None else None, remote=remote,
+                        on_error=_on_error(opts.on_error), resources=opts.resources,
+                        bridge_subnet=opts.bridge_subnet, extra_hosts=_extra_hosts(opts.add_hosts),
+                        proxy_env=tuple(f"{k}={v}" for k, v in opts.build_args.items() if k in PROXY_ARGS),
+                        source_date_epoch=opts.source_date_epoch)
+
+
+def _store(opts: BuildOptions, store, solver, graph, results, outputs, cache, registries, sink) -> tuple:
+    """The solved target as an image: stored and tagged (unless it only goes to registries holding its layers),
+    exported to every --output, its cache to every --cache-to; (config, record, names, pushed)."""
+    names = tuple(normalize_name(t) for t in opts.tags)
+    cache.image(solver, graph.target, outputs, names)
+    built = assemble(graph, graph.target, results, epoch=opts.source_date_epoch)
+    config, manifest, layers = cache.inline(solver, graph.target, built)
+    record = cache.put_image(store, solver, config, manifest, list(layers), names)
+    for full in names if cache.stored else ():
+        store.tag(full, record.manifest.digest)
+    if not cache.stored:
+        cache.premount(record, tuple(n for o in outputs for n in (o.names or names)), registries)
+    pushed: list = []
+    for out in outputs:
+        export(cache.store_view(store), record, out, names, registries, pushed, sink)
+    cache.export(store, solver, graph.target, registries)
+    return config, record, names, pushed
 
 
 def _checks(opts: BuildOptions, dockerfile, text: str, unmatched: tuple, patterns: list[str], sink: ev.Sink) -> list:
