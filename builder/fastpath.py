@@ -140,7 +140,8 @@ class Memo:
         try:
             os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
             tmp = f"{self.path}.{os.getpid()}.tmp"
-            with open(tmp, "w", encoding="utf-8") as f:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            with open(fd, "w", encoding="utf-8") as f:
                 json.dump(doc, f)
             os.replace(tmp, self.path)
             _trim(os.path.dirname(self.path))
@@ -171,7 +172,14 @@ def qualifies(args, defaults: dict | None = None) -> bool:
     """Only plain local builds are memoised: nothing that writes elsewhere or reads outside the context. A flag
     outside _KEYED disables the memo when it is set (differs from its default in `defaults`, else when truthy)."""
     defaults = defaults or {}
-    return (args.context != "-" and args.dockerfile != "-" and os.path.isdir(args.context)
+    if args.context == "-" or args.dockerfile == "-" or not os.path.isdir(args.context):
+        return False
+    dockerfile = args.dockerfile or os.path.join(args.context, "Dockerfile")
+    # The build reads these confined to their own directory (builder/context/inputs.py), where a symlink means
+    # something else than to the OS: the key could not hash what the build reads, so such builds are not memoised.
+    linked = [dockerfile, dockerfile + ".dockerignore", os.path.join(args.context, ".dockerignore"),
+              os.path.join(args.root, "fastpath")]
+    return (not any(os.path.islink(path) for path in linked)
             and not any(value and value != defaults.get(name) for name, value in vars(args).items()
                         if name not in _KEYED))
 
@@ -241,7 +249,7 @@ def replay(memo: Memo) -> dict | None:
         with open(memo.path, encoding="utf-8") as f:
             doc = json.load(f)
         memo.found = True
-        if memo.fingerprint() != doc["context"] or doc["context"] is None:
+        if memo.fingerprint() != doc["context"] or doc["context"] is None or not _events_ok(doc["events"]):
             return None
         fd = os.open(os.path.join(memo.root, "store.lock"), os.O_RDWR | os.O_CLOEXEC)
     except (OSError, ValueError, KeyError, TypeError):
@@ -260,6 +268,15 @@ def replay(memo: Memo) -> dict | None:
         return None
     finally:
         os.close(fd)
+
+
+_REPLAYED = frozenset({"StepStarted", "StepCached", "StepLog", "StepDone", "StepExplain", "BuildWarning",
+                       "TransferProgress"})
+
+
+def _events_ok(events) -> bool:
+    """A damaged memo (events that are no progress events) takes the full path instead of failing the replay."""
+    return isinstance(events, list) and all(isinstance(e, dict) and e.get("type") in _REPLAYED for e in events)
 
 
 def _blob(root: str, digest: str) -> str:

@@ -28,7 +28,8 @@ import sys
 import tarfile
 from dataclasses import dataclass, field
 
-from builder.errors import ImageNotFoundError, UsageError
+from builder.errors import ImageNotFoundError, PybuildError, UsageError
+from grammar.errors import printable
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -45,8 +46,13 @@ class Node:
     children: dict[str, "Node"] = field(default_factory=dict)
 
     def total(self) -> int:
-        """Bytes of the regular files at or below this node."""
-        return self.size + sum(child.total() for child in self.children.values())
+        """Bytes of the regular files at or below this node (iterative: a layer may nest thousands deep)."""
+        total, todo = 0, [self]
+        while todo:
+            node = todo.pop()
+            total += node.size
+            todo.extend(node.children.values())
+        return total
 
 
 @dataclass
@@ -150,11 +156,14 @@ class Analysis:
         entries[posixpath.join(directory, OPAQUE_MARKER)] = ("whiteout", removed)
 
     def _hide(self, path: str, node: Node, by: int) -> None:
-        """Record the files of `node` (at `path`) as hidden by layer `by`."""
-        if node.size:
-            self.hidden.append((path, node.size, node.layer, by))
-        for name in sorted(node.children):
-            self._hide(posixpath.join(path, name), node.children[name], by)
+        """Record the files of `node` (at `path`) as hidden by layer `by`, depth first in name order."""
+        todo = [(path, node)]
+        while todo:
+            path, node = todo.pop()
+            if node.size:
+                self.hidden.append((path, node.size, node.layer, by))
+            todo.extend((posixpath.join(path, name), node.children[name])
+                        for name in sorted(node.children, reverse=True))
 
     def _find(self, path: str) -> Node | None:
         node: Node | None = self.root
@@ -201,15 +210,11 @@ class Analysis:
     def tree(self) -> list[tuple[str, int, int]]:
         """(path, size, layer that last wrote it) of the merged tree, depth first."""
         rows: list[tuple[str, int, int]] = []
-
-        def walk(node: Node, prefix: str) -> None:
-            for name in sorted(node.children):
-                child = node.children[name]
-                path = f"{prefix}/{name}"
-                rows.append((path + ("/" if child.is_dir else ""), child.total(), child.layer))
-                walk(child, path)
-
-        walk(self.root, "")
+        todo = [(f"/{name}", self.root.children[name]) for name in sorted(self.root.children, reverse=True)]
+        while todo:
+            path, node = todo.pop()
+            rows.append((path + ("/" if node.is_dir else ""), node.total(), node.layer))
+            todo.extend((f"{path}/{name}", node.children[name]) for name in sorted(node.children, reverse=True))
         return rows
 
 
@@ -245,9 +250,13 @@ def analyse(store, name: str) -> Analysis:
     for index, layer in enumerate(image.layers):
         instruction = instructions[index] if index < len(instructions) else ""
         report = LayerReport(index, layer.blob.digest, instruction, layer.blob.size)
-        with store.open_blob(layer.blob.digest) as raw:
-            with tarfile.open(fileobj=decompressed(raw, layer.blob.digest), mode="r|") as tar:
-                analysis.add_layer(report, tar)
+        try:
+            with store.open_blob(layer.blob.digest) as raw:
+                with tarfile.open(fileobj=decompressed(raw, layer.blob.digest), mode="r|") as tar:
+                    analysis.add_layer(report, tar)
+        except (tarfile.TarError, EOFError) as exc:
+            raise PybuildError(f"layer {index} ({layer.blob.digest}) of {name} is not a readable tar: {exc}",
+                               hint="the image is damaged: pull or build it again", reference="bad-layer") from None
     return analysis
 
 
@@ -274,7 +283,7 @@ def to_json(analysis: Analysis, name: str) -> dict:
 def ci_failures(analysis: Analysis, lowest_efficiency: float, highest_wasted: int | None,
                 highest_user_fraction: float | None) -> list[str]:
     """dive's CI rules: one message per failed rule, naming the paths that waste the most."""
-    worst = ", ".join(f"{p} ({size} B)" for p, size, _ in analysis.inefficiencies()[:SHOWN_PATHS])
+    worst = printable(", ".join(f"{p} ({size} B)" for p, size, _ in analysis.inefficiencies()[:SHOWN_PATHS]))
     failures = []
     if analysis.score() < lowest_efficiency:
         failures.append(f"lowest-efficiency: efficiency {analysis.score():.4f} < {lowest_efficiency}: {worst}")
@@ -342,7 +351,7 @@ def main(argv: list[str]) -> int:
         out.write(json.dumps(to_json(analysis, args.image), indent=2) + "\n")
     elif args.tree:
         for path, size, layer in analysis.tree():
-            out.write(f"{layer:>5}  {size:>12}  {path}\n")
+            out.write(f"{layer:>5}  {size:>12}  {printable(path)}\n")
     else:
         _write_table(analysis, args.layer, out)
     if not args.ci:
@@ -356,16 +365,17 @@ def main(argv: list[str]) -> int:
 
 
 def _write_table(analysis: Analysis, only: int | None, out) -> None:
+    """The text view; names and instructions come from the image: control characters are shown as `?`."""
     from builder.storecmd import human
 
     for report in analysis.layers:
         if only is not None and report.index != only:
             continue
         out.write(f"layer {report.index}  {report.digest[:19]}  compressed {human(report.compressed_size)}  "
-                  f"content {human(report.content_size)}  {report.instruction}\n")
+                  f"content {human(report.content_size)}  {printable(report.instruction)}\n")
         changes = report.changes if only is not None else report.changes[:SHOWN_PATHS]
         for change in changes:
-            out.write(f"    {change.kind:<9} {human(change.size):>9}  {change.path}\n")
+            out.write(f"    {change.kind:<9} {human(change.size):>9}  {printable(change.path)}\n")
         if len(report.changes) > len(changes):
             out.write(f"    ... and {len(report.changes) - len(changes)} more (--layer {report.index})\n")
     if only is not None:
@@ -373,10 +383,10 @@ def _write_table(analysis: Analysis, only: int | None, out) -> None:
     hidden = sorted(analysis.hidden, key=lambda item: -item[1])
     out.write(f"hidden by later layers: {human(sum(item[1] for item in hidden))}\n")
     for path, size, added, by in hidden[:SHOWN_PATHS]:
-        out.write(f"    {human(size):>9}  {path} (written by layer {added}, hidden by layer {by})\n")
+        out.write(f"    {human(size):>9}  {printable(path)} (written by layer {added}, hidden by layer {by})\n")
     out.write(f"dive: efficiency {analysis.score():.4f}  wasted {human(analysis.wasted_bytes())}  "
               f"user wasted {analysis.user_wasted_fraction():.4f}\n")
     for path, size, seen in analysis.inefficiencies()[:SHOWN_PATHS]:
-        out.write(f"    {human(size):>9}  {path} (in {seen} layers)\n")
+        out.write(f"    {human(size):>9}  {printable(path)} (in {seen} layers)\n")
     for dup in analysis.duplicates()[:SHOWN_PATHS]:
-        out.write(f"    duplicate {human(dup['extra_bytes']):>6}  {', '.join(dup['paths'])}\n")
+        out.write(f"    duplicate {human(dup['extra_bytes']):>6}  {printable(', '.join(dup['paths']))}\n")

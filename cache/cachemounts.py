@@ -48,11 +48,11 @@ def _tree_size(path: Path) -> int:
 def listing(root: Path) -> list[CacheMount]:
     """Every cache mount directory of the store at `root`, by name."""
     base = root / DIR
-    if not base.is_dir():
+    if base.is_symlink() or not base.is_dir():  # a planted link would make prune remove what it points at
         return []
     mounts = []
     for entry in sorted(base.iterdir()):
-        if not entry.is_dir() or entry.name.startswith("."):
+        if entry.is_symlink() or not entry.is_dir() or entry.name.startswith("."):
             continue
         try:
             mount_id = (base / f"{entry.name}.id").read_text()
@@ -63,12 +63,18 @@ def listing(root: Path) -> list[CacheMount]:
     return mounts
 
 
+def _lock_file(path: Path) -> TextIO:
+    """Open (creating) a lock file without following a symlink planted in its place."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    return open(fd, "a")
+
+
 def hold(root: Path, name: str) -> TextIO:
     """A user's shared hold on cache mount `name` (a file object: closing it lets go); taken before the directory
     is looked at or made, so a concurrent prune either removed it already or waits for nobody and skips it."""
     base = root / DIR
     base.mkdir(exist_ok=True)
-    handle = open(base / f"{name}.inuse", "a")
+    handle = _lock_file(base / f"{name}.inuse")
     try:
         fcntl.flock(handle, fcntl.LOCK_SH)
     except BaseException:
@@ -82,7 +88,7 @@ def prune(root: Path) -> tuple[int, int]:
     base = root / DIR
     count = freed = 0
     for mount in listing(root):
-        with open(base / f"{mount.name}.inuse", "a") as handle:
+        with _lock_file(base / f"{mount.name}.inuse") as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -90,7 +96,7 @@ def prune(root: Path) -> tuple[int, int]:
             shutil.rmtree(mount.path, ignore_errors=True)
             (base / f"{mount.name}.id").unlink(missing_ok=True)
             count, freed = count + 1, freed + mount.size
-    if base.is_dir():
+    if base.is_dir() and not base.is_symlink():
         for entry in base.iterdir():  # .new-* and .private-* of builds that were killed
             if entry.is_dir() and entry.name.startswith((".new-", ".private-")):
                 _remove_if_stale(entry)

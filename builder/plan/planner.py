@@ -60,6 +60,9 @@ PROXY_ARGS = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PRO
               "no_proxy", "ALL_PROXY", "all_proxy")
 
 
+MAX_EXPANDED = 4 << 20  # characters one expanded word may have (ENV, LABEL, ARG values, COPY sources ...)
+
+
 @dataclass(frozen=True)
 class Unmatched:
     """A variable an expansion could not match (the build checks' UndefinedVar / UndefinedArgInFrom)."""
@@ -168,6 +171,10 @@ class Planner:
             raise PybuildError(f"{span}: {exc}", reference="expansion-failed") from exc
         if unmatched and self._scope != "meta":
             self._record_unmatched(unmatched, env, span)
+        if len(result) > MAX_EXPANDED:  # `ENV A=$A$A` 40 times would double to a terabyte
+            raise PybuildError(f"{span}: a variable expands to more than {MAX_EXPANDED >> 20} MiB",
+                               hint="a value that grows on every ENV/ARG line (e.g. A=$A$A) cannot be built",
+                               reference="expansion-too-large")
         return result
 
     def _record_unmatched(self, names: set[str], env: dict[str, str], span: nodes.Span) -> None:

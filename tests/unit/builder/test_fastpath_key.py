@@ -57,3 +57,28 @@ def test_at_most_keep_memos_are_kept(tmp_path, monkeypatch):
         memo._write({"context": None})
         os.utime(memo.path, ns=(i * 10**9, i * 10**9))
     assert sorted(os.listdir(tmp_path / "fastpath")) == [f"{i:064x}.json" for i in (2, 3, 4)]
+
+
+def test_a_symlinked_dockerfile_or_ignore_file_or_memo_directory_is_not_memoised(tmp_path):
+    """The build reads them confined to their own directory, where a link means something else than to the OS,
+    so the memo's key could not hash what the build read (a stale replay was shown by a hostile test)."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (tmp_path / "real").write_text("FROM scratch\n")
+    (ctx / "Dockerfile").symlink_to(tmp_path / "real")
+    assert not fastpath.qualifies(args("--root", str(tmp_path / "root"), str(ctx)), _defaults())
+    (ctx / "Dockerfile").unlink()
+    (ctx / "Dockerfile").write_text("FROM scratch\n")
+    assert fastpath.qualifies(args("--root", str(tmp_path / "root"), str(ctx)), _defaults())
+    (ctx / ".dockerignore").symlink_to(tmp_path / "real")
+    assert not fastpath.qualifies(args("--root", str(tmp_path / "root"), str(ctx)), _defaults())
+    (ctx / ".dockerignore").unlink()
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "fastpath").symlink_to(tmp_path)
+    assert not fastpath.qualifies(args("--root", str(tmp_path / "root"), str(ctx)), _defaults())
+
+
+def test_a_memo_with_damaged_events_takes_the_full_path():
+    assert fastpath._events_ok([{"type": "StepStarted"}, {"type": "StepCached"}])
+    assert not fastpath._events_ok([1]) and not fastpath._events_ok([{"type": "Bogus"}]) \
+        and not fastpath._events_ok("x")

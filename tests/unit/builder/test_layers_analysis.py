@@ -59,3 +59,11 @@ def test_a_file_written_twice_is_wasted_whole_and_paths_are_normalised():
     assert a.user_wasted_fraction() == pytest.approx(1300 / 1000)
     assert a.hidden == [("/f", 300, 0, 1), ("/f", 500, 1, 2)]
     assert a.duplicates() == []  # the same path again is hidden, not duplicated
+
+
+def test_deep_nesting_does_not_exhaust_the_stack():
+    deep = "/".join(f"d{i}" for i in range(1500))
+    a = analysed(layer((deep + "/f", 7)), layer((".wh.d0", 0)))
+    assert a.layers[1].changes[0].size == 7 and a.hidden == [("/" + deep + "/f", 7, 0, 1)]
+    assert a.tree() == []
+    assert len(analysed(layer((deep + "/f", 7))).tree()) == 1501

@@ -258,3 +258,9 @@ def test_expose_ranges_and_protocols_as_docker():
 def test_stopsignal_takes_names_and_numbers(value):
     graph, _ = planned(f"FROM scratch\nSTOPSIGNAL {value}\n")
     assert graph.stages[0].config.stop_signal == value
+
+
+def test_a_value_that_doubles_on_every_line_is_refused_not_built():
+    text = "FROM scratch\nENV A=aaaaaaaa\n" + "ENV A=$A$A\n" * 40
+    with pytest.raises(PybuildError, match="expands to more than 4 MiB"):
+        planned(text)
