@@ -93,7 +93,7 @@ def start_registry(workdir: Path, readonly: bool = False, users: dict[str, str] 
     with open(log, "wb") as out:
         process = subprocess.Popen([binary, "serve", str(config)], stdout=out, stderr=subprocess.STDOUT)
     registry = TestRegistry(f"127.0.0.1:{port}", storage, process, log)
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60  # a guard: the registry starts in seconds on a loaded machine
     while True:
         try:
             with urllib.request.urlopen(f"http://{registry.host}/v2/", timeout=1):

@@ -25,7 +25,8 @@ def alive(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").exists()
 
 
-def gone(pids: list[int], timeout: float = 2.0) -> bool:
+def gone(pids: list[int], timeout: float = 60.0) -> bool:
+    """True once every pid has exited; the timeout is a guard against a hang (a loaded machine needs seconds)."""
     deadline = time.monotonic() + timeout
     while any(alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.02)

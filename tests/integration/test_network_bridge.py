@@ -217,7 +217,7 @@ def test_concurrent_builds_get_different_addresses_and_leave_nothing(netns, tmp_
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
     leases = Path("/run/pybuild/network", str(os.stat(netns.path).st_ino), "leases")
-    deadline = time.monotonic() + 10  # the pool helpers exit on their own once their builds have closed them
+    deadline = time.monotonic() + 120  # the pool helpers exit on their own once their builds have closed them
     while _held(leases) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _held(leases) == []  # every address is free again
