@@ -21,6 +21,7 @@ from builder.plan.contexts import parse_build_contexts
 from builder.plan.entitle import parse_allow
 from builder.plan.planner import PROXY_ARGS, plan
 from builder.progress import events as ev
+from builder.progress.tasks import resolving
 from builder.solve import SolveOptions, Solver
 
 @dataclass
@@ -281,9 +282,10 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
         def fetch(ref: str) -> None:
             from builder.export.pull import pull_image
 
-            pull_image(store, ref, registries(),
-                       progress=lambda layer, current, total: sink(ev.TransferProgress("pull", ref, layer, current,
-                                                                                         total)))
+            with resolving(sink, normalize_name(ref)):
+                pull_image(store, ref, registries(),
+                           progress=lambda layer, current, total: sink(ev.TransferProgress("pull", ref, layer,
+                                                                                             current, total)))
         unmatched: list = []
         resolve = lambda ref: resolve_base(store, ref, pull=opts.pull, fetch=fetch)  # noqa: E731
         graph = plan(dockerfile, build_args=opts.build_args, target=opts.target, network=opts.network,

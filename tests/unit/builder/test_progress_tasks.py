@@ -1,0 +1,82 @@
+"""Issue 25: tasks outside the steps (`[internal] load metadata for IMAGE`), a step's bytes and the build's
+summary, in the plain and tty views and as JSON."""
+from __future__ import annotations
+
+import io
+import json
+
+from builder.progress import events as ev
+from builder.progress.display import PlainDisplay
+from builder.progress.tasks import resolving
+from builder.progress.tty import BuildView, render_lines
+
+TITLE = "[internal] load metadata for docker.io/library/alpine:latest"
+SUMMARY = ev.BuildSummary(steps=5, ran=2, cached=3, elapsed=1.25, size=12_345_678, ts=103.0)
+
+
+def view_of(events) -> BuildView:
+    view = BuildView()
+    for event in events:
+        view.apply(event)
+    return view
+
+
+def test_plain_task_lines_bytes_and_summary():
+    out = io.StringIO()
+    display = PlainDisplay(out)
+    for event in [ev.TaskStarted("meta-1", TITLE, ts=100.0), ev.TaskDone("meta-1", 0.5, ts=100.5),
+                  ev.StepStarted(2, "[stage-0 2/2] RUN make", ts=100.5),
+                  ev.TaskProgress("2", "writing layer", 1_000_000, ts=101.0),
+                  ev.TaskProgress("2", "writing layer", 2_000_000, ts=101.5),  # within a second: not shown
+                  ev.TaskProgress("2", "writing layer", 3_000_000, ts=102.0),
+                  ev.StepDone(2, 1.5, ts=102.0), SUMMARY]:
+        display(event)
+    display.close()
+    assert out.getvalue() == (
+        f"#meta-1 {TITLE}\n#meta-1 DONE 0.5s\n#2 [stage-0 2/2] RUN make\n#2 writing layer 1MB\n"
+        "#2 writing layer 3MB\n#2 DONE 1.5s\n"
+        "#summary 2 steps run, 3 cached (5 in all) in 1.2s; image 12.35MB (compressed layers)\n")
+
+
+def test_plain_failed_task_says_why():
+    out = io.StringIO()
+    display = PlainDisplay(out)
+    display(ev.TaskStarted("meta-3", TITLE, ts=100.0))
+    display(ev.TaskDone("meta-3", 2.0, "connection refused", ts=102.0))
+    display.close()
+    assert out.getvalue().splitlines()[-1] == "#meta-3 ERROR: connection refused"
+
+
+def test_tty_task_row_runs_with_a_timer_and_a_steps_bytes_line():
+    events = [ev.TaskStarted("meta-1", TITLE, ts=100.0), ev.StepStarted(1, "[1/1] RUN make", ts=100.0),
+              ev.TaskProgress("1", "writing layer", 4_000_000, 0, ts=101.0)]
+    lines = [line.plain for line in render_lines(view_of(events), now=101.5, width=80, height=24, final=False)]
+    assert lines[1].startswith(" => ") and TITLE in lines[1] and lines[1].endswith(" 1.5s")
+    assert lines[2].endswith("[1/1] RUN make" + " " * (80 - 4 - 9 - 14 - 4) + "1.5s")
+    assert lines[3] == " => => writing layer 4MB"
+
+
+def test_tty_final_frame_ends_with_the_summary_and_the_task_done():
+    events = [ev.TaskStarted("meta-1", TITLE, ts=100.0), ev.TaskDone("meta-1", 0.75, ts=100.75),
+              ev.StepStarted(1, "[1/1] RUN make", ts=101.0), ev.StepDone(1, 1.0, ts=102.0), SUMMARY,
+              ev.BuildDone("sha256:1", "sha256:2", 3.0, ts=103.0)]
+    lines = [line.plain for line in render_lines(view_of(events), now=104.0, width=80, height=24, final=True)]
+    assert lines[1].startswith(" => DONE     " + TITLE) and lines[1].endswith(" 0.8s")
+    assert lines[-1] == "2 steps run, 3 cached (5 in all) in 1.2s; image 12.35MB (compressed layers)"
+
+
+def test_resolving_reports_start_and_failure_as_json():
+    seen: list = []
+
+    class Refused(Exception):
+        message = "connection refused\nmore"
+
+    try:
+        with resolving(seen.append, "127.0.0.1:5000/x:latest"):
+            raise Refused()
+    except Refused:
+        pass
+    docs = [json.loads(ev.to_json(e)) for e in seen]
+    assert [d["type"] for d in docs] == ["TaskStarted", "TaskDone"]
+    assert docs[0]["title"] == "[internal] load metadata for 127.0.0.1:5000/x:latest"
+    assert docs[1]["task"] == docs[0]["task"] and docs[1]["error"] == "connection refused"
