@@ -21,7 +21,7 @@ from builder.plan.contexts import parse_build_contexts
 from builder.plan.entitle import parse_allow
 from builder.plan.planner import PROXY_ARGS, plan
 from builder.progress import events as ev
-from builder.progress.tasks import resolving
+from builder.progress.tasks import resolving, summary
 from builder.solve import SolveOptions, Solver
 
 @dataclass
@@ -310,6 +310,7 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
             shutil.rmtree(workdir, ignore_errors=True)
     image_id = "sha256:" + hashlib.sha256(config).hexdigest()
     _write_id_files(opts, image_id, record.manifest, names)
+    sink(summary(results, record, time.monotonic() - started))
     sink(ev.BuildDone(image_id, record.manifest.digest, time.monotonic() - started))
     return BuildResult(image_id, record.manifest.digest, names if cache.stored else (),
                        stdout_used=any(o.dest == "-" for o in outputs), pushed=tuple(pushed),

@@ -207,6 +207,8 @@ def _replay(doc: dict, args, mode: str, started: float) -> int:
         try:
             for event in doc["events"]:
                 fields = {k: v for k, v in event.items() if k not in ("type", "ts")}
+                if event["type"] == "BuildSummary":
+                    fields["elapsed"] = time.monotonic() - started
                 sink(getattr(ev, event["type"])(**fields))
             sink(ev.BuildDone(doc["image_id"], doc["manifest"], time.monotonic() - started))
         finally:

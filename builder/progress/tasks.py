@@ -31,3 +31,10 @@ def task(sink: ev.Sink, prefix: str, title: str) -> Iterator[str]:
 def resolving(sink: ev.Sink, image: str) -> contextlib.AbstractContextManager[str]:
     """BuildKit's `[internal] load metadata for IMAGE` around a base image's resolve (and pull)."""
     return task(sink, "meta", f"[internal] load metadata for {image}")
+
+
+def summary(results: dict, record, elapsed: float) -> ev.BuildSummary:
+    """The build's summary from the solver's results (steps run and cached) and the stored image's layers."""
+    cached = sum(1 for result in results.values() if result.cached)
+    size = sum(layer.blob.size for layer in record.layers)
+    return ev.BuildSummary(len(results), len(results) - cached, cached, elapsed, size)

@@ -1,0 +1,35 @@
+"""Issue 25: every build that stores an image ends with a summary (steps run / cached, total time, image size) in
+plain and as a rawjson event; quiet stays quiet (the fast path's replay: tests/integration/test_fastpath.py)."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_summary_counts_steps_run_and_cached_and_sizes_the_image(pybuild, busybox_image, tmp_path):
+    (tmp_path / "Dockerfile").write_text("FROM pybuild/busybox\nRUN head -c 300000 /dev/urandom > /r\n"
+                                         "RUN echo two > /two\n")
+    first = pybuild("--progress", "plain", "--no-cache-filter", "", str(tmp_path)).stderr.decode()
+    found = re.findall(r"^#summary (\d+) steps? run, (\d+) cached \((\d+) in all\) in [0-9.]+s; "
+                       r"image ([0-9.]+)(kB|MB) \(compressed layers\)$", first, re.M)
+    assert found and found[0][:3] == ("3", "0", "3"), first  # the base counts as run when first imported
+    assert 1.3 < float(found[0][3]) * (1 if found[0][4] == "MB" else 0.001) < 2, first  # busybox + 300 kB random
+    assert first.index("#summary") < first.index("#done")
+    (tmp_path / "Dockerfile").write_text("FROM pybuild/busybox\nRUN head -c 300000 /dev/urandom > /r\n"
+                                         "RUN echo three > /three\n")
+    lines = pybuild("--progress", "rawjson", str(tmp_path)).stderr.decode().splitlines()
+    events = [json.loads(line) for line in lines if line.startswith("{")]
+    summary = [e for e in events if e["type"] == "BuildSummary"]
+    assert len(summary) == 1 and (summary[0]["steps"], summary[0]["ran"], summary[0]["cached"]) == (3, 1, 2)
+    assert summary[0]["size"] > 1_300_000 and summary[0]["elapsed"] > 0
+    assert events[-1]["type"] == "BuildDone" and events[-2] == summary[0]
+
+
+def test_quiet_prints_only_the_image_id(pybuild, busybox_image, tmp_path):
+    (tmp_path / "Dockerfile").write_text("FROM pybuild/busybox\nRUN echo q > /q\n")
+    done = pybuild("-q", str(tmp_path))
+    assert done.stderr == b"" and re.fullmatch(rb"sha256:[0-9a-f]{64}\n", done.stdout)
