@@ -83,8 +83,7 @@ class PlainDisplay:
             if last is not None and event.ts - last < TRANSFER_LINE_EVERY and event.current != event.total:
                 return
             self.progress[event.task] = event.ts
-            sizes = ev.human_size(event.current) + (f" / {ev.human_size(event.total)}" if event.total else "")
-            w(f"#{event.task} {event.what} {sizes}\n")
+            w(f"#{event.task} {ev.progress_text(event)}\n")
         else:
             self.tasks.pop(event.task, None)
             self.progress.pop(event.task, None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import time
-from typing import Iterator
+from typing import Callable, Iterator
 
 from builder.progress import events as ev
 
@@ -38,3 +38,45 @@ def summary(results: dict, record, elapsed: float) -> ev.BuildSummary:
     cached = sum(1 for result in results.values() if result.cached)
     size = sum(layer.blob.size for layer in record.layers)
     return ev.BuildSummary(len(results), len(results) - cached, cached, elapsed, size)
+
+
+LAYER_QUIET, LAYER_EVERY = 1.0, 0.5  # a layer written for longer than a second: its bytes, twice a second
+
+
+def layer_meter(sink: ev.Sink, number: int, clock: Callable[[], float] = time.monotonic) -> Callable[[int, int], None]:
+    """store.commit's progress for step ``number``: `writing layer 120MB tarred, 45MB compressed` events once the
+    layer has taken a second (a small layer says nothing), then every half second (buildx's "exporting layers")."""
+    last: list[float] = []  # when the last event went out (first: as if LAYER_EVERY before the quiet second ends)
+
+    def progress(tarred: int, compressed: int) -> None:
+        now = clock()
+        if not last:
+            last.append(now + LAYER_QUIET - LAYER_EVERY)
+        elif now - last[0] >= LAYER_EVERY:
+            last[0] = now
+            sink(ev.TaskProgress(str(number), "writing layer", tarred, written=compressed))
+    return progress
+
+
+HASH_BATCH = 32 << 20  # bytes of context files hashed per call once a context is large enough to show it
+
+
+def metered_digests(digests: Callable[[list], list], sink: ev.Sink, number: int,
+                    clock: Callable[[], float] = time.monotonic) -> Callable[[list], list]:
+    """The store's bulk file hasher for step ``number``'s context sources: files of more than HASH_BATCH bytes in
+    all are hashed in batches, and once that has taken a second each batch reports `hashing context 1.2GB / 2GB`
+    (files the store's stat memo knows cost nothing and say nothing)."""
+    def bulk(items: list) -> list:
+        total = sum(st.st_size for _, st in items)
+        if total <= HASH_BATCH:
+            return digests(items)
+        started, found, done, batched, first = clock(), [], 0, 0, 0
+        for end, (_, st) in enumerate(items, 1):
+            batched += st.st_size
+            if batched >= HASH_BATCH or end == len(items):
+                found += digests(items[first:end])
+                done, batched, first = done + batched, 0, end
+                if clock() - started >= LAYER_QUIET:
+                    sink(ev.TaskProgress(str(number), "hashing context", done, total))
+        return found
+    return bulk

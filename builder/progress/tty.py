@@ -131,8 +131,7 @@ class BuildView:
         if row is None:
             return
         if isinstance(event, ev.TaskProgress):
-            sizes = ev.human_size(event.current) + (f" / {ev.human_size(event.total)}" if event.total else "")
-            rows[key] = replace(row, detail=f"{event.what} {sizes}")  # type: ignore[index]
+            rows[key] = replace(row, detail=ev.progress_text(event))  # type: ignore[index]
         else:
             rows[key] = replace(row, state=ERROR if event.error else DONE, elapsed=event.elapsed,  # type: ignore[index]
                                 error=event.error, detail="")

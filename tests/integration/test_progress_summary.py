@@ -33,3 +33,16 @@ def test_quiet_prints_only_the_image_id(pybuild, busybox_image, tmp_path):
     (tmp_path / "Dockerfile").write_text("FROM pybuild/busybox\nRUN echo q > /q\n")
     done = pybuild("-q", str(tmp_path))
     assert done.stderr == b"" and re.fullmatch(rb"sha256:[0-9a-f]{64}\n", done.stdout)
+
+
+def test_a_long_layer_write_shows_its_bytes(pybuild, busybox_image, tmp_path):
+    """150 MB that gzip cannot shrink take this 2-core machine several seconds to write as a layer: after the
+    quiet first second the step reports the bytes tarred and compressed so far (buildx's "exporting layers")."""
+    (tmp_path / "Dockerfile").write_text("FROM pybuild/busybox\nRUN head -c 150000000 /dev/urandom > /r\n")
+    err = pybuild("--progress", "plain", "--no-cache", str(tmp_path)).stderr.decode()
+    found = re.findall(r"^#2 writing layer ([0-9.]+)MB tarred, ([0-9.]+)MB compressed$", err, re.M)
+    assert found, err
+    tarred = [float(t) for t, _ in found]
+    assert tarred == sorted(tarred) and tarred[-1] <= 150.1, err
+    assert all(float(c) <= float(t) * 1.01 + 0.1 for t, c in found), err
+    assert err.index("#2 writing layer") < err.index("#2 DONE"), err

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
 
 from builder.progress import events as ev
 from builder.progress.display import PlainDisplay
-from builder.progress.tasks import resolving
+from builder.progress.tasks import HASH_BATCH, layer_meter, metered_digests, resolving
 from builder.progress.tty import BuildView, render_lines
 
 TITLE = "[internal] load metadata for docker.io/library/alpine:latest"
@@ -80,3 +81,44 @@ def test_resolving_reports_start_and_failure_as_json():
     assert [d["type"] for d in docs] == ["TaskStarted", "TaskDone"]
     assert docs[0]["title"] == "[internal] load metadata for 127.0.0.1:5000/x:latest"
     assert docs[1]["task"] == docs[0]["task"] and docs[1]["error"] == "connection refused"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_layer_meter_is_silent_for_a_second_then_reports_twice_a_second():
+    seen: list = []
+    clock = Clock()
+    meter = layer_meter(seen.append, 4, clock)
+    for step in range(12):  # a write every 0.25 s for 3 s
+        meter((step + 1) << 20, (step + 1) << 19)
+        clock.now += 0.25
+    assert [(e.task, e.current, e.written) for e in seen] == [("4", n << 20, n << 19) for n in (5, 7, 9, 11)]
+    assert ev.progress_text(seen[0]) == "writing layer 5.243MB tarred, 2.621MB compressed"
+
+
+def test_metered_digests_hashes_large_sources_in_batches_and_keeps_the_order():
+    seen: list = []
+    clock = Clock()
+    calls: list = []
+
+    def digests(items):
+        calls.append(len(items))
+        clock.now += 0.75
+        return [f"d{path}" for path, _ in items]
+
+    big = os.stat_result((0o100644, 0, 0, 1, 0, 0, HASH_BATCH // 2, 0, 0, 0))
+    items = [(str(n), big) for n in range(5)]
+    assert metered_digests(digests, seen.append, 2, clock)(items) == [f"d{n}" for n in range(5)]
+    assert calls == [2, 2, 1]
+    assert [(e.current, e.total) for e in seen] == [(2 * HASH_BATCH, 5 * HASH_BATCH // 2),
+                                                    (5 * HASH_BATCH // 2, 5 * HASH_BATCH // 2)]
+    small = [(str(n), os.stat_result((0o100644, 0, 0, 1, 0, 0, 10, 0, 0, 0))) for n in range(3)]
+    calls.clear()
+    metered_digests(digests, seen.append, 2, clock)(small)
+    assert calls == [3]  # a small context: one bulk call, as before
