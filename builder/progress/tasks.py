@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import time
-from typing import Callable, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 from builder.progress import events as ev
 
@@ -80,3 +80,25 @@ def metered_digests(digests: Callable[[list], list], sink: ev.Sink, number: int,
                     sink(ev.TaskProgress(str(number), "hashing context", done, total))
         return found
     return bulk
+
+
+def read_context(stream: BinaryIO, sink: ev.Sink, clock: Callable[[], float] = time.monotonic) -> bytes:
+    """The context tar from stdin (`pybuild -`); a read that takes more than a second is BuildKit's `[internal]
+    load build context` task, with `transferring context 120MB` twice a second."""
+    chunks, total, started = [], 0, clock()
+    name, last, reported = None, started, 0
+    while chunk := stream.read(1 << 20):
+        chunks.append(chunk)
+        total += len(chunk)
+        now = clock()
+        if name is None and now - started >= LAYER_QUIET:
+            name = f"context-{next(_TASKS)}"
+            sink(ev.TaskStarted(name, "[internal] load build context", ts=time.time() - (now - started)))
+        if name is not None and now - last >= LAYER_EVERY:
+            last, reported = now, total
+            sink(ev.TaskProgress(name, "transferring context", total))
+    if name is not None:
+        if reported != total:
+            sink(ev.TaskProgress(name, "transferring context", total))
+        sink(ev.TaskDone(name, clock() - started))
+    return b"".join(chunks)

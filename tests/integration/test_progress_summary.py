@@ -46,3 +46,38 @@ def test_a_long_layer_write_shows_its_bytes(pybuild, busybox_image, tmp_path):
     assert tarred == sorted(tarred) and tarred[-1] <= 150.1, err
     assert all(float(c) <= float(t) * 1.01 + 0.1 for t, c in found), err
     assert err.index("#2 writing layer") < err.index("#2 DONE"), err
+
+
+def test_a_slow_stdin_context_shows_its_transfer(pybuild, busybox_image, tmp_path):
+    """`pybuild -` reading a context tar that arrives over 1.5 s (pauses between pieces): BuildKit's `[internal]
+    load build context` task with the bytes so far, then the build."""
+    import io
+    import subprocess
+    import sys
+    import tarfile
+
+    from tests.integration.conftest import REPO, _with_root
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in (("Dockerfile", b"FROM pybuild/busybox\nCOPY blob /blob\n"), ("blob", b"z" * (3 << 20))):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    data = buf.getvalue()
+    feeder = ("import sys, time\ndata = sys.stdin.buffer.read()\nfor i in range(0, len(data), 1 << 20):\n"
+              "    sys.stdout.buffer.write(data[i:i + (1 << 20)]); sys.stdout.buffer.flush(); time.sleep(0.5)\n")
+    feed = subprocess.Popen([sys.executable, "-c", feeder], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    build = subprocess.Popen([sys.executable, "-m", "builder", *_with_root(["build", "--progress", "plain", "-"],
+                                                                        pybuild.root)],
+                             stdin=feed.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    feed.stdout.close()
+    feed.communicate(data, timeout=120)
+    out, err = build.communicate(timeout=300)
+    text = err.decode()
+    assert build.returncode == 0, text
+    found = re.findall(r"^#(context-\d+) transferring context ([0-9.]+)MB$", text, re.M)
+    assert found and float(found[-1][1]) == pytest.approx(len(data) / 1e6, abs=0.01), text
+    task = found[0][0]
+    assert f"#{task} [internal] load build context\n" in text and re.search(rf"^#{task} DONE [0-9.]+s$", text, re.M)
+    assert text.index(f"#{task} DONE") < text.index("#1 [stage-0 1/2] FROM pybuild/busybox")

@@ -6,9 +6,11 @@ import io
 import json
 import os
 
+import pytest
+
 from builder.progress import events as ev
 from builder.progress.display import PlainDisplay
-from builder.progress.tasks import HASH_BATCH, layer_meter, metered_digests, resolving
+from builder.progress.tasks import HASH_BATCH, layer_meter, metered_digests, read_context, resolving
 from builder.progress.tty import BuildView, render_lines
 
 TITLE = "[internal] load metadata for docker.io/library/alpine:latest"
@@ -122,3 +124,34 @@ def test_metered_digests_hashes_large_sources_in_batches_and_keeps_the_order():
     calls.clear()
     metered_digests(digests, seen.append, 2, clock)(small)
     assert calls == [3]  # a small context: one bulk call, as before
+
+
+class SlowStream:
+    """1 MiB a read, each taking 0.3 s of the fake clock."""
+
+    def __init__(self, clock: Clock, reads: int) -> None:
+        self.clock, self.left = clock, reads
+
+    def read(self, n: int) -> bytes:
+        if not self.left:
+            return b""
+        self.left -= 1
+        self.clock.now += 0.3
+        return b"x" * min(n, 1 << 20)
+
+
+def test_a_slow_stdin_context_becomes_a_task_with_its_bytes():
+    seen: list = []
+    clock = Clock()
+    data = read_context(SlowStream(clock, 8), seen.append, clock)
+    assert len(data) == 8 << 20
+    assert [type(e).__name__ for e in seen] == ["TaskStarted", "TaskProgress", "TaskProgress", "TaskProgress",
+                                                "TaskDone"]
+    assert seen[0].title == "[internal] load build context"
+    assert [e.current >> 20 for e in seen[1:4]] == [4, 6, 8] and seen[-1].elapsed == pytest.approx(2.4)
+
+
+def test_a_quick_stdin_context_says_nothing():
+    seen: list = []
+    clock = Clock()
+    assert read_context(SlowStream(clock, 3), seen.append, clock) == b"x" * (3 << 20) and seen == []
