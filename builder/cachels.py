@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any, Callable
 
 from builder.errors import UsageError
 
-SORTS = {"size": lambda r: -r["size"], "used": lambda r: -r["last_used"], "created": lambda r: -r["created"]}
+SORTS: dict[str, Callable[[dict[str, Any]], float]] = {"size": lambda r: -r["size"], "used": lambda r: -r["last_used"], "created": lambda r: -r["created"]}
 FILTERS = ("image", "stage", "type")
 TYPES = ("exec", "file", "source", "merge", "cache-mount")  # a record's step kind, or a RUN cache mount
 SIZE_NOTE = ("UNPACKED: the step's snapshot (its files on disk, unpacked); COMPRESSED: its layer blob as stored; "
@@ -15,7 +16,7 @@ SIZE_NOTE = ("UNPACKED: the step's snapshot (its files on disk, unpacked); COMPR
 
 def parse_filters(items: list[str]) -> list[tuple[str, str]]:
     """--filter image=REF|stage=NAME|type=KIND, each KEY=VALUE; all must match (AND)."""
-    found = []
+    found: list[tuple[str, str]] = []
     for item in items:
         key, sep, value = item.partition("=")
         if key not in FILTERS or not sep or not value:
@@ -27,9 +28,9 @@ def parse_filters(items: list[str]) -> list[tuple[str, str]]:
     return found
 
 
-def rows(store, in_use: set[str], mounts: list[dict]) -> list[dict]:
+def rows(store: Any, in_use: set[str], mounts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Every cache record and cache mount as `cache ls --format json` shows it."""
-    found = []
+    found: list[dict[str, Any]] = []
     for rec in store.records():
         d = rec.description or {}
         compressed = rec.layer.blob.size if rec.layer else 0
@@ -43,7 +44,8 @@ def rows(store, in_use: set[str], mounts: list[dict]) -> list[dict]:
     return found
 
 
-def select(store, found: list[dict], filters: list[tuple[str, str]], sort: str | None) -> list[dict]:
+def select(store: Any, found: list[dict[str, Any]], filters: list[tuple[str, str]],
+           sort: str | None) -> list[dict[str, Any]]:
     """The rows every filter matches, in ``sort`` order (largest, last used or newest first)."""
     for key, value in filters:
         if key == "image":
@@ -56,7 +58,7 @@ def select(store, found: list[dict], filters: list[tuple[str, str]], sort: str |
     return sorted(found, key=SORTS[sort]) if sort else found
 
 
-def _image_layers(store, name: str) -> set[str]:
+def _image_layers(store: Any, name: str) -> set[str]:
     from builder.plan.bases import normalize_name
 
     record = store.resolve(normalize_name(name))
@@ -65,7 +67,7 @@ def _image_layers(store, name: str) -> set[str]:
     return {layer.diff_id for layer in record.layers}
 
 
-def du_verbose(found: list[dict], human, ago) -> str:
+def du_verbose(found: list[dict[str, Any]], human: Callable[[int], str], ago: Callable[[float], str]) -> str:
     """`cache du --verbose`: one block per record (buildx du --verbose's fields), then the totals."""
     blocks = []
     for r in found:
@@ -79,6 +81,6 @@ def du_verbose(found: list[dict], human, ago) -> str:
     return "\n\n".join(blocks)
 
 
-def to_json(found: list[dict]) -> str:
+def to_json(found: list[dict[str, Any]]) -> str:
     return json.dumps([{k: v for k, v in r.items() if k not in ("diff_id", "parent")} | {"parent": r["parent"]}
                        for r in found], indent=2)

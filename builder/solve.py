@@ -260,9 +260,9 @@ class Solver:
             raise ContextError(f"{step.span}: {step.created_by}: no build context was given")
         excluded = None if step.op.context_dir else self.options.excluded
         entries: dict[str, str] = {}
-        sums = checksum_sources(context_dir or "", patterns, excluded, entries=entries,
-                                digests=metered_digests(self.store.file_digests, self.sink, self.numbers[step.id])
-                                ) if patterns else {}
+        meter = metered_digests(self.store.file_digests, self.sink, self.numbers.get(step.id, 0))  # 0: no solve
+        sums = checksum_sources(context_dir or "", patterns, excluded, digests=meter,
+                                entries=entries) if patterns else {}
         if entries:
             self.source_files[step.id] = entries  # for --explain-cache, kept in the step's cache record
         for action in (a for a in step.op.actions if a.excludes):  # COPY --exclude: excluded files are no input

@@ -4,9 +4,11 @@ from __future__ import annotations
 import contextlib
 import itertools
 import time
-from typing import BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO, Callable, Iterator, Sequence
 
 from builder.progress import events as ev
+
+Digester = Callable[[Sequence[Any]], list[Any]]  # Store.file_digests: [(path, stat)] -> [digest]
 
 _TASKS = itertools.count(1)
 
@@ -33,8 +35,9 @@ def resolving(sink: ev.Sink, image: str) -> contextlib.AbstractContextManager[st
     return task(sink, "meta", f"[internal] load metadata for {image}")
 
 
-def summary(results: dict, record, elapsed: float) -> ev.BuildSummary:
-    """The build's summary from the solver's results (steps run and cached) and the stored image's layers."""
+def summary(results: dict[int, Any], record: Any, elapsed: float) -> ev.BuildSummary:
+    """The build's summary from the solver's results (StepResult: steps run and cached) and the stored image's
+    layers (cache.ImageRecord; progress imports nothing else of pybuild, tests/unit/test_layering.py)."""
     cached = sum(1 for result in results.values() if result.cached)
     size = sum(layer.blob.size for layer in record.layers)
     return ev.BuildSummary(len(results), len(results) - cached, cached, elapsed, size)
@@ -61,16 +64,17 @@ def layer_meter(sink: ev.Sink, number: int, clock: Callable[[], float] = time.mo
 HASH_BATCH = 32 << 20  # bytes of context files hashed per call once a context is large enough to show it
 
 
-def metered_digests(digests: Callable[[list], list], sink: ev.Sink, number: int,
-                    clock: Callable[[], float] = time.monotonic) -> Callable[[list], list]:
+def metered_digests(digests: Digester, sink: ev.Sink, number: int,
+                    clock: Callable[[], float] = time.monotonic) -> Digester:
     """The store's bulk file hasher for step ``number``'s context sources: files of more than HASH_BATCH bytes in
     all are hashed in batches, and once that has taken a second each batch reports `hashing context 1.2GB / 2GB`
     (files the store's stat memo knows cost nothing and say nothing)."""
-    def bulk(items: list) -> list:
+    def bulk(items: Sequence[Any]) -> list[Any]:
         total = sum(st.st_size for _, st in items)
         if total <= HASH_BATCH:
             return digests(items)
-        started, found, done, batched, first = clock(), [], 0, 0, 0
+        started, done, batched, first = clock(), 0, 0, 0
+        found: list[Any] = []
         for end, (_, st) in enumerate(items, 1):
             batched += st.st_size
             if batched >= HASH_BATCH or end == len(items):
@@ -85,7 +89,8 @@ def metered_digests(digests: Callable[[list], list], sink: ev.Sink, number: int,
 def read_context(stream: BinaryIO, sink: ev.Sink, clock: Callable[[], float] = time.monotonic) -> bytes:
     """The context tar from stdin (`pybuild -`); a read that takes more than a second is BuildKit's `[internal]
     load build context` task, with `transferring context 120MB` twice a second."""
-    chunks, total, started = [], 0, clock()
+    chunks: list[bytes] = []
+    total, started = 0, clock()
     name, last, reported = None, started, 0
     while chunk := stream.read(1 << 20):
         chunks.append(chunk)
