@@ -7,7 +7,8 @@ from typing import Any, Callable
 
 from builder.errors import UsageError
 
-SORTS: dict[str, Callable[[dict[str, Any]], float]] = {"size": lambda r: -r["size"], "used": lambda r: -r["last_used"], "created": lambda r: -r["created"]}
+SORTS: dict[str, Callable[[dict[str, Any]], float]] = {
+    "size": lambda r: -r["size"], "used": lambda r: -r["last_used"], "created": lambda r: -r["created"]}
 FILTERS = ("image", "stage", "type")
 TYPES = ("exec", "file", "source", "merge", "cache-mount")  # a record's step kind, or a RUN cache mount
 SIZE_NOTE = ("UNPACKED: the step's snapshot (its files on disk, unpacked); COMPRESSED: its layer blob as stored; "

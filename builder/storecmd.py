@@ -128,8 +128,8 @@ def cache_main(argv: list[str]) -> int:
 
     if not argv or argv[0] not in ("ls", "du", "inspect", "prune"):
         if argv and argv[0] in ("-h", "--help"):
-            print("usage: pybuild cache ls [--sort size|used|created] [--filter image=|stage=|type=]... | du [--verbose]"
-                  " | inspect ID | prune [--all] [--keep-storage SIZE] [--filter until=DUR]")
+            print("usage: pybuild cache ls [--sort size|used|created] [--filter image=|stage=|type=]..."
+                  " | du [--verbose] | inspect ID | prune [--all] [--keep-storage SIZE] [--filter until=DUR]")
             return 0
         raise CommandLineError("usage: pybuild cache ls|du|inspect ID|prune [--all] [--keep-storage SIZE] "
                          "[--filter until=DURATION]")
