@@ -21,6 +21,7 @@ from builder.plan.contexts import parse_build_contexts
 from builder.plan.entitle import parse_allow
 from builder.plan.planner import PROXY_ARGS, plan
 from builder.progress import events as ev
+from builder.progress.tasks import read_context, resolving, summary
 from builder.solve import SolveOptions, Solver
 
 @dataclass
@@ -191,7 +192,7 @@ def _excluder(patterns: list[str]):
     return matcher.matches
 
 
-def stdin_context(opts: BuildOptions, workdir: str) -> BuildOptions:
+def stdin_context(opts: BuildOptions, workdir: str, sink: ev.Sink | None = None) -> BuildOptions:
     """`pybuild -`: stdin is a tar of the context (extracted safely) or, as with docker, just a Dockerfile."""
     import io
     import tarfile
@@ -200,7 +201,7 @@ def stdin_context(opts: BuildOptions, workdir: str) -> BuildOptions:
     if opts.dockerfile == "-":
         raise UsageError("the context and the Dockerfile cannot both come from stdin",
                          hint="use `-f -` with a context directory, or `-` with a tar that holds the Dockerfile")
-    data = sys.stdin.buffer.read()
+    data = read_context(sys.stdin.buffer, sink or (lambda event: None))
     context = os.path.join(workdir, "context")
     os.mkdir(context)
     try:
@@ -227,7 +228,7 @@ def build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = No
             return _build(opts, sink, cancel, memo, helpers)
         workdir = tempfile.mkdtemp(prefix="pybuild-stdin-")
         try:
-            return _build(stdin_context(opts, workdir), sink, cancel, helpers=helpers)
+            return _build(stdin_context(opts, workdir, sink), sink, cancel, helpers=helpers)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
     finally:
@@ -281,9 +282,10 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
         def fetch(ref: str) -> None:
             from builder.export.pull import pull_image
 
-            pull_image(store, ref, registries(),
-                       progress=lambda layer, current, total: sink(ev.TransferProgress("pull", ref, layer, current,
-                                                                                         total)))
+            with resolving(sink, normalize_name(ref)):
+                pull_image(store, ref, registries(),
+                           progress=lambda layer, current, total: sink(ev.TransferProgress("pull", ref, layer,
+                                                                                             current, total)))
         unmatched: list = []
         resolve = lambda ref: resolve_base(store, ref, pull=opts.pull, fetch=fetch)  # noqa: E731
         graph = plan(dockerfile, build_args=opts.build_args, target=opts.target, network=opts.network,
@@ -308,6 +310,7 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
             shutil.rmtree(workdir, ignore_errors=True)
     image_id = "sha256:" + hashlib.sha256(config).hexdigest()
     _write_id_files(opts, image_id, record.manifest, names)
+    sink(summary(results, record, time.monotonic() - started))
     sink(ev.BuildDone(image_id, record.manifest.digest, time.monotonic() - started))
     return BuildResult(image_id, record.manifest.digest, names if cache.stored else (),
                        stdout_used=any(o.dest == "-" for o in outputs), pushed=tuple(pushed),

@@ -116,6 +116,8 @@ def _positive_float(text: str) -> float:
 
 def cmd_build(argv: list[str]) -> int:
     started = time.monotonic()
+    global RAWJSON
+    RAWJSON = rawjson_requested(argv)  # a usage error below is then a JSON event too
     args = build_parser().parse_args(argv)
     build_args, labels = _build_args_and_labels(args)
     mode = "quiet" if args.quiet else args.progress or progress_from_env()
@@ -125,7 +127,6 @@ def cmd_build(argv: list[str]) -> int:
             raise CommandLineError("--on-error=shell needs a terminal on stdin",
                                    hint="run the build from a terminal, or drop --on-error")
         mode = "plain" if mode in ("auto", "tty") else mode  # a live view would draw over the shell
-    global RAWJSON
     RAWJSON = mode == "rawjson"
     memo = fastpath.memo_for(args, build_args, labels) if fastpath.qualifies(args, _defaults()) else None
     doc = fastpath.replay(memo) if memo is not None else None
@@ -171,6 +172,24 @@ def cmd_build(argv: list[str]) -> int:
                     result.pushed, result.cache_exports)
 
 
+def rawjson_requested(argv: list[str]) -> bool:
+    """Whether the command line asks for rawjson, read before argparse (which may reject it): the last --progress
+    (else $BUILDKIT_PROGRESS) says rawjson and no -q/--quiet overrides it."""
+    mode = None
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            break
+        if arg == "--progress" and i + 1 < len(argv):
+            mode = argv[i + 1]
+        elif arg.startswith("--progress="):
+            mode = arg.partition("=")[2]
+        elif arg in ("-q", "--quiet"):
+            return False
+    if mode is None:
+        mode = os.environ.get("BUILDKIT_PROGRESS", "").strip().lower()
+    return mode == "rawjson"
+
+
 def _build_args_and_labels(args) -> tuple[dict[str, str], dict[str, str]]:
     """--build-arg (NAME alone takes it from the environment, as docker) and --label, checked."""
     build_args = {}
@@ -207,6 +226,8 @@ def _replay(doc: dict, args, mode: str, started: float) -> int:
         try:
             for event in doc["events"]:
                 fields = {k: v for k, v in event.items() if k not in ("type", "ts")}
+                if event["type"] == "BuildSummary":
+                    fields["elapsed"] = time.monotonic() - started
                 sink(getattr(ev, event["type"])(**fields))
             sink(ev.BuildDone(doc["image_id"], doc["manifest"], time.monotonic() - started))
         finally:

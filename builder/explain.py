@@ -18,6 +18,23 @@ def _previous(store, identity: str, instruction: str) -> dict[str, Any] | None:
     return best[1] if best else None
 
 
+def _previous_base(store, identity: str) -> dict[str, Any] | None:
+    """The base a FROM used last time when its import was a hit on a record another step made (the same image
+    reached first under another name or stage): the parent of the newest record of the next step in the stage."""
+    stage = identity.rsplit("/", 2)[0]
+    records = store.records()
+    by_key = {record.key: record for record in records}
+    best = None
+    for record in records:
+        parent = by_key.get(record.parent_key or "")
+        if parent is None or (parent.description or {}).get("kind") != "source":
+            continue
+        if str((record.description or {}).get("identity", "")).rsplit("/", 2)[:2] == [stage, "1"]:
+            if best is None or record.created > best[0]:
+                best = (record.created, parent.description)
+    return best[1] if best else None
+
+
 def _changed_keys(old: list | dict, new: list | dict) -> list[str]:
     old_d, new_d = dict(map(tuple, old)) if isinstance(old, list) else old, \
         dict(map(tuple, new)) if isinstance(new, list) else new
@@ -72,6 +89,8 @@ def explain_miss(store, step: Step, key: CacheKey, identity: str, files: dict[st
     """Every input that changed since the newest build of the same step, e.g. `command changed; cwd changed`,
     `source 'src' changed (changed: src/a.txt; added: src/b.txt)`, `base image X changed: sha256:… -> sha256:…`."""
     previous = _previous(store, identity, step.created_by)
+    if previous is None and key.parts.get("op") == "source":
+        previous = _previous_base(store, identity)
     if previous is None:
         return "no earlier build of this step"
     old = previous.get("inputs") or {}

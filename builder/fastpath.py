@@ -37,7 +37,7 @@ MAX_ENTRIES = 50_000  # a larger context is not fingerprinted (the walk would co
 VERSION = b"fastpath 1"
 _PACKAGES = ("builder", "cache", "grammar")
 _IGNORED_ARGS = ("progress", "quiet", "debug", "iidfile", "jobs")  # no bearing on the image
-_REPLAYED = ("StepStarted", "StepCached", "BuildWarning")
+_REPLAYED = ("StepStarted", "StepCached", "BuildWarning", "BuildSummary")  # any other event: a step ran
 
 
 class Memo:
@@ -270,13 +270,13 @@ def replay(memo: Memo) -> dict | None:
         os.close(fd)
 
 
-_REPLAYED = frozenset({"StepStarted", "StepCached", "StepLog", "StepDone", "StepExplain", "BuildWarning",
-                       "TransferProgress"})
+_VALID = frozenset({"StepStarted", "StepCached", "StepLog", "StepDone", "StepExplain", "BuildWarning",
+                    "TransferProgress", "BuildSummary"})
 
 
 def _events_ok(events) -> bool:
     """A damaged memo (events that are no progress events) takes the full path instead of failing the replay."""
-    return isinstance(events, list) and all(isinstance(e, dict) and e.get("type") in _REPLAYED for e in events)
+    return isinstance(events, list) and all(isinstance(e, dict) and e.get("type") in _VALID for e in events)
 
 
 def _blob(root: str, digest: str) -> str:
@@ -336,12 +336,19 @@ def show(doc: dict, mode: str, elapsed: float, out) -> bool:
             "elapsed": elapsed, "ts": 0.0}
     for event in [*doc["events"], done]:
         event = dict(event, ts=time.time())
+        if event["type"] == "BuildSummary":
+            event["elapsed"] = elapsed
         if mode == "rawjson":
             out.write(json.dumps(event, ensure_ascii=False) + "\n")
         elif event["type"] == "StepStarted":
             out.write(f"#{event['number']} {event['title']}\n")
         elif event["type"] == "StepCached":
             out.write(f"#{event['number']} CACHED\n")
+        elif event["type"] == "BuildSummary":
+            from builder.progress.text import summary_line
+
+            fields = (event["steps"], event["ran"], event["cached"], elapsed, event["size"])
+            out.write(f"#summary {summary_line(*fields)}\n")
         elif event["type"] == "BuildDone":
             out.write(f"#done image {event['image_id']} manifest {event['manifest_digest']} in {elapsed:.1f}s\n")
         out.flush()

@@ -24,6 +24,7 @@ from builder.errors import BuildCancelled, BuildStepError, ContextError, Pybuild
 from builder.plan.keys import CacheKey, step_key
 from builder.plan.steps import FileOp, MergeOp, Step, StepGraph, StepResult
 from builder.progress import events as ev
+from builder.progress.tasks import layer_meter, metered_digests
 from builder.explain import explain_hit, explain_miss
 from cache import Interrupted
 
@@ -259,7 +260,8 @@ class Solver:
             raise ContextError(f"{step.span}: {step.created_by}: no build context was given")
         excluded = None if step.op.context_dir else self.options.excluded
         entries: dict[str, str] = {}
-        sums = checksum_sources(context_dir or "", patterns, excluded, digests=self.store.file_digests,
+        meter = metered_digests(self.store.file_digests, self.sink, self.numbers.get(step.id, 0))  # 0: no solve
+        sums = checksum_sources(context_dir or "", patterns, excluded, digests=meter,
                                 entries=entries) if patterns else {}
         if entries:
             self.source_files[step.id] = entries  # for --explain-cache, kept in the step's cache record
@@ -443,7 +445,8 @@ class Solver:
                                               on_error=self.options.on_error, resources=self.options.resources,
                                               network=self._pool_for(step.op),
                                               extra_hosts=self.options.extra_hosts,
-                                              proxy_env=self.options.proxy_env)
+                                              proxy_env=self.options.proxy_env,
+                                              layer_progress=layer_meter(self.sink, number))
         else:
             op: FileOp = step.op  # type: ignore[assignment]
             source = self.snapshot_of(op.from_step) if op.from_step is not None else None
@@ -451,5 +454,6 @@ class Solver:
                                               source_date_epoch=self.options.source_date_epoch,
                                               context_dir=self.options.context_dir, source_snapshot=source,
                                               ignore_patterns=self.options.ignore_patterns, cancel=self.cancel,
-                                              launcher=self._launcher(), fetched=self.fetched)
+                                              launcher=self._launcher(), fetched=self.fetched,
+                                              layer_progress=layer_meter(self.sink, number))
         return snapshot, ((layer,) if layer is not None else ())

@@ -76,21 +76,22 @@ def _referenced(store) -> set[str]:
     return used
 
 
-def cache_ls(store, fmt: str) -> int:
-    used = _referenced(store)
-    rows = []
-    for rec in store.records():
-        d = rec.description or {}
-        rows.append({"id": rec.key, "instruction": d.get("instruction", ""), "stage": d.get("stage", ""),
-                     "size": rec.size, "created": rec.created, "last_used": rec.last_used, "uses": rec.uses,
-                     "in_use": bool(rec.layer and rec.layer.blob.digest in used)})
-    rows.extend(cache_mounts(store))
+def cache_ls(store, fmt: str, sort: str | None = None, filters: list[str] | None = None) -> int:
+    """Records and cache mounts: filtered (all must match), sorted, the two sizes labelled."""
+    from builder import cachels
+
+    found = cachels.select(store, cachels.rows(store, _referenced(store), cache_mounts(store)),
+                           cachels.parse_filters(filters or []), sort)
     if fmt == "json":
-        print(json.dumps(rows, indent=2))
+        print(cachels.to_json(found))
         return 0
-    show_table("pybuild cache", ["ID", "INSTRUCTION", "STAGE", "SIZE", "CREATED", "LAST USED", "USES", "IN USE"],
-               [[r["id"][7:19], r["instruction"], str(r["stage"]), human(r["size"]), ago(r["created"]),
-                 ago(r["last_used"]), str(r["uses"]), "yes" if r["in_use"] else ""] for r in rows], {1: 60})
+    show_table("pybuild cache", ["ID", "TYPE", "INSTRUCTION", "STAGE", "UNPACKED", "COMPRESSED", "CREATED",
+                                 "LAST USED", "USES", "IN USE"],
+               [[r["id"][7:19] if r["id"].startswith("sha256:") else r["id"], r["type"], r["instruction"],
+                 str(r["stage"]), human(r["unpacked_size"]), human(r["compressed_size"]), ago(r["created"]),
+                 ago(r["last_used"]), str(r["uses"]), "yes" if r["in_use"] else ""] for r in found], {2: 60})
+    if sys.stdout.isatty():
+        print(cachels.SIZE_NOTE)
     return 0
 
 
@@ -127,7 +128,8 @@ def cache_main(argv: list[str]) -> int:
 
     if not argv or argv[0] not in ("ls", "du", "inspect", "prune"):
         if argv and argv[0] in ("-h", "--help"):
-            print("usage: pybuild cache ls|du|inspect ID|prune [--all] [--keep-storage SIZE] [--filter until=DUR]")
+            print("usage: pybuild cache ls [--sort size|used|created] [--filter image=|stage=|type=]..."
+                  " | du [--verbose] | inspect ID | prune [--all] [--keep-storage SIZE] [--filter until=DUR]")
             return 0
         raise CommandLineError("usage: pybuild cache ls|du|inspect ID|prune [--all] [--keep-storage SIZE] "
                          "[--filter until=DURATION]")
@@ -135,6 +137,10 @@ def cache_main(argv: list[str]) -> int:
     p = _parser(f"pybuild cache {sub}")
     if sub == "ls":
         p.add_argument("--format", choices=("table", "json"), default="table")
+        p.add_argument("--sort", choices=("size", "used", "created"),
+                       help="largest, last used or newest first (default: oldest first)")
+        p.add_argument("--filter", action="append", default=[], metavar="image=REF|stage=NAME|type=KIND",
+                       help="only records matching it (repeatable: all must match)")
     if sub == "inspect":
         p.add_argument("id")
     if sub == "prune":
@@ -144,19 +150,16 @@ def cache_main(argv: list[str]) -> int:
         p.add_argument("--filter", action="append", default=[])
     if sub == "du":
         p.add_argument("--format", choices=("table", "json"), default="table")
+        p.add_argument("--verbose", action="store_true", help="also list every record and cache mount")
     args = p.parse_args(rest)
     store = Store.open(args.root)
     try:
         if sub == "ls":
-            return cache_ls(store, args.format)
+            return cache_ls(store, args.format, args.sort, args.filter)
         if sub == "inspect":
             return cache_inspect(store, args.id)
         if sub == "du":
-            usage = store.usage()
-            print(json.dumps(usage, indent=2) if args.format == "json" else
-                  "\n".join(f"{k}: {human(v) if 'byte' in k or k in ('total', 'reclaimable') else v}"
-                            for k, v in usage.items()))
-            return 0
+            return cache_du(store, args.format, args.verbose)
         until, only_mounts = None, False
         for f in args.filter:
             key, _, value = f.partition("=")
@@ -172,6 +175,22 @@ def cache_main(argv: list[str]) -> int:
         return 0
     finally:
         store.close()
+
+
+def cache_du(store, fmt: str, verbose: bool) -> int:
+    """Sizes and counts; with ``verbose`` every record first (buildx du --verbose)."""
+    from builder import cachels
+
+    usage = store.usage()
+    found = cachels.rows(store, _referenced(store), cache_mounts(store)) if verbose else []
+    if fmt == "json":
+        print(json.dumps({**usage, "items": json.loads(cachels.to_json(found))} if verbose else usage, indent=2))
+        return 0
+    if verbose and found:
+        print(cachels.du_verbose(found, human, ago) + "\n")
+    print("\n".join(f"{k}: {human(v) if 'byte' in k or k in ('total', 'reclaimable') else v}"
+                    for k, v in usage.items()))
+    return 0
 
 
 def prune_summary(result: dict) -> str:

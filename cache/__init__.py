@@ -140,16 +140,19 @@ class Store:
         return self._snapshots.relative_lowerdirs(snap)
 
     def commit(self, m: MutableSnapshot, *, compression: str = "gzip", source_date_epoch: int | None = None,
-               cancelled: Callable[[], bool] | None = None) -> tuple[Snapshot, Layer | None]:
+               cancelled: Callable[[], bool] | None = None,
+               progress: Callable[[int, int], None] | None = None) -> tuple[Snapshot, Layer | None]:
         """Make ``m`` (unmounted) a layer blob + snapshot; an empty upper gives (parent, None).
 
         ``compression`` is "gzip", "zstd" or "uncompressed". Mtimes are clamped to
         ``source_date_epoch`` when given (the builder reads SOURCE_DATE_EPOCH, once: builder/options.py).
         An identical (parent, diff_id) snapshot already stored is reused. ``cancelled`` is polled
         while the layer is written; once it returns True the commit raises `Interrupted` and keeps
-        nothing (``m`` is left for abort()).
+        nothing (``m`` is left for abort()). ``progress(tarred, compressed)`` hears the bytes so far after
+        each write (at most 1 MiB apart).
         """
-        return self._snapshots.commit(m, compression, source_date_epoch, cancelled)  # type: ignore[return-value]
+        return self._snapshots.commit(m, compression, source_date_epoch, cancelled,  # type: ignore[return-value]
+                                      progress)
 
     def abort(self, m: MutableSnapshot) -> None:
         """Drop ``m``'s temp dirs (unmount first); idempotent."""

@@ -183,6 +183,11 @@ class LayerSink(io.RawIOBase):
         """Bytes written so far (tarfile asks once; the stream is not seekable)."""
         return self.uncompressed_size
 
+    @property
+    def compressed_size(self) -> int:
+        """Compressed bytes written to the blob so far (progress reports)."""
+        return self._tmp.size if self._tmp is not None else 0
+
     def write(self, data: Any) -> int:
         n = len(data)
         self.uncompressed_size += n

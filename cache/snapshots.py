@@ -125,7 +125,8 @@ class SnapshotStore:
 
     # --- commit and import -----------------------------------------------------------------
     def commit(self, m: MutableSnapshot, compression: str, epoch: int | None,
-               cancelled: Callable[[], bool] | None = None) -> tuple[Snapshot | None, Layer | None]:
+               cancelled: Callable[[], bool] | None = None,
+               progress: Callable[[int, int], None] | None = None) -> tuple[Snapshot | None, Layer | None]:
         # The layer-writing chain (tarfile, zstandard, the gzip threads: ~9 ms of imports) is loaded where a
         # layer is written or read, here and in import_layer: a fully cached build needs neither.
         from cache.compress import LayerSink
@@ -139,7 +140,7 @@ class SnapshotStore:
         synced = SyncFs(m.upper)  # the files reach the disk while the layer is compressed
         sink = LayerSink(self.blobs, compression)
         try:
-            out = sink if cancelled is None else _Stoppable(sink, cancelled)
+            out = sink if cancelled is None and progress is None else _Stoppable(sink, cancelled, progress)
             stats = write_layer(m.upper, out, epoch=epoch)
             diff_id, blob = sink.finish()
         except BaseException:
@@ -288,12 +289,15 @@ class _StopReading:
 
 class _Stoppable(io.RawIOBase):
     """Passes writes to ``sink`` until ``cancelled()`` says stop: tarfile writes at most 1 MiB at a time,
-    so a commit of any size notices a cancel within one chunk's compression time."""
+    so a commit of any size notices a cancel within one chunk's compression time. ``progress(tarred,
+    compressed)`` hears the bytes after each write."""
 
-    def __init__(self, sink: LayerSink, cancelled: Callable[[], bool]) -> None:
+    def __init__(self, sink: LayerSink, cancelled: Callable[[], bool] | None,
+                 progress: Callable[[int, int], None] | None = None) -> None:
         super().__init__()
         self._sink = sink
-        self._cancelled = cancelled
+        self._cancelled = cancelled or (lambda: False)
+        self._progress = progress
 
     def writable(self) -> bool:
         return True
@@ -304,4 +308,7 @@ class _Stoppable(io.RawIOBase):
     def write(self, data: Any) -> int:
         if self._cancelled():
             raise Interrupted("layer commit interrupted")
-        return self._sink.write(data)
+        n = self._sink.write(data)
+        if self._progress is not None:
+            self._progress(self._sink.tell(), self._sink.compressed_size)
+        return n

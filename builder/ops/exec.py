@@ -72,7 +72,7 @@ def execute(store, step: Step, parent_snapshot, *, compression: str, log: Callab
             cancel: threading.Event | None, dockerfile_lines: list[str] | None, hostname: str,
             mounts=None, launcher: Launcher | None = None, on_error: Callable[[ContainerSpec], None] | None = None,
             resources: Resources | None = None, network=None, extra_hosts=(), proxy_env=(),
-            source_date_epoch: int | None = None):
+            source_date_epoch: int | None = None, layer_progress: Callable[[int, int], None] | None = None):
     """Run the step; returns (snapshot, layer|None). Raises BuildStepError on a non-zero exit.
     `launcher` starts the container's init (the build's fork server); by default a fresh interpreter.
     `on_error` (--on-error=shell) is called with the step's spec after a non-zero exit, before its files go.
@@ -95,7 +95,8 @@ def execute(store, step: Step, parent_snapshot, *, compression: str, log: Callab
         return _execute(store, step, op, parent_snapshot, compression=compression, log=log, cancel=cancel,
                         dockerfile_lines=dockerfile_lines, hostname=hostname, extra_mounts=extra,
                         env=env, launcher=launcher, net=net, on_error=on_error,
-                        resources=resources or Resources(), source_date_epoch=source_date_epoch)
+                        resources=resources or Resources(), source_date_epoch=source_date_epoch,
+                        layer_progress=layer_progress)
 
 
 def _network(step: Step, op: ExecOp, pool, extra_hosts, stack: ExitStack, dockerfile_lines) -> dict:
@@ -136,7 +137,7 @@ def pool_gateway(pool) -> str:
 
 def _execute(store, step: Step, op: ExecOp, parent_snapshot, *, compression, log, cancel, dockerfile_lines,
              hostname, extra_mounts, env, launcher, net, resources, on_error=None,
-             source_date_epoch: int | None = None):
+             source_date_epoch: int | None = None, layer_progress=None):
     mutable = store.prepare(parent_snapshot)
     tail: deque[str] = deque(maxlen=OUTPUT_TAIL)
     total_lines = [0]
@@ -183,7 +184,7 @@ def _execute(store, step: Step, op: ExecOp, parent_snapshot, *, compression, log
                 hint=f"the failing instruction is at {step.span}")
         try:
             return store.commit(mutable, compression=compression, source_date_epoch=source_date_epoch,
-                                cancelled=cancel.is_set if cancel is not None else None)
+                                cancelled=cancel.is_set if cancel is not None else None, progress=layer_progress)
         except Interrupted:
             raise BuildCancelled() from None
     finally:

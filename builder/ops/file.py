@@ -19,13 +19,14 @@ CANCEL_POLL_SECONDS = 0.05
 def execute(store, step: Step, parent_snapshot, *, compression: str, context_dir: str | None,
             source_snapshot=None, ignore_patterns: list[str] | None = None, cancel: threading.Event | None = None,
             launcher: Launcher | None = None, fetched: dict | None = None,
-            source_date_epoch: int | None = None):
+            source_date_epoch: int | None = None, layer_progress=None):
     """Apply the file actions on top of parent_snapshot; returns (snapshot, layer|None).
 
     `cancel` stops the step within ~0.05 s: the helper is killed (its mounts die with its namespace) and the
     layer commit stops at its next write; everything temporary is dropped and BuildCancelled raised.
     `launcher` starts the helper (the build's fork server); by default a fresh interpreter. `fetched` maps the
-    URLs of ADD <url> actions to their downloaded files (builder.context.remote.Fetched)."""
+    URLs of ADD <url> actions to their downloaded files (builder.context.remote.Fetched). `layer_progress` as
+    store.commit's `progress`."""
     op: FileOp = step.op  # type: ignore[assignment]
     mutable = store.prepare(parent_snapshot)
     mountdir = tempfile.mkdtemp(prefix="fileop-", dir=str(mutable.upper.parent))
@@ -50,7 +51,7 @@ def execute(store, step: Step, parent_snapshot, *, compression: str, context_dir
             raise BuildStepError(f"{step.span}: {step.created_by}: {message}", reference="file-op-failed")
         try:
             return store.commit(mutable, compression=compression, source_date_epoch=source_date_epoch,
-                                cancelled=cancel.is_set if cancel is not None else None)
+                                cancelled=cancel.is_set if cancel is not None else None, progress=layer_progress)
         except Interrupted:
             raise BuildCancelled() from None
     finally:

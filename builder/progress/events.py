@@ -6,6 +6,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Union
 
+from builder.progress.text import human_size as human_size
+from builder.progress.text import summary_line
+
 
 def _now() -> float:
     return time.time()
@@ -92,6 +95,50 @@ class TransferProgress:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskStarted:
+    """Work outside the steps began, shown as BuildKit shows its internal vertices: `[internal] load metadata for
+    IMAGE` while a base image is resolved in its registry."""
+
+    task: str  # unique in the build and short: "meta-1"
+    title: str  # "[internal] load metadata for docker.io/library/alpine:latest"
+    ts: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskProgress:
+    """Bytes a task (or a step, ``task`` = "#N") has handled so far: ``what`` says which ("writing layer")."""
+
+    task: str
+    what: str
+    current: int
+    total: int = 0  # 0: not known in advance
+    written: int = 0  # bytes written out, when they differ from those read (a layer: compressed)
+    ts: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskDone:
+    """A task ended; ``error`` is set when it failed (or was interrupted)."""
+
+    task: str
+    elapsed: float
+    error: str = ""
+    ts: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class BuildSummary:
+    """The last event of a build that stored an image: steps run and cached, total time and the image's size."""
+
+    steps: int
+    ran: int
+    cached: int
+    elapsed: float
+    size: int  # the image's layers as stored (compressed), bytes
+    ts: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
 class BuildWarning:
     """A build check (builder/checks.py) found a rule violation: BuildKit's lint warning, with its location."""
 
@@ -114,18 +161,20 @@ class BuildDone:
 
 
 Event = Union[StepStarted, StepCached, StepLog, StepDone, StepFailed, StepCancelled, StepExplain, TransferProgress,
-              BuildWarning, BuildDone]
+              BuildWarning, BuildDone, TaskStarted, TaskProgress, TaskDone, BuildSummary]
 Sink = Callable[[Event], None]
 
 
-def human_size(n: int) -> str:
-    """Bytes as buildkit's progress shows them (go-units HumanSize: decimal units, 4 significant digits)."""
-    value, unit = float(n), "B"
-    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
-        if value < 1000:
-            break
-        value /= 1000
-    return f"{value:.4g}{unit}"
+def summary_text(event: BuildSummary) -> str:
+    return summary_line(event.steps, event.ran, event.cached, event.elapsed, event.size)
+
+
+def progress_text(event: TaskProgress) -> str:
+    """`writing layer 120MB tarred, 45MB compressed`, `load build context 12MB / 50MB`."""
+    sizes = human_size(event.current) + (f" / {human_size(event.total)}" if event.total else "")
+    if event.written:
+        return f"{event.what} {sizes} tarred, {human_size(event.written)} compressed"
+    return f"{event.what} {sizes}"
 
 
 def to_json(event: Event) -> str:

@@ -63,6 +63,7 @@ class StepView:
     partial: str = ""  # an unterminated last line
     note: str = ""  # the last StepExplain text
     error: str = ""
+    detail: str = ""  # the last TaskProgress: "writing layer 12.3MB"
 
 
 @dataclass(slots=True)
@@ -72,6 +73,8 @@ class BuildView:
     steps: dict[int, StepView] = field(default_factory=dict)
     pulls: dict[tuple[str, str], StepView] = field(default_factory=dict)  # base image layers pulled (image, digest)
     pushes: dict[tuple[str, str], StepView] = field(default_factory=dict)  # blobs of the built image pushed
+    tasks: dict[str, StepView] = field(default_factory=dict)  # `[internal] load metadata for IMAGE`, ...
+    summary: ev.BuildSummary | None = None
     first_ts: float | None = None
     last_ts: float | None = None
     done: ev.BuildDone | None = None
@@ -95,6 +98,12 @@ class BuildView:
             return
         if isinstance(event, ev.BuildWarning):
             return  # listed after the build by the CLI
+        if isinstance(event, ev.BuildSummary):
+            self.summary = event
+            return
+        if isinstance(event, (ev.TaskStarted, ev.TaskProgress, ev.TaskDone)):
+            self._task(event)
+            return
         if isinstance(event, ev.TransferProgress):
             rows = self.pulls if event.action == "pull" else self.pushes
             rows[(event.image, event.layer)] = _transfer_row(rows.get((event.image, event.layer)), event)
@@ -110,6 +119,26 @@ class BuildView:
         self.steps[number] = _advance(step, event)
         if isinstance(event, ev.StepFailed) and self.failed is None:
             self.failed = number
+
+
+    def _task(self, event: ev.TaskStarted | ev.TaskProgress | ev.TaskDone) -> None:
+        """A task is a row of its own; a step's bytes (task "N") are a line under that step's row."""
+        if isinstance(event, ev.TaskStarted):
+            self.tasks[event.task] = StepView(0, event.title, event.ts)
+            return
+        rows, key = (self.tasks, event.task) if event.task in self.tasks else (self.steps, _number(event.task))
+        row = rows.get(key)  # type: ignore[call-overload]
+        if row is None:
+            return
+        if isinstance(event, ev.TaskProgress):
+            rows[key] = replace(row, detail=ev.progress_text(event))  # type: ignore[index]
+        else:
+            rows[key] = replace(row, state=ERROR if event.error else DONE, elapsed=event.elapsed,  # type: ignore[index]
+                                error=event.error, detail="")
+
+
+def _number(task: str) -> int:
+    return int(task) if task.isdigit() else -1
 
 
 def _transfer_row(row: StepView | None, event: ev.TransferProgress) -> StepView:
@@ -181,6 +210,8 @@ def _step_block(step: StepView, now: float, width: int, final: bool) -> list[Tex
     if step.state == RUNNING:
         frame = "…" if final else SPINNER[int(now * 10) % len(SPINNER)]
         lines = [_row(frame, step.title, _seconds(now - step.started), width, "")]
+        if step.detail and not final:
+            lines.append(_dim(" => => ", step.detail, width))
         tail = list(step.logs[-LIVE_LOG_LINES:])
         if step.partial.strip() and not final:
             tail = (tail + [clean_line(step.partial)])[-LIVE_LOG_LINES:]
@@ -246,7 +277,7 @@ def render_lines(view: BuildView, now: float, width: int, height: int | None, fi
     Live frames fit in `height` lines; the final frame shows every step (it scrolls into the terminal history).
     """
     width = max(20, width)
-    rows = [*view.pulls.values(), *view.steps.values(), *view.pushes.values()]
+    rows = [*view.tasks.values(), *view.pulls.values(), *view.steps.values(), *view.pushes.values()]
     blocks = [(s, _step_block(s, now, width, final)) for s in rows]
     if final or height is None:
         body = [line for _, block in blocks for line in block]
@@ -255,6 +286,8 @@ def render_lines(view: BuildView, now: float, width: int, height: int | None, fi
     lines = [_header(view, now, width), *body]
     if final and view.failed is not None and view.failed in view.steps:
         lines += _failure_summary(view.steps[view.failed], width)
+    if final and view.summary is not None:
+        lines.append(_dim("", ev.summary_text(view.summary), width, "bold"))
     return lines
 
 

@@ -53,3 +53,23 @@ def test_three_changed_parts_of_a_run_are_all_named_and_no_cache_is_the_reason(p
                                                    "user changed")), lines
     lines = explained(pybuild, tmp_path, "--no-cache")
     assert all("--no-cache" in line for line in lines if line.startswith("cache miss")), lines
+
+
+def test_a_rebuilt_base_first_reached_under_another_name_is_named(tmp_path):
+    """The base's first import was a hit on a record another Dockerfile's FROM made (the same image, built
+    under another name): the rebuilt base is still named with both digests."""
+    from tests.integration.conftest import Pybuild
+
+    own = Pybuild(tmp_path / "store")
+    base = busybox_context(tmp_path / "base")
+    own("-t", "other/base", str(base))
+    own("-t", "explain/base", str(base))  # the same image under a second name
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "Dockerfile").write_text("FROM other/base AS app\nRUN echo other > /o\n")
+    own(str(tmp_path / "other"))  # the source record: identity app/0/source, instruction FROM other/base
+    (tmp_path / "Dockerfile").write_text("FROM explain/base\nRUN echo hi > /hi\n")
+    assert explained(own, tmp_path)[0].startswith("cache hit")  # the import hits other/base's record
+    (base / "Dockerfile").write_text((base / "Dockerfile").read_text() + "ENV REBUILT=1\n")
+    own("-t", "explain/base", str(base))
+    lines = explained(own, tmp_path)
+    assert re.search(r"base image explain/base changed: sha256:[0-9a-f]{12}\S* -> sha256:[0-9a-f]{12}", lines[0]), lines

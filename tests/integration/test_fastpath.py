@@ -56,7 +56,7 @@ def build(own: Pybuild, ctx: Path, tmp_path: Path, *extra: str) -> tuple[subproc
 
 def normalised(text: str) -> str:
     text = re.sub(r'"(ts|elapsed)": [0-9.e-]+', r'"\1": 0', text)
-    return re.sub(r" in [0-9.]+s$", " in 0s", text, flags=re.M)
+    return re.sub(r" in [0-9.]+s(;|$)", r" in 0s\1", text, flags=re.M)
 
 
 @pytest.mark.parametrize("mode", ["plain", "rawjson", "quiet"])
@@ -69,6 +69,9 @@ def test_replay_shows_what_the_full_path_shows(own, ctx, tmp_path, mode):
     assert done.stdout == full.stdout
     assert iid.read_text() in full.stdout.decode()
     assert re.search(r"^#\d+ CACHED$", done.stderr.decode(), re.M) or mode != "plain"
+    summary = r"^#summary 0 steps run, 4 cached \(4 in all\) in [0-9.]+s; image \S+ \(compressed layers\)$"
+    assert re.search(summary, done.stderr.decode(), re.M) or mode != "plain"  # issue 25: the summary, replayed
+    assert ('"type": "BuildSummary", "steps": 4, "ran": 0, "cached": 4' in done.stderr.decode()) == (mode == "rawjson")
 
 
 def test_changed_content_with_the_same_size_and_mtime_is_built(own, ctx, tmp_path):

@@ -49,6 +49,8 @@ def mask(log: str, ctx: Path) -> str:
     log = re.sub(r"\b\d+\.\d+s\b", "<t>s", log)
     log = re.sub(r"^(#\d+) \d+\.\d{3} ", r"\1 <t> ", log, flags=re.M)
     log = re.sub(r"^(#\d+)( \[[^]]*\] FROM .*\n)\1 (?:CACHED|DONE <t>s)$", r"\1\2\1 <ok>", log, flags=re.M)
+    log = re.sub(r"^#summary \d+ steps? run, \d+ cached \((\d+) in all\) in <t>s; image [0-9.]+[kMG]?B ",
+                 r"#summary <n> run, <n> cached (\1 in all) in <t>s; image <size> ", log, flags=re.M)
     return re.sub(r"sha256:[0-9a-f]{64}", "<digest>", log)
 
 
@@ -92,6 +94,7 @@ def test_plain_transcript_of_a_build_and_of_its_cached_rebuild(pybuild, busybox_
         "#4 [stage-1 2/4] COPY --from=tool /tool /tool\n#4 DONE <t>s\n"
         "#5 [stage-1 3/4] RUN /bin/sh -c echo hello && echo world >&2\n#5 <t> hello\n#5 <t> world\n#5 DONE <t>s\n"
         "#6 [stage-1 4/4] COPY f /f\n#6 DONE <t>s\n"
+        "#summary <n> run, <n> cached (6 in all) in <t>s; image <size> (compressed layers)\n"
         "#done image <digest> manifest <digest> in <t>s\n")
     again = pybuild("--progress", "plain", "--jobs", "1", str(ctx))
     assert mask(again.stderr.decode(), ctx) == (
@@ -101,8 +104,12 @@ def test_plain_transcript_of_a_build_and_of_its_cached_rebuild(pybuild, busybox_
         "#4 [stage-1 2/4] COPY --from=tool /tool /tool\n#4 CACHED\n"
         "#5 [stage-1 3/4] RUN /bin/sh -c echo hello && echo world >&2\n#5 CACHED\n"
         "#6 [stage-1 4/4] COPY f /f\n#6 CACHED\n"
+        "#summary <n> run, <n> cached (6 in all) in <t>s; image <size> (compressed layers)\n"
         "#done image <digest> manifest <digest> in <t>s\n")
     assert first.stdout == again.stdout  # same image id and manifest
+    ran, cached = re.search(r"^#summary (\d) steps run, (\d) cached \(6", first.stderr.decode(), re.M).groups()
+    assert int(ran) >= 4 and int(ran) + int(cached) == 6  # the FROMs: imported now or already
+    assert "\n#summary 0 steps run, 6 cached (6 in all) in " in again.stderr.decode()
 
 
 def test_plain_transcript_of_a_failing_build(pybuild, busybox_image, tmp_path):
@@ -135,7 +142,8 @@ def test_rawjson_is_one_json_event_per_line(pybuild, busybox_image, tmp_path):
     proc = pybuild("--progress", "rawjson", "--no-cache", str(ctx))
     events = [json.loads(line) for line in proc.stderr.decode().splitlines()]
     assert all(isinstance(e, dict) and isinstance(e.get("type"), str) for e in events), events
-    assert {e["type"] for e in events} == {"StepStarted", "StepLog", "StepDone", "StepCached", "BuildDone"}
+    assert {e["type"] for e in events} == {"StepStarted", "StepLog", "StepDone", "StepCached", "BuildSummary",
+                                           "BuildDone"}
     started = [e["number"] for e in events if e["type"] == "StepStarted"]
     ended = [e["number"] for e in events if e["type"] in ("StepDone", "StepCached", "StepFailed")]
     assert sorted(started) == sorted(ended) == list(range(1, 7))  # each step starts once and ends once

@@ -85,6 +85,10 @@ def test_from_registry_on_a_fresh_store_then_offline(pybuild, pushed_app, fresh,
     assert sorted(d for d, _, _ in done) == sorted(l["digest"][:19] for l in layers)
     assert all(current == total for _, current, total in done)
     assert first.stderr.decode().index("#pull") < first.stderr.decode().index("#1 ")
+    meta = re.search(rf"^#(meta-\d+) \[internal\] load metadata for {re.escape(copy)}$", first.stderr.decode(), re.M)
+    assert meta, first.stderr.decode()  # issue 25: the resolve is BuildKit's task, the layers' bytes inside it
+    log = first.stderr.decode()
+    assert log.index(meta.group(0)) < log.index("#pull") < log.index(f"#{meta.group(1)} DONE ") < log.index("#1 ")
     assert "hello from pybuild, world!" in fresh("run", "--rm", "me/derived").stdout.decode()
     assert fresh("run", "--rm", "me/derived", "cat", "/derived.txt", "/srv/app/built.txt").stdout.decode() == \
         "derived\nbuilt by pybuild\n"

@@ -1,0 +1,18 @@
+"""Words and numbers the progress views share; import-light (the fast path, builder/fastpath.py, uses them)."""
+from __future__ import annotations
+
+
+def human_size(n: int) -> str:
+    """Bytes as buildkit's progress shows them (go-units HumanSize: decimal units, 4 significant digits)."""
+    value, unit = float(n), "B"
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
+        if value < 1000:
+            break
+        value /= 1000
+    return f"{value:.4g}{unit}"
+
+
+def summary_line(steps: int, ran: int, cached: int, elapsed: float, size: int) -> str:
+    """The last line of a build: `2 steps run, 3 cached (5 in all) in 1.2s; image 12.3MB (compressed layers)`."""
+    return (f"{ran} step{'s' if ran != 1 else ''} run, {cached} cached ({steps} in all) in {elapsed:.1f}s; "
+            f"image {human_size(size)} (compressed layers)")
