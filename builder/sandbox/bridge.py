@@ -159,7 +159,7 @@ def _choose_subnet(ipr: IPRoute, requested: str | None) -> ipaddress.IPv4Network
                                     hint="choose a subnet no host route covers, or leave --bridge-subnet out")
         return subnet
     for pool in DEFAULT_POOLS:
-        subnet = ipaddress.ip_network(pool)
+        subnet = ipaddress.IPv4Network(pool)
         if not any(r.overlaps(subnet) for r in routes):
             return subnet
     raise NetworkSetupError("every default bridge subnet (172.17-31.0.0/16, 192.168.0.0/16) overlaps a host route",

@@ -152,7 +152,7 @@ def hierarchy() -> Hierarchy:
 
 def remove_stale(base: str) -> list[str]:
     """Remove the RUN cgroups under `base` whose build is gone (its pid dead or reused); the removed paths."""
-    removed = []
+    removed: list[str] = []
     try:
         names = os.listdir(base)
     except OSError:

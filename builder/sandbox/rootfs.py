@@ -119,6 +119,7 @@ def mount_overlay(host: HostPaths, scratch: str) -> Rootfs:
     # A volatile mount leaves work/work/incompat/volatile behind, and the kernel then refuses the work dir
     # (it cannot know that mount ended cleanly). We do: the store drops the temp uppers of a crashed build
     # (SnapshotStore.recover), so a work dir that reaches here was last used by a container that exited.
+    assert work is not None  # HostPaths holds an upper and a work dir together (spec.py checks)
     volatile = os.path.join(work, "work", "incompat", "volatile")
     if os.path.lexists(volatile):
         import shutil  # here: the init imports this module on every RUN (see test_helper_imports.py)
