@@ -31,6 +31,7 @@ from cache.blobs import BlobStore
 from cache.errors import BlobNotFound, CorruptBlob, Interrupted, LockTimeout, StoreError
 from cache.index import Index
 from cache.model import (
+    ByteReader,
     CacheRecord,
     Descriptor,
     Digest,
@@ -102,7 +103,7 @@ class Store:
         """Store bytes; idempotent. The descriptor's media_type is "" (set it with replace)."""
         return self._blobs.put(data)
 
-    def put_blob_file(self, src: BinaryIO) -> Descriptor:
+    def put_blob_file(self, src: ByteReader) -> Descriptor:
         """Stream ``src`` to EOF into the store, hashing while copying."""
         return self._blobs.put_stream(src)
 

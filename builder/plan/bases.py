@@ -6,10 +6,14 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from builder.errors import ImageNotFoundError, PybuildError
 from builder.plan.imageconfig import ImageConfig, host_architecture, parse_time
 from builder.plan.steps import LayerRef, SourceOp
+
+if TYPE_CHECKING:
+    from cache import Store
 
 OCI_LAYOUT_PREFIX = "oci-layout://"
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -98,7 +102,7 @@ def resolve_oci_layout(ref: str) -> BaseImage:
     return BaseImage(config, source, created)
 
 
-def resolve_local(store, name: str) -> BaseImage | None:
+def resolve_local(store: Store, name: str) -> BaseImage | None:
     record = store.resolve(normalize_name(name))
     if record is None:
         return None
@@ -112,7 +116,8 @@ def resolve_local(store, name: str) -> BaseImage | None:
     return BaseImage(config, source, parse_time(config_doc.get("created")))
 
 
-def resolve_base(store, ref: str, *, pull: bool = False, fetch: Callable[[str], object] | None = None) -> BaseImage:
+def resolve_base(store: Store, ref: str, *, pull: bool = False,
+                 fetch: Callable[[str], object] | None = None) -> BaseImage:
     """scratch, the local store, else (or always with ``pull``) ``fetch(ref)``; never a host path (`scheme://`).
 
     ``fetch`` brings the image into the store under its normalised name (build.py passes the registry pull,

@@ -49,7 +49,7 @@ def dispatch_copy(p: "Planner", st: "StageState", inst: nodes.Copy) -> None:
                            hint="use ADD to download a file", context=shown(inst), reference="copy-url")
     if local:
         actions.append(FileAction(op="copy", sources=local, dest=dest, chown=chown, chmod=chmod,
-                                  extract=is_add and unpack is not False, excludes=excludes, parents=parents))
+                                  extract=is_add and unpack is not False, excludes=excludes, parents=bool(parents)))
     for doc in inst.heredocs:
         target = dest if not dest.endswith("/") else dest + doc.name
         actions.append(FileAction(op="write", dest=target, chown=chown, chmod=chmod,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from builder.errors import PybuildError
 from builder.plan.steps import RunMount
@@ -26,7 +27,7 @@ def run_argv(shell: tuple[str, ...], inst: nodes.Run) -> tuple[tuple[str, ...], 
     return (*shell, script), None
 
 
-def copy_body(doc: nodes.Heredoc, env: dict[str, str], inst: nodes.Copy, context: str) -> str:
+def copy_body(doc: nodes.Heredoc, env: Mapping[str, str], inst: nodes.Copy, context: str) -> str:
     """A COPY heredoc's content: expanded unless its delimiter was quoted (BuildKit's ExpandRaw)."""
     from grammar.heredocs import expand_body
     from grammar.shell import ShellExpansionError
