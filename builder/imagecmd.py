@@ -12,6 +12,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from builder.cliparse import CommandLineError
 from builder.cliparse import parser as _parser
@@ -20,6 +21,9 @@ from builder.export.docker_archive import familiar_name
 from builder.gotemplate import render_list
 from builder.plan.bases import normalize_name, split_tag
 from builder.storecmd import parse_until
+
+if TYPE_CHECKING:
+    from cache import ImageRecord, Store
 
 NONE = "<none>"
 HEADERS = {"ID": "IMAGE ID", "Repository": "REPOSITORY", "Tag": "TAG", "Digest": "DIGEST",
@@ -32,7 +36,7 @@ HEADERS = {"ID": "IMAGE ID", "Repository": "REPOSITORY", "Tag": "TAG", "Digest":
 class StoredImage:
     """An image with its names (normalised), config document and creation time (from its config)."""
 
-    record: object  # cache.ImageRecord
+    record: ImageRecord
     names: list[str] = field(default_factory=list)
     config: dict = field(default_factory=dict)
 
@@ -51,7 +55,7 @@ class StoredImage:
         return sum(l.blob.size for l in self.record.layers)
 
 
-def load_images(store) -> list[StoredImage]:
+def load_images(store: Store) -> list[StoredImage]:
     """Every stored image with its names, newest first (docker's order)."""
     by_manifest = {r.manifest.digest: StoredImage(r) for r in store.all_images()}
     for name, record in store.images():
@@ -252,7 +256,7 @@ def rmi_main(argv: list[str]) -> int:
     return 0
 
 
-def remove(store, ref: str, force: bool) -> None:
+def remove(store: Store, ref: str, force: bool) -> None:
     """docker rmi of one name or id: prints `Untagged: NAME` per name and `Deleted: ID` for the image."""
     image, name = find_image(load_images(store), ref)
     if name is None and len({repo_tag(n)[0] for n in image.names}) > 1 and not force:

@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from builder.cliparse import parser as _parser
 from builder.errors import PybuildError
 from builder.export.docker_archive import familiar_name
 from builder.gotemplate import format_item, render_list
 from builder.imagecmd import find_image, human, load_images, repo_tag
+
+if TYPE_CHECKING:
+    from cache import Store
 
 # docker's Config keys, in its order; an image config's "config" object already uses these names
 CONFIG_KEYS = ("Hostname", "Domainname", "User", "AttachStdin", "AttachStdout", "AttachStderr", "ExposedPorts",
@@ -65,7 +69,7 @@ def inspect_main(argv: list[str]) -> int:
     return 0
 
 
-def df_rows(store) -> list[dict]:
+def df_rows(store: Store) -> list[dict]:
     """docker system df's rows (Images, Build Cache) with byte counts beside the human sizes."""
     usage = store.usage()
     images = load_images(store)

@@ -16,6 +16,7 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from builder.export.atomic import atomic_file
 from builder.cliparse import CommandLineError
@@ -24,6 +25,9 @@ from builder.errors import PybuildError
 from builder.export.docker_archive import familiar_name
 from builder.imagecmd import find_image, load_images
 from builder.plan.bases import REF_NAME, normalize_name
+
+if TYPE_CHECKING:
+    from cache import Descriptor, ImageRecord, Store
 
 INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
 IMAGE_NAME = "io.containerd.image.name"
@@ -90,6 +94,7 @@ class Source:
             return open(path, "rb")
         if name not in self.members:
             raise LoadError(f"the archive has no {name}", hint="is it a docker save or OCI archive?")
+        assert self.tar is not None  # not a directory: an archive
         return self.tar.extractfile(self.members[name])
 
     def json(self, name: str):
@@ -104,7 +109,7 @@ class Source:
             self.tar.close()
 
 
-def _put(store, src: Source, name: str, expected: str | None) -> object:
+def _put(store: Store, src: Source, name: str, expected: str | None) -> Descriptor:
     """Copy one file of the archive into the store; its digest must be ``expected`` (when given)."""
     with src.open(name) as fh:
         desc = store.put_blob_file(fh)
@@ -113,7 +118,7 @@ def _put(store, src: Source, name: str, expected: str | None) -> object:
     return desc
 
 
-def _diff_id(store, digest: str) -> str:
+def _diff_id(store: Store, digest: str) -> str:
     from cache.compress import decompressed
 
     h = hashlib.sha256()
@@ -124,7 +129,7 @@ def _diff_id(store, digest: str) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def _record(store, manifest: bytes | None, config: bytes, layer_descs: list) -> object:
+def _record(store: Store, manifest: bytes | None, config: bytes, layer_descs: list[Descriptor]) -> ImageRecord:
     """Check each layer against the config's diff_ids and record the image (manifest bytes kept as they are;
     None: an OCI manifest is made for the layers, as for an archive of docker before 25)."""
     from builder.export.image import layers_manifest
@@ -142,7 +147,7 @@ def _record(store, manifest: bytes | None, config: bytes, layer_descs: list) -> 
     return store.put_image(manifest or layers_manifest(config, layers), config, layers)
 
 
-def _load_oci(store, src: Source) -> list[tuple[object, list[str]]]:
+def _load_oci(store: Store, src: Source) -> list[tuple[ImageRecord, list[str]]]:
     from dataclasses import replace
 
     from builder.export.pull import choose_platform, host_platform
@@ -169,7 +174,7 @@ def _load_oci(store, src: Source) -> list[tuple[object, list[str]]]:
     return out
 
 
-def _load_docker(store, src: Source) -> list[tuple[object, list[str]]]:
+def _load_docker(store: Store, src: Source) -> list[tuple[ImageRecord, list[str]]]:
     """docker save's manifest.json alone (docker < 25): layer files in any of its layouts."""
     from dataclasses import replace
 
@@ -196,7 +201,7 @@ def _blob(digest: str) -> str:
     return f"blobs/sha256/{digest[7:]}"
 
 
-def load_archive(store, path: Path) -> list[tuple[object, list[str]]]:
+def load_archive(store: Store, path: Path) -> list[tuple[ImageRecord, list[str]]]:
     """Store every image of the archive or layout at ``path`` and tag it; returns (record, names) pairs."""
     try:
         src = Source(path)

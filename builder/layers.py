@@ -27,9 +27,13 @@ import posixpath
 import sys
 import tarfile
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from builder.errors import ImageNotFoundError, PybuildError, UsageError
 from grammar.errors import printable
+
+if TYPE_CHECKING:
+    from cache import Store
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -234,7 +238,7 @@ def _ancestors(entries: dict[str, tuple[str, int]]) -> set[str]:
     return found
 
 
-def analyse(store, name: str) -> Analysis:
+def analyse(store: Store, name: str) -> Analysis:
     """Stream every layer of the stored image `name` into an Analysis."""
     from builder.plan.bases import normalize_name
     from cache.compress import decompressed
@@ -252,7 +256,9 @@ def analyse(store, name: str) -> Analysis:
         report = LayerReport(index, layer.blob.digest, instruction, layer.blob.size)
         try:
             with store.open_blob(layer.blob.digest) as raw:
-                with tarfile.open(fileobj=decompressed(raw, layer.blob.digest), mode="r|") as tar:
+                # ignore: stream mode (r|) only reads, but typeshed's tarfile wants a seekable, writable file
+                with tarfile.open(fileobj=decompressed(raw, layer.blob.digest),  # type: ignore[call-overload]
+                                  mode="r|") as tar:
                     analysis.add_layer(report, tar)
         except (tarfile.TarError, EOFError) as exc:
             raise PybuildError(f"layer {index} ({layer.blob.digest}) of {name} is not a readable tar: {exc}",

@@ -14,6 +14,7 @@ import sys
 import tarfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
 
 from builder.export.atomic import atomic_file
 from builder.cliparse import CommandLineError
@@ -21,6 +22,9 @@ from builder.cliparse import parser as _parser
 from builder.errors import PybuildError
 from builder.imagecmd import find_image, load_images
 from builder.plan.bases import normalize_name
+
+if TYPE_CHECKING:
+    from cache import Layer, Store
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -38,13 +42,15 @@ def _ancestors(name: str):
         yield "/".join(parts[:i])
 
 
-def _open_layer(store, digest: str):
+def _open_layer(store: Store, digest: str) -> tarfile.TarFile:
     from cache.compress import decompressed
 
-    return tarfile.open(fileobj=decompressed(store.open_blob(digest), digest), mode="r|")
+    # ignore: stream mode (r|) only reads, but typeshed's tarfile wants a seekable, writable file
+    return tarfile.open(fileobj=decompressed(store.open_blob(digest), digest), mode="r|")  # type: ignore[call-overload]
 
 
-def visible(store, layers: list) -> tuple[list[set[str]], dict[str, tarfile.TarInfo], list[dict[str, str]]]:
+def visible(store: Store,
+            layers: list[Layer]) -> tuple[list[set[str]], dict[str, tarfile.TarInfo], list[dict[str, str]]]:
     """Per layer (bottom first), the names it contributes; the top-most entry of each surviving directory; and
     per layer the hard-link targets that are not visible themselves (deleted or replaced above), each with the
     first visible link to it, which then carries the file's content in their place."""
@@ -98,7 +104,7 @@ def visible(store, layers: list) -> tuple[list[set[str]], dict[str, tarfile.TarI
     return keep, dirs, orphans
 
 
-def write_flat(out, store, layers: list) -> None:
+def write_flat(out: BinaryIO, store: Store, layers: list[Layer]) -> None:
     """The merged filesystem of ``layers`` (cache.Layer, bottom first) as one tar stream on ``out``."""
     keep, dirs, orphans = visible(store, layers)
     written: set[str] = set()
