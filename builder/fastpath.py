@@ -205,7 +205,7 @@ def _hash_file(h, path: str) -> None:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as exc:
-        h.update(b"missing %d\0" % exc.errno)
+        h.update(b"missing %d\0" % (exc.errno or 0))
         return
     h.update(b"%d\0" % len(data))
     h.update(data)
@@ -225,7 +225,7 @@ def _hash_sources(h) -> None:
 def _hash_tree(h, root: str) -> int | None:
     """Feed every entry's stat into h; the newest mtime/ctime seen (None: too many entries)."""
     st = os.lstat(root)
-    seen = [(root, st.st_mode, st.st_ino, st.st_dev, st.st_mtime_ns, st.st_ctime_ns)]
+    seen: list[tuple] = [(root, st.st_mode, st.st_ino, st.st_dev, st.st_mtime_ns, st.st_ctime_ns)]
     stack = [root]
     while stack:
         with os.scandir(stack.pop()) as it:
@@ -270,13 +270,15 @@ def replay(memo: Memo) -> dict | None:
         os.close(fd)
 
 
-_REPLAYED = frozenset({"StepStarted", "StepCached", "StepLog", "StepDone", "StepExplain", "BuildWarning",
-                       "TransferProgress"})
+# the progress events a memo may hold (its own name: as `_REPLAYED` it replaced the tuple above, so a build
+# whose steps ran (StepLog/StepDone) was memoised and replayed their output instead of CACHED)
+_MEMO_EVENTS = frozenset({"StepStarted", "StepCached", "StepLog", "StepDone", "StepExplain", "BuildWarning",
+                          "TransferProgress"})
 
 
 def _events_ok(events) -> bool:
     """A damaged memo (events that are no progress events) takes the full path instead of failing the replay."""
-    return isinstance(events, list) and all(isinstance(e, dict) and e.get("type") in _REPLAYED for e in events)
+    return isinstance(events, list) and all(isinstance(e, dict) and e.get("type") in _MEMO_EVENTS for e in events)
 
 
 def _blob(root: str, digest: str) -> str:

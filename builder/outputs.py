@@ -9,12 +9,16 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from builder.export.atomic import atomic_file
 from builder.errors import PybuildError, UsageError
 from builder.export.oci_layout import write_layout
 from builder.plan.bases import normalize_name, split_tag
 from builder.progress import events as ev
+
+if TYPE_CHECKING:
+    from cache import ImageRecord, Store
 
 @dataclass(frozen=True, slots=True)
 class Output:
@@ -104,8 +108,8 @@ def push_outputs(outputs: list[Output], push: bool) -> list[Output]:
     return outputs
 
 
-def export(store, record, out: Output, tags: tuple[str, ...], registries=None, pushed: list | None = None,
-           sink: ev.Sink | None = None) -> None:
+def export(store: Store, record: ImageRecord, out: Output, tags: tuple[str, ...], registries=None,
+           pushed: list | None = None, sink: ev.Sink | None = None) -> None:
     """Send the stored image ``record`` to one --output; ``tags`` are the normalised -t names; ``registries``
     returns the build's builder.export.registry.Registries; ``sink`` hears the pushed blobs' progress.
 
@@ -158,7 +162,7 @@ def export(store, record, out: Output, tags: tuple[str, ...], registries=None, p
                            reference="export-failed") from exc
 
 
-def write_local(store, record, out: Output, names=()) -> None:
+def write_local(store: Store, record: ImageRecord, out: Output, names=()) -> None:
     """type=local: the image's files (owners, modes, links, xattrs) into dest, which must be new or empty.
 
     They are unpacked by the store's safe unpacker (no entry can write through a symlink another made) into a
@@ -200,7 +204,7 @@ def write_local(store, record, out: Output, names=()) -> None:
         shutil.rmtree(work.parent, ignore_errors=True)
 
 
-def write_rootfs_tar(store, record, out: Output, names=()) -> None:
+def write_rootfs_tar(store: Store, record: ImageRecord, out: Output, names=()) -> None:
     """type=tar: the image's files as one tar, to dest (written to a temp file and renamed) or stdout."""
     from builder.rootfs import write_flat
 
@@ -215,7 +219,7 @@ def write_rootfs_tar(store, record, out: Output, names=()) -> None:
         write_flat(fh, store, list(record.layers))
 
 
-def docker_load(store, record, out: Output, names=()) -> None:
+def docker_load(store: Store, record: ImageRecord, out: Output, names=()) -> None:
     """type=docker without dest (= --load): the docker archive piped into `docker load`."""
     import subprocess
 
@@ -223,6 +227,7 @@ def docker_load(store, record, out: Output, names=()) -> None:
 
     proc = subprocess.Popen([shutil.which("docker") or "docker", "load"], stdin=subprocess.PIPE,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stderr is not None  # both are pipes
     try:
         write_archive_to(proc.stdin, store, record, list(names))
         proc.stdin.close()

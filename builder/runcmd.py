@@ -116,6 +116,7 @@ def _run_image(opts: RunOptions) -> int:
         if base is None:
             raise ImageNotFoundError(f"image {opts.image!r} is not in the local store ({opts.root})",
                                      hint="build it with `pybuild -t NAME .` first; `pybuild images` lists them")
+        assert base.source is not None  # a stored image (resolve_local) always has its layers' source
         argv = command_line(base.config.entrypoint, base.config.cmd, opts.args, opts.entrypoint)
         if not argv:
             raise UsageError("no command specified", hint="the image has no CMD or ENTRYPOINT: pass one")

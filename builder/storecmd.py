@@ -5,10 +5,14 @@ import json
 import re
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from builder.cliparse import CommandLineError, print_table
 from builder.cliparse import parser as _parser
 from builder.errors import UsageError
+
+if TYPE_CHECKING:
+    from cache import Store
 
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?$", re.I)
 _UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024 ** 2, "mb": 1000 ** 2, "mib": 1024 ** 2,
@@ -68,15 +72,15 @@ def show_table(title: str, headers: list[str], rows: list[list[str]], limits: di
     Console().print(table)
 
 
-def _referenced(store) -> set[str]:
+def _referenced(store: Store) -> set[str]:
     """Layer blob digests that some tagged image refers to."""
-    used = set()
+    used: set[str] = set()
     for _, image in store.images():
         used.update(layer.blob.digest for layer in image.layers)
     return used
 
 
-def cache_ls(store, fmt: str) -> int:
+def cache_ls(store: Store, fmt: str) -> int:
     used = _referenced(store)
     rows = []
     for rec in store.records():
@@ -94,7 +98,7 @@ def cache_ls(store, fmt: str) -> int:
     return 0
 
 
-def cache_mounts(store) -> list[dict]:
+def cache_mounts(store: Store) -> list[dict]:
     """RUN --mount=type=cache directories (cache/cachemounts.py): persistent across builds, never in a layer."""
     from cache.cachemounts import listing
 
@@ -103,7 +107,7 @@ def cache_mounts(store) -> list[dict]:
             for m in listing(store.root)]
 
 
-def cache_inspect(store, key: str) -> int:
+def cache_inspect(store: Store, key: str) -> int:
     if key.startswith("cachemount:"):
         rows = [r for r in cache_mounts(store) if r["id"] == key]
         if not rows:
