@@ -24,7 +24,7 @@ import stat
 import tempfile
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from builder.context.checksum import checksum_sources
 from builder.context.paths import clean, scoped_join
@@ -32,15 +32,20 @@ from cache.cachemounts import hold
 from builder.errors import PybuildError
 from builder.plan.steps import ExecOp, RunMount, Step
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from cache import Snapshot, Store
+
 
 @dataclass
 class MountSources:
-    store: Any
+    store: Store
     context_dir: str | None
     secrets: dict[str, str]
-    snapshots: dict[int, Any] = field(default_factory=dict)
+    snapshots: dict[int, Snapshot | None] = field(default_factory=dict)
     ssh: dict[str, str] = field(default_factory=dict)  # --ssh id → agent socket
-    excluded: Any = None  # the .dockerignore matcher: a bind mount of the context sees only what it keeps
+    # the .dockerignore matcher: a bind mount of the context sees only what it keeps
+    excluded: Callable[[str], bool] | None = None
 
 
 def mount_key_parts(step: Step, context_dir: str | None, excluded, digests, step_keys: dict[int, str]) -> list:
@@ -174,6 +179,7 @@ def _bind_source(m: RunMount, sources: MountSources, stack: ExitStack) -> str:
 def _visible_bind_source(m: RunMount, sources: MountSources, stack: ExitStack) -> str:
     from builder.context.visible import copy_visible, visible_rel
 
+    assert sources.context_dir and sources.excluded is not None  # _bind_source checked both
     rel = visible_rel(sources.context_dir, clean(m.source), sources.excluded)
     if rel is None:
         raise PybuildError(f"bind mount source {m.source!r} not found in the build context",

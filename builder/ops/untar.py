@@ -124,7 +124,9 @@ class Untar:
             fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
                          dir_fd=parent)
             with os.fdopen(fd, "wb") as out:
-                shutil.copyfileobj(tar.extractfile(m), out, 1 << 20)  # type: ignore[misc]
+                content = tar.extractfile(m)
+                assert content is not None  # a regular file's member
+                shutil.copyfileobj(content, out, 1 << 20)
                 out.flush()
                 self.set_metadata(fd, m)
         elif m.issym():
