@@ -158,6 +158,10 @@ def _child(parent: int, ready_w: int, go_r: int) -> None:
     import ctypes
 
     _libc = ctypes.CDLL(None, use_errno=True)
+    _libc.unshare.argtypes, _libc.unshare.restype = [ctypes.c_int], ctypes.c_int
+    _libc.prctl.argtypes, _libc.prctl.restype = [ctypes.c_int] + [ctypes.c_ulong] * 4, ctypes.c_int
+    _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+    _libc.mount.restype = ctypes.c_int
     result = _libc.unshare(ctypes.c_int(CLONE_NEWUSER | CLONE_NEWNS))
     errno_ = ctypes.get_errno() if result < 0 else 0
     os.write(ready_w, b"ok" if result == 0 else f"unshare: {errno.errorcode.get(errno_, errno_)}".encode())

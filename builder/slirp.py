@@ -22,7 +22,9 @@ ADDRESS = "10.0.2.100"
 GATEWAY = "10.0.2.2"
 HOLDER = """
 import ctypes, fcntl, os, socket, struct, sys
-if ctypes.CDLL(None, use_errno=True).unshare(0x40000000) != 0:
+libc = ctypes.CDLL(None, use_errno=True)
+libc.unshare.argtypes, libc.unshare.restype = [ctypes.c_int], ctypes.c_int
+if libc.unshare(0x40000000) != 0:
     sys.exit("unshare(CLONE_NEWNET): " + os.strerror(ctypes.get_errno()))
 with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
     flags = struct.unpack("16sH14x", fcntl.ioctl(s, 0x8913, struct.pack("16sH14x", b"lo", 0)))[1]

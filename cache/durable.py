@@ -48,6 +48,8 @@ class SyncFs:
             return
         try:
             syncfs = getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)
+            if syncfs is not None:
+                syncfs.argtypes, syncfs.restype = [ctypes.c_int], ctypes.c_int
             if syncfs is not None and syncfs(fd) != 0:
                 err = ctypes.get_errno()
                 self.error = OSError(err, os.strerror(err), str(self.path))
