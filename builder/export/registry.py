@@ -155,9 +155,10 @@ class Registry:
                 return self._opener.open(req, timeout=self.limits.idle)
         except urllib.error.HTTPError as exc:
             try:
-                exc.body_text = exc.read(64 << 10)  # while watched: an error body may trickle too
+                # ignore: the body rides on the error to _refused, which reads it with getattr
+                exc.body_text = exc.read(64 << 10)  # type: ignore[attr-defined]  # watched: it may trickle too
             except (OSError, ValueError, http.client.HTTPException):
-                exc.body_text = b""
+                exc.body_text = b""  # type: ignore[attr-defined]  # as above
             finally:
                 WATCHDOG.unwatch(transfer)
             if transfer.failure is not None:
