@@ -42,9 +42,12 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from builder.plan.imageconfig import canonical_json
+
+if TYPE_CHECKING:
+    from cache import Layer
 
 CACHE_CONFIG_TYPE = "application/vnd.pybuild.cache.config.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -70,7 +73,7 @@ class FormatError(ValueError):
     """A cache document that cannot be read at all."""
 
 
-def _digest(value: Any) -> bool:
+def _digest(value: Any) -> TypeGuard[str]:
     return isinstance(value, str) and value.startswith("sha256:") and len(value) == 71
 
 
@@ -133,7 +136,7 @@ def decode(doc: Any, layer_descs: list, source: str, warn) -> dict[str, RemoteRe
 
     if not isinstance(doc, dict) or doc.get("v") != FORMAT_VERSION or not isinstance(doc.get("records"), list):
         raise FormatError(f"not a pybuild cache document (version {doc.get('v') if isinstance(doc, dict) else '?'})")
-    layers = []
+    layers: list[Layer | None] = []
     for desc in layer_descs:
         try:
             diff_id = (desc.get("annotations") or {}).get(UNCOMPRESSED)

@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import json
 import time
+from typing import TYPE_CHECKING, cast
 
 from builder.errors import PybuildError
+
+if TYPE_CHECKING:
+    from builder.remotecache.lazy import RemoteCache
+    from cache import ImageRecord, Layer, Store
 
 # The cache's format, specs and sources are imported where a --cache-from/--cache-to needs them: every build makes
 # a CacheSession, and a fully cached one without remote caches should not pay for them (~12 ms, -X importtime).
@@ -31,7 +36,7 @@ class CacheSession:
         self.cache_from = [parse_cache_spec(s, export=False) for s in cache_from]
         self.cache_to = [parse_cache_spec(s, export=True) for s in cache_to]
         self.warn = warn or _default_warn
-        self.lazy_remote = None  # the RemoteCache, once opened
+        self.lazy_remote: RemoteCache | None = None  # once opened
         self.stored = True  # False: the image went only to registries, its layers never downloaded
         self.results: list = []  # ExportResult per --cache-to written
 
@@ -72,6 +77,7 @@ class CacheSession:
         while sid is not None:
             chain.append(sid)
             sid = solver.graph.steps[sid].parent
+        assert self.lazy_remote is not None  # lazy hits come from it
         domains = {s.domain for s in self.lazy_remote.sources if getattr(s, "domain", None)}
         names = [n for o in outputs for n in (o.names or tags)]
         push_only = bool(outputs) and all(o.type == "registry" for o in outputs) and bool(names) and all(
@@ -79,7 +85,8 @@ class CacheSession:
         if not push_only:
             fetch_layers(solver, chain)
 
-    def put_image(self, store, solver, config: bytes, manifest: bytes, layers: list, names: tuple):
+    def put_image(self, store: Store, solver, config: bytes, manifest: bytes, layers: list[Layer],
+                  names: tuple) -> ImageRecord:
         """Record the image in the store; when its layers stayed in the cache's registry (push-only builds), only
         its manifest and config are kept and the record is not tagged (the layers are mounted at push)."""
         if all(store.has_blob(layer.blob.digest) for layer in layers):
@@ -99,7 +106,7 @@ class CacheSession:
         manifest_desc = replace(store.put_blob(manifest), media_type=MEDIA_TYPE_OCI_MANIFEST)
         return ImageRecord(manifest_desc, config_desc, tuple(layers), time.time())
 
-    def premount(self, record, names: tuple, registries) -> None:
+    def premount(self, record: ImageRecord, names: tuple, registries) -> None:
         """Mount the image's missing layers into each pushed repository from the cache repository listing them
         (so push finds them there and nothing is downloaded)."""
         from builder.export.parallel import each
@@ -107,12 +114,13 @@ class CacheSession:
         from builder.export.registry import push_scope
 
         remote = self.lazy_remote
+        assert remote is not None  # the image is not stored: its layers stayed in this remote cache
         for name in names:
             ref = Reference.parse(name)
             todo = [(l, remote.owner[l.blob.digest]) for l in record.layers if l.blob.digest in remote.owner
                     and getattr(remote.owner[l.blob.digest], "domain", None) == ref.domain]
             client = registries().client(ref.domain)
-            scope = push_scope(ref.repository, *{s.repository for _, s in todo})
+            scope = push_scope(ref.repository, *{s.repository for _, s in todo if s.repository})  # registry sources
 
             def mount(item, stop) -> None:
                 layer, source = item
@@ -120,13 +128,13 @@ class CacheSession:
                     client.mount_blob(ref.repository, layer.blob.digest, source.repository, scope)
             each(todo, mount, workers=3, name="pybuild-cache-mount")
 
-    def store_view(self, store):
+    def store_view(self, store: Store) -> Store:
         """The store as push/export read it: a blob still in a remote cache is fetched when it is read."""
         if self.lazy_remote is None:
             return store
-        return _FetchingStore(store, self.lazy_remote)
+        return cast("Store", _FetchingStore(store, self.lazy_remote))  # a Store: what it lacks, it delegates
 
-    def export(self, store, solver, target: int, registries) -> None:
+    def export(self, store: Store, solver, target: int, registries) -> None:
         """Write every --cache-to but inline (done by `inline`); failures raise unless ignore-error=true."""
         if not any(spec.type != "inline" for spec in self.cache_to):
             return
@@ -152,7 +160,7 @@ class CacheSession:
 class _FetchingStore:
     """A store whose `blob_path` first fetches a blob that only a remote cache has (checked against its digest)."""
 
-    def __init__(self, store, remote) -> None:
+    def __init__(self, store: Store, remote: RemoteCache) -> None:
         self._store = store
         self._remote = remote
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from builder.errors import PybuildError
 from builder.remotecache.format import (
@@ -23,6 +24,9 @@ from builder.remotecache.format import (
 )
 from builder.remotecache.spec import CacheSpec
 
+if TYPE_CHECKING:
+    from cache import Layer, Store
+
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 
@@ -36,7 +40,7 @@ class CacheSource:
     domain: str | None = None  # registry sources: where a blob can be mounted from
     repository: str | None = None
 
-    def fetch(self, store, layer, stop: threading.Event | None = None, progress=None) -> None:
+    def fetch(self, store: Store, layer: Layer, stop: threading.Event | None = None, progress=None) -> None:
         """Store ``layer``'s blob, checked against its digest; raises PybuildError."""
         raise NotImplementedError
 
@@ -80,7 +84,7 @@ class RegistrySource(CacheSource):
             raise FormatError(f"its config is larger than {MAX_CONFIG} bytes")
         self.records = _records(doc, _fetch_config(self.client, self.ref, config_desc), spec.describe(), warn)
 
-    def fetch(self, store, layer, stop=None, progress=None) -> None:
+    def fetch(self, store: Store, layer: Layer, stop=None, progress=None) -> None:
         from builder.export.pull import _fetch_layer
 
         _fetch_layer(store, self.client, self.ref, {"digest": layer.blob.digest, "size": layer.blob.size}, stop,
@@ -123,7 +127,7 @@ class LocalSource(CacheSource):
             raise FormatError(f"blob {digest} is damaged (its content does not match its digest)")
         return data
 
-    def fetch(self, store, layer, stop=None, progress=None) -> None:
+    def fetch(self, store: Store, layer: Layer, stop=None, progress=None) -> None:
         from builder.export.pull import VerifiedStream
 
         with open(self._path(layer.blob.digest), "rb") as f:
