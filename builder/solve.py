@@ -14,7 +14,7 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from builder import rootless, slirp
 from builder.context.checksum import checksum_sources
@@ -22,10 +22,13 @@ from builder.context.paths import has_glob
 from builder.ops.copysel import excluded_sums, key_pattern
 from builder.errors import BuildCancelled, BuildStepError, ContextError, PybuildError
 from builder.plan.keys import CacheKey, step_key
-from builder.plan.steps import FileOp, MergeOp, Step, StepGraph, StepResult
+from builder.plan.steps import ExecOp, FileOp, MergeOp, Step, StepGraph, StepResult
 from builder.progress import events as ev
 from builder.explain import explain_hit, explain_miss
 from cache import Interrupted
+
+if TYPE_CHECKING:
+    from cache import Layer, Snapshot, Store
 
 
 @dataclass
@@ -54,7 +57,7 @@ class SolveOptions:
 
 
 class Solver:
-    def __init__(self, store, graph: StepGraph, options: SolveOptions, sink: ev.Sink,
+    def __init__(self, store: Store, graph: StepGraph, options: SolveOptions, sink: ev.Sink,
                  cancel: threading.Event | None = None) -> None:
         self.store = store
         self.graph = graph
@@ -200,8 +203,8 @@ class Solver:
             done, _ = wait(list(running), return_when=FIRST_COMPLETED)
             for future in done:
                 sid = running.pop(future)
-                if future.exception() is not None:
-                    errors.append(future.exception())
+                if (error := future.exception()) is not None:
+                    errors.append(error)
                     self.cancel.set()
                 else:
                     finished.add(sid)
@@ -414,7 +417,7 @@ class Solver:
                             secrets=self.options.secrets or {}, snapshots=stages, ssh=self.options.ssh or {},
                             excluded=self.options.excluded)
 
-    def _execute(self, step: Step, number: int):
+    def _execute(self, step: Step, number: int) -> tuple[Snapshot | None, tuple[Layer, ...]]:
         # imported here: a fully cached build never needs the sandbox or the file helper
         from builder.ops import exec as exec_op
         from builder.ops import file as file_op
@@ -424,11 +427,13 @@ class Solver:
         if step.kind == "source":
             return source_op.execute(self.store, step)
         if step.kind == "merge":  # COPY --link: the linked layer's blob unpacked over the parent
+            assert isinstance(step.op, MergeOp)
             layers = self.results[step.op.layer_step].layers
             if not layers:
                 return parent, ()
             return self.store.import_layers(parent, [layer.blob for layer in layers])[-1], tuple(layers)
         if step.kind == "exec":
+            assert isinstance(step.op, ExecOp)
             if step.op.network == "default":  # start the fork server now, while the network pool's helper starts
                 self._launcher().parent_pid  # noqa: B018 - (not after waiting for a namespace)
 
@@ -445,7 +450,8 @@ class Solver:
                                               extra_hosts=self.options.extra_hosts,
                                               proxy_env=self.options.proxy_env)
         else:
-            op: FileOp = step.op  # type: ignore[assignment]
+            op = step.op
+            assert isinstance(op, FileOp)  # the remaining kind
             source = self.snapshot_of(op.from_step) if op.from_step is not None else None
             snapshot, layer = file_op.execute(self.store, step, parent, compression=self.options.compression,
                                               source_date_epoch=self.options.source_date_epoch,

@@ -284,7 +284,7 @@ class TtyDisplay:
         self.final = False
         self.switch = threading.Lock()  # serialises Live start/stop; taken before rich's lock, never inside `lock`
         self.running = False
-        self.fallback = None
+        self.fallback: Callable[[ev.Event], None] | None = None  # the plain display, once degraded
         atexit.register(self.close)
 
     def __call__(self, event: ev.Event) -> None:
