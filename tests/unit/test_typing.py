@@ -1,5 +1,5 @@
-"""grammar/ and cache/ type-check with `mypy --strict` (config in pyproject.toml) and stay that way (builder/: see
-issue 27); every C function called through ctypes declares its argument and result types. Skipped where
+"""grammar/ and cache/ type-check with `mypy --strict`, builder/ with `mypy` (config in pyproject.toml), and stay
+that way (issue 27); every C function called through ctypes declares its argument and result types. Skipped where
 mypy is not installed (it is in the `test` extras)."""
 from __future__ import annotations
 
@@ -23,6 +23,12 @@ def _mypy(*args: str, cache: str) -> subprocess.CompletedProcess[str]:
 def test_grammar_and_cache_are_mypy_strict_clean():
     done = _mypy("--strict", *STRICT, cache="strict")
     assert done.returncode == 0, f"mypy --strict {' '.join(STRICT)}:\n{done.stdout}{done.stderr}"
+    assert "Success: no issues found" in done.stdout
+
+
+def test_builder_is_mypy_clean():
+    done = _mypy("builder", cache="builder")
+    assert done.returncode == 0, f"mypy builder:\n{done.stdout}{done.stderr}"
     assert "Success: no issues found" in done.stdout
 
 
