@@ -43,10 +43,10 @@ class Parser(argparse.ArgumentParser):
     def __init__(self, prog: str, description: str | None = None, **kw: Any) -> None:
         super().__init__(prog=prog, description=description, allow_abbrev=False, **kw)
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str):
         raise CommandLineError(f"{self.prog}: {message}", hint=f"see `{self.prog} --help`")
 
-    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+    def parse_args(self, args=None, namespace=None):
         ns, extra = self.parse_known_args(args, namespace)
         if extra:
             word = extra[0]

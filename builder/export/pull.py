@@ -79,7 +79,7 @@ class VerifiedStream(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
+    def readinto(self, buffer) -> int:
         self._meter.check()
         n = self._response.readinto(buffer) or 0
         self._hasher.update(memoryview(buffer)[:n])

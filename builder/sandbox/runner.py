@@ -132,6 +132,7 @@ def _run(spec: ContainerSpec, stdin: int | None, stdout: Output, stderr: Output,
                 pipes[name] = os.pipe()
                 sinks[pipes[name][0]] = target
         sinks[status_r] = status_chunks.append
+        # ignore: a target without a pipe is not callable (an fd or None); mypy cannot tell from the dict
         proc = _start_init(launcher or Exec(init_env()), spec_fd, status_w, stdin,
                            pipes["stdout"][1] if "stdout" in pipes else stdout,  # type: ignore[arg-type]
                            pipes["stderr"][1] if "stderr" in pipes else stderr,  # type: ignore[arg-type]
