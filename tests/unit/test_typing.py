@@ -4,6 +4,7 @@ mypy is not installed (it is in the `test` extras)."""
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +31,25 @@ def test_builder_is_mypy_clean():
     done = _mypy("builder", cache="builder")
     assert done.returncode == 0, f"mypy builder:\n{done.stdout}{done.stderr}"
     assert "Success: no issues found" in done.stdout
+
+
+def unreasoned_ignores(source: str) -> list[int]:
+    """Lines with a `type: ignore` that give no reason: a comment after it, or a `# ignore:` line just above."""
+    lines = source.splitlines()
+    return [n for n, line in enumerate(lines, 1) if "type: ignore" in line
+            and not re.search(r"type: ignore\S*\s+#\s*\S", line)
+            and not any(lines[k].lstrip().startswith("# ignore:") for k in range(max(0, n - 4), n - 1))]
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "builder").rglob("*.py")), ids=lambda p: str(p.relative_to(REPO)))
+def test_every_type_ignore_in_builder_says_why(path: Path):
+    assert not unreasoned_ignores(path.read_text()), f"{path.relative_to(REPO)}: give the type: ignore a reason"
+
+
+def test_an_ignore_without_a_reason_is_caught():
+    assert unreasoned_ignores("x = f()  # type: ignore[misc]\n") == [1]
+    assert unreasoned_ignores("x = f()  # type: ignore[misc]  # f is untyped\n") == []
+    assert unreasoned_ignores("# ignore: f is untyped\nx = f(\n    1)  # type: ignore[misc]\n") == []
 
 
 def _is_cdll(node: ast.AST) -> bool:
