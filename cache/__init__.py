@@ -179,7 +179,7 @@ class Store:
             with open(path, "rb") as f:
                 if sniffed_media_type(f.read(4)) == media_type:
                     return Layer(layer.diff_id, Descriptor(media_type, Digest(digest), os.fstat(f.fileno()).st_size))
-        from cache.compress import recompress  # see SnapshotStore.commit
+        from cache.compress import recompress  # see SnapshotStore.commit; lazy: saves ~10 ms at start-up
 
         with self.open_blob(layer.blob.digest) as src:
             diff_id, blob = recompress(self._blobs, src, compression, cancelled, str(layer.blob.digest))

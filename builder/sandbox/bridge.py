@@ -41,12 +41,12 @@ def _import_netlink_parts() -> None:
             package.__spec__ = spec
             sys.modules["pyroute2"] = package
     try:
-        import pyroute2.iproute.linux  # noqa: F401
+        import pyroute2.iproute.linux  # noqa: F401; lazy: saves <1 ms at start-up (its modules are loaded by then)
         import pyroute2.nftables.main  # noqa: F401
     except ImportError:
         for name in [m for m in sys.modules if m == "pyroute2" or m.startswith("pyroute2.")]:
             del sys.modules[name]
-        import pyroute2  # noqa: F401
+        import pyroute2  # noqa: F401; lazy: saves <1 ms at start-up (its modules are loaded by then)
 
 
 _import_netlink_parts()
@@ -260,6 +260,7 @@ def remove_bridge() -> bool:
 
 def prune() -> str:
     """Remove the bridge, the NAT table and the address leases unless a build holds them; says what went."""
+    # lazy: saves <1 ms at start-up (its modules are loaded by then)
     import shutil
     import time
 
