@@ -10,7 +10,7 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from builder.errors import PybuildError, UsageError
 from builder.export.image import assemble
@@ -22,6 +22,9 @@ from builder.plan.entitle import parse_allow
 from builder.plan.planner import PROXY_ARGS, plan
 from builder.progress import events as ev
 from builder.solve import SolveOptions, Solver
+
+if TYPE_CHECKING:
+    from cache import Store
 
 @dataclass
 class BuildOptions:
@@ -337,7 +340,7 @@ def _solve_options(opts: BuildOptions, graph, text: str, patterns: list[str], wo
                         source_date_epoch=opts.source_date_epoch)
 
 
-def _store(opts: BuildOptions, store, solver, graph, results, outputs, cache, registries, sink) -> tuple:
+def _store(opts: BuildOptions, store: Store, solver, graph, results, outputs, cache, registries, sink) -> tuple:
     """The solved target as an image: stored and tagged (unless it only goes to registries holding its layers),
     exported to every --output, its cache to every --cache-to; (config, record, names, pushed)."""
     names = tuple(normalize_name(t) for t in opts.tags)

@@ -33,6 +33,21 @@ def test_builder_is_mypy_clean():
     assert "Success: no issues found" in done.stdout
 
 
+def untyped_stores(source: str) -> list[str]:
+    """Functions with a `store` parameter that is not annotated (the store is cache.Store in every signature)."""
+    return [f"{node.name}:{node.lineno}" for node in ast.walk(ast.parse(source))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            for arg in node.args.posonlyargs + node.args.args + node.args.kwonlyargs
+            if arg.arg == "store" and (arg.annotation is None or "Store" not in ast.unparse(arg.annotation))]
+
+
+def test_the_store_is_typed_wherever_it_is_taken():
+    found = {str(p.relative_to(REPO)): untyped_stores(p.read_text()) for p in sorted((REPO / "builder").rglob("*.py"))}
+    assert not {path: names for path, names in found.items() if names}
+    assert untyped_stores("def f(store, name: str) -> None: ...") == ["f:1"]
+    assert untyped_stores("def f(store: Store) -> None: ...") == []
+
+
 def unreasoned_ignores(source: str) -> list[int]:
     """Lines with a `type: ignore` that give no reason: a comment after it, or a `# ignore:` line just above."""
     lines = source.splitlines()
