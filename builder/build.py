@@ -26,6 +26,7 @@ from builder.solve import SolveOptions, Solver
 if TYPE_CHECKING:
     from cache import Store
 
+
 @dataclass
 class BuildOptions:
     """Everything `pybuild build` was asked for (the CLI's flags, parsed)."""

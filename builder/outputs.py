@@ -20,6 +20,7 @@ from builder.progress import events as ev
 if TYPE_CHECKING:
     from cache import ImageRecord, Store
 
+
 @dataclass(frozen=True, slots=True)
 class Output:
     """One `--output`: where the built image goes besides the local store.
