@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from builder.errors import UsageError
+
+if TYPE_CHECKING:
+    from cache import Store
 
 SORTS: dict[str, Callable[[dict[str, Any]], float]] = {
     "size": lambda r: -r["size"], "used": lambda r: -r["last_used"], "created": lambda r: -r["created"]}
@@ -29,7 +32,7 @@ def parse_filters(items: list[str]) -> list[tuple[str, str]]:
     return found
 
 
-def rows(store: Any, in_use: set[str], mounts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def rows(store: Store, in_use: set[str], mounts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Every cache record and cache mount as `cache ls --format json` shows it."""
     found: list[dict[str, Any]] = []
     for rec in store.records():
@@ -45,7 +48,7 @@ def rows(store: Any, in_use: set[str], mounts: list[dict[str, Any]]) -> list[dic
     return found
 
 
-def select(store: Any, found: list[dict[str, Any]], filters: list[tuple[str, str]],
+def select(store: Store, found: list[dict[str, Any]], filters: list[tuple[str, str]],
            sort: str | None) -> list[dict[str, Any]]:
     """The rows every filter matches, in ``sort`` order (largest, last used or newest first)."""
     for key, value in filters:
@@ -59,8 +62,8 @@ def select(store: Any, found: list[dict[str, Any]], filters: list[tuple[str, str
     return sorted(found, key=SORTS[sort]) if sort else found
 
 
-def _image_layers(store: Any, name: str) -> set[str]:
-    from builder.plan.bases import normalize_name
+def _image_layers(store: Store, name: str) -> set[str]:
+    from builder.plan.bases import normalize_name  # lazy: saves ~70 ms at start-up
 
     record = store.resolve(normalize_name(name))
     if record is None:

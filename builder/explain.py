@@ -1,13 +1,16 @@
 """--explain-cache: say which input of a step changed since the last build of the same step."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from builder.plan.keys import CacheKey
 from builder.plan.steps import Step
 
+if TYPE_CHECKING:
+    from cache import Store
 
-def _previous(store, identity: str, instruction: str) -> dict[str, Any] | None:
+
+def _previous(store: Store, identity: str, instruction: str) -> dict[str, Any] | None:
     """The newest record of the same step (same identity, else the same instruction text)."""
     best = None
     for record in store.records():
@@ -18,7 +21,7 @@ def _previous(store, identity: str, instruction: str) -> dict[str, Any] | None:
     return best[1] if best else None
 
 
-def _previous_base(store, identity: str) -> dict[str, Any] | None:
+def _previous_base(store: Store, identity: str) -> dict[str, Any] | None:
     """The base a FROM used last time when its import was a hit on a record another step made (the same image
     reached first under another name or stage): the parent of the newest record of the next step in the stage."""
     stage = identity.rsplit("/", 2)[0]
@@ -85,7 +88,8 @@ def _exec_reasons(old: dict, new: dict) -> list[str]:
     return reasons
 
 
-def explain_miss(store, step: Step, key: CacheKey, identity: str, files: dict[str, str] | None = None) -> str:
+def explain_miss(store: Store, step: Step, key: CacheKey, identity: str,
+                 files: dict[str, str] | None = None) -> str:
     """Every input that changed since the newest build of the same step, e.g. `command changed; cwd changed`,
     `source 'src' changed (changed: src/a.txt; added: src/b.txt)`, `base image X changed: sha256:… -> sha256:…`."""
     previous = _previous(store, identity, step.created_by)

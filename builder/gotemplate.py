@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 from builder.cliparse import CommandLineError
@@ -40,7 +41,7 @@ def go_string(value: Any) -> str:
 def _parse(text: str) -> list:
     """Template text → a tree: str pieces, ("expr", words), ("range"|"if", words, body, else_body)."""
     root: list = []
-    stack: list[tuple[list, tuple | None]] = [(root, None)]
+    stack: list[tuple[list, Any]] = [(root, None)]  # (where pieces go, the open node or None at the top)
     pos = 0
     for m in _ACTION.finditer(text):
         literal = text[pos:m.start()]
@@ -105,7 +106,7 @@ def _index(v, *keys):
     return v
 
 
-FUNCS = {
+FUNCS: dict[str, Callable[..., Any]] = {
     "json": lambda v: json.dumps(v, separators=(",", ":")),
     "join": lambda v, sep: sep.join(go_string(x) for x in (v or [])),
     "index": _index,

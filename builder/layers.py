@@ -27,9 +27,13 @@ import posixpath
 import sys
 import tarfile
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from builder.errors import ImageNotFoundError, PybuildError, UsageError
 from grammar.errors import printable
+
+if TYPE_CHECKING:
+    from cache import Store
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -234,8 +238,9 @@ def _ancestors(entries: dict[str, tuple[str, int]]) -> set[str]:
     return found
 
 
-def analyse(store, name: str) -> Analysis:
+def analyse(store: Store, name: str) -> Analysis:
     """Stream every layer of the stored image `name` into an Analysis."""
+    # lazy: saves ~60 ms at start-up
     from builder.plan.bases import normalize_name
     from cache.compress import decompressed
 
@@ -252,7 +257,9 @@ def analyse(store, name: str) -> Analysis:
         report = LayerReport(index, layer.blob.digest, instruction, layer.blob.size)
         try:
             with store.open_blob(layer.blob.digest) as raw:
-                with tarfile.open(fileobj=decompressed(raw, layer.blob.digest), mode="r|") as tar:
+                # ignore: stream mode (r|) only reads, but typeshed's tarfile wants a seekable, writable file
+                with tarfile.open(fileobj=decompressed(raw, layer.blob.digest),  # type: ignore[call-overload]
+                                  mode="r|") as tar:
                     analysis.add_layer(report, tar)
         except (tarfile.TarError, EOFError) as exc:
             raise PybuildError(f"layer {index} ({layer.blob.digest}) of {name} is not a readable tar: {exc}",
@@ -305,13 +312,13 @@ def _fraction(text: str) -> float | None:
 
 
 def _size_or_off(text: str) -> int | None:
-    from builder.storecmd import parse_size
+    from builder.storecmd import parse_size  # lazy: saves ~6 ms at start-up
 
     return None if text.strip().lower() in ("", "disabled", "off", "false") else parse_size(text)
 
 
 def parser() -> argparse.ArgumentParser:
-    from builder.options import add_common
+    from builder.options import add_common  # lazy: saves <1 ms at start-up (its modules are loaded by then)
 
     p = argparse.ArgumentParser(prog="pybuild layers",
                                 description="Each layer's instruction, sizes and changes; wasted space (as dive).")
@@ -330,7 +337,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    from cache import Store
+    from cache import Store  # lazy: saves ~34 ms at start-up
 
     args = parser().parse_args(argv)
     try:
@@ -366,7 +373,7 @@ def main(argv: list[str]) -> int:
 
 def _write_table(analysis: Analysis, only: int | None, out) -> None:
     """The text view; names and instructions come from the image: control characters are shown as `?`."""
-    from builder.storecmd import human
+    from builder.storecmd import human  # lazy: saves ~6 ms at start-up
 
     for report in analysis.layers:
         if only is not None and report.index != only:

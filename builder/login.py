@@ -73,7 +73,7 @@ def _write_config(path: Path, doc: dict) -> None:
 
 
 def _helper(doc: dict, key: str) -> str | None:
-    helpers = doc.get("credHelpers") if isinstance(doc.get("credHelpers"), dict) else {}
+    helpers = found if isinstance(found := doc.get("credHelpers"), dict) else {}
     name = helpers.get(key) or doc.get("credsStore")
     return name if isinstance(name, str) and name else None
 
@@ -144,7 +144,7 @@ def login_main(argv: list[str]) -> int:
     if not args.username or not args.password:
         if not sys.stdin.isatty():
             raise CommandLineError("login needs -u USER and --password-stdin (or -p) without a terminal")
-        import getpass
+        import getpass  # lazy: saves <1 ms at start-up (its modules are loaded by then)
 
         args.username = args.username or input("Username: ")
         args.password = args.password or getpass.getpass("Password: ")
@@ -171,7 +171,7 @@ def logout_main(argv: list[str]) -> int:
     key, _ = server_key(args.server)
     path = config_path()
     doc = _read_config(path)
-    auths = doc.get("auths") if isinstance(doc.get("auths"), dict) else {}
+    auths = found if isinstance(found := doc.get("auths"), dict) else {}
     helper = _helper(doc, key)
     if helper is None and key not in auths:
         print(f"Not logged in to {key}")

@@ -145,7 +145,7 @@ def enter() -> None:
 
 
 def _user_name(uid: int) -> str:
-    import pwd
+    import pwd  # lazy: saves <1 ms at start-up (its modules are loaded by then)
 
     try:
         return pwd.getpwuid(uid).pw_name
@@ -155,9 +155,13 @@ def _user_name(uid: int) -> str:
 
 def _child(parent: int, ready_w: int, go_r: int) -> None:
     """In the child: unshare, wait for the maps, become root of the namespace; exits on failure."""
-    import ctypes
+    import ctypes  # lazy: saves ~2 ms at start-up
 
     _libc = ctypes.CDLL(None, use_errno=True)
+    _libc.unshare.argtypes, _libc.unshare.restype = [ctypes.c_int], ctypes.c_int
+    _libc.prctl.argtypes, _libc.prctl.restype = [ctypes.c_int] + [ctypes.c_ulong] * 4, ctypes.c_int
+    _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+    _libc.mount.restype = ctypes.c_int
     result = _libc.unshare(ctypes.c_int(CLONE_NEWUSER | CLONE_NEWNS))
     errno_ = ctypes.get_errno() if result < 0 else 0
     os.write(ready_w, b"ok" if result == 0 else f"unshare: {errno.errorcode.get(errno_, errno_)}".encode())
@@ -209,7 +213,7 @@ def _parent(pid: int, ready_r: int, go_w: int, uid: int, gid: int, uid_ranges: l
 
 def _write_maps(pid: int, uid: int, gid: int, uid_ranges: list, gid_ranges: list, name: str, helpers: bool) -> None:
     if uid_ranges and gid_ranges:
-        import subprocess
+        import subprocess  # lazy: saves ~4 ms at start-up
 
         for tool, maps in (("newuidmap", id_maps(uid, uid_ranges)), ("newgidmap", id_maps(gid, gid_ranges))):
             argv = [tool, str(pid)] + [str(v) for m in maps for v in (m.inside, m.outside, m.count)]

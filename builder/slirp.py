@@ -22,7 +22,9 @@ ADDRESS = "10.0.2.100"
 GATEWAY = "10.0.2.2"
 HOLDER = """
 import ctypes, fcntl, os, socket, struct, sys
-if ctypes.CDLL(None, use_errno=True).unshare(0x40000000) != 0:
+libc = ctypes.CDLL(None, use_errno=True)
+libc.unshare.argtypes, libc.unshare.restype = [ctypes.c_int], ctypes.c_int
+if libc.unshare(0x40000000) != 0:
     sys.exit("unshare(CLONE_NEWNET): " + os.strerror(ctypes.get_errno()))
 with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
     flags = struct.unpack("16sH14x", fcntl.ioctl(s, 0x8913, struct.pack("16sH14x", b"lo", 0)))[1]
@@ -58,6 +60,7 @@ class SlirpNetwork:
         self.holder = subprocess.Popen([sys.executable, "-c", HOLDER], stdin=subprocess.PIPE,
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=True,
                                        start_new_session=True)  # a terminal's ^C is the build's to handle
+        assert self.holder.stdin and self.holder.stdout and self.holder.stderr  # all three are pipes
         self.slirp: subprocess.Popen | None = None
         self.exit_w = -1
         self.fd = -1
@@ -87,6 +90,7 @@ class SlirpNetwork:
             os.close(exit_r)
         with os.fdopen(ready_r, "rb") as ready:
             if ready.read(1) != b"1":
+                assert self.slirp.stderr is not None  # stderr=PIPE
                 self.slirp.wait()
                 raise SlirpError(f"slirp4netns failed: {self.slirp.stderr.read().decode().strip()[-300:]}")
 
@@ -105,8 +109,10 @@ class SlirpNetwork:
             os.close(self.exit_w)
             self.exit_w = -1
         if self.slirp is not None:
+            assert self.slirp.stderr is not None  # stderr=PIPE
             self.slirp.wait()
             self.slirp.stderr.close()
+        assert self.holder.stdin and self.holder.stdout and self.holder.stderr  # all three are pipes
         self.holder.stdin.close()  # EOF: the holder exits
         self.holder.wait()
         for stream in (self.holder.stdout, self.holder.stderr):

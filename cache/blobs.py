@@ -27,7 +27,7 @@ from typing import Any, BinaryIO
 from cache import locks
 from cache.directio import DirectWriter
 from cache.errors import BlobNotFound, CorruptBlob, StoreError
-from cache.model import Descriptor, Digest
+from cache.model import ByteReader, Descriptor, Digest
 
 CHUNK = 1 << 20
 TEMP_PREFIX = ".tmp-"
@@ -103,7 +103,7 @@ class BlobStore:
     def put(self, data: bytes) -> Descriptor:
         return self.put_stream(io.BytesIO(data))
 
-    def put_stream(self, src: BinaryIO, on_chunk: Callable[[int], None] | None = None) -> Descriptor:
+    def put_stream(self, src: ByteReader, on_chunk: Callable[[int], None] | None = None) -> Descriptor:
         """Copy ``src`` to EOF into the store, hashing while copying; constant memory."""
         tmp = self.temp()
         try:

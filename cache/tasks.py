@@ -20,6 +20,7 @@ def each(items: Sequence[T], work: Callable[[T, threading.Event], R], *, workers
     in the items' order. The first exception (other than `Stopped`) sets ``stop``, keeps the queued items from
     starting, and is raised when every thread has ended; Ctrl-C in the caller does the same. Then ``undo`` gets
     each result that was made, so nothing of a batch that failed is kept."""
+    # lazy: saves <1 ms at start-up (its modules are loaded by then)
     from concurrent.futures import ThreadPoolExecutor, wait
 
     stop = threading.Event()

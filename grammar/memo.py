@@ -68,7 +68,7 @@ def memo_key(text: str, filename: str, strict: bool) -> str:
 def parse_memo(text: str, *, filename: str = "Dockerfile", strict: bool = True,
                directory: str | None = None) -> nodes.Dockerfile:
     """`grammar.parse(text, filename=, strict=)`, answered from the memo when this exact parse was done before."""
-    from grammar import parse
+    from grammar import parse  # lazy: an import cycle (grammar → grammar.memo)
 
     folder = directory or memo_dir()
     path = os.path.join(folder, memo_key(text, filename, strict) + SUFFIX)

@@ -289,10 +289,10 @@ setattr(ToNodes, "from", ToNodes.from_)
 
 def heredocs_named(word: str) -> bool:
     """Whether a COPY/ADD argument is a heredoc reference (`<<EOF`, `<<-"EOF"`...)."""
-    from grammar.heredocs import heredocs_from_line
+    from grammar.heredocs import heredocs_from_line  # lazy: saves <1 ms at start-up (its modules are loaded by then)
     return bool(heredocs_from_line(word))
 
 
 def _q(text: str) -> str:
-    from grammar.dump import go_quote
+    from grammar.dump import go_quote  # lazy: saves <1 ms at start-up (its modules are loaded by then)
     return go_quote(text)

@@ -7,12 +7,19 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from typing import Literal, overload
 
 from builder.context.paths import scoped_join
 from builder.errors import UsageError
 
 MAX_DOCKERFILE = 16 << 20  # bytes; pybuild's own bound (real Dockerfiles are kilobytes; 20k LABEL lines: 0.6 MB)
 MAX_IGNORE = 16 << 20  # bytes of a .dockerignore
+
+
+@overload
+def read_confined(path: str, *, what: str, limit: int, missing_ok: Literal[False] = False) -> bytes: ...
+@overload
+def read_confined(path: str, *, what: str, limit: int, missing_ok: bool) -> bytes | None: ...
 
 
 def read_confined(path: str, *, what: str, limit: int, missing_ok: bool = False) -> bytes | None:

@@ -37,6 +37,7 @@ def is_git(source: str) -> bool:
 def fetch(url: str, directory: str, cancelled: Callable[[], bool] | None = None) -> Fetched:
     """Download ``url`` into ``directory``; raises PybuildError saying what failed (the caller adds where),
     BuildCancelled once ``cancelled()`` says so (polled per 1 MiB)."""
+    # lazy: saves ~22 ms at start-up
     import email.utils
     import urllib.error
     import urllib.request

@@ -57,7 +57,7 @@ def copy_visible(root: str, rel: str, excluded: Excluded, dest: str, *, link: bo
     """Make ``dest`` a copy of context path ``rel`` (resolved, from `visible_rel`) without what the .dockerignore
     excludes, for a RUN bind mount: regular files are hard-linked when ``link`` (a read-only mount) and the
     context is on the same file system, else copied; devices and sockets are left out, as BuildKit does."""
-    from builder.context.dockerignore import visit
+    from builder.context.dockerignore import visit  # lazy: saves <1 ms at start-up (its modules are loaded by then)
 
     src = os.path.join(root, rel) if rel else root
     st = os.lstat(src)
@@ -103,7 +103,7 @@ def _copy_entry(src: str, st: os.stat_result, dest: str, link: bool) -> None:
                 return
             except OSError:
                 pass
-        import shutil
+        import shutil  # lazy: saves ~2 ms at start-up
 
         shutil.copy2(src, dest, follow_symlinks=False)
     elif stat.S_ISFIFO(st.st_mode):

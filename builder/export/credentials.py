@@ -32,12 +32,12 @@ def docker_credentials(domain: str) -> tuple[str, str] | None:
     if not isinstance(config, dict):
         return None
     server = DOCKER_HUB_SERVER if domain == DOCKER_HUB else domain
-    helpers = config.get("credHelpers") if isinstance(config.get("credHelpers"), dict) else {}
+    helpers = found if isinstance(found := config.get("credHelpers"), dict) else {}
     if isinstance(helpers.get(server), str) and helpers[server]:
         return _helper_credentials(helpers[server], server, f"credHelpers[{server!r}] in {path}")
     if isinstance(config.get("credsStore"), str) and config["credsStore"]:
         return _helper_credentials(config["credsStore"], server, f"credsStore in {path}")
-    auths = config.get("auths") if isinstance(config.get("auths"), dict) else {}
+    auths = found if isinstance(found := config.get("auths"), dict) else {}
     keys = [domain, f"https://{domain}", f"http://{domain}", f"https://{domain}/v1/"]
     if domain == DOCKER_HUB:
         keys += [DOCKER_HUB_SERVER, "index.docker.io", DOCKER_HUB_API]

@@ -20,12 +20,15 @@ import io
 import json
 import tarfile
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, TYPE_CHECKING
 
 from builder.export.atomic import atomic_file
 from builder.export.image import MANIFEST_MEDIA_TYPE
 from builder.export.oci_layout import IMAGE_NAME
 from builder.plan.bases import REF_NAME, split_tag
+
+if TYPE_CHECKING:
+    from cache import ImageRecord, Store
 
 DOCKER_HUB = "docker.io/"
 OFFICIAL = "library/"
@@ -57,14 +60,15 @@ def _info(name: str, size: int = 0, directory: bool = False) -> tarfile.TarInfo:
     return info
 
 
-def _index(record, names: list[str]) -> dict:
+def _index(record: ImageRecord, names: list[str]) -> dict:
     base = {"mediaType": MANIFEST_MEDIA_TYPE, "digest": record.manifest.digest, "size": record.manifest.size}
     entries = [dict(base, annotations={IMAGE_NAME: full, REF_NAME: split_tag(full)[1]}) for full in names]
     return {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
             "manifests": entries or [base]}
 
 
-def write_archive_to(out: BinaryIO, store, record, names: list[str], docker_manifest: bool = True) -> None:
+def write_archive_to(out: IO[bytes], store: Store, record: ImageRecord, names: list[str],
+                     docker_manifest: bool = True) -> None:
     """Stream the archive of ``record`` (a cache.ImageRecord) to ``out``; ``names`` are normalised image names.
     Without ``docker_manifest`` it is the plain OCI layout tar (buildx's type=oci tarball: no manifest.json).
 
@@ -74,7 +78,8 @@ def write_archive_to(out: BinaryIO, store, record, names: list[str], docker_mani
     write_images_to(out, store, [(record, names)], docker_manifest)
 
 
-def write_images_to(out: BinaryIO, store, images: list[tuple], docker_manifest: bool = True) -> None:
+def write_images_to(out: IO[bytes], store: Store, images: list[tuple[ImageRecord, list[str]]],
+                    docker_manifest: bool = True) -> None:
     """`write_archive_to` for several (record, names) pairs in one archive, as `docker save A B` writes."""
     stream = not _is_file(out)
     manifest_entry = [{"Config": _blob_name(record.config.digest),
@@ -103,14 +108,15 @@ def write_images_to(out: BinaryIO, store, images: list[tuple], docker_manifest: 
             tar.addfile(_info(name, len(data)), io.BytesIO(data))
 
 
-def _is_file(out: BinaryIO) -> bool:
+def _is_file(out: IO[bytes]) -> bool:
     try:
         return out.seekable()
     except (AttributeError, OSError, ValueError):
         return False
 
 
-def write_archive(store, dest: str | Path, record, names: list[str], docker_manifest: bool = True) -> None:
+def write_archive(store: Store, dest: str | Path, record: ImageRecord, names: list[str],
+                  docker_manifest: bool = True) -> None:
     """Write the archive to the file ``dest`` atomically: a temp file beside it, fsync, rename.
 
     On any error (or Ctrl-C) the temp file is removed and an existing ``dest`` is left as it was."""

@@ -6,14 +6,18 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from builder.export.image import MANIFEST_MEDIA_TYPE
 from builder.plan.bases import REF_NAME
 
+if TYPE_CHECKING:
+    from cache import Store
+
 IMAGE_NAME = "io.containerd.image.name"
 
 
-def _put(store, dest: Path, digest: str) -> None:
+def _put(store: Store, dest: Path, digest: str) -> None:
     """Hard-link (or copy) a blob into the layout once it is verified: a blob whose bytes no longer match its digest
     raises CorruptBlob instead of being exported, as BuildKit's content writer checks each blob it commits."""
     algo, _, hexpart = digest.partition(":")
@@ -31,7 +35,7 @@ def _put(store, dest: Path, digest: str) -> None:
     os.replace(tmp, target)
 
 
-def write_layout(store, dest: str | Path, manifest_digest: str, manifest_size: int, config_digest: str,
+def write_layout(store: Store, dest: str | Path, manifest_digest: str, manifest_size: int, config_digest: str,
                  layer_digests: list[str], names: list[tuple[str, str]]) -> None:
     """Add the image to the layout at dest (created if missing); names are (full name, tag) pairs.
 
@@ -53,7 +57,7 @@ def write_layout(store, dest: str | Path, manifest_digest: str, manifest_size: i
         raise
 
 
-def _add(store, dest: Path, manifest_digest: str, manifest_size: int, config_digest: str,
+def _add(store: Store, dest: Path, manifest_digest: str, manifest_size: int, config_digest: str,
          layer_digests: list[str], names: list[tuple[str, str]]) -> None:
     for digest in [*layer_digests, config_digest, manifest_digest]:
         _put(store, dest, digest)
@@ -61,7 +65,8 @@ def _add(store, dest: Path, manifest_digest: str, manifest_size: int, config_dig
     if not layout.exists():
         layout.write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
     index_path = dest / "index.json"
-    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": []}
+    index: dict[str, Any] = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                             "manifests": []}
     if index_path.exists():
         index = json.loads(index_path.read_text())
     tags = {tag for _, tag in names}

@@ -15,6 +15,7 @@ import hashlib
 import io
 import os
 import threading
+from typing import TYPE_CHECKING
 
 from builder import imagejson
 from builder.export.parallel import Meter, Progress, each
@@ -31,6 +32,9 @@ from builder.export.registry import (
 )
 from builder.plan.bases import normalize_name
 from builder.plan.imageconfig import host_architecture
+
+if TYPE_CHECKING:
+    from cache import ImageRecord, Store
 
 MAX_CONFIG = 8 << 20
 FOREIGN_LAYER = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
@@ -75,7 +79,7 @@ class VerifiedStream(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
+    def readinto(self, buffer) -> int:
         self._meter.check()
         n = self._response.readinto(buffer) or 0
         self._hasher.update(memoryview(buffer)[:n])
@@ -116,7 +120,7 @@ def _fetch_config(client: Registry, ref: Reference, desc: dict) -> bytes:
         return stream.read()
 
 
-def _fetch_layer(store, client: Registry, ref: Reference, desc: dict, stop: threading.Event | None = None,
+def _fetch_layer(store: Store, client: Registry, ref: Reference, desc: dict, stop: threading.Event | None = None,
                  progress: Progress | None = None) -> None:
     with client.open_blob(ref.repository, desc["digest"], pull_scope(ref.repository)) as resp:
         stream = VerifiedStream(resp, desc["digest"], int(desc["size"]), stop=stop, progress=progress)
@@ -125,7 +129,8 @@ def _fetch_layer(store, client: Registry, ref: Reference, desc: dict, stop: thre
         raise RegistryError(f"blob {desc['digest']} was stored as {stored.digest}")
 
 
-def _fetch_layers(store, client: Registry, ref: Reference, descs: list[dict], progress: Progress | None) -> None:
+def _fetch_layers(store: Store, client: Registry, ref: Reference, descs: list[dict],
+                  progress: Progress | None) -> None:
     """Fetch the layers not yet in the store, `DOWNLOADS` at a time (see `parallel.each`)."""
     todo = list({d["digest"]: d for d in descs if not store.has_blob(d["digest"])}.values())
     each(todo, lambda desc, stop: _fetch_layer(store, client, ref, desc, stop, progress), workers=DOWNLOADS,
@@ -143,13 +148,13 @@ def _image_manifest(client: Registry, ref: Reference) -> tuple[bytes, dict]:
     return body, doc
 
 
-def pull_image(store, name: str, registries: Registries, progress: Progress | None = None):
+def pull_image(store: Store, name: str, registries: Registries, progress: Progress | None = None) -> ImageRecord:
     """Fetch ``name`` into the store and tag it; returns the cache.ImageRecord. ``progress`` hears each
     layer's bytes as they arrive (from download threads).
 
     Raises RegistryError saying what failed (the caller names the image: see plan/bases.py resolve_base); a
     malformed index, manifest or config is an imagejson.BadImageJSON naming the document and the field."""
-    from cache import Descriptor, Layer
+    from cache import Descriptor, Layer  # lazy: saves <1 ms at start-up (its modules are loaded by then)
 
     ref = Reference.parse(name)
     client = registries.client(ref.domain)

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from builder.errors import UsageError
 from builder.export.parallel import Meter, Progress, each
 from builder.export.reference import Reference
 from builder.export.registry import Registries, Registry, RegistryError, push_scope
+
+if TYPE_CHECKING:
+    from cache import Descriptor, ImageRecord, Store
 
 
 UPLOADS = 3  # blobs sent at once
@@ -39,7 +43,7 @@ def _blobs(record) -> list:
     return list(seen.values())
 
 
-def _push_blob(store, client: Registry, ref: Reference, desc, scope: str, sources: tuple[str, ...],
+def _push_blob(store: Store, client: Registry, ref: Reference, desc: Descriptor, scope: str, sources: tuple[str, ...],
                stop=None, progress: Progress | None = None) -> str:
     """"existing", "mounted" or "uploaded"."""
     if client.has_blob(ref.repository, desc.digest, scope):
@@ -55,7 +59,7 @@ def _push_blob(store, client: Registry, ref: Reference, desc, scope: str, source
     return "uploaded"
 
 
-def push_image(store, record, name: str, registries: Registries, *, insecure: bool = False,
+def push_image(store: Store, record: ImageRecord, name: str, registries: Registries, *, insecure: bool = False,
                mount_sources: tuple[str, ...] = (), progress: Progress | None = None) -> PushResult:
     """Push ``record`` (a cache.ImageRecord) as ``name``; ``mount_sources`` are repositories of the same
     registry that already hold its blobs; ``progress`` hears each upload's bytes (from upload threads).

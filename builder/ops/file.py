@@ -7,19 +7,25 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from typing import TYPE_CHECKING, Callable
 
 from builder.errors import BuildCancelled, BuildStepError
 from builder.plan.steps import FileOp, Step
 from builder.sandbox.forkserver import Exec, Launcher, memfd, read_memfd
 from cache import Interrupted
 
+if TYPE_CHECKING:
+    from cache import Layer, Snapshot, Store
+
 CANCEL_POLL_SECONDS = 0.05
 
 
-def execute(store, step: Step, parent_snapshot, *, compression: str, context_dir: str | None,
-            source_snapshot=None, ignore_patterns: list[str] | None = None, cancel: threading.Event | None = None,
+def execute(store: Store, step: Step, parent_snapshot: Snapshot | None, *, compression: str,
+            context_dir: str | None, source_snapshot: Snapshot | None = None, ignore_patterns: list[str] | None = None,
+            cancel: threading.Event | None = None,
             launcher: Launcher | None = None, fetched: dict | None = None,
-            source_date_epoch: int | None = None, layer_progress=None):
+            source_date_epoch: int | None = None, layer_progress: Callable[[int, int], None] | None = None,
+            ) -> tuple[Snapshot, Layer | None]:
     """Apply the file actions on top of parent_snapshot; returns (snapshot, layer|None).
 
     `cancel` stops the step within ~0.05 s: the helper is killed (its mounts die with its namespace) and the
@@ -27,7 +33,8 @@ def execute(store, step: Step, parent_snapshot, *, compression: str, context_dir
     `launcher` starts the helper (the build's fork server); by default a fresh interpreter. `fetched` maps the
     URLs of ADD <url> actions to their downloaded files (builder.context.remote.Fetched). `layer_progress` as
     store.commit's `progress`."""
-    op: FileOp = step.op  # type: ignore[assignment]
+    op = step.op
+    assert isinstance(op, FileOp)  # the solver sends its file steps here
     mutable = store.prepare(parent_snapshot)
     mountdir = tempfile.mkdtemp(prefix="fileop-", dir=str(mutable.upper.parent))
     mountpoints = [os.path.join(mountdir, "root"), os.path.join(mountdir, "src")]

@@ -138,7 +138,8 @@ class AgentProxy:
                     if key.fileobj is self._listener:
                         self._accept(sel, peers)
                     else:
-                        self._relay(sel, peers, key.fileobj)  # type: ignore[arg-type]
+                        assert isinstance(key.fileobj, socket.socket)  # a peer: only sockets are registered
+                        self._relay(sel, peers, key.fileobj)
         finally:
             for sock in peers:
                 sock.close()

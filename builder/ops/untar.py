@@ -22,6 +22,9 @@ RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_IN_ROOT = 0x10
 MAX_BYTES = 64 << 30  # content bytes one ADD may unpack (as cache.unpack.UnpackLimits.max_bytes)
 _libc = ctypes.CDLL(None, use_errno=True)
+_openat2 = _libc["syscall"]  # its own function object: the signature below is openat2's through syscall(2)
+_openat2.restype = ctypes.c_long
+_openat2.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_size_t]
 
 
 class UntarError(Exception):
@@ -35,7 +38,7 @@ class _OpenHow(ctypes.Structure):
 def open_in_root(root: int, path: str, flags: int) -> int:
     """openat2(root, path) resolving `..` and every symlink as if ``root`` were `/`; raises OSError."""
     how = _OpenHow(flags | os.O_CLOEXEC, 0, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
-    fd = _libc.syscall(ctypes.c_long(SYS_OPENAT2), ctypes.c_int(root), os.fsencode(path or "."),
+    fd = _openat2(ctypes.c_long(SYS_OPENAT2), ctypes.c_int(root), os.fsencode(path or "."),
                        ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
     if fd < 0:
         err = ctypes.get_errno()
@@ -124,7 +127,9 @@ class Untar:
             fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
                          dir_fd=parent)
             with os.fdopen(fd, "wb") as out:
-                shutil.copyfileobj(tar.extractfile(m), out, 1 << 20)  # type: ignore[misc]
+                content = tar.extractfile(m)
+                assert content is not None  # a regular file's member
+                shutil.copyfileobj(content, out, 1 << 20)
                 out.flush()
                 self.set_metadata(fd, m)
         elif m.issym():

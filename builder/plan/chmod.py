@@ -34,6 +34,7 @@ class SymbolicMode:
         is_dir = stat.S_ISDIR(st_mode)
         for clause in self.text.split(","):
             match = _CLAUSE.fullmatch(clause)
+            assert match is not None  # parse_chmod made this mode from checked clauses only
             who = match.group(1).replace("a", "ugo") or "ugo"
             mask = sum(_WHO[w] for w in set(who))
             for op, perms in _ACTION.findall(match.group(2)):

@@ -87,8 +87,8 @@ def context_base(p: "Planner", ctx: NamedContext, stage: int, span: nodes.Span) 
         if ctx.kind == "dir":  # the directory's files, copied onto scratch (BuildKit: llb.Local as a root)
             op = FileOp((FileAction(op="copy", sources=(".",), dest="/"),), context_dir=ctx.value)
             base = BaseImage(ImageConfig(), None)
-            step = p.graph.add(stage=stage, kind="file", op=op, parent=None, span=span,
-                               created_by=f"context {ctx.name}").id
+            step: int | None = p.graph.add(stage=stage, kind="file", op=op, parent=None, span=span,
+                                           created_by=f"context {ctx.name}").id
         else:
             base = resolve_oci_layout(ctx.value) if ctx.kind == "oci-layout" else p.resolve_image(ctx.value)
             step = None if base.source is None else p.graph.add(

@@ -50,13 +50,13 @@ class HistoryEntry:
 class ImageConfig:
     """The image config a stage builds up (OCI `config` fields and history); changed only through `replace()`."""
 
-    env: tuple[tuple[str, str], ...] = ()
+    env: tuple[tuple[str, str], ...] | EnvMap = ()
     cmd: tuple[str, ...] | None = None
     entrypoint: tuple[str, ...] | None = None
     workdir: str = ""
     user: str = ""
     shell: tuple[str, ...] = DEFAULT_SHELL
-    labels: tuple[tuple[str, str], ...] = ()
+    labels: tuple[tuple[str, str], ...] | LabelChain = ()
     exposed_ports: tuple[str, ...] = ()
     volumes: tuple[str, ...] = ()
     healthcheck: dict | None = None

@@ -40,7 +40,7 @@ def step_key(step: Step, parent_key: str | None, *, sources: dict[str, str] | No
     if isinstance(op, SourceOp):
         return make_key({"op": "source", "manifest": op.manifest_digest}, epoch)
     if isinstance(op, ExecOp):
-        parts = {"op": "exec", "parent": parent_key, "argv": list(op.argv), "env": list(op.env),
+        parts: dict[str, Any] = {"op": "exec", "parent": parent_key, "argv": list(op.argv), "env": list(op.env),
                  "cwd": op.cwd, "user": op.user, "network": op.network}
         if mounts:  # cache-mount contents and secret values never enter a key (BuildKit's CacheMap)
             parts["mounts"] = mounts

@@ -63,7 +63,7 @@ def open_regular(path: str, what: str) -> tuple[BinaryIO, int]:
     return os.fdopen(fd, "rb"), st.st_size
 
 
-def open_blob(layout: str, digest: str, size: int | None, what: str) -> BinaryIO:
+def open_blob(layout: str, digest: str, size: int | None, what: str) -> _Verified:
     """A layout blob checked against its descriptor's size now and its digest as it is read (raises at EOF)."""
     fh, actual = open_regular(_blob_path(layout, digest), what)
     if size is not None and actual != size:

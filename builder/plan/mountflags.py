@@ -17,6 +17,7 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 def parse_mount(value: str, expand: Callable[[str], str]) -> dict[str, str]:
     """`type=cache,target=/x,id=y` → dict (csv rules as BuildKit: quoted fields allowed)."""
+    # lazy: saves ~1 ms at start-up
     from builder.plan.features import MOUNT_OPTIONS, REFUSED
     from grammar.errors import suggest
 

@@ -5,6 +5,7 @@ for ENV, moves to the end for LABEL)."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 
 _MISSING = object()
 _REROOT = threading.Lock()  # EnvMap versions share one dict: rerooting moves it, one thread at a time
@@ -18,7 +19,7 @@ class _Pairs:
     def pairs(self) -> tuple[tuple[str, str], ...]:
         raise NotImplementedError
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(self.pairs())
 
     def __len__(self) -> int:
@@ -70,7 +71,7 @@ class EnvMap(_Pairs):
     def __init__(self) -> None:
         self._data: dict[str, str] | None = None
         self._key: str | None = None
-        self._old = None
+        self._old: object = None
         self._next: EnvMap | None = None
 
     @classmethod
@@ -98,17 +99,21 @@ class EnvMap(_Pairs):
 
     def _reroot(self) -> dict[str, str]:
         """Make this version hold the dict (the caller holds _REROOT)."""
-        path, node = [], self
+        path: list[EnvMap] = []
+        node = self
         while node._data is None:
             path.append(node)
+            assert node._next is not None  # a version without the dict links to a newer one
             node = node._next
         data = node._data
         for version in reversed(path):  # nearest the holder first
             holder = version._next
+            assert holder is not None and version._key is not None  # set together by with_item and here
             current = data.get(version._key, _MISSING)
             if version._old is _MISSING:
                 del data[version._key]
             else:
+                assert isinstance(version._old, str)  # a value the change replaced
                 data[version._key] = version._old
             holder._data, holder._key, holder._old, holder._next = None, version._key, current, version
             version._data, version._key, version._old, version._next = data, None, None, None

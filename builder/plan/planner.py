@@ -164,7 +164,7 @@ class Planner:
             self._image_roots[image] = step
         return self._image_roots[image]
 
-    def expand(self, word: str, env: dict[str, str], span: nodes.Span) -> str:
+    def expand(self, word: str, env: Mapping[str, str], span: nodes.Span) -> str:
         try:
             result, _, unmatched = self.lex.process_word_with_matches(word, env)
         except ShellExpansionError as exc:
@@ -177,7 +177,7 @@ class Planner:
                                reference="expansion-too-large")
         return result
 
-    def _record_unmatched(self, names: set[str], env: dict[str, str], span: nodes.Span) -> None:
+    def _record_unmatched(self, names: set[str], env: Mapping[str, str], span: nodes.Span) -> None:
         """BuildKit's reportUnmatchedVariables / reportUnusedFromArgs: declared ARGs without a value are fine."""
         if isinstance(self._scope, StageState):
             # the names for "did you mean" are copied for the first 100 records only: a file full of undefined
@@ -329,9 +329,9 @@ class Planner:
 
     def _onbuild_triggers(self, triggers: tuple[str, ...], stage: nodes.Stage) -> list[nodes.Instruction]:
         """A base image's ONBUILD triggers, parsed; they run first in the stage that uses it (docker)."""
-        import grammar
+        import grammar  # lazy: saves <1 ms at start-up (its modules are loaded by then)
 
-        out = []
+        out: list[nodes.Instruction] = []
         for trigger in triggers:
             try:
                 parsed = grammar.parse(f"FROM scratch\n{trigger}\n", filename=f"ONBUILD trigger of {stage.base.image}")

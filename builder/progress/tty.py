@@ -126,15 +126,16 @@ class BuildView:
         if isinstance(event, ev.TaskStarted):
             self.tasks[event.task] = StepView(0, event.title, event.ts)
             return
-        rows, key = (self.tasks, event.task) if event.task in self.tasks else (self.steps, _number(event.task))
-        row = rows.get(key)  # type: ignore[call-overload]
-        if row is None:
-            return
+        if event.task in self.tasks:
+            self.tasks[event.task] = self._advanced(self.tasks[event.task], event)
+        elif (number := _number(event.task)) in self.steps:
+            self.steps[number] = self._advanced(self.steps[number], event)
+
+    @staticmethod
+    def _advanced(row: StepView, event: ev.TaskProgress | ev.TaskDone) -> StepView:
         if isinstance(event, ev.TaskProgress):
-            rows[key] = replace(row, detail=ev.progress_text(event))  # type: ignore[index]
-        else:
-            rows[key] = replace(row, state=ERROR if event.error else DONE, elapsed=event.elapsed,  # type: ignore[index]
-                                error=event.error, detail="")
+            return replace(row, detail=ev.progress_text(event))
+        return replace(row, state=ERROR if event.error else DONE, elapsed=event.elapsed, error=event.error, detail="")
 
 
 def _number(task: str) -> int:
@@ -317,7 +318,7 @@ class TtyDisplay:
         self.final = False
         self.switch = threading.Lock()  # serialises Live start/stop; taken before rich's lock, never inside `lock`
         self.running = False
-        self.fallback = None
+        self.fallback: Callable[[ev.Event], None] | None = None  # the plain display, once degraded
         atexit.register(self.close)
 
     def __call__(self, event: ev.Event) -> None:
@@ -371,7 +372,7 @@ class TtyDisplay:
             return render_lines(self.view, self.clock(), width, height, self.final)
 
     def _degrade(self, event: ev.Event) -> None:
-        from builder.progress.display import PlainDisplay
+        from builder.progress.display import PlainDisplay  # lazy: saves ~2 ms at start-up
 
         try:
             self.close()

@@ -7,10 +7,16 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
+from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 from builder.errors import PybuildError
 from builder.export.parallel import each
 from builder.remotecache.format import RemoteRecord
+
+if TYPE_CHECKING:
+    from builder.remotecache.sources import CacheSource
+    from cache import Layer, Store
 
 FETCHES = 3  # layers downloaded at once, as pulls
 
@@ -18,11 +24,11 @@ FETCHES = 3  # layers downloaded at once, as pulls
 class RemoteCache:
     """The build's readable --cache-from sources: records by key, layer blobs fetched on demand."""
 
-    def __init__(self, sources: list, warn) -> None:
+    def __init__(self, sources: list[CacheSource], warn) -> None:
         self.sources = sources
         self.warn = warn
-        self.by_key: dict[str, tuple[RemoteRecord, object]] = {}
-        self.owner: dict[str, object] = {}  # layer blob digest → the source that lists it
+        self.by_key: dict[str, tuple[RemoteRecord, CacheSource]] = {}
+        self.owner: dict[str, CacheSource] = {}  # layer blob digest → the source that lists it
         for source in reversed(sources):  # the first source given wins
             for key, record in source.records.items():
                 self.by_key[key] = (record, source)
@@ -36,7 +42,7 @@ class RemoteCache:
         found = self.by_key.get(key)
         return found[0] if found is not None else None
 
-    def fetch(self, store, layer, stop: threading.Event | None = None) -> bool:
+    def fetch(self, store: Store, layer: Layer, stop: threading.Event | None = None) -> bool:
         """Bring ``layer``'s blob into the store (checked); False, with a warning, when it cannot be had."""
         digest = layer.blob.digest
         if store.has_blob(digest):
@@ -55,7 +61,7 @@ class RemoteCache:
             self.fetched += layer.blob.size
         return True
 
-    def fetch_all(self, store, layers: list) -> set[str]:
+    def fetch_all(self, store: Store, layers: list[Layer]) -> set[str]:
         """`fetch` side by side; the digests that could not be had."""
         unique = list({layer.blob.digest: layer for layer in layers}.values())
         ok = each(unique, lambda layer, stop: self.fetch(store, layer, stop), workers=FETCHES,

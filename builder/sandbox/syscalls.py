@@ -14,6 +14,23 @@ from builder.sandbox.userns import in_user_namespace
 # ~35 ms of start-up (it imports subprocess, shutil and re to search the library path).
 _libc = ctypes.CDLL(None, use_errno=True)
 
+
+def _declare(name: str, restype: type | None, *argtypes: type) -> None:
+    """Give libc's ``name`` its C signature: ctypes then converts and checks each argument (it would pass any
+    Python int as a C int and read an int back)."""
+    function = getattr(_libc, name)
+    function.restype = restype
+    function.argtypes = argtypes
+
+
+_declare("unshare", ctypes.c_int, ctypes.c_int)
+_declare("setns", ctypes.c_int, ctypes.c_int, ctypes.c_int)
+_declare("mount", ctypes.c_int, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
+_declare("umount2", ctypes.c_int, ctypes.c_char_p, ctypes.c_int)
+_declare("syscall", ctypes.c_long, ctypes.c_long, ctypes.c_char_p, ctypes.c_char_p)  # pivot_root's only
+_declare("sethostname", ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t)
+_declare("prctl", ctypes.c_int, ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
+
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
@@ -113,6 +130,10 @@ class _CapHeader(ctypes.Structure):
 
 class _CapData(ctypes.Structure):
     _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+_declare("capget", ctypes.c_int, ctypes.POINTER(_CapHeader), ctypes.POINTER(_CapData))
+_declare("capset", ctypes.c_int, ctypes.POINTER(_CapHeader), ctypes.POINTER(_CapData))
 
 
 def clear_inheritable_capabilities() -> None:

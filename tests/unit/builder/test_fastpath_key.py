@@ -82,3 +82,19 @@ def test_a_memo_with_damaged_events_takes_the_full_path():
     assert fastpath._events_ok([{"type": "StepStarted"}, {"type": "StepCached"}])
     assert not fastpath._events_ok([1]) and not fastpath._events_ok([{"type": "Bogus"}]) \
         and not fastpath._events_ok("x")
+
+
+def test_a_step_that_ran_keeps_the_build_from_being_memoised(tmp_path):
+    from builder.progress import events as ev
+
+    seen: list[object] = []
+    memo = fastpath.Memo(str(tmp_path), "0" * 64, str(tmp_path))
+    observed = memo.observe(seen.append)
+    observed(ev.StepStarted(1, "[1/2] FROM busybox"))
+    observed(ev.StepCached(1))
+    assert memo.cached and [e["type"] for e in memo.events] == ["StepStarted", "StepCached"]
+    observed(ev.StepStarted(2, "[2/2] RUN true"))
+    observed(ev.StepLog(2, "stdout", "hi\n"))
+    observed(ev.StepDone(2, 0.1))
+    assert not memo.cached, "a replay would show the step running instead of CACHED"
+    assert len(seen) == 5
