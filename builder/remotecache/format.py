@@ -80,9 +80,10 @@ def _layer_json(layer) -> dict:
 
 
 def encode(entries: list[tuple[str, str | None, Any, float, dict]], mode: str,
-           layers: list | None = None) -> tuple[dict, list]:
+           layers: list | None = None, mounts: list[tuple[str, Any]] = ()) -> tuple[dict, list]:
     """(config document, layers) for (key, parent, layer, created, description) entries; ``layers`` fixes the
-    order of known layers (inline: the image's), others are appended in record order."""
+    order of known layers (inline: the image's), others are appended in record order; ``mounts`` are
+    (cache mount id, Layer of its content), listed under "mounts" after the records' layers."""
     order = list(layers or [])
     index = {layer.blob.digest: n for n, layer in enumerate(order)}
     records = []
@@ -92,7 +93,15 @@ def encode(entries: list[tuple[str, str | None, Any, float, dict]], mode: str,
             order.append(layer)
         records.append({"key": key, "parent": parent, "layer": None if layer is None else index[layer.blob.digest],
                         "created": created, "description": description})
-    return {"v": FORMAT_VERSION, "mode": mode, "records": records}, order
+    doc = {"v": FORMAT_VERSION, "mode": mode, "records": records}
+    if mounts:
+        doc["mounts"] = []
+        for mount_id, layer in sorted(mounts, key=lambda m: m[0]):
+            if layer.blob.digest not in index:
+                index[layer.blob.digest] = len(order)
+                order.append(layer)
+            doc["mounts"].append({"id": mount_id, "layer": index[layer.blob.digest]})
+    return doc, order
 
 
 def artifact(doc: dict, layers: list) -> tuple[bytes, bytes]:
@@ -129,19 +138,9 @@ def record_problem(record: dict, n_layers: int) -> str | None:
 def decode(doc: Any, layer_descs: list, source: str, warn) -> dict[str, RemoteRecord]:
     """key → RemoteRecord from a config document and the manifest's layer descriptors; unsound records are
     dropped with a warning. Raises FormatError when the document is not a cache at all."""
-    from cache import Descriptor, Layer
-
     if not isinstance(doc, dict) or doc.get("v") != FORMAT_VERSION or not isinstance(doc.get("records"), list):
         raise FormatError(f"not a pybuild cache document (version {doc.get('v') if isinstance(doc, dict) else '?'})")
-    layers = []
-    for desc in layer_descs:
-        try:
-            diff_id = (desc.get("annotations") or {}).get(UNCOMPRESSED)
-            if not _digest(diff_id) or not _digest(desc.get("digest")):
-                raise ValueError("digest or diff_id missing")
-            layers.append(Layer(diff_id, Descriptor(str(desc.get("mediaType", "")), desc["digest"], int(desc["size"]))))
-        except (AttributeError, KeyError, TypeError, ValueError):
-            layers.append(None)
+    layers = _layers(layer_descs)
     found: dict[str, RemoteRecord] = {}
     for record in doc["records"]:
         problem = record_problem(record, len(layers)) if isinstance(record, dict) else "it is not an object"
@@ -154,6 +153,40 @@ def decode(doc: Any, layer_descs: list, source: str, warn) -> dict[str, RemoteRe
         layer = None if record["layer"] is None else layers[record["layer"]]
         found[record["key"]] = RemoteRecord(record["key"], record["parent"], layer, float(record["created"]),
                                             record["description"], source)
+    return found
+
+
+def _layers(layer_descs: list) -> list:
+    """cache.Layer per manifest layer descriptor; None for one without a sound digest, size or diff_id."""
+    from cache import Descriptor, Layer
+
+    layers: list = []
+    for desc in layer_descs:
+        try:
+            diff_id = (desc.get("annotations") or {}).get(UNCOMPRESSED)
+            if not _digest(diff_id) or not _digest(desc.get("digest")) or int(desc["size"]) < 0:
+                raise ValueError("digest or diff_id missing")
+            layers.append(Layer(diff_id, Descriptor(str(desc.get("mediaType", "")), desc["digest"], int(desc["size"]))))
+        except (AttributeError, KeyError, TypeError, ValueError):
+            layers.append(None)
+    return layers
+
+
+def decode_mounts(doc: Any, layer_descs: list, source: str, warn) -> dict[str, Any]:
+    """cache mount id → cache.Layer of its content from a document's "mounts"; unsound entries are warned about."""
+    entries = doc.get("mounts") if isinstance(doc, dict) else None
+    if not isinstance(entries, list):
+        return {}
+    layers = _layers(layer_descs)
+    found: dict[str, Any] = {}
+    for entry in entries:
+        mount_id = entry.get("id") if isinstance(entry, dict) else None
+        n = entry.get("layer") if isinstance(entry, dict) else None
+        if not isinstance(mount_id, str) or not mount_id or not isinstance(n, int) or isinstance(n, bool) \
+                or not 0 <= n < len(layers) or layers[n] is None:
+            warn(f"cache {source}: cache mount entry {str(mount_id)[:60]!r} ignored: it names no sound layer")
+            continue
+        found[mount_id] = layers[n]
     return found
 
 
