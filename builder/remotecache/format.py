@@ -30,8 +30,13 @@ Registry and local (OCI layout) caches::
          "description": {"instruction": "RUN make", "stage": "builder", "kind": "exec",
                          "location": "Dockerfile:4:1", "identity": "builder/3/exec",
                          "inputs": {…the key's parts: sha256(canonical JSON of inputs) == key…}}}
+      ],
+      "mounts": [                          # only with --cache-to ...,cache-mounts=: RUN --mount=type=cache contents
+        {"id": "/root/.cache/pip", "layer": 3}   # its content as a layer (restored by builder/remotecache/mounts.py)
       ]
     }
+
+A shared cache repository (a registry ref without a tag) stores the same records one per manifest: keyed.py.
 
 Inline cache (`--cache-to type=inline`): the same document under the key `pybuild.cache.v1` of the pushed image's
 config, its `layer` indices pointing at the image manifest's layers (so only the image's own steps travel, as

@@ -71,7 +71,8 @@ class KeyedSource(CacheSource):
 
         self.spec = spec
         self.ref = Reference.parse(spec.ref)
-        self.domain, self.repository = self.ref.domain, self.ref.repository
+        self.domain = self.ref.domain
+        self.repository: str = self.ref.repository
         self._registries = registries
         self._client = None
         self.warn = warn
@@ -132,7 +133,8 @@ class KeyedSource(CacheSource):
         return found
 
     def _record(self, doc: dict, key: str) -> RemoteRecord | None:
-        annotations = doc.get("annotations") if isinstance(doc.get("annotations"), dict) else {}
+        raw = doc.get("annotations")
+        annotations: dict = raw if isinstance(raw, dict) else {}
         try:
             record = parse_json(str(annotations.get(RECORD, "")).encode(), f"record {key[:19]}")
             records = decode({"v": 1, "mode": "max", "records": [record]}, list(doc.get("layers") or []),
@@ -152,7 +154,8 @@ class KeyedSource(CacheSource):
         doc = self._get(mount_tag(mount_id))
         if doc is None:
             return None
-        annotations = doc.get("annotations") if isinstance(doc.get("annotations"), dict) else {}
+        raw = doc.get("annotations")
+        annotations: dict = raw if isinstance(raw, dict) else {}
         if annotations.get(MOUNT) != mount_id:
             self.warn(f"cache {self.spec.describe()}: cache mount entry {mount_tag(mount_id)[:19]} ignored: it is "
                       f"not the one of {mount_id!r}")
@@ -167,25 +170,8 @@ class KeyedSource(CacheSource):
         _fetch_layer(store, self.client, self.ref, {"digest": layer.blob.digest, "size": layer.blob.size}, stop,
                      progress)
 
-    def has_manifest(self, tag: str) -> bool:
-        """One HEAD: is ``tag`` in the repository?"""
-        from builder.export.registry import pull_scope
 
-        resp = self.client.request("HEAD", f"/v2/{self.repository}/manifests/{tag}",
-                                   scope=pull_scope(self.repository), missing_ok=True,
-                                   headers={"Accept": OCI_MANIFEST})
-        if resp is None:
-            return False
-        resp.close()
-        return True
-
-
-def is_keyed(spec: CacheSpec) -> bool:
-    """Whether a registry cache names a repository without a tag or digest (a shared, keyed cache repository)."""
-    return spec.type == "registry" and spec.keyed
-
-
-__all__ = ["KeyedSource", "entry_manifest", "is_keyed", "key_tag", "mount_tag", "record_value"]
+__all__ = ["KeyedSource", "entry_manifest", "export_keyed", "key_tag", "mount_tag", "record_value"]
 
 
 

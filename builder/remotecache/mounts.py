@@ -31,9 +31,9 @@ def used_mounts(graph) -> dict:
 
 def chosen(spec, graph, warn) -> list[str]:
     """The mount ids ``spec`` exports: its cache-mounts= ids the build used, or all of them."""
-    used = used_mounts(graph)
     if not spec.cache_mounts:
         return []
+    used = used_mounts(graph)
     if spec.cache_mounts == ("all",):
         return sorted(used)
     for mount_id in spec.cache_mounts:
