@@ -125,17 +125,19 @@ def seen(runner: Pybuild, image: str) -> str:
 def test_cache_mounts_travel_to_a_fresh_runner(runner_a, registry, bbctx, tmp_path):
     ctx = mount_context(tmp_path / "ctx")
     tagged, keyed = f"{registry.host}/cache/mounts:t", f"{registry.host}/cache/mounts-keyed"
+    local = tmp_path / "ci-cache"
     proc = runner_a("-t", "me/mounts", "--cache-to", f"type=registry,ref={tagged},mode=max,cache-mounts=deps",
-                    "--cache-to", f"type=registry,ref={keyed},cache-mounts=all", str(ctx))
+                    "--cache-to", f"type=registry,ref={keyed},cache-mounts=all",
+                    "--cache-to", f"type=local,dest={local},cache-mounts=deps", str(ctx))
     assert seen(runner_a, "me/mounts") == "none"
     doc = json.loads(urllib.request.urlopen(f"http://{registry.host}/v2/cache/mounts/blobs/" + entry(
         registry, "cache/mounts", "t")[1]["config"]["digest"], timeout=30).read())
     assert [m["id"] for m in doc["mounts"]] == ["deps"]  # opt-in per id: /other stayed home
 
-    for name, ref in (("runner-b", tagged), ("runner-c", keyed)):
+    for name, spec in (("runner-b", f"type=registry,ref={tagged}"), ("runner-c", f"type=registry,ref={keyed}"),
+                       ("runner-d", f"type=local,src={local}")):
         b = fresh_runner(tmp_path, name, registry, bbctx)
-        proc = b("-t", "me/mounts", "--no-cache", "--progress", "plain", "--cache-from",
-                 f"type=registry,ref={ref}", str(ctx))
+        proc = b("-t", "me/mounts", "--no-cache", "--progress", "plain", "--cache-from", spec, str(ctx))
         assert seen(b, "me/mounts") == "fetched-once", proc.stderr.decode()  # the first RUN saw A's content
     _, other = entry(registry, "cache/mounts-keyed", "mount-" + __import__("hashlib").sha256(b"/other").hexdigest())
     assert other["annotations"]["dev.pybuild.cache.mount"] == "/other"  # cache-mounts=all
