@@ -78,6 +78,7 @@ class KeyedSource(CacheSource):
         self.warn = warn
         self.records: dict[str, RemoteRecord] = {}  # found so far
         self.missed: set[str] = set()  # keys looked up and not there
+        self.found_mounts: dict[str, str] = {}  # cache mount id → blob digest of the content found here
         self.requests = 0
         self.broken = False  # unreachable / refused: a warning once, then no more requests
         self._lock = threading.Lock()
@@ -162,6 +163,8 @@ class KeyedSource(CacheSource):
             return None
         mounts = decode_mounts({"mounts": [{"id": mount_id, "layer": 0}]}, list(doc.get("layers") or []),
                                self.spec.describe(), self.warn)
+        if mount_id in mounts:
+            self.found_mounts[mount_id] = mounts[mount_id].blob.digest
         return mounts.get(mount_id)
 
     def fetch(self, store, layer, stop=None, progress=None) -> None:
@@ -208,8 +211,9 @@ def export_keyed(spec: CacheSpec, store, records: list[tuple], remote, registrie
     entries = [(key_tag(key), layer, entry_manifest(layer, RECORD, record_value(key, parent, layer, created, d)),
                 key in present, key in absent) for key, parent, layer, created, d in compressed(spec, store, remote,
                                                                                               records)]
-    entries += [(mount_tag(mount_id), layer, entry_manifest(layer, MOUNT, mount_id), False, True)
-                for mount_id, layer in mounts]
+    found = same.found_mounts if same else {}
+    entries += [(mount_tag(mount_id), layer, entry_manifest(layer, MOUNT, mount_id),
+                 found.get(mount_id) == layer.blob.digest, True) for mount_id, layer in mounts]
 
     def needed(item, stop) -> bool:
         tag, _, _, there, missing = item

@@ -31,6 +31,7 @@ class RemoteCache:
         self.bad: set[str] = set()  # blobs that failed their check: never tried again in this build
         self.fetched = 0  # layer bytes downloaded
         self.tried_mounts: set[str] = set()  # cache mount ids looked for (restore once per build)
+        self.mounts_found: dict = {}  # cache mount id → (Layer, source) or None
         self._lock = threading.Lock()
 
     def restore_mounts(self, store, step) -> None:
@@ -58,14 +59,20 @@ class RemoteCache:
         return None
 
     def mount(self, mount_id: str):
-        """(Layer of cache mount ``mount_id``'s content, its source) from the first cache that has it, or None."""
+        """(Layer of cache mount ``mount_id``'s content, its source) from the first cache that has it, or None;
+        asked once per build."""
+        if mount_id in self.mounts_found:
+            return self.mounts_found[mount_id]
+        found = None
         for source in self.sources:
             layer = source.mount(mount_id)
             if layer is not None:
                 with self._lock:
                     self.owner.setdefault(layer.blob.digest, source)
-                return layer, source
-        return None
+                found = (layer, source)
+                break
+        self.mounts_found[mount_id] = found
+        return found
 
     def fetch(self, store, layer, stop: threading.Event | None = None) -> bool:
         """Bring ``layer``'s blob into the store (checked); False, with a warning, when it cannot be had."""

@@ -65,8 +65,9 @@ def mount_layer(store, mount_id: str, compression: str):
     return Layer(str(diff_id), desc)
 
 
-def export_layers(spec, store, graph, warn) -> list[tuple[str, object]]:
-    """(id, Layer) of the mounts ``spec`` exports; a mount that cannot be read is a warning, not a failure."""
+def export_layers(spec, store, graph, warn, remote=None) -> list[tuple[str, object]]:
+    """(id, Layer) of the mounts ``spec`` exports; a mount that cannot be read is a warning, not a failure. A
+    mount this store does not have (no RUN using it ran here) keeps the content a --cache-from had for it."""
     from cache.errors import StoreError
 
     out = []
@@ -77,8 +78,10 @@ def export_layers(spec, store, graph, warn) -> list[tuple[str, object]]:
             warn(f"--cache-to {spec.describe()}: cache mount {mount_id!r} not exported: {exc}")
             continue
         if layer is None:
-            warn(f"--cache-to {spec.describe()}: cache mount {mount_id!r} is not in the store: not exported")
-            continue
+            found = remote.mount(mount_id) if remote is not None else None
+            if found is None:
+                continue
+            layer = found[0]
         out.append((mount_id, layer))
     return out
 

@@ -139,7 +139,7 @@ class CacheSession:
                 continue
             try:
                 records = entries(solver, spec.mode, target)
-                mounts = export_layers(spec, store, solver.graph, self.warn)
+                mounts = export_layers(spec, store, solver.graph, self.warn, self.lazy_remote)
                 if spec.type == "local":
                     self.results.append(export_local(spec, store, records, self.lazy_remote, mounts))
                 elif spec.keyed:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from builder.export.registry import Registry
+from cache import cachemounts
 from tests.integration.conftest import Pybuild
 from tests.integration.test_remote_cache import (  # noqa: F401 (fixtures)
     bbctx,
@@ -139,6 +140,14 @@ def test_cache_mounts_travel_to_a_fresh_runner(runner_a, registry, bbctx, tmp_pa
         b = fresh_runner(tmp_path, name, registry, bbctx)
         proc = b("-t", "me/mounts", "--no-cache", "--progress", "plain", "--cache-from", spec, str(ctx))
         assert seen(b, "me/mounts") == "fetched-once", proc.stderr.decode()  # the first RUN saw A's content
+    # a runner whose steps all hit runs no RUN, so its store has no mount: its export keeps the content it imported
+    e = fresh_runner(tmp_path, "runner-e", registry, bbctx)
+    proc = e("-t", "me/mounts", "--progress", "plain", "--cache-from", f"type=registry,ref={tagged}",
+             "--cache-to", f"type=registry,ref={tagged}2,mode=max,cache-mounts=deps", str(ctx))
+    assert set(steps(proc).values()) == {"CACHED"} and cachemounts.listing(e.root) == []
+    again = json.loads(urllib.request.urlopen(f"http://{registry.host}/v2/cache/mounts/blobs/" + entry(
+        registry, "cache/mounts", "t2")[1]["config"]["digest"], timeout=30).read())
+    assert again["mounts"] == doc["mounts"] and again["records"] == doc["records"]
     _, other = entry(registry, "cache/mounts-keyed", "mount-" + __import__("hashlib").sha256(b"/other").hexdigest())
     assert other["annotations"]["dev.pybuild.cache.mount"] == "/other"  # cache-mounts=all
 
