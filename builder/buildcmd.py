@@ -94,10 +94,11 @@ def _cache_and_context_flags(p: argparse.ArgumentParser) -> None:
     """Remote caches (builder/remotecache), entitlements and named contexts (builder/plan/entitle.py, contexts.py)."""
     p.add_argument("--cache-from", action="append", default=[], metavar="type=registry,ref=HOST/REPO:TAG",
                    help="also look steps up in this cache (repeatable): type=registry,ref=... (a cache, or an image "
-                        "with an inline cache) | type=local,src=DIR; an unreadable cache is a warning")
+                        "with an inline cache; ref=HOST/REPO without a tag: a shared cache repository, looked up "
+                        "by step key) | type=local,src=DIR; an unreadable cache is a warning")
     p.add_argument("--cache-to", action="append", default=[], metavar="type=registry,ref=HOST/REPO:TAG",
                    help="write the build's cache (repeatable): type=registry,ref=...[,mode=min|max]"
-                        "[,ignore-error=true] | type=local,dest=DIR | type=inline")
+                        "[,ignore-error=true][,cache-mounts=ID1,ID2|all] | type=local,dest=DIR | type=inline")
     p.add_argument("--allow", action="append", default=[], metavar="network.host|security.insecure",
                    help="grant an entitlement (buildx): RUN --network=host / RUN --security=insecure")
     p.add_argument("--build-context", action="append", default=[],

@@ -230,7 +230,7 @@ class Solver:
 
     def _remote_hit(self, step: Step, key: CacheKey, number: int) -> StepResult | None:
         """A --cache-from record for ``key``: a hit whose layer is fetched only when something needs it."""
-        record = self.options.remote.lookup(key.digest)
+        record = self.options.remote.lookup(key.digest, key.parts.get("parent"))
         if record is None:
             return None
         if self.options.explain:
@@ -440,6 +440,8 @@ class Solver:
             return self.store.import_layers(parent, [layer.blob for layer in layers])[-1], tuple(layers)
         if step.kind == "exec":
             assert isinstance(step.op, ExecOp)
+            if self.options.remote is not None:  # --cache-from cache mounts are restored before their first RUN
+                self.options.remote.restore_mounts(self.store, step)
             if step.op.network == "default":  # start the fork server now, while the network pool's helper starts
                 self._launcher().parent_pid  # noqa: B018 - (not after waiting for a namespace)
 

@@ -15,11 +15,13 @@ Lock files are never removed: a process blocked on a removed file's lock would h
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Callable, TextIO
 
 DIR = "cachemounts"
 
@@ -81,6 +83,39 @@ def hold(root: Path, name: str) -> TextIO:
         handle.close()
         raise
     return handle
+
+
+def name_for(mount_id: str) -> str:
+    """The directory name of the cache mount ``mount_id`` (one without from=: builder/ops/mounts.py)."""
+
+    return hashlib.sha256(mount_id.encode()).hexdigest()[:24]
+
+
+def restore(root: Path, name: str, mount_id: str, fill: Callable[[Path], None]) -> bool:
+    """Make cache mount `name` from outside content: ``fill`` writes it into a fresh private directory, renamed
+    into place only while nobody holds the mount (its `.inuse` taken exclusively, without waiting) and only if it
+    does not exist yet, so a mount a build uses or wrote is never replaced under it. False: not restored."""
+    base = root / DIR
+    base.mkdir(exist_ok=True)
+    with _lock_file(base / f"{name}.inuse") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # a RUN uses it now: it exists, and is that build's
+        if os.path.lexists(base / name):
+            return False
+
+        tmp = Path(tempfile.mkdtemp(dir=base, prefix=".new-"))
+        try:
+            fill(tmp)
+            os.rename(tmp, base / name)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        fd = os.open(base / f"{name}.id", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with open(fd, "w") as out:
+            out.write(mount_id)
+    return True
 
 
 def prune(root: Path) -> tuple[int, int]:

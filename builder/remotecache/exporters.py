@@ -35,12 +35,15 @@ class ExportResult:
     uploaded: int
     mounted: int
     existing: int
-    manifest: str
+    manifest: str  # "" for a keyed repository (an entry per record)
     unchanged: bool
+    written: int = -1  # keyed repository: the entries it did not have yet
 
     def summary(self) -> str:
         what = "unchanged" if self.unchanged else (f"{self.uploaded} blobs uploaded, {self.mounted} mounted, "
                                                    f"{self.existing} already there")
+        if not self.manifest:
+            return f"{self.spec.describe()} ({self.records} entries, {max(self.written, 0)} new; {what})"
         return f"{self.spec.describe()}@{self.manifest[:19]} ({self.records} records; {what})"
 
 
@@ -87,14 +90,15 @@ def compressed(spec: CacheSpec, store: Store, remote: RemoteCache | None, record
     return out
 
 
-def export_registry(spec: CacheSpec, store: Store, records: list[tuple], remote, registries) -> ExportResult:
-    """Push the records as an OCI artifact to ``spec.ref``; raises RegistryError/PybuildError."""
+def export_registry(spec: CacheSpec, store: Store, records: list[tuple], remote, registries, mounts=()) -> ExportResult:
+    """Push the records (and ``mounts``: (cache mount id, Layer)) as an OCI artifact to ``spec.ref``; raises
+    RegistryError/PybuildError."""
     # lazy: saves ~66 ms at start-up
     from builder.export.reference import Reference
     from builder.export.registry import push_scope
 
     ref = Reference.parse(spec.ref)
-    doc, layers = encode(compressed(spec, store, remote, records), spec.mode)
+    doc, layers = encode(compressed(spec, store, remote, records), spec.mode, mounts=list(mounts))
     config, manifest = artifact(doc, layers)
     digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
     sources = [s for s in (remote.sources if remote else []) if getattr(s, "domain", None) == ref.domain]
@@ -137,14 +141,14 @@ def _write_atomic(path: Path, write) -> None:
         write(out)
 
 
-def export_local(spec: CacheSpec, store: Store, records: list[tuple], remote: RemoteCache | None) -> ExportResult:
+def export_local(spec: CacheSpec, store: Store, records: list[tuple], remote: RemoteCache | None, mounts=()) -> ExportResult:
     """Write the records as an OCI layout at ``spec.path``: blobs first, index.json last (renamed in place)."""
     import shutil  # lazy: saves <1 ms at start-up (its modules are loaded by then)
 
     root = Path(spec.path)
     blobs = root / "blobs" / "sha256"
     blobs.mkdir(parents=True, exist_ok=True)
-    doc, layers = encode(compressed(spec, store, remote, records), spec.mode)
+    doc, layers = encode(compressed(spec, store, remote, records), spec.mode, mounts=list(mounts))
     config, manifest = artifact(doc, layers)
     digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
     items = [(layer.blob.digest, layer, None) for layer in layers] + \

@@ -30,8 +30,13 @@ Registry and local (OCI layout) caches::
          "description": {"instruction": "RUN make", "stage": "builder", "kind": "exec",
                          "location": "Dockerfile:4:1", "identity": "builder/3/exec",
                          "inputs": {…the key's parts: sha256(canonical JSON of inputs) == key…}}}
+      ],
+      "mounts": [                          # only with --cache-to ...,cache-mounts=: RUN --mount=type=cache contents
+        {"id": "/root/.cache/pip", "layer": 3}   # its content as a layer (restored by builder/remotecache/mounts.py)
       ]
     }
+
+A shared cache repository (a registry ref without a tag) stores the same records one per manifest: keyed.py.
 
 Inline cache (`--cache-to type=inline`): the same document under the key `pybuild.cache.v1` of the pushed image's
 config, its `layer` indices pointing at the image manifest's layers (so only the image's own steps travel, as
@@ -42,6 +47,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 from builder.plan.imageconfig import canonical_json
@@ -83,9 +89,10 @@ def _layer_json(layer) -> dict:
 
 
 def encode(entries: list[tuple[str, str | None, Any, float, dict]], mode: str,
-           layers: list | None = None) -> tuple[dict, list]:
+           layers: list | None = None, mounts: Sequence[tuple[str, Any]] = ()) -> tuple[dict, list]:
     """(config document, layers) for (key, parent, layer, created, description) entries; ``layers`` fixes the
-    order of known layers (inline: the image's), others are appended in record order."""
+    order of known layers (inline: the image's), others are appended in record order; ``mounts`` are
+    (cache mount id, Layer of its content), listed under "mounts" after the records' layers."""
     order = list(layers or [])
     index = {layer.blob.digest: n for n, layer in enumerate(order)}
     records = []
@@ -95,7 +102,15 @@ def encode(entries: list[tuple[str, str | None, Any, float, dict]], mode: str,
             order.append(layer)
         records.append({"key": key, "parent": parent, "layer": None if layer is None else index[layer.blob.digest],
                         "created": created, "description": description})
-    return {"v": FORMAT_VERSION, "mode": mode, "records": records}, order
+    doc: dict[str, Any] = {"v": FORMAT_VERSION, "mode": mode, "records": records}
+    if mounts:
+        doc["mounts"] = []
+        for mount_id, layer in sorted(mounts, key=lambda m: m[0]):
+            if layer.blob.digest not in index:
+                index[layer.blob.digest] = len(order)
+                order.append(layer)
+            doc["mounts"].append({"id": mount_id, "layer": index[layer.blob.digest]})
+    return doc, order
 
 
 def artifact(doc: dict, layers: list) -> tuple[bytes, bytes]:
@@ -132,19 +147,9 @@ def record_problem(record: dict, n_layers: int) -> str | None:
 def decode(doc: Any, layer_descs: list, source: str, warn) -> dict[str, RemoteRecord]:
     """key → RemoteRecord from a config document and the manifest's layer descriptors; unsound records are
     dropped with a warning. Raises FormatError when the document is not a cache at all."""
-    from cache import Descriptor, Layer  # lazy: saves ~35 ms at start-up
-
     if not isinstance(doc, dict) or doc.get("v") != FORMAT_VERSION or not isinstance(doc.get("records"), list):
         raise FormatError(f"not a pybuild cache document (version {doc.get('v') if isinstance(doc, dict) else '?'})")
-    layers: list[Layer | None] = []
-    for desc in layer_descs:
-        try:
-            diff_id = (desc.get("annotations") or {}).get(UNCOMPRESSED)
-            if not _digest(diff_id) or not _digest(desc.get("digest")):
-                raise ValueError("digest or diff_id missing")
-            layers.append(Layer(diff_id, Descriptor(str(desc.get("mediaType", "")), desc["digest"], int(desc["size"]))))
-        except (AttributeError, KeyError, TypeError, ValueError):
-            layers.append(None)
+    layers = _layers(layer_descs)
     found: dict[str, RemoteRecord] = {}
     for record in doc["records"]:
         problem = record_problem(record, len(layers)) if isinstance(record, dict) else "it is not an object"
@@ -157,6 +162,40 @@ def decode(doc: Any, layer_descs: list, source: str, warn) -> dict[str, RemoteRe
         layer = None if record["layer"] is None else layers[record["layer"]]
         found[record["key"]] = RemoteRecord(record["key"], record["parent"], layer, float(record["created"]),
                                             record["description"], source)
+    return found
+
+
+def _layers(layer_descs: list) -> list[Layer | None]:
+    """cache.Layer per manifest layer descriptor; None for one without a sound digest, size or diff_id."""
+    from cache import Descriptor, Layer  # lazy: saves ~35 ms at start-up
+
+    layers: list[Layer | None] = []
+    for desc in layer_descs:
+        try:
+            diff_id = (desc.get("annotations") or {}).get(UNCOMPRESSED)
+            if not _digest(diff_id) or not _digest(desc.get("digest")) or int(desc["size"]) < 0:
+                raise ValueError("digest or diff_id missing")
+            layers.append(Layer(diff_id, Descriptor(str(desc.get("mediaType", "")), desc["digest"], int(desc["size"]))))
+        except (AttributeError, KeyError, TypeError, ValueError):
+            layers.append(None)
+    return layers
+
+
+def decode_mounts(doc: Any, layer_descs: list, source: str, warn) -> dict[str, Any]:
+    """cache mount id → cache.Layer of its content from a document's "mounts"; unsound entries are warned about."""
+    entries = doc.get("mounts") if isinstance(doc, dict) else None
+    if not isinstance(entries, list):
+        return {}
+    layers = _layers(layer_descs)
+    found: dict[str, Any] = {}
+    for entry in entries:
+        mount_id = entry.get("id") if isinstance(entry, dict) else None
+        n = entry.get("layer") if isinstance(entry, dict) else None
+        if not isinstance(mount_id, str) or not mount_id or not isinstance(n, int) or isinstance(n, bool) \
+                or not 0 <= n < len(layers) or layers[n] is None:
+            warn(f"cache {source}: cache mount entry {str(mount_id)[:60]!r} ignored: it names no sound layer")
+            continue
+        found[mount_id] = layers[n]
     return found
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import threading
 from dataclasses import replace
 from typing import TYPE_CHECKING
-from typing import TYPE_CHECKING
 
 from builder.errors import PybuildError
 from builder.export.parallel import each
@@ -36,11 +35,49 @@ class RemoteCache:
                     self.owner[record.layer.blob.digest] = source
         self.bad: set[str] = set()  # blobs that failed their check: never tried again in this build
         self.fetched = 0  # layer bytes downloaded
+        self.tried_mounts: set[str] = set()  # cache mount ids looked for (restore once per build)
+        self.mounts_found: dict = {}  # cache mount id → (Layer, source) or None
         self._lock = threading.Lock()
 
-    def lookup(self, key: str) -> RemoteRecord | None:
+    def restore_mounts(self, store: Store, step) -> None:
+        """Restore ``step``'s cache mounts the store lacks from the caches (builder/remotecache/mounts.py)."""
+        from builder.remotecache.mounts import restore_mounts  # lazy: saves ~1 ms at start-up
+
+        restore_mounts(self, store, step)
+
+    def lookup(self, key: str, parent: str | None = None) -> RemoteRecord | None:
+        """The record of ``key``: from a cache read at the start, else from the keyed repositories (one request
+        each), never asking one of them for a step whose ``parent`` key it did not have."""
         found = self.by_key.get(key)
-        return found[0] if found is not None else None
+        if found is not None:
+            return found[0]
+        for source in self.sources:
+            if not getattr(source, "keyed", False) or (parent is not None and parent in getattr(source, "missed", ())):
+                continue
+            record = source.lookup(key)
+            if record is not None:
+                with self._lock:
+                    self.by_key[key] = (record, source)
+                    if record.layer is not None:
+                        self.owner.setdefault(record.layer.blob.digest, source)
+                return record
+        return None
+
+    def mount(self, mount_id: str):
+        """(Layer of cache mount ``mount_id``'s content, its source) from the first cache that has it, or None;
+        asked once per build."""
+        if mount_id in self.mounts_found:
+            return self.mounts_found[mount_id]
+        found = None
+        for source in self.sources:
+            layer = source.mount(mount_id)
+            if layer is not None:
+                with self._lock:
+                    self.owner.setdefault(layer.blob.digest, source)
+                found = (layer, source)
+                break
+        self.mounts_found[mount_id] = found
+        return found
 
     def fetch(self, store: Store, layer: Layer, stop: threading.Event | None = None) -> bool:
         """Bring ``layer``'s blob into the store (checked); False, with a warning, when it cannot be had."""

@@ -145,16 +145,22 @@ class CacheSession:
             return
         # lazy: saves ~62 ms at start-up
         from builder.remotecache.exporters import entries, export_local, export_registry
+        from builder.remotecache.keyed import export_keyed
+        from builder.remotecache.mounts import export_layers
 
         for spec in self.cache_to:
             if spec.type == "inline":
                 continue
             try:
                 records = entries(solver, spec.mode, target)
+                mounts = export_layers(spec, store, solver.graph, self.warn, self.lazy_remote)
                 if spec.type == "local":
-                    self.results.append(export_local(spec, store, records, self.lazy_remote))
+                    self.results.append(export_local(spec, store, records, self.lazy_remote, mounts))
+                elif spec.keyed:
+                    self.results.append(export_keyed(spec, store, records, self.lazy_remote, registries, mounts))
                 else:
-                    self.results.append(export_registry(spec, store, records, self.lazy_remote, registries))
+                    self.results.append(export_registry(spec, store, records, self.lazy_remote, registries,
+                                                        mounts))
             except (PybuildError, OSError) as exc:
                 message = getattr(exc, "message", None) or str(exc)
                 if not spec.ignore_error:

@@ -20,6 +20,7 @@ from builder.remotecache.format import (
     FormatError,
     RemoteRecord,
     decode,
+    decode_mounts,
     parse_json,
 )
 from builder.remotecache.spec import CacheSpec
@@ -39,6 +40,15 @@ class CacheSource:
     manifest_digest: str | None = None
     domain: str | None = None  # registry sources: where a blob can be mounted from
     repository: str | None = None
+    mounts: dict = {}  # RUN --mount=type=cache id → cache.Layer of its content (--cache-to ...,cache-mounts=)
+
+    def lookup(self, key: str) -> RemoteRecord | None:
+        """A record not among ``records`` (only a keyed repository looks records up one by one)."""
+        return None
+
+    def mount(self, mount_id: str):
+        """The Layer of cache mount ``mount_id``'s content, or None."""
+        return self.mounts.get(mount_id)
 
     def fetch(self, store: Store, layer: Layer, stop: threading.Event | None = None, progress=None) -> None:
         """Store ``layer``'s blob, checked against its digest; raises PybuildError."""
@@ -54,13 +64,15 @@ def _inline_layers(doc: dict, config: dict) -> list:
     return [{**desc, "annotations": {UNCOMPRESSED: diff_id}} for desc, diff_id in zip(layers, diff_ids)]
 
 
-def _records(manifest: dict, config_bytes: bytes, source: str, warn) -> dict[str, RemoteRecord]:
+def _records(manifest: dict, config_bytes: bytes, source: str, warn) -> tuple[dict[str, RemoteRecord], dict]:
+    """(records by key, cache mount layers by id) of a cache manifest and its config (or an inline cache)."""
     config = parse_json(config_bytes, "the cache config")
     if (manifest.get("config") or {}).get("mediaType") == CACHE_CONFIG_TYPE:
-        return decode(config, manifest.get("layers") or [], source, warn)
+        layers = manifest.get("layers") or []
+        return decode(config, layers, source, warn), decode_mounts(config, layers, source, warn)
     if not isinstance(config, dict) or INLINE_KEY not in config:
         raise FormatError("it is an image without an inline cache (build it with --cache-to type=inline)")
-    return decode(config[INLINE_KEY], _inline_layers(manifest, config), source, warn)
+    return decode(config[INLINE_KEY], _inline_layers(manifest, config), source, warn), {}
 
 
 class RegistrySource(CacheSource):
@@ -83,7 +95,8 @@ class RegistrySource(CacheSource):
         config_desc = doc.get("config") or {}
         if int(config_desc.get("size", 0)) > MAX_CONFIG:
             raise FormatError(f"its config is larger than {MAX_CONFIG} bytes")
-        self.records = _records(doc, _fetch_config(self.client, self.ref, config_desc), spec.describe(), warn)
+        self.records, self.mounts = _records(doc, _fetch_config(self.client, self.ref, config_desc),
+                                             spec.describe(), warn)
 
     def fetch(self, store: Store, layer: Layer, stop=None, progress=None) -> None:
         from builder.export.pull import _fetch_layer  # lazy: saves ~102 ms at start-up
@@ -107,7 +120,8 @@ class LocalSource(CacheSource):
         self.manifest_digest = desc["digest"]
         doc = parse_json(body, "the cache manifest")
         config = doc.get("config") or {}
-        self.records = _records(doc, self._blob_bytes(config["digest"], int(config["size"])), spec.describe(), warn)
+        self.records, self.mounts = _records(doc, self._blob_bytes(config["digest"], int(config["size"])),
+                                             spec.describe(), warn)
 
     def _read_small(self, path: Path) -> bytes:
         with open(path, "rb") as f:
@@ -143,7 +157,12 @@ def open_sources(specs: list[CacheSpec], registries, warn) -> list[CacheSource]:
     sources: list[CacheSource] = []
     for spec in specs:
         try:
-            source = LocalSource(spec, warn) if spec.type == "local" else RegistrySource(spec, registries, warn)
+            if spec.keyed:
+                from builder.remotecache.keyed import KeyedSource  # lazy: an import cycle (keyed imports this module)
+
+                source: CacheSource = KeyedSource(spec, registries, warn)
+            else:
+                source = LocalSource(spec, warn) if spec.type == "local" else RegistrySource(spec, registries, warn)
         except (PybuildError, FormatError, OSError, KeyError, TypeError, ValueError, AttributeError) as exc:
             message = getattr(exc, "message", None) or (exc.strerror if isinstance(exc, OSError) and exc.strerror
                                                           else str(exc)) or type(exc).__name__
