@@ -44,6 +44,8 @@ def test_app_build_cached_rebuild_run_and_oci_export(ranged, tmp_path):
     subprocess.run([umoci, "unpack", "--image", f"{layout}:v1", str(bundle)], check=True, capture_output=True)
     assert (bundle / "rootfs/srv/app/conf/server.conf").stat().st_uid == 1000
     assert (bundle / "rootfs/home/app").stat().st_uid == 1000
+    by_runc = _runc_runs(bundle, tmp_path)  # runc as referee of the rootless export
+    assert "hello from pybuild, world!" in by_runc and "user: app" in by_runc, by_runc
 
     root_store, root_layout = tmp_path / "root-store", tmp_path / "root-oci"
     ctx = tmp_path / "busybox-ctx"
@@ -53,6 +55,20 @@ def test_app_build_cached_rebuild_run_and_oci_export(ranged, tmp_path):
                   f"type=oci,dest={root_layout}", app)
     assert _diff_ids(layout) == _diff_ids(root_layout)  # byte-identical layer tars (SOURCE_DATE_EPOCH set)
     assert not ranged.leftovers()
+
+
+def _runc_runs(bundle: Path, tmp_path: Path) -> str:
+    """`runc run` the umoci-unpacked bundle (as root, state under tmp_path); returns its stdout."""
+    runc = require_tool("runc")
+    spec = json.loads((bundle / "config.json").read_text())
+    spec["process"]["terminal"] = False
+    (bundle / "config.json").write_text(json.dumps(spec))
+    state, name = tmp_path / "runc-state", f"pybuild-rootless-{os.getpid()}"
+    proc = subprocess.run([runc, "--root", str(state), "run", "--bundle", str(bundle), name], capture_output=True,
+                          timeout=120)
+    subprocess.run([runc, "--root", str(state), "delete", "--force", name], capture_output=True)
+    assert proc.returncode == 0, proc.stderr.decode()
+    return proc.stdout.decode()
 
 
 def test_whiteouts_and_opaque_dirs_match_root_mode(ranged, tmp_path):
