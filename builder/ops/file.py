@@ -8,6 +8,7 @@ import subprocess
 import tempfile
 import threading
 
+from builder import snapshotter
 from builder.errors import BuildCancelled, BuildStepError
 from builder.plan.steps import FileOp, Step
 from builder.sandbox.forkserver import Exec, Launcher, memfd, read_memfd
@@ -35,7 +36,7 @@ def execute(store, step: Step, parent_snapshot, *, compression: str, context_dir
     try:
         spec = {
             "lowerdirs": [str(p) for p in mutable.lowerdirs], "upper": str(mutable.upper),
-            "work": str(mutable.work), "mountpoints": mountpoints,
+            "work": str(mutable.work), "mountpoints": mountpoints, "snapshotter": snapshotter.current(store.root),
             "context": (op.context_dir or context_dir) if op.from_stage is None else None,
             "source_lowerdirs": ([str(p) for p in store.lowerdirs(source_snapshot)]
                                  if op.from_stage is not None else None),
@@ -48,6 +49,7 @@ def execute(store, step: Step, parent_snapshot, *, compression: str, context_dir
         message = run_helper(spec, cancel, launcher)
         if message is not None:
             raise BuildStepError(f"{step.span}: {step.created_by}: {message}", reference="file-op-failed")
+        snapshotter.settle(mutable)
         try:
             return store.commit(mutable, compression=compression, source_date_epoch=source_date_epoch,
                                 cancelled=cancel.is_set if cancel is not None else None)

@@ -28,6 +28,7 @@ def test_app_build_cached_rebuild_run_and_oci_export(ranged, tmp_path):
     app = str(TESTDATA / "app")
     first = ranged.pybuild("build", "--progress", "plain", "-f", f"{app}/Dockerfile", "-t", "me/app", app)
     assert "notice: rootless mode" in first.stderr.decode()
+    assert first.stderr.decode().count("notice: rootless mode: layers are mounted with kernel overlayfs (userxattr)") == 1
     assert (ranged.home / ".local/share/pybuild/index.db").stat().st_uid == ranged.uid  # the per-user store
     again = ranged.pybuild("build", "--progress", "plain", "-f", f"{app}/Dockerfile", "-t", "me/app", app)
     text = again.stderr.decode()
