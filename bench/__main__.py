@@ -21,6 +21,7 @@ from pathlib import Path
 from bench import limits as limits_mod
 from bench import report, scenarios_app, scenarios_data, scenarios_network
 from bench import scenarios_remotecache
+from bench import scenarios_rootless
 from bench.data import Sizes, big_context, busybox_context, sample_from
 from bench.harness import Bench, Row
 from bench.proc import HAVE_TIME, RSS_CAVEAT, BenchError, mount_table, mounts_under, unmount_all
@@ -126,6 +127,9 @@ def run_scenarios(bench: Bench, only: set[str], context: Path, limits: limits_mo
     if "7" in only:
         bench.log("scenario 7: " + scenarios_network.network_rows.__doc__.splitlines()[0])
         rows += scenarios_network.network_rows(bench)
+    if "9" in only:  # not in --only's default: it makes a user (run it with --only 9)
+        bench.log("scenario 9: " + scenarios_rootless.rootless_rows.__doc__.splitlines()[0])
+        rows += scenarios_rootless.rootless_rows(bench)
     if "10" in only:
         bench.log("scenario 10: " + scenarios_remotecache.remote_cache_rows.__doc__.splitlines()[0])
         rows += scenarios_remotecache.remote_cache_rows(bench)

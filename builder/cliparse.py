@@ -17,7 +17,8 @@ from builder.errors import UsageError
 from builder.options import add_common as _add_root_debug
 
 LOG_LEVELS = ("debug", "info", "warn", "error", "fatal", "panic")
-GLOBAL_FLAGS = {"--root": True, "--log-level": True, "--debug": False, "-D": False}  # flag → takes a value
+GLOBAL_FLAGS = {"--root": True, "--log-level": True, "--debug": False, "-D": False,  # flag → takes a value
+                "--snapshotter": True}
 
 
 class CommandLineError(UsageError):
@@ -136,6 +137,7 @@ def usage(commands: dict[str, str]) -> str:
               "                     ~/.local/share/pybuild (XDG_DATA_HOME) for other users: rootless)",
               "  -D, --debug        show Python tracebacks for internal errors",
               "  --log-level LEVEL  debug, info, warn (default), error",
+              "  --snapshotter S    auto (default), overlayfs or fuse-overlayfs: how layers are mounted",
               "  -v, --version      print the version", "",
               "Run 'pybuild help COMMAND' or 'pybuild COMMAND --help' for a command's flags."]
     return "\n".join(lines)

@@ -39,6 +39,19 @@ def add_common(p: argparse.ArgumentParser) -> None:
                    help="store directory (default: $PYBUILD_ROOT, else /var/lib/pybuild for root, "
                         "$XDG_DATA_HOME/pybuild or ~/.local/share/pybuild for other users)")
     p.add_argument("--debug", action="store_true", help="show Python tracebacks for internal errors")
+    p.add_argument("--snapshotter", choices=("auto", "overlayfs", "fuse-overlayfs"), default="auto",
+                   action=_Snapshotter, help="how layers are mounted (default auto: the kernel's overlayfs; "
+                                             "fuse-overlayfs where a rootless kernel refuses it)")
+
+
+class _Snapshotter(argparse.Action):
+    """--snapshotter is process-wide (builder/snapshotter.py): recorded as it is parsed."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        from builder import snapshotter  # lazy: saves ~16 ms at start-up
+
+        setattr(namespace, self.dest, values)
+        snapshotter.request(str(values))
 
 
 def add_limit_flags(p: argparse.ArgumentParser) -> None:

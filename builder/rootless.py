@@ -215,11 +215,15 @@ def _write_maps(pid: int, uid: int, gid: int, uid_ranges: list, gid_ranges: list
     if uid_ranges and gid_ranges:
         import subprocess  # lazy: saves ~4 ms at start-up
 
+        started = []  # both at once: each is a setuid exec, paid on every command
         for tool, maps in (("newuidmap", id_maps(uid, uid_ranges)), ("newgidmap", id_maps(gid, gid_ranges))):
             argv = [tool, str(pid)] + [str(v) for m in maps for v in (m.inside, m.outside, m.count)]
-            done = subprocess.run(argv, capture_output=True, text=True, check=False)
-            if done.returncode != 0:
-                raise RootlessError(f"rootless mode: {tool} failed: {done.stderr.strip() or done.returncode}",
+            started.append((tool, subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                                   text=True)))
+        for tool, proc in started:
+            _, err = proc.communicate()
+            if proc.returncode != 0:
+                raise RootlessError(f"rootless mode: {tool} failed: {err.strip() or proc.returncode}",
                                     hint=f"check the lines for {name} in /etc/subuid and /etc/subgid")
         return
     why = "newuidmap/newgidmap are missing (Debian: apt-get install uidmap)" if not helpers else \

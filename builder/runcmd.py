@@ -5,6 +5,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 
+from builder import snapshotter
 from builder.errors import ImageNotFoundError, UsageError
 from builder.plan.bases import resolve_local
 from builder.plan.imageconfig import DEFAULT_PATH
@@ -143,7 +144,7 @@ def _run_image(opts: RunOptions) -> int:
                                  user=opts.user if opts.user is not None else base.config.user,
                                  hostname=opts.hostname or base.source.manifest_digest[7:19],
                                  network=opts.network, mounts=_mounts(opts.volumes) + _tmpfs(opts.tmpfs),
-                                 tty=opts.tty)
+                                 tty=opts.tty, snapshotter=snapshotter.current(store.root))
             sys.stdout.flush()
             if opts.tty:
                 from builder.terminal import relay  # lazy: saves ~6 ms at start-up

@@ -8,13 +8,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-test}"
 
-packages=(busybox-static iproute2 libseccomp2 uidmap slirp4netns)  # rootless: newuidmap/newgidmap, user-mode network
+packages=(busybox-static iproute2 libseccomp2 uidmap slirp4netns  # rootless: newuidmap/newgidmap, user-mode network
+          fuse-overlayfs)  # rootless: --snapshotter fuse-overlayfs, where the kernel refuses overlayfs
 if [ "$mode" = test ] || [ "$mode" = bench ]; then
   packages+=(skopeo umoci runc docker-registry docker.io golang-docker-credential-helpers pass openssh-client
              gcc libc6-dev e2fsprogs)  # the confinement probe is compiled -static; chattr for a store test
 fi
 if [ "$mode" = bench ]; then
-  packages+=(buildah time)
+  packages+=(buildah time podman passt)  # scenario 9: rootless podman; pasta measured against slirp4netns
 fi
 missing=()
 for p in "${packages[@]}"; do

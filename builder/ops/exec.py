@@ -9,7 +9,7 @@ from collections import deque
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Callable
 
-from builder import rootless
+from builder import rootless, snapshotter
 from builder.errors import BuildCancelled, BuildStepError, PybuildError
 from builder.ops.mounts import realise, run_env
 from builder.plan.steps import ExecOp, Step
@@ -163,7 +163,7 @@ def _execute(store: Store, step: Step, op: ExecOp, parent_snapshot: Snapshot | N
         spec = ContainerSpec(argv=op.argv, lowerdirs=tuple(str(p) for p in mutable.lowerdirs),
                              upperdir=str(mutable.upper), workdir=str(mutable.work), env=env, cwd=op.cwd,
                              user=op.user, hostname=hostname, mounts=extra_mounts, insecure=op.insecure,
-                             resources=resources, **net)
+                             resources=resources, snapshotter=snapshotter.current(store.root), **net)
         try:
             status = run(spec, stdin=subprocess.DEVNULL, stdout=streams["stdout"].feed,
                          stderr=streams["stderr"].feed, cancel=cancel,
@@ -191,6 +191,7 @@ def _execute(store: Store, step: Step, op: ExecOp, parent_snapshot: Snapshot | N
                 context=f"{render_location(step, dockerfile_lines)}\n[{total_lines[0]} lines of output]"
                         + (f"\n{shown}" if shown else ""),
                 hint=f"the failing instruction is at {step.span}")
+        snapshotter.settle(mutable)
         try:
             return store.commit(mutable, compression=compression, source_date_epoch=source_date_epoch,
                                 cancelled=cancel.is_set if cancel is not None else None, progress=layer_progress)

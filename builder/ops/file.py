@@ -9,6 +9,7 @@ import tempfile
 import threading
 from typing import TYPE_CHECKING, Callable
 
+from builder import snapshotter
 from builder.errors import BuildCancelled, BuildStepError
 from builder.plan.steps import FileOp, Step
 from builder.sandbox.forkserver import Exec, Launcher, memfd, read_memfd
@@ -43,7 +44,7 @@ def execute(store: Store, step: Step, parent_snapshot: Snapshot | None, *, compr
     try:
         spec = {
             "lowerdirs": [str(p) for p in mutable.lowerdirs], "upper": str(mutable.upper),
-            "work": str(mutable.work), "mountpoints": mountpoints,
+            "work": str(mutable.work), "mountpoints": mountpoints, "snapshotter": snapshotter.current(store.root),
             "context": (op.context_dir or context_dir) if op.from_stage is None else None,
             "source_lowerdirs": ([str(p) for p in store.lowerdirs(source_snapshot)]
                                  if op.from_stage is not None else None),
@@ -56,6 +57,7 @@ def execute(store: Store, step: Step, parent_snapshot: Snapshot | None, *, compr
         message = run_helper(spec, cancel, launcher)
         if message is not None:
             raise BuildStepError(f"{step.span}: {step.created_by}: {message}", reference="file-op-failed")
+        snapshotter.settle(mutable)
         try:
             return store.commit(mutable, compression=compression, source_date_epoch=source_date_epoch,
                                 cancelled=cancel.is_set if cancel is not None else None, progress=layer_progress)

@@ -21,7 +21,7 @@ from builder.context.paths import clean, scoped_join
 from builder.ops import untar
 from builder.ops.copysel import Excluder, FileOpError, copy_parents, select_sources
 from builder.plan.chmod import parse_chmod
-from builder.sandbox import syscalls
+from builder.sandbox import fuse, syscalls
 from builder.sandbox.passwd import parse_group, parse_passwd
 
 
@@ -36,10 +36,15 @@ class Owner:
         self.gid = gid
 
 
-def _mount_root(target: str, lowerdirs: list[str], upper: str | None, work: str | None) -> str:
+def _mount_root(target: str, lowerdirs: list[str], upper: str | None, work: str | None,
+                fuse_mounts: list[tuple[str, int]] | None = None) -> str:
+    """The stack on `target`; with `fuse_mounts` (the fuse-overlayfs snapshotter) mounted by a daemon, noted there."""
     if upper is None and len(lowerdirs) == 1:
         syscalls.mount(lowerdirs[0], target, None, syscalls.MS_BIND | syscalls.MS_REC)
         syscalls.mount(None, target, None, syscalls.MS_BIND | syscalls.MS_REMOUNT | syscalls.MS_RDONLY)
+        return target
+    if fuse_mounts is not None:
+        fuse_mounts.append((target, fuse.mount(target, lowerdirs, upper, work)))
         return target
     data = syscalls.overlay_options(lowerdirs, upper, work)
     syscalls.mount("overlay", target, "overlay", 0, data)
@@ -301,6 +306,15 @@ def run_copy(op: dict, dest_root: str, src_root: str, excluded=None) -> None:
 
 def main() -> int:
     spec = json.load(sys.stdin)
+    fuse_mounts: list[tuple[str, int]] | None = [] if spec.get("snapshotter") == "fuse-overlayfs" else None
+    try:
+        return _run(spec, fuse_mounts)
+    finally:
+        for target, pid in reversed(fuse_mounts or []):  # the daemons end with their mounts
+            fuse.unmount(target, pid)
+
+
+def _run(spec: dict, fuse_mounts: list[tuple[str, int]] | None) -> int:
     try:
         syscalls.unshare(syscalls.CLONE_NEWNS)
         syscalls.make_mounts_private()
@@ -308,10 +322,10 @@ def main() -> int:
             root = spec["mountpoints"][0]
             syscalls.mount(spec["root_dir"], root, None, syscalls.MS_BIND)
         else:
-            root = _mount_root(spec["mountpoints"][0], spec["lowerdirs"], spec["upper"], spec["work"])
+            root = _mount_root(spec["mountpoints"][0], spec["lowerdirs"], spec["upper"], spec["work"], fuse_mounts)
         src_root = spec.get("context") or ""
         if spec.get("source_lowerdirs"):
-            src_root = _mount_root(spec["mountpoints"][1], spec["source_lowerdirs"], None, None)
+            src_root = _mount_root(spec["mountpoints"][1], spec["source_lowerdirs"], None, None, fuse_mounts)
         excluded = None
         if spec.get("ignore"):  # only a context with a .dockerignore needs the matcher (and its imports)
             from builder.context.dockerignore import PatternMatcher  # lazy: saves ~17 ms at start-up

@@ -125,7 +125,7 @@ def main(argv: list[str]) -> NoReturn:
         if not spec.insecure:
             prepare()  # libseccomp is a host library: load it before pivot_root hides it
         last_cap = capabilities.last_capability()
-        flags = sc.CLONE_NEWNS | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC | sc.CLONE_NEWPID
+        flags = sc.CLONE_NEWNS | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC
         if spec.network == "none":
             flags |= sc.CLONE_NEWNET
         sc.unshare(flags)
@@ -134,6 +134,8 @@ def main(argv: list[str]) -> NoReturn:
             os.close(spec.netns_fd)
         sc.make_mounts_private()
         setup_network(spec.network)
+        premounted = _premount(spec)
+        sc.unshare(sc.CLONE_NEWPID)  # after _premount: the next child is PID 1
         life_r, life_w = os.pipe()
     except Exception as exc:  # noqa: BLE001 - reported, not raised: the runner shows one line
         status.send(error=f"creating the container: {describe(exc)}")
@@ -141,11 +143,14 @@ def main(argv: list[str]) -> NoReturn:
     pid = os.fork()
     if pid == 0:
         os.close(life_w)
-        container_init(spec, status, life_r, host_resolv, last_cap)
+        container_init(spec, status, life_r, host_resolv, last_cap, premounted)
     os.close(life_r)
     os.close(status_fd)
     _forward_signals_to(pid)
     _, wait_status = os.waitpid(pid, 0)
+    for daemon in premounted[2].daemons if premounted else ():  # every file is closed: end and reap it
+        os.kill(daemon, signal.SIGKILL)
+        os.waitpid(daemon, 0)
     os._exit(exit_code(wait_status)[0])
 
 
@@ -175,14 +180,29 @@ def _parent_alive(life_r: int) -> bool:
         os.close(life_r)
 
 
+def _premount(spec: ContainerSpec) -> tuple[rf.HostPaths, str, rf.Rootfs] | None:
+    """fuse-overlayfs: the root is mounted here, in stage 1, so its daemon is no process of the container's
+    (PID 1 kills every other process of its namespace when the command ends, before it cleans the layer up)."""
+    if spec.snapshotter != "fuse-overlayfs":
+        return None
+    host = rf.HostPaths(spec)
+    scratch = rf.mount_scratch()
+    rootfs = rf.mount_overlay(host, scratch, fuse_overlayfs=True)
+    # The daemon keeps this mount namespace to itself: pivot_root moves the root of every process of the namespace
+    # it runs in, and the daemon's own (it reads /proc/self/fd) must stay the host's.
+    sc.unshare(sc.CLONE_NEWNS)
+    sc.make_mounts_private()
+    return host, scratch, rootfs
+
+
 def container_init(spec: ContainerSpec, status: Status, life_r: int, host_resolv: str | None,
-                   last_cap: int) -> NoReturn:
+                   last_cap: int, premounted: tuple[rf.HostPaths, str, rf.Rootfs] | None = None) -> NoReturn:
     """PID 1 of the container: set up, run the command, reap, clean up, exit with its status."""
     try:
         sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
         if not _parent_alive(life_r):
             os._exit(EXIT_SETUP)
-        rootfs = setup_container(spec, host_resolv)
+        rootfs = setup_container(spec, host_resolv, premounted)
     except Exception as exc:  # noqa: BLE001 - nothing to undo: the namespace takes the mounts along
         _fail(status, exc)
     try:
@@ -214,13 +234,17 @@ def _clean_up(rootfs: rf.Rootfs, status: Status) -> None:
         status.send(restored=remove_stubs("/", rootfs.stubs))
 
 
-def setup_container(spec: ContainerSpec, host_resolv: str | None) -> rf.Rootfs:
+def setup_container(spec: ContainerSpec, host_resolv: str | None,
+                    premounted: tuple[rf.HostPaths, str, rf.Rootfs] | None = None) -> rf.Rootfs:
     """Mounts, hostname, pivot_root and working directory; raises OSError with the step's name."""
-    host = rf.HostPaths(spec)
-    scratch = rf.mount_scratch()
-    rootfs = rf.mount_overlay(host, scratch)
+    if premounted is None:
+        host = rf.HostPaths(spec)
+        scratch = rf.mount_scratch()
+        rootfs = rf.mount_overlay(host, scratch)
+    else:
+        host, scratch, rootfs = premounted
     rf.mount_proc_dev_sys(rootfs, sysfs=spec.sysfs, insecure=spec.insecure)
-    rf.mount_user(rootfs, spec.mounts, host.binds, host.overlays)
+    rf.mount_user(rootfs, spec.mounts, host.binds, host.overlays, spec.snapshotter == "fuse-overlayfs")
     rf.mount_generated_files(rootfs, spec, scratch, host_resolv)
     host.close()
     # A missing working directory is created and stays in the layer, as docker does for WORKDIR.

@@ -20,6 +20,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 
+from builder.sandbox import fuse
 from builder.sandbox import syscalls as sc
 from builder.sandbox.network import hosts_file, resolv_conf
 from builder.sandbox.spec import ContainerSpec, Mount
@@ -51,6 +52,7 @@ class Rootfs:
     writable: bool  # writes land in the caller's upperdir (else: read-only root, throw-away upper)
     stubs: list[Stub] = field(default_factory=list)
     stub_mounts: list[str] = field(default_factory=list)  # container paths mounted over stubs
+    daemons: list[int] = field(default_factory=list)  # fuse-overlayfs children of the process that mounted
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,14 @@ class HostPaths:
         self.lowers = [self._open(p, "layer directory") for p in spec.lowerdirs]
         self.upper = None if spec.upperdir is None else self._open(spec.upperdir, "upper directory")
         self.work = None if spec.workdir is None else self._open(spec.workdir, "overlay work directory")
+        # fuse-overlayfs resolves its paths by name (hidden by the scratch tmpfs): the upper and work directories'
+        # common parent is bound into the scratch (one mount, so that the daemon's renames stay on it)
+        self.rw_parent = None
+        if spec.snapshotter == "fuse-overlayfs" and spec.upperdir is not None:
+            if os.path.dirname(spec.upperdir) != os.path.dirname(spec.workdir or ""):
+                raise OSError(errno.EINVAL, "fuse-overlayfs: the upper and work directories must be siblings")
+            self.rw_parent = self._open(os.path.dirname(spec.upperdir), "upper directory's parent")
+            self.rw_names = (os.path.basename(spec.upperdir), os.path.basename(spec.workdir or ""))
         self.binds = {i: self._open(m.source, "bind mount source")
                       for i, m in enumerate(spec.mounts) if m.type == "bind"}
         self.overlays = {i: OverlayPaths(tuple(self._open(d, "mounted stage layer") for d in m.lowerdirs),
@@ -101,11 +111,12 @@ def mount_scratch() -> str:
     return target
 
 
-def mount_overlay(host: HostPaths, scratch: str) -> Rootfs:
+def mount_overlay(host: HostPaths, scratch: str, fuse_overlayfs: bool = False) -> Rootfs:
     """Mount the container root on <scratch>/root, writable for now (see make_read_only).
 
     Without an upperdir the overlay gets a throw-away upper on the scratch tmpfs: mount points the
-    image lacks can still be created, and make_read_only() then locks the root.
+    image lacks can still be created, and make_read_only() then locks the root. `fuse_overlayfs`: mounted by
+    a fuse-overlayfs child of this process (builder/sandbox/fuse.py) instead of the kernel.
     """
     root = os.path.join(scratch, "root")
     lowers = host.lowers or [os.path.join(scratch, "empty")]
@@ -114,6 +125,13 @@ def mount_overlay(host: HostPaths, scratch: str) -> Rootfs:
         upper, work = os.path.join(scratch, "upper"), os.path.join(scratch, "work")
         os.mkdir(upper, 0o755)
         os.mkdir(work, 0o700)
+    if fuse_overlayfs:
+        lowers = _bound(scratch, lowers)
+        if host.rw_parent is not None:
+            rw = _bound(scratch, [host.rw_parent], "rw")[0]
+            upper, work = (os.path.join(rw, name) for name in host.rw_names)
+        daemon = fuse.mount(root, lowers, upper, work)
+        return Rootfs(root, writable=host.upper is not None, daemons=[daemon])
     # nodev: device nodes a RUN makes (CAP_MKNOD) cannot be opened; /dev's nodes are separate binds.
     options = sc.overlay_options(lowers, upper, work)
     # A volatile mount leaves work/work/incompat/volatile behind, and the kernel then refuses the work dir
@@ -136,6 +154,21 @@ def mount_overlay(host: HostPaths, scratch: str) -> Rootfs:
             raise
         sc.mount("overlay", root, "overlay", sc.MS_NODEV, options)
     return Rootfs(root, writable=host.upper is not None)
+
+
+def _bound(scratch: str, paths: list[str] | tuple[str, ...], prefix: str = "lower") -> list[str]:
+    """/proc/self/fd/N directories bound into the scratch tmpfs, for fuse-overlayfs (which wants names)."""
+    import tempfile  # lazy: saves ~6 ms at start-up; only the fuse-overlayfs snapshotter gets here
+
+    bound = []
+    for path in paths:
+        if not path.startswith("/proc/self/fd/"):
+            bound.append(path)
+            continue
+        target = tempfile.mkdtemp(dir=scratch, prefix=f"{prefix}-")
+        sc.mount(path, target, None, sc.MS_BIND)
+        bound.append(target)
+    return bound
 
 
 def make_read_only(rootfs: Rootfs) -> None:
@@ -238,14 +271,14 @@ def mount_generated_files(rootfs: Rootfs, spec: ContainerSpec, scratch: str, hos
 
 
 def mount_user(rootfs: Rootfs, mounts: tuple[Mount, ...], sources: dict[int, str],
-               overlays: dict[int, OverlayPaths] | None = None) -> None:
+               overlays: dict[int, OverlayPaths] | None = None, fuse_overlayfs: bool = False) -> None:
     """Bind, tmpfs and overlay mounts of the spec, shallowest target first (parents before children)."""
     order = sorted(range(len(mounts)), key=lambda i: len([p for p in mounts[i].target.split("/") if p]))
     for index in order:
         item = mounts[index]
         try:
             if item.type == "overlay":
-                _mount_overlay(rootfs, item, (overlays or {})[index])
+                _mount_overlay(rootfs, item, (overlays or {})[index], fuse_overlayfs)
                 continue
             _mount_one(rootfs, item, sources.get(index))
         except OSError as exc:
@@ -276,7 +309,7 @@ class _Missing(FileNotFoundError):
     """A mount source absent from its stage: the message is meant for the user."""
 
 
-def _mount_overlay(rootfs: Rootfs, item: Mount, paths: OverlayPaths) -> None:
+def _mount_overlay(rootfs: Rootfs, item: Mount, paths: OverlayPaths, fuse_overlayfs: bool = False) -> None:
     """Merge a stage's layers on the scratch tmpfs, bind `item.source` of it (resolved inside the merged tree:
     its symlinks cannot leave it) onto the target, and detach the merged mount (the bind keeps what it needs)."""
     scratch = os.path.dirname(rootfs.root)
@@ -287,6 +320,9 @@ def _mount_overlay(rootfs: Rootfs, item: Mount, paths: OverlayPaths) -> None:
     lowers = list(paths.lowers)
     if paths.upper is None and len(lowers) == 1:
         lowers.append(os.path.join(scratch, "empty"))  # overlay wants two lowers when it has no upper
+    if fuse_overlayfs:  # PID 1's own daemon would lose its /proc at pivot_root (stage 1's keeps a namespace apart)
+        raise OSError(errno.EOPNOTSUPP, "a stage mounted in a RUN is not supported with --snapshotter "
+                                        "fuse-overlayfs yet (use the kernel's overlayfs)")
     sc.mount("overlay", merged, "overlay", sc.MS_NODEV | (sc.MS_RDONLY if paths.upper is None else 0),
              sc.overlay_options(lowers, paths.upper, paths.work))
     try:

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 
 MOUNT_TYPES = ("bind", "tmpfs", "overlay")
 NETWORK_MODES = ("none", "host", "bridge")
+SNAPSHOTTERS = ("overlayfs", "fuse-overlayfs")
 SPEC_VERSION = 1
 
 
@@ -104,6 +105,7 @@ class ContainerSpec:
     insecure: bool = False
     resources: Resources = Resources()  # the runner makes a cgroup with these limits...
     cgroups: tuple[str, ...] = ()  # ...and fills in its directories, which stage 1 of the init joins
+    snapshotter: str = "overlayfs"  # "overlayfs" (the kernel's) | "fuse-overlayfs" (builder/sandbox/fuse.py)
 
     def __post_init__(self) -> None:
         if not self.argv:
@@ -114,6 +116,8 @@ class ContainerSpec:
             raise SpecError("a bridge network needs the descriptor of its namespace, and only it has one")
         if (self.upperdir is None) != (self.workdir is None):
             raise SpecError("upperdir and workdir go together: give both or neither")
+        if self.snapshotter not in SNAPSHOTTERS:
+            raise SpecError(f"snapshotter {self.snapshotter!r} is not one of {', '.join(SNAPSHOTTERS)}")
         if not posixpath.isabs(self.cwd):
             raise SpecError(f"working directory {self.cwd!r} is not an absolute path")
         for item in self.env:
