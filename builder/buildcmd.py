@@ -115,24 +115,50 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def cmd_build(argv: list[str]) -> int:
+# rootless: argv → the memo looked up (and missed) before the user namespace was entered (builder/cli.py)
+_LOOKED_UP: dict[tuple[str, ...], fastpath.Memo | None] = {}
+
+
+def replay_early(argv: list[str]) -> int | None:
+    """Rootless: replay a memoised fully cached build before entering the user namespace, whose fork and
+    newuidmap/newgidmap cost more than the replay; None when it must be built (the lookup is kept for that)."""
     started = time.monotonic()
+    args, build_args, labels, mode = _parse(argv)
+    memo = fastpath.memo_for(args, build_args, labels) if fastpath.qualifies(args, _defaults()) else None
+    doc = fastpath.replay(memo) if memo is not None else None
+    if doc is not None:
+        return _replay(doc, args, mode, started)
+    _LOOKED_UP[tuple(argv)] = memo
+    return None
+
+
+def _parse(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str], dict[str, str], str]:
+    """(arguments, build args, labels, progress mode) of a build command line."""
     global RAWJSON
     RAWJSON = rawjson_requested(argv)  # a usage error below is then a JSON event too
     args = build_parser().parse_args(argv)
     build_args, labels = _build_args_and_labels(args)
     mode = "quiet" if args.quiet else args.progress or progress_from_env()
-    outputs = args.output + (["type=docker"] if args.load else [])  # buildx: --load = --output type=docker
     if args.on_error == "shell":
         if not sys.stdin.isatty():
             raise CommandLineError("--on-error=shell needs a terminal on stdin",
                                    hint="run the build from a terminal, or drop --on-error")
         mode = "plain" if mode in ("auto", "tty") else mode  # a live view would draw over the shell
     RAWJSON = mode == "rawjson"
-    memo = fastpath.memo_for(args, build_args, labels) if fastpath.qualifies(args, _defaults()) else None
-    doc = fastpath.replay(memo) if memo is not None else None
-    if doc is not None:  # a fully cached rebuild of unchanged inputs: nothing else is imported
-        return _replay(doc, args, mode, started)
+    return args, build_args, labels, mode
+
+
+def cmd_build(argv: list[str]) -> int:
+    started = time.monotonic()
+    args, build_args, labels, mode = _parse(argv)
+    outputs = args.output + (["type=docker"] if args.load else [])  # buildx: --load = --output type=docker
+    if tuple(argv) in _LOOKED_UP:  # rootless: replay_early found no memo to replay
+        memo = _LOOKED_UP.pop(tuple(argv))
+    else:
+        memo = fastpath.memo_for(args, build_args, labels) if fastpath.qualifies(args, _defaults()) else None
+        doc = fastpath.replay(memo) if memo is not None else None
+        if doc is not None:  # a fully cached rebuild of unchanged inputs: nothing else is imported
+            return _replay(doc, args, mode, started)
     from builder.prestart import Helpers  # lazy: saves <1 ms at start-up (its modules are loaded by then)
 
     helpers = None if args.check else Helpers()  # its start overlaps the imports, parsing and planning below

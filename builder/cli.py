@@ -19,6 +19,7 @@ from builder.cliparse import CommandLineError, Parser, cmd_version, split_global
 from builder.cliparse import add_common as _root_arg
 from builder.errors import PybuildError
 from builder.buildcmd import _defaults, build_parser, cmd_build, progress_from_env  # noqa: F401 (re-exported)
+from builder.buildcmd import replay_early
 
 # sub-command → one line for `pybuild --help` (in the order shown)
 COMMANDS = {
@@ -221,6 +222,16 @@ def route(argv: list[str]) -> tuple[str, list[str]]:
     raise _unknown_command(word)
 
 
+def _replayed_early(argv: list[str]) -> int | None:
+    """Rootless: a fully cached build replayed by the fast path without entering the user namespace."""
+    command, rest = route(argv)
+    if command != "build":
+        return None
+    code = replay_early(rest)
+    sys.stdout.flush()
+    return code
+
+
 def _quiet_closed_pipe() -> int:
     """stdout's reader went away (`| head`): stop quietly with status 0, as coreutils do under SIGPIPE."""
     try:
@@ -259,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         if argv and argv[0] not in ("help", "version", "--help", "-h", "--version"):
+            if os.geteuid() != 0 and (code := _replayed_early(argv)) is not None:
+                return code
             from builder.rootless import enter  # lazy: saves ~10 ms at start-up
 
             enter()  # euid != 0: continue as root of a user namespace (rootless mode); a no-op for root

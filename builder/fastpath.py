@@ -192,13 +192,20 @@ def memo_for(args, build_args: dict, labels: dict) -> Memo:
     opts.update(build_arg=sorted(build_args.items()), label=sorted(labels.items()),
                 context=os.path.abspath(args.context), root=os.path.abspath(args.root),
                 dockerfile=os.path.abspath(args.dockerfile or os.path.join(args.context, "Dockerfile")))
-    extra = [sys.version, os.getuid(), os.environ.get("SOURCE_DATE_EPOCH"), os.environ.get("PYBUILD_ROOT")]
+    extra = [sys.version, _caller_uid(), os.environ.get("SOURCE_DATE_EPOCH"), os.environ.get("PYBUILD_ROOT")]
     h.update(json.dumps([opts, extra], sort_keys=True, default=str).encode())
     _hash_sources(h)
     for path in (opts["dockerfile"], opts["dockerfile"] + ".dockerignore",
                  os.path.join(opts["context"], ".dockerignore")):
         _hash_file(h, path)
     return Memo(opts["root"], h.hexdigest(), opts["context"])
+
+
+def _caller_uid() -> int:
+    """The user a build runs for: in rootless mode the uid outside the namespace, where builder/cli.py looks the
+    memo up before entering it (root and each user have memos of their own, as they have stores)."""
+    rootless = sys.modules.get("builder.rootless")
+    return rootless.outside_uid() if rootless is not None and rootless.entered() else os.getuid()
 
 
 def _hash_file(h, path: str) -> None:
