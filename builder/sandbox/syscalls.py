@@ -6,6 +6,7 @@ builder process never does (STYLE.md habit 8).
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 
 from builder.sandbox.userns import in_user_namespace
@@ -57,7 +58,10 @@ PR_SET_CHILD_SUBREAPER = 36
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
-_SYS_PIVOT_ROOT = 155  # x86_64
+# pivot_root has no libc wrapper: its number per machine (uname -m), from each architecture's syscall table
+# (arm64, riscv64 and loongarch64 share asm-generic/unistd.h's)
+_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "loongarch64": 41, "i686": 217, "i386": 217,
+                   "armv7l": 218, "armv6l": 218, "ppc64le": 203, "ppc64": 203, "s390x": 217, "mips64": 5151}
 _SYS_SETHOSTNAME_NAME = "sethostname"
 
 
@@ -88,8 +92,18 @@ def umount2(target: str, flags: int = 0) -> None:
     _check(_libc.umount2(os.fsencode(target), ctypes.c_int(flags)), f"umount {target}")
 
 
+def pivot_root_number(machine: str) -> int:
+    """pivot_root's system call number on ``machine``; OSError(ENOSYS) for a machine the table lacks."""
+    number = _SYS_PIVOT_ROOT.get(machine)
+    if number is None:
+        raise OSError(errno.ENOSYS, f"pivot_root: no system call number known for machine {machine!r} "
+                                    "(builder/sandbox/syscalls.py)")
+    return number
+
+
 def pivot_root(new_root: str, put_old: str) -> None:
-    result = _libc.syscall(ctypes.c_long(_SYS_PIVOT_ROOT), os.fsencode(new_root), os.fsencode(put_old))
+    number = pivot_root_number(os.uname().machine)
+    result = _libc.syscall(ctypes.c_long(number), os.fsencode(new_root), os.fsencode(put_old))
     _check(result, f"pivot_root {new_root}")
 
 
