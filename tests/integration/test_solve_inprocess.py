@@ -264,3 +264,18 @@ def test_a_prestarted_helper_server_is_used_and_stopped_with_the_solve(store, co
     results = solver.solve(graph.target)
     assert (files_of(store, results[max(results)]) / "prestart.txt").read_text() == "prestarted"
     assert not os.path.exists(f"/proc/{zygote}")  # stopped and reaped: no helper outlives the build
+
+
+def test_a_link_copy_that_matches_nothing_adds_no_layer(store, context):
+    _, results, _, graph = build(store, context, "FROM scratch\nCOPY hello.txt /h\nCOPY --link nothing*.txt /none/\n")
+    assert not isinstance(results, Exception), results
+    merge = next(step.id for step in graph.steps if step.kind == "merge")
+    assert results[merge].layers == () and results[merge].snapshot == results[graph.steps[merge].parent].snapshot
+
+
+def test_a_copy_the_helper_refuses_fails_with_its_location(store, context):
+    _, error, events, _ = build(store, context, "FROM scratch\nCOPY --chown=nobody hello.txt /x\n")
+    assert isinstance(error, BuildStepError)
+    assert error.message == ("Dockerfile:2:1: COPY --chown=nobody hello.txt /x: unable to convert uid/gid chown string "
+                             "to host mapping: can't find uid for user nobody: no such user in the image's /etc/passwd")
+    assert [e.error for e in events if isinstance(e, ev.StepFailed)] == [error.message]
