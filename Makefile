@@ -1,5 +1,8 @@
 # The two commands of the README: `make demo` and `make test`. Both install what they need first.
 PYBUILD := .venv/bin/pybuild
+# The fast set's coverage of the groups issue 27 holds at >= 90 % each (scripts/covercheck.py is the gate)
+COVERAGE := --cov=builder.plan --cov=builder.ops --cov=builder.solve --cov=cache \
+	--cov-report=term-missing:skip-covered --cov-report=json:build/coverage.json
 
 .PHONY: demo test test-fast bench
 
@@ -11,7 +14,9 @@ demo:
 
 test:
 	bash scripts/setup.sh test
-	.venv/bin/pytest
+	.venv/bin/pytest -m "not slow" $(COVERAGE)
+	.venv/bin/python scripts/covercheck.py build/coverage.json
+	.venv/bin/pytest -m slow
 
 test-fast:
 	bash scripts/setup.sh test

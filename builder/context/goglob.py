@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-_MAX_RUNE = 0x10FFFF
+MAX_RUNE = 0x10FFFF  # the largest code point, as Go's unicode.MaxRune
 _END = r"(?:\Z)"
 _END_OR_SLASH = r"(?=/|\Z)"
 _PERL = {"d": ((48, 57),), "s": ((9, 10), (12, 13), (32, 32)),
@@ -229,7 +229,7 @@ def _re2_perl_or_unicode(expr: str, i: int) -> tuple[list[tuple[int, int]] | Non
         raise BadPattern(f"Unicode class escapes (\\{kind}) are not supported by pybuild")
     if kind.lower() in _PERL and kind:
         ranges = list(_PERL[kind.lower()])
-        return (_complement(ranges) if kind.isupper() else ranges), i + 2
+        return (complement(ranges) if kind.isupper() else ranges), i + 2
     return None, i
 
 
@@ -252,7 +252,7 @@ def _re2_escape_char(expr: str, i: int) -> tuple[int, int]:
         if expr.startswith("{", j):
             end = expr.find("}", j + 1)
             digits = expr[j + 1:end] if end > 0 else ""
-            if digits and all(d in _HEX for d in digits) and int(digits, 16) <= _MAX_RUNE:
+            if digits and all(d in _HEX for d in digits) and int(digits, 16) <= MAX_RUNE:
                 return int(digits, 16), end + 1
         elif len(expr) >= j + 2 and all(d in _HEX for d in expr[j:j + 2]):
             return int(expr[j:j + 2], 16), j + 2
@@ -308,17 +308,18 @@ def _posix_class(name: str) -> list[tuple[int, int]]:
     ranges = _POSIX.get(name[3 if negate else 2:-2])
     if ranges is None:
         raise BadPattern(f"invalid character class range: {name}")
-    return _complement(list(ranges)) if negate else list(ranges)
+    return complement(list(ranges)) if negate else list(ranges)
 
 
-def _complement(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+def complement(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The code points (0..MAX_RUNE) outside ``ranges`` (inclusive pairs), as sorted pairs; linmatch's too."""
     out, low = [], 0
     for lo, hi in sorted(ranges):
         if lo > low:
             out.append((low, lo - 1))
         low = max(low, hi + 1)
-    if low <= _MAX_RUNE:
-        out.append((low, _MAX_RUNE))
+    if low <= MAX_RUNE:
+        out.append((low, MAX_RUNE))
     return out
 
 

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import bisect
 
+from builder.context.goglob import MAX_RUNE, complement
+
 MAX_STATES = 50_000  # NFA states; `x{1000}` is 1000
 MAX_CACHE = 10_000  # DFA states (and closures) kept before the cache is dropped
 _CHAR, _SPLIT, _ASSERT, _MATCH = range(4)
 _BOT, _EOT, _EOT_OR_SLASH, _WORD, _NOT_WORD = range(5)
 _ASSERTIONS = {"(?:^)": _BOT, "(?:\\A)": _BOT, "(?:\\Z)": _EOT, "(?=/|\\Z)": _EOT_OR_SLASH,
                "(?:\\b)": _WORD, "(?:\\B)": _NOT_WORD}
-_MAX_RUNE = 0x10FFFF
 
 
 class TooComplex(ValueError):
@@ -70,7 +71,7 @@ class _Parser:
             return self._class()
         if ch == ".":
             self.i += 1
-            return _ranges([(0, 9), (11, _MAX_RUNE)])
+            return _ranges([(0, 9), (11, MAX_RUNE)])
         if ch == "\\":
             self.i += 2
             return _ranges([(ord(text[i + 1]),) * 2])
@@ -104,7 +105,7 @@ class _Parser:
                 hi = self._class_char()
             pairs.append((lo, hi))
         self.i += 1
-        return _ranges(_complement(pairs) if negate else pairs)
+        return _ranges(complement(pairs) if negate else pairs)
 
     def _class_char(self) -> int:
         text, i = self.text, self.i
@@ -134,17 +135,6 @@ def _ranges(pairs: list[tuple[int, int]]):
         else:
             merged.append([lo, hi])
     return ("chars", tuple(lo for lo, _ in merged), tuple(hi for _, hi in merged))
-
-
-def _complement(pairs: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    out, low = [], 0
-    for lo, hi in sorted(pairs):
-        if lo > low:
-            out.append((low, lo - 1))
-        low = max(low, hi + 1)
-    if low <= _MAX_RUNE:
-        out.append((low, _MAX_RUNE))
-    return out
 
 
 class _Builder:

@@ -3,51 +3,28 @@
 BuildKit never sends an excluded file, directory or symlink to the builder, so for COPY they do not exist,
 whatever points at them: `COPY link /x` with `link -> secret` and `secret` ignored fails as "not found" there.
 pybuild reads the context in place, so a source path is resolved here with the same rule: symlinks followed
-inside the context (as `scoped_join`), a symlink that is itself excluded is absent, and so is a path that
-resolves to an excluded entry (or into an excluded directory that no `!exception` re-includes).
+inside the context (`scoped_join`'s walk: builder/sandbox/securejoin.py), a symlink that is itself excluded is
+absent, and so is a path that resolves to an excluded entry (or into an excluded directory that no `!exception`
+re-includes).
 """
 from __future__ import annotations
 
-import errno
 import os
 import stat
 
 from builder.context.dockerignore import Excluded
-
-MAX_SYMLINKS = 255
+from builder.sandbox.securejoin import resolve_in_root
 
 
 def visible_rel(root: str, rel: str, excluded: Excluded | None) -> str | None:
     """The context-relative path ``rel`` resolves to ('' for the root), or None when it does not exist or the
     .dockerignore (``excluded``) removes it or a symlink on its way."""
-    pending = [p for p in rel.split("/") if p not in ("", ".")]
-    pending.reverse()
-    resolved: list[str] = []
-    hops = 0
-    while pending:
-        part = pending.pop()
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = "/".join([*resolved, part])
-        try:
-            st = os.lstat(os.path.join(root, candidate))
-        except OSError:
-            return None
-        if not stat.S_ISLNK(st.st_mode):
-            resolved.append(part)
-            continue
-        if excluded is not None and excluded(candidate):
-            return None  # an excluded symlink is not in the context: nothing behind it is reachable through it
-        hops += 1
-        if hops > MAX_SYMLINKS:
-            raise OSError(errno.ELOOP, "too many levels of symbolic links", rel)
-        target = os.readlink(os.path.join(root, candidate))
-        if target.startswith("/"):
-            resolved = []
-        pending.extend(reversed([p for p in target.split("/") if p not in ("", ".")]))
-    final = "/".join(resolved)
+    # an excluded symlink is not in the context: nothing behind it is reachable through it
+    keep = None if excluded is None else (lambda link: not excluded(link))
+    parts = resolve_in_root(root, rel, keep_missing=False, through=keep)
+    if parts is None:
+        return None
+    final = "/".join(parts)
     if final and excluded is not None and excluded(final):
         return None
     return final
