@@ -22,12 +22,14 @@ decompression bomb fails with an error naming the limit instead of filling the d
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
 import stat
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cache.errors import StoreError
 from cache.layertar import (
@@ -339,3 +341,34 @@ def unpack_layer(tar_stream: ByteReader, dest: Path, limits: UnpackLimits | None
     finally:
         unpacker.close()
     return UnpackStats(reader.drain(), unpacker.size)
+
+
+class TeeReader(io.RawIOBase):
+    """Reads a blob's bytes from ``source`` (a stream that checks them itself and raises at its end when they are
+    not the blob's) and copies every byte into ``blob`` (a `cache.blobs.TempBlob`) on the way: a layer is unpacked
+    while it is fetched, and kept, without being read back from disk. `drain` reads the rest of the source to its
+    end, where the source's own check runs."""
+
+    def __init__(self, source: ByteReader, blob: Any) -> None:
+        super().__init__()
+        self._source = source
+        self._blob = blob
+        self.done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._source.read(len(buffer))
+        n = len(data)
+        if n:
+            buffer[:n] = data
+            self._blob.write(data)
+        else:
+            self.done = True
+        return n
+
+    def drain(self) -> None:
+        buffer = bytearray(CHUNK)
+        while not self.done:
+            self.readinto(buffer)
