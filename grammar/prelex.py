@@ -28,6 +28,7 @@ _HEREDOC_INSTRUCTIONS = ("run", "copy", "add")
 MAX_LINE_BYTES = 64 * 1024  # bufio.Scanner's default token limit, line terminator included
 
 
+@nodes.fast_init
 @dataclass(frozen=True, slots=True)
 class LogicalLine:
     """One instruction: its text (continuations joined, trimmed) and where every piece came from.
@@ -50,6 +51,7 @@ class LogicalLine:
         return line, col + offset - start
 
 
+@nodes.fast_init
 @dataclass(frozen=True, slots=True)
 class Prelexed:
     filename: str
