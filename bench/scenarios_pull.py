@@ -6,11 +6,14 @@ order, ~120 MB in all) and a static busybox as /bin/sh, built by pybuild `FROM s
 docker-registry on 127.0.0.1. Then, alternated: pybuild builds `FROM <base>` + one trivial `RUN` into a new,
 empty store (pull, verify, unpack, mount, run, commit); dockerd (the bench's, on its own data-root) has the
 image removed (`docker image rm`) and runs `docker pull` (download, verify, unpack; 127.0.0.0/8 is an insecure
-registry for dockerd by default). Medians and peak RSS (dockerd's VmHWM for docker).
+registry for dockerd by default). Medians and peak RSS (dockerd's VmHWM for docker), and the CPU seconds each
+spent (pybuild's process tree; dockerd with the helpers it waited for, and the client): on a loaded machine the
+wall time of either depends on how much CPU the scheduler gives its threads.
 """
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import stat
 import subprocess
@@ -24,6 +27,7 @@ MiB = 1 << 20
 # (layer directory in the image, host directory, byte budget): regular files and symlinks, sorted walk order
 LAYERS = (("py", "/usr/lib/python3.11", 45 * MiB), ("perl", "/usr/share/perl", 20 * MiB),
           ("bin", "/usr/bin", 30 * MiB), ("lib", "/usr/lib/x86_64-linux-gnu", 25 * MiB))
+CPU = "cpu"  # a phase name: the CPU seconds of the whole run (the tool's process tree, or dockerd and its helpers)
 TITLE = "FROM a ~120 MB registry base (5 layers, gzip) + `RUN true` into an empty store vs `docker pull`"
 
 
@@ -108,10 +112,12 @@ def _measure(bench: Bench, row: Row, tool: Pybuild, host: str) -> None:
     def pybuild(_: int) -> Sample:
         tool.generation += 1  # a new, empty store each time: not even busybox
         tool._create()
+        before = _children_cpu()
         done = run(tool.argv(derived / "Dockerfile", derived, "bench/pulled", ["--network", "none"]),
                    cwd=str(tool.src))
         tool._drop()
-        return Sample(done.sample.wall, done.sample.rss_kib, phases(done.stderr))
+        return Sample(done.sample.wall, done.sample.rss_kib,
+                      {**phases(done.stderr), CPU: _children_cpu() - before})
 
     contenders = [(PYBUILD, pybuild)]
     docker = next((t for t in bench.tools if isinstance(t, Docker)), None)
@@ -120,7 +126,24 @@ def _measure(bench: Bench, row: Row, tool: Pybuild, host: str) -> None:
             subprocess.run([docker.CLIENT, "image", "rm", "-f", base], env={**os.environ, **docker.env},
                            capture_output=True)  # untimed; "no such image" the first time is fine
             daemon_peak_reset(docker.daemon.pid)
+            before = _children_cpu() + _daemon_cpu(docker.daemon.pid)
             client = run([docker.CLIENT, "pull", "-q", base], env=docker.env).sample
-            return Sample(client.wall, max(client.rss_kib, daemon_peak_kib(docker.daemon.pid)))
+            cpu = _children_cpu() + _daemon_cpu(docker.daemon.pid) - before
+            return Sample(client.wall, max(client.rss_kib, daemon_peak_kib(docker.daemon.pid)), {CPU: cpu})
         contenders.append(("docker", pull))
     bench.alternate(row, contenders)
+    for name, series in row.series.items():
+        if (cpu := series.phase(CPU)) is not None:
+            row.facts[f"{name} CPU s (median)"] = round(cpu, 2)
+
+
+def _children_cpu() -> float:
+    """User + system seconds of every child this process has waited for (the tool's whole process tree)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _daemon_cpu(pid: int) -> float:
+    """A daemon's user + system seconds, with those of the children it has waited for (unpigz, untar helpers)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
