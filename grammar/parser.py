@@ -118,11 +118,14 @@ def _line_tokens(out: list[Tok], line: LogicalLine, text: str, base: int, escape
     keyword, rest, rest_off = split_command(text)
     lower = keyword.lower()
     out.append(_tok(line, _TYPES.get(lower, "K_UNKNOWN"), keyword, base, base + len(keyword), ctx))
-    words, start = split_flags(rest, escape)
     rest_off += base
-    for word in words:
-        out.append(_tok(line, "FLAG", word.text, rest_off + word.start, rest_off + word.end))
-    args = rest[start:]
+    if rest.lstrip(_ASCII_SPACE).startswith("--"):
+        words, start = split_flags(rest, escape)
+        for word in words:
+            out.append(_tok(line, "FLAG", word.text, rest_off + word.start, rest_off + word.end))
+        args = rest[start:]
+    else:  # no flags (what split_flags would find without walking the words)
+        start, args = 0, rest
     stripped = args.lstrip(GO_SPACE)
     off = rest_off + start + len(args) - len(stripped)
     args = stripped.rstrip(GO_SPACE)
@@ -145,10 +148,10 @@ def _arg_tokens(out: list[Tok], line: LogicalLine, family: str | None, args: str
     if family == "words":
         _split_tokens(out, line, args, off, "WORD")
     elif family == "paths":
-        if not _json(out, line, args, off):
+        if args[0] != "[" or not _json(out, line, args, off):
             _split_tokens(out, line, args, off, "WORD")
     elif family == "command":
-        if not _json(out, line, args, off):
+        if args[0] != "[" or not _json(out, line, args, off):
             out.append(_tok(line, "TEXT", args, off, off + len(args)))
     elif family == "text":
         out.append(_tok(line, "TEXT", args, off, off + len(args)))

@@ -144,19 +144,25 @@ class _Scanner:
         i, n = 0, len(lines)
         check = self.check_lengths
         trim = self._trim_continuation
+        directives = not self.directives_done
         while i < n:
             if check:
                 self._check_length(i)
             line = lines[i]
             stripped = line.lstrip(GO_SPACE)
-            if not self.directives_done:
+            if directives:
                 self._directive(stripped, i + 1)
+                directives = not self.directives_done
             i += 1
             if not stripped or stripped[0] == "#":
                 continue  # blank and comment lines (a comment ending in the escape does not continue)
-            content, more = trim(stripped)
-            if not more and not content:
-                continue
+            last = stripped[-1]
+            if last == " " or last == "\t" or last == self.escape:
+                content, more = trim(stripped)
+                if not more and not content:
+                    continue
+            else:  # the common line: nothing to trim (as _trim_continuation would find)
+                content, more = stripped, False
             start = i
             pieces = [(0, start, len(line) - len(stripped) + 1)]
             buf = [content]
