@@ -2,8 +2,8 @@
 
 The base is made here, deterministically, from this machine's /usr: four layers of real files of mixed sizes
 (`LAYERS`: python's library, perl's, binaries, shared libraries; each cut at a byte budget, files in sorted
-order, ~120 MB in all) and a static busybox as /bin/sh, built by pybuild `FROM scratch` + one COPY per layer and pushed (gzip) to a private
-docker-registry on 127.0.0.1. Then, alternated: pybuild builds `FROM <base>` + one trivial `RUN` into a new,
+order, ~120 MB in all) and a fifth with a static busybox as /bin/sh, built by pybuild `FROM scratch` + one COPY
+per layer and pushed (gzip) to a private docker-registry on 127.0.0.1. Then, alternated: pybuild builds `FROM <base>` + one trivial `RUN` into a new,
 empty store (pull, verify, unpack, mount, run, commit); dockerd (the bench's, on its own data-root) has the
 image removed (`docker image rm`) and runs `docker pull` (download, verify, unpack; 127.0.0.0/8 is an insecure
 registry for dockerd by default). Medians and peak RSS (dockerd's VmHWM for docker), and the CPU seconds each
@@ -103,8 +103,10 @@ def _measure(bench: Bench, row: Row, tool: Pybuild, host: str) -> None:
     context, size = base_context(bench.tmp / "pull-base", scale)
     row.facts["base content (MiB)"] = round(size / MiB, 1)
     base = f"{host}/bench/base:v1"
-    tool.fresh()
+    tool.generation += 1  # an empty store to build and push the base from (it needs no busybox)
+    tool._create()
     tool.build(context / "Dockerfile", context, base, extra=("--push",))
+    tool._drop()
     derived = bench.tmp / "pull-derived"
     derived.mkdir()
     (derived / "Dockerfile").write_text(f"FROM {base}\nRUN true\n")

@@ -51,7 +51,8 @@ def _flag_nodes(ctx: Context, flags: list[Tok]) -> tuple[nodes.Flag, ...]:
     return tuple(out)
 
 
-def _common(kw: Tok, flags: list[Tok], name: str | None = None) -> tuple[Any, ...]:
+def _common(kw: Tok, flags: list[Tok], name: str | None = None) -> tuple[nodes.Span, str, str,
+                                                                          tuple[nodes.Flag, ...]]:
     """The first fields of every instruction (span, keyword, original, flags), in order, to pass by position;
     validates the flags when parsing strictly."""
     ctx: Context = kw.data
