@@ -30,7 +30,7 @@ def test_quick_bench_without_peers(tmp_path):
     out, scratch = tmp_path / "out", tmp_path / "scratch"
     scratch.mkdir()
     proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--no-peers", "--out", str(out),
-                           "--tmp", str(scratch)], cwd=REPO, capture_output=True, text=True, timeout=120)
+                           "--tmp", str(scratch)], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     results = json.loads((out / "results.json").read_text())
     assert (out / "RESULTS.md").read_text().count("\n| ") >= len(SCENARIO_ROWS)
