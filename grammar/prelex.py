@@ -164,6 +164,13 @@ class _Scanner:
             else:  # the common line: nothing to trim (as _trim_continuation would find)
                 content, more = stripped, False
             start = i
+            if not more:  # one physical line (what _logical makes of it, without its general case)
+                logical = LogicalLine(content.rstrip(GO_SPACE), start, start, max(len(line), 1),
+                                      ((0, start, len(line) - len(stripped) + 1),))
+                if "<<" in logical.text and can_contain_heredoc(logical.text, self.escape):
+                    logical, i = self._heredocs(logical, i)
+                out.append(logical)
+                continue
             pieces = [(0, start, len(line) - len(stripped) + 1)]
             buf = [content]
             length = len(content)
