@@ -22,6 +22,7 @@ from bench import limits as limits_mod
 from bench import report, scenarios_app, scenarios_data, scenarios_network
 from bench import scenarios_remotecache
 from bench import scenarios_rootless
+from bench import scenarios_pull
 from bench.data import Sizes, big_context, busybox_context, sample_from
 from bench.harness import Bench, Row
 from bench.proc import HAVE_TIME, RSS_CAVEAT, BenchError, mount_table, mounts_under, unmount_all
@@ -57,7 +58,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="one run, no warm-up, small sizes (CI smoke)")
     p.add_argument("--no-peers", action="store_true", help="pybuild only (no buildah, no docker)")
     p.add_argument("--no-docker", action="store_true", help="skip the docker peer")
-    p.add_argument("--only", default="1,2,3,4,5,6,7", help="scenario numbers to run (default all)")
+    p.add_argument("--only", default="1,2,3,4,5,6,7,8", help="scenario numbers to run (default all)")
     p.add_argument("--out", type=Path, default=HERE, help="where RESULTS.md and results.json go")
     p.add_argument("--src", type=Path, default=HERE.parent,
                    help="pybuild source tree to run (default: this checkout; e.g. a `git archive` of a commit)")
@@ -127,6 +128,9 @@ def run_scenarios(bench: Bench, only: set[str], context: Path, limits: limits_mo
     if "7" in only:
         bench.log("scenario 7: " + scenarios_network.network_rows.__doc__.splitlines()[0])
         rows += scenarios_network.network_rows(bench)
+    if "8" in only:
+        bench.log("scenario 8: " + scenarios_pull.pull_rows.__doc__.splitlines()[0])
+        rows += scenarios_pull.pull_rows(bench)
     if "9" in only:  # not in --only's default: it makes a user (run it with --only 9)
         bench.log("scenario 9: " + scenarios_rootless.rootless_rows.__doc__.splitlines()[0])
         rows += scenarios_rootless.rootless_rows(bench)

@@ -1,6 +1,6 @@
 """Mean parse time per file over ../shared/realworld-sample: pybuild's grammar vs two references.
 
-    python bench/parser_bench.py [--rounds N]
+    python bench/parser_bench.py [--rounds N] [--stages]
 
 Parsers: `grammar.parse` (this project), `dockerfile` (BuildKit's Go parser via cgo) and
 `dockerfile-parse` (pure Python, no BuildKit semantics). Every parser gets the same texts; each
@@ -18,7 +18,7 @@ import io
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / ".." / "shared" / "realworld-sample"
@@ -63,9 +63,41 @@ def startup_ms() -> float:
     return float(out.stdout.strip())
 
 
+def stages(texts: list[str], rounds: int) -> dict[str, float]:
+    """CPU µs per file of each stage of `grammar.parse` (best round): the pre-lexer, the lexer, the check of the
+    token stream against the grammar's pattern, the AST (transformer callbacks on the direct path) and the rest
+    (stage assembly, glue), so a profile of where the time goes is one command."""
+    import grammar
+    from grammar.parser import _CODES, _PATTERN, _direct, tokens
+    from grammar.prelex import prelex
+    from grammar.transform import ToNodes
+
+    transformer = ToNodes()
+    pre = [prelex(t) for t in texts]
+    toks = [tokens(p, True) for p in pre]
+
+    def best(fn: Callable[[Any], object], items: list[Any]) -> float:
+        times = []
+        for _ in range(rounds):
+            start = time.thread_time()
+            for item in items:
+                fn(item)
+            times.append((time.thread_time() - start) / len(items) * 1e6)
+        return min(times)
+
+    out = {"whole parse": best(grammar.parse, texts), "pre-lexer": best(prelex, texts),
+           "lexer": best(lambda p: tokens(p, True), pre),
+           "grammar check": best(lambda ts: _PATTERN.fullmatch("".join([_CODES.get(t.type, "?") for t in ts])), toks)}
+    direct = best(lambda p: _direct(p, True, transformer), pre)
+    out["AST"] = direct - out["lexer"] - out["grammar check"]
+    out["rest"] = out["whole parse"] - out["pre-lexer"] - direct
+    return out
+
+
 def main() -> int:
     args = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     args.add_argument("--rounds", type=int, default=7)
+    args.add_argument("--stages", action="store_true", help="also the CPU time of each stage of the parse")
     opts = args.parse_args()
     if not SAMPLE.is_dir():
         print(f"no sample at {SAMPLE}", file=sys.stderr)
@@ -89,6 +121,12 @@ def main() -> int:
     for name, times in rounds.items():
         print(f"{name:<28} {min(times):>13.1f} {statistics.median(times):>15.1f} {statistics.median(cpu[name]):>19.1f}")
     print("(CPU: this thread's CPU time, which other processes on a loaded machine do not inflate as much)")
+    if opts.stages:
+        split = stages(texts, opts.rounds)
+        whole = split["whole parse"]
+        print("stages of the pybuild parse, CPU µs per file (best round): " + ", ".join(
+            f"{name} {value:.1f}" + (f" ({value / whole:.0%})" if name != "whole parse" else "")
+            for name, value in split.items()))
     print(f"start-up (fresh interpreter: import grammar + first parse): {startup_ms():.1f} ms")
     return 0
 

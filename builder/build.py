@@ -297,7 +297,8 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
             with resolving(sink, normalize_name(ref)):
                 pull_image(store, ref, registries(),
                            progress=lambda layer, current, total: sink(ev.TransferProgress("pull", ref, layer,
-                                                                                             current, total)))
+                                                                                             current, total)),
+                           unpack=True)
         unmatched: list = []
         resolve = lambda ref: resolve_base(store, ref, pull=opts.pull, fetch=fetch)  # noqa: E731
         graph = plan(dockerfile, build_args=opts.build_args, target=opts.target, network=opts.network,

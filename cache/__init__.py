@@ -43,7 +43,7 @@ from cache.model import (
     sniffed_media_type,
 )
 from cache.userns import in_user_namespace
-from cache.snapshots import SnapshotStore
+from cache.snapshots import UNPACKERS, Fetch, SnapshotStore
 from cache.statcache import StatCache
 
 if TYPE_CHECKING:
@@ -163,10 +163,13 @@ class Store:
         """Unpack a stored layer blob (gzip/zstd/tar, sniffed) into a snapshot over ``parent``."""
         return self._snapshots.import_layer(parent, blob)
 
-    def import_layers(self, parent: Snapshot | None, blobs: list[Descriptor]) -> list[Snapshot]:
+    def import_layers(self, parent: Snapshot | None, blobs: list[Descriptor], *, fetch: Fetch | None = None,
+                      workers: int | None = None) -> list[Snapshot]:
         """`import_layer` for a chain of blobs (each over the one before): the missing ones are unpacked
-        side by side and installed in order; returns one snapshot per blob."""
-        return self._snapshots.import_layers(parent, blobs)
+        side by side (``workers`` at once) and installed in order; returns one snapshot per blob. A blob not in
+        the store is unpacked while ``fetch(blob, stop)`` streams it in (a stream that raises at its end unless
+        the bytes are the blob's), and stored on the way; a blob that fails leaves neither file nor snapshot."""
+        return self._snapshots.import_layers(parent, blobs, fetch, workers or UNPACKERS)
 
     def layer_as(self, layer: Layer, compression: str, cancelled: Callable[[], bool] | None = None) -> Layer:
         """The same layer as a blob in ``compression``: ``layer`` itself if it already is, a variant

@@ -22,12 +22,14 @@ decompression bomb fails with an error naming the limit instead of filling the d
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
 import stat
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cache.errors import StoreError
 from cache.layertar import (
@@ -121,6 +123,15 @@ class Unpacker:
         self.dirs: list[tuple[list[str], tarfile.TarInfo]] = []
         self.size = 0
         self._parent: tuple[tuple[str, ...], int] | None = None  # the last parent reached (entries are grouped)
+        # ``dest`` starts empty, so only a name this layer made can exist: one never made needs no lstat (a wrong
+        # guess fails safely, as O_EXCL/mkdir/symlink/mknod refuse an existing name). A name made and then removed
+        # (by rmtree) stays in the set and costs an lstat.
+        self.made: set[tuple[str, ...]] = set()
+        # New inodes already belong to (euid, egid) when no directory hands its group down: chown is then skipped
+        # for entries owned so (the layer's directories are made without set-gid; their modes come at the end).
+        st = os.fstat(self.root)
+        self.owner = (os.geteuid(), os.getegid()) if not st.st_mode & stat.S_ISGID and st.st_gid == os.getegid() \
+            and not os.listdir(self.root) else None
 
     def close(self) -> None:
         self._forget_parent()
@@ -143,6 +154,7 @@ class Unpacker:
                     if not create:
                         raise StoreError(f"layer entry {name!r}: {'/'.join(dirs)} does not exist") from None
                     os.mkdir(part, 0o755, dir_fd=fd)
+                    self.made.add(tuple(dirs[:depth]))
                     child = os.open(part, DIR_FLAGS, dir_fd=fd)
                 except OSError:
                     how = "would be written through a symlink" if stat.S_ISLNK(os.lstat(part, dir_fd=fd).st_mode) \
@@ -177,12 +189,15 @@ class Unpacker:
         try:
             parent = self.parent_of(parts, member.name)
             if base.startswith(WHITEOUT_PREFIX):
-                self.whiteout(parent, base, member.name)
+                self.whiteout(parent, base, parts)
                 return
-            existing = _lstat(base, parent)
+            key = tuple(parts)
+            existing = _lstat(base, parent) if key in self.made else None
             if not (member.isdir() and existing is not None and stat.S_ISDIR(existing.st_mode)):
                 self.remove(parent, base, existing)
-            self.create(member, tar, parent, base, parts)
+                existing = None
+            self.made.add(key)
+            self.create(member, tar, parent, base, parts, existing is not None)
         except OSError as e:
             raise StoreError(f"unpack layer entry {member.name!r}: {e.strerror or e}") from e
 
@@ -195,7 +210,8 @@ class Unpacker:
         else:
             os.unlink(base, dir_fd=parent)
 
-    def whiteout(self, parent: int, base: str, name: str) -> None:
+    def whiteout(self, parent: int, base: str, parts: list[str]) -> None:
+        name = "/".join(parts)
         try:
             if base == WHITEOUT_OPAQUE:
                 os.setxattr(parent, opaque_xattr(), b"y")
@@ -203,14 +219,18 @@ class Unpacker:
             hidden = base[len(WHITEOUT_PREFIX):]
             if hidden.startswith(WHITEOUT_PREFIX):
                 return  # aufs bookkeeping (.wh..wh.plnk, ...): meaningless here, as in Docker
-            self.remove(parent, hidden, _lstat(hidden, parent))
+            key = (*parts[:-1], hidden)
+            self.remove(parent, hidden, _lstat(hidden, parent) if key in self.made else None)
+            self.made.add(key)
             os.mknod(hidden, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=parent)
         except OSError as e:
             raise StoreError(f"convert whiteout {name!r}: {e.strerror}") from e
 
-    def create(self, m: tarfile.TarInfo, tar: tarfile.TarFile, parent: int, base: str, parts: list[str]) -> None:
+    def create(self, m: tarfile.TarInfo, tar: tarfile.TarFile, parent: int, base: str, parts: list[str],
+               is_dir: bool = False) -> None:
+        """Make the entry ``base`` in ``parent``; ``is_dir``: a directory is there already (kept, as tar does)."""
         if m.isdir():
-            if _lstat(base, parent) is None:
+            if not is_dir:
                 os.mkdir(base, 0o700, dir_fd=parent)
             self.dirs.append((parts, m))
             return
@@ -229,7 +249,7 @@ class Unpacker:
             raise StoreError(f"layer entry {m.name!r} has unsupported type {m.type!r}")
         fd = os.open(base, PATH_FLAGS, dir_fd=parent)
         try:
-            set_metadata(f"/proc/self/fd/{fd}", m)
+            set_metadata(f"/proc/self/fd/{fd}", m, self.owner)
         finally:
             os.close(fd)
 
@@ -241,7 +261,7 @@ class Unpacker:
             if src is not None:
                 shutil.copyfileobj(src, out, CHUNK)
             out.flush()
-            set_metadata(fd, m)
+            set_metadata(fd, m, self.owner)
         self.size += m.size
 
     def link(self, m: tarfile.TarInfo, parent: int, base: str) -> None:
@@ -307,10 +327,12 @@ def set_xattrs(target: int | str, m: tarfile.TarInfo) -> None:
                 raise
 
 
-def set_metadata(target: int | str, m: tarfile.TarInfo) -> None:
+def set_metadata(target: int | str, m: tarfile.TarInfo, owner: tuple[int, int] | None = None) -> None:
     """Owner, xattrs, mode (after chown, which clears set-id bits) and mtime of the entry itself: ``target`` is
-    its open descriptor or the /proc/self/fd path of an O_PATH one (which names the inode, never a link's target)."""
-    os.chown(target, m.uid, m.gid)
+    its open descriptor or the /proc/self/fd path of an O_PATH one (which names the inode, never a link's target).
+    ``owner``: the (uid, gid) a new inode has already; chown is skipped for entries owned so."""
+    if owner is None or (m.uid, m.gid) != owner:
+        os.chown(target, m.uid, m.gid)
     set_xattrs(target, m)
     if not m.issym():
         os.chmod(target, m.mode & 0o7777)
@@ -339,3 +361,34 @@ def unpack_layer(tar_stream: ByteReader, dest: Path, limits: UnpackLimits | None
     finally:
         unpacker.close()
     return UnpackStats(reader.drain(), unpacker.size)
+
+
+class TeeReader(io.RawIOBase):
+    """Reads a blob's bytes from ``source`` (a stream that checks them itself and raises at its end when they are
+    not the blob's) and copies every byte into ``blob`` (a `cache.blobs.TempBlob`) on the way: a layer is unpacked
+    while it is fetched, and kept, without being read back from disk. `drain` reads the rest of the source to its
+    end, where the source's own check runs."""
+
+    def __init__(self, source: ByteReader, blob: Any) -> None:
+        super().__init__()
+        self._source = source
+        self._blob = blob
+        self.done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._source.read(len(buffer))
+        n = len(data)
+        if n:
+            buffer[:n] = data
+            self._blob.write(data)
+        else:
+            self.done = True
+        return n
+
+    def drain(self) -> None:
+        buffer = bytearray(CHUNK)
+        while not self.done:
+            self.readinto(buffer)

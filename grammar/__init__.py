@@ -11,7 +11,7 @@ Any rejected input raises DockerfileSyntaxError, and nothing else.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from grammar import nodes
 from grammar.errors import DockerfileSyntaxError
@@ -33,12 +33,10 @@ def parse(text: str, *, filename: str = "Dockerfile", strict: bool = True) -> no
     strict=False accepts whatever BuildKit's low-level parser accepts (used for the
     conformance dump); stages are then built on a best-effort basis.
     """
-    # lazy: saves ~50 ms at start-up
-    from grammar.parser import run_parser
-    from grammar.prelex import prelex
+    prelex, run_parser, transformer = _PIPELINE or _load()
     try:
         prelexed = prelex(text, filename)
-        instructions = tuple(run_parser(prelexed, strict, _transformer()))
+        instructions = tuple(run_parser(prelexed, strict, transformer))
     except DockerfileSyntaxError:
         raise
     except RecursionError:
@@ -47,9 +45,19 @@ def parse(text: str, *, filename: str = "Dockerfile", strict: bool = True) -> no
     return _assemble(prelexed, instructions, strict)
 
 
-def _transformer() -> ToNodes:
-    from grammar.transform import ToNodes  # lazy: saves ~54 ms at start-up
-    return ToNodes()
+_PIPELINE: tuple[Any, Any, ToNodes] | None = None
+
+
+def _load() -> tuple[Any, Any, ToNodes]:
+    """prelex, run_parser and the (stateless) transformer, imported on the first parse (they load lark)."""
+    global _PIPELINE
+    # lazy: saves ~50 ms at start-up (lark)
+    from grammar.parser import run_parser
+    from grammar.prelex import prelex
+    from grammar.transform import ToNodes
+
+    _PIPELINE = (prelex, run_parser, ToNodes())
+    return _PIPELINE
 
 
 def _assemble(prelexed: Prelexed, instructions: tuple[nodes.Instruction, ...], strict: bool) -> nodes.Dockerfile:

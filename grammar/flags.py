@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from grammar.nodes import fast_init
+
 BOOL, STRING, STRINGS, DURATION, INT32 = "bool", "string", "strings", "duration", "int32"
 
 # instruction → {flag name: type}. Instructions missing here accept no flag at all, except the
@@ -38,6 +40,7 @@ _VALID_VALUES = {
 _ASCII_SPACE = " \t\n\v\f\r"
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class FlagWord:
     """One flag word as BuildKit keeps it (`--name=value`, quotes removed) and where it was."""

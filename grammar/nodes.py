@@ -11,8 +11,8 @@ Contract (grammar → builder):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Union
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from typing import Any, Callable, Union
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,3 +280,41 @@ class Dockerfile:
             if key == name:
                 return value
         return None
+
+
+def fast_init(cls: type) -> type:
+    """Give a frozen, slotted dataclass an ``__init__`` with the same signature that fills the slots through
+    their member descriptors: the generated one calls ``object.__setattr__`` per field, ~5× slower, and
+    building nodes was a third of a parse. Immutability is unchanged (``__setattr__`` still raises). The new
+    ``__init__`` is compiled on the class's first instantiation, so importing costs nothing (a cached build
+    that never parses pays no ~2 ms for 28 classes)."""
+
+    def first_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        _compile_init(cls)(self, *args, **kwargs)
+
+    setattr(cls, "__init__", first_init)
+    return cls
+
+
+def _compile_init(cls: type) -> Callable[..., None]:
+    """Make and install ``cls``'s descriptor-filling ``__init__`` (see `fast_init`); returns it."""
+    params, body, env = [], [], {}
+    for f in fields(cls):
+        env[f"_set_{f.name}"] = getattr(cls, f.name).__set__  # the slot's member descriptor
+        if f.default is MISSING:
+            params.append(f.name)
+        else:
+            env[f"_default_{f.name}"] = f.default
+            params.append(f"{f.name}=_default_{f.name}")
+        body.append(f"    _set_{f.name}(self, {f.name})")
+    source = f"def __init__(self, {', '.join(params)}):\n" + "\n".join(body) + "\n"
+    exec(source, env)  # noqa: S102 - code made above from the dataclass's own field names
+    init: Callable[..., None] = env["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    setattr(cls, "__init__", init)
+    return init
+
+
+for _cls in list(globals().values()):
+    if isinstance(_cls, type) and _cls.__module__ == __name__ and is_dataclass(_cls):
+        fast_init(_cls)

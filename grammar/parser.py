@@ -53,10 +53,15 @@ class Context:
         self.prelexed, self.line, self.strict = prelexed, line, strict
 
 
-class Tok(Token):
-    """A lark Token with extra data (decoded JSON, heredoc, context of a keyword)."""
+_new_str = str.__new__
 
-    data: Any = None
+
+class Tok(Token):
+    """A lark Token with extra data (decoded JSON, heredoc, context of a keyword); slotted, as lark's Token is,
+    so making one allocates no __dict__ (the lexer makes ~40 per file)."""
+
+    __slots__ = ("data",)
+    data: Any
     line: int  # always set on the tokens DockerfileLexer makes (lark types them Optional)
     column: int
     end_line: int
@@ -91,13 +96,18 @@ def tokens(prelexed: Prelexed, strict: bool) -> list[Tok]:
 
 def _tok(line: LogicalLine, kind: str, value: str, start: int, end: int, data: Any = None) -> Tok:
     # Built by hand (not Token.__new__): this is the lexer's hot path.
-    tok = str.__new__(Tok, value)
-    tok.type, tok.value, tok.start_pos, tok.end_pos, tok.data = kind, value, start, end, data
+    tok = _new_str(Tok, value)
+    tok.type = kind
+    tok.value = value
+    tok.start_pos = start
+    tok.end_pos = end
+    tok.data = data
     pieces = line.pieces
     if len(pieces) == 1:
         _, ln, col = pieces[0]
         tok.line = tok.end_line = ln
-        tok.column, tok.end_column = col + start, col + (end - 1 if end > start else start)
+        tok.column = col + start
+        tok.end_column = col + (end - 1 if end > start else start)
     else:
         tok.line, tok.column = line.locate(start)
         tok.end_line, tok.end_column = line.locate(max(end - 1, start))
@@ -108,11 +118,14 @@ def _line_tokens(out: list[Tok], line: LogicalLine, text: str, base: int, escape
     keyword, rest, rest_off = split_command(text)
     lower = keyword.lower()
     out.append(_tok(line, _TYPES.get(lower, "K_UNKNOWN"), keyword, base, base + len(keyword), ctx))
-    words, start = split_flags(rest, escape)
     rest_off += base
-    for word in words:
-        out.append(_tok(line, "FLAG", word.text, rest_off + word.start, rest_off + word.end))
-    args = rest[start:]
+    if rest.lstrip(_ASCII_SPACE).startswith("--"):
+        words, start = split_flags(rest, escape)
+        for word in words:
+            out.append(_tok(line, "FLAG", word.text, rest_off + word.start, rest_off + word.end))
+        args = rest[start:]
+    else:  # no flags (what split_flags would find without walking the words)
+        start, args = 0, rest
     stripped = args.lstrip(GO_SPACE)
     off = rest_off + start + len(args) - len(stripped)
     args = stripped.rstrip(GO_SPACE)
@@ -135,10 +148,10 @@ def _arg_tokens(out: list[Tok], line: LogicalLine, family: str | None, args: str
     if family == "words":
         _split_tokens(out, line, args, off, "WORD")
     elif family == "paths":
-        if not _json(out, line, args, off):
+        if args[0] != "[" or not _json(out, line, args, off):
             _split_tokens(out, line, args, off, "WORD")
     elif family == "command":
-        if not _json(out, line, args, off):
+        if args[0] != "[" or not _json(out, line, args, off):
             out.append(_tok(line, "TEXT", args, off, off + len(args)))
     elif family == "text":
         out.append(_tok(line, "TEXT", args, off, off + len(args)))

@@ -28,6 +28,7 @@ _HEREDOC_INSTRUCTIONS = ("run", "copy", "add")
 MAX_LINE_BYTES = 64 * 1024  # bufio.Scanner's default token limit, line terminator included
 
 
+@nodes.fast_init
 @dataclass(frozen=True, slots=True)
 class LogicalLine:
     """One instruction: its text (continuations joined, trimmed) and where every piece came from.
@@ -50,6 +51,7 @@ class LogicalLine:
         return line, col + offset - start
 
 
+@nodes.fast_init
 @dataclass(frozen=True, slots=True)
 class Prelexed:
     filename: str
@@ -142,20 +144,33 @@ class _Scanner:
         i, n = 0, len(lines)
         check = self.check_lengths
         trim = self._trim_continuation
+        directives = not self.directives_done
         while i < n:
             if check:
                 self._check_length(i)
             line = lines[i]
             stripped = line.lstrip(GO_SPACE)
-            if not self.directives_done:
+            if directives:
                 self._directive(stripped, i + 1)
+                directives = not self.directives_done
             i += 1
             if not stripped or stripped[0] == "#":
                 continue  # blank and comment lines (a comment ending in the escape does not continue)
-            content, more = trim(stripped)
-            if not more and not content:
-                continue
+            last = stripped[-1]
+            if last == " " or last == "\t" or last == self.escape:
+                content, more = trim(stripped)
+                if not more and not content:
+                    continue
+            else:  # the common line: nothing to trim (as _trim_continuation would find)
+                content, more = stripped, False
             start = i
+            if not more:  # one physical line (what _logical makes of it, without its general case)
+                logical = LogicalLine(content.rstrip(GO_SPACE), start, start, max(len(line), 1),
+                                      ((0, start, len(line) - len(stripped) + 1),))
+                if "<<" in logical.text and can_contain_heredoc(logical.text, self.escape):
+                    logical, i = self._heredocs(logical, i)
+                out.append(logical)
+                continue
             pieces = [(0, start, len(line) - len(stripped) + 1)]
             buf = [content]
             length = len(content)

@@ -51,23 +51,24 @@ def _flag_nodes(ctx: Context, flags: list[Tok]) -> tuple[nodes.Flag, ...]:
     return tuple(out)
 
 
-def _common(kw: Tok, flags: list[Tok], name: str | None = None) -> dict[str, Any]:
-    """Fields of every instruction; validates the flags when parsing strictly."""
+def _common(kw: Tok, flags: list[Tok], name: str | None = None) -> tuple[nodes.Span, str, str,
+                                                                          tuple[nodes.Flag, ...]]:
+    """The first fields of every instruction (span, keyword, original, flags), in order, to pass by position;
+    validates the flags when parsing strictly."""
     ctx: Context = kw.data
     if flags and ctx.strict and name != "":
         try:
             check_flags(name or kw.upper(), [str(f) for f in flags])
         except FlagError as e:
             raise _fail(kw, e.message, flags[e.index], e.hint) from None
-    return {"span": _span(kw), "keyword": str(kw), "original": ctx.line.text[kw.start_pos:],
-            "flags": _flag_nodes(ctx, flags)}
+    return _span(kw), kw.value, ctx.line.text[kw.start_pos:], _flag_nodes(ctx, flags) if flags else ()
 
 
 def _values(toks: list[Tok]) -> tuple[str, ...]:
     if len(toks) == 1 and toks[0].type == "JSON":
         decoded: tuple[str, ...] = toks[0].data
         return decoded
-    return tuple(str(t) for t in toks)
+    return tuple([t.value for t in toks])  # the lexer's plain strings (str(t) would copy each)
 
 
 def _command(toks: list[Tok]) -> nodes.Command | None:
@@ -118,22 +119,22 @@ class ToNodes(Transformer[Tok, Any]):
         elif len(words) != 1 and kw.data.strict:
             raise _fail(kw, "FROM requires either one or three arguments",
                         hint="FROM [--platform=<platform>] <image> [AS <name>]")
-        return nodes.From(**_common(kw, flags), raw_args=words, image=words[0] if words else "",
+        return nodes.From(*_common(kw, flags), raw_args=words, image=words[0] if words else "",
                           stage_name=name)
 
     def run(self, children: list[Any]) -> nodes.Run:
         kw, flags, args, heredocs = _split(children)
         command = _command(args) or nodes.ShellForm("")
-        return nodes.Run(**_common(kw, flags), raw_args=_values(args), command=command, heredocs=heredocs)
+        return nodes.Run(*_common(kw, flags), raw_args=_values(args), command=command, heredocs=heredocs)
 
     def cmd(self, children: list[Any]) -> nodes.Cmd:
         kw, flags, args, _ = _split(children)
-        return nodes.Cmd(**_common(kw, flags), raw_args=_values(args),
+        return nodes.Cmd(*_common(kw, flags), raw_args=_values(args),
                          command=_command(args) or nodes.ShellForm(""))
 
     def entrypoint(self, children: list[Any]) -> nodes.Entrypoint:
         kw, flags, args, _ = _split(children)
-        return nodes.Entrypoint(**_common(kw, flags), raw_args=_values(args),
+        return nodes.Entrypoint(*_common(kw, flags), raw_args=_values(args),
                                 command=_command(args) or nodes.ShellForm(""))
 
     def shell(self, children: list[Any]) -> nodes.Shell:
@@ -144,7 +145,7 @@ class ToNodes(Transformer[Tok, Any]):
         if kw.data.strict and args[0].type != "JSON":
             raise _fail(kw, "SHELL requires the arguments to be in JSON form", args[0],
                         hint='SHELL ["/bin/sh", "-c"]')
-        return nodes.Shell(**common, raw_args=values, argv=values)
+        return nodes.Shell(*common, raw_args=values, argv=values)
 
     def _copy_instruction(self, children: list[Any], cls: type[nodes.Copy]) -> nodes.Copy:
         kw, flags, args, heredocs = _split(children)
@@ -157,7 +158,7 @@ class ToNodes(Transformer[Tok, Any]):
         if kw.data.strict and values and values[-1].startswith("<<") and heredocs_named(values[-1]):
             raise _fail(kw, f"{name} cannot accept a heredoc as a destination")
         json_form = bool(args) and args[0].type == "JSON"
-        return cls(**common, raw_args=values, sources=values[:-1], dest=values[-1] if values else "",
+        return cls(*common, raw_args=values, sources=values[:-1], dest=values[-1] if values else "",
                    heredocs=heredocs, json_form=json_form)
 
     def copy(self, children: list[Any]) -> nodes.Copy:
@@ -173,7 +174,7 @@ class ToNodes(Transformer[Tok, Any]):
         common = _common(kw, flags)
         if kw.data.strict and any(not v.strip(_GO_SPACE) for v in values):
             raise _fail(kw, "VOLUME specified can not be an empty string")
-        return nodes.Volume(**common, raw_args=values, paths=tuple(v.strip(_GO_SPACE) for v in values))
+        return nodes.Volume(*common, raw_args=values, paths=tuple(v.strip(_GO_SPACE) for v in values))
 
     def _pair_instruction(self, children: list[Any], cls: type[nodes.Env] | type[nodes.Label]) -> Any:
         kw, flags, args, _ = _split(children)
@@ -191,7 +192,7 @@ class ToNodes(Transformer[Tok, Any]):
                 if kw.data.strict and not key:
                     raise _fail(kw, f"{name} names can not be blank", tok)
         _need(kw, pairs, f"{name} requires at least one argument")
-        return cls(**common, raw_args=tuple(raw), pairs=tuple(pairs))
+        return cls(*common, raw_args=tuple(raw), pairs=tuple(pairs))
 
     def env(self, children: list[Any]) -> nodes.Env:
         node: nodes.Env = self._pair_instruction(children, nodes.Env)
@@ -210,18 +211,18 @@ class ToNodes(Transformer[Tok, Any]):
                 raise _fail(kw, "ARG names can not be blank", tok)
             decls.append(nodes.ArgDecl(key, value if sep else None))
         _need(kw, decls, "ARG requires at least one argument")
-        return nodes.Arg(**_common(kw, flags), raw_args=_values(args), args=tuple(decls))
+        return nodes.Arg(*_common(kw, flags), raw_args=_values(args), args=tuple(decls))
 
     def expose(self, children: list[Any]) -> nodes.Expose:
         kw, flags, args, _ = _split(children)
         _need(kw, args, "EXPOSE requires at least one argument")
-        return nodes.Expose(**_common(kw, flags), raw_args=_values(args), ports=_values(args))
+        return nodes.Expose(*_common(kw, flags), raw_args=_values(args), ports=_values(args))
 
     def _single_instruction(self, children: list[Any], cls: type, field: str) -> Any:
         kw, flags, args, _ = _split(children)
         _need(kw, args, f"{kw.upper()} requires exactly one argument", 1)
         value = str(args[0]) if args else ""
-        return cls(**_common(kw, flags), raw_args=_values(args), **{field: value})
+        return cls(*_common(kw, flags), raw_args=_values(args), **{field: value})
 
     def user(self, children: list[Any]) -> nodes.User:
         node: nodes.User = self._single_instruction(children, nodes.User, "user")
@@ -247,7 +248,7 @@ class ToNodes(Transformer[Tok, Any]):
         if kind == "NONE":
             if kw.data.strict and len(values) > 1:
                 raise _fail(kw, "HEALTHCHECK NONE takes no arguments", args[1])
-            return nodes.Healthcheck(**_common(kw, flags, ""), raw_args=values, command=None, disabled=True)
+            return nodes.Healthcheck(*_common(kw, flags, ""), raw_args=values, command=None, disabled=True)
         common = _common(kw, flags)
         command = _command(args[1:])
         if kw.data.strict and kind != "CMD":
@@ -255,7 +256,7 @@ class ToNodes(Transformer[Tok, Any]):
                         hint="HEALTHCHECK [options] CMD <command>, or HEALTHCHECK NONE")
         if kw.data.strict and len(values) < 2:
             raise _fail(kw, "Missing command after HEALTHCHECK CMD")
-        return nodes.Healthcheck(**common, raw_args=values, command=command)
+        return nodes.Healthcheck(*common, raw_args=values, command=command)
 
     def onbuild(self, children: list[Any]) -> nodes.Onbuild:
         kw, flags, rest, _ = _split(children)
@@ -272,7 +273,7 @@ class ToNodes(Transformer[Tok, Any]):
         expression = _ONBUILD_PREFIX.sub("", ctx.line.text[kw.start_pos:], count=1)
         for heredoc in ctx.line.heredocs:
             expression += "\n" + heredoc.body + heredoc.name
-        return nodes.Onbuild(**common, trigger=trigger, expression=expression)
+        return nodes.Onbuild(*common, trigger=trigger, expression=expression)
 
     def unknown(self, children: list[Any]) -> nodes.Instruction:
         kw, flags, _, _ = _split(children)
@@ -280,7 +281,7 @@ class ToNodes(Transformer[Tok, Any]):
             match = suggest(str(kw), [k.upper() for k in KEYWORDS])
             raise _fail(kw, f"unknown instruction {_q(str(kw))}", kw,
                         hint=f"did you mean {match}?" if match else None)
-        return nodes.Instruction(**_common(kw, flags, ""), raw_args=("",))
+        return nodes.Instruction(*_common(kw, flags, ""), raw_args=("",))
 
 
 # lark looks rules up by name; "from" is a Python keyword

@@ -15,7 +15,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 SCENARIO_ROWS = ("1-cold", "2-cached", "3-one-file", "4-context-cold", "4-context-touched",
                  "4-context-unchanged", "5-export-gzip", "5-export-zstd", "6-stages", "6-stages-1core",
-                 "7-network")
+                 "7-network", "8-pull")
 
 
 def _mounts_below(prefix: str) -> list[str]:
@@ -30,7 +30,7 @@ def test_quick_bench_without_peers(tmp_path):
     out, scratch = tmp_path / "out", tmp_path / "scratch"
     scratch.mkdir()
     proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--no-peers", "--out", str(out),
-                           "--tmp", str(scratch)], cwd=REPO, capture_output=True, text=True, timeout=120)
+                           "--tmp", str(scratch)], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     results = json.loads((out / "results.json").read_text())
     assert (out / "RESULTS.md").read_text().count("\n| ") >= len(SCENARIO_ROWS)
