@@ -324,7 +324,8 @@ class Solver:
             self.sink(ev.StepFailed(number, time.monotonic() - started, exc.message))
             if isinstance(exc, BuildStepError):  # name the step: several stages may be running at once
                 raise BuildStepError(exc.message, context=f"failed step: {self.title(step)}"
-                                     + (f"\n{exc.context}" if exc.context else ""), hint=exc.hint) from exc
+                                     + (f"\n{exc.context}" if exc.context else ""), hint=exc.hint,
+                                     reference=exc.reference, exit_code=exc.exit_code) from exc
             raise
         except Exception as exc:  # StoreError, SandboxError, OSError: the display still shows where it broke
             self.sink(ev.StepFailed(number, time.monotonic() - started, str(exc) or type(exc).__name__))

@@ -337,10 +337,16 @@ def _run(spec: dict, fuse_mounts: list[tuple[str, int]] | None) -> int:
             else:
                 run_copy(op, root, src_root, excluded)
     except (FileOpError, OSError) as exc:
-        message = str(exc) if isinstance(exc, FileOpError) else f"{exc.strerror}: {exc.filename or ''}".strip()
+        message = str(exc) if isinstance(exc, FileOpError) else os_message(exc)
         json.dump({"error": message}, sys.stdout)
         return 2
     return 0
+
+
+def os_message(exc: OSError) -> str:
+    """An OSError as the user reads it: its reason, then the file when it names one."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return f"{reason}: {exc.filename}" if exc.filename else reason
 
 
 if __name__ == "__main__":

@@ -123,3 +123,11 @@ def test_a_dockerignore_exception_below_an_ignored_directory_is_copied_with_its_
     run_copy({"op": "copy", "sources": ["."], "dest": "/ctx/", "kind": "context"}, str(dest), str(src), excluded)
     copied = sorted(str(p.relative_to(dest / "ctx")) for p in (dest / "ctx").rglob("*"))
     assert copied == ["logs", "logs/keep", "logs/keep/b.log", "top.txt"]
+
+
+def test_an_os_error_reads_as_its_reason_and_file():
+    from builder.ops.fileop import os_message
+
+    assert os_message(FileNotFoundError(2, "No such file or directory", "/src/a")) == "No such file or directory: /src/a"
+    assert os_message(OSError(28, "No space left on device")) == "No space left on device"  # no stray colon
+    assert os_message(OSError("odd")) == "odd"

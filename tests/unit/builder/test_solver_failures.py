@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from builder.errors import BuildCancelled
+from builder.errors import BuildCancelled, BuildStepError
 from builder.progress import events as ev
 from builder.solve import SolveOptions
 from tests.unit.builder.test_solver_contract import GUARD, FakeSolver, graph_of, solver, store  # noqa: F401
@@ -80,3 +80,16 @@ def test_ctrl_c_cancels_the_running_step_then_propagates(store):  # noqa: F811
     assert saw_cancel == [True]  # the running step was told to stop, and the solve waited for it
     assert [sid for kind, sid in s.log if kind == "start"] == [0]
     assert any(isinstance(e, ev.StepCancelled) for e in events)
+
+
+def test_a_failed_step_keeps_its_own_reference_and_exit_code_when_named(store):  # noqa: F811
+    graph = graph_of()
+
+    def refused(s):
+        raise BuildStepError("COPY failed: no source files", reference="file-op-failed", exit_code=3)
+
+    s, _ = solver(store, graph, jobs=1, hooks={"RUN /bin/sh -c a1": refused})
+    with pytest.raises(BuildStepError) as e:
+        s.solve(graph.target)
+    assert e.value.context is not None and e.value.context.startswith("failed step: ")  # named by the solver
+    assert (e.value.reference, e.value.exit_code) == ("file-op-failed", 3)  # and still what the op said
