@@ -97,10 +97,10 @@ def _front_end_seconds(lines: int, instruction: str = "LABEL") -> float:
                                                  for i in range(lines // 2))
     best = float("inf")
     for _ in range(2):
-        started = time.perf_counter()
+        started = time.process_time()  # CPU time: a loaded machine adds wall time only
         graph = plan(grammar.parse(text, filename="Dockerfile"), build_args={}, target=None,
                      resolve_image=lambda ref: SCRATCH)
-        best = min(best, time.perf_counter() - started)
+        best = min(best, time.process_time() - started)
     config = graph.stages[0].config
     assert len({"LABEL": config.labels, "ENV": config.env}.get(instruction, range(lines))) == lines
     assert instruction != "STAGES" or len(graph.stages) == lines // 2 + 1
