@@ -35,6 +35,7 @@ from cache.errors import Interrupted, StoreError
 from cache.pgzip import ParallelGzipCompressor, gzip_header
 from cache.model import (
     MEDIA_TYPE_LAYER_GZIP,
+    MEDIA_TYPE_LAYER_TAR,
     ByteReader,
     MEDIA_TYPE_LAYER_ZSTD,
     Descriptor,
@@ -227,6 +228,34 @@ class LayerSink(io.RawIOBase):
         if self._tmp is not None:
             self._tmp.discard()
             self._tmp = None
+
+
+class DiffSink(LayerSink):
+    """A `LayerSink` that only hashes: the tar's sha256 (diff_id) and size, no blob (a lazy commit). `finish`
+    describes the layer as its uncompressed tar, whose digest is the diff_id; `Store.layer_blob` makes blobs."""
+
+    def __init__(self) -> None:
+        io.RawIOBase.__init__(self)
+        self.media_type = MEDIA_TYPE_LAYER_TAR
+        self._diff = _DiffHasher()
+        self._small = bytearray()
+        self._open = True
+        self.uncompressed_size = 0
+
+    def _feed(self, chunk: bytes) -> None:
+        if not self._open:
+            raise StoreError("layer stream written after finish or discard")
+        self._diff.update(chunk)
+
+    def finish(self) -> tuple[Digest, Descriptor]:
+        self._gathered()
+        self._open = False
+        diff_id = Digest.from_hex(self._diff.hexdigest())
+        return diff_id, Descriptor(MEDIA_TYPE_LAYER_TAR, diff_id, self.uncompressed_size)
+
+    def discard(self) -> None:
+        self._open = False
+        self._diff.close()
 
 
 def recompress(blobs: BlobStore, src: BinaryIO, compression: str,

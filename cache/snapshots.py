@@ -124,11 +124,14 @@ class SnapshotStore:
         locks.release(fd)
 
     # --- commit and import -----------------------------------------------------------------
-    def commit(self, m: MutableSnapshot, compression: str, epoch: int | None,
+    def commit(self, m: MutableSnapshot, compression: str | None, epoch: int | None,
                cancelled: Callable[[], bool] | None = None) -> tuple[Snapshot | None, Layer | None]:
+        """Snapshot ``m`` and describe its layer. ``compression`` None is lazy: the tar is only hashed (its
+        diff_id), no blob is written, and the layer is the uncompressed tar named by its diff_id, made from the
+        snapshot when `cache.layerblob.layer_blob` is asked for it."""
         # The layer-writing chain (tarfile, zstandard, the gzip threads: ~9 ms of imports) is loaded where a
         # layer is written or read, here and in import_layer: a fully cached build needs neither.
-        from cache.compress import LayerSink
+        from cache.compress import DiffSink, LayerSink
         from cache.layertar import is_empty_dir, write_layer
 
         if m.lock_fd is None:
@@ -136,8 +139,8 @@ class SnapshotStore:
         if is_empty_dir(m.upper):
             self.abort(m)
             return m.parent, None
-        synced = SyncFs(m.upper)  # the files reach the disk while the layer is compressed
-        sink = LayerSink(self.blobs, compression)
+        synced = SyncFs(m.upper)  # the files reach the disk while the layer is hashed or compressed
+        sink = DiffSink() if compression is None else LayerSink(self.blobs, compression)
         try:
             out = sink if cancelled is None else _Stoppable(sink, cancelled)
             stats = write_layer(m.upper, out, epoch=epoch)
@@ -149,16 +152,20 @@ class SnapshotStore:
         parent_id = m.parent.id if m.parent else None
         existing = self.index.find_snapshot(parent_id, diff_id)
         if existing is not None:
+            if compression is None:
+                self.index.add_layer(layer)
+                self.index.add_lazy(existing.id, diff_id, epoch)
             self.abort(m)
             return self._to_snapshot(existing), layer
         synced.wait()
-        snap = self._install(m.upper, m.tmpdir, parent_id, layer, stats.size)
+        snap = self._install(m.upper, m.tmpdir, parent_id, layer, stats.size, lazy=compression is None, epoch=epoch)
         self.abort(m)
         return snap, layer
 
-    def _install(self, fs: Path, tmpdir: Path, parent: int | None, layer: Layer, size: int) -> Snapshot:
+    def _install(self, fs: Path, tmpdir: Path, parent: int | None, layer: Layer, size: int,
+                 lazy: bool = False, epoch: int | None = None) -> Snapshot:
         """Row ('pending') → rename into snapshots/<id>/fs → row 'ready'."""
-        snap_id = self.index.insert_pending(parent, layer.diff_id, layer, size, tmpdir.name)
+        snap_id = self.index.insert_pending(parent, layer.diff_id, layer, size, tmpdir.name, lazy, epoch)
         target = self.path(snap_id)
         try:
             target.parent.mkdir()
