@@ -287,7 +287,8 @@ def _blob(root: str, digest: str) -> str:
 
 
 def _files_present(root: str, doc: dict) -> bool:
-    blobs = [doc["manifest"], doc["config"]] + [blob for _, _, blob in doc["records"] if blob]
+    blobs = [doc["manifest"], doc["config"]]
+    blobs += [blob for _, snap, blob in doc["records"] if blob and snap is None]  # else a lazy layer: its snapshot
     snaps = [snap for _, snap, _ in doc["records"] if snap is not None]
     return (all(os.path.isfile(_blob(root, b)) for b in blobs)
             and all(os.path.isdir(os.path.join(root, "snapshots", str(int(s)), "fs")) for s in snaps))

@@ -251,8 +251,9 @@ def analyse(store, name: str) -> Analysis:
         instruction = instructions[index] if index < len(instructions) else ""
         report = LayerReport(index, layer.blob.digest, instruction, layer.blob.size)
         try:
-            with store.open_blob(layer.blob.digest) as raw:
-                with tarfile.open(fileobj=decompressed(raw, layer.blob.digest), mode="r|") as tar:
+            blob = store.layer_blob(layer, None).blob  # a lazily committed layer's blob is made here
+            with store.open_blob(blob.digest) as raw:
+                with tarfile.open(fileobj=decompressed(raw, blob.digest), mode="r|") as tar:
                     analysis.add_layer(report, tar)
         except (tarfile.TarError, EOFError) as exc:
             raise PybuildError(f"layer {index} ({layer.blob.digest}) of {name} is not a readable tar: {exc}",

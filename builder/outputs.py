@@ -105,17 +105,21 @@ def push_outputs(outputs: list[Output], push: bool) -> list[Output]:
 
 
 def export(store, record, out: Output, tags: tuple[str, ...], registries=None, pushed: list | None = None,
-           sink: ev.Sink | None = None) -> None:
+           sink: ev.Sink | None = None, compression: str = "gzip"):
     """Send the stored image ``record`` to one --output; ``tags`` are the normalised -t names; ``registries``
     returns the build's builder.export.registry.Registries; ``sink`` hears the pushed blobs' progress.
 
     Registry pushes append a PushResult to ``pushed``; repositories pushed earlier in the same registry are
-    offered as cross-repository mount sources."""
+    offered as cross-repository mount sources. Lazily committed layers are compressed in ``compression`` first
+    (once: the store keeps the blobs); returns the record as exported, whose manifest lists them."""
     names = tuple(normalize_name(n) for n in out.names) or tags
     if out.type == "image":
         for full in names:
             store.tag(full, record.manifest.digest)
-        return
+        return record
+    from builder.export.image import exportable
+
+    record = exportable(store, record, compression)
     if out.type == "registry":
         from builder.export.push import push_image
         from builder.export.reference import Reference
@@ -130,10 +134,10 @@ def export(store, record, out: Output, tags: tuple[str, ...], registries=None, p
                                                                                        total)))
             done.append(push_image(store, record, full, registries(), insecure=out.insecure,
                                    mount_sources=sources, progress=progress))
-        return
+        return record
     if out.type in ("local", "tar") or (out.type == "docker" and not out.dest):
         {"local": write_local, "tar": write_rootfs_tar, "docker": docker_load}[out.type](store, record, out, names)
-        return
+        return record
     docker = out.type == "docker"  # the archive docker load reads: the OCI layout tar plus manifest.json
     if out.tar and out.dest == "-":
         from builder.export.docker_archive import write_archive_to
@@ -143,7 +147,7 @@ def export(store, record, out: Output, tags: tuple[str, ...], registries=None, p
                              "terminal", hint="redirect stdout (`> image.tar`) or use dest=FILE.tar")
         write_archive_to(sys.stdout.buffer, store, record, list(names), docker_manifest=docker)
         sys.stdout.buffer.flush()
-        return
+        return record
     try:
         if out.tar:
             from builder.export.docker_archive import write_archive
@@ -156,6 +160,7 @@ def export(store, record, out: Output, tags: tuple[str, ...], registries=None, p
         raise PybuildError(f"cannot write --output type={out.type},dest={out.dest}: {exc.strerror or exc}"
                            + (f" ({exc.filename})" if getattr(exc, "filename", None) else ""),
                            reference="export-failed") from exc
+    return record
 
 
 def write_local(store, record, out: Output, names=()) -> None:

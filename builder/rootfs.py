@@ -38,9 +38,11 @@ def _ancestors(name: str):
         yield "/".join(parts[:i])
 
 
-def _open_layer(store, digest: str):
+def _open_layer(store, layer):
+    """The layer's tar, from a blob `Store.layer_blob` hands out (made when the layer was committed lazily)."""
     from cache.compress import decompressed
 
+    digest = store.layer_blob(layer, None).blob.digest
     return tarfile.open(fileobj=decompressed(store.open_blob(digest), digest), mode="r|")
 
 
@@ -58,7 +60,7 @@ def visible(store, layers: list) -> tuple[list[set[str]], dict[str, tarfile.TarI
         mine: set[str] = set()
         links: list[tuple[str, str]] = []
         new_gone, new_below = set(), set()
-        with _open_layer(store, layer.blob.digest) as tar:
+        with _open_layer(store, layer) as tar:
             for info in tar:
                 name = _norm(info.name)
                 base, parent = os.path.basename(name), os.path.dirname(name)
@@ -105,7 +107,7 @@ def write_flat(out, store, layers: list) -> None:
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as dest:
         for layer, names, lost in zip(layers, keep, orphans):
             moved: dict[str, str] = {}  # a hidden link target → the link that now holds its content
-            with _open_layer(store, layer.blob.digest) as tar:
+            with _open_layer(store, layer) as tar:
                 for info in tar:
                     name = _norm(info.name)
                     if name in lost and info.isreg() and lost[name] not in written:

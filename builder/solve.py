@@ -28,6 +28,9 @@ from builder.explain import explain_hit, explain_miss
 from cache import Interrupted
 
 
+LAZY = None  # the compression steps commit with: none, the layer is compressed when exported (cache.layerblob)
+
+
 @dataclass
 class SolveOptions:
     """How to solve: the context, cache use, compression, parallelism and what RUN may see."""
@@ -392,15 +395,25 @@ class Solver:
             snapshot = self.store.snapshot(record.snapshot_id) if record.snapshot_id is not None else parent
         except Exception:  # the snapshot was pruned: rebuild
             return None
-        if record.layer is not None and not self.store.has_blob(record.layer.blob.digest):
+        if record.layer is not None and not self.store.has_blob(record.layer.blob.digest) \
+                and not self.store.has_layer(record.layer):
             return None
         layers = ()
-        if record.layer is not None:  # asked for another --compression: the same layer, re-compressed once
-            try:
-                layers = (self.store.layer_as(record.layer, self.options.compression, cancelled=self.cancel.is_set),)
-            except Interrupted:
-                raise BuildCancelled() from None
+        if record.layer is not None:
+            layers = (self._as_built(record.layer),)
         return StepResult(key, snapshot, layers, record.created, True)
+
+    def _as_built(self, layer):
+        """A cached step's layer as this build would commit it: a lazy layer (its tar, compressed at export) stays
+        so; a blob an older eager build wrote in another --compression is re-compressed once, as before."""
+        from cache.model import MEDIA_TYPE_LAYER_TAR, media_type_for
+
+        if layer.blob.media_type in (MEDIA_TYPE_LAYER_TAR, media_type_for(self.options.compression)):
+            return layer
+        try:
+            return self.store.layer_blob(layer, self.options.compression, cancelled=self.cancel.is_set)
+        except Interrupted:
+            raise BuildCancelled() from None
 
     def _mount_sources(self, step: Step):
         """What RUN --mount needs at run time: the context, stage snapshots, secrets and the store."""
@@ -427,14 +440,19 @@ class Solver:
             layers = self.results[step.op.layer_step].layers
             if not layers:
                 return parent, ()
-            return self.store.import_layers(parent, [layer.blob for layer in layers])[-1], tuple(layers)
+            try:  # the linked layer's blob is made now (it is in the image): a lazy layer has none yet
+                blobs = [self.store.layer_blob(layer, self.options.compression, cancelled=self.cancel.is_set).blob
+                         for layer in layers]
+            except Interrupted:
+                raise BuildCancelled() from None
+            return self.store.import_layers(parent, blobs)[-1], tuple(layers)
         if step.kind == "exec":
             if step.op.network == "default":  # start the fork server now, while the network pool's helper starts
                 self._launcher().parent_pid  # noqa: B018 - (not after waiting for a namespace)
 
             def log(stream: str, text: str) -> None:
                 self.sink(ev.StepLog(number, stream, text))
-            snapshot, layer = exec_op.execute(self.store, step, parent, compression=self.options.compression,
+            snapshot, layer = exec_op.execute(self.store, step, parent, compression=LAZY,
                                               source_date_epoch=self.options.source_date_epoch,
                                               log=log, cancel=self.cancel,
                                               dockerfile_lines=self.options.dockerfile_lines,
@@ -447,7 +465,7 @@ class Solver:
         else:
             op: FileOp = step.op  # type: ignore[assignment]
             source = self.snapshot_of(op.from_step) if op.from_step is not None else None
-            snapshot, layer = file_op.execute(self.store, step, parent, compression=self.options.compression,
+            snapshot, layer = file_op.execute(self.store, step, parent, compression=LAZY,
                                               source_date_epoch=self.options.source_date_epoch,
                                               context_dir=self.options.context_dir, source_snapshot=source,
                                               ignore_patterns=self.options.ignore_patterns, cancel=self.cancel,

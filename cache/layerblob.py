@@ -26,10 +26,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from cache.errors import StoreError
-from cache.model import Descriptor, Digest, Layer, media_type_for, sniffed_media_type
+from cache.model import ByteReader, Descriptor, Digest, Layer, media_type_for, sniffed_media_type
 
 if TYPE_CHECKING:
     from cache import Store
+    from cache.compress import LayerSink
 
 ANY = None  # layer_blob's compression for readers that take any format (gzip is made if none exists)
 
@@ -110,7 +111,7 @@ def _make(store: Store, layer: Layer, compression: str, cancelled: Callable[[], 
     return made
 
 
-def _copy(tar, sink, cancelled: Callable[[], bool] | None) -> None:
+def _copy(tar: ByteReader, sink: LayerSink, cancelled: Callable[[], bool] | None) -> None:
     from cache.compress import CHUNK
     from cache.errors import Interrupted
 

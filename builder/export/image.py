@@ -70,3 +70,29 @@ def layers_manifest(config_bytes: bytes, layers: list) -> bytes:
         "layers": [{"mediaType": l.blob.media_type, "digest": l.blob.digest, "size": l.blob.size} for l in layers],
     }
     return canonical_json(manifest)
+
+
+
+def exportable(store, record, compression: str = "gzip", cancelled=None):
+    """``record`` (a cache.ImageRecord) as it leaves the store: its lazily committed layers (uncompressed tar
+    descriptors, digest = diff_id) made into blobs in ``compression`` through `Store.layer_blob`, and the manifest
+    listing them made and stored now (its digest exists from here on). Layers pulled or written eagerly stay as
+    they are. The config, and so the image id, does not change; an image with no lazy layer is returned as is."""
+    from dataclasses import replace as with_fields
+
+    layers = exportable_layers(store, record.layers, compression, cancelled)
+    if layers == tuple(record.layers):
+        return record
+    with store.open_blob(record.config.digest) as fh:
+        config = fh.read()
+    manifest = layers_manifest(config, list(layers))
+    desc = with_fields(store.put_blob(manifest), media_type=MANIFEST_MEDIA_TYPE)
+    return with_fields(record, manifest=desc, layers=layers)
+
+
+def exportable_layers(store, layers, compression: str, cancelled=None) -> tuple:
+    """``layers`` with each lazy one (an uncompressed tar not written yet) as a blob in ``compression``."""
+    from cache.model import MEDIA_TYPE_LAYER_TAR
+
+    return tuple(store.layer_blob(layer, compression, cancelled) if layer.blob.media_type == MEDIA_TYPE_LAYER_TAR
+                 else layer for layer in layers)
