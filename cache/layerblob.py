@@ -112,7 +112,7 @@ def _make(store: Store, layer: Layer, compression: str, cancelled: Callable[[], 
 
 
 def _copy(tar: ByteReader, sink: LayerSink, cancelled: Callable[[], bool] | None) -> None:
-    from cache.compress import CHUNK
+    from cache.tarsink import CHUNK
     from cache.errors import Interrupted
 
     while chunk := tar.read(CHUNK):

@@ -36,7 +36,7 @@ from cache.index import Index, SnapshotRow
 from cache.model import ByteReader, Descriptor, Digest, Layer, MutableSnapshot, Snapshot
 
 if TYPE_CHECKING:
-    from cache.compress import LayerSink
+    from cache.tarsink import DiffSink
     from cache.unpack import UnpackLimits, UnpackStats
 
 UNPACKERS = max(1, min(4, os.cpu_count() or 1))  # layers unpacked at once by import_layers
@@ -131,8 +131,8 @@ class SnapshotStore:
         snapshot when `cache.layerblob.layer_blob` is asked for it."""
         # The layer-writing chain (tarfile, zstandard, the gzip threads: ~9 ms of imports) is loaded where a
         # layer is written or read, here and in import_layer: a fully cached build needs neither.
-        from cache.compress import DiffSink, LayerSink
         from cache.layertar import is_empty_dir, write_layer
+        from cache.tarsink import DiffSink
 
         if m.lock_fd is None:
             raise StoreError("commit of a snapshot already committed or aborted", path=m.tmpdir)
@@ -140,7 +140,12 @@ class SnapshotStore:
             self.abort(m)
             return m.parent, None
         synced = SyncFs(m.upper)  # the files reach the disk while the layer is hashed or compressed
-        sink = DiffSink() if compression is None else LayerSink(self.blobs, compression)
+        if compression is None:
+            sink = DiffSink()
+        else:
+            from cache.compress import LayerSink
+
+            sink = LayerSink(self.blobs, compression)
         try:
             out = sink if cancelled is None else _Stoppable(sink, cancelled)
             stats = write_layer(m.upper, out, epoch=epoch)
@@ -297,7 +302,7 @@ class _Stoppable(io.RawIOBase):
     """Passes writes to ``sink`` until ``cancelled()`` says stop: tarfile writes at most 1 MiB at a time,
     so a commit of any size notices a cancel within one chunk's compression time."""
 
-    def __init__(self, sink: LayerSink, cancelled: Callable[[], bool]) -> None:
+    def __init__(self, sink: DiffSink, cancelled: Callable[[], bool]) -> None:
         super().__init__()
         self._sink = sink
         self._cancelled = cancelled
