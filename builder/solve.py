@@ -106,6 +106,9 @@ class Solver:
             rootless.run_notice(slirp.available())
         try:
             self._solve_pooled(order)
+            settle = getattr(self.store, "settle", None)
+            if settle is not None:  # every snapshot committed on disk and ready before export and the cache memo
+                settle()
         finally:
             if self._netpool is not None:  # its helper drops every namespace (and veth) it made
                 self._netpool.close()

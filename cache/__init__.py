@@ -86,8 +86,13 @@ class Store:
 
     def close(self) -> None:
         """Release the index and locks; idempotent. Open MutableSnapshots stay valid on disk
-        until aborted (or cleaned by the next open once this process is gone)."""
+        until aborted (or cleaned by the next open once this process is gone). Committed snapshots are settled
+        first (a failed one is dropped: call `settle` to hear of it)."""
         if self._lock.fd is not None:
+            try:
+                self._snapshots.settle()
+            except (StoreError, OSError):
+                pass
             self._index.close()
             self._lock.close()
 
@@ -152,6 +157,11 @@ class Store:
         """
         return self._snapshots.commit(m, compression, source_date_epoch, cancelled)  # type: ignore[return-value]
 
+    def settle(self) -> None:
+        """Wait until the snapshots this process committed are on disk and marked ready (a commit returns while
+        its files are still written out, so the next step need not wait); raises StoreError for one that failed."""
+        self._snapshots.settle()
+
     def abort(self, m: MutableSnapshot) -> None:
         """Drop ``m``'s temp dirs (unmount first); idempotent."""
         self._snapshots.abort(m)
@@ -173,6 +183,7 @@ class Store:
         through it: a lazily committed layer has no blob until then. ``cancelled`` as in commit()."""
         from cache.layerblob import layer_blob
 
+        self._snapshots.settle()  # a lazy layer's snapshot is its source once it is ready
         return layer_blob(self, layer, compression, cancelled)
 
     layer_as = layer_blob  # the earlier name
@@ -202,6 +213,9 @@ class Store:
             try:
                 intact = intact and self._snapshots.get(record.snapshot_id).path.is_dir()
             except StoreError:
+                row = self._index.snapshot(record.snapshot_id)
+                if row is not None and row.state == "pending":  # another process still writes it out: a miss
+                    return None
                 intact = False
         if not intact:  # a half-pruned or damaged entry: a miss, and forget it
             self._index.delete_records([key])
@@ -272,6 +286,7 @@ class Store:
     # --- usage and garbage collection ------------------------------------------------------
     def usage(self) -> dict[str, int]:
         """Sizes in bytes and counts; ``reclaimable`` is what prune(all=True) would free now."""
+        self._snapshots.settle()
         blob_bytes = sum(self._blobs.path_for(d).stat().st_size for d in self._blobs.digests())
         snaps = self._index.snapshots()
         snap_bytes = sum(s.size for s in snaps)
@@ -304,6 +319,7 @@ class Store:
         return {**result, "cache_mounts": count, "reclaimed": result["reclaimed"] + freed}
 
     def _prune_records(self, *, all: bool, keep_storage: int | None, until: float | None) -> dict[str, int]:
+        self._snapshots.settle()  # this process's snapshots are ready, so GC judges them as any other
         total = 0
         if keep_storage is not None and not all:  # what records can free: layers and snapshots, not cache mounts
             usage = self.usage()

@@ -173,17 +173,21 @@ class Index:
         with self.write() as db:
             db.execute("DELETE FROM snapshots WHERE id=?", (snap_id,))
             db.execute("DELETE FROM lazy_layers WHERE snapshot=?", (snap_id,))
+            # a record may name a snapshot still being written out (a commit returns before it is ready): a crash
+            # then leaves the pending row to recovery, which takes the record with it
+            db.execute("DELETE FROM records WHERE snapshot_id=?", (snap_id,))
 
     def add_lazy(self, snap_id: int, diff_id: str, epoch: int | None) -> None:
         """Remember that ``diff_id``'s tar can be made from snapshot ``snap_id`` (kept if already known)."""
         with self.write() as db:
             db.execute("INSERT OR IGNORE INTO lazy_layers VALUES (?, ?, ?)", (snap_id, diff_id, epoch))
 
-    def lazy_sources(self, diff_id: str) -> list[tuple[int, int | None]]:
-        """(ready snapshot id, epoch) from which the tar of ``diff_id`` can be made, oldest first."""
-        return [(int(r[0]), r[1]) for r in self.query(
-            "SELECT l.snapshot, l.epoch FROM lazy_layers l JOIN snapshots s ON s.id = l.snapshot"
-            " WHERE l.diff_id=? AND s.state='ready' ORDER BY l.snapshot", (diff_id,))]
+    def lazy_sources(self, diff_id: str) -> list[tuple[int, int | None, bool]]:
+        """(snapshot id, epoch, ready) from which the tar of ``diff_id`` can be made, oldest first (not ready: still
+        being written out by the process that committed it)."""
+        return [(int(r[0]), r[1], r[2] == "ready") for r in self.query(
+            "SELECT l.snapshot, l.epoch, s.state FROM lazy_layers l JOIN snapshots s ON s.id = l.snapshot"
+            " WHERE l.diff_id=? ORDER BY l.snapshot", (diff_id,))]
 
     def lazy_snapshots(self) -> dict[str, list[int]]:
         """diff_id → the snapshots its tar can be made from (for GC)."""

@@ -56,9 +56,13 @@ def find(store: Store, layer: Layer, media_type: str | None) -> Layer | None:
 
 def has(store: Store, layer: Layer) -> bool:
     """Can `layer_blob` hand this layer out: a blob of its diff_id is present, or a snapshot to make it from?"""
-    if layer.blob.digest == layer.diff_id and store._index.lazy_sources(layer.diff_id):
-        return True  # a lazy layer: one query
-    return find(store, layer, None) is not None or bool(store._index.lazy_sources(layer.diff_id))
+    def source() -> bool:  # a ready snapshot, or one this process committed and still writes out
+        return any(ready or store._snapshots.is_settling(snap_id)
+                   for snap_id, _, ready in store._index.lazy_sources(layer.diff_id))
+
+    if layer.blob.digest == layer.diff_id and source():
+        return True  # a lazy layer
+    return find(store, layer, None) is not None or source()
 
 
 def layer_blob(store: Store, layer: Layer, compression: str | None,
@@ -90,7 +94,8 @@ def _make(store: Store, layer: Layer, compression: str, cancelled: Callable[[], 
             with store.open_blob(source.blob.digest) as raw:
                 _copy(decompressed(raw, str(source.blob.digest)), sink, cancelled)
         else:
-            snapshots = store._index.lazy_sources(layer.diff_id)
+            snapshots = [(snap_id, epoch) for snap_id, epoch, ready in store._index.lazy_sources(layer.diff_id)
+                         if ready]
             if not snapshots:
                 raise StoreError(f"layer {layer.diff_id} has neither a blob nor a snapshot to make one from "
                                  "(pruned?): build the image again")

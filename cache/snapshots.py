@@ -59,6 +59,9 @@ class SnapshotStore:
                 os.chmod(d, 0o700)
         if not self.empty.is_dir():
             self.empty.mkdir(mode=0o555, exist_ok=True)
+        self._settle_lock = threading.Lock()
+        self._settling: dict[int, threading.Thread] = {}  # snapshot id → the thread that marks it ready
+        self._failed: dict[int, BaseException] = {}
 
     # --- lookups ---------------------------------------------------------------------------
     def path(self, snap_id: int) -> Path:
@@ -69,7 +72,7 @@ class SnapshotStore:
 
     def get(self, snap_id: int) -> Snapshot:
         row = self.index.snapshot(snap_id)
-        if row is None or row.state != "ready":
+        if row is None or (row.state != "ready" and not self.is_settling(snap_id)):
             raise StoreError(f"snapshot {snap_id} does not exist", path=self.path(snap_id))
         return self._to_snapshot(row)
 
@@ -162,10 +165,63 @@ class SnapshotStore:
                 self.index.add_lazy(existing.id, diff_id, epoch)
             self.abort(m)
             return self._to_snapshot(existing), layer
-        synced.wait()
-        snap = self._install(m.upper, m.tmpdir, parent_id, layer, stats.size, lazy=compression is None, epoch=epoch)
-        self.abort(m)
-        return snap, layer
+        return self._install_syncing(m, synced, parent_id, layer, stats.size, compression is None, epoch), layer
+
+    def _install_syncing(self, m: MutableSnapshot, synced: SyncFs, parent: int | None, layer: Layer, size: int,
+                         lazy: bool, epoch: int | None) -> Snapshot:
+        """Row ('pending', naming ``m``'s locked temp dir) → rename into snapshots/<id>/fs once the sync has its
+        files open → back to the build, which may use the snapshot at once; a thread marks the row ready when
+        the files are on disk and only then drops the temp dir (whose lock keeps other processes' recovery
+        away from the pending row meanwhile). `settle` waits for it; a crash before leaves a pending row that
+        the next open removes, as for any commit cut short."""
+        snap_id = self.index.insert_pending(parent, layer.diff_id, layer, size, m.tmpdir.name, lazy, epoch)
+        target = self.path(snap_id)
+        try:
+            target.parent.mkdir()
+            os.chmod(m.upper, 0o755)
+            synced.opened.wait()
+            os.rename(m.upper, target)
+        except BaseException:
+            shutil.rmtree(target.parent, ignore_errors=True)
+            self.index.delete_snapshot(snap_id)
+            raise
+        tmpdir, fd = m.tmpdir, m.lock_fd
+        assert fd is not None
+        m.lock_fd = None  # the temp dir and its lock now belong to the settling thread
+        finisher = threading.Thread(target=self._mark_ready, args=(snap_id, synced, tmpdir, fd),
+                                    name="pybuild-settle", daemon=True)
+        with self._settle_lock:
+            self._settling[snap_id] = finisher
+        finisher.start()
+        return Snapshot(snap_id, parent, layer.diff_id, size, target)
+
+    def _mark_ready(self, snap_id: int, synced: SyncFs, tmpdir: Path, fd: int) -> None:
+        try:
+            synced.wait()
+            self.index.mark_ready(snap_id)
+        except BaseException as exc:  # kept for settle(), which raises it
+            self._failed[snap_id] = exc
+            return
+        self._drop_temp(tmpdir, fd)
+
+    def settle(self) -> None:
+        """Wait until every snapshot this process committed is on disk and ready; the first one that could not
+        be written is removed and its StoreError raised."""
+        with self._settle_lock:
+            pending, self._settling = self._settling, {}
+        first: BaseException | None = None
+        for snap_id, finisher in sorted(pending.items()):
+            finisher.join()
+            exc = self._failed.pop(snap_id, None)
+            if exc is not None:
+                self.delete(snap_id)
+                first = first or exc
+        if first is not None:
+            raise first
+
+    def is_settling(self, snap_id: int) -> bool:
+        """Committed by this process, its files still being written out (usable here, not yet ready)."""
+        return snap_id in self._settling
 
     def _install(self, fs: Path, tmpdir: Path, parent: int | None, layer: Layer, size: int,
                  lazy: bool = False, epoch: int | None = None) -> Snapshot:
