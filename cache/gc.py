@@ -128,10 +128,12 @@ def _roots(records: list[CacheRecord], doomed: set[str], snaps: dict[int, Snapsh
 
 def _keep_layer_sources(diff_ids: set[str], lazy: dict[str, list[int]], variants: list[tuple[str, str]],
                         keep_snaps: set[int], keep_blobs: set[str]) -> None:
-    """A kept layer keeps what its blobs are made from (the snapshots of a lazy commit, cache.layerblob) and
+    """A kept layer keeps what its blobs are made from (one snapshot of a lazy commit, cache.layerblob) and
     the blobs made of it in other compressions (made once per compression, kept with the layer)."""
     for diff_id in diff_ids:
-        keep_snaps.update(lazy.get(diff_id, ()))
+        sources = lazy.get(diff_id, [])
+        if sources and not keep_snaps.intersection(sources):  # one source is enough: the oldest
+            keep_snaps.add(sources[0])
     keep_blobs.update(blob for blob, diff_id in variants if diff_id in diff_ids)
 
 

@@ -150,3 +150,29 @@ def test_a_crash_between_build_and_export_leaves_a_store_that_exports(tmp_path):
     finally:
         store.close()
     check_store(Path(root)).close()
+
+
+def test_gc_keeps_one_source_of_a_layer_not_every_snapshot_with_its_diff_id(store):
+    """The same COPY over two parents is one diff_id in two snapshots: the tagged image's chain keeps the layer;
+    the other chain (an untagged build with a big layer below it) is reclaimed."""
+    from builder.export.image import layers_manifest
+
+    keep_base, _ = _commit(store, None, tree=[("file", "keep", b"k")])
+    drop_base, _ = _commit(store, None, tree=[("file", "drop", os.urandom(1 << 20))])
+    chains = []
+    for base in (keep_base, drop_base):
+        m = store.prepare(base)
+        build_tree(m.upper, [("file", "same", b"same content")])
+        chains.append(store.commit(m, compression=None, source_date_epoch=None))
+    (keep_top, layer), (drop_top, same) = chains
+    assert layer.diff_id == same.diff_id and keep_top.id != drop_top.id
+    base_layer = store.snapshot_layer(keep_base.id)
+    config = b'{"rootfs":{"type":"layers"}}'
+    image = store.put_image(layers_manifest(config, [base_layer, layer]), config, [base_layer, layer])
+    store.tag("docker.io/library/keep:latest", image.manifest.digest)
+    store.prune(all=True)
+    assert store.snapshot(keep_top.id) == keep_top and store.snapshot(keep_base.id) == keep_base
+    for gone in (drop_top.id, drop_base.id):
+        with pytest.raises(StoreError):
+            store.snapshot(gone)
+    assert store.layer_blob(layer, "gzip").diff_id == layer.diff_id
