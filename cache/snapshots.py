@@ -247,6 +247,7 @@ class SnapshotStore:
         (same parent, same diff_id) are reused; the rest are unpacked side by side, `UNPACKERS` at a time
         (decompression, hashing and file writes release the GIL), then installed in order. If one fails the
         others stop at their next read, nothing of the batch is kept, and its error is raised."""
+        self.settle()  # this process's own snapshots are ready, so they are found and reused
         done: list[Snapshot] = []
         parent_id = parent.id if parent else None
         for blob in blobs:  # the reused prefix: a layer over a new snapshot cannot be in the store yet
