@@ -1,16 +1,17 @@
-"""Scenarios 4-6: a large context in one COPY, a RUN writing a large layer exported with gzip and zstd,
+"""Scenarios 4-6: a large context in one COPY (and the image exported afterwards), a RUN writing a large layer exported with gzip and zstd,
 and two independent stages built at once."""
 from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 from bench.data import STAGES, copy_dockerfile, stage_command, stages_dockerfile, touch_all, write_dockerfile
 from bench.harness import LIMIT, PYBUILD, Bench, Measure, Row
 from bench.limits import Limits, hash_pass, libraries
-from bench.proc import BenchError, Sample
+from bench.proc import BenchError, Sample, run
 from bench.tools import Tool
 
 COPY_STEP = "COPY . /data/"
@@ -56,7 +57,28 @@ def context_rows(bench: Bench, limits: Limits, context: Path, sample: bytes) -> 
         unchanged.facts["recheck_s"] = step
         unchanged.limit = f"COPY step re-check {step:.3f} s"
         unchanged.checks["re-check ≤ 0.2 s"] = step <= 0.2
-    return [cold, touched, unchanged]
+    exported = Row("4-context-export", f"context {label}: the cold-built image exported afterwards "
+                   "(pybuild save: gzip layers made then; docker save: its uncompressed layers)", target="reported")
+    exported = bench.alternate(exported, [(t.name, _save_after_cold(t, dockerfile, context, bench.tmp))
+                                          for t in bench.tools if t.name in (PYBUILD, "docker")])
+    return [cold, touched, unchanged, exported]
+
+
+def _save_after_cold(tool: Tool, dockerfile: Path, context: Path, tmp: Path) -> Measure:
+    """A cold build (untimed), then the timed export of its image to an archive: `pybuild save` (the layers
+    compressed with gzip now, as lazy compression leaves them) beside `docker save`."""
+    def once(_: int):
+        tool.fresh()
+        tool.build(dockerfile, context, "big")
+        dest = tmp / f"save-{tool.name}.tar"
+        try:
+            if tool.name == PYBUILD:
+                argv = [sys.executable, "-m", "builder", "save", "--root", str(tool.root), "-o", str(dest), "big"]
+                return run(argv, cwd=str(tool.src)).sample
+            return run([tool.CLIENT, "save", "-o", str(dest), "big"], env=tool.env).sample
+        finally:
+            dest.unlink(missing_ok=True)
+    return once
 
 
 def _cold(tool: Tool, dockerfile: Path, context: Path):

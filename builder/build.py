@@ -358,10 +358,13 @@ def _store(opts: BuildOptions, store: Store, solver, graph, results, outputs, ca
     if not cache.stored:
         cache.premount(record, tuple(n for o in outputs for n in (o.names or names)), registries)
     pushed: list = []
-    for out in outputs:
-        export(cache.store_view(store), record, out, names, registries, pushed, sink)
+    shown = record  # the manifest printed: the stored one, or the one the first export made (lazy layers compressed)
+    for n, out in enumerate(outputs):
+        exported = export(cache.store_view(store), record, out, names, registries, pushed, sink,
+                          compression=opts.compression)
+        shown = exported if n == 0 else shown
     cache.export(store, solver, graph.target, registries)
-    return config, record, names, pushed
+    return config, shown, names, pushed
 
 
 def _checks(opts: BuildOptions, dockerfile, text: str, unmatched: tuple, patterns: list[str], sink: ev.Sink) -> list:

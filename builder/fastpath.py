@@ -298,7 +298,8 @@ def _blob(root: str, digest: str) -> str:
 
 
 def _files_present(root: str, doc: dict) -> bool:
-    blobs = [doc["manifest"], doc["config"]] + [blob for _, _, blob in doc["records"] if blob]
+    blobs = [doc["manifest"], doc["config"]]
+    blobs += [blob for _, snap, blob in doc["records"] if blob and snap is None]  # else a lazy layer: its snapshot
     snaps = [snap for _, snap, _ in doc["records"] if snap is not None]
     return (all(os.path.isfile(_blob(root, b)) for b in blobs)
             and all(os.path.isdir(os.path.join(root, "snapshots", str(int(s)), "fs")) for s in snaps))
@@ -358,7 +359,7 @@ def show(doc: dict, mode: str, elapsed: float, out) -> bool:
         elif event["type"] == "BuildSummary":
             from builder.progress.text import summary_line  # lazy: saves ~0.5 ms at start-up of a replay without one
 
-            fields = (event["steps"], event["ran"], event["cached"], elapsed, event["size"])
+            fields = (event["steps"], event["ran"], event["cached"], elapsed, event["size"], event.get("compressed", True))
             out.write(f"#summary {summary_line(*fields)}\n")
         elif event["type"] == "BuildDone":
             out.write(f"#done image {event['image_id']} manifest {event['manifest_digest']} in {elapsed:.1f}s\n")

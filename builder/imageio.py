@@ -63,7 +63,7 @@ def save_main(argv: list[str]) -> int:
             record, names = chosen.setdefault(image.record.manifest.digest, (image.record, []))
             if name and name not in names:
                 names.append(name)
-        pairs = list(chosen.values())
+        pairs = list(chosen.values())  # write_images_to makes the lazy layers' gzip blobs
         docker = args.format == "docker-archive"
         if not args.output:
             write_images_to(sys.stdout.buffer, store, pairs, docker)

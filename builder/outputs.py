@@ -16,6 +16,7 @@ from builder.errors import PybuildError, UsageError
 from builder.export.oci_layout import write_layout
 from builder.plan.bases import normalize_name, split_tag
 from builder.progress import events as ev
+from builder.progress.tasks import exporting_layers
 
 if TYPE_CHECKING:
     from cache import ImageRecord, Store
@@ -110,17 +111,22 @@ def push_outputs(outputs: list[Output], push: bool) -> list[Output]:
 
 
 def export(store: Store, record: ImageRecord, out: Output, tags: tuple[str, ...], registries=None,
-           pushed: list | None = None, sink: ev.Sink | None = None) -> None:
+           pushed: list | None = None, sink: ev.Sink | None = None, compression: str = "gzip") -> ImageRecord:
     """Send the stored image ``record`` to one --output; ``tags`` are the normalised -t names; ``registries``
     returns the build's builder.export.registry.Registries; ``sink`` hears the pushed blobs' progress.
 
     Registry pushes append a PushResult to ``pushed``; repositories pushed earlier in the same registry are
-    offered as cross-repository mount sources."""
+    offered as cross-repository mount sources. Lazily committed layers are compressed in ``compression`` first
+    (once: the store keeps the blobs); returns the record as exported, whose manifest lists them."""
     names = tuple(normalize_name(n) for n in out.names) or tags
     if out.type == "image":
         for full in names:
             store.tag(full, record.manifest.digest)
-        return
+        return record
+    from builder.export.image import exportable  # lazy: saves <1 ms at start-up (its modules are loaded by then)
+
+    with exporting_layers(sink or (lambda event: None)) as progress:
+        record = exportable(store, record, compression, progress=progress)
     if out.type == "registry":
         # lazy: saves ~51 ms at start-up
         from builder.export.push import push_image
@@ -136,10 +142,10 @@ def export(store: Store, record: ImageRecord, out: Output, tags: tuple[str, ...]
                                                                                        total)))
             done.append(push_image(store, record, full, registries(), insecure=out.insecure,
                                    mount_sources=sources, progress=progress))
-        return
+        return record
     if out.type in ("local", "tar") or (out.type == "docker" and not out.dest):
         {"local": write_local, "tar": write_rootfs_tar, "docker": docker_load}[out.type](store, record, out, names)
-        return
+        return record
     docker = out.type == "docker"  # the archive docker load reads: the OCI layout tar plus manifest.json
     if out.tar and out.dest == "-":
         from builder.export.docker_archive import write_archive_to  # lazy: saves ~3 ms at start-up
@@ -149,7 +155,7 @@ def export(store: Store, record: ImageRecord, out: Output, tags: tuple[str, ...]
                              "terminal", hint="redirect stdout (`> image.tar`) or use dest=FILE.tar")
         write_archive_to(sys.stdout.buffer, store, record, list(names), docker_manifest=docker)
         sys.stdout.buffer.flush()
-        return
+        return record
     try:
         if out.tar:
             from builder.export.docker_archive import write_archive  # lazy: saves ~2 ms at start-up
@@ -162,6 +168,7 @@ def export(store: Store, record: ImageRecord, out: Output, tags: tuple[str, ...]
         raise PybuildError(f"cannot write --output type={out.type},dest={out.dest}: {exc.strerror or exc}"
                            + (f" ({exc.filename})" if getattr(exc, "filename", None) else ""),
                            reference="export-failed") from exc
+    return record
 
 
 def write_local(store: Store, record: ImageRecord, out: Output, names=()) -> None:

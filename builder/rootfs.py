@@ -42,9 +42,11 @@ def _ancestors(name: str):
         yield "/".join(parts[:i])
 
 
-def _open_layer(store: Store, digest: str) -> tarfile.TarFile:
+def _open_layer(store: Store, layer: Layer) -> tarfile.TarFile:
+    """The layer's tar, from a blob `Store.layer_blob` hands out (made when the layer was committed lazily)."""
     from cache.compress import decompressed  # lazy: saves ~29 ms at start-up
 
+    digest = store.layer_blob(layer, None).blob.digest
     # ignore: stream mode (r|) only reads, but typeshed's tarfile wants a seekable, writable file
     return tarfile.open(fileobj=decompressed(store.open_blob(digest), digest), mode="r|")  # type: ignore[call-overload]
 
@@ -64,7 +66,7 @@ def visible(store: Store,
         mine: set[str] = set()
         links: list[tuple[str, str]] = []
         new_gone, new_below = set(), set()
-        with _open_layer(store, layer.blob.digest) as tar:
+        with _open_layer(store, layer) as tar:
             for info in tar:
                 name = _norm(info.name)
                 base, parent = os.path.basename(name), os.path.dirname(name)
@@ -111,7 +113,7 @@ def write_flat(out: BinaryIO, store: Store, layers: list[Layer]) -> None:
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as dest:
         for layer, names, lost in zip(layers, keep, orphans):
             moved: dict[str, str] = {}  # a hidden link target → the link that now holds its content
-            with _open_layer(store, layer.blob.digest) as tar:
+            with _open_layer(store, layer) as tar:
                 for info in tar:
                     name = _norm(info.name)
                     if name in lost and info.isreg() and lost[name] not in written:

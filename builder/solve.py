@@ -27,9 +27,13 @@ from builder.progress import events as ev
 from builder.progress.tasks import layer_meter, metered_digests
 from builder.explain import explain_hit, explain_miss
 from cache import Interrupted
+from cache.model import MEDIA_TYPE_LAYER_TAR, media_type_for
 
 if TYPE_CHECKING:
     from cache import Layer, Snapshot, Store
+
+
+LAZY = None  # the compression steps commit with: none, the layer is compressed when exported (cache.layerblob)
 
 
 @dataclass
@@ -107,6 +111,9 @@ class Solver:
             rootless.run_notice(slirp.available())
         try:
             self._solve_pooled(order)
+            settle = getattr(self.store, "settle", None)
+            if settle is not None:  # every snapshot committed on disk and ready before export and the cache memo
+                settle()
         finally:
             if self._netpool is not None:  # its helper drops every namespace (and veth) it made
                 self._netpool.close()
@@ -401,15 +408,23 @@ class Solver:
             snapshot = self.store.snapshot(record.snapshot_id) if record.snapshot_id is not None else parent
         except Exception:  # the snapshot was pruned: rebuild
             return None
-        if record.layer is not None and not self.store.has_blob(record.layer.blob.digest):
+        if record.layer is not None and not self.store.has_blob(record.layer.blob.digest) \
+                and not self.store.has_layer(record.layer):
             return None
         layers = ()
-        if record.layer is not None:  # asked for another --compression: the same layer, re-compressed once
-            try:
-                layers = (self.store.layer_as(record.layer, self.options.compression, cancelled=self.cancel.is_set),)
-            except Interrupted:
-                raise BuildCancelled() from None
+        if record.layer is not None:
+            layers = (self._as_built(record.layer),)
         return StepResult(key, snapshot, layers, record.created, True)
+
+    def _as_built(self, layer):
+        """A cached step's layer as this build would commit it: a lazy layer (its tar, compressed at export) stays
+        so; a blob an older eager build wrote in another --compression is re-compressed once, as before."""
+        if layer.blob.media_type in (MEDIA_TYPE_LAYER_TAR, media_type_for(self.options.compression)):
+            return layer
+        try:
+            return self.store.layer_blob(layer, self.options.compression, cancelled=self.cancel.is_set)
+        except Interrupted:
+            raise BuildCancelled() from None
 
     def _mount_sources(self, step: Step):
         """What RUN --mount needs at run time: the context, stage snapshots, secrets and the store."""
@@ -438,7 +453,12 @@ class Solver:
             layers = self.results[step.op.layer_step].layers
             if not layers:
                 return parent, ()
-            return self.store.import_layers(parent, [layer.blob for layer in layers])[-1], tuple(layers)
+            try:  # the linked layer's blob is made now (it is in the image): a lazy layer has none yet
+                blobs = [self.store.layer_blob(layer, self.options.compression, cancelled=self.cancel.is_set).blob
+                         for layer in layers]
+            except Interrupted:
+                raise BuildCancelled() from None
+            return self.store.import_layers(parent, blobs)[-1], tuple(layers)
         if step.kind == "exec":
             assert isinstance(step.op, ExecOp)
             if self.options.remote is not None:  # --cache-from cache mounts are restored before their first RUN
@@ -448,7 +468,7 @@ class Solver:
 
             def log(stream: str, text: str) -> None:
                 self.sink(ev.StepLog(number, stream, text))
-            snapshot, layer = exec_op.execute(self.store, step, parent, compression=self.options.compression,
+            snapshot, layer = exec_op.execute(self.store, step, parent, compression=LAZY,
                                               source_date_epoch=self.options.source_date_epoch,
                                               log=log, cancel=self.cancel,
                                               dockerfile_lines=self.options.dockerfile_lines,
@@ -463,7 +483,7 @@ class Solver:
             op = step.op
             assert isinstance(op, FileOp)  # the remaining kind
             source = self.snapshot_of(op.from_step) if op.from_step is not None else None
-            snapshot, layer = file_op.execute(self.store, step, parent, compression=self.options.compression,
+            snapshot, layer = file_op.execute(self.store, step, parent, compression=LAZY,
                                               source_date_epoch=self.options.source_date_epoch,
                                               context_dir=self.options.context_dir, source_snapshot=source,
                                               ignore_patterns=self.options.ignore_patterns, cancel=self.cancel,

@@ -87,8 +87,13 @@ class Store:
 
     def close(self) -> None:
         """Release the index and locks; idempotent. Open MutableSnapshots stay valid on disk
-        until aborted (or cleaned by the next open once this process is gone)."""
+        until aborted (or cleaned by the next open once this process is gone). Committed snapshots are settled
+        first (a failed one is dropped: call `settle` to hear of it)."""
         if self._lock.fd is not None:
+            try:
+                self._snapshots.settle()
+            except (StoreError, OSError):
+                pass
             self._index.close()
             self._lock.close()
 
@@ -140,12 +145,13 @@ class Store:
         the current directory to fit hundreds of layers into the one-page mount data."""
         return self._snapshots.relative_lowerdirs(snap)
 
-    def commit(self, m: MutableSnapshot, *, compression: str = "gzip", source_date_epoch: int | None = None,
+    def commit(self, m: MutableSnapshot, *, compression: str | None = "gzip", source_date_epoch: int | None = None,
                cancelled: Callable[[], bool] | None = None,
                progress: Callable[[int, int], None] | None = None) -> tuple[Snapshot, Layer | None]:
         """Make ``m`` (unmounted) a layer blob + snapshot; an empty upper gives (parent, None).
 
-        ``compression`` is "gzip", "zstd" or "uncompressed". Mtimes are clamped to
+        ``compression`` is "gzip", "zstd" or "uncompressed", or None: lazy, the tar is only hashed and its blob is
+        made by `layer_blob` when an export needs it (the layer is described as its tar, digest = diff_id). Mtimes are clamped to
         ``source_date_epoch`` when given (the builder reads SOURCE_DATE_EPOCH, once: builder/options.py).
         An identical (parent, diff_id) snapshot already stored is reused. ``cancelled`` is polled
         while the layer is written; once it returns True the commit raises `Interrupted` and keeps
@@ -154,6 +160,11 @@ class Store:
         """
         return self._snapshots.commit(m, compression, source_date_epoch, cancelled,  # type: ignore[return-value]
                                       progress)
+
+    def settle(self) -> None:
+        """Wait until the snapshots this process committed are on disk and marked ready (a commit returns while
+        its files are still written out, so the next step need not wait); raises StoreError for one that failed."""
+        self._snapshots.settle()
 
     def abort(self, m: MutableSnapshot) -> None:
         """Drop ``m``'s temp dirs (unmount first); idempotent."""
@@ -171,30 +182,24 @@ class Store:
         the bytes are the blob's), and stored on the way; a blob that fails leaves neither file nor snapshot."""
         return self._snapshots.import_layers(parent, blobs, fetch, workers or UNPACKERS)
 
-    def layer_as(self, layer: Layer, compression: str, cancelled: Callable[[], bool] | None = None) -> Layer:
-        """The same layer as a blob in ``compression``: ``layer`` itself if it already is, a variant
-        made earlier, or a new blob re-compressed from it (then remembered). The diff_id never
-        changes; a blob whose content does not match it raises CorruptBlob. ``cancelled`` as in commit()."""
-        media_type = media_type_for(compression)
-        if layer.blob.media_type == media_type:
-            return layer
-        for digest in self._index.blobs_for(layer.diff_id):
-            if digest == layer.blob.digest or not self._blobs.has(digest):
-                continue
-            path = self._blobs.path(digest)
-            with open(path, "rb") as f:
-                if sniffed_media_type(f.read(4)) == media_type:
-                    return Layer(layer.diff_id, Descriptor(media_type, Digest(digest), os.fstat(f.fileno()).st_size))
-        from cache.compress import recompress  # see SnapshotStore.commit; lazy: saves ~10 ms at start-up
+    def layer_blob(self, layer: Layer, compression: str | None, cancelled: Callable[[], bool] | None = None,
+                   progress: Callable[[int, int], None] | None = None) -> Layer:
+        """The same layer with a present blob in ``compression`` ("gzip", "zstd", "uncompressed"; None: any present
+        blob, else gzip), made once from another blob or its snapshot when missing (`cache.layerblob`), verified
+        against the diff_id. Every reader of a layer's bytes (export, push, cache export, `layers`, `run`) goes
+        through it: a lazily committed layer has no blob until then. ``cancelled`` as in commit()."""
+        from cache.layerblob import layer_blob  # lazy: saves ~1 ms at start-up
 
-        with self.open_blob(layer.blob.digest) as src:
-            diff_id, blob = recompress(self._blobs, src, compression, cancelled, str(layer.blob.digest))
-        if diff_id != layer.diff_id:
-            raise StoreError(f"layer blob {layer.blob.digest} unpacks to {diff_id}, not {layer.diff_id}",
-                             path=self._blobs.path_for(layer.blob.digest))
-        variant = Layer(diff_id, blob)
-        self._index.add_layer(variant)
-        return variant
+        self._snapshots.settle()  # a lazy layer's snapshot is its source once it is ready
+        return layer_blob(self, layer, compression, cancelled, progress)
+
+    layer_as = layer_blob  # the earlier name
+
+    def has_layer(self, layer: Layer) -> bool:
+        """Does the store hold a layer's bytes: a blob of its diff_id, or the snapshot its lazy tar is made from."""
+        from cache.layerblob import has  # lazy: saves ~1 ms at start-up
+
+        return has(self, layer)
 
     def snapshot(self, snap_id: int) -> Snapshot:
         """A committed snapshot; raises StoreError if missing."""
@@ -210,11 +215,14 @@ class Store:
         record = self._index.get_record(key, touch=True)
         if record is None:
             return None
-        intact = record.layer is None or self._blobs.has(record.layer.blob.digest)
+        intact = record.layer is None or self._blobs.has(record.layer.blob.digest) or self.has_layer(record.layer)
         if record.snapshot_id is not None:
             try:
                 intact = intact and self._snapshots.get(record.snapshot_id).path.is_dir()
             except StoreError:
+                row = self._index.snapshot(record.snapshot_id)
+                if row is not None and row.state == "pending":  # another process still writes it out: a miss
+                    return None
                 intact = False
         if not intact:  # a half-pruned or damaged entry: a miss, and forget it
             self._index.delete_records([key])
@@ -256,8 +264,8 @@ class Store:
 
     # --- images and references -------------------------------------------------------------
     def put_image(self, manifest: bytes, config: bytes, layers: list[Layer]) -> ImageRecord:
-        """Store manifest and config blobs and record the image (layer blobs must exist)."""
-        return refs.put_image(self._index, self._blobs, manifest, config, layers)
+        """Store manifest and config blobs and record the image (its layers must be in the store: `has_layer`)."""
+        return refs.put_image(self._index, self._blobs, manifest, config, layers, self.has_layer)
 
     def tag(self, name: str, manifest_digest: str) -> None:
         """Point ``name`` (already normalised) at a stored image; replaces an older tag."""
@@ -285,6 +293,7 @@ class Store:
     # --- usage and garbage collection ------------------------------------------------------
     def usage(self) -> dict[str, int]:
         """Sizes in bytes and counts; ``reclaimable`` is what prune(all=True) would free now."""
+        self._snapshots.settle()
         blob_bytes = sum(self._blobs.path_for(d).stat().st_size for d in self._blobs.digests())
         snaps = self._index.snapshots()
         snap_bytes = sum(s.size for s in snaps)
@@ -317,6 +326,7 @@ class Store:
         return {**result, "cache_mounts": count, "reclaimed": result["reclaimed"] + freed}
 
     def _prune_records(self, *, all: bool, keep_storage: int | None, until: float | None) -> dict[str, int]:
+        self._snapshots.settle()  # this process's snapshots are ready, so GC judges them as any other
         total = 0
         if keep_storage is not None and not all:  # what records can free: layers and snapshots, not cache mounts
             usage = self.usage()

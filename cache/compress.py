@@ -18,12 +18,9 @@ job size, whose output does not depend on the number of workers.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
-import queue
 import struct
-import threading
 from collections.abc import Callable
 from typing import Any, BinaryIO, Protocol, cast
 
@@ -31,6 +28,7 @@ import zstandard
 from zlib_ng import gzip_ng, zlib_ng
 
 from cache.blobs import BlobStore, TempBlob
+from cache.tarsink import CHUNK, DiffSink
 from cache.errors import Interrupted, StoreError
 from cache.pgzip import ParallelGzipCompressor, gzip_header
 from cache.model import (
@@ -45,9 +43,6 @@ from cache.model import (
 
 BUFFER = 256 * 1024
 ZSTD_JOB_SIZE = 4 << 20  # zstd's default for level 3 is 8 MiB per job and worker: 4 MiB halves peak memory
-SMALL_WRITE = 64 << 10  # writes below this (tar headers, small files) are gathered first
-CHUNK = 1 << 20  # ... into chunks of this size
-HASH_THREAD_AFTER = 4 << 20  # smaller layers are hashed inline: a thread costs more than it saves
 
 
 class Compressor(Protocol):
@@ -119,47 +114,7 @@ COMPRESSORS: dict[str, Callable[[], Compressor]] = {
 }
 
 
-class _DiffHasher:
-    """sha256 of the uncompressed stream, moved onto its own thread once `HASH_THREAD_AFTER` bytes
-    have gone by, so hashing overlaps compression instead of adding to it. Chunks must be bytes
-    (immutable: the caller cannot change them while they wait in the queue)."""
-
-    def __init__(self) -> None:
-        self._hash = hashlib.sha256()
-        self._inline = 0
-        self._queue: queue.Queue[bytes | None] | None = None
-        self._thread: threading.Thread | None = None
-
-    def update(self, chunk: bytes) -> None:
-        if self._queue is not None:
-            self._queue.put(chunk)
-            return
-        self._hash.update(chunk)
-        self._inline += len(chunk)
-        if self._inline >= HASH_THREAD_AFTER:
-            self._queue = queue.Queue(maxsize=4)
-            self._thread = threading.Thread(target=self._run, name="pybuild-diff-id", daemon=True)
-            self._thread.start()
-
-    def _run(self) -> None:
-        assert self._queue is not None
-        while (chunk := self._queue.get()) is not None:
-            self._hash.update(chunk)
-
-    def hexdigest(self) -> str:
-        self.close()
-        return self._hash.hexdigest()
-
-    def close(self) -> None:
-        """Stop the thread (after the queued chunks); idempotent."""
-        if self._thread is not None:
-            assert self._queue is not None
-            self._queue.put(None)
-            self._thread.join()
-            self._thread = None
-
-
-class LayerSink(io.RawIOBase):
+class LayerSink(DiffSink):
     """Writable stream: tar bytes → sha256 (diff_id) → compressor → temp blob (blob digest).
 
     Small writes are gathered into `CHUNK`-sized pieces; large ones (tarfile copies file data in
@@ -171,39 +126,12 @@ class LayerSink(io.RawIOBase):
         factory = COMPRESSORS[compression]
         self._blobs = blobs
         self._compressor = factory()
-        self._diff = _DiffHasher()
-        self._small = bytearray()
         self._tmp: TempBlob | None = blobs.temp()
-        self.uncompressed_size = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        """Bytes written so far (tarfile asks once; the stream is not seekable)."""
-        return self.uncompressed_size
 
     @property
     def compressed_size(self) -> int:
         """Compressed bytes written to the blob so far (progress reports)."""
         return self._tmp.size if self._tmp is not None else 0
-
-    def write(self, data: Any) -> int:
-        n = len(data)
-        self.uncompressed_size += n
-        if n >= SMALL_WRITE:
-            self._gathered()
-            self._feed(data if type(data) is bytes else bytes(data))
-        elif n:
-            self._small += data
-            if len(self._small) >= CHUNK:
-                self._gathered()
-        return n
-
-    def _gathered(self) -> None:
-        if self._small:
-            self._feed(bytes(self._small))
-            self._small.clear()
 
     def _feed(self, chunk: bytes) -> None:
         if self._tmp is None:
@@ -216,6 +144,7 @@ class LayerSink(io.RawIOBase):
     def finish(self) -> tuple[Digest, Descriptor]:
         """End the stream and store the blob; returns (diff_id, blob descriptor)."""
         self._gathered()
+        self._open = False
         assert self._tmp is not None
         self._tmp.write(self._compressor.flush())
         diff_id = self._diff.hexdigest()

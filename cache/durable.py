@@ -13,7 +13,9 @@ class SyncFs:
     """Puts the snapshot tree ``path`` on disk, on its own thread from construction on.
 
     A committed snapshot must be on disk before the index calls it ready (a crash must not leave a
-    'ready' snapshot with empty files). Build containers mount their overlay `volatile`, so nothing
+    'ready' snapshot with empty files). The files are opened first (`opened`), so the tree may be renamed
+    into the store while they are written out; the commit then lets the build go on, and the snapshot is
+    marked ready when the sync is done (`SnapshotStore.settle`). Build containers mount their overlay `volatile`, so nothing
     syncs at unmount; this sync starts when the commit does, so the writeback overlaps the layer's
     tar and compression instead of adding to the step, and `wait` (before the index row) is then
     nearly free.
@@ -30,31 +32,37 @@ class SyncFs:
 
         self.path = path
         self.error: OSError | None = None
+        self.opened = threading.Event()  # set once every file is open: the tree may be renamed from then on
         self._thread = threading.Thread(target=self._run, name="pybuild-syncfs", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         import ctypes  # lazy: saves ~2 ms at start-up
 
+        fds: list[int] = []
         try:
             few = _few_entries(str(self.path))
             if few is not None:
                 for path, directory in few:
-                    _fsync(path, directory)
+                    fds.append(_open(path, directory))
+                self.opened.set()
+                for fd in fds:
+                    os.fsync(fd)
                 return
-            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError as exc:
-            self.error = exc
-            return
-        try:
+            fds.append(os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+            self.opened.set()
             syncfs = getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)
             if syncfs is not None:
                 syncfs.argtypes, syncfs.restype = [ctypes.c_int], ctypes.c_int
-            if syncfs is not None and syncfs(fd) != 0:
+            if syncfs is not None and syncfs(fds[0]) != 0:
                 err = ctypes.get_errno()
                 self.error = OSError(err, os.strerror(err), str(self.path))
+        except OSError as exc:
+            self.error = exc
         finally:
-            os.close(fd)
+            self.opened.set()
+            for fd in fds:
+                os.close(fd)
 
     def wait(self) -> None:
         """Block until the sync is done; StoreError if the kernel reported a write error."""
@@ -87,9 +95,5 @@ def _few_entries(root: str) -> list[tuple[str, bool]] | None:
     return found if visit(root) else None
 
 
-def _fsync(path: str, directory: bool) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_DIRECTORY if directory else 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _open(path: str, directory: bool) -> int:
+    return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_DIRECTORY if directory else 0))

@@ -3,6 +3,8 @@
 Roots are (1) tagged images: their manifest, config and layer blobs, and every snapshot chain
 whose diff_ids match the image's layers from the bottom; (2) cache records that survive the
 prune policy: their snapshot and layer blob; (3) snapshots still being committed ('pending').
+A kept layer also keeps the snapshot a lazily committed layer's tar is made from and the blobs
+made of it in other compressions (cache.layerblob).
 A kept snapshot keeps its parents (they are its lowerdirs) and its own layer blob.
 
 Things with no reference at all (a blob put or a snapshot committed moments ago by another
@@ -72,10 +74,13 @@ def plan(index: Index, blobs: BlobStore, *, all: bool, keep_storage: int | None,
         snaps = {r.id: r for r in index.snapshots()}
         images = index.all_images()
         tagged = {digest for _, digest in index.tags()}
+        lazy = index.lazy_snapshots()
+        variants = index.layer_blobs()
     doomed = doomed_keys if doomed_keys is not None else \
         {r.key for r in doomed_records(records, all=all, keep_storage=keep_storage, until=until, now=now)}
     result = Plan(records=sorted(doomed))
     keep_snaps, keep_blobs = _roots(records, doomed, snaps, alone, now)
+    kept_layers: set[str] = set()
     for image in images:
         if image.manifest.digest not in tagged and (alone or now - image.created > GRACE_SECONDS):
             result.images.append(image.manifest.digest)
@@ -83,6 +88,9 @@ def plan(index: Index, blobs: BlobStore, *, all: bool, keep_storage: int | None,
         keep_blobs.update({image.manifest.digest, image.config.digest})
         keep_blobs.update(layer.blob.digest for layer in image.layers)
         keep_snaps.update(_chains(snaps, [layer.diff_id for layer in image.layers]))
+        kept_layers.update(layer.diff_id for layer in image.layers)
+    kept_layers.update(r.layer.diff_id for r in records if r.layer is not None and r.key not in doomed)
+    _keep_layer_sources(kept_layers, lazy, variants, keep_snaps, keep_blobs)
     _close_over_parents(snaps, keep_snaps, keep_blobs)
     result.snapshots = sorted(set(snaps) - keep_snaps)
     result.bytes += sum(snaps[i].size for i in result.snapshots)
@@ -116,6 +124,17 @@ def _roots(records: list[CacheRecord], doomed: set[str], snaps: dict[int, Snapsh
             if r.layer is not None:
                 keep_blobs.add(r.layer.blob.digest)
     return keep_snaps, keep_blobs
+
+
+def _keep_layer_sources(diff_ids: set[str], lazy: dict[str, list[int]], variants: list[tuple[str, str]],
+                        keep_snaps: set[int], keep_blobs: set[str]) -> None:
+    """A kept layer keeps what its blobs are made from (one snapshot of a lazy commit, cache.layerblob) and
+    the blobs made of it in other compressions (made once per compression, kept with the layer)."""
+    for diff_id in diff_ids:
+        sources = lazy.get(diff_id, [])
+        if sources and not keep_snaps.intersection(sources):  # one source is enough: the oldest
+            keep_snaps.add(sources[0])
+    keep_blobs.update(blob for blob, diff_id in variants if diff_id in diff_ids)
 
 
 def _close_over_parents(snaps: dict[int, SnapshotRow], keep_snaps: set[int], keep_blobs: set[str]) -> None:

@@ -25,6 +25,8 @@ never deadlock upgrading read locks; readers see a consistent snapshot (WAL). Sc
            created REAL)
     tags(name TEXT PK, manifest TEXT, updated REAL)     -- "docker.io/me/app:latest" → image
     statcache(path TEXT PK, dev, ino, size, mtime_ns, ctime_ns INTEGER, digest TEXT)
+    lazy_layers(snapshot INTEGER PK, diff_id TEXT,      -- a layer committed without a blob: its tar is made
+                epoch INTEGER NULL)                     -- from the snapshot (mtimes clamped to epoch) on demand
 
 A row in ``snapshots`` is inserted ('pending') *before* its directory is moved into place and
 marked 'ready' after, so a directory without a row is garbage and a 'pending' row whose temp
@@ -67,6 +69,8 @@ CREATE TABLE IF NOT EXISTS tags (name TEXT PRIMARY KEY, manifest TEXT NOT NULL, 
 CREATE TABLE IF NOT EXISTS statcache (
     path TEXT PRIMARY KEY, dev INTEGER, ino INTEGER, size INTEGER, mtime_ns INTEGER,
     ctime_ns INTEGER, digest TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS lazy_layers (snapshot INTEGER PRIMARY KEY, diff_id TEXT NOT NULL, epoch INTEGER);
+CREATE INDEX IF NOT EXISTS lazy_layers_diff ON lazy_layers (diff_id);
 """
 
 
@@ -144,7 +148,9 @@ class Index:
 
     # --- snapshots -------------------------------------------------------------------------
     def insert_pending(self, parent: int | None, diff_id: str | None, layer: Layer | None,
-                       size: int, tmp: str) -> int:
+                       size: int, tmp: str, lazy: bool = False, epoch: int | None = None) -> int:
+        """A 'pending' row; with ``lazy`` the layer has no blob yet and is made from this snapshot with mtimes
+        clamped to ``epoch`` (SOURCE_DATE_EPOCH), recorded in the same transaction."""
         blob = layer.blob if layer else None
         with self.write() as db:
             cur = db.execute(
@@ -154,6 +160,9 @@ class Index:
                  blob and blob.size, size, tmp, time.time()))
             if layer is not None:
                 db.execute("INSERT OR IGNORE INTO layers VALUES (?, ?)", (layer.blob.digest, layer.diff_id))
+                if lazy:
+                    db.execute("INSERT OR REPLACE INTO lazy_layers VALUES (?, ?, ?)",
+                               (cur.lastrowid, layer.diff_id, epoch))
             return int(cur.lastrowid)  # type: ignore[arg-type]
 
     def mark_ready(self, snap_id: int) -> None:
@@ -163,6 +172,29 @@ class Index:
     def delete_snapshot(self, snap_id: int) -> None:
         with self.write() as db:
             db.execute("DELETE FROM snapshots WHERE id=?", (snap_id,))
+            db.execute("DELETE FROM lazy_layers WHERE snapshot=?", (snap_id,))
+            # a record may name a snapshot still being written out (a commit returns before it is ready): a crash
+            # then leaves the pending row to recovery, which takes the record with it
+            db.execute("DELETE FROM records WHERE snapshot_id=?", (snap_id,))
+
+    def add_lazy(self, snap_id: int, diff_id: str, epoch: int | None) -> None:
+        """Remember that ``diff_id``'s tar can be made from snapshot ``snap_id`` (kept if already known)."""
+        with self.write() as db:
+            db.execute("INSERT OR IGNORE INTO lazy_layers VALUES (?, ?, ?)", (snap_id, diff_id, epoch))
+
+    def lazy_sources(self, diff_id: str) -> list[tuple[int, int | None, bool]]:
+        """(snapshot id, epoch, ready) from which the tar of ``diff_id`` can be made, oldest first (not ready: still
+        being written out by the process that committed it)."""
+        return [(int(r[0]), r[1], r[2] == "ready") for r in self.query(
+            "SELECT l.snapshot, l.epoch, s.state FROM lazy_layers l JOIN snapshots s ON s.id = l.snapshot"
+            " WHERE l.diff_id=? ORDER BY l.snapshot", (diff_id,))]
+
+    def lazy_snapshots(self) -> dict[str, list[int]]:
+        """diff_id → the snapshots its tar can be made from (for GC)."""
+        out: dict[str, list[int]] = {}
+        for snap, diff_id in self.query("SELECT snapshot, diff_id FROM lazy_layers ORDER BY snapshot"):
+            out.setdefault(diff_id, []).append(int(snap))
+        return out
 
     _SNAP_COLS = "id, parent, diff_id, blob, blob_media_type, blob_size, size, state, tmp, created"
 
@@ -193,6 +225,10 @@ class Index:
     def blobs_for(self, diff_id: str) -> list[str]:
         """Every blob known to hold this diff_id (in any compression; some may be pruned since)."""
         return [r[0] for r in self.query("SELECT blob FROM layers WHERE diff_id=? ORDER BY blob", (diff_id,))]
+
+    def layer_blobs(self) -> list[tuple[str, str]]:
+        """Every (blob, diff_id) pair known."""
+        return [(b, d) for b, d in self.query("SELECT blob, diff_id FROM layers")]
 
     def diff_id_for(self, blob: str) -> str | None:
         rows = self.query("SELECT diff_id FROM layers WHERE blob=?", (blob,))

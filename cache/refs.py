@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 from cache.blobs import BlobStore
@@ -25,8 +26,9 @@ from cache.model import (
 
 
 def put_image(index: Index, blobs: BlobStore, manifest: bytes, config: bytes,
-              layers: list[Layer]) -> ImageRecord:
-    """Store the manifest and config blobs and record the image; layer blobs must be present."""
+              layers: list[Layer], present: Callable[[Layer], bool] | None = None) -> ImageRecord:
+    """Store the manifest and config blobs and record the image; layer blobs must be present (or, with
+    ``present``, whatever it accepts: a lazy layer's snapshot)."""
     try:
         doc = json.loads(manifest)
     except ValueError as e:
@@ -34,7 +36,7 @@ def put_image(index: Index, blobs: BlobStore, manifest: bytes, config: bytes,
     if not isinstance(doc, dict):
         raise StoreError("put image: manifest is not a JSON object")
     for layer in layers:
-        if not blobs.has(layer.blob.digest):
+        if not blobs.has(layer.blob.digest) and (present is None or not present(layer)):
             raise BlobNotFound(layer.blob.digest)
     config_type = (doc.get("config") or {}).get("mediaType", MEDIA_TYPE_OCI_CONFIG)
     config_desc = blobs.put(config)

@@ -36,7 +36,7 @@ from cache.index import Index, SnapshotRow
 from cache.model import ByteReader, Descriptor, Digest, Layer, MutableSnapshot, Snapshot
 
 if TYPE_CHECKING:
-    from cache.compress import LayerSink
+    from cache.tarsink import DiffSink
     from cache.unpack import UnpackLimits, UnpackStats
 
 UNPACKERS = max(1, min(4, os.cpu_count() or 1))  # layers unpacked at once by import_layers
@@ -61,6 +61,9 @@ class SnapshotStore:
                 os.chmod(d, 0o700)
         if not self.empty.is_dir():
             self.empty.mkdir(mode=0o555, exist_ok=True)
+        self._settle_lock = threading.Lock()
+        self._settling: dict[int, threading.Thread] = {}  # snapshot id → the thread that marks it ready
+        self._failed: dict[int, BaseException] = {}
 
     # --- lookups ---------------------------------------------------------------------------
     def path(self, snap_id: int) -> Path:
@@ -71,7 +74,7 @@ class SnapshotStore:
 
     def get(self, snap_id: int) -> Snapshot:
         row = self.index.snapshot(snap_id)
-        if row is None or row.state != "ready":
+        if row is None or (row.state != "ready" and not self.is_settling(snap_id)):
             raise StoreError(f"snapshot {snap_id} does not exist", path=self.path(snap_id))
         return self._to_snapshot(row)
 
@@ -126,21 +129,29 @@ class SnapshotStore:
         locks.release(fd)
 
     # --- commit and import -----------------------------------------------------------------
-    def commit(self, m: MutableSnapshot, compression: str, epoch: int | None,
+    def commit(self, m: MutableSnapshot, compression: str | None, epoch: int | None,
                cancelled: Callable[[], bool] | None = None,
                progress: Callable[[int, int], None] | None = None) -> tuple[Snapshot | None, Layer | None]:
+        """Snapshot ``m`` and describe its layer. ``compression`` None is lazy: the tar is only hashed (its
+        diff_id), no blob is written, and the layer is the uncompressed tar named by its diff_id, made from the
+        snapshot when `cache.layerblob.layer_blob` is asked for it. ``progress(tarred, compressed)`` hears the bytes."""
         # The layer-writing chain (tarfile, zstandard, the gzip threads: ~9 ms of imports) is loaded where a
         # layer is written or read, here and in import_layer: a fully cached build needs neither.
-        from cache.compress import LayerSink
         from cache.layertar import is_empty_dir, write_layer
+        from cache.tarsink import DiffSink
 
         if m.lock_fd is None:
             raise StoreError("commit of a snapshot already committed or aborted", path=m.tmpdir)
         if is_empty_dir(m.upper):
             self.abort(m)
             return m.parent, None
-        synced = SyncFs(m.upper)  # the files reach the disk while the layer is compressed
-        sink = LayerSink(self.blobs, compression)
+        synced = SyncFs(m.upper)  # the files reach the disk while the layer is hashed or compressed
+        if compression is None:
+            sink = DiffSink()
+        else:
+            from cache.compress import LayerSink  # lazy: saves ~7 ms at start-up
+
+            sink = LayerSink(self.blobs, compression)
         try:
             out = sink if cancelled is None and progress is None else _Stoppable(sink, cancelled, progress)
             stats = write_layer(m.upper, out, epoch=epoch)
@@ -152,16 +163,73 @@ class SnapshotStore:
         parent_id = m.parent.id if m.parent else None
         existing = self.index.find_snapshot(parent_id, diff_id)
         if existing is not None:
+            if compression is None:
+                self.index.add_layer(layer)
+                self.index.add_lazy(existing.id, diff_id, epoch)
             self.abort(m)
             return self._to_snapshot(existing), layer
-        synced.wait()
-        snap = self._install(m.upper, m.tmpdir, parent_id, layer, stats.size)
-        self.abort(m)
-        return snap, layer
+        return self._install_syncing(m, synced, parent_id, layer, stats.size, compression is None, epoch), layer
 
-    def _install(self, fs: Path, tmpdir: Path, parent: int | None, layer: Layer, size: int) -> Snapshot:
+    def _install_syncing(self, m: MutableSnapshot, synced: SyncFs, parent: int | None, layer: Layer, size: int,
+                         lazy: bool, epoch: int | None) -> Snapshot:
+        """Row ('pending', naming ``m``'s locked temp dir) → rename into snapshots/<id>/fs once the sync has its
+        files open → back to the build, which may use the snapshot at once; a thread marks the row ready when
+        the files are on disk and only then drops the temp dir (whose lock keeps other processes' recovery
+        away from the pending row meanwhile). `settle` waits for it; a crash before leaves a pending row that
+        the next open removes, as for any commit cut short."""
+        snap_id = self.index.insert_pending(parent, layer.diff_id, layer, size, m.tmpdir.name, lazy, epoch)
+        target = self.path(snap_id)
+        try:
+            target.parent.mkdir()
+            os.chmod(m.upper, 0o755)
+            synced.opened.wait()
+            os.rename(m.upper, target)
+        except BaseException:
+            shutil.rmtree(target.parent, ignore_errors=True)
+            self.index.delete_snapshot(snap_id)
+            raise
+        tmpdir, fd = m.tmpdir, m.lock_fd
+        assert fd is not None
+        m.lock_fd = None  # the temp dir and its lock now belong to the settling thread
+        finisher = threading.Thread(target=self._mark_ready, args=(snap_id, synced, tmpdir, fd),
+                                    name="pybuild-settle", daemon=True)
+        with self._settle_lock:
+            self._settling[snap_id] = finisher
+        finisher.start()
+        return Snapshot(snap_id, parent, layer.diff_id, size, target)
+
+    def _mark_ready(self, snap_id: int, synced: SyncFs, tmpdir: Path, fd: int) -> None:
+        try:
+            synced.wait()
+            self.index.mark_ready(snap_id)
+        except BaseException as exc:  # kept for settle(), which raises it
+            self._failed[snap_id] = exc
+            return
+        self._drop_temp(tmpdir, fd)
+
+    def settle(self) -> None:
+        """Wait until every snapshot this process committed is on disk and ready; the first one that could not
+        be written is removed and its StoreError raised."""
+        with self._settle_lock:
+            pending, self._settling = self._settling, {}
+        first: BaseException | None = None
+        for snap_id, finisher in sorted(pending.items()):
+            finisher.join()
+            exc = self._failed.pop(snap_id, None)
+            if exc is not None:
+                self.delete(snap_id)
+                first = first or exc
+        if first is not None:
+            raise first
+
+    def is_settling(self, snap_id: int) -> bool:
+        """Committed by this process, its files still being written out (usable here, not yet ready)."""
+        return snap_id in self._settling
+
+    def _install(self, fs: Path, tmpdir: Path, parent: int | None, layer: Layer, size: int,
+                 lazy: bool = False, epoch: int | None = None) -> Snapshot:
         """Row ('pending') → rename into snapshots/<id>/fs → row 'ready'."""
-        snap_id = self.index.insert_pending(parent, layer.diff_id, layer, size, tmpdir.name)
+        snap_id = self.index.insert_pending(parent, layer.diff_id, layer, size, tmpdir.name, lazy, epoch)
         target = self.path(snap_id)
         try:
             target.parent.mkdir()
@@ -184,6 +252,7 @@ class SnapshotStore:
         (decompression, hashing and file writes release the GIL), then installed in order. If one fails the
         others stop at their next read, nothing of the batch is kept, and its error is raised. A blob not in the
         store is read from ``fetch(blob, stop)`` while it is unpacked and stored on the way (see `_unpack`)."""
+        self.settle()  # this process's own snapshots are ready, so they are found and reused
         done: list[Snapshot] = []
         parent_id = parent.id if parent else None
         for blob in blobs:  # the reused prefix: a layer over a new snapshot cannot be in the store yet
@@ -332,7 +401,7 @@ class _Stoppable(io.RawIOBase):
     so a commit of any size notices a cancel within one chunk's compression time. ``progress(tarred,
     compressed)`` hears the bytes after each write."""
 
-    def __init__(self, sink: LayerSink, cancelled: Callable[[], bool] | None,
+    def __init__(self, sink: DiffSink, cancelled: Callable[[], bool] | None,
                  progress: Callable[[int, int], None] | None = None) -> None:
         super().__init__()
         self._sink = sink

@@ -2,7 +2,7 @@
 
 Contents of the tar (entries in this order, owner 0:0, mtime 0, so the same image gives the same bytes)::
 
-    blobs/sha256/<hex>   the layer blobs as stored (gzip or zstd), then the config, then the OCI manifest
+    blobs/sha256/<hex>   the layer blobs (lazily committed ones compressed now), then the config, the OCI manifest
     index.json           OCI index: one entry per name (ref.name = tag, io.containerd.image.name = full name)
     manifest.json        docker's index: [{"Config": "blobs/sha256/<config>", "RepoTags": [...],
                                            "Layers": ["blobs/sha256/<layer>", ...]}]
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from builder.export.atomic import atomic_file
-from builder.export.image import MANIFEST_MEDIA_TYPE
+from builder.export.image import MANIFEST_MEDIA_TYPE, exportable
 from builder.export.oci_layout import IMAGE_NAME
 from builder.plan.bases import REF_NAME, split_tag
 
@@ -68,19 +68,21 @@ def _index(record: ImageRecord, names: list[str]) -> dict:
 
 
 def write_archive_to(out: IO[bytes], store: Store, record: ImageRecord, names: list[str],
-                     docker_manifest: bool = True) -> None:
+                     docker_manifest: bool = True, compression: str = "gzip") -> None:
     """Stream the archive of ``record`` (a cache.ImageRecord) to ``out``; ``names`` are normalised image names.
     Without ``docker_manifest`` it is the plain OCI layout tar (buildx's type=oci tarball: no manifest.json).
 
     Blobs are read through the store's verifying reader: a damaged blob raises CorruptBlob (a StoreError). A
     stream that is not a file (``dest=-`` into a pipe) may be consumed as it comes, so there each blob is verified
     before any of its bytes are written (one more read, from the page cache)."""
-    write_images_to(out, store, [(record, names)], docker_manifest)
+    write_images_to(out, store, [(record, names)], docker_manifest, compression)
 
 
 def write_images_to(out: IO[bytes], store: Store, images: list[tuple[ImageRecord, list[str]]],
-                    docker_manifest: bool = True) -> None:
-    """`write_archive_to` for several (record, names) pairs in one archive, as `docker save A B` writes."""
+                    docker_manifest: bool = True, compression: str = "gzip") -> None:
+    """`write_archive_to` for several (record, names) pairs in one archive, as `docker save A B` writes; lazily
+    committed layers are compressed first in ``compression`` (builder.export.image.exportable)."""
+    images = [(exportable(store, record, compression), names) for record, names in images]
     stream = not _is_file(out)
     manifest_entry = [{"Config": _blob_name(record.config.digest),
                        "RepoTags": [familiar_name(n) for n in names],
@@ -116,10 +118,10 @@ def _is_file(out: IO[bytes]) -> bool:
 
 
 def write_archive(store: Store, dest: str | Path, record: ImageRecord, names: list[str],
-                  docker_manifest: bool = True) -> None:
+                  docker_manifest: bool = True, compression: str = "gzip") -> None:
     """Write the archive to the file ``dest`` atomically: a temp file beside it, fsync, rename.
 
     On any error (or Ctrl-C) the temp file is removed and an existing ``dest`` is left as it was."""
     dest = Path(dest)
     with atomic_file(dest) as fh:
-        write_archive_to(fh, store, record, names, docker_manifest)
+        write_archive_to(fh, store, record, names, docker_manifest, compression)

@@ -1,11 +1,16 @@
 """Assemble a stage's image: layers along its step chain, the OCI config (history, diff_ids) and manifest."""
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from builder.plan.imageconfig import HistoryEntry, canonical_json
 from builder.plan.steps import StepGraph
 from builder.plan.steps import StepResult
+
+if TYPE_CHECKING:
+    from cache import ImageRecord, Layer, Store
 
 MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
 CONFIG_MEDIA_TYPE = "application/vnd.oci.image.config.v1+json"
@@ -70,3 +75,31 @@ def layers_manifest(config_bytes: bytes, layers: list) -> bytes:
         "layers": [{"mediaType": l.blob.media_type, "digest": l.blob.digest, "size": l.blob.size} for l in layers],
     }
     return canonical_json(manifest)
+
+
+
+def exportable(store: Store, record: ImageRecord, compression: str = "gzip",
+               cancelled: Callable[[], bool] | None = None,
+               progress: Callable[[int, int], None] | None = None) -> ImageRecord:
+    """``record`` (a cache.ImageRecord) as it leaves the store: its lazily committed layers (uncompressed tar
+    descriptors, digest = diff_id) made into blobs in ``compression`` through `Store.layer_blob`, and the manifest
+    listing them made and stored now (its digest exists from here on). Layers pulled or written eagerly stay as
+    they are. The config, and so the image id, does not change; an image with no lazy layer is returned as is."""
+    layers = exportable_layers(store, record.layers, compression, cancelled, progress)
+    if layers == tuple(record.layers):
+        return record
+    with store.open_blob(record.config.digest) as fh:
+        config = fh.read()
+    manifest = layers_manifest(config, list(layers))
+    desc = replace(store.put_blob(manifest), media_type=MANIFEST_MEDIA_TYPE)
+    return replace(record, manifest=desc, layers=layers)
+
+
+def exportable_layers(store: Store, layers: Sequence[Layer], compression: str,
+                      cancelled: Callable[[], bool] | None = None,
+                      progress: Callable[[int, int], None] | None = None) -> tuple[Layer, ...]:
+    """``layers`` with each lazy one (an uncompressed tar not written yet) as a blob in ``compression``."""
+    from cache.model import MEDIA_TYPE_LAYER_TAR  # lazy: saves ~31 ms at start-up
+
+    return tuple(store.layer_blob(layer, compression, cancelled, progress) if layer.blob.media_type == MEDIA_TYPE_LAYER_TAR
+                 else layer for layer in layers)

@@ -60,10 +60,15 @@ def _push_blob(store: Store, client: Registry, ref: Reference, desc: Descriptor,
 
 
 def push_image(store: Store, record: ImageRecord, name: str, registries: Registries, *, insecure: bool = False,
-               mount_sources: tuple[str, ...] = (), progress: Progress | None = None) -> PushResult:
+               mount_sources: tuple[str, ...] = (), progress: Progress | None = None,
+               compression: str = "gzip") -> PushResult:
     """Push ``record`` (a cache.ImageRecord) as ``name``; ``mount_sources`` are repositories of the same
     registry that already hold its blobs; ``progress`` hears each upload's bytes (from upload threads).
-    Raises RegistryError naming the image on any failure."""
+    Lazily committed layers are compressed first in ``compression`` (builder.export.image.exportable), which
+    makes the manifest pushed. Raises RegistryError naming the image on any failure."""
+    from builder.export.image import exportable  # lazy: saves ~1 ms at start-up
+
+    record = exportable(store, record, compression)
     ref = Reference.parse(name)
     if ref.digest and ref.digest != record.manifest.digest:
         raise UsageError(f"cannot push to {name}: the image's manifest is {record.manifest.digest}")

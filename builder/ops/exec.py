@@ -73,7 +73,7 @@ def render_location(step: Step, dockerfile_lines: list[str] | None) -> str:
     return "\n".join(shown)
 
 
-def execute(store: Store, step: Step, parent_snapshot: Snapshot | None, *, compression: str,
+def execute(store: Store, step: Step, parent_snapshot: Snapshot | None, *, compression: str | None,
             log: Callable[[str, str], None], cancel: threading.Event | None, dockerfile_lines: list[str] | None,
             hostname: str, mounts: MountSources | None = None, launcher: Launcher | None = None,
             on_error: Callable[[ContainerSpec], None] | None = None,

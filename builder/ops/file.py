@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 CANCEL_POLL_SECONDS = 0.05
 
 
-def execute(store: Store, step: Step, parent_snapshot: Snapshot | None, *, compression: str,
+def execute(store: Store, step: Step, parent_snapshot: Snapshot | None, *, compression: str | None,
             context_dir: str | None, source_snapshot: Snapshot | None = None, ignore_patterns: list[str] | None = None,
             cancel: threading.Event | None = None,
             launcher: Launcher | None = None, fetched: dict | None = None,

@@ -99,7 +99,8 @@ def resolve_oci_layout(ref: str) -> BaseImage:
         raise oci.LayoutError(f"OCI layout {path}: the image config or manifest is malformed ({exc})") from None
     except PybuildError as exc:  # name the layout the inconsistency is in
         raise oci.LayoutError(f"OCI layout {path}: {exc.message}") from None
-    source = SourceOp(ref=ref, manifest_digest=desc["digest"], layers=refs, layout_dir=layout)
+    source = SourceOp(ref=ref, manifest_digest=desc["digest"], layers=refs, layout_dir=layout,
+                      image_id=manifest["config"]["digest"])
     return BaseImage(config, source, created)
 
 
@@ -112,7 +113,7 @@ def resolve_local(store: Store, name: str) -> BaseImage | None:
     with store.open_blob(record.config.digest) as fh:
         config_doc = json.loads(fh.read())
     config = ImageConfig.from_oci(config_doc)
-    source = SourceOp(ref=name, manifest_digest=record.manifest.digest,
+    source = SourceOp(ref=name, manifest_digest=record.manifest.digest, image_id=record.config.digest,
                       layers=_layers(manifest, list(config.diff_ids)))
     return BaseImage(config, source, parse_time(config_doc.get("created")))
 

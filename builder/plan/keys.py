@@ -38,6 +38,8 @@ def step_key(step: Step, parent_key: str | None, *, sources: dict[str, str] | No
     """The key of a step given its parent's key and, for file steps, the content checksums of its sources."""
     op = step.op
     if isinstance(op, SourceOp):
+        if op.image_id:  # the same image whatever its layers' compression (a lazily built one, or the same pulled)
+            return make_key({"op": "source", "image": op.image_id}, epoch)
         return make_key({"op": "source", "manifest": op.manifest_digest}, epoch)
     if isinstance(op, ExecOp):
         parts: dict[str, Any] = {"op": "exec", "parent": parent_key, "argv": list(op.argv), "env": list(op.env),

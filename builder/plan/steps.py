@@ -35,6 +35,7 @@ class SourceOp:
     manifest_digest: str
     layers: tuple[LayerRef, ...]
     layout_dir: str | None = None  # oci-layout:// bases: where to copy blobs from
+    image_id: str = ""  # the config's digest: the cache key (the manifest's changes with the layers' compression)
 
 
 @dataclass(frozen=True, slots=True)

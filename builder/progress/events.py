@@ -134,8 +134,9 @@ class BuildSummary:
     ran: int
     cached: int
     elapsed: float
-    size: int  # the image's layers as stored (compressed), bytes
+    size: int  # the image's layers as stored, bytes
     ts: float = field(default_factory=_now)
+    compressed: bool = True  # False: some layer is stored as its plain tar (compressed at export)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +167,7 @@ Sink = Callable[[Event], None]
 
 
 def summary_text(event: BuildSummary) -> str:
-    return summary_line(event.steps, event.ran, event.cached, event.elapsed, event.size)
+    return summary_line(event.steps, event.ran, event.cached, event.elapsed, event.size, event.compressed)
 
 
 def progress_text(event: TaskProgress) -> str:

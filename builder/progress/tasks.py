@@ -8,6 +8,8 @@ from typing import Any, BinaryIO, Callable, Iterator, Sequence
 
 from builder.progress import events as ev
 
+LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"  # cache.model's MEDIA_TYPE_LAYER_TAR (progress imports no cache)
+
 Digester = Callable[[Sequence[Any]], list[Any]]  # Store.file_digests: [(path, stat)] -> [digest]
 
 _TASKS = itertools.count(1)
@@ -40,7 +42,8 @@ def summary(results: dict[int, Any], record: Any, elapsed: float) -> ev.BuildSum
     layers (cache.ImageRecord; progress imports nothing else of pybuild, tests/unit/test_layering.py)."""
     cached = sum(1 for result in results.values() if result.cached)
     size = sum(layer.blob.size for layer in record.layers)
-    return ev.BuildSummary(len(results), len(results) - cached, cached, elapsed, size)
+    compressed = all(layer.blob.media_type != LAYER_TAR for layer in record.layers)
+    return ev.BuildSummary(len(results), len(results) - cached, cached, elapsed, size, compressed=compressed)
 
 
 LAYER_QUIET, LAYER_EVERY = 1.0, 0.5  # a layer written for longer than a second: its bytes, twice a second
@@ -59,6 +62,33 @@ def layer_meter(sink: ev.Sink, number: int, clock: Callable[[], float] = time.mo
             last[0] = now
             sink(ev.TaskProgress(str(number), "writing layer", tarred, written=compressed))
     return progress
+
+
+@contextlib.contextmanager
+def exporting_layers(sink: ev.Sink, clock: Callable[[], float] = time.monotonic) -> Iterator[Callable[[int, int], None]]:
+    """Layers compressed for an export (a layer is stored as its plain tar until then): once that has taken a
+    second, buildx's `exporting layers` task with the bytes of the layer being compressed, twice a second."""
+    started = clock()
+    state: dict[str, Any] = {"name": None, "last": started}
+
+    def progress(tarred: int, compressed: int) -> None:
+        now = clock()
+        if state["name"] is None:
+            if now - started < LAYER_QUIET:
+                return
+            state["name"] = f"export-{next(_TASKS)}"
+            sink(ev.TaskStarted(state["name"], "exporting layers", ts=time.time() - (now - started)))
+        if now - state["last"] >= LAYER_EVERY:
+            state["last"] = now
+            sink(ev.TaskProgress(state["name"], "compressing layer", tarred, written=compressed))
+    try:
+        yield progress
+    except BaseException as exc:
+        if state["name"] is not None:
+            sink(ev.TaskDone(state["name"], clock() - started, error=str(exc) or type(exc).__name__))
+        raise
+    if state["name"] is not None:
+        sink(ev.TaskDone(state["name"], clock() - started))
 
 
 HASH_BATCH = 32 << 20  # bytes of context files hashed per call once a context is large enough to show it

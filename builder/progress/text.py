@@ -12,7 +12,9 @@ def human_size(n: int) -> str:
     return f"{value:.4g}{unit}"
 
 
-def summary_line(steps: int, ran: int, cached: int, elapsed: float, size: int) -> str:
-    """The last line of a build: `2 steps run, 3 cached (5 in all) in 1.2s; image 12.3MB (compressed layers)`."""
+def summary_line(steps: int, ran: int, cached: int, elapsed: float, size: int, compressed: bool = True) -> str:
+    """The last line of a build: `2 steps run, 3 cached (5 in all) in 1.2s; image 12.3MB (compressed layers)`;
+    an image stored with layers not compressed yet (they are compressed when exported) says so."""
+    kind = "compressed layers" if compressed else "uncompressed layers"
     return (f"{ran} step{'s' if ran != 1 else ''} run, {cached} cached ({steps} in all) in {elapsed:.1f}s; "
-            f"image {human_size(size)} (compressed layers)")
+            f"image {human_size(size)} ({kind})")

@@ -70,22 +70,22 @@ def entries(solver, mode: str, target: int) -> list[tuple]:
 
 
 def _ensure_local(store: Store, remote: RemoteCache | None, layer: Layer) -> None:
-    if not store.has_blob(layer.blob.digest) and (remote is None or not remote.fetch(store, layer)):
+    if not store.has_layer(layer) and (remote is None or not remote.fetch(store, layer)):
         raise PybuildError(f"layer {layer.blob.digest} is neither in the store nor in a readable --cache-from")
 
 
 def compressed(spec: CacheSpec, store: Store, remote: RemoteCache | None, records: list[tuple]) -> list[tuple]:
     """``records`` with their layers in ``spec.compression`` (re-compressed once, as the store keeps variants)."""
-    from cache.model import media_type_for  # lazy: saves <1 ms at start-up (its modules are loaded by then)
+    # lazy: saves <1 ms at start-up (its modules are loaded by then)
+    from cache.model import MEDIA_TYPE_LAYER_TAR, media_type_for
 
-    if not spec.compression:
-        return records
-    wanted = media_type_for(spec.compression)
+    wanted = media_type_for(spec.compression) if spec.compression else None
     out = []
     for key, parent, layer, created, description in records:
-        if layer is not None and layer.blob.media_type != wanted:
+        lazy = layer is not None and layer.blob.media_type == MEDIA_TYPE_LAYER_TAR  # committed lazily: no blob yet
+        if layer is not None and (lazy or (wanted is not None and layer.blob.media_type != wanted)):
             _ensure_local(store, remote, layer)
-            layer = store.layer_as(layer, spec.compression)
+            layer = store.layer_blob(layer, spec.compression or "gzip")
         out.append((key, parent, layer, created, description))
     return out
 

@@ -61,9 +61,15 @@ class CacheSession:
         from builder.remotecache.exporters import entries
         from builder.remotecache.format import INLINE_KEY, encode
 
-        config, _, layers = built
+        from builder.export.image import exportable_layers
+
+        config, _, layers = built  # the config names the layers' blobs: lazily committed ones are compressed now
+        layers = exportable_layers(solver.store, layers, solver.options.compression, solver.cancel.is_set)
         digests = {layer.blob.digest for layer in layers}
-        records = [e for e in entries(solver, "min", target) if e[2] is None or e[2].blob.digest in digests]
+        made = {layer.diff_id: layer for layer in layers}  # the records name the blobs the image has
+        records = [(k, p, made.get(l.diff_id, l) if l is not None else None, c, d)
+                   for k, p, l, c, d in entries(solver, "min", target)]
+        records = [e for e in records if e[2] is None or e[2].blob.digest in digests]
         doc, _ = encode(records, "min", list(layers))
         config = canonical_json({**json.loads(config), INLINE_KEY: doc})
         return config, layers_manifest(config, list(layers)), layers
@@ -92,7 +98,7 @@ class CacheSession:
                   names: tuple) -> ImageRecord:
         """Record the image in the store; when its layers stayed in the cache's registry (push-only builds), only
         its manifest and config are kept and the record is not tagged (the layers are mounted at push)."""
-        if all(store.has_blob(layer.blob.digest) for layer in layers):
+        if all(store.has_layer(layer) for layer in layers):  # a blob, or a lazily committed layer's snapshot
             if solver.lazy:
                 from builder.remotecache.lazy import keep_local  # lazy: saves ~62 ms at start-up
 
@@ -104,7 +110,7 @@ class CacheSession:
         from dataclasses import replace
 
         self.stored = False
-        self.warn(f"the image is pushed but not stored locally: {sum(not store.has_blob(l.blob.digest) for l in layers)}"
+        self.warn(f"the image is pushed but not stored locally: {sum(not store.has_layer(l) for l in layers)}"
                   " of its layers stay in the registry cache (add --output type=image to keep it here)")
         config_desc = replace(store.put_blob(config), media_type=MEDIA_TYPE_OCI_CONFIG)
         manifest_desc = replace(store.put_blob(manifest), media_type=MEDIA_TYPE_OCI_MANIFEST)

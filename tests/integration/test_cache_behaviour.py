@@ -136,8 +136,9 @@ def oci_layers(layout: Path) -> tuple[list[dict], list[str]]:
 
 
 def test_compression_change_keeps_steps_cached_and_their_layers_follow_it(pybuild, ctx, tmp_path):
-    """A cached step's layer is re-compressed (once) when another --compression is asked for; the base
-    image's layers stay as they are (BuildKit's default, without force-compression)."""
+    """A cached step's layer is re-compressed (once) when another --compression is asked for. The base here was
+    built in this store, lazily: its layers have no compressed blob yet and follow the export's compression too
+    (a pulled base's layers stay as pulled, BuildKit's default without force-compression)."""
     out = {name: tmp_path / name for name in ("gz", "zst", "gz2", "zst2")}
     expect(build(pybuild, ctx, "--output", f"type=oci,dest={out['gz']}"), None)
     expect(build(pybuild, ctx, "--compression", "zstd", "--output", f"type=oci,dest={out['zst']}"), None)
@@ -148,8 +149,7 @@ def test_compression_change_keeps_steps_cached_and_their_layers_follow_it(pybuil
     assert zst_diff_ids == diff_ids
     steps = 6  # RUN, COPY, RUN, COPY, RUN, COPY (ARG makes no layer)
     assert {layer["mediaType"] for layer in gz} == {"application/vnd.oci.image.layer.v1.tar+gzip"}
-    assert [layer["mediaType"].rsplit("+", 1)[1] for layer in zst] == ["gzip"] * (len(gz) - steps) + ["zstd"] * steps
-    assert zst[:-steps] == gz[:-steps]
+    assert [layer["mediaType"].rsplit("+", 1)[1] for layer in zst] == ["zstd"] * len(gz)
     for layer, diff_id in zip(zst[-steps:], diff_ids[-steps:]):
         raw = (out["zst"] / "blobs" / "sha256" / layer["digest"].removeprefix("sha256:")).read_bytes()
         assert raw.startswith(b"\x28\xb5\x2f\xfd") and layer["size"] == len(raw)

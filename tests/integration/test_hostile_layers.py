@@ -130,7 +130,7 @@ def test_a_tampered_blob_is_never_exported(tmp_path, busybox_image, pybuild):
 
     fresh = Pybuild(tmp_path / "root")
     ctx = busybox_context(tmp_path / "ctx")
-    fresh("-t", "t/busybox", str(ctx))
+    fresh("-t", "t/busybox", "--output", f"type=oci,dest={tmp_path / 'first'}", str(ctx))  # makes the gzip blob
     (blob,) = [p for p in (tmp_path / "root/blobs/sha256").iterdir() if p.stat().st_size > 100_000]
     os.chmod(blob, 0o644)
     with open(blob, "r+b") as f:

@@ -82,7 +82,9 @@ def steps(proc) -> dict[str, str]:
 
 
 def digest_of(proc) -> str:
-    match = re.search(r"manifest: (sha256:[0-9a-f]{64})", proc.stdout.decode())
+    """The image id: the same image whether its layers were committed lazily (A: the stored manifest lists them
+    uncompressed until an export) or came compressed from a cache (B)."""
+    match = re.search(r"image id: (sha256:[0-9a-f]{64})", proc.stdout.decode())
     assert match, proc.stdout.decode() + proc.stderr.decode()
     return match.group(1)
 
@@ -176,10 +178,12 @@ def test_push_after_full_remote_hit_downloads_no_layer(runner_a, registry, bbctx
     assert not any((b.root / "blobs" / "sha256" / d[7:]).exists() for d in layers)
     # uploaded: the config and busybox's 3 layers (B's own base image, not in the app's cache); the app's layers
     # were mounted from the cache repository before the push looked for them
-    assert re.search(rf"pushed:   {re.escape(name)}@{app_a} \(4 blobs uploaded", proc.stdout.decode()), \
+    pushed_digest = re.search(r"manifest: (sha256:[0-9a-f]{64})", proc.stdout.decode()).group(1)
+    assert re.search(rf"pushed:   {re.escape(name)}@{pushed_digest} \(4 blobs uploaded", proc.stdout.decode()), \
         proc.stdout.decode()
     assert "not stored locally" in proc.stderr.decode()
     pushed = manifest(registry, "me/pushed", "1")
+    assert pushed["config"]["digest"] == app_a
     assert set(layers) <= {d["digest"] for d in pushed["layers"]}
     for digest in layers:  # every layer is really in the pushed repository
         assert registry.request_count("HEAD", f"/me/pushed/blobs/{digest}") >= 1

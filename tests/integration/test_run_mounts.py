@@ -25,7 +25,8 @@ def layer_names(pybuild, image: str) -> dict[str, bytes]:
         record = store.resolve(f"docker.io/{image}:latest")
         files = {}
         for layer in record.layers:
-            with store.open_blob(layer.blob.digest) as fh:
+            blob = store.layer_blob(layer, "gzip").blob  # a lazily committed layer's blob is made here
+            with store.open_blob(blob.digest) as fh:
                 data = fh.read()
             with tarfile.open(fileobj=io.BytesIO(gzip.decompress(data))) as tar:
                 for member in tar:

@@ -155,3 +155,19 @@ def test_a_quick_stdin_context_says_nothing():
     seen: list = []
     clock = Clock()
     assert read_context(SlowStream(clock, 3), seen.append, clock) == b"x" * (3 << 20) and seen == []
+
+
+def test_a_summary_of_an_image_with_uncompressed_layers_says_so():
+    from types import SimpleNamespace
+
+    from builder.progress.tasks import summary
+
+    def layer(media_type: str, size: int) -> SimpleNamespace:
+        return SimpleNamespace(blob=SimpleNamespace(media_type=media_type, size=size))
+
+    gzip = "application/vnd.oci.image.layer.v1.tar+gzip"
+    eager = summary({}, SimpleNamespace(layers=[layer(gzip, 1000)]), 1.0)
+    lazy = summary({}, SimpleNamespace(layers=[layer(gzip, 1000), layer("application/vnd.oci.image.layer.v1.tar", 5000)]),
+                   1.0)
+    assert ev.summary_text(eager).endswith("image 1kB (compressed layers)")
+    assert ev.summary_text(lazy).endswith("image 6kB (uncompressed layers)")

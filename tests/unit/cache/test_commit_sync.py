@@ -12,9 +12,11 @@ import pytest
 from cache import StoreError, durable, snapshots
 
 
-def test_the_sync_starts_with_the_commit_and_ends_before_the_row_is_written(store, monkeypatch):
+def test_the_sync_starts_with_the_commit_and_ends_before_the_row_is_ready(store, monkeypatch):
+    """The commit returns once the files are open for the sync and renamed into the store: the snapshot is usable
+    at once in this process, 'pending' (another process's lookup misses it) until the sync is done."""
     events: list[str] = []
-    real_sync, real_insert = snapshots.SyncFs, store._index.insert_pending
+    real_sync, real_insert, real_ready = snapshots.SyncFs, store._index.insert_pending, store._index.mark_ready
 
     class Recorded(real_sync):
         def __init__(self, path):
@@ -29,13 +31,22 @@ def test_the_sync_starts_with_the_commit_and_ends_before_the_row_is_written(stor
         events.append("row inserted")
         return real_insert(*args, **kwargs)
 
+    def ready(*args, **kwargs):
+        events.append("row ready")
+        return real_ready(*args, **kwargs)
+
     monkeypatch.setattr(snapshots, "SyncFs", Recorded)
     monkeypatch.setattr(store._index, "insert_pending", insert)
+    monkeypatch.setattr(store._index, "mark_ready", ready)
     m = store.prepare(None)
     (m.upper / "f").write_bytes(os.urandom(1 << 20))
     snap, layer = store.commit(m, compression="gzip")
-    assert events == ["sync started on upper", "sync done", "row inserted"]
-    assert snap.path.joinpath("f").stat().st_size == 1 << 20
+    assert store.snapshot(snap.id).path.joinpath("f").stat().st_size == 1 << 20  # usable before it is ready
+    store.settle()
+    assert events[:2] == ["sync started on upper", "row inserted"]
+    assert events.index("sync done") < events.index("row ready")
+    assert store._index.snapshot(snap.id).state == "ready"
+    assert os.listdir(store.root / "tmp") == []  # the temp dir and its lock went once the row was ready
 
 
 def test_syncfs_runs_on_its_own_thread_and_succeeds(tmp_path):

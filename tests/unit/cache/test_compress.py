@@ -12,7 +12,8 @@ import pytest
 import zstandard
 
 from cache.blobs import BlobStore
-from cache.compress import CHUNK, COMPRESSORS, HASH_THREAD_AFTER, SMALL_WRITE, LayerSink, decompressed
+from cache.compress import COMPRESSORS, LayerSink, decompressed
+from cache.tarsink import CHUNK, HASH_THREAD_AFTER, SMALL_WRITE
 from cache.errors import Interrupted, StoreError
 from cache.model import LAYER_MEDIA_TYPES, Digest, media_type_for, sniffed_media_type
 
@@ -109,7 +110,7 @@ class _LazyHasher:
 
 
 def test_buffers_reused_by_the_caller_are_copied_before_queueing(tmp_path, monkeypatch):
-    monkeypatch.setattr("cache.compress._DiffHasher", _LazyHasher)
+    monkeypatch.setattr("cache.tarsink._DiffHasher", _LazyHasher)
     data = _payload(4 * CHUNK)
     sink = LayerSink(BlobStore(tmp_path), "zstd")
     buf = bytearray(CHUNK)

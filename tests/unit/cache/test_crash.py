@@ -68,10 +68,13 @@ def check_store(root: Path) -> Store:
     with sqlite3.connect(root / "index.db") as db:
         rows = dict(db.execute("SELECT id, state FROM snapshots").fetchall())
         record_snaps = {r[0] for r in db.execute("SELECT snapshot_id FROM records") if r[0]}
-        snap_blobs = {r[0] for r in db.execute("SELECT blob FROM snapshots") if r[0]}
+        snap_blobs = {r[0] for r in db.execute("SELECT blob FROM snapshots WHERE id NOT IN"
+                                               " (SELECT snapshot FROM lazy_layers)") if r[0]}
+        lazy = {r[0] for r in db.execute("SELECT snapshot FROM lazy_layers")}
     assert set(rows.values()) <= {"ready"}
     assert snapshot_dirs(root) == sorted(rows)
     assert record_snaps <= set(rows)
+    assert lazy <= set(rows)  # a lazy layer's tar is made from its snapshot: the row goes with it
     for digest in snap_blobs:
         assert store.has_blob(digest)
     for snap_id in rows:

@@ -62,6 +62,7 @@ def test_commit_import_round_trip(spec, compression):
             imported = b.import_layer(None, layer.blob)
             assert imported.diff_id == layer.diff_id
             assert snapshot_tree(imported.path) == snapshot_tree(snap.path)
+            a.settle()  # a commit's temp dir goes once its snapshot is on disk and ready
             assert os.listdir(Path(tmp) / "a" / "tmp") == []
         finally:
             a.close()
