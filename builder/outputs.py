@@ -125,8 +125,8 @@ def export(store: Store, record: ImageRecord, out: Output, tags: tuple[str, ...]
         return record
     from builder.export.image import exportable  # lazy: saves <1 ms at start-up (its modules are loaded by then)
 
-    with exporting_layers(sink or (lambda event: None)) as progress:
-        record = exportable(store, record, compression, progress=progress)
+    with exporting_layers(sink or (lambda event: None)) as compressing:
+        record = exportable(store, record, compression, progress=compressing)
     if out.type == "registry":
         # lazy: saves ~51 ms at start-up
         from builder.export.push import push_image

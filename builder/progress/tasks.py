@@ -69,26 +69,27 @@ def exporting_layers(sink: ev.Sink, clock: Callable[[], float] = time.monotonic)
     """Layers compressed for an export (a layer is stored as its plain tar until then): once that has taken a
     second, buildx's `exporting layers` task with the bytes of the layer being compressed, twice a second."""
     started = clock()
-    state: dict[str, Any] = {"name": None, "last": started}
+    name, last = "", started  # the task's name once it is shown
 
     def progress(tarred: int, compressed: int) -> None:
+        nonlocal name, last
         now = clock()
-        if state["name"] is None:
+        if not name:
             if now - started < LAYER_QUIET:
                 return
-            state["name"] = f"export-{next(_TASKS)}"
-            sink(ev.TaskStarted(state["name"], "exporting layers", ts=time.time() - (now - started)))
-        if now - state["last"] >= LAYER_EVERY:
-            state["last"] = now
-            sink(ev.TaskProgress(state["name"], "compressing layer", tarred, written=compressed))
+            name = f"export-{next(_TASKS)}"
+            sink(ev.TaskStarted(name, "exporting layers", ts=time.time() - (now - started)))
+        if now - last >= LAYER_EVERY:
+            last = now
+            sink(ev.TaskProgress(name, "compressing layer", tarred, written=compressed))
     try:
         yield progress
     except BaseException as exc:
-        if state["name"] is not None:
-            sink(ev.TaskDone(state["name"], clock() - started, error=str(exc) or type(exc).__name__))
+        if name:
+            sink(ev.TaskDone(name, clock() - started, error=str(exc) or type(exc).__name__))
         raise
-    if state["name"] is not None:
-        sink(ev.TaskDone(state["name"], clock() - started))
+    if name:
+        sink(ev.TaskDone(name, clock() - started))
 
 
 HASH_BATCH = 32 << 20  # bytes of context files hashed per call once a context is large enough to show it

@@ -14,7 +14,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SCENARIO_ROWS = ("1-cold", "2-cached", "3-one-file", "4-context-cold", "4-context-touched",
-                 "4-context-unchanged", "5-export-gzip", "5-export-zstd", "6-stages", "6-stages-1core",
+                 "4-context-unchanged", "4-context-export", "5-export-gzip", "5-export-zstd", "6-stages",
+                 "6-stages-1core",
                  "7-network", "8-pull")
 
 

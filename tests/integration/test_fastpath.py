@@ -69,7 +69,7 @@ def test_replay_shows_what_the_full_path_shows(own, ctx, tmp_path, mode):
     assert done.stdout == full.stdout
     assert iid.read_text() in full.stdout.decode()
     assert re.search(r"^#\d+ CACHED$", done.stderr.decode(), re.M) or mode != "plain"
-    summary = r"^#summary 0 steps run, 4 cached \(4 in all\) in [0-9.]+s; image \S+ \(compressed layers\)$"
+    summary = r"^#summary 0 steps run, 4 cached \(4 in all\) in [0-9.]+s; image \S+ \(uncompressed layers\)$"
     assert re.search(summary, done.stderr.decode(), re.M) or mode != "plain"  # issue 25: the summary, replayed
     assert ('"type": "BuildSummary", "steps": 4, "ran": 0, "cached": 4' in done.stderr.decode()) == (mode == "rawjson")
 

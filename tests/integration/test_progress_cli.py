@@ -94,7 +94,7 @@ def test_plain_transcript_of_a_build_and_of_its_cached_rebuild(pybuild, busybox_
         "#4 [stage-1 2/4] COPY --from=tool /tool /tool\n#4 DONE <t>s\n"
         "#5 [stage-1 3/4] RUN /bin/sh -c echo hello && echo world >&2\n#5 <t> hello\n#5 <t> world\n#5 DONE <t>s\n"
         "#6 [stage-1 4/4] COPY f /f\n#6 DONE <t>s\n"
-        "#summary <n> run, <n> cached (6 in all) in <t>s; image <size> (compressed layers)\n"
+        "#summary <n> run, <n> cached (6 in all) in <t>s; image <size> (uncompressed layers)\n"
         "#done image <digest> manifest <digest> in <t>s\n")
     again = pybuild("--progress", "plain", "--jobs", "1", str(ctx))
     assert mask(again.stderr.decode(), ctx) == (
@@ -104,7 +104,7 @@ def test_plain_transcript_of_a_build_and_of_its_cached_rebuild(pybuild, busybox_
         "#4 [stage-1 2/4] COPY --from=tool /tool /tool\n#4 CACHED\n"
         "#5 [stage-1 3/4] RUN /bin/sh -c echo hello && echo world >&2\n#5 CACHED\n"
         "#6 [stage-1 4/4] COPY f /f\n#6 CACHED\n"
-        "#summary <n> run, <n> cached (6 in all) in <t>s; image <size> (compressed layers)\n"
+        "#summary <n> run, <n> cached (6 in all) in <t>s; image <size> (uncompressed layers)\n"
         "#done image <digest> manifest <digest> in <t>s\n")
     assert first.stdout == again.stdout  # same image id and manifest
     ran, cached = re.search(r"^#summary (\d) steps run, (\d) cached \(6", first.stderr.decode(), re.M).groups()
