@@ -112,20 +112,7 @@ def export_registry(spec: CacheSpec, store: Store, records: list[tuple], remote,
     scope = push_scope(ref.repository, *sorted(set(mounts.values())))
     config_desc = store.put_blob(config)
 
-    def send(item, stop) -> str:
-        digest, layer = item
-        if digest in known or client.has_blob(ref.repository, digest, scope):
-            return "existing"
-        location = None
-        if digest in mounts:
-            location = client.mount_blob(ref.repository, digest, mounts[digest], scope)
-            if location is None:
-                return "mounted"
-        if layer is not None:
-            _ensure_local(store, remote, layer)
-        client.upload_blob(ref.repository, digest, store.blob_path(digest), scope, location)
-        return "uploaded"
-
+    send = blob_sender(store, remote, client, ref.repository, scope, known, mounts)
     items = [(layer.blob.digest, layer) for layer in layers] + [(config_desc.digest, None)]
     outcomes = each(items, send, workers=UPLOADS, name="pybuild-cache-push")
     client.put_manifest(ref.repository, ref.reference, manifest, OCI_MANIFEST, scope)
@@ -139,6 +126,26 @@ def _write_atomic(path: Path, write) -> None:
 
     with atomic_file(path) as out:
         write(out)
+
+
+def blob_sender(store: Store, remote: RemoteCache | None, client, repository: str, scope: str, known: set[str],
+                elsewhere: dict[str, str]):
+    """The upload of one (digest, Layer | None) to ``repository`` for `parallel.each`: "existing" when the registry
+    has it (or ``known`` says so), "mounted" from another repository of ``elsewhere``, else "uploaded"."""
+    def send(item, stop) -> str:
+        digest, layer = item
+        if digest in known or client.has_blob(repository, digest, scope):
+            return "existing"
+        location = None
+        if digest in elsewhere:
+            location = client.mount_blob(repository, digest, elsewhere[digest], scope)
+            if location is None:
+                return "mounted"
+        if layer is not None:
+            _ensure_local(store, remote, layer)
+        client.upload_blob(repository, digest, store.blob_path(digest), scope, location)
+        return "uploaded"
+    return send
 
 
 def export_local(spec: CacheSpec, store: Store, records: list[tuple], remote: RemoteCache | None, mounts=()) -> ExportResult:

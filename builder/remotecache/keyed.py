@@ -196,7 +196,7 @@ def export_keyed(spec: CacheSpec, store: Store, records: list[tuple], remote, re
     from builder.export.parallel import each
     from builder.export.reference import Reference
     from builder.export.registry import push_scope
-    from builder.remotecache.exporters import UPLOADS, ExportResult, _ensure_local, compressed
+    from builder.remotecache.exporters import UPLOADS, ExportResult, blob_sender, compressed
 
     ref = Reference.parse(spec.ref)
     sources = [s for s in (remote.sources if remote else []) if getattr(s, "domain", None) == ref.domain]
@@ -225,20 +225,7 @@ def export_keyed(spec: CacheSpec, store: Store, records: list[tuple], remote, re
     if todo:
         blobs[store.put_blob(EMPTY).digest] = None
 
-    def send(item, stop) -> str:
-        digest, layer = item
-        if digest in known or client.has_blob(ref.repository, digest, scope):
-            return "existing"
-        location = None
-        if digest in elsewhere:
-            location = client.mount_blob(ref.repository, digest, elsewhere[digest], scope)
-            if location is None:
-                return "mounted"
-        if layer is not None:
-            _ensure_local(store, remote, layer)
-        client.upload_blob(ref.repository, digest, store.blob_path(digest), scope, location)
-        return "uploaded"
-
+    send = blob_sender(store, remote, client, ref.repository, scope, known, elsewhere)
     outcomes = each(list(blobs.items()), send, workers=UPLOADS, name="pybuild-cache-push")
     each(todo, lambda item, stop: client.put_manifest(ref.repository, item[0], item[2], OCI_MANIFEST, scope),
          workers=UPLOADS, name="pybuild-cache-tag")
