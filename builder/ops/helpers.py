@@ -7,6 +7,7 @@ COPY/ADD/WORKDIR (`builder.ops.fileop`) that runs the same `main` an exec'd `pyt
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 from builder.sandbox.forkserver import ForkServer, serve
@@ -44,3 +45,6 @@ def main(control_fd: int) -> None:
 
 if __name__ == "__main__":
     main(int(sys.argv[1]))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # the builder waits for this exit at the end of every build: skip the interpreter's teardown
