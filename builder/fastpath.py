@@ -255,6 +255,8 @@ def replay(memo: Memo) -> dict | None:
     import sqlite3
 
     try:
+        if not all(_own(path) for path in (memo.root, os.path.dirname(memo.path), memo.path)):
+            return None  # another user's store (the full path refuses it) or memo: their word, not ours
         with open(memo.path, encoding="utf-8") as f:
             doc = json.load(f)
         memo.found = True
@@ -277,6 +279,12 @@ def replay(memo: Memo) -> dict | None:
         return None
     finally:
         os.close(fd)
+
+
+def _own(path: str) -> bool:
+    """``path`` is this user's and nobody else may write it (as cache/__init__.py's `_make_private` demands)."""
+    st = os.stat(path)
+    return st.st_uid == os.geteuid() and not st.st_mode & 0o022
 
 
 # the progress events a memo may hold (its own name: as `_REPLAYED` it replaced the tuple above, so a build

@@ -58,18 +58,21 @@ def ago(ts: float) -> str:
 
 def show_table(title: str, headers: list[str], rows: list[list[str]], limits: dict[int, int] | None = None) -> None:
     """A rich table on a terminal (cells in ``limits`` cut to that width); plain, whole columns otherwise."""
+    # a cell may hold what a Dockerfile named (a cache mount id, a step): its control characters are no escapes
+    rows = [["".join(c if c.isprintable() else "?" for c in cell) for cell in row] for row in rows]
     if not sys.stdout.isatty():
         print_table(headers, rows)
         return
     # lazy: saves ~39 ms at start-up
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=title)
     for col in headers:
         table.add_column(col)
     for row in rows:
-        table.add_row(*(cell[:limits[i]] if limits and i in limits else cell for i, cell in enumerate(row)))
+        table.add_row(*(Text(cell[:limits[i]] if limits and i in limits else cell) for i, cell in enumerate(row)))
     Console().print(table)
 
 

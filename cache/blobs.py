@@ -203,9 +203,18 @@ class VerifyingReader(io.RawIOBase):
     def _check(self) -> None:
         self._verified = True
         actual = "sha256:" + self._hasher.hexdigest()
+        if actual != self._digest:  # hashed again whole first: a Ctrl-C right after a read left its chunk unhashed
+            actual = self._rehashed()
         if actual != self._digest:
             _drop_corrupt(self._path)
             raise CorruptBlob(self._digest, actual, path=self._path)
+
+    def _rehashed(self) -> str:
+        self._f.seek(0)
+        hasher = hashlib.sha256()
+        while chunk := self._f.read(CHUNK):
+            hasher.update(chunk)
+        return "sha256:" + hasher.hexdigest()
 
     def close(self) -> None:
         if self.closed:

@@ -291,8 +291,8 @@ class Index:
         with self.write() as db:
             db.execute("INSERT OR IGNORE INTO images VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                        (m.digest, m.media_type, m.size, c.digest, c.media_type, c.size, layers, image.created))
-            db.executemany("INSERT OR IGNORE INTO layers VALUES (?, ?)",
-                           [(l.blob.digest, l.diff_id) for l in image.layers])
+        # no (blob, diff_id) pairs from here: an image's config only claims them (pulled, loaded, cache-imported),
+        # and `layers` is what layer_blob and import_layers take as verified (commits, unpacks, made blobs)
 
     @staticmethod
     def _image(row: tuple[Any, ...]) -> ImageRecord:

@@ -202,5 +202,5 @@ def decode_mounts(doc: Any, layer_descs: list, source: str, warn) -> dict[str, A
 def parse_json(data: bytes, what: str) -> Any:
     try:
         return json.loads(data)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: a hostile document nested ~100k deep
         raise FormatError(f"{what} is not JSON: {exc}") from None

@@ -103,16 +103,29 @@ def normalise_upper(upper: str, lowers: list[str]) -> None:
             for child in [c for c in children if c.name in FUSE_OPAQUE_MARKERS]:
                 os.unlink(child.path)
                 children.remove(child)
-            if any(os.path.lexists(os.path.join(lower, rel)) for lower in lowers):
+            if any(_in_lower(lower, rel) for lower in lowers):
                 os.setxattr(path, overlay_xattr_prefix() + "opaque", b"y", follow_symlinks=False)
         for child in children:
             if child.is_dir(follow_symlinks=False):
                 stack.append(os.path.join(rel, child.name))
-            elif _is_whiteout(child) and not any(os.path.lexists(os.path.join(lower, rel, child.name))
+            elif _is_whiteout(child) and not any(_in_lower(lower, os.path.join(rel, child.name))
                                                  for lower in lowers):
                 os.unlink(child.path)  # it whites out nothing (a mount point the init made and removed)
             elif not child.is_symlink():
                 _pop_fuse_xattrs(child.path)
+
+
+def _in_lower(lower: str, rel: str) -> bool:
+    """Has ``lower`` an entry at ``rel``, never following a symlink of the layer (one may point at the host)?"""
+    path = lower
+    for part in [p for p in rel.split(os.sep) if p]:
+        try:
+            if not stat.S_ISDIR(os.lstat(path).st_mode) and path != lower:
+                return False
+        except OSError:
+            return False
+        path = os.path.join(path, part)
+    return os.path.lexists(path)
 
 
 def _is_whiteout(entry: os.DirEntry) -> bool:

@@ -53,3 +53,12 @@ def test_mounts_round_trip_and_bad_entries_are_dropped():
     doc["mounts"] += [{"id": "bad", "layer": 9}, {"id": 3, "layer": 0}, "junk"]
     assert decode_mounts(doc, descs, "x", warnings.append) == {"deps": _layer(7)} and len(warnings) == 3
     assert "mounts" not in encode(_entries(), "max")[0]  # a cache without mounts is byte-identical to before
+
+
+def test_a_deeply_nested_document_from_a_hostile_cache_is_a_format_error():
+    """json.loads raises RecursionError (no ValueError) on ~100k nested arrays: a 200 kB manifest or record of a
+    hostile cache registry stopped the build with a traceback instead of being ignored with a warning."""
+    from builder.remotecache.format import FormatError, parse_json
+
+    with pytest.raises(FormatError, match="is not JSON"):
+        parse_json(b"[" * 100_000 + b"]" * 100_000, "manifest 0123")

@@ -72,3 +72,24 @@ def test_a_fuse_upper_is_rewritten_as_the_kernel_would_have_left_it(tmp_path):
     assert os.listdir(upper / "new") == ["f"] and os.listdir(upper / "replaced") == ["f"]
     assert _xattrs(upper / "new") == {} and _xattrs(upper / "new" / "f") == {}
     assert _xattrs(upper / "replaced") == {"trusted.overlay.opaque": b"y"}  # root here: the kernel's own name
+
+
+def test_normalising_a_fuse_upper_never_looks_through_a_lower_layers_symlink(tmp_path):
+    """A lower layer's `d -> /host/dir` must not make the layer depend on what the host has there: the upper's
+    whiteout d/secret (a RUN made and removed it in its own d) is dropped whether or not /host/dir/secret exists,
+    as the kernel snapshotter leaves none (hostile test: the whiteout was kept iff the host had the file)."""
+    if os.geteuid() != 0:
+        pytest.skip("root: whiteouts need mknod")
+    host, lower, upper = tmp_path / "host", tmp_path / "lower", tmp_path / "upper"
+    host.mkdir()
+    (host / "secret").write_text("the host's")
+    lower.mkdir()
+    (lower / "d").symlink_to(host)
+    (upper / "d").mkdir(parents=True)
+    try:
+        os.setxattr(upper / "d", "user.fuseoverlayfs.opaque", b"y")
+        os.mknod(upper / "d" / "secret", 0o600 | 0o020000, os.makedev(0, 0))
+    except OSError as exc:
+        pytest.skip(f"needs user xattrs and mknod here: {exc.strerror}")
+    fuse.normalise_upper(str(upper), [str(lower)])
+    assert os.listdir(upper / "d") == []
