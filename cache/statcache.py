@@ -40,6 +40,16 @@ def _key(st: os.stat_result) -> StatKey:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
+def _storable(path: str) -> bool:
+    """Can the memo's text column hold ``path``? Not a name that is not UTF-8 (os.fsdecode's surrogates): such a
+    file is hashed every time instead."""
+    try:
+        path.encode()
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 class StatCache:
     """`digest(path)`/`digests(items)`: sha256 of regular files' content, memoised in the index."""
 
@@ -59,7 +69,7 @@ class StatCache:
         the file's own (a regular file: lstat or stat). Raises StoreError("read for checksum") for a file
         that cannot be read (deleted since the stat)."""
         paths = [os.path.abspath(p) for p, _ in items]
-        memo = self._prefetch(paths)
+        memo = self._prefetch([p for p in paths if _storable(p)])
         found: dict[str, Digest] = {}
         todo: dict[str, os.stat_result] = {}
         for path, (_, st) in zip(paths, items):
@@ -74,7 +84,7 @@ class StatCache:
         rows = []
         for (path, st), (digest, stable) in zip(todo.items(), hash_files(list(todo.items()))):
             found[path] = digest
-            if stable:
+            if stable and _storable(path):
                 rows.append((path, *_key(st), digest))
         if rows:
             with self.index.write() as db:

@@ -84,7 +84,7 @@ def _listing(root: str, rel: str, excluded: Excluded | None, files: dict[str, os
 
 def _hash(lines: list[Line], digests: dict[str, str]) -> str:
     text = "".join(line if isinstance(line, str) else f"{line[0]}{digests[line[1]]}\0" for line in lines)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def _bulk(digest: Digester | None, digests: BulkDigester | None) -> BulkDigester:
@@ -147,6 +147,7 @@ def checksum_sources(root: str, patterns: list[str], excluded: Excluded | None =
             continue
         h = hashlib.sha256()
         for rel, lines in listing:
-            h.update(f"{rel}\0{_hash(lines, sums)}\0".encode())
+            # a name that is not UTF-8 is hashed as its own bytes (os.fsdecode's surrogates back to them)
+            h.update(f"{rel}\0{_hash(lines, sums)}\0".encode("utf-8", "surrogateescape"))
         out[pattern] = h.hexdigest()
     return out

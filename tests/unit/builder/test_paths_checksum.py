@@ -155,3 +155,14 @@ def test_checksum_asks_for_all_digests_in_one_bulk_call(tmp_path):
     assert len(calls) == 1
     assert len(calls[0]) == len(set(calls[0])) == 6  # every regular file once, skip/me excluded
     assert os.path.join(root, "skip/me") not in calls[0]
+
+
+def test_a_name_that_is_not_utf8_is_summed_by_its_bytes(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    odd = os.fsdecode(bytes(src) + b"/\x1f\x8bX")
+    with open(odd, "wb") as f:
+        f.write(b"x")
+    first = checksum_sources(str(tmp_path), ["src"])  # failed: 'utf-8' codec can't encode '\udc8b'
+    os.rename(odd, os.fsdecode(bytes(src) + b"/\x1f\x8bY"))
+    assert first["src"] is not None and checksum_sources(str(tmp_path), ["src"]) != first  # the name counts

@@ -218,3 +218,15 @@ def test_a_malformed_digest_in_the_memo_is_not_returned(store, tmp_path):
     assert store.file_digests([(str(f), os.stat(f))]) == [Digest.of(b"x")]
     with sqlite3.connect(store.root / "index.db") as db:  # and the row is mended
         assert db.execute("SELECT digest FROM statcache").fetchall() == [(Digest.of(b"x"),)]
+
+
+def test_a_file_name_that_is_not_utf8_is_hashed_and_not_memoised(store, tmp_path):
+    # Linux names are bytes: a context may hold one that no text column can store (it failed every build)
+    odd = os.fsdecode(bytes(tmp_path) + b"/\x1f\x8bX")
+    with open(odd, "wb") as f:
+        f.write(b"odd")
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"odd")
+    digests = store.file_digests([(odd, os.stat(odd)), (str(plain), plain.stat())])
+    assert digests[0] == digests[1] == store.file_digest(plain)
+    assert store.file_digests([(odd, os.stat(odd))]) == [digests[0]]  # again: hashed again, still right
