@@ -7,6 +7,7 @@ import time
 from typing import TextIO
 
 from builder.progress import events as ev
+from builder.progress.text import printable
 
 
 TRANSFER_LINE_EVERY = 1.0  # seconds between two plain lines of one blob in transit (first and last always shown)
@@ -43,11 +44,11 @@ class PlainDisplay:
         w = self.out.write
         if isinstance(event, ev.StepStarted):
             self.started[event.number] = event.ts
-            w(f"#{event.number} {event.title}\n")
+            w(f"#{event.number} {printable(event.title)}\n")
         elif isinstance(event, ev.StepCached):
             w(f"#{event.number} CACHED\n")
         elif isinstance(event, ev.StepExplain):
-            w(f"#{event.number} {event.text}\n")
+            w(f"#{event.number} {printable(event.text)}\n")
         elif isinstance(event, ev.StepLog):
             self._log(event)
         elif isinstance(event, ev.StepDone):
@@ -55,7 +56,7 @@ class PlainDisplay:
             w(f"#{event.number} DONE {event.elapsed:.1f}s\n")
         elif isinstance(event, ev.StepFailed):
             self._flush(event.number)
-            w(f"#{event.number} ERROR: {event.error}\n")
+            w(f"#{event.number} ERROR: {printable(event.error)}\n")
         elif isinstance(event, ev.StepCancelled):
             self._flush(event.number)
             w(f"#{event.number} CANCELED\n")

@@ -2,6 +2,12 @@
 from __future__ import annotations
 
 
+def printable(text: str) -> str:
+    """A Dockerfile's words for the terminal: control characters (escape sequences) shown as "?" (as
+    grammar.errors.printable does for errors; progress imports no other package of pybuild)."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else "?" for c in text)
+
+
 def human_size(n: int) -> str:
     """Bytes as buildkit's progress shows them (go-units HumanSize: decimal units, 4 significant digits)."""
     value, unit = float(n), "B"

@@ -171,3 +171,14 @@ def test_a_summary_of_an_image_with_uncompressed_layers_says_so():
                    1.0)
     assert ev.summary_text(eager).endswith("image 1kB (compressed layers)")
     assert ev.summary_text(lazy).endswith("image 6kB (uncompressed layers)")
+
+
+def test_plain_shows_a_dockerfiles_control_characters_as_question_marks():
+    out = io.StringIO()
+    display = PlainDisplay(out)
+    display(ev.StepStarted(1, "[stage-0 1/1] RUN --mount=type=cache,id=a\x1b[2J\x07 true", total=1))
+    display(ev.StepFailed(1, 0.1, "cache mount a\x1b]0;owned\x07 failed"))
+    display.close()
+    text = out.getvalue()
+    assert "\x1b" not in text and "\x07" not in text, repr(text)
+    assert "id=a?[2J? true" in text and "a?]0;owned? failed" in text
