@@ -101,7 +101,9 @@ def explain_miss(store: Store, step: Step, key: CacheKey, identity: str,
     new = key.parts
     if new.get("op") == "source":
         name = step.created_by.removeprefix("FROM ")
-        return f"base image {name} changed: {old.get('manifest')} -> {new.get('manifest')}"
+        # the image id (plan/keys.py keys a base by it; records of older builds name its manifest)
+        was, now = (old.get("image") or old.get("manifest")), (new.get("image") or new.get("manifest"))
+        return f"base image {name} changed: {was} -> {now}"
     reasons = []
     if old.get("parent") != new.get("parent"):
         reasons.append("parent step changed")
