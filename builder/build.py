@@ -10,6 +10,7 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from builder.errors import PybuildError, UsageError
@@ -25,6 +26,7 @@ from builder.progress.tasks import read_context, resolving, summary
 from builder.solve import SolveOptions, Solver
 
 if TYPE_CHECKING:
+    from builder.export.registry import Registries
     from cache import Store
 
 
@@ -261,6 +263,20 @@ def _write_id_files(opts: BuildOptions, image_id: str, manifest, names: tuple[st
                          hint=f"the image was built and stored (image id {image_id})") from None
 
 
+def _fetcher(store: Store, registries: Callable[[], Registries], sink: ev.Sink) -> Callable[[str], None]:
+    """FROM's pull of a base the store lacks: its layers unpacked while they download, the resolve and the
+    bytes reported to ``sink``."""
+    def fetch(ref: str) -> None:
+        from builder.export.pull import pull_image  # lazy: saves ~25 ms at start-up
+
+        with resolving(sink, normalize_name(ref)):
+            pull_image(store, ref, registries(),
+                       progress=lambda layer, current, total: sink(ev.TransferProgress("pull", ref, layer,
+                                                                                         current, total)),
+                       unpack=True)
+    return fetch
+
+
 def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = None, memo=None,
            helpers=None) -> BuildResult:
     # lazy: saves ~2 ms at start-up
@@ -290,15 +306,7 @@ def _build(opts: BuildOptions, sink: ev.Sink, cancel: threading.Event | None = N
 
             agents = Agents(opts.ssh)
         registries = _registries(opts)
-
-        def fetch(ref: str) -> None:
-            from builder.export.pull import pull_image  # lazy: saves ~25 ms at start-up
-
-            with resolving(sink, normalize_name(ref)):
-                pull_image(store, ref, registries(),
-                           progress=lambda layer, current, total: sink(ev.TransferProgress("pull", ref, layer,
-                                                                                             current, total)),
-                           unpack=True)
+        fetch = _fetcher(store, registries, sink)
         unmatched: list = []
         resolve = lambda ref: resolve_base(store, ref, pull=opts.pull, fetch=fetch)  # noqa: E731
         graph = plan(dockerfile, build_args=opts.build_args, target=opts.target, network=opts.network,
