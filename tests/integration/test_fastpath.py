@@ -83,6 +83,7 @@ def test_changed_content_with_the_same_size_and_mtime_is_built(own, ctx, tmp_pat
     assert re.search(r"^#\d+ \[stage-0 2/4\] COPY a.txt /a.txt\n#\d+ DONE", done.stderr.decode(), re.M)
 
 
+@pytest.mark.slow  # seconds: kept out of the fast set's minute
 def test_a_new_file_in_a_copied_directory_is_built(own, ctx, tmp_path):
     (ctx / "sub" / "c.txt").write_text("c\n")
     done, replayed = build(own, ctx, tmp_path, "--progress", "plain")
@@ -93,6 +94,7 @@ def test_a_new_file_in_a_copied_directory_is_built(own, ctx, tmp_path):
     assert replayed  # ... replayed next time
 
 
+@pytest.mark.slow  # seconds: kept out of the fast set's minute
 def test_a_retagged_base_is_not_replayed(own, ctx, tmp_path):
     before = build(own, ctx, tmp_path, "-q")[0].stdout
     other = tmp_path / "other-base"
@@ -106,6 +108,7 @@ def test_a_retagged_base_is_not_replayed(own, ctx, tmp_path):
         own("-t", "fp/base", str(busybox_context(tmp_path / "bb")))
 
 
+@pytest.mark.slow  # seconds: kept out of the fast set's minute
 def test_pruned_cache_and_removed_tag(own, ctx, tmp_path):
     """A memo naming pruned records is not trusted; an untagged image is tagged again by the replay."""
     image = build(own, ctx, tmp_path, "-q")[0].stdout.decode().strip()
@@ -123,6 +126,7 @@ def test_pruned_cache_and_removed_tag(own, ctx, tmp_path):
     assert re.search(r"^#\d+ \[stage-0 3/4\] RUN [^\n]*\n#\d+ DONE", done.stderr.decode(), re.M)
 
 
+@pytest.mark.slow  # seconds: kept out of the fast set's minute
 def test_a_racy_context_is_not_vouched_for(own, tmp_path):
     path = tmp_path / "racy"
     path.mkdir()

@@ -147,6 +147,7 @@ sys.stdin.read()
 """
 
 
+@pytest.mark.slow  # seconds: kept out of the fast set's minute
 def test_sigkill_of_the_builder_takes_the_zygote_and_its_children_down():
     builder = subprocess.Popen([sys.executable, "-c", BUILDER, str(REPO)], cwd=REPO, stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE)

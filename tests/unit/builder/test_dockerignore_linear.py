@@ -19,6 +19,7 @@ _PATTERN_PIECES = st.sampled_from(["**", "*", "?", "/", "a", "b", ".", "[ab]", "
 _PATH_PIECES = st.sampled_from(["a", "b", "/", ".", "x", "1", "ab", "*", " "])
 
 
+@pytest.mark.slow  # seconds: kept out of the fast set's minute
 @settings(max_examples=600, deadline=None)
 @given(pattern=st.lists(_PATTERN_PIECES, min_size=1, max_size=8).map("".join),
        path=st.lists(_PATH_PIECES, max_size=12).map("".join))

@@ -260,6 +260,7 @@ def test_stopsignal_takes_names_and_numbers(value):
     assert graph.stages[0].config.stop_signal == value
 
 
+@pytest.mark.slow  # seconds: kept out of the fast set's minute
 def test_a_value_that_doubles_on_every_line_is_refused_not_built():
     text = "FROM scratch\nENV A=aaaaaaaa\n" + "ENV A=$A$A\n" * 40
     with pytest.raises(PybuildError, match="expands to more than 4 MiB"):

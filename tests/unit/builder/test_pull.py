@@ -147,6 +147,7 @@ def test_a_bad_blob_leaves_nothing(served, store, damage):
     assert [p.name for p in (store.root / "blobs" / "sha256").iterdir()] == []
 
 
+@pytest.mark.slow  # seconds: kept out of the fast set's minute
 def test_layers_download_side_by_side_with_progress(served, store):
     """As containerd and dockerd (max-concurrent-downloads 3): up to DOWNLOADS layers at once, each reported."""
     files = {f"f{i}": os.urandom(300_000 + i) for i in range(5)}

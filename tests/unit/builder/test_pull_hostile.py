@@ -100,6 +100,7 @@ class Trickling(Served):
             return
 
 
+@pytest.mark.slow  # seconds: kept out of the fast set's minute
 def test_a_never_ending_layer_meets_the_deadline(store):
     from builder.export.transfer import TransferLimits
     from tests.httpserve import serving

@@ -102,6 +102,7 @@ def image(tmp_path):
     store.close()
 
 
+@pytest.mark.slow  # seconds: kept out of the fast set's minute
 def test_blobs_go_up_side_by_side_with_progress(registry, image):
     store, record = image
     seen = []
