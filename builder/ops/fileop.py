@@ -47,7 +47,10 @@ def _mount_root(target: str, lowerdirs: list[str], upper: str | None, work: str 
         fuse_mounts.append((target, fuse.mount(target, lowerdirs, upper, work)))
         return target
     data = syscalls.overlay_options(lowerdirs, upper, work)
-    syscalls.mount("overlay", target, "overlay", 0, data)
+    if upper is not None and work is not None:
+        syscalls.mount_overlay_volatile(target, 0, data, work)
+    else:
+        syscalls.mount("overlay", target, "overlay", 0, data)
     return target
 
 

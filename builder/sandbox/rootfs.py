@@ -134,25 +134,8 @@ def mount_overlay(host: HostPaths, scratch: str, fuse_overlayfs: bool = False) -
         return Rootfs(root, writable=host.upper is not None, daemons=[daemon])
     # nodev: device nodes a RUN makes (CAP_MKNOD) cannot be opened; /dev's nodes are separate binds.
     options = sc.overlay_options(lowers, upper, work)
-    # A volatile mount leaves work/work/incompat/volatile behind, and the kernel then refuses the work dir
-    # (it cannot know that mount ended cleanly). We do: the store drops the temp uppers of a crashed build
-    # (SnapshotStore.recover), so a work dir that reaches here was last used by a container that exited.
     assert work is not None  # HostPaths holds an upper and a work dir together (spec.py checks)
-    volatile = os.path.join(work, "work", "incompat", "volatile")
-    if os.path.lexists(volatile):
-        # lazy: saves ~2 ms at start-up
-        import shutil  # here: the init imports this module on every RUN (see test_helper_imports.py)
-
-        shutil.rmtree(volatile, ignore_errors=True)
-    try:
-        # volatile (Linux 5.10+): no syncfs of the upper at unmount (0.6 s per GiB written, on the step's
-        # clock) and fsync in the RUN is a no-op; the store syncs the snapshot when it commits it
-        # (cache.durable.SyncFs), overlapped with the layer's compression.
-        sc.mount("overlay", root, "overlay", sc.MS_NODEV, options + ",volatile")
-    except OSError as exc:
-        if exc.errno != errno.EINVAL:
-            raise
-        sc.mount("overlay", root, "overlay", sc.MS_NODEV, options)
+    sc.mount_overlay_volatile(root, sc.MS_NODEV, options, work)
     return Rootfs(root, writable=host.upper is not None)
 
 

@@ -112,3 +112,21 @@ def test_a_plain_directory_is_written_in_place(tmp_path, monkeypatch):
             "ops": [{"op": "write", "dest": "/seeded", "content": "yes"}]}
     assert helper(spec, monkeypatch) == (0, None)
     assert (target / "seeded").read_text() == "yes"
+
+
+def test_the_steps_overlay_is_volatile_and_its_work_dir_can_be_mounted_again(store, tmp_path, monkeypatch):
+    """volatile, as a RUN's root: no syncfs of the store's filesystem when the helper's namespace drops the overlay
+    (the commit syncs the snapshot, cache.durable); the kernel's marker in the work dir is cleared for a second
+    mount of the same upper (the kernel would refuse it)."""
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "a").write_text("a")
+    mutable = store.prepare(None)
+    try:
+        for name in ("first", "second"):
+            ops = [{"op": "copy", "sources": ["a"], "dest": f"/{name}", "kind": "context"}]
+            assert helper(spec_for(store, mutable, tmp_path, ops, context=str(context)), monkeypatch) == (0, None)
+            assert (mutable.work / "work" / "incompat" / "volatile").is_dir()
+        assert sorted(p.name for p in mutable.upper.iterdir()) == ["first", "second"]
+    finally:
+        store.abort(mutable)
