@@ -38,9 +38,10 @@ def main(control_fd: int) -> None:
     from builder.ops import fileop
     from builder.sandbox import init
 
-    # init.prepare: the RUN seccomp filter, compiled at the first RUN and inherited by every later one
+    # init.prepare: the RUN seccomp filter, compiled by a child from the zygote's start on (init.prepare_ahead),
+    # taken at the first RUN and inherited by every later one
     serve(control_fd, {"builder.sandbox.init": init.main, "builder.ops.fileop": lambda _args: fileop.main()},
-          prepare={"builder.sandbox.init": init.prepare})
+          prepare={"builder.sandbox.init": init.prepare}, ready=init.prepare_ahead)
 
 
 if __name__ == "__main__":

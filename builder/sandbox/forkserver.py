@@ -257,15 +257,21 @@ Handler = Callable[[list[str]], object]
 
 
 def serve(control_fd: int, handlers: dict[str, Handler],
-          prepare: dict[str, Callable[[], None]] | None = None) -> None:
+          prepare: dict[str, Callable[[], None]] | None = None, ready: Callable[[], None] | None = None) -> None:
     """The zygote's loop: fork a child per request, report its end, stop at EOF (see the module docstring).
     `handlers` maps a module name to its main (called with the args; returns or raises SystemExit with the
     exit code); `prepare[module]` runs once in the zygote before its first child of that module forks (work
-    every such child would repeat; a failure is left for the child to meet and report)."""
+    every such child would repeat; a failure is left for the child to meet and report); `ready` runs once
+    right after the zygote said it is ready (to start such work in a child of its own; a failure is ignored)."""
     pending = dict(prepare or {})
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is the builder's to handle
     control = socket.socket(fileno=control_fd)
     control.send(b"ready")
+    if ready is not None:
+        try:
+            ready()
+        except Exception:  # noqa: BLE001 - the prepare step does the work itself then
+            pass
     children: dict[int, tuple[int, socket.socket]] = {}  # pidfd → (pid, reply socket)
     while True:
         watched: list[socket.socket | int] = [control, *children]

@@ -164,8 +164,20 @@ def join_cgroups(paths: tuple[str, ...]) -> None:
             raise OSError(exc.errno, f"joining the RUN's cgroup {path}: {exc.strerror}") from exc
 
 
+_ahead: list[seccomp.Precompiled] = []
+
+
+def prepare_ahead() -> None:
+    """Have a child compile the command's seccomp filter while this process goes on (the fork server's zygote,
+    once ready: the build's first steps run meanwhile); `prepare` takes the result."""
+    _ahead.append(seccomp.Precompiled(RUN_CAPABILITIES))
+
+
 def prepare() -> None:
-    """Compile the command's seccomp filter (cached per process: a fork server's zygote calls this once)."""
+    """Compile the command's seccomp filter, or take it from `prepare_ahead`'s child (cached per process: a fork
+    server's zygote calls this once, before its first RUN)."""
+    while _ahead:
+        _ahead.pop().take()
     seccomp.program(RUN_CAPABILITIES)
 
 

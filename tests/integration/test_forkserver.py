@@ -175,3 +175,22 @@ def test_a_build_runs_its_steps_in_children_of_its_fork_server(pybuild, busybox_
     assert lines[:2] == ["pybuild-init", "pybuild-init"]  # PID 1 of each RUN is a forked init
     assert "-m builder.ops.helpers " in lines[2] and lines[2] == lines[3]  # of the same server
     assert lines[4:] == ["a", "a"]  # and the COPYs, forked the same way, did their work
+
+
+def test_the_build_zygote_compiles_the_run_filter_in_a_child_once_ready():
+    """builder.ops.helpers: the RUN seccomp filter is compiled by a child of the zygote, started at its "ready", so
+    the build's first RUN takes the bytes instead of compiling (seccomp.Precompiled)."""
+    from builder.ops.helpers import fork_server
+
+    helpers = fork_server()
+    zygote = helpers.parent_pid
+    try:
+        deadline = time.monotonic() + 60  # a guard: the zygote forks right after "ready", the child names itself
+        while not (children := Path(f"/proc/{zygote}/task/{zygote}/children").read_text().split()) \
+                or Path(f"/proc/{children[0]}/comm").read_text().strip() != "pybuild-seccomp":
+            assert time.monotonic() < deadline, f"no pybuild-seccomp child of the zygote: {children}"
+            time.sleep(0.001)
+        assert len(children) == 1  # running or finished, it is only reaped when the first RUN takes its result
+    finally:
+        helpers.close()
+    assert gone([zygote, *map(int, children)])
