@@ -27,6 +27,7 @@ After pivot_root nothing new can be imported (the host's Python is gone), hence 
 """
 from __future__ import annotations
 
+import errno
 import fcntl  # imported here: after pivot_root the host's standard library is out of reach
 import json
 import os
@@ -119,7 +120,12 @@ def main(argv: list[str]) -> NoReturn:
             os._exit(EXIT_SETUP)
         with os.fdopen(spec_fd, "rb") as handle:
             spec = ContainerSpec.from_json(handle.read().decode())
-        join_cgroups(spec.cgroups)  # before any fork: every process of the RUN is counted and killed with it
+        # Every process of the RUN is counted and killed with its cgroup: PID 1 is moved in while it mounts the
+        # root (a v1 move waits out an RCU grace period, 4-12 ms here) and forks the command only once it is in.
+        # A fuse-overlayfs daemon is forked by this process, so it joins first, as it always did.
+        late = open_cgroups(spec.cgroups) if spec.snapshotter != "fuse-overlayfs" else {}
+        if not late:
+            join_cgroups(spec.cgroups)
         host_resolv = host_resolv_conf()
         setgroups_denied()  # read (and cached) while the host's /proc is there
         if not spec.insecure:
@@ -137,14 +143,22 @@ def main(argv: list[str]) -> NoReturn:
         premounted = _premount(spec)
         sc.unshare(sc.CLONE_NEWPID)  # after _premount: the next child is PID 1
         life_r, life_w = os.pipe()
+        joined_r, joined_w = os.pipe() if late else (-1, -1)
     except Exception as exc:  # noqa: BLE001 - reported, not raised: the runner shows one line
         status.send(error=f"creating the container: {describe(exc)}")
         os._exit(EXIT_SETUP)
     pid = os.fork()
     if pid == 0:
         os.close(life_w)
-        container_init(spec, status, life_r, host_resolv, last_cap, premounted)
+        if late:
+            os.close(joined_w)
+            for fd in late.values():
+                os.close(fd)
+        container_init(spec, status, life_r, host_resolv, last_cap, premounted, joined_r)
     os.close(life_r)
+    if late:
+        os.close(joined_r)
+        _move_in(late, pid, joined_w, status)
     os.close(status_fd)
     _forward_signals_to(pid)
     _, wait_status = os.waitpid(pid, 0)
@@ -156,12 +170,51 @@ def main(argv: list[str]) -> NoReturn:
 
 def join_cgroups(paths: tuple[str, ...]) -> None:
     """Move this process into the RUN's cgroup directories (made by the runner: cgroup.py)."""
+    _write_pid(open_cgroups(paths), 0)
+
+
+def open_cgroups(paths: tuple[str, ...]) -> dict[str, int]:
+    """The cgroup.procs files of the RUN's cgroups, opened for writing (by path), while the host's /sys is here:
+    PID 1's pivot_root moves the root of every process of its mount namespace, stage 1's too."""
+    opened: dict[str, int] = {}
     for path in paths:
         try:
-            with open(os.path.join(path, "cgroup.procs"), "w", encoding="ascii") as handle:
-                handle.write("0")
+            opened[path] = os.open(os.path.join(path, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
         except OSError as exc:
+            for fd in opened.values():
+                os.close(fd)
             raise OSError(exc.errno, f"joining the RUN's cgroup {path}: {exc.strerror}") from exc
+    return opened
+
+
+def _write_pid(opened: dict[str, int], pid: int) -> None:
+    """Move `pid` (0: this process) into each opened cgroup; the descriptors are closed."""
+    try:
+        for path, fd in opened.items():
+            try:
+                os.write(fd, str(pid).encode())
+            except OSError as exc:
+                raise OSError(exc.errno, f"joining the RUN's cgroup {path}: {exc.strerror}") from exc
+    finally:
+        for fd in opened.values():
+            os.close(fd)
+
+
+def _move_in(opened: dict[str, int], pid: int, joined_w: int, status: Status) -> None:
+    """Stage 1: move PID 1 (`pid`) into the RUN's cgroups, then let it go on (one byte on `joined_w`); if that
+    fails, report it and take PID 1 down before it forks anything (stage 1 then exits with its status)."""
+    try:
+        _write_pid(opened, pid)
+    except OSError as exc:
+        if exc.errno != errno.ESRCH:  # ESRCH: PID 1 is gone already and has said why
+            status.send(error=f"creating the container: {describe(exc)}")
+        os.kill(pid, signal.SIGKILL)
+    else:
+        try:
+            os.write(joined_w, b"j")
+        except OSError:
+            pass  # PID 1 failed to set up and has exited: its status says why
+    os.close(joined_w)
 
 
 _ahead: list[seccomp.Precompiled] = []
@@ -208,8 +261,10 @@ def _premount(spec: ContainerSpec) -> tuple[rf.HostPaths, str, rf.Rootfs] | None
 
 
 def container_init(spec: ContainerSpec, status: Status, life_r: int, host_resolv: str | None,
-                   last_cap: int, premounted: tuple[rf.HostPaths, str, rf.Rootfs] | None = None) -> NoReturn:
-    """PID 1 of the container: set up, run the command, reap, clean up, exit with its status."""
+                   last_cap: int, premounted: tuple[rf.HostPaths, str, rf.Rootfs] | None = None,
+                   joined_r: int = -1) -> NoReturn:
+    """PID 1 of the container: set up, wait until stage 1 has moved it into the RUN's cgroup (`joined_r`, -1:
+    no wait), run the command, reap, clean up, exit with its status."""
     try:
         sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
         if not _parent_alive(life_r):
@@ -217,6 +272,11 @@ def container_init(spec: ContainerSpec, status: Status, life_r: int, host_resolv
         rootfs = setup_container(spec, host_resolv, premounted)
     except Exception as exc:  # noqa: BLE001 - nothing to undo: the namespace takes the mounts along
         _fail(status, exc)
+    if joined_r >= 0:
+        joined = os.read(joined_r, 1)
+        os.close(joined_r)
+        if joined != b"j":  # stage 1 could not move this process in (and said so), or is gone
+            os._exit(EXIT_SETUP)
     try:
         user = lookup_user("/", spec.user)
     except Exception as exc:  # noqa: BLE001

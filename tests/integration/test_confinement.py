@@ -200,6 +200,24 @@ def test_a_run_lives_in_its_own_cgroup_which_goes_with_it(lower, tmp_path):
     assert run_cgroups() == []
 
 
+def test_pid_1_is_in_the_runs_cgroup_before_the_command_starts(lower, tmp_path):
+    """Stage 1 moves PID 1 in while PID 1 mounts the root; PID 1 forks the command only once that is done."""
+    text = output(spec(lower, tmp_path, "cat /proc/1/cgroup; echo ---; cat /proc/self/cgroup"))
+    for part in text.split("---"):
+        line = next(entry for entry in part.strip().splitlines() if entry.split(":")[1] in ("pids", ""))
+        assert f"/{PARENT}/{os.getpid()}-" in line
+
+
+def test_a_cgroup_that_cannot_be_joined_fails_the_run_in_one_line(lower, tmp_path):
+    from builder.sandbox import runner
+
+    missing = tmp_path / "no-such-cgroup"
+    with pytest.raises(SandboxError, match=f"joining the RUN's cgroup {missing}: No such file or directory"):
+        runner._run(spec(lower, tmp_path, "echo never > /never", cgroups=(str(missing),)), subprocess.DEVNULL,
+                    subprocess.DEVNULL, subprocess.DEVNULL, None, None)
+    assert not (tmp_path / "upper" / "never").exists()
+
+
 def test_a_fork_bomb_stops_at_the_pids_limit(lower, tmp_path):
     """Each fork holds a process (a sleep), so only the limit can end the loop."""
     script = "while true; do sleep 1000 & done"
