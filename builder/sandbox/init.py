@@ -300,10 +300,16 @@ def _fail(status: Status, exc: Exception) -> NoReturn:
 
 
 def _clean_up(rootfs: rf.Rootfs, status: Status) -> None:
-    """Take the mount stubs out of the layer (see stubs.py) and tell the runner which parents to prune."""
+    """The mount stubs (see stubs.py): on the kernel's overlay, sent to the runner, which takes them out of the
+    upper dir once this namespace and its mounts are gone (stubs.remove_stubs_in_upper); under fuse-overlayfs
+    (an upper in its own format) taken out here, the runner told which parents to prune."""
+    if not rootfs.writable:
+        return
+    if not rootfs.daemons:
+        status.send(stubs=[stub.to_json() for stub in rootfs.stubs])
+        return
     rf.unmount_stub_targets(rootfs)
-    if rootfs.writable:
-        status.send(restored=remove_stubs("/", rootfs.stubs))
+    status.send(restored=remove_stubs("/", rootfs.stubs))
 
 
 def setup_container(spec: ContainerSpec, host_resolv: str | None,

@@ -16,6 +16,7 @@ import os
 import posixpath
 import selectors
 import subprocess
+import tempfile
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Callable, Union
 from builder.sandbox.cgroup import CgroupError, RunCgroup
 from builder.sandbox.forkserver import Child, Exec, Launcher, memfd
 from builder.sandbox.spec import ContainerSpec
-from builder.sandbox.stubs import prune_noop_copy_ups
+from builder.sandbox.stubs import Stub, prune_noop_copy_ups, remove_stubs_in_upper
 from builder.sandbox.userns import in_user_namespace
 
 Output = Union[int, Callable[[bytes], None], None]
@@ -163,6 +164,10 @@ def _run(spec: ContainerSpec, stdin: int | None, stdout: Output, stderr: Output,
     messages = _messages(b"".join(status_chunks))
     if spec.upperdir is not None:
         restored = [p for m in messages for p in m.get("restored", ())]
+        stubs = [Stub.from_json(s) for m in messages for s in m.get("stubs", ())]
+        if stubs and spec.workdir is not None:  # the overlay's work dir: on the upper's filesystem
+            restored += remove_stubs_in_upper(spec.upperdir, tempfile.mkdtemp(dir=spec.workdir, prefix="stubs-"),
+                                              stubs)
         prune_noop_copy_ups(spec.upperdir, spec.lowerdirs, _with_ancestors(restored))
     assert proc.returncode is not None  # _wait returned uncancelled: the init has exited
     return _result(proc.returncode, messages)

@@ -8,6 +8,7 @@ is put back, so `RUN true` on an image without /etc/hosts commits an empty layer
 """
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from dataclasses import dataclass
@@ -23,6 +24,14 @@ class Stub:
     parent: str
     parent_times_before: tuple[int, int]  # (atime_ns, mtime_ns) of parent before the creation
     parent_mtime_after: int  # its mtime right after; a different one later means the command wrote there
+
+    def to_json(self) -> list:
+        return [list(self.created), self.parent, list(self.parent_times_before), self.parent_mtime_after]
+
+    @classmethod
+    def from_json(cls, data: list) -> Stub:
+        created, parent, before, after = data
+        return cls(tuple(str(p) for p in created), str(parent), (int(before[0]), int(before[1])), int(after))
 
 
 def ensure_path(root: str, path: str, *, directory: bool) -> tuple[str, Stub | None]:
@@ -79,6 +88,89 @@ def remove_stubs(root: str, stubs: list[Stub]) -> list[str]:
             except OSError:
                 pass
     return restored
+
+
+def remove_stubs_in_upper(upper: str, trash: str, stubs: list[Stub]) -> list[str]:
+    """`remove_stubs` done by the runner on the overlay's upper dir once the container and its mounts are gone (as
+    BuildKit's MountStubsCleaner runs after the container): same choices, same result in the merged view.
+
+    What goes is moved into `trash`, a directory on the upper's filesystem that is removed with the step's temp
+    dirs: a rename costs ~0.05 ms where an rmdir of a new directory costs 2-4 ms on this store's ext4 (and PID 1
+    no longer unmounts each stub's mount first). The tree was written by the RUN: every component is opened
+    O_NOFOLLOW from the upper, and a symlink (or anything but what was made) stops that stub, which stays."""
+    restored: list[str] = []
+    root = os.open(upper, _DIRECTORY)
+    bin_fd = os.open(trash, _DIRECTORY)
+    try:
+        for number, stub in enumerate(reversed(stubs)):
+            parent = _walk(root, stub.parent)
+            if parent is None:
+                continue
+            try:
+                untouched = os.fstat(parent).st_mtime_ns == stub.parent_mtime_after
+                gone = all(_move_if_empty(root, path, bin_fd, f"{number}-{depth}")
+                           for depth, path in enumerate(reversed(stub.created)))
+                if gone and untouched:
+                    os.utime(parent, ns=stub.parent_times_before)
+                    restored.append(stub.parent)
+            except OSError:
+                pass
+            finally:
+                os.close(parent)
+    finally:
+        os.close(root)
+        os.close(bin_fd)
+    return restored
+
+
+_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _walk(root: int, path: str) -> int | None:
+    """A descriptor of directory `path` below `root`, opened without following any symlink; None if it is not one."""
+    fd = os.dup(root)
+    try:
+        for name in [part for part in path.split("/") if part]:
+            if name in (".", ".."):
+                raise OSError(errno.EINVAL, "not a plain path")
+            child = os.open(name, _DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _move_if_empty(root: int, path: str, bin_fd: int, name: str) -> bool:
+    """Move `path` (below `root`) into the trash if it is an empty directory or empty regular file."""
+    head, _, last = path.rstrip("/").rpartition("/")
+    parent = _walk(root, head)
+    if parent is None:
+        return False
+    try:
+        info = os.lstat(last, dir_fd=parent)
+        if stat.S_ISDIR(info.st_mode):
+            directory = os.open(last, _DIRECTORY, dir_fd=parent)
+            try:
+                if os.listdir(directory):
+                    return False
+            finally:
+                os.close(directory)
+        elif not (stat.S_ISREG(info.st_mode) and info.st_size == 0):
+            return False
+        try:
+            os.rename(last, name, src_dir_fd=parent, dst_dir_fd=bin_fd)
+        except OSError:  # another filesystem after all: remove it here
+            if stat.S_ISDIR(info.st_mode):
+                os.rmdir(last, dir_fd=parent)
+            else:
+                os.unlink(last, dir_fd=parent)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(parent)
 
 
 def _remove_if_empty(host: str) -> bool:
