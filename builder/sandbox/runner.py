@@ -165,10 +165,11 @@ def _run(spec: ContainerSpec, stdin: int | None, stdout: Output, stderr: Output,
     if spec.upperdir is not None:
         restored = [p for m in messages for p in m.get("restored", ())]
         stubs = [Stub.from_json(s) for m in messages for s in m.get("stubs", ())]
-        if stubs and spec.workdir is not None:  # the overlay's work dir: on the upper's filesystem
-            restored += remove_stubs_in_upper(spec.upperdir, tempfile.mkdtemp(dir=spec.workdir, prefix="stubs-"),
-                                              stubs)
-        prune_noop_copy_ups(spec.upperdir, spec.lowerdirs, _with_ancestors(restored))
+        # in the overlay's work dir, on the upper's filesystem: gone with the step's temp dirs
+        trash = tempfile.mkdtemp(dir=spec.workdir, prefix="stubs-") if stubs and spec.workdir else None
+        if trash is not None:
+            restored += remove_stubs_in_upper(spec.upperdir, trash, stubs)
+        prune_noop_copy_ups(spec.upperdir, spec.lowerdirs, _with_ancestors(restored), trash)
     assert proc.returncode is not None  # _wait returned uncancelled: the init has exited
     return _result(proc.returncode, messages)
 

@@ -122,8 +122,12 @@ def test_stub_follows_symlinks_inside_the_root(root):
     assert stub.created == ("/usr/lib/mountpoint",)
 
 
-def test_prune_noop_copy_ups(tmp_path):
+@pytest.mark.parametrize("trash", [False, True])
+def test_prune_noop_copy_ups(tmp_path, trash):
+    """With a trash directory (the runner's) what goes is moved there; the upper ends the same."""
     lower, upper = tmp_path / "lower", tmp_path / "upper"
+    bin_dir = tmp_path / "trash"
+    bin_dir.mkdir()
     for base in (lower, upper):
         (base / "etc" / "ssl").mkdir(parents=True)
         (base / "var").mkdir()
@@ -133,5 +137,7 @@ def test_prune_noop_copy_ups(tmp_path):
     for path in ("etc/ssl", "etc", "var", "opt"):
         times = os.stat(lower / path)
         os.utime(upper / path, ns=(times.st_atime_ns, times.st_mtime_ns))
-    prune_noop_copy_ups(str(upper), (str(lower),), ["/etc", "/etc/ssl", "/var", "/opt", "/absent"])
+    prune_noop_copy_ups(str(upper), (str(lower),), ["/etc", "/etc/ssl", "/var", "/opt", "/absent"],
+                        str(bin_dir) if trash else None)
     assert sorted(os.listdir(upper)) == ["opt", "var"]
+    assert len(os.listdir(bin_dir)) == (2 if trash else 0)
