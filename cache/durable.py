@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 from cache.errors import StoreError
+from cache.tasks import Background
 
 FEW_ENTRIES = 64  # a snapshot of at most this many entries is synced file by file, a larger one with syncfs
 
@@ -33,8 +34,7 @@ class SyncFs:
         self.path = path
         self.error: OSError | None = None
         self.opened = threading.Event()  # set once every file is open: the tree may be renamed from then on
-        self._thread = threading.Thread(target=self._run, name="pybuild-syncfs", daemon=True)
-        self._thread.start()
+        self._thread = Background(self._run)
 
     def _run(self) -> None:
         import ctypes  # lazy: saves ~2 ms at start-up

@@ -33,6 +33,7 @@ from cache.blobs import BlobStore
 from cache.durable import SyncFs
 from cache.errors import Interrupted, StoreError
 from cache.index import Index, SnapshotRow
+from cache.tasks import Background
 from cache.model import ByteReader, Descriptor, Digest, Layer, MutableSnapshot, Snapshot
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ class SnapshotStore:
         if not self.empty.is_dir():
             self.empty.mkdir(mode=0o555, exist_ok=True)
         self._settle_lock = threading.Lock()
-        self._settling: dict[int, threading.Thread] = {}  # snapshot id → the thread that marks it ready
+        self._settling: dict[int, Background] = {}  # snapshot id → the thread that marks it ready
         self._failed: dict[int, BaseException] = {}
 
     # --- lookups ---------------------------------------------------------------------------
@@ -191,11 +192,8 @@ class SnapshotStore:
         tmpdir, fd = m.tmpdir, m.lock_fd
         assert fd is not None
         m.lock_fd = None  # the temp dir and its lock now belong to the settling thread
-        finisher = threading.Thread(target=self._mark_ready, args=(snap_id, synced, tmpdir, fd),
-                                    name="pybuild-settle", daemon=True)
         with self._settle_lock:
-            self._settling[snap_id] = finisher
-        finisher.start()
+            self._settling[snap_id] = Background(self._mark_ready, snap_id, synced, tmpdir, fd)
         return Snapshot(snap_id, parent, layer.diff_id, size, target)
 
     def _mark_ready(self, snap_id: int, synced: SyncFs, tmpdir: Path, fd: int) -> None:

@@ -49,13 +49,30 @@ def test_the_sync_starts_with_the_commit_and_ends_before_the_row_is_ready(store,
     assert os.listdir(store.root / "tmp") == []  # the temp dir and its lock went once the row was ready
 
 
-def test_syncfs_runs_on_its_own_thread_and_succeeds(tmp_path):
+def test_syncfs_runs_on_its_own_thread_and_succeeds(tmp_path, monkeypatch):
     (tmp_path / "f").write_bytes(b"x" * 4096)
-    before = {t.name for t in threading.enumerate()}
+    threads: list[int] = []
+    real_fsync = os.fsync
+
+    def recorded(fd):
+        threads.append(threading.get_ident())
+        return real_fsync(fd)
+
+    monkeypatch.setattr(durable.os, "fsync", recorded)
     sync = durable.SyncFs(tmp_path)
     sync.wait()
     assert sync.error is None
-    assert "pybuild-syncfs" not in {t.name for t in threading.enumerate()} - before
+    assert threads and threading.get_ident() not in threads  # synced on another thread, which has ended
+
+
+def test_a_background_task_is_joined_after_it_returned():
+    from cache.tasks import Background
+
+    release, seen = threading.Event(), []
+    task = Background(lambda value: (release.wait(), seen.append(value)), 7)
+    assert task.join(0) is False  # running: it waits for `release`
+    release.set()
+    assert task.join(60) is True and seen == [7]
 
 
 def test_a_sync_that_cannot_open_its_directory_fails_the_wait(tmp_path):
