@@ -122,9 +122,16 @@ def test_a_pulled_uncompressed_layer_with_gzip_magic_is_read_as_the_tar_it_decla
         registry.stop()
 
 
+def zstd_magic() -> bytes:
+    """A tar whose first member's name begins with zstd's magic (28 b5 2f fd: a file in directory `(\xb5`)."""
+    return tar_of(("(\udcb5/\udcfdname", b"first member\n"), ("hello", DECLARED))
+
+
 @pytest.mark.slow
-def test_a_loaded_uncompressed_layer_with_gzip_magic_is_read_as_the_tar_it_declares(tmp_path):
-    oci_layout(tmp_path / "layout", polyglot(), TAR, "poly/loaded:1")
+@pytest.mark.parametrize("layer", [polyglot, zstd_magic], ids=["gzip-polyglot", "zstd-magic"])
+def test_a_loaded_uncompressed_layer_with_gzip_or_zstd_magic_is_read_as_the_tar_it_declares(tmp_path, layer):
+    assert layer()[:2] == b"\x1f\x8b" or layer()[:4] == b"\x28\xb5\x2f\xfd"
+    oci_layout(tmp_path / "layout", layer(), TAR, "poly/loaded:1")
     fresh = Pybuild(tmp_path / "root")
     fresh("load", "-i", str(tmp_path / "layout"))  # its diff_id check: the blob's own digest, as declared
     files = fresh("layers", "poly/loaded:1").stdout.decode()  # `pybuild layers` reads the stored tar as it is
