@@ -37,6 +37,7 @@ from cache.model import (
     MEDIA_TYPE_LAYER_ZSTD,
     Descriptor,
     Digest,
+    declared_compression,
     media_type_for,
     sniffed_media_type,
 )
@@ -181,11 +182,13 @@ def recompress(blobs: BlobStore, src: BinaryIO, compression: str,
         raise
 
 
-def decompressed(f: BinaryIO | io.RawIOBase, name: str = "") -> ByteReader:
-    """Wrap a (raw) blob stream so it yields the tar bytes; the format is sniffed from magic. A
-    stream that does not decode raises `StoreError` naming the layer (``name``, e.g. its digest)."""
+def decompressed(f: BinaryIO | io.RawIOBase, name: str = "", media_type: str | None = None) -> ByteReader:
+    """Wrap a (raw) blob stream so it yields the tar bytes, decoded as ``media_type`` declares. Only a blob whose
+    type is unknown (None, or not a layer type) is sniffed from its magic, which an uncompressed tar can mimic.
+    A stream that does not decode raises `StoreError` naming the layer (``name``, e.g. its digest)."""
     buffered: Any = f if hasattr(f, "peek") else io.BufferedReader(cast(io.RawIOBase, f), BUFFER)
-    kind = sniffed_media_type(buffered.peek(4)[:4])
+    declared = declared_compression(media_type)
+    kind = media_type_for(declared) if declared else sniffed_media_type(buffered.peek(4)[:4])
     if kind == MEDIA_TYPE_LAYER_GZIP:
         reader = gzip_ng.GzipFile(fileobj=buffered, mode="rb")
         errors = (EOFError, cast(type[BaseException], zlib_ng.error), gzip_ng.BadGzipFile)  # the stub: an instance
