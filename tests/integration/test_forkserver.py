@@ -177,6 +177,7 @@ def test_a_build_runs_its_steps_in_children_of_its_fork_server(pybuild, busybox_
     assert lines[4:] == ["a", "a"]  # and the COPYs, forked the same way, did their work
 
 
+@pytest.mark.slow  # a real helpers zygote: ~1-2 s of interpreter start and imports
 def test_the_build_zygote_compiles_the_run_filter_in_a_child_once_ready():
     """builder.ops.helpers: the RUN seccomp filter is compiled by a child of the zygote, started at its "ready", so
     the build's first RUN takes the bytes instead of compiling (seccomp.Precompiled)."""
