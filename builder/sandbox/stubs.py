@@ -145,7 +145,7 @@ def _walk(root: int, path: str) -> int | None:
 def _move_if_empty(root: int, path: str, bin_fd: int, name: str) -> bool:
     """Move `path` (below `root`) into the trash if it is an empty directory or empty regular file."""
     head, _, last = path.rstrip("/").rpartition("/")
-    parent = _walk(root, head)
+    parent = None if last in ("", ".", "..") else _walk(root, head)
     if parent is None:
         return False
     try:

@@ -141,3 +141,14 @@ def test_prune_noop_copy_ups(tmp_path, trash):
                         str(bin_dir) if trash else None)
     assert sorted(os.listdir(upper)) == ["opt", "var"]
     assert len(os.listdir(bin_dir)) == (2 if trash else 0)
+
+
+def test_a_stub_naming_dot_dot_moves_nothing(tmp_path):
+    """The runner gets the stubs from PID 1's status pipe: a path that climbs is refused, not resolved."""
+    upper, trash = tmp_path / "upper", tmp_path / "trash"
+    (upper / "a").mkdir(parents=True)
+    trash.mkdir()
+    (tmp_path / "empty").mkdir()
+    climbing = Stub(("/a/..", "/../empty"), "/a", (1, 1), (upper / "a").stat().st_mtime_ns)
+    assert remove_stubs_in_upper(str(upper), str(trash), [climbing]) == []
+    assert (tmp_path / "empty").is_dir() and (upper / "a").is_dir() and os.listdir(trash) == []
