@@ -299,5 +299,33 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+def run() -> None:
+    """`pybuild` and `python -m builder`: main(), then exit without the interpreter's teardown."""
+    end(main())
+
+
+def end(code: int) -> None:
+    """Exit with ``code`` as the interpreter would, less its teardown (~15-25 ms of freeing every module and object
+    a build loaded): non-daemon threads are joined and atexit handlers run first, as at a normal exit, then
+    stdout and stderr are flushed. If a flush fails (a closed pipe), the normal exit reports it as it always has."""
+    if not isinstance(code, int):
+        sys.exit(code)
+    threading = sys.modules.get("threading")
+    shutdown = getattr(threading, "_shutdown", None)
+    if threading is not None and shutdown is None:  # another interpreter's threading: the normal exit joins
+        sys.exit(code)
+    if shutdown is not None:
+        shutdown()
+    import atexit  # lazy: saves <1 ms at start-up (a built-in module)
+
+    atexit._run_exitfuncs()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        sys.exit(code)
+    os._exit(code & 0xFF)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
