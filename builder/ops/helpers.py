@@ -10,8 +10,12 @@ import importlib
 import os
 import sys
 
-from builder.sandbox.forkserver import ForkServer, serve
-from builder.sandbox.runner import init_env
+from builder import classcode
+
+classcode.install()  # the zygote: its dataclasses' methods from the disk cache (builder/classcode.py)
+
+from builder.sandbox.forkserver import ForkServer, serve  # noqa: E402
+from builder.sandbox.runner import init_env  # noqa: E402
 
 
 def fork_server() -> ForkServer:
@@ -45,6 +49,7 @@ def main(control_fd: int) -> None:
 
 if __name__ == "__main__":
     main(int(sys.argv[1]))
+    classcode.save()  # what it compiled, for the next build's zygote
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)  # the builder waits for this exit at the end of every build: skip the interpreter's teardown
