@@ -1,7 +1,7 @@
 """`python -m builder` and the `pybuild` script (pyproject.toml): pybuild's command line (builder/cli.py)."""
-from builder import classcode
+from builder import startup
 
-classcode.install()  # before pybuild's modules define their dataclasses: their methods' code from a disk cache
+startup.begin()  # before pybuild's modules load: their dataclasses' code from a disk cache, the collector paused
 
 from builder.cli import run  # noqa: E402
 

@@ -17,6 +17,7 @@ import sys
 
 from builder.cliparse import CommandLineError, Parser, cmd_version, split_globals, suggest, usage
 from builder.cliparse import add_common as _root_arg
+from builder import startup
 from builder.errors import PybuildError
 from builder.buildcmd import _defaults, build_parser, cmd_build, progress_from_env  # noqa: F401 (re-exported)
 from builder.buildcmd import replay_early
@@ -197,6 +198,8 @@ def dispatch(command: str, rest: list[str]) -> int:
     """Run one sub-command with its own arguments."""
     handlers = {"build": cmd_build, "run": cmd_run, "parse": cmd_parse, "version": cmd_version, "help": cmd_help,
                 "layers": cmd_layers, "network": cmd_network}
+    if command != "build":  # a build resumes it once its own modules are in (builder/buildcmd.py)
+        startup.loaded()
     if command in handlers:
         return handlers[command](rest)
     return cmd_store(command, rest)
