@@ -34,3 +34,17 @@ def test_callers_that_did_not_begin_keep_their_collector():
     program = ("import gc\nfrom builder import cli\ncli.main(['version'])\n"
                "print(f'{gc.isenabled()},{gc.get_freeze_count()}')")
     assert probe(program) == "True,0"
+
+
+def test_the_helpers_modules_load_on_the_caller_s_thread_and_the_zygote_starts_beside():
+    """builder/prestart.py: imported in a thread they took turns for the GIL with the build's own imports and the
+    zygote started ~25 ms later; now only its spawn and the wait for its 'ready' are on the thread."""
+    program = ("import sys, threading\nseen = []\n"
+               "class Watch:\n"
+               "    def find_spec(self, name, path=None, target=None):\n"
+               "        if name == 'builder.ops.helpers':\n"
+               "            seen.append(threading.current_thread().name)\n"
+               "sys.meta_path.insert(0, Watch())\n"
+               "from builder.prestart import Helpers\nh = Helpers()\nserver = h.take()\nzygote = server.parent_pid\n"
+               "server.close()\nprint(f'{seen},{zygote > 0}')")
+    assert probe(program) == "['MainThread'],True"
