@@ -2,30 +2,25 @@
 
 Steps of independent stages run in a thread pool (--jobs); a step starts when its parent and deps are done.
 Each key is computed and executed under the store's per-key lock, so two builds on one store never build the
-same step twice.
+same step twice. A step's key is builder/stepkeys.py's, RUN's default network builder/solvenet.py's.
 """
 from __future__ import annotations
 
 import os
-import shutil
-import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from builder import rootless, slirp
-from builder.context.checksum import checksum_sources
-from builder.context.paths import has_glob
-from builder.ops.copysel import excluded_sums, key_pattern
-from builder.errors import BuildCancelled, BuildStepError, ContextError, PybuildError
-from builder.plan.keys import CacheKey, step_key
+from builder.errors import BuildCancelled, BuildStepError, PybuildError
+from builder.plan.keys import CacheKey
 from builder.plan.steps import ExecOp, FileOp, MergeOp, Step, StepGraph, StepResult
 from builder.progress import events as ev
-from builder.progress.tasks import layer_meter, metered_digests
+from builder.progress.tasks import layer_meter
 from builder.explain import explain_hit, explain_miss
+from builder.solvenet import RunNetworks
+from builder.stepkeys import Downloads, key_of
 from cache import Interrupted
 from cache.model import MEDIA_TYPE_LAYER_TAR, media_type_for
 
@@ -73,15 +68,12 @@ class Solver:
         self.numbers: dict[int, int] = {}
         self._helpers = None  # the step helpers' fork server, made at the first step that runs one
         self._helpers_lock = threading.Lock()
-        self.fetched: dict = {}  # ADD <url> → builder.context.remote.Fetched, downloaded once per build
-        self._fetch_lock = threading.Lock()
-        self._download_dir: str | None = None
+        self.downloads = Downloads(self.cancel, options.dockerfile_lines)  # ADD <url>s, once per build
+        self.fetched = self.downloads.fetched  # URL → builder.context.remote.Fetched
         self.lazy: dict = {}  # step id → remote cache record whose layer is not unpacked yet (builder/remotecache)
         self.source_files: dict[int, dict[str, str]] = {}  # step id → its context files, as hashed
         self._lazy_lock = threading.RLock()
-        self._netpool = None  # RUN's default network: prepared namespaces (builder/sandbox/netpool.py)
-        self._bridged = False  # does any step to solve want the default network?
-        self._slirp_failed = False  # rootless: slirp4netns could not start; RUNs then get an isolated network
+        self.networks = RunNetworks(options.bridge_subnet, options.extra_hosts)  # RUN's default network
 
     def title(self, step: Step) -> str:
         stage = self.graph.stages[step.stage]
@@ -105,22 +97,17 @@ class Solver:
         # dependencies first and numbers the steps as the Dockerfile reads (buildx does the same).
         order = sorted(self.graph.needed(stage_index), key=lambda step: step.id)
         self.numbers = {step.id: n for n, step in enumerate(order, 1)}
-        self._bridged = any(getattr(step.op, "network", None) == "default" for step in order)
-        if rootless.entered() and any(step.kind == "exec" for step in order):
-            self._bridged = False  # no bridge without CAP_NET_ADMIN on the host: slirp4netns, or isolated
-            rootless.run_notice(slirp.available())
+        self.networks.plan(order)
         try:
             self._solve_pooled(order)
             settle = getattr(self.store, "settle", None)
             if settle is not None:  # every snapshot committed on disk and ready before export and the cache memo
                 settle()
         finally:
-            if self._netpool is not None:  # its helper drops every namespace (and veth) it made
-                self._netpool.close()
+            self.networks.close()
             if self._helpers is not None:  # every step has stopped by now, so none of its children runs
                 self._helpers.close()
-            if self._download_dir is not None:
-                shutil.rmtree(self._download_dir, ignore_errors=True)
+            self.downloads.close()
         return self.results
 
     def use_helpers(self, server) -> None:
@@ -138,39 +125,6 @@ class Solver:
 
                 self._helpers = fork_server()
             return self._helpers
-
-    def _network(self):
-        """The pool of network namespaces for RUN's default network, made at the build's first cache miss (so
-        its helper, with pyroute2, starts while other steps run; a cached rebuild never starts it)."""
-        with self._helpers_lock:
-            if self._netpool is None:
-                # lazy: saves ~16 ms at start-up
-                from builder.sandbox.netpool import NetworkPool
-                from builder.sandbox.runner import init_env
-
-                self._netpool = NetworkPool(self.options.bridge_subnet, env=init_env())
-            return self._netpool
-
-    def _user_mode_network(self):
-        """Rootless: the build's slirp4netns namespace (builder/slirp.py), or None (an isolated one) without it."""
-        with self._helpers_lock:
-            if self._netpool is None and slirp.available() and not self._slirp_failed:
-                try:
-                    self._netpool = slirp.SlirpNetwork()
-                except (slirp.SlirpError, OSError) as exc:
-                    self._slirp_failed = True
-                    print(f"warning: rootless mode: {exc}; RUN's default network is isolated (only loopback)",
-                          file=sys.stderr)
-            return self._netpool
-
-    def _pool_for(self, op):
-        """The network pool when this RUN needs the bridge: to run on it, or for --add-host's host-gateway."""
-        if rootless.entered():
-            wanted = op.network == "default" or any(ip == "host-gateway" for _, ip in self.options.extra_hosts)
-            return self._user_mode_network() if wanted else None
-        if op.network == "default" or any(ip == "host-gateway" for _, ip in self.options.extra_hosts):
-            return self._network()
-        return None
 
     def _solve_pooled(self, order: list[Step]) -> None:
         """Run each step as soon as its parent and deps are done, at most `jobs` at once.
@@ -251,72 +205,7 @@ class Solver:
         return StepResult(key, None, (record.layer,) if record.layer is not None else (), record.created, True)
 
     def _key(self, step: Step) -> CacheKey:
-        parent_key = self.results[step.parent].key.digest if step.parent is not None else None
-        epoch = self.options.source_date_epoch
-        if isinstance(step.op, MergeOp):  # COPY --link: the linked layer's key on the parent's
-            return step_key(step, parent_key, from_key=self.results[step.op.layer_step].key.digest, epoch=epoch)
-        if not isinstance(step.op, FileOp):
-            # lazy: saves ~6 ms at start-up
-            from builder.ops.mounts import mount_key_parts  # RUN --mount inputs (lead's part)
-            mounts = mount_key_parts(step, self.options.context_dir, self.options.excluded,
-                                     self.store.file_digests, {k: r.key.digest for k, r in self.results.items()})
-            return step_key(step, parent_key, mounts=mounts, epoch=epoch,
-                            hosts=sorted({name for name, _ in self.options.extra_hosts}))
-        if step.op.from_stage is not None:
-            from_key = self.results[step.op.from_step].key.digest if step.op.from_step is not None else "scratch"
-            return step_key(step, parent_key, from_key=from_key, epoch=epoch)
-        fetched = {a.url: self._fetch(step, a) for a in step.op.actions if a.op == "fetch"}
-        patterns = [key_pattern(s, a.parents) for a in step.op.actions if not a.excludes for s in a.sources]
-        context_dir = step.op.context_dir or self.options.context_dir  # a named --build-context directory
-        if patterns and context_dir is None:
-            raise ContextError(f"{step.span}: {step.created_by}: no build context was given")
-        excluded = None if step.op.context_dir else self.options.excluded
-        entries: dict[str, str] = {}
-        meter = metered_digests(self.store.file_digests, self.sink, self.numbers.get(step.id, 0))  # 0: no solve
-        sums = checksum_sources(context_dir or "", patterns, excluded, digests=meter,
-                                entries=entries) if patterns else {}
-        if entries:
-            self.source_files[step.id] = entries  # for --explain-cache, kept in the step's cache record
-        for action in (a for a in step.op.actions if a.excludes):  # COPY --exclude: excluded files are no input
-            sums.update(excluded_sums(context_dir or "", action, excluded, self.store.file_digests))
-        empty_ok = {p for a in step.op.actions for p in (key_pattern(s, a.parents) for s in a.sources)
-                    if has_glob(p)}  # BuildKit's AllowEmptyWildcard
-        missing = [p for p, s in sums.items() if s is None and p not in empty_ok]
-        if missing:
-            from builder.ops.exec import render_location  # lazy: saves ~19 ms at start-up
-
-            raise ContextError(
-                f"{step.span}: {step.created_by}: source {missing[0]!r} not found in the build context",
-                context=render_location(step, self.options.dockerfile_lines),
-                hint="paths are relative to the context directory; `..` and symlinks cannot leave it, and "
-                     ".dockerignore may exclude the file")
-        sums.update((url, f"{f.digest} {f.mtime}") for url, f in fetched.items())  # the bytes, not the URL alone
-        return step_key(step, parent_key, sources={k: v for k, v in sums.items() if v is not None}, epoch=epoch)
-
-    def _fetch(self, step: Step, action):
-        """ADD <url>: download once per build (the key needs the bytes' digest); errors name the step."""
-        from builder.context.remote import fetch  # lazy: saves ~2 ms at start-up
-
-        with self._fetch_lock:
-            if action.url not in self.fetched:
-                if self._download_dir is None:
-                    self._download_dir = tempfile.mkdtemp(prefix="pybuild-add-")
-                try:
-                    self.fetched[action.url] = fetch(action.url, self._download_dir, cancelled=self.cancel.is_set)
-                except BuildCancelled:
-                    raise
-                except PybuildError as exc:
-                    from builder.ops.exec import render_location  # lazy: saves ~19 ms at start-up
-
-                    raise PybuildError(f"{step.span}: {step.created_by}: {exc.message}", hint=exc.hint,
-                                       context=render_location(step, self.options.dockerfile_lines),
-                                       reference=exc.reference) from None
-            found = self.fetched[action.url]
-        if action.checksum and action.checksum != found.digest:
-            raise PybuildError(f"{step.span}: {step.created_by}: {action.url} has content {found.digest}, but "
-                               f"--checksum says {action.checksum}", reference="checksum-mismatch",
-                               hint="the file changed on the server, or the checksum is wrong")
-        return found
+        return key_of(self, step)
 
     def _run(self, step: Step) -> StepResult:
         number = self.numbers[step.id]
@@ -354,8 +243,7 @@ class Solver:
                     return hit
                 if self.options.remote is not None and (hit := self._remote_hit(step, key, number)) is not None:
                     return hit
-            if self._bridged:  # a miss: this build runs something, so the pool's helper starts now, in parallel
-                self._network().start()
+            self.networks.on_miss()  # a miss: the network pool's helper starts now, in parallel
             if self.options.explain:
                 if not self.options.use_cache and step.kind != "source":
                     why = "--no-cache was given"
@@ -475,7 +363,7 @@ class Solver:
                                               hostname=self.options.hostname,
                                               mounts=self._mount_sources(step), launcher=self._launcher(),
                                               on_error=self.options.on_error, resources=self.options.resources,
-                                              network=self._pool_for(step.op),
+                                              network=self.networks.for_op(step.op),
                                               extra_hosts=self.options.extra_hosts,
                                               proxy_env=self.options.proxy_env,
                                               layer_progress=layer_meter(self.sink, number))

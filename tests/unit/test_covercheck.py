@@ -58,6 +58,13 @@ def test_one_group_below_the_floor_fails_naming_it(tmp_path):
     assert gate(report(tmp_path, {**GOOD, "builder/ops/mounts.py": (10, 100)}), "--min", "40").returncode == 0
 
 
+def test_the_modules_split_out_of_solve_py_count_in_the_solver_group(tmp_path):
+    done = gate(report(tmp_path, {**GOOD, "builder/stepkeys.py": (10, 100), "builder/solvenet.py": (10, 10)}))
+    assert done.returncode == 1
+    assert "builder/solve       52.9 %  (111/210 statements)" in done.stdout, done.stdout
+    assert "below 90 %: builder/solve;" in done.stderr
+
+
 def test_a_group_that_was_not_measured_fails(tmp_path):
     files = {path: figures for path, figures in GOOD.items() if not path.startswith("cache/")}
     done = gate(report(tmp_path, files))
@@ -79,8 +86,9 @@ def test_make_test_measures_every_group_on_the_fast_set_and_gates_it():
     recipe = makefile.split("\ntest:\n", 1)[1].split("\n\n", 1)[0]
     coverage = makefile.split("COVERAGE := ", 1)[1].split("\n\n", 1)[0]
     assert '.venv/bin/pytest -m "not slow" $(COVERAGE)' in recipe and ".venv/bin/pytest -m slow" in recipe
-    for group in covercheck.GROUPS:
-        assert f"--cov={group.removesuffix('.py').replace('/', '.')} " in coverage + " ", group
+    for group, paths in covercheck.GROUPS.items():
+        for path in paths:
+            assert f"--cov={path.removesuffix('.py').rstrip('/').replace('/', '.')} " in coverage + " ", group
     report = coverage.split("--cov-report=json:", 1)[1].split()[0]
     assert f"scripts/covercheck.py {report}" in recipe
     assert "--cov" not in makefile.split("\ntest-fast:\n", 1)[1].split("\n\n", 1)[0]

@@ -11,7 +11,8 @@ import pytest
 from builder.progress import events as ev
 from builder.progress.display import PlainDisplay
 from builder.progress.tasks import HASH_BATCH, layer_meter, metered_digests, read_context, resolving
-from builder.progress.tty import BuildView, render_lines
+from builder.progress.tty import render_lines
+from builder.progress.ttyview import BuildView
 
 TITLE = "[internal] load metadata for docker.io/library/alpine:latest"
 SUMMARY = ev.BuildSummary(steps=5, ran=2, cached=3, elapsed=1.25, size=12_345_678, ts=103.0)

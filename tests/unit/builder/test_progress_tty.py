@@ -5,7 +5,8 @@ import pytest
 from rich.cells import cell_len
 
 from builder.progress import events as ev
-from builder.progress.tty import LIVE_LOG_LINES, BuildView, clean_line, render_lines
+from builder.progress.tty import render_lines
+from builder.progress.ttyview import LIVE_LOG_LINES, BuildView, clean_line
 
 
 def view_of(events) -> BuildView:
