@@ -10,8 +10,8 @@ classes are the same.
 The file ($XDG_CACHE_HOME/pybuild/classcode-<python>.marshal, else under ~/.cache) is keyed by the exact text
 and starts with this interpreter's full version. It is read only when this user owns it and nobody else may
 write it; it is written back (merged with what is there, replaced whole) at exit when texts were compiled,
-with at most KEEP entries (past that, only those this process used), by the builder and the helpers' zygote. Any failure to read or write it means
-compiling, as without it.
+with at most KEEP entries (past that, only those this process used), by the builder and the helpers' zygote.
+Any failure to read or write it means compiling, as without it.
 """
 from __future__ import annotations
 

@@ -29,7 +29,8 @@ ENV = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # stdout
 
 
 def run(*args: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", PROGRAM, *args], cwd=REPO, capture_output=True, timeout=60, env=ENV, **kw)
+    return subprocess.run([sys.executable, "-c", PROGRAM, *args], cwd=REPO, capture_output=True, timeout=60, env=ENV,
+                          **kw)
 
 
 def test_end_joins_threads_runs_atexit_and_flushes_then_exits_with_the_code():
