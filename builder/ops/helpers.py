@@ -10,9 +10,10 @@ import importlib
 import os
 import sys
 
-from builder import classcode
+from builder import classcode, startup
 
-classcode.install()  # the zygote: its dataclasses' methods from the disk cache (builder/classcode.py)
+if __name__ == "__main__":  # the zygote: dataclass code from the disk cache, no collecting while importing
+    startup.begin()
 
 from builder.sandbox.forkserver import ForkServer, serve  # noqa: E402
 from builder.sandbox.runner import init_env  # noqa: E402
@@ -42,6 +43,7 @@ def main(control_fd: int) -> None:
     from builder.ops import fileop
     from builder.sandbox import init
 
+    startup.loaded()  # frozen: the forked children share these objects, and no collection scans them
     # init.prepare: the RUN seccomp filter, compiled at the first RUN and inherited by every later one
     serve(control_fd, {"builder.sandbox.init": init.main, "builder.ops.fileop": lambda _args: fileop.main()},
           prepare={"builder.sandbox.init": init.prepare})

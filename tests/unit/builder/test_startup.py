@@ -48,3 +48,10 @@ def test_the_helpers_modules_load_on_the_caller_s_thread_and_the_zygote_starts_b
                "from builder.prestart import Helpers\nh = Helpers()\nserver = h.take()\nzygote = server.parent_pid\n"
                "server.close()\nprint(f'{seen},{zygote > 0}')")
     assert probe(program) == "['MainThread'],True"
+
+
+def test_importing_the_helpers_module_leaves_the_importer_s_collector_and_dataclasses_alone():
+    """Only the zygote (`python -m builder.ops.helpers`) pauses its collector and uses the dataclass code cache."""
+    program = ("import gc, dataclasses\nimport builder.ops.helpers\n"
+               "print(f'{gc.isenabled()},{gc.get_freeze_count()},{\"exec\" in vars(dataclasses)}')")
+    assert probe(program) == "True,0,False"
