@@ -119,12 +119,12 @@ def _put(store: Store, src: Source, name: str, expected: str | None) -> Descript
     return desc
 
 
-def _diff_id(store: Store, digest: str) -> str:
+def _diff_id(store: Store, desc: Descriptor) -> str:
     from cache.compress import decompressed  # lazy: saves ~30 ms at start-up
 
     h = hashlib.sha256()
-    with store.open_blob(digest) as raw:
-        stream = decompressed(raw, digest)
+    with store.open_blob(desc.digest) as raw:
+        stream = decompressed(raw, desc.digest, desc.media_type)
         while chunk := stream.read(1 << 20):
             h.update(chunk)
     return "sha256:" + h.hexdigest()
@@ -136,13 +136,14 @@ def _record(store: Store, manifest: bytes | None, config: bytes, layer_descs: li
     # lazy: saves ~26 ms at start-up
     from builder.export.image import layers_manifest
     from cache import Layer
+    from cache.model import declared_compression
 
     diff_ids = (json.loads(config).get("rootfs") or {}).get("diff_ids") or []
     if len(diff_ids) != len(layer_descs):
         raise LoadError(f"the image has {len(layer_descs)} layers but its config lists {len(diff_ids)}")
     layers = []
     for desc, diff_id in zip(layer_descs, diff_ids):
-        actual = desc.digest if desc.media_type.endswith("tar") else _diff_id(store, desc.digest)
+        actual = desc.digest if declared_compression(desc.media_type) == "uncompressed" else _diff_id(store, desc)
         if actual != diff_id:
             raise LoadError(f"layer {desc.digest} unpacks to {actual}, not the config's {diff_id}")
         layers.append(Layer(diff_id, desc))
@@ -190,7 +191,7 @@ def _load_docker(store: Store, src: Source) -> list[tuple[ImageRecord, list[str]
         descs = []
         for name in entry.get("Layers") or []:
             desc = _put(store, src, name, None)
-            with store.open_blob(desc.digest) as fh:
+            with store.open_blob(desc.digest) as fh:  # docker save names no media type: a layer file is sniffed
                 descs.append(replace(desc, media_type=sniffed_media_type(fh.read(4))))
         record = _record(store, None, config, descs)
         out.append((record, [normalize_name(t) for t in entry.get("RepoTags") or []]))

@@ -259,7 +259,7 @@ def analyse(store: Store, name: str) -> Analysis:
             blob = store.layer_blob(layer, None).blob  # a lazily committed layer's blob is made here
             with store.open_blob(blob.digest) as raw:
                 # ignore: stream mode (r|) only reads, but typeshed's tarfile wants a seekable, writable file
-                with tarfile.open(fileobj=decompressed(raw, blob.digest),  # type: ignore[call-overload]
+                with tarfile.open(fileobj=decompressed(raw, blob.digest, blob.media_type),  # type: ignore[call-overload]
                                   mode="r|") as tar:
                     analysis.add_layer(report, tar)
         except (tarfile.TarError, EOFError) as exc:

@@ -46,9 +46,10 @@ def _open_layer(store: Store, layer: Layer) -> tarfile.TarFile:
     """The layer's tar, from a blob `Store.layer_blob` hands out (made when the layer was committed lazily)."""
     from cache.compress import decompressed  # lazy: saves ~29 ms at start-up
 
-    digest = store.layer_blob(layer, None).blob.digest
+    blob = store.layer_blob(layer, None).blob
+    reader = decompressed(store.open_blob(blob.digest), blob.digest, blob.media_type)
     # ignore: stream mode (r|) only reads, but typeshed's tarfile wants a seekable, writable file
-    return tarfile.open(fileobj=decompressed(store.open_blob(digest), digest), mode="r|")  # type: ignore[call-overload]
+    return tarfile.open(fileobj=reader, mode="r|")  # type: ignore[call-overload]
 
 
 def visible(store: Store,
@@ -201,7 +202,7 @@ def import_main(argv: list[str]) -> int:
     src = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")
     with Store.open(args.root) as store:
         with src:
-            blob = store.put_blob_file(decompressed(src, args.file))
+            blob = store.put_blob_file(decompressed(src, args.file))  # a file has no media type: sniffed
         try:
             with tarfile.open(store.blob_path(blob.digest)) as tar:
                 tar.getmembers()

@@ -171,7 +171,7 @@ class Store:
         self._snapshots.abort(m)
 
     def import_layer(self, parent: Snapshot | None, blob: Descriptor) -> Snapshot:
-        """Unpack a stored layer blob (gzip/zstd/tar, sniffed) into a snapshot over ``parent``."""
+        """Unpack a stored layer blob (decoded as its media type declares; sniffed without one) over ``parent``."""
         return self._snapshots.import_layer(parent, blob)
 
     def import_layers(self, parent: Snapshot | None, blobs: list[Descriptor], *, fetch: Fetch | None = None,

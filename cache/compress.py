@@ -37,6 +37,7 @@ from cache.model import (
     MEDIA_TYPE_LAYER_ZSTD,
     Descriptor,
     Digest,
+    declared_compression,
     media_type_for,
     sniffed_media_type,
 )
@@ -181,11 +182,15 @@ def recompress(blobs: BlobStore, src: BinaryIO, compression: str,
         raise
 
 
-def decompressed(f: BinaryIO | io.RawIOBase, name: str = "") -> ByteReader:
-    """Wrap a (raw) blob stream so it yields the tar bytes; the format is sniffed from magic. A
-    stream that does not decode raises `StoreError` naming the layer (``name``, e.g. its digest)."""
+def decompressed(f: BinaryIO | io.RawIOBase, name: str = "", media_type: str | None = None) -> ByteReader:
+    """Wrap a (raw) blob stream so it yields the tar bytes. A blob declared uncompressed is read as it is (an
+    uncompressed tar can begin with either magic); one declared gzip or zstd is decoded so when it starts with that
+    magic, else by what its bytes are, as containerd's DecompressStream reads every layer (a tool that labels a
+    plain tar gzip); one of unknown type (None, or not a layer type) is sniffed. The caller's diff_id check over
+    the result stays the guard. A stream that does not decode raises `StoreError` naming the layer (``name``)."""
     buffered: Any = f if hasattr(f, "peek") else io.BufferedReader(cast(io.RawIOBase, f), BUFFER)
-    kind = sniffed_media_type(buffered.peek(4)[:4])
+    declared = declared_compression(media_type)
+    kind = media_type_for(declared) if declared == "uncompressed" else sniffed_media_type(buffered.peek(4)[:4])
     if kind == MEDIA_TYPE_LAYER_GZIP:
         reader = gzip_ng.GzipFile(fileobj=buffered, mode="rb")
         errors = (EOFError, cast(type[BaseException], zlib_ng.error), gzip_ng.BadGzipFile)  # the stub: an instance

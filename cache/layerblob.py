@@ -26,7 +26,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from cache.errors import StoreError
-from cache.model import ByteReader, Descriptor, Digest, Layer, media_type_for, sniffed_media_type
+from cache.model import (MEDIA_TYPE_LAYER_TAR, ByteReader, Descriptor, Digest, Layer, media_type_for,
+                         sniffed_media_type)
 
 if TYPE_CHECKING:
     from cache import Store
@@ -45,13 +46,23 @@ def find(store: Store, layer: Layer, media_type: str | None) -> Layer | None:
             continue
         try:
             with open(blobs.path_for(digest), "rb") as f:
-                kind = sniffed_media_type(f.read(4))
+                kind = _kind(f.read(4), digest == layer.diff_id)
                 size = os.fstat(f.fileno()).st_size
         except FileNotFoundError:
             continue
-        if media_type is None or kind == media_type:
+        if kind is not None and (media_type is None or kind == media_type):
             return Layer(layer.diff_id, Descriptor(kind, Digest(digest), size))
     return None
+
+
+def _kind(head: bytes, is_diff: bool) -> str | None:
+    """The media type of a blob the index lists for a diff_id (it keeps no type): the blob whose digest is the
+    diff_id is that uncompressed tar (whatever its first bytes look like); any other is a compressed form, gzip or
+    zstd by its magic (None: neither, not a form of this layer)."""
+    if is_diff:
+        return MEDIA_TYPE_LAYER_TAR
+    kind = sniffed_media_type(head)
+    return kind if kind != MEDIA_TYPE_LAYER_TAR else None
 
 
 def has(store: Store, layer: Layer) -> bool:
@@ -96,7 +107,7 @@ def _make(store: Store, layer: Layer, compression: str, cancelled: Callable[[], 
     try:
         if source is not None:  # another format of the same tar: decompress and copy
             with store.open_blob(source.blob.digest) as raw:
-                _copy(decompressed(raw, str(source.blob.digest)), sink, cancelled, progress)
+                _copy(decompressed(raw, str(source.blob.digest), source.blob.media_type), sink, cancelled, progress)
         else:
             snapshots = [(snap_id, epoch) for snap_id, epoch, ready in store._index.lazy_sources(layer.diff_id)
                          if ready]

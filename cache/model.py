@@ -45,8 +45,28 @@ def media_type_for(compression: str) -> str:
                          f"{', '.join(sorted(LAYER_MEDIA_TYPES))}") from None
 
 
+# A layer media type's compression, as its manifest declares it: OCI's layer types (and their nondistributable
+# forms) and docker schema2's (and its foreign ones), as containerd's images.DiffCompression reads them. A blob is
+# decoded as declared, never by its first bytes where the type is known: an uncompressed tar whose first member's
+# name begins with gzip's or zstd's magic would otherwise be read as a compressed stream (another diff).
+_OCI_LAYER = ("application/vnd.oci.image.layer.v1.tar", "application/vnd.oci.image.layer.nondistributable.v1.tar")
+_DOCKER_LAYER = ("application/vnd.docker.image.rootfs.diff.tar", "application/vnd.docker.image.rootfs.foreign.diff.tar")
+DECLARED_COMPRESSION = {
+    **{base + suffix: kind for base in _OCI_LAYER for suffix, kind in
+       (("", "uncompressed"), ("+gzip", "gzip"), ("+zstd", "zstd"))},
+    **{base + suffix: kind for base in _DOCKER_LAYER for suffix, kind in
+       (("", "uncompressed"), (".gzip", "gzip"), (".zstd", "zstd"))},
+}
+
+
+def declared_compression(media_type: str | None) -> str | None:
+    """'gzip', 'zstd' or 'uncompressed' for a layer media type; None for a type that names no layer format."""
+    return DECLARED_COMPRESSION.get((media_type or "").split(";", 1)[0].strip())
+
+
 def sniffed_media_type(head: bytes) -> str:
-    """The layer media type of a blob, from its first four bytes."""
+    """The layer media type of a blob, from its first four bytes: only for blobs whose type nobody declared
+    (a docker save layer file, `pybuild import`'s tar), as an uncompressed tar may begin with either magic."""
     if head.startswith(GZIP_MAGIC):
         return MEDIA_TYPE_LAYER_GZIP
     if head.startswith(ZSTD_MAGIC):

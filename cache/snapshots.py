@@ -301,7 +301,7 @@ class SnapshotStore:
                 return d, fd, self._unpack_fetched(blob, fs, fetch(blob, stop), stop)
             raw = self.blobs.open(blob.digest)
             try:
-                tar = decompressed(raw, str(blob.digest))
+                tar = decompressed(raw, str(blob.digest), blob.media_type)
                 stats = unpack.unpack_layer(_StopReading(tar, stop), fs, self.limits, self.blobs.size(blob.digest))
             finally:
                 raw.close()  # verifies whatever the decompressor left unread
@@ -328,7 +328,7 @@ class SnapshotStore:
         tee = unpack.TeeReader(source, temp)
         try:
             try:
-                tar = decompressed(tee, str(blob.digest))
+                tar = decompressed(tee, str(blob.digest), blob.media_type)
                 stats = unpack.unpack_layer(_StopReading(tar, stop), fs, self.limits, blob.size)
             except StoreError:
                 tee.drain()  # raises the source's error when the bytes were not the blob's

@@ -122,7 +122,7 @@ def _restore_one(remote, store: Store, m, name: str, layer, source) -> None:
         os.chmod(tmp, m.mode if m.mode is not None else 0o755)
         os.chown(tmp, m.uid or 0, m.gid or 0)
         with store.open_blob(layer.blob.digest) as blob:
-            stats = unpack_layer(decompressed(blob, layer.blob.digest), tmp, compressed=layer.blob.size)
+            stats = unpack_layer(decompressed(blob, layer.blob.digest, layer.blob.media_type), tmp, compressed=layer.blob.size)
         if str(stats.diff_id) != layer.diff_id:
             raise StoreError(f"its content unpacks to {stats.diff_id}, not the {layer.diff_id} its entry says")
 

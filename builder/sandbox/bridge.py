@@ -1,7 +1,7 @@
 """The host side of RUN's default network: the `pybuild0` bridge, its subnet and the NAT rule (pyroute2).
 
 What a build leaves configured in the network namespace it runs in (documented in README, removed by
-`pybuild network prune`):
+`pybuild network prune`, which also removes the state directories of namespaces that are gone, netstate.py):
   - the bridge `pybuild0` with the subnet's first address (the containers' gateway), up;
   - net.ipv4.ip_forward = 1, as docker sets it;
   - the nftables table `ip pybuild` with one chain, `postrouting` (type nat, hook postrouting, priority
@@ -27,6 +27,8 @@ import struct
 import sys
 import types
 from dataclasses import dataclass
+
+from builder.sandbox import netstate
 
 
 def _import_netlink_parts() -> None:
@@ -279,5 +281,7 @@ def prune() -> str:
         shutil.rmtree(os.path.join(state_dir(), "leases"), ignore_errors=True)
     finally:
         os.close(inuse)
+    gone = netstate.prune_gone(STATE_DIR)  # the leases and locks of namespaces that no longer exist
     return (f"removed bridge {BRIDGE} and nftables table ip {NFT_TABLE}" if removed
-            else "nothing to remove: no pybuild bridge network in this network namespace")
+            else "nothing to remove: no pybuild bridge network in this network namespace") + \
+        (f"; removed the state of {len(gone)} network namespace(s) that are gone: {' '.join(gone)}" if gone else "")
