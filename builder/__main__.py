@@ -1,5 +1,9 @@
-import sys
+"""`python -m builder` and the `pybuild` script (pyproject.toml): pybuild's command line (builder/cli.py)."""
+from builder import startup
 
-from builder.cli import main
+startup.begin()  # before pybuild's modules load: their dataclasses' code from a disk cache, the collector paused
 
-sys.exit(main())
+from builder.cli import run  # noqa: E402
+
+if __name__ == "__main__":
+    run()

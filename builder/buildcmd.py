@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 
-from builder import fastpath
+from builder import fastpath, startup
 from builder.cliparse import CommandLineError, Parser
 from builder.cliparse import add_common as _root_arg
 from builder.errors import UsageError
@@ -166,6 +166,7 @@ def cmd_build(argv: list[str]) -> int:
     from builder.build import BuildOptions, build
     from builder.progress.display import make_display
 
+    startup.loaded()  # the build's modules are in: the collector resumes (builder/startup.py)
     sink = make_display(mode)
     opts = BuildOptions(context=args.context, dockerfile=args.dockerfile, tags=args.tag, build_args=build_args,
                         target=args.target, no_cache=args.no_cache, compression=args.compression,

@@ -357,11 +357,11 @@ class SnapshotStore:
     def recover(self) -> None:
         """Clean up after killed processes; safe while other processes use the store."""
         on_disk = [e.name for e in os.scandir(self.dir) if e.name.isdigit()]  # before reading rows
-        rows = {r.id: r for r in self.index.snapshots()}
-        for row in rows.values():
-            if row.state == "pending" and not self._writer_alive(row.tmp):
-                shutil.rmtree(self.dir / str(row.id), ignore_errors=True)
-                self.index.delete_snapshot(row.id)
+        rows = self.index.snapshot_states()
+        for sid, (state, tmp) in rows.items():
+            if state == "pending" and not self._writer_alive(tmp):
+                shutil.rmtree(self.dir / str(sid), ignore_errors=True)
+                self.index.delete_snapshot(sid)
         for name in on_disk:
             if int(name) not in rows:
                 shutil.rmtree(self.dir / name, ignore_errors=True)

@@ -10,8 +10,13 @@ import importlib
 import os
 import sys
 
-from builder.sandbox.forkserver import ForkServer, serve
-from builder.sandbox.runner import init_env
+from builder import classcode, startup
+
+if __name__ == "__main__":  # the zygote: dataclass code from the disk cache, no collecting while importing
+    startup.begin()
+
+from builder.sandbox.forkserver import ForkServer, serve  # noqa: E402
+from builder.sandbox.runner import init_env  # noqa: E402
 
 
 def fork_server() -> ForkServer:
@@ -38,6 +43,7 @@ def main(control_fd: int) -> None:
     from builder.ops import fileop
     from builder.sandbox import init
 
+    startup.loaded()  # frozen: the forked children share these objects, and no collection scans them
     # init.prepare: the RUN seccomp filter, compiled by a child from the zygote's start on (init.prepare_ahead),
     # taken at the first RUN and inherited by every later one
     serve(control_fd, {"builder.sandbox.init": init.main, "builder.ops.fileop": lambda _args: fileop.main()},
@@ -46,6 +52,7 @@ def main(control_fd: int) -> None:
 
 if __name__ == "__main__":
     main(int(sys.argv[1]))
+    classcode.save()  # what it compiled, for the next build's zygote
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)  # the builder waits for this exit at the end of every build: skip the interpreter's teardown
