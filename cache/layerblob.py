@@ -100,7 +100,7 @@ def _make(store: Store, layer: Layer, compression: str, cancelled: Callable[[], 
     # lazy: saves ~10 ms at start-up (the compressors)
     from cache.compress import LayerSink, decompressed
     from cache.layertar import write_layer
-    from cache.snapshots import _Stoppable
+    from cache.tarsink import Stoppable
 
     source = find(store, layer, None)
     sink = LayerSink(store._blobs, compression)
@@ -115,7 +115,7 @@ def _make(store: Store, layer: Layer, compression: str, cancelled: Callable[[], 
                 raise StoreError(f"layer {layer.diff_id} has neither a blob nor a snapshot to make one from "
                                  "(pruned?): build the image again")
             snap_id, epoch = snapshots[0]
-            out = sink if cancelled is None and progress is None else _Stoppable(sink, cancelled, progress)
+            out = sink if cancelled is None and progress is None else Stoppable(sink, cancelled, progress)
             write_layer(store._snapshots.path(snap_id), out, epoch=epoch)
         diff_id, blob = sink.finish()
     except BaseException:

@@ -17,7 +17,6 @@ Snapshots with the same (parent, diff_id) are deduplicated: the existing one is 
 
 from __future__ import annotations
 
-import io
 import os
 import secrets
 import shutil
@@ -26,18 +25,17 @@ import threading
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from cache import locks
 from cache.blobs import BlobStore
 from cache.durable import SyncFs
-from cache.errors import Interrupted, StoreError
+from cache.errors import StoreError
 from cache.index import Index, SnapshotRow
-from cache.tasks import Background
+from cache.tasks import Background, StopReading
 from cache.model import ByteReader, Descriptor, Digest, Layer, MutableSnapshot, Snapshot
 
 if TYPE_CHECKING:
-    from cache.tarsink import DiffSink
     from cache.unpack import UnpackLimits, UnpackStats
 
 UNPACKERS = max(1, min(4, os.cpu_count() or 1))  # layers unpacked at once by import_layers
@@ -139,7 +137,7 @@ class SnapshotStore:
         # The layer-writing chain (tarfile, zstandard, the gzip threads: ~9 ms of imports) is loaded where a
         # layer is written or read, here and in import_layer: a fully cached build needs neither.
         from cache.layertar import is_empty_dir, write_layer
-        from cache.tarsink import DiffSink
+        from cache.tarsink import DiffSink, Stoppable
 
         if m.lock_fd is None:
             raise StoreError("commit of a snapshot already committed or aborted", path=m.tmpdir)
@@ -154,7 +152,7 @@ class SnapshotStore:
 
             sink = LayerSink(self.blobs, compression)
         try:
-            out = sink if cancelled is None and progress is None else _Stoppable(sink, cancelled, progress)
+            out = sink if cancelled is None and progress is None else Stoppable(sink, cancelled, progress)
             stats = write_layer(m.upper, out, epoch=epoch)
             diff_id, blob = sink.finish()
         except BaseException:
@@ -300,7 +298,7 @@ class SnapshotStore:
             raw = self.blobs.open(blob.digest)
             try:
                 tar = decompressed(raw, str(blob.digest), blob.media_type)
-                stats = unpack.unpack_layer(_StopReading(tar, stop), fs, self.limits, self.blobs.size(blob.digest))
+                stats = unpack.unpack_layer(StopReading(tar, stop), fs, self.limits, self.blobs.size(blob.digest))
             finally:
                 raw.close()  # verifies whatever the decompressor left unread
             return d, fd, stats
@@ -327,7 +325,7 @@ class SnapshotStore:
         try:
             try:
                 tar = decompressed(tee, str(blob.digest), blob.media_type)
-                stats = unpack.unpack_layer(_StopReading(tar, stop), fs, self.limits, blob.size)
+                stats = unpack.unpack_layer(StopReading(tar, stop), fs, self.limits, blob.size)
             except StoreError:
                 tee.drain()  # raises the source's error when the bytes were not the blob's
                 raise
@@ -377,45 +375,3 @@ class SnapshotStore:
             return lockfile.exists()
         locks.release(fd)
         return False
-
-
-class _StopReading:
-    """A layer stream that raises `cache.tasks.Stopped` at its next read once ``stop`` is set."""
-
-    def __init__(self, stream: ByteReader, stop: threading.Event) -> None:
-        self._stream = stream
-        self._stop = stop
-
-    def read(self, n: int = -1) -> bytes:
-        if self._stop.is_set():
-            from cache.tasks import Stopped  # lazy: saves <1 ms at start-up (its modules are loaded by then)
-
-            raise Stopped("layer import stopped")
-        return self._stream.read(n)
-
-
-class _Stoppable(io.RawIOBase):
-    """Passes writes to ``sink`` until ``cancelled()`` says stop: tarfile writes at most 1 MiB at a time,
-    so a commit of any size notices a cancel within one chunk's compression time. ``progress(tarred,
-    compressed)`` hears the bytes after each write."""
-
-    def __init__(self, sink: DiffSink, cancelled: Callable[[], bool] | None,
-                 progress: Callable[[int, int], None] | None = None) -> None:
-        super().__init__()
-        self._sink = sink
-        self._cancelled = cancelled or (lambda: False)
-        self._progress = progress
-
-    def writable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._sink.tell()
-
-    def write(self, data: Any) -> int:
-        if self._cancelled():
-            raise Interrupted("layer commit interrupted")
-        n = self._sink.write(data)
-        if self._progress is not None:
-            self._progress(self._sink.tell(), self._sink.compressed_size)
-        return n

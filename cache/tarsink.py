@@ -13,9 +13,10 @@ import hashlib
 import io
 import queue
 import threading
+from collections.abc import Callable
 from typing import Any
 
-from cache.errors import StoreError
+from cache.errors import Interrupted, StoreError
 from cache.model import MEDIA_TYPE_LAYER_TAR, Descriptor, Digest
 
 SMALL_WRITE = 64 << 10  # writes below this (tar headers, small files) are gathered first
@@ -120,3 +121,30 @@ class DiffSink(io.RawIOBase):
         """Stop the hashing thread; idempotent."""
         self._open = False
         self._diff.close()
+
+
+class Stoppable(io.RawIOBase):
+    """Passes writes to ``sink`` until ``cancelled()`` says stop: tarfile writes at most 1 MiB at a time,
+    so a commit of any size notices a cancel within one chunk's compression time. ``progress(tarred,
+    compressed)`` hears the bytes after each write."""
+
+    def __init__(self, sink: DiffSink, cancelled: Callable[[], bool] | None,
+                 progress: Callable[[int, int], None] | None = None) -> None:
+        super().__init__()
+        self._sink = sink
+        self._cancelled = cancelled or (lambda: False)
+        self._progress = progress
+
+    def writable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._sink.tell()
+
+    def write(self, data: Any) -> int:
+        if self._cancelled():
+            raise Interrupted("layer commit interrupted")
+        n = self._sink.write(data)
+        if self._progress is not None:
+            self._progress(self._sink.tell(), self._sink.compressed_size)
+        return n

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from cache.model import ByteReader
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -81,3 +84,16 @@ class Background:
     def join(self, timeout: float | None = None) -> bool:
         """Wait until ``target`` has returned (at most ``timeout`` s); whether it has."""
         return self._done.wait(timeout)
+
+
+class StopReading:
+    """A layer stream that raises `cache.tasks.Stopped` at its next read once ``stop`` is set."""
+
+    def __init__(self, stream: ByteReader, stop: threading.Event) -> None:
+        self._stream = stream
+        self._stop = stop
+
+    def read(self, n: int = -1) -> bytes:
+        if self._stop.is_set():
+            raise Stopped("layer import stopped")
+        return self._stream.read(n)

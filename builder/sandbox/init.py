@@ -8,7 +8,7 @@ unshare() are safe here. Three processes:
                           setns() into the pool's prepared namespace, spec.netns_fd); forks.
   PID 1                   first process of the new PID namespace: mounts the root filesystem,
                           pivot_root, resolves USER, forks the command, reaps every zombie,
-                          forwards signals, removes mount stubs, exits with the command's status.
+                          forwards signals, reports its mount stubs, exits with the command's status.
   the command             starts a session of its own (no controlling terminal: TIOCSTI fails), drops to
                           USER and docker's capabilities, looks argv[0] up in the container's PATH, sets
                           no_new_privs and docker's seccomp filter (compiled by stage 1), execs; with
@@ -21,7 +21,9 @@ parent, and the kernel kills a PID namespace with its PID 1).
 Status protocol (STATUS_FD, one JSON object per line, read by the runner):
   {"error": "..."}                 setup failed; the message is one user-facing line
   {"started": true}                the command was executed
-  {"restored": ["/etc", ...]}      directories whose mount stubs were removed (see stubs.py)
+  {"stubs": [...]}                 the paths created only to be mounted over (stubs.py): the runner takes them out
+                                   of the upper dir once the container is gone (overlayfs)
+  {"restored": ["/etc", ...]}      fuse-overlayfs: directories whose mount stubs PID 1 removed itself
   {"exit": CODE, "signal": N|null} the command finished (signal set when it was killed by one)
 After pivot_root nothing new can be imported (the host's Python is gone), hence the imports here.
 """
@@ -32,7 +34,6 @@ import fcntl  # imported here: after pivot_root the host's standard library is o
 import json
 import os
 import signal
-import stat
 import sys
 import termios
 from typing import NoReturn
@@ -41,6 +42,9 @@ from builder.sandbox import capabilities
 from builder.sandbox import rootfs as rf
 from builder.sandbox import seccomp
 from builder.sandbox.capabilities import DEFAULT_CAPABILITIES
+from builder.sandbox.cgroupprocs import join_cgroups, open_cgroups, write_pid
+from builder.sandbox.execargs import (EXIT_CANNOT_EXEC, EXIT_NOT_FOUND, EXIT_SETUP, ExecError, exec_arguments,
+                                     find_executable)
 from builder.sandbox import syscalls as sc
 from builder.sandbox.network import host_resolv_conf, setup_network
 from builder.sandbox.spec import ContainerSpec
@@ -48,23 +52,12 @@ from builder.sandbox.stubs import ensure_path, remove_stubs
 from builder.sandbox.users import ExecUser, UserError, lookup_user
 from builder.sandbox.userns import setgroups_denied
 
-EXIT_SETUP = 125  # docker's "the container could not be started"
-EXIT_CANNOT_EXEC = 126
-EXIT_NOT_FOUND = 127
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
                      signal.SIGUSR2, signal.SIGWINCH)
 # Python ignores these; a command must start with the defaults (subprocess' restore_signals).
 RESTORED_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 RUN_CAPABILITIES = set(DEFAULT_CAPABILITIES)
-
-
-class ExecError(Exception):
-    """argv[0] cannot be executed; the message reads like runc's."""
-
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class Status:
@@ -168,43 +161,11 @@ def main(argv: list[str]) -> NoReturn:
     os._exit(exit_code(wait_status)[0])
 
 
-def join_cgroups(paths: tuple[str, ...]) -> None:
-    """Move this process into the RUN's cgroup directories (made by the runner: cgroup.py)."""
-    _write_pid(open_cgroups(paths), 0)
-
-
-def open_cgroups(paths: tuple[str, ...]) -> dict[str, int]:
-    """The cgroup.procs files of the RUN's cgroups, opened for writing (by path), while the host's /sys is here:
-    PID 1's pivot_root moves the root of every process of its mount namespace, stage 1's too."""
-    opened: dict[str, int] = {}
-    for path in paths:
-        try:
-            opened[path] = os.open(os.path.join(path, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            for fd in opened.values():
-                os.close(fd)
-            raise OSError(exc.errno, f"joining the RUN's cgroup {path}: {exc.strerror}") from exc
-    return opened
-
-
-def _write_pid(opened: dict[str, int], pid: int) -> None:
-    """Move `pid` (0: this process) into each opened cgroup; the descriptors are closed."""
-    try:
-        for path, fd in opened.items():
-            try:
-                os.write(fd, str(pid).encode())
-            except OSError as exc:
-                raise OSError(exc.errno, f"joining the RUN's cgroup {path}: {exc.strerror}") from exc
-    finally:
-        for fd in opened.values():
-            os.close(fd)
-
-
 def _move_in(opened: dict[str, int], pid: int, joined_w: int, status: Status) -> None:
     """Stage 1: move PID 1 (`pid`) into the RUN's cgroups, then let it go on (one byte on `joined_w`); if that
     fails, report it and take PID 1 down before it forks anything (stage 1 then exits with its status)."""
     try:
-        _write_pid(opened, pid)
+        write_pid(opened, pid)
     except OSError as exc:
         if exc.errno != errno.ESRCH:  # ESRCH: PID 1 is gone already and has said why
             status.send(error=f"creating the container: {describe(exc)}")
@@ -427,50 +388,6 @@ def _confine() -> None:
         sc.set_seccomp_filter(seccomp.program(RUN_CAPABILITIES))
     except OSError as exc:
         raise ExecError(f"confining the command (no_new_privs, seccomp): {describe(exc)}", EXIT_SETUP) from exc
-
-
-def exec_arguments(argv: tuple[str, ...], env: list[str]) -> tuple[list[str], dict[str, str]]:
-    """execve's argv and environment; ExecError naming the entry execve cannot take (NUL byte, empty name)."""
-    for index, arg in enumerate(argv):
-        if "\0" in arg:
-            raise ExecError(f"argument {index} of the command contains a NUL byte: {_shown(arg)}", EXIT_CANNOT_EXEC)
-    environ = {}
-    for item in env:
-        key, _, value = item.partition("=")
-        if not key or "\0" in item:
-            problem = "has an empty name" if not key else "contains a NUL byte"
-            raise ExecError(f"environment entry {_shown(item)} {problem}", EXIT_CANNOT_EXEC)
-        environ[key] = value
-    return list(argv), environ
-
-
-def _shown(text: str) -> str:
-    return repr(text if len(text) <= 60 else text[:57] + "...")
-
-
-def find_executable(name: str, path_env: str) -> str:
-    """Go's exec.LookPath as runc uses it: a name with "/" is used as is, otherwise search PATH."""
-    if "/" in name:
-        problem = _executable_problem(name)
-        if problem is not None:
-            raise ExecError(f'exec: "{name}": {problem}', EXIT_NOT_FOUND if "no such" in problem
-                            else EXIT_CANNOT_EXEC)
-        return name
-    for directory in path_env.split(":"):
-        candidate = os.path.join(directory or ".", name)
-        if _executable_problem(candidate) is None:
-            return candidate
-    raise ExecError(f'exec: "{name}": executable file not found in $PATH', EXIT_NOT_FOUND)
-
-
-def _executable_problem(path: str) -> str | None:
-    try:
-        info = os.stat(path)
-    except OSError as exc:
-        return f"stat {path}: {(exc.strerror or '').lower()}"
-    if stat.S_ISDIR(info.st_mode) or not info.st_mode & 0o111:
-        return f"stat {path}: permission denied" if not stat.S_ISDIR(info.st_mode) else f"{path}: is a directory"
-    return None
 
 
 if __name__ == "__main__":
