@@ -8,14 +8,13 @@ import io
 import json
 import struct
 import tarfile
-import urllib.request
 import zlib
 from pathlib import Path
 
 import pytest
 
 from tests.integration.conftest import Pybuild
-from tests.integration.registry import start_registry
+from tests.integration.registry import push_raw, start_registry
 
 T = 1_500_000_000
 TAR = "application/vnd.oci.image.layer.v1.tar"
@@ -65,17 +64,7 @@ def image_parts(layer: bytes, media_type: str) -> tuple[bytes, bytes, bytes]:
 
 def push(host: str, repo: str, layer: bytes, media_type: str) -> None:
     layer, config, manifest = image_parts(layer, media_type)
-    for data in (layer, config):
-        started = urllib.request.urlopen(urllib.request.Request(f"http://{host}/v2/{repo}/blobs/uploads/",
-                                                                data=b"", method="POST"))
-        location = started.headers["Location"]
-        location = location if location.startswith("http") else f"http://{host}{location}"
-        urllib.request.urlopen(urllib.request.Request(
-            f"{location}{'&' if '?' in location else '?'}digest={digest_of(data)}", data=data, method="PUT",
-            headers={"Content-Type": "application/octet-stream"}))
-    urllib.request.urlopen(urllib.request.Request(
-        f"http://{host}/v2/{repo}/manifests/1", data=manifest, method="PUT",
-        headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"}))
+    push_raw(host, repo, [layer, config], manifest)
 
 
 def oci_layout(dest: Path, layer: bytes, media_type: str, name: str) -> None:

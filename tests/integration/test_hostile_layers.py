@@ -9,13 +9,12 @@ import json
 import os
 import stat
 import tarfile
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.integration.conftest import Pybuild
-from tests.integration.registry import start_registry
+from tests.integration.registry import push_raw, start_registry
 
 T = 1_500_000_000
 
@@ -79,23 +78,12 @@ def _push_raw(host: str, repo: str, layer: bytes) -> str:
     config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
                          "rootfs": {"type": "layers",
                                     "diff_ids": ["sha256:" + hashlib.sha256(layer).hexdigest()]}}).encode()
-    descs = []
-    for data, media in ((blob, "application/vnd.oci.image.layer.v1.tar+gzip"),
-                        (config, "application/vnd.oci.image.config.v1+json")):
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        started = urllib.request.urlopen(urllib.request.Request(f"http://{host}/v2/{repo}/blobs/uploads/",
-                                                                data=b"", method="POST"))
-        location = started.headers["Location"]
-        location = location if location.startswith("http") else f"http://{host}{location}"
-        urllib.request.urlopen(urllib.request.Request(
-            f"{location}{'&' if '?' in location else '?'}digest={digest}", data=data, method="PUT",
-            headers={"Content-Type": "application/octet-stream"}))
-        descs.append({"mediaType": media, "digest": digest, "size": len(data)})
+    descs = [{"mediaType": media, "digest": "sha256:" + hashlib.sha256(data).hexdigest(), "size": len(data)}
+             for data, media in ((blob, "application/vnd.oci.image.layer.v1.tar+gzip"),
+                                 (config, "application/vnd.oci.image.config.v1+json"))]
     manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
                            "config": descs[1], "layers": [descs[0]]}).encode()
-    urllib.request.urlopen(urllib.request.Request(
-        f"http://{host}/v2/{repo}/manifests/1", data=manifest, method="PUT",
-        headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"}))
+    push_raw(host, repo, [blob, config], manifest)
     return descs[0]["digest"]
 
 
