@@ -10,7 +10,7 @@ import signal
 import sys
 import time
 
-from builder.sandbox.forkserver import serve
+from builder.sandbox.zygote import serve
 
 
 def open_fds() -> list[int]:
