@@ -1,6 +1,6 @@
 """The zygote's side of the fork server (builder/sandbox/forkserver.py has the builder's side and the protocol):
 `serve` forks a child per request and reports its end. Its own module, so that the zygote imports neither
-subprocess nor the builder's side (its spawn-to-ready 51-53 → 47-50 ms here; the cold build's first step waits for it)."""
+subprocess nor the builder's side (spawn-to-ready 51-53 → 47-50 ms here; a cold build's first step waits for it)."""
 from __future__ import annotations
 
 import fcntl
