@@ -8,7 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-test}"
 
-packages=(busybox-static iproute2 libseccomp2 uidmap slirp4netns  # rootless: newuidmap/newgidmap, user-mode network
+packages=(python3-venv  # `python3 -m venv` on a Debian python (ensurepip is a package of its own)
+          busybox-static iproute2 libseccomp2 uidmap slirp4netns  # rootless: newuidmap/newgidmap, user-mode network
           fuse-overlayfs)  # rootless: --snapshotter fuse-overlayfs, where the kernel refuses overlayfs
 if [ "$mode" = test ] || [ "$mode" = bench ]; then
   packages+=(skopeo umoci runc docker-registry docker.io golang-docker-credential-helpers pass openssh-client
