@@ -14,6 +14,7 @@ import random
 import re
 import select
 import signal
+import struct
 import subprocess
 import sys
 import termios
@@ -97,6 +98,35 @@ def read_until(fd: int, wanted: list[bytes], timeout: float = 60) -> bytes:
             buf += chunk
     assert all(w in buf for w in wanted), buf.decode(errors="replace")
     return buf
+
+TTY_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07|\x1b[@-_]")
+
+
+def tty_build(root: Path, *args: str, rows: int, cols: int) -> tuple[int, str]:
+    """Run `pybuild --progress tty ARGS` on a pty of rows x cols until it exits; its exit code and what the
+    terminal got, escapes removed and every \\r (a frame redrawn) read as a new line."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    proc = start(root, "--progress", "tty", *args, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave,
+                 start_new_session=True)
+    os.close(slave)
+    raw = b""
+    try:
+        while True:  # read until the build is gone (EIO/EOF); the guard is generous
+            ready, _, _ = select.select([master], [], [], 120)
+            assert ready, raw.decode(errors="replace")
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            raw += chunk
+    finally:
+        os.close(master)
+        proc.wait(timeout=60)
+    return proc.returncode, TTY_ESCAPES.sub("", raw.decode()).replace("\r\n", "\n").replace("\r", "\n")
+
 
 
 def interrupt(proc: subprocess.Popen, send) -> None:

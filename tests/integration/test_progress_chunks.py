@@ -4,27 +4,19 @@ counted once in plain, in the tty view (under a pty), in rawjson (every line of 
 and in the failure report."""
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import pty
 import random
 import re
-import select
 import shutil
-import struct
-import subprocess
-import termios
 
 import pytest
 
 from tests.integration.conftest import TESTDATA
-from tests.integration.test_cancel import start
+from tests.integration.test_cancel import tty_build
 
 pytestmark = pytest.mark.slow
 
 WORDS = ["café", "naïve", "日本語", "→", "Größe", "ok", "E:", "Unable", "to", "locate", "ünïcödé", "jq", "✓", "x"]
-ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07|\x1b[@-_]")
 
 
 def lines_for(rng: random.Random, stream: str, count: int) -> list[str]:
@@ -106,28 +98,8 @@ def test_rawjson_every_line_is_json_and_the_logs_are_whole_lines(pybuild, busybo
 
 def test_tty_under_a_pty(pybuild, busybox_image, chunked):
     ctx, out, err = chunked
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))
-    proc = start(pybuild.root, "--progress", "tty", "--no-cache", str(ctx), stdin=subprocess.DEVNULL,
-                 stdout=slave, stderr=slave, start_new_session=True)
-    os.close(slave)
-    raw = b""
-    try:
-        while True:  # read until the build is gone (EIO/EOF); the guard is generous
-            ready, _, _ = select.select([master], [], [], 120)
-            assert ready, raw.decode(errors="replace")
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            raw += chunk
-    finally:
-        os.close(master)
-        proc.wait(timeout=60)
-    text = ESCAPES.sub("", raw.decode()).replace("\r\n", "\n").replace("\r", "\n")  # frames redraw after \\r
-    assert proc.returncode == 1, text
+    code, text = tty_build(pybuild.root, "--no-cache", str(ctx), rows=50, cols=200)
+    assert code == 1, text
     live = set(re.findall(r"=> => # (.*?) *$", text, flags=re.M))  # lines shown under the running step
     assert live and live <= set(out + err), live - set(out + err)
     summary = text[text.rindex(" > [stage-0 4/4] RUN /bin/sh -c /replay.sh:\n"):].split("------")[0].splitlines()[1:]

@@ -91,37 +91,11 @@ def test_a_slow_stdin_context_shows_its_transfer(pybuild, busybox_image, tmp_pat
 
 
 def test_the_tty_view_ends_with_the_summary(pybuild, busybox_image, tmp_path):
-    import fcntl
-    import os
-    import pty
-    import select
-    import struct
-    import subprocess
-    import termios
-
-    from tests.integration.test_cancel import start
+    from tests.integration.test_cancel import tty_build
 
     (tmp_path / "Dockerfile").write_text(f"FROM pybuild/busybox\nRUN echo {tmp_path.name} > /t\n")
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))
-    proc = start(pybuild.root, "--progress", "tty", str(tmp_path), stdin=subprocess.DEVNULL, stdout=slave,
-                 stderr=slave, start_new_session=True)
-    os.close(slave)
-    raw = b""
-    try:
-        while select.select([master], [], [], 120)[0]:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # EIO: the build is gone
-                break
-            if not chunk:
-                break
-            raw += chunk
-    finally:
-        os.close(master)
-        proc.wait(timeout=60)
-    text = re.sub(r"\x1b\[[0-?]*[ -/]*[@-~]", "", raw.decode()).replace("\r\n", "\n").replace("\r", "\n")
-    assert proc.returncode == 0, text
+    code, text = tty_build(pybuild.root, str(tmp_path), rows=30, cols=120)
+    assert code == 0, text
     lines = text.rstrip("\n").splitlines()
     at = next(i for i, line in enumerate(lines) if line.startswith("image id: "))
     summary = r"(1 step run, 1|2 steps run, 0) cached \(2 in all\) in [0-9.]+s; image [0-9.]+MB \(uncompressed layers\)"

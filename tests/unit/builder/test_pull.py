@@ -59,6 +59,12 @@ class Served(Handler):
                     Served.in_flight -= 1
         self.reply(404, json.dumps({"errors": [{"code": "MANIFEST_UNKNOWN", "message": "manifest unknown"}]}).encode())
 
+    def layer_requested(self) -> bytes | None:
+        """The gzip layer blob this GET asks for; None for a manifest, a config or an unknown blob."""
+        parts = self.path.split("/")
+        body = self.blobs.get(parts[-1]) if parts[-2] == "blobs" else None
+        return body if body is not None and body.startswith(b"\x1f\x8b") else None
+
 
 @pytest.fixture
 def served():

@@ -99,9 +99,8 @@ class Halting(Served):
     seen_before_end: list[bool] = []
 
     def do_GET(self):
-        parts = self.path.split("/")
-        body = self.blobs.get(parts[-1]) if parts[-2] == "blobs" else None
-        if body is None or not body.startswith(b"\x1f\x8b"):
+        body = self.layer_requested()
+        if body is None:
             return super().do_GET()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
